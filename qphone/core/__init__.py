@@ -1,0 +1,1 @@
+"""Sans-I/O security core of qphone."""

@@ -1,0 +1,177 @@
+"""AES-256-GCM frame protection with SFrame-style headers, per direction, across epochs.
+
+Per epoch and direction (RFC 9605 section 4.4.2 pattern, SHA-256)::
+
+    secret = HKDF-Extract("", base_key)
+    key    = HKDF-Expand(secret, "qphone/1 sframe key"  || KID, 32)
+    salt   = HKDF-Expand(secret, "qphone/1 sframe salt" || KID, 12)
+    nonce  = salt XOR CTR (CTR left-padded to 12 bytes)
+
+Frame = header || AES-GCM(key, nonce, payload, aad=header) (16-byte tag). CTR restarts at 0 in
+every epoch because every epoch has its own key; the sender refuses to protect once a counter
+would repeat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from qphone.core.errors import (
+    FrameAuthFailed,
+    FrameKeyUnavailable,
+    FrameMalformed,
+    FrameWrongMode,
+    KeyExhausted,
+)
+from qphone.core.kdf import hkdf_expand, hkdf_extract
+from qphone.core.replaywindow import ReplayWindow
+from qphone.core.sframe import FrameHeader
+
+TAG_LEN = 16
+MAX_PAYLOAD = 1500  # bytes; Opus packets are at most 1275
+MAX_FRAME = 17 + MAX_PAYLOAD + TAG_LEN
+DEFAULT_MAX_COUNTER = (1 << 32) - 1  # per key; far below the 2^64 header limit
+MODE_BIT_AES = 0
+MODE_BIT_OTP = 1
+
+
+def aes_kid(epoch: int) -> int:
+    return epoch * 2 + MODE_BIT_AES
+
+
+@dataclass(frozen=True, repr=False)
+class FrameKey:
+    epoch: int
+    aead: AESGCM
+    salt: int
+
+    @staticmethod
+    def derive(epoch: int, base_key: bytes) -> FrameKey:
+        kid = aes_kid(epoch).to_bytes(8, "big")
+        secret = hkdf_extract(b"", base_key)
+        key = hkdf_expand(secret, b"qphone/1 sframe key" + kid, 32)
+        salt = hkdf_expand(secret, b"qphone/1 sframe salt" + kid, 12)
+        return FrameKey(epoch, AESGCM(key), int.from_bytes(salt, "big"))
+
+
+class AesFrameSender:
+    """Protects outgoing frames under the current epoch key."""
+
+    def __init__(self, key: FrameKey, max_counter: int = DEFAULT_MAX_COUNTER) -> None:
+        self._key = key
+        self._ctr = 0
+        self._max = max_counter
+
+    @property
+    def epoch(self) -> int:
+        return self._key.epoch
+
+    @property
+    def counter(self) -> int:
+        """Frames protected under the current key."""
+        return self._ctr
+
+    def rekey(self, key: FrameKey) -> None:
+        if key.epoch <= self._key.epoch:
+            raise ValueError("the sender only moves to a newer epoch")
+        self._key, self._ctr = key, 0
+
+    def protect(self, payload: bytes) -> bytes:
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        ctr = self._ctr
+        if ctr > self._max:
+            raise KeyExhausted(
+                f"epoch {self._key.epoch}: frame counter exhausted and no fresh key installed"
+            )
+        header = FrameHeader(aes_kid(self._key.epoch), ctr).encode()
+        nonce = (self._key.salt ^ ctr).to_bytes(12, "big")
+        out = header + self._key.aead.encrypt(nonce, payload, header)
+        self._ctr = ctr + 1
+        return out
+
+
+@dataclass
+class _RecvEpoch:
+    key: FrameKey
+    window: ReplayWindow
+    retire_at: float | None = None
+
+
+class AesFrameReceiver:
+    """Unprotects incoming frames; holds the keys of the current and recent epochs."""
+
+    def __init__(self, replay_window: int, grace_s: float) -> None:
+        self._epochs: dict[int, _RecvEpoch] = {}
+        self._window = replay_window
+        self._grace = grace_s
+        self._newest_seen = -1
+        self._retired_below = 0
+        self._next_retire: float | None = None
+
+    @property
+    def installed_epochs(self) -> list[int]:
+        return sorted(self._epochs)
+
+    @property
+    def newest_seen(self) -> int:
+        """The newest epoch from which a frame was accepted (-1: none yet)."""
+        return self._newest_seen
+
+    def install(self, key: FrameKey) -> None:
+        if key.epoch in self._epochs or key.epoch < self._retired_below:
+            raise ValueError(f"epoch {key.epoch} already installed or retired")
+        self._epochs[key.epoch] = _RecvEpoch(key, ReplayWindow(self._window))
+
+    def unprotect(self, frame: bytes, now: float) -> tuple[int, bytes]:
+        """Return (epoch, payload) or raise a FrameRejected subclass. State changes only on
+        success (plus the erasure of keys whose grace window has passed)."""
+        if self._next_retire is not None and now >= self._next_retire:
+            self._retire(now)
+        if len(frame) > MAX_FRAME:
+            raise FrameMalformed(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
+        header, hlen = FrameHeader.decode(frame)
+        if header.kid & 1 != MODE_BIT_AES:
+            raise FrameWrongMode("received an OTP frame on an AES session")
+        if len(frame) < hlen + TAG_LEN:
+            raise FrameMalformed("frame is shorter than its header and tag")
+        epoch = header.kid >> 1
+        entry = self._epochs.get(epoch)
+        if entry is None:
+            state = "was erased" if epoch < self._retired_below else "is not installed"
+            raise FrameKeyUnavailable(f"frame for epoch {epoch}, whose key {state}")
+        entry.window.check(header.ctr)
+        nonce = (entry.key.salt ^ header.ctr).to_bytes(12, "big")
+        aad = frame[:hlen]
+        try:
+            payload = entry.key.aead.decrypt(nonce, frame[hlen:], aad)
+        except InvalidTag:
+            raise FrameAuthFailed(f"epoch {epoch} frame {header.ctr}: tag invalid") from None
+        entry.window.accept(header.ctr)
+        if epoch > self._newest_seen:
+            self._newest_seen = epoch
+            deadline = now + self._grace
+            for old, e in self._epochs.items():
+                if old < epoch and e.retire_at is None:
+                    e.retire_at = deadline
+            if any(e.retire_at is not None for e in self._epochs.values()):
+                self._next_retire = min(
+                    e.retire_at for e in self._epochs.values() if e.retire_at is not None
+                )
+            if self._grace == 0:
+                self._retire(now)
+        return epoch, payload
+
+    def _retire(self, now: float) -> None:
+        for epoch in [e for e, v in self._epochs.items() if v.retire_at is not None]:
+            if self._epochs[epoch].retire_at <= now:  # type: ignore[operator]
+                del self._epochs[epoch]
+                self._retired_below = max(self._retired_below, epoch + 1)
+        pending = [v.retire_at for v in self._epochs.values() if v.retire_at is not None]
+        self._next_retire = min(pending) if pending else None
+
+    def close(self) -> None:
+        self._epochs.clear()

@@ -1,0 +1,522 @@
+"""Hybrid handshake state machines (initiator and responder), sans-I/O.
+
+Three messages on a reliable channel::
+
+    Initiator                                            Responder
+    ClientHello  {random, params, X25519 pk, ML-KEM ek,
+                  identity, QKD key IDs}         ---->
+                                                       (NeedQkdKeys -> dec_keys -> provide_qkd_keys)
+                                                 <----  ServerHello {random, X25519 pk, ML-KEM ct,
+                                                                     identity, signature, confirm}
+    ClientFinish {signature, confirm}            ---->
+
+The transcript hash starts with a context holding the protocol label and the channel binding
+supplied by the transport (a hash of both DTLS fingerprints), then covers every byte of every
+message. Each side signs the transcript with its hybrid identity (Ed25519 + ML-DSA-65; both must
+verify) and proves possession of the combined key with an HMAC (key confirmation in both
+directions). The master secret is CatKDF(QKD || ML-KEM || X25519) bound to the transcript.
+Any failure raises :class:`HandshakeFailed` and closes the handshake: it fails closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+
+from qphone.core.callparams import CallParams, Mode
+from qphone.core.combiner import combine
+from qphone.core.errors import HandshakeFailed, MalformedMessage, UnexpectedMessage
+from qphone.core.identity import (
+    PUBLIC_LEN,
+    SIGNATURE_LEN,
+    Identity,
+    PublicIdentity,
+    SignatureInvalid,
+)
+from qphone.core.kdf import hkdf_expand, hkdf_extract
+from qphone.core.qkd import QkdKey
+from qphone.core.sas import SAS_BYTES, sas_words
+from qphone.core.wire import Reader, Writer
+
+VERSION = 1
+CLIENT_HELLO = 1
+SERVER_HELLO = 2
+CLIENT_FINISH = 3
+RANDOM_LEN = 32
+X25519_LEN = 32
+MLKEM_EK_LEN = 1184
+MLKEM_CT_LEN = 1088
+CONFIRM_LEN = 32
+MAX_QKD_KEYS = 16
+MAX_BINDING = 255
+_LABEL = b"qphone/1 handshake"
+
+
+class Role(Enum):
+    INITIATOR = "initiator"
+    RESPONDER = "responder"
+
+
+@dataclass(frozen=True)
+class SendMessage:
+    """Send these bytes to the peer on the reliable channel."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class NeedQkdKeys:
+    """Responder: resolve these key IDs at the local KME (dec_keys), then call provide_qkd_keys."""
+
+    key_ids: tuple[uuid.UUID, ...]
+    bits: int
+
+
+@dataclass(frozen=True, repr=False)
+class SessionSecrets:
+    """Per-session secrets; the key schedule takes ownership and erases them."""
+
+    chain0: bytearray = field(repr=False)
+    control_i2r: bytes = field(repr=False)
+    control_r2i: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class HandshakeResult:
+    role: Role
+    params: CallParams
+    peer: PublicIdentity
+    sas: str
+    transcript_hash: bytes
+    qkd_key_ids: tuple[uuid.UUID, ...]
+    qkd_bits: int
+    secrets: SessionSecrets = field(repr=False)
+
+
+@dataclass(frozen=True)
+class HandshakeComplete:
+    result: HandshakeResult
+
+
+Event = SendMessage | NeedQkdKeys | HandshakeComplete
+
+
+@dataclass(frozen=True)
+class ClientHello:
+    random: bytes
+    params: CallParams
+    x25519: bytes
+    mlkem_ek: bytes
+    identity: PublicIdentity
+    qkd_key_ids: tuple[uuid.UUID, ...]
+
+    def encode(self) -> bytes:
+        return (
+            Writer()
+            .u8(CLIENT_HELLO)
+            .u8(VERSION)
+            .fixed(self.random, RANDOM_LEN)
+            .fixed(self.params.encode(), len(self.params.encode()))
+            .fixed(self.x25519, X25519_LEN)
+            .fixed(self.mlkem_ek, MLKEM_EK_LEN)
+            .fixed(self.identity.encode(), PUBLIC_LEN)
+            .uuids(self.qkd_key_ids)
+            .finish()
+        )
+
+    @staticmethod
+    def decode(data: bytes) -> ClientHello:
+        r = Reader(data, "ClientHello")
+        _expect_header(r, CLIENT_HELLO)
+        msg = ClientHello(
+            r.fixed(RANDOM_LEN, "random"),
+            CallParams.read(r),
+            r.fixed(X25519_LEN, "x25519"),
+            r.fixed(MLKEM_EK_LEN, "mlkem_ek"),
+            PublicIdentity.decode(r.fixed(PUBLIC_LEN, "identity")),
+            r.uuids("qkd_key_ids", MAX_QKD_KEYS),
+        )
+        r.end()
+        return msg
+
+
+@dataclass(frozen=True)
+class ServerHello:
+    random: bytes
+    x25519: bytes
+    mlkem_ct: bytes
+    identity: PublicIdentity
+    signature: bytes = b""
+    confirm: bytes = b""
+
+    def encode_core(self) -> bytes:
+        return (
+            Writer()
+            .u8(SERVER_HELLO)
+            .u8(VERSION)
+            .fixed(self.random, RANDOM_LEN)
+            .fixed(self.x25519, X25519_LEN)
+            .fixed(self.mlkem_ct, MLKEM_CT_LEN)
+            .fixed(self.identity.encode(), PUBLIC_LEN)
+            .finish()
+        )
+
+    def encode(self) -> bytes:
+        return self.encode_core() + self.signature + self.confirm
+
+    @staticmethod
+    def decode(data: bytes) -> ServerHello:
+        r = Reader(data, "ServerHello")
+        _expect_header(r, SERVER_HELLO)
+        msg = ServerHello(
+            r.fixed(RANDOM_LEN, "random"),
+            r.fixed(X25519_LEN, "x25519"),
+            r.fixed(MLKEM_CT_LEN, "mlkem_ct"),
+            PublicIdentity.decode(r.fixed(PUBLIC_LEN, "identity")),
+            r.fixed(SIGNATURE_LEN, "signature"),
+            r.fixed(CONFIRM_LEN, "confirm"),
+        )
+        r.end()
+        return msg
+
+
+@dataclass(frozen=True)
+class ClientFinish:
+    signature: bytes
+    confirm: bytes
+
+    def encode(self) -> bytes:
+        return bytes((CLIENT_FINISH, VERSION)) + self.signature + self.confirm
+
+    @staticmethod
+    def decode(data: bytes) -> ClientFinish:
+        r = Reader(data, "ClientFinish")
+        _expect_header(r, CLIENT_FINISH)
+        msg = ClientFinish(r.fixed(SIGNATURE_LEN, "signature"), r.fixed(CONFIRM_LEN, "confirm"))
+        r.end()
+        return msg
+
+
+def _expect_header(r: Reader, msg_type: int) -> None:
+    got = r.u8("type")
+    if got != msg_type:
+        raise MalformedMessage(f"expected message type {msg_type}, got {got}")
+    version = r.u8("version")
+    if version != VERSION:
+        raise MalformedMessage(f"unsupported protocol version {version} (this is {VERSION})")
+
+
+def channel_context(channel_binding: bytes) -> bytes:
+    if not 16 <= len(channel_binding) <= MAX_BINDING:
+        raise ValueError(
+            "channel binding must be 16..255 bytes (e.g. SHA-256 of DTLS fingerprints)"
+        )
+    return _LABEL + b"\x00" + bytes((len(channel_binding),)) + channel_binding
+
+
+def _h(*parts: bytes) -> bytes:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(4, "big"))
+        h.update(part)
+    return h.digest()
+
+
+@dataclass
+class _KeyMaterial:
+    master: bytes
+    fin_i: bytes
+    fin_r: bytes
+
+
+def _derive_master(
+    context: bytes, qkd: bytes, mlkem_ss: bytes, x_ss: bytes, ch: bytes, sh_core: bytes
+) -> _KeyMaterial:
+    master = combine(qkd=qkd, mlkem=mlkem_ss, x25519=x_ss, context=context, ma=ch, mb=sh_core)
+    return _KeyMaterial(
+        master,
+        hkdf_expand(master, b"qphone/1 finished initiator"),
+        hkdf_expand(master, b"qphone/1 finished responder"),
+    )
+
+
+def _session(
+    role: Role,
+    params: CallParams,
+    peer: PublicIdentity,
+    keys: _KeyMaterial,
+    transcript: bytes,
+    qkd_ids: tuple[uuid.UUID, ...],
+) -> HandshakeComplete:
+    prk = hkdf_extract(transcript, keys.master)
+    secrets = SessionSecrets(
+        bytearray(hkdf_expand(prk, b"qphone/1 chain 0")),
+        hkdf_expand(prk, b"qphone/1 control i2r"),
+        hkdf_expand(prk, b"qphone/1 control r2i"),
+    )
+    sas = sas_words(hkdf_expand(prk, b"qphone/1 sas", SAS_BYTES))
+    return HandshakeComplete(
+        HandshakeResult(
+            role, params, peer, sas, transcript, qkd_ids, params.handshake_qkd_bits, secrets
+        )
+    )
+
+
+def _check_peer(expected: PublicIdentity | None, got: PublicIdentity) -> None:
+    if expected is not None and not hmac.compare_digest(expected.encode(), got.encode()):
+        raise HandshakeFailed(
+            f"peer identity {got.fingerprint()} is not the expected {expected.fingerprint()}"
+        )
+
+
+def _qkd_secret(ids: tuple[uuid.UUID, ...], keys: Sequence[QkdKey], bits: int, who: str) -> bytes:
+    if tuple(k.key_id for k in keys) != ids:
+        raise HandshakeFailed(f"{who}: QKD keys do not match the key IDs of the handshake")
+    material = b"".join(k.material for k in keys)
+    if len(material) * 8 != bits:
+        raise HandshakeFailed(f"{who}: QKD keys hold {len(material) * 8} bits, need {bits}")
+    return material
+
+
+class Initiator:
+    """The calling side. It brings the QKD key IDs its KME handed out (ETSI 014 master SAE)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        params: CallParams,
+        qkd_keys: Sequence[QkdKey],
+        channel_binding: bytes,
+        expected_peer: PublicIdentity | None = None,
+    ) -> None:
+        self._identity = identity
+        self._params = params
+        self._context = channel_context(channel_binding)
+        self._expected_peer = expected_peer
+        ids = tuple(k.key_id for k in qkd_keys)
+        if len(ids) > MAX_QKD_KEYS:
+            raise ValueError(f"at most {MAX_QKD_KEYS} QKD keys per handshake")
+        self._qkd = (
+            b""
+            if params.pqc_only
+            else _qkd_secret(ids, qkd_keys, params.handshake_qkd_bits, "initiator")
+        )
+        if params.pqc_only and ids:
+            raise ValueError("a PQC-only call takes no QKD keys")
+        self._x = x25519.X25519PrivateKey.generate()
+        self._kem = mlkem.MLKEM768PrivateKey.generate()
+        self._hello = ClientHello(
+            os.urandom(RANDOM_LEN),
+            params,
+            self._x.public_key().public_bytes_raw(),
+            self._kem.public_key().public_bytes_raw(),
+            identity.public,
+            ids,
+        ).encode()
+        self._state = "start"
+
+    @property
+    def closed(self) -> bool:
+        return self._state in ("done", "failed")
+
+    def start(self) -> bytes:
+        if self._state != "start":
+            raise UnexpectedMessage("handshake already started")
+        self._state = "wait_server_hello"
+        return self._hello
+
+    def receive(self, data: bytes) -> list[Event]:
+        if self._state != "wait_server_hello":
+            raise UnexpectedMessage(f"initiator got a message in state {self._state}")
+        try:
+            return self._on_server_hello(data)
+        except HandshakeFailed:
+            self._fail()
+            raise
+        except (MalformedMessage, SignatureInvalid, ValueError) as exc:
+            self._fail()
+            raise HandshakeFailed(f"ServerHello rejected: {exc}") from exc
+
+    def _fail(self) -> None:
+        self._state = "failed"
+        self._qkd = b""
+
+    def _on_server_hello(self, data: bytes) -> list[Event]:
+        sh = ServerHello.decode(data)
+        _check_peer(self._expected_peer, sh.identity)
+        core = sh.encode_core()
+        x_ss = self._x.exchange(x25519.X25519PublicKey.from_public_bytes(sh.x25519))
+        kem_ss = self._kem.decapsulate(sh.mlkem_ct)
+        keys = _derive_master(self._context, self._qkd, kem_ss, x_ss, self._hello, core)
+        sh.identity.verify(
+            sh.signature, _h(self._context, self._hello, core), b"qphone/1 responder"
+        )
+        expect = hmac.new(
+            keys.fin_r, _h(self._context, self._hello, core, sh.signature), "sha256"
+        ).digest()
+        if not hmac.compare_digest(expect, sh.confirm):
+            raise HandshakeFailed(
+                "key confirmation from responder failed (different QKD key, altered message or "
+                "channel binding mismatch: possible man in the middle)"
+            )
+        th = _h(self._context, self._hello, data)
+        sig = self._identity.sign(th, b"qphone/1 initiator")
+        confirm = hmac.new(keys.fin_i, _h(self._context, self._hello, data, sig), "sha256")
+        finish = ClientFinish(sig, confirm.digest()).encode()
+        transcript = _h(self._context, self._hello, data, finish)
+        done = _session(
+            Role.INITIATOR,
+            self._params,
+            sh.identity,
+            keys,
+            transcript,
+            ClientHello.decode(self._hello).qkd_key_ids,
+        )
+        self._state = "done"
+        self._qkd = b""
+        return [SendMessage(finish), done]
+
+
+@dataclass(frozen=True)
+class ResponderPolicy:
+    """What the answering side accepts."""
+
+    allowed_modes: frozenset[Mode] = frozenset({Mode.AES, Mode.OTP})
+    allow_pqc_only: bool = False
+    expected_peer: PublicIdentity | None = None
+    required_mode: Mode | None = None  # e.g. --mode otp on the answering side: refuse anything else
+
+
+class Responder:
+    """The answering side. It resolves the initiator's QKD key IDs through its own KME."""
+
+    def __init__(
+        self, identity: Identity, channel_binding: bytes, policy: ResponderPolicy | None = None
+    ) -> None:
+        self._identity = identity
+        self._context = channel_context(channel_binding)
+        self._policy = policy or ResponderPolicy()
+        self._state = "wait_client_hello"
+        self._hello = b""
+        self._ch: ClientHello | None = None
+        self._sh = b""
+        self._keys: _KeyMaterial | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._state in ("done", "failed")
+
+    @property
+    def proposed_params(self) -> CallParams | None:
+        return self._ch.params if self._ch else None
+
+    def _fail(self) -> None:
+        self._state = "failed"
+        self._keys = None
+
+    def receive(self, data: bytes) -> list[Event]:
+        handlers = {"wait_client_hello": self._on_client_hello, "wait_finish": self._on_finish}
+        handler = handlers.get(self._state)
+        if handler is None:
+            self._fail()
+            raise UnexpectedMessage(f"responder got a message in state {self._state}")
+        try:
+            return handler(data)
+        except HandshakeFailed:
+            self._fail()
+            raise
+        except (MalformedMessage, SignatureInvalid, ValueError) as exc:
+            self._fail()
+            raise HandshakeFailed(f"handshake message rejected: {exc}") from exc
+
+    def _on_client_hello(self, data: bytes) -> list[Event]:
+        ch = ClientHello.decode(data)
+        params, policy = ch.params, self._policy
+        if params.mode not in policy.allowed_modes or (
+            policy.required_mode is not None and params.mode is not policy.required_mode
+        ):
+            raise HandshakeFailed(
+                f"caller asked for mode {params.mode.label}, which is not allowed"
+            )
+        if params.pqc_only and not policy.allow_pqc_only:
+            raise HandshakeFailed(
+                "caller offers a PQC-only call (no QKD key); answer with --allow-pqc-only to accept"
+            )
+        if not params.pqc_only and not ch.qkd_key_ids:
+            raise HandshakeFailed("ClientHello carries no QKD key IDs")
+        _check_peer(policy.expected_peer, ch.identity)
+        self._hello, self._ch = bytes(data), ch
+        if params.pqc_only:
+            return self._reply(b"")
+        self._state = "wait_qkd"
+        return [NeedQkdKeys(ch.qkd_key_ids, params.handshake_qkd_bits)]
+
+    def provide_qkd_keys(self, keys: Sequence[QkdKey]) -> list[Event]:
+        """Hand in the QKD keys resolved for :class:`NeedQkdKeys`; returns the ServerHello."""
+        if self._state != "wait_qkd" or self._ch is None:
+            raise UnexpectedMessage(f"no QKD keys expected in state {self._state}")
+        try:
+            qkd = _qkd_secret(
+                self._ch.qkd_key_ids, keys, self._ch.params.handshake_qkd_bits, "responder"
+            )
+        except HandshakeFailed:
+            self._fail()
+            raise
+        return self._reply(qkd)
+
+    def fail(self, reason: str) -> None:
+        """Abort from outside (e.g. the KME could not resolve the key IDs)."""
+        self._fail()
+        raise HandshakeFailed(reason)
+
+    def _reply(self, qkd: bytes) -> list[Event]:
+        assert self._ch is not None
+        ch = self._ch
+        x = x25519.X25519PrivateKey.generate()
+        x_ss = x.exchange(x25519.X25519PublicKey.from_public_bytes(ch.x25519))
+        try:
+            kem_ss, ct = mlkem.MLKEM768PublicKey.from_public_bytes(ch.mlkem_ek).encapsulate()
+        except ValueError as exc:
+            self._fail()
+            raise HandshakeFailed(f"ClientHello has an invalid ML-KEM key: {exc}") from exc
+        sh = ServerHello(
+            os.urandom(RANDOM_LEN), x.public_key().public_bytes_raw(), ct, self._identity.public
+        )
+        core = sh.encode_core()
+        keys = _derive_master(self._context, qkd, kem_ss, x_ss, self._hello, core)
+        sig = self._identity.sign(_h(self._context, self._hello, core), b"qphone/1 responder")
+        confirm = hmac.new(keys.fin_r, _h(self._context, self._hello, core, sig), "sha256")
+        self._sh = core + sig + confirm.digest()
+        self._keys = keys
+        self._state = "wait_finish"
+        return [SendMessage(self._sh)]
+
+    def _on_finish(self, data: bytes) -> list[Event]:
+        assert self._ch is not None and self._keys is not None
+        fin = ClientFinish.decode(data)
+        th = _h(self._context, self._hello, self._sh)
+        self._ch.identity.verify(fin.signature, th, b"qphone/1 initiator")
+        expect = hmac.new(
+            self._keys.fin_i, _h(self._context, self._hello, self._sh, fin.signature), "sha256"
+        ).digest()
+        if not hmac.compare_digest(expect, fin.confirm):
+            raise HandshakeFailed("key confirmation from initiator failed")
+        transcript = _h(self._context, self._hello, self._sh, data)
+        done = _session(
+            Role.RESPONDER,
+            self._ch.params,
+            self._ch.identity,
+            self._keys,
+            transcript,
+            self._ch.qkd_key_ids,
+        )
+        self._state = "done"
+        self._keys = None
+        return [done]

@@ -1,0 +1,245 @@
+"""One-time-pad frame protection with a Wegman-Carter MAC, for low-bitrate channels.
+
+Each direction has a pad stream: the concatenation, in announced order, of the QKD keys assigned
+to it. Its first ``t/8`` bytes are the session hash key ``k``. A frame takes the next
+``t/8 + n`` bytes at stream offset ``o`` (carried in the header's CTR)::
+
+    s  = pad[o : o + t/8]                      fresh per frame: the tag mask
+    c  = payload XOR pad[o + t/8 : o + t/8 + n]
+    m  = header || c
+    tag = (poly_k(m) + s) mod 2^t
+
+``poly_k`` is a polynomial hash over the prime field GF(p_t), p_32 = 2^32-5, p_64 = 2^64-59,
+p_128 = 2^128-159: m is cut into blocks of t/8-1 bytes, each block gets a 0x01 byte appended
+(so the encoding is injective and every block is < p), and poly_k(m) = sum c_i k^(l-i+1) mod p.
+Two distinct messages of at most l blocks collide in a given difference with probability at
+most l/p over k; adding the fresh mask s (and folding mod 2^t) gives forgery probability at
+most 2l/p per attempt (docs/crypto.md). No pad byte is used twice: the sender only moves
+forward, the receiver refuses any range that overlaps one already accepted or lies below its
+window, and used pad is overwritten with zeros.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hmac
+
+from qphone.core.errors import (
+    FrameAuthFailed,
+    FrameKeyUnavailable,
+    FrameMalformed,
+    FrameReplayed,
+    FrameWrongMode,
+    KeyExhausted,
+)
+from qphone.core.frameprotection import MAX_PAYLOAD, MODE_BIT_OTP
+from qphone.core.sframe import FrameHeader
+
+PRIMES = {32: (1 << 32) - 5, 64: (1 << 64) - 59, 128: (1 << 128) - 159}
+OTP_KID = MODE_BIT_OTP  # epoch 0, mode bit 1
+
+
+def mac_blocks(message_len: int, tag_bits: int) -> int:
+    """Number of field elements poly_k hashes for a message of this length."""
+    size = tag_bits // 8 - 1
+    return max(1, -(-message_len // size))
+
+
+def forgery_bound(message_len: int, tag_bits: int) -> float:
+    """Upper bound on the success probability of one forgery attempt."""
+    return 2 * mac_blocks(message_len, tag_bits) / PRIMES[tag_bits]
+
+
+class WegmanCarterMac:
+    """tag = (poly_k(m) + s) mod 2^t with k fixed per session and s fresh pad per message."""
+
+    def __init__(self, tag_bits: int, hash_key: bytes) -> None:
+        if tag_bits not in PRIMES:
+            raise ValueError("tag length must be 32, 64 or 128 bits")
+        if len(hash_key) != tag_bits // 8:
+            raise ValueError(f"hash key must be {tag_bits // 8} bytes")
+        self._p = PRIMES[tag_bits]
+        self._k = int.from_bytes(hash_key, "big") % self._p
+        self._block = tag_bits // 8 - 1
+        self._tag_len = tag_bits // 8
+        self._mask = (1 << tag_bits) - 1
+
+    def tag(self, message: bytes, pad: bytes) -> bytes:
+        p, k, size = self._p, self._k, self._block
+        h = 0
+        for i in range(0, len(message) or 1, size):
+            h = (h + int.from_bytes(message[i : i + size] + b"\x01", "little")) * k % p
+        s = int.from_bytes(pad, "big")
+        return ((h + s) & self._mask).to_bytes(self._tag_len, "big")
+
+    def forget(self) -> None:
+        self._k = 0
+
+
+def _xor(data: bytes, pad: bytes | bytearray) -> bytes:
+    n = len(data)
+    return (int.from_bytes(data, "big") ^ int.from_bytes(pad, "big")).to_bytes(n, "big")
+
+
+class PadSender:
+    """Sending side of one direction's pad stream: strictly forward, erasing as it goes."""
+
+    def __init__(self, tag_bits: int) -> None:
+        self.tag_bits = tag_bits
+        self._tag_len = tag_bits // 8
+        self._buf = bytearray()  # stream bytes [self._base, self._base + len(buf))
+        self._base = 0
+        self._pos = 0  # next unused stream offset
+        self._usable_end = 0  # the peer holds pad up to here
+        self._mac: WegmanCarterMac | None = None
+        self.pad_bytes_used = 0
+        self.mac_bytes_used = 0
+        self.frames = 0
+
+    @property
+    def available(self) -> int:
+        """Pad bytes this sender may still use (held by both ends)."""
+        return max(0, min(self._usable_end, self._base + len(self._buf)) - self._pos)
+
+    @property
+    def held(self) -> int:
+        return self._base + len(self._buf) - self._pos
+
+    @property
+    def end(self) -> int:
+        return self._base + len(self._buf)
+
+    def append(self, material: bytes) -> None:
+        self._buf += material
+
+    def mark_usable(self, end: int) -> None:
+        """The peer confirmed it holds the stream up to ``end``."""
+        if end > self.end:
+            raise ValueError("peer claims pad this side never announced")
+        self._usable_end = max(self._usable_end, end)
+
+    def _take(self, n: int) -> tuple[int, bytes]:
+        if self.available < n:
+            raise KeyExhausted(
+                f"one-time pad exhausted: need {n} bytes, {self.available} left (KME too slow or "
+                "empty)"
+            )
+        start = self._pos - self._base
+        chunk = bytes(self._buf[start : start + n])
+        self._buf[start : start + n] = bytes(n)  # erase used pad at once
+        offset = self._pos
+        self._pos += n
+        if self._pos - self._base > 1 << 16:  # drop the erased prefix now and then
+            drop = self._pos - self._base
+            del self._buf[:drop]
+            self._base += drop
+        return offset, chunk
+
+    def protect(self, payload: bytes) -> bytes:
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        if self._mac is None:
+            _, key = self._take(self._tag_len)
+            self._mac = WegmanCarterMac(self.tag_bits, key)
+            self.mac_bytes_used += self._tag_len
+        need = self._tag_len + len(payload)
+        if self.available < need:
+            raise KeyExhausted(f"one-time pad exhausted: need {need} bytes, {self.available} left")
+        offset, pad = self._take(need)
+        header = FrameHeader(OTP_KID, offset).encode()
+        body = _xor(payload, pad[self._tag_len :])
+        tag = self._mac.tag(header + body, pad[: self._tag_len])
+        self.pad_bytes_used += len(payload)
+        self.mac_bytes_used += self._tag_len
+        self.frames += 1
+        return header + body + tag
+
+    def close(self) -> int:
+        """Erase everything; return the number of unused pad bytes erased."""
+        unused = max(0, self.held)
+        self._buf[:] = bytes(len(self._buf))
+        self._buf.clear()
+        if self._mac is not None:
+            self._mac.forget()
+        return unused
+
+
+class PadReceiver:
+    """Receiving side of one direction's pad stream, with a window for loss and reordering."""
+
+    def __init__(self, tag_bits: int, window_bytes: int) -> None:
+        self.tag_bits = tag_bits
+        self._tag_len = tag_bits // 8
+        self._buf = bytearray()
+        self._base = 0
+        self._low = 0  # nothing below this offset can be used any more
+        self._used: list[tuple[int, int]] = []  # accepted ranges above _low, sorted, disjoint
+        self._window = window_bytes
+        self._mac: WegmanCarterMac | None = None
+        self.frames = 0
+
+    @property
+    def end(self) -> int:
+        return self._base + len(self._buf)
+
+    def append(self, material: bytes) -> None:
+        self._buf += material
+        if self._mac is None and self.end >= self._tag_len:
+            self._mac = WegmanCarterMac(self.tag_bits, bytes(self._buf[: self._tag_len]))
+            self._buf[: self._tag_len] = bytes(self._tag_len)
+            self._low = max(self._low, self._tag_len)
+
+    def _overlaps(self, start: int, end: int) -> bool:
+        i = bisect.bisect_right(self._used, (start, 1 << 80))
+        if i > 0 and self._used[i - 1][1] > start:
+            return True
+        return i < len(self._used) and self._used[i][0] < end
+
+    def unprotect(self, frame: bytes) -> bytes:
+        header, hlen = FrameHeader.decode(frame)
+        if header.kid & 1 != MODE_BIT_OTP:
+            raise FrameWrongMode("received an AES frame on an OTP session")
+        if header.kid != OTP_KID:
+            raise FrameMalformed(f"OTP frame with unknown key id {header.kid}")
+        n = len(frame) - hlen - self._tag_len
+        if n < 0:
+            raise FrameMalformed("frame is shorter than its header and tag")
+        if n > MAX_PAYLOAD:
+            raise FrameMalformed(f"payload of {n} bytes exceeds {MAX_PAYLOAD}")
+        start, stop = header.ctr, header.ctr + self._tag_len + n
+        if start < self._low or self._overlaps(start, stop):
+            raise FrameReplayed(f"pad range at offset {start} already used or out of window")
+        if stop > self.end or self._mac is None:
+            raise FrameKeyUnavailable(f"pad at offset {start} not received from the KME yet")
+        a, b = start - self._base, stop - self._base
+        pad = self._buf[a:b]
+        body = frame[hlen : hlen + n]
+        expect = self._mac.tag(frame[: hlen + n], bytes(pad[: self._tag_len]))
+        if not hmac.compare_digest(expect, frame[hlen + n :]):
+            raise FrameAuthFailed(f"OTP frame at pad offset {start}: tag invalid")
+        payload = _xor(body, pad[self._tag_len :])
+        self._buf[a:b] = bytes(b - a)
+        bisect.insort(self._used, (start, stop))
+        self.frames += 1
+        self._advance_low(stop)
+        return payload
+
+    def _advance_low(self, newest_end: int) -> None:
+        low = max(self._low, newest_end - self._window)
+        if low <= self._low:
+            return
+        a, b = max(0, self._low - self._base), low - self._base
+        self._buf[a:b] = bytes(b - a)  # pad of frames lost for good is erased too
+        self._low = low
+        while self._used and self._used[0][1] <= low:
+            self._used.pop(0)
+        drop = low - self._base
+        if drop > 1 << 16:  # drop the erased prefix now and then
+            del self._buf[:drop]
+            self._base = low
+
+    def close(self) -> None:
+        self._buf[:] = bytes(len(self._buf))
+        self._buf.clear()
+        if self._mac is not None:
+            self._mac.forget()

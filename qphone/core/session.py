@@ -1,0 +1,416 @@
+"""A running call's media security, sans-I/O: rotation, frame protection, control, accounting.
+
+Built from a :class:`HandshakeResult`. The adapter feeds it payloads, frames, control messages,
+QKD keys and the time, and drains :meth:`CallSession.events` for what to do next.
+
+Rotation protocol (AES mode). The initiator (the ETSI 014 master SAE) keeps ``lookahead``
+epochs announced ahead of use: for each new epoch it mixes a fresh QKD block into the chain,
+installs the receive key, and sends ``EpochAnnounce(e, key_id)``. The responder resolves the key
+ID at its KME, advances its chain, installs the receive key and answers ``EpochReady(e)``. A
+sender moves to epoch e+1 when its epoch is over (``rotate_frames`` frames or ``rotate_ms``,
+whichever first) and the peer is known to hold e+1 for receiving; so a rotation never waits on
+the network and no frame is lost to it. Receivers keep the previous epoch for ``grace_ms`` after
+the first frame of the new one, then erase it.
+
+OTP mode. The initiator keeps ``lookahead`` pad blocks ahead in each direction's stream
+(``PadAnnounce``); the responder resolves them and confirms with ``PadReady``. A sender only
+uses pad the other side already holds.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from qphone.core.callparams import Mode
+from qphone.core.control import (
+    Bye,
+    ControlChannel,
+    ControlMessage,
+    EpochAnnounce,
+    EpochReady,
+    PadAnnounce,
+    PadReady,
+)
+from qphone.core.errors import ControlRejected, QphoneError
+from qphone.core.frameprotection import (
+    DEFAULT_MAX_COUNTER,
+    AesFrameReceiver,
+    AesFrameSender,
+    FrameKey,
+)
+from qphone.core.handshake import HandshakeResult, Role
+from qphone.core.keyaccounting import KeyAccounting
+from qphone.core.keyschedule import Direction, EpochKeys, KeySchedule
+from qphone.core.otp import PadReceiver, PadSender
+from qphone.core.qkd import QkdKey
+
+
+class KeyPurpose(Enum):
+    EPOCH = "epoch"
+    PAD_I2R = "pad-i2r"
+    PAD_R2I = "pad-r2i"
+
+
+@dataclass(frozen=True)
+class SendControl:
+    """Send these bytes on the reliable control channel."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class FetchQkdKeys:
+    """Initiator: take ``count`` keys of ``bits`` from the KME (enc_keys), then add_qkd_keys."""
+
+    purpose: KeyPurpose
+    count: int
+    bits: int
+
+
+@dataclass(frozen=True)
+class ResolveQkdKeys:
+    """Responder: resolve these key IDs at the KME (dec_keys), then provide_qkd_keys."""
+
+    purpose: KeyPurpose
+    key_ids: tuple[uuid.UUID, ...]
+    bits: int
+
+
+@dataclass(frozen=True)
+class EpochStarted:
+    direction: Direction
+    epoch: int
+
+
+@dataclass(frozen=True)
+class RotationOverdue:
+    """The epoch is over but the next key is not ready on both sides yet (KME slow/empty)."""
+
+    epoch: int
+
+
+@dataclass(frozen=True)
+class PeerBye:
+    reason: str
+
+
+SessionEvent = (
+    SendControl | FetchQkdKeys | ResolveQkdKeys | EpochStarted | RotationOverdue | PeerBye
+)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    purpose: KeyPurpose
+    key_ids: tuple[uuid.UUID, ...]
+    epoch_or_offset: int
+
+
+class CallSession:
+    def __init__(self, result: HandshakeResult, max_counter: int = DEFAULT_MAX_COUNTER) -> None:
+        self.role = result.role
+        self.params = result.params
+        self.mode = result.params.mode
+        self.sas = result.sas
+        self.peer = result.peer
+        self.accounting = KeyAccounting(handshake=result.qkd_bits, fetched=result.qkd_bits)
+        initiator = result.role is Role.INITIATOR
+        self.send_dir = Direction.I2R if initiator else Direction.R2I
+        self.recv_dir = Direction.R2I if initiator else Direction.I2R
+        sec = result.secrets
+        send_key, recv_key = (
+            (sec.control_i2r, sec.control_r2i) if initiator else (sec.control_r2i, sec.control_i2r)
+        )
+        self._control = ControlChannel(send_key, recv_key)
+        self._events: list[SessionEvent] = []
+        self._closed = False
+        self._pending: deque[_Pending] = deque()  # responder: announcements to resolve, in order
+        self._outstanding: dict[KeyPurpose, int] = {p: 0 for p in KeyPurpose}
+        p = result.params
+        self._rotate_s = p.rotate_ms / 1000
+        self._schedule = KeySchedule(sec.chain0)
+        if self.mode is Mode.AES:
+            keys0 = self._schedule.epoch0()
+            self._sender = AesFrameSender(
+                FrameKey.derive(0, keys0.for_direction(self.send_dir)), max_counter
+            )
+            self._receiver = AesFrameReceiver(p.replay_window, p.grace_ms / 1000)
+            self._receiver.install(FrameKey.derive(0, keys0.for_direction(self.recv_dir)))
+            self._send_keys: dict[int, FrameKey] = {}
+            self._send_ready: set[int] = set()
+            self._announced = 0
+            self._epoch_started: float | None = None
+            self._overdue_warned = -1
+            self._recv_epoch = 0
+        else:
+            self._schedule.close()
+            self._pad_tx = PadSender(p.otp_tag_bits)
+            self._pad_rx = PadReceiver(p.otp_tag_bits, p.replay_window * 64)
+            self._stream_end = {Direction.I2R: 0, Direction.R2I: 0}  # announced (incl. pending)
+            self._rx_highest = 0
+
+    # ----------------------------------------------------------------- adapter API
+    def start(self) -> list[SessionEvent]:
+        """Call once after the handshake: the initiator asks for its first key blocks."""
+        self._top_up()
+        return self.events()
+
+    def events(self) -> list[SessionEvent]:
+        out, self._events = self._events, []
+        return out
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def send_epoch(self) -> int:
+        return self._sender.epoch if self.mode is Mode.AES else 0
+
+    @property
+    def recv_epoch(self) -> int:
+        return self._recv_epoch if self.mode is Mode.AES else 0
+
+    @property
+    def pad_left_bytes(self) -> int:
+        """OTP: pad this endpoint may still send with (0 in AES mode)."""
+        return self._pad_tx.available if self.mode is Mode.OTP else 0
+
+    def pad_seconds_left(self, frames_per_second: float, payload_bytes: float) -> float:
+        if self.mode is not Mode.OTP:
+            return float("inf")
+        per_frame = payload_bytes + self.params.otp_tag_bits / 8
+        return self._pad_tx.available / (per_frame * frames_per_second)
+
+    def snapshot_accounting(self) -> KeyAccounting:
+        acc = self.accounting
+        if self.mode is Mode.OTP:
+            acc.pad = 8 * self._pad_tx.pad_bytes_used
+            acc.mac = 8 * self._pad_tx.mac_bytes_used
+        return acc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise QphoneError("the call session is closed")
+
+    # ----------------------------------------------------------------- media
+    def protect(self, payload: bytes, now: float) -> bytes:
+        self._check_open()
+        if self.mode is Mode.OTP:
+            frame = self._pad_tx.protect(payload)
+            if self.role is Role.INITIATOR and self._pad_tx.held < self._low_water():
+                self._top_up()
+            return frame
+        sender = self._sender
+        if self._epoch_started is None:
+            self._epoch_started = now
+        elif (
+            sender.counter >= self.params.rotate_frames
+            or now - self._epoch_started >= self._rotate_s
+        ):
+            self._rotate(now)
+        return sender.protect(payload)
+
+    def unprotect(self, frame: bytes, now: float) -> bytes:
+        self._check_open()
+        if self.mode is Mode.OTP:
+            payload = self._pad_rx.unprotect(frame)
+            end = self._pad_rx_last_end(frame, len(payload))
+            if end > self._rx_highest:
+                self._rx_highest = end
+                if (
+                    self.role is Role.INITIATOR
+                    and self._stream_end[self.recv_dir] - end < self._low_water()
+                ):
+                    self._top_up()
+            return payload
+        epoch, payload = self._receiver.unprotect(frame, now)
+        if epoch > self._recv_epoch:
+            self._recv_epoch = epoch
+            self._events.append(EpochStarted(self.recv_dir, epoch))
+            self._top_up()
+        return payload
+
+    def _pad_rx_last_end(self, frame: bytes, payload_len: int) -> int:
+        from qphone.core.sframe import FrameHeader
+
+        header, _ = FrameHeader.decode(frame)
+        return header.ctr + self.params.otp_tag_bits // 8 + payload_len
+
+    def _low_water(self) -> int:
+        return self.params.lookahead * self.params.pad_block_bits // 8
+
+    def _rotate(self, now: float) -> None:
+        nxt = self._sender.epoch + 1
+        key = self._send_keys.get(nxt)
+        if key is None or nxt not in self._send_ready:
+            if self._overdue_warned != self._sender.epoch:
+                self._overdue_warned = self._sender.epoch
+                self._events.append(RotationOverdue(self._sender.epoch))
+            return
+        del self._send_keys[nxt]
+        self._send_ready.discard(nxt)
+        self._sender.rekey(key)
+        self._epoch_started = now
+        self._events.append(EpochStarted(self.send_dir, nxt))
+        self._top_up()
+
+    # ----------------------------------------------------------------- key supply
+    def _top_up(self) -> None:
+        if self.role is not Role.INITIATOR or self._closed:
+            return
+        p = self.params
+        if self.mode is Mode.AES:
+            base = max(self._sender.epoch, self._recv_epoch)
+            want = p.lookahead - (self._announced - base) - self._outstanding[KeyPurpose.EPOCH]
+            self._request(KeyPurpose.EPOCH, want, p.epoch_block_bits)
+            return
+        block = p.pad_block_bits // 8
+        held = {
+            KeyPurpose.PAD_I2R: self._stream_end[Direction.I2R] - self._pad_tx_position(),
+            KeyPurpose.PAD_R2I: self._stream_end[Direction.R2I] - self._rx_highest,
+        }
+        for purpose, have in held.items():
+            missing = -(-(self._low_water() - have) // block)  # ceil
+            self._request(purpose, missing - self._outstanding[purpose], p.pad_block_bits)
+
+    def _pad_tx_position(self) -> int:
+        return self._pad_tx.end - self._pad_tx.held
+
+    def _request(self, purpose: KeyPurpose, count: int, bits: int) -> None:
+        if count > 0:
+            self._outstanding[purpose] += count
+            self._events.append(FetchQkdKeys(purpose, count, bits))
+
+    def add_qkd_keys(self, purpose: KeyPurpose, keys: Sequence[QkdKey]) -> None:
+        """Initiator: keys taken from the KME for a :class:`FetchQkdKeys` request."""
+        self._check_open()
+        if self.role is not Role.INITIATOR:
+            raise QphoneError("only the initiator adds QKD keys; the responder resolves IDs")
+        p = self.params
+        want_bits = p.epoch_block_bits if purpose is KeyPurpose.EPOCH else p.pad_block_bits
+        if (purpose is KeyPurpose.EPOCH) != (self.mode is Mode.AES):
+            raise QphoneError(f"{purpose.value} keys do not belong to a {self.mode.label} call")
+        for key in keys:
+            if key.bits != want_bits:
+                raise ValueError(f"QKD key {key.key_id} has {key.bits} bits, need {want_bits}")
+        for key in keys:
+            self._outstanding[purpose] = max(0, self._outstanding[purpose] - 1)
+            self.accounting.fetched += key.bits
+            if purpose is KeyPurpose.EPOCH:
+                epoch_keys = self._schedule.advance(key.material)
+                self.accounting.epoch += key.bits
+                self._install_epoch(epoch_keys)
+                self._announced = epoch_keys.epoch
+                self._send(EpochAnnounce(epoch_keys.epoch, (key.key_id,)))
+            else:
+                direction = Direction.I2R if purpose is KeyPurpose.PAD_I2R else Direction.R2I
+                offset = self._stream_end[direction]
+                (self._pad_tx if direction is self.send_dir else self._pad_rx).append(key.material)
+                self._stream_end[direction] += len(key.material)
+                self._send(PadAnnounce(direction, offset, (key.key_id,)))
+
+    def _install_epoch(self, keys: EpochKeys) -> None:
+        self._receiver.install(FrameKey.derive(keys.epoch, keys.for_direction(self.recv_dir)))
+        self._send_keys[keys.epoch] = FrameKey.derive(keys.epoch, keys.for_direction(self.send_dir))
+
+    def provide_qkd_keys(self, keys: Sequence[QkdKey]) -> None:
+        """Responder: the keys resolved for the oldest :class:`ResolveQkdKeys` event."""
+        self._check_open()
+        if not self._pending:
+            raise QphoneError("no QKD keys are awaited")
+        head = self._pending[0]
+        if tuple(k.key_id for k in keys) != head.key_ids:
+            raise QphoneError("QKD keys do not match the announced key IDs")
+        p = self.params
+        want = p.epoch_block_bits if head.purpose is KeyPurpose.EPOCH else p.pad_block_bits
+        if any(k.bits != want for k in keys):
+            raise QphoneError(f"announced QKD keys must be {want} bits each")
+        self._pending.popleft()
+        for key in keys:
+            self.accounting.fetched += key.bits
+            if head.purpose is KeyPurpose.EPOCH:
+                epoch_keys = self._schedule.advance(key.material)
+                self.accounting.epoch += key.bits
+                self._install_epoch(epoch_keys)
+                self._send_ready.add(epoch_keys.epoch)  # the initiator installed it first
+                self._send(EpochReady(epoch_keys.epoch))
+            elif head.purpose is KeyPurpose.PAD_I2R:
+                self._pad_rx.append(key.material)
+                self._send(PadReady(Direction.I2R, self._pad_rx.end))
+            else:
+                self._pad_tx.append(key.material)
+                self._pad_tx.mark_usable(self._pad_tx.end)  # the initiator holds it already
+
+    # ----------------------------------------------------------------- control
+    def _send(self, msg: ControlMessage) -> None:
+        self._events.append(SendControl(self._control.seal(msg)))
+
+    def receive_control(self, data: bytes) -> None:
+        """Verify and apply one control message; raises ControlRejected (no state change)."""
+        self._check_open()
+        # validate against our state before the channel counts the message as received
+        msg = self._control.open(data)
+        try:
+            self._apply(msg)
+        except ControlRejected:
+            self.close()
+            raise
+
+    def _apply(self, msg: ControlMessage) -> None:
+        initiator = self.role is Role.INITIATOR
+        if isinstance(msg, Bye):
+            self._events.append(PeerBye(msg.reason))
+            self.close()
+        elif isinstance(msg, EpochAnnounce) and not initiator and self.mode is Mode.AES:
+            expect = self._schedule.epoch + len(self._pending) + 1
+            if msg.epoch != expect or len(msg.key_ids) != 1:
+                raise ControlRejected(f"epoch announce for {msg.epoch}, expected {expect}")
+            self._pending.append(_Pending(KeyPurpose.EPOCH, msg.key_ids, msg.epoch))
+            self._events.append(
+                ResolveQkdKeys(KeyPurpose.EPOCH, msg.key_ids, self.params.epoch_block_bits)
+            )
+        elif isinstance(msg, EpochReady) and initiator and self.mode is Mode.AES:
+            if msg.epoch > self._announced or msg.epoch in self._send_ready:
+                raise ControlRejected(f"epoch ready for {msg.epoch}, never announced")
+            if msg.epoch > self._sender.epoch:
+                self._send_ready.add(msg.epoch)
+        elif isinstance(msg, PadAnnounce) and not initiator and self.mode is Mode.OTP:
+            if msg.offset != self._stream_end[msg.direction] or len(msg.key_ids) != 1:
+                raise ControlRejected("pad announce does not continue the pad stream")
+            self._stream_end[msg.direction] += self.params.pad_block_bits // 8
+            purpose = KeyPurpose.PAD_I2R if msg.direction is Direction.I2R else KeyPurpose.PAD_R2I
+            self._pending.append(_Pending(purpose, msg.key_ids, msg.offset))
+            self._events.append(ResolveQkdKeys(purpose, msg.key_ids, self.params.pad_block_bits))
+        elif isinstance(msg, PadReady) and initiator and self.mode is Mode.OTP:
+            if msg.direction is not Direction.I2R or msg.end > self._pad_tx.end:
+                raise ControlRejected("pad ready for pad that was never announced")
+            self._pad_tx.mark_usable(msg.end)
+        else:
+            raise ControlRejected(f"{type(msg).__name__} is not valid for this role and mode")
+
+    def bye(self, reason: str = "hangup") -> bytes:
+        """Seal a bye message for the peer and close the session (erasing keys)."""
+        self._check_open()
+        data = self._control.seal(Bye(reason))
+        self.close()
+        return data
+
+    def close(self) -> None:
+        """Erase every key this session holds. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._control.close()
+        self._schedule.close()
+        if self.mode is Mode.AES:
+            self._receiver.close()
+            self._send_keys.clear()
+        else:
+            self.snapshot_accounting()
+            self.accounting.erased_unused += 8 * self._pad_tx.close()
+            self._pad_rx.close()
