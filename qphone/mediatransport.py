@@ -29,8 +29,9 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from aiortc import (
     RTCBundlePolicy,
@@ -76,6 +77,14 @@ MAX_CONTROL_BYTES = 32 * 1024
 MAX_PAYLOAD_BYTES = 1200
 LOOPBACK_ADDRESSES = ("127.0.0.1",)
 
+_ICE_HINT = (
+    "Check that each side can reach the other's addresses (firewall, NAT: configure "
+    "STUN/TURN servers)"
+)
+_DTLS_HINT = (
+    "the peer's certificate did not match the fingerprint received over signaling, "
+    "which is what a relay in the middle of the signaling path would cause"
+)
 _HEARTBEAT = struct.Struct(">BQ")
 _PING, _PONG = 1, 2
 _DC_MEDIA_HEADER = struct.Struct(">HI")
@@ -238,8 +247,23 @@ class CallTransport:
     # ------------------------------------------------------------------ setup
 
     async def connect_as_caller(self, host: str, port: int) -> None:
-        """Call the terminal answering on ``host:port`` and set up the connection."""
+        """Call the terminal answering on ``host:port`` and set up the connection.
+
+        Raises a :class:`~qphone.signaling.SignalingError` subclass when signaling
+        fails and :class:`TransportError` when ICE/DTLS/SCTP setup fails; the
+        transport is closed in both cases.
+        """
         self._begin(CallRole.CALLER)
+        await self._guarded(self._call(host, port))
+
+    async def _guarded(self, setup: Coroutine[Any, Any, None]) -> None:
+        try:
+            await setup
+        except BaseException as exc:
+            await self._shutdown(f"call setup failed: {exc}")
+            raise
+
+    async def _call(self, host: str, port: int) -> None:
         pc = self._new_peer_connection()
         if self._media_path is MediaPath.RTP:
             transceiver = pc.addTransceiver(self._new_track(), direction="sendrecv")
@@ -254,8 +278,12 @@ class CallTransport:
             try:
                 self._remote_fps = self._checked_fingerprints(answer.sdp)
                 await pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
-            except (SignalingError, FingerprintError):
+            except SignalingError:
                 raise
+            except FingerprintError as exc:
+                raise SignalingMessageError(
+                    f"{channel.peer} sent an answer without a usable DTLS fingerprint: {exc}"
+                ) from exc
             except Exception as exc:
                 raise SignalingMessageError(
                     f"{channel.peer} sent an unusable answer: {exc}"
@@ -282,8 +310,11 @@ class CallTransport:
         await self.answer_on(channel)
 
     async def answer_on(self, channel: SignalingChannel) -> None:
-        """Answer the caller on an accepted signaling connection."""
+        """Answer the caller on an accepted signaling connection (errors as for a caller)."""
         self._begin(CallRole.ANSWERER)
+        await self._guarded(self._answer(channel))
+
+    async def _answer(self, channel: SignalingChannel) -> None:
         async with channel:
             offer = await channel.recv((SignalKind.OFFER,), timeout=self.config.signaling_timeout)
             pc = self._new_peer_connection()
@@ -305,7 +336,7 @@ class CallTransport:
                     await channel.send(
                         SignalMessage(SignalKind.REJECT, reason=f"bad offer: {reason}")
                     )
-                if isinstance(exc, SignalingError | FingerprintError):
+                if isinstance(exc, SignalingError):
                     raise
                 raise SignalingMessageError(
                     f"{channel.peer} sent an unusable offer: {exc}"
@@ -400,17 +431,17 @@ class CallTransport:
             self._last_heard = time.monotonic()
             self._tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
             return
-        state = self._pc.connectionState
-        reason = self._close_reason or f"no connection after {timeout:.1f} s (state {state})"
+        if self._close_reason:
+            reason = self._close_reason
+        elif self._pc.iceConnectionState != "completed":
+            reason = f"ICE found no working network path within {timeout:.1f} s. " + _ICE_HINT
+        else:
+            reason = (
+                f"the encrypted channel did not open within {timeout:.1f} s after ICE "
+                "connected (the peer's DTLS check probably failed: " + _DTLS_HINT + ")"
+            )
         await self._shutdown(reason)
-        hint = (
-            " ICE found no working path: check that both sides can reach each other's "
-            "addresses (configure STUN/TURN across NATs)"
-            if self._pc.iceConnectionState in ("checking", "failed", "new")
-            else " DTLS or SCTP did not complete: if DTLS failed, the peer's certificate may "
-            "not match the fingerprint received over signaling (a relay in the middle?)"
-        )
-        raise TransportError(f"call setup failed: {reason}.{hint}")
+        raise TransportError(f"call setup failed: {reason}")
 
     # ------------------------------------------------------------------ media
 
@@ -566,11 +597,12 @@ class CallTransport:
         assert self._pc is not None
         state = self._pc.connectionState
         if state in ("failed", "closed") and not self._closed.is_set():
-            reason = (
-                "ICE/DTLS connection failed"
-                if state == "failed"
-                else "the peer closed the connection"
-            )
+            if state == "closed":
+                reason = "the peer closed the connection"
+            elif self._pc.iceConnectionState == "failed":
+                reason = "ICE failed: the network path to the peer broke. " + _ICE_HINT
+            else:
+                reason = "DTLS failed: " + _DTLS_HINT
             self._tasks.append(asyncio.ensure_future(self._shutdown(reason)))
 
     # ------------------------------------------------------- fingerprints etc
