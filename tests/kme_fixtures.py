@@ -1,0 +1,141 @@
+"""Shared helpers for the keyserver tests: PKI, configs, a deterministic key source, a KME pair."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from keyserver.config import KmeConfig, LinkConfig, PeerConfig, TlsConfig
+from keyserver.etsi014 import Limits
+from keyserver.kme import Kme
+from keyserver.link import BlockOutcome
+from keyserver.pki import CertificateAuthority, CertPaths, DemoPki, ensure_demo_pki
+from keyserver.tls import client_context
+
+
+class DeterministicSource:
+    """Test stand-in for the BB84 link: seeded random blocks, instantly, optionally some aborted."""
+
+    def __init__(self, seed: int = 7, block_bytes: int = 10_000, abort_every: int = 0) -> None:
+        self._rng = random.Random(seed)
+        self._block = block_bytes
+        self._abort_every = abort_every
+        self._n = 0
+
+    async def next_block(self) -> BlockOutcome:
+        await asyncio.sleep(0)
+        self._n += 1
+        if self._abort_every and self._n % self._abort_every == 0:
+            return BlockOutcome(b"", True, "QBER 0.2 above threshold", 0.2, 0.01, 10**6)
+        return BlockOutcome(self._rng.randbytes(self._block), False, None, 0.02, 0.01, 10**6)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class TestPki:
+    demo: DemoPki
+    mallory: CertPaths  # signed by the right CA, but not registered at any KME
+    rogue: CertPaths  # signed by another CA
+
+
+def make_pki(directory: Path) -> TestPki:
+    demo = ensure_demo_pki(directory)
+    ca = CertificateAuthority.load(directory / "pki")
+    mallory = ca.issue(directory / "pki", "mallory", "mallory")
+    rogue_ca = CertificateAuthority.create(directory / "rogue", name="rogue CA")
+    rogue = rogue_ca.issue(directory / "rogue", "alice-rogue", "alice")
+    return TestPki(demo, mallory, rogue)
+
+
+def pair_configs(
+    pki: DemoPki,
+    data_root: Path,
+    *,
+    port_a: int | None = None,
+    port_b: int | None = None,
+    max_key_count: int = 2000,
+    limits: Limits | None = None,
+) -> tuple[KmeConfig, KmeConfig]:
+    pa = port_a or free_port()
+    pb = port_b or free_port()
+    lim = limits or Limits()
+    a = KmeConfig(
+        id="KME-A",
+        host="127.0.0.1",
+        port=pa,
+        data_dir=data_root / "kme-a",
+        tls=TlsConfig(pki.ca, pki.kme_a.cert, pki.kme_a.key),
+        limits=lim,
+        max_key_count=max_key_count,
+        local_sae=("alice",),
+        peer=PeerConfig("KME-B", f"https://127.0.0.1:{pb}", ("bob",)),
+        link=LinkConfig(role="source"),
+    )
+    b = replace(
+        a,
+        id="KME-B",
+        port=pb,
+        data_dir=data_root / "kme-b",
+        tls=TlsConfig(pki.ca, pki.kme_b.cert, pki.kme_b.key),
+        local_sae=("bob",),
+        peer=PeerConfig("KME-A", f"https://127.0.0.1:{pa}", ("alice",)),
+        link=LinkConfig(role="sink"),
+    )
+    return a, b
+
+
+def sae_client(pki: DemoPki, url: str, who: CertPaths | None, **kw: Any) -> httpx.AsyncClient:
+    ctx = client_context(pki.ca, who.cert if who else None, who.key if who else None)
+    return httpx.AsyncClient(base_url=url, verify=ctx, timeout=10.0, **kw)
+
+
+def sync_ctx(pki: DemoPki, who: CertPaths | None) -> ssl.SSLContext:
+    return client_context(pki.ca, who.cert if who else None, who.key if who else None)
+
+
+async def wait_for(cond: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def running_pair(
+    pki: DemoPki, data_root: Path, *, source: Any = None, fill: bool = True, **kw: Any
+) -> AsyncIterator[tuple[Kme, Kme]]:
+    """Both KMEs in this event loop (real HTTPS on loopback), fed by a deterministic source."""
+    ca, cb = pair_configs(pki, data_root, **kw)
+    a = Kme(ca, source=source or DeterministicSource(), pace=False)
+    b = Kme(cb)
+    await b.start()
+    await a.start()
+    try:
+        if fill:
+            await wait_for(
+                lambda: a.stored_key_count() >= 100 and b.stored_key_count() >= 100,
+                what="key pool to fill",
+            )
+        yield a, b
+    finally:
+        await a.stop()
+        await b.stop()
