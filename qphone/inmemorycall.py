@@ -88,6 +88,7 @@ class InMemoryCall:
         self.responder = CallSession(res)
         self.kme = kme
         self._inbox: dict[int, list[bytes]] = {id(self.initiator): [], id(self.responder): []}
+        self.log: list[tuple[CallSession, SessionEvent]] = []  # every event, in order
         self.dispatch(self.initiator, self.initiator.start())
 
     def peer(self, s: CallSession) -> CallSession:
@@ -95,6 +96,7 @@ class InMemoryCall:
 
     def dispatch(self, s: CallSession, events: list[SessionEvent]) -> None:
         for ev in events:
+            self.log.append((s, ev))
             if isinstance(ev, SendControl):
                 self._inbox[id(self.peer(s))].append(ev.data)
             elif isinstance(ev, FetchQkdKeys):

@@ -18,7 +18,7 @@ from qphone.core.wire import Reader, Writer
 MAC_LEN = 16
 MAX_CONTROL = 4096
 MAX_KEYS = 64
-EPOCH_ANNOUNCE, EPOCH_READY, PAD_ANNOUNCE, PAD_READY, BYE = 1, 2, 3, 4, 5
+EPOCH_ANNOUNCE, EPOCH_READY, PAD_ANNOUNCE, PAD_READY, BYE, PROGRESS = 1, 2, 3, 4, 5, 6
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,20 @@ class PadReady:
 
 
 @dataclass(frozen=True)
+class SenderProgress:
+    """Responder -> initiator: how far its sender got (epoch in use, pad stream position), so
+    the initiator keeps key flowing even when the responder's frames do not reach it."""
+
+    epoch: int
+    pad_position: int
+
+
+@dataclass(frozen=True)
 class Bye:
     reason: str
 
 
-ControlMessage = EpochAnnounce | EpochReady | PadAnnounce | PadReady | Bye
+ControlMessage = EpochAnnounce | EpochReady | PadAnnounce | PadReady | SenderProgress | Bye
 
 
 def _encode_body(msg: ControlMessage) -> bytes:
@@ -71,6 +80,8 @@ def _encode_body(msg: ControlMessage) -> bytes:
         w.u8(PAD_ANNOUNCE).u8(msg.direction).u64(msg.offset).uuids(msg.key_ids)
     elif isinstance(msg, PadReady):
         w.u8(PAD_READY).u8(msg.direction).u64(msg.end)
+    elif isinstance(msg, SenderProgress):
+        w.u8(PROGRESS).u32(msg.epoch).u64(msg.pad_position)
     else:
         w.u8(BYE).var16(msg.reason.encode()[:200])
     return w.finish()
@@ -92,6 +103,8 @@ def _decode_body(r: Reader, kind: int) -> ControlMessage:
         return PadAnnounce(_direction(r), r.u64("offset"), r.uuids("key_ids", MAX_KEYS))
     if kind == PAD_READY:
         return PadReady(_direction(r), r.u64("end"))
+    if kind == PROGRESS:
+        return SenderProgress(r.u32("epoch"), r.u64("pad_position"))
     if kind == BYE:
         try:
             return Bye(r.var16("reason", 200).decode())

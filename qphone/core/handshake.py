@@ -57,6 +57,7 @@ CONFIRM_LEN = 32
 MAX_QKD_KEYS = 16
 MAX_BINDING = 255
 _LABEL = b"qphone/1 handshake"
+_MITM = "(altered message, channel-binding mismatch or a man in the middle)"
 
 
 class Role(Enum):
@@ -355,16 +356,21 @@ class Initiator:
         x_ss = self._x.exchange(x25519.X25519PublicKey.from_public_bytes(sh.x25519))
         kem_ss = self._kem.decapsulate(sh.mlkem_ct)
         keys = _derive_master(self._context, self._qkd, kem_ss, x_ss, self._hello, core)
-        sh.identity.verify(
-            sh.signature, _h(self._context, self._hello, core), b"qphone/1 responder"
-        )
+        try:
+            sh.identity.verify(
+                sh.signature, _h(self._context, self._hello, core), b"qphone/1 responder"
+            )
+        except SignatureInvalid as exc:
+            raise HandshakeFailed(
+                f"responder's transcript signature failed: {exc} {_MITM}"
+            ) from None
         expect = hmac.new(
             keys.fin_r, _h(self._context, self._hello, core, sh.signature), "sha256"
         ).digest()
         if not hmac.compare_digest(expect, sh.confirm):
             raise HandshakeFailed(
-                "key confirmation from responder failed (different QKD key, altered message or "
-                "channel binding mismatch: possible man in the middle)"
+                "key confirmation from responder failed: different QKD keys at the two KMEs "
+                + _MITM
             )
         th = _h(self._context, self._hello, data)
         sig = self._identity.sign(th, b"qphone/1 initiator")
@@ -502,12 +508,17 @@ class Responder:
         assert self._ch is not None and self._keys is not None
         fin = ClientFinish.decode(data)
         th = _h(self._context, self._hello, self._sh)
-        self._ch.identity.verify(fin.signature, th, b"qphone/1 initiator")
+        try:
+            self._ch.identity.verify(fin.signature, th, b"qphone/1 initiator")
+        except SignatureInvalid as exc:
+            raise HandshakeFailed(
+                f"initiator's transcript signature failed: {exc} {_MITM}"
+            ) from None
         expect = hmac.new(
             self._keys.fin_i, _h(self._context, self._hello, self._sh, fin.signature), "sha256"
         ).digest()
         if not hmac.compare_digest(expect, fin.confirm):
-            raise HandshakeFailed("key confirmation from initiator failed")
+            raise HandshakeFailed("key confirmation from initiator failed " + _MITM)
         transcript = _h(self._context, self._hello, self._sh, data)
         done = _session(
             Role.RESPONDER,

@@ -34,6 +34,7 @@ from qphone.core.control import (
     EpochReady,
     PadAnnounce,
     PadReady,
+    SenderProgress,
 )
 from qphone.core.errors import ControlRejected, QphoneError
 from qphone.core.frameprotection import (
@@ -152,6 +153,9 @@ class CallSession:
             self._pad_rx = PadReceiver(p.otp_tag_bits, p.replay_window * 64)
             self._stream_end = {Direction.I2R: 0, Direction.R2I: 0}  # announced (incl. pending)
             self._rx_highest = 0
+            self._progress_step = self.params.pad_block_bits // 16  # bytes between reports
+            self._next_progress = self._progress_step
+        self._peer_epoch = 0
 
     # ----------------------------------------------------------------- adapter API
     def start(self) -> list[SessionEvent]:
@@ -202,8 +206,12 @@ class CallSession:
         self._check_open()
         if self.mode is Mode.OTP:
             frame = self._pad_tx.protect(payload)
-            if self.role is Role.INITIATOR and self._pad_tx.held < self._low_water():
-                self._top_up()
+            if self.role is Role.INITIATOR:
+                if self._pad_tx.held < self._low_water():
+                    self._top_up()
+            elif self._pad_tx_position() >= self._next_progress:
+                self._next_progress = self._pad_tx_position() + self._progress_step
+                self._send(SenderProgress(0, self._pad_tx_position()))
             return frame
         sender = self._sender
         if self._epoch_started is None:
@@ -257,6 +265,8 @@ class CallSession:
         self._sender.rekey(key)
         self._epoch_started = now
         self._events.append(EpochStarted(self.send_dir, nxt))
+        if self.role is Role.RESPONDER:
+            self._send(SenderProgress(nxt, 0))
         self._top_up()
 
     # ----------------------------------------------------------------- key supply
@@ -265,7 +275,7 @@ class CallSession:
             return
         p = self.params
         if self.mode is Mode.AES:
-            base = max(self._sender.epoch, self._recv_epoch)
+            base = max(self._sender.epoch, self._recv_epoch, self._peer_epoch)
             want = p.lookahead - (self._announced - base) - self._outstanding[KeyPurpose.EPOCH]
             self._request(KeyPurpose.EPOCH, want, p.epoch_block_bits)
             return
@@ -374,6 +384,16 @@ class CallSession:
             self._events.append(
                 ResolveQkdKeys(KeyPurpose.EPOCH, msg.key_ids, self.params.epoch_block_bits)
             )
+        elif isinstance(msg, SenderProgress) and initiator:
+            if self.mode is Mode.AES:
+                if msg.epoch > self._announced:
+                    raise ControlRejected(f"peer claims epoch {msg.epoch}, never announced")
+                self._peer_epoch = max(self._peer_epoch, msg.epoch)
+            else:
+                if msg.pad_position > self._stream_end[self.recv_dir]:
+                    raise ControlRejected("peer claims pad that was never announced")
+                self._rx_highest = max(self._rx_highest, msg.pad_position)
+            self._top_up()
         elif isinstance(msg, EpochReady) and initiator and self.mode is Mode.AES:
             if msg.epoch > self._announced or msg.epoch in self._send_ready:
                 raise ControlRejected(f"epoch ready for {msg.epoch}, never announced")

@@ -1,0 +1,248 @@
+"""Hybrid handshake: success, and every attack the issue names fails closed."""
+
+from __future__ import annotations
+
+import copy
+import os
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from qphone.core.callparams import CallParams, Mode
+from qphone.core.errors import HandshakeFailed, UnexpectedMessage
+from qphone.core.handshake import (
+    HandshakeComplete,
+    HandshakeResult,
+    Initiator,
+    NeedQkdKeys,
+    Responder,
+    ResponderPolicy,
+    SendMessage,
+)
+from qphone.core.identity import Identity
+from qphone.core.qkd import QkdKey
+
+ALICE = Identity.generate()
+BOB = Identity.generate()
+MALLORY = Identity.generate()
+
+
+def qkd(bits: int = 256) -> QkdKey:
+    return QkdKey(uuid.uuid4(), os.urandom(bits // 8))
+
+
+def run(
+    params: CallParams | None = None,
+    key: QkdKey | None = None,
+    bob_key: QkdKey | None = None,
+    cb_a: bytes = b"B" * 32,
+    cb_b: bytes = b"B" * 32,
+    policy: ResponderPolicy | None = None,
+    ini_identity: Identity = ALICE,
+    expected_by_initiator: Identity | None = None,
+) -> tuple[HandshakeResult, HandshakeResult]:
+    params = params or CallParams()
+    key = key or qkd()
+    ini = Initiator(
+        ini_identity,
+        params,
+        [] if params.pqc_only else [key],
+        cb_a,
+        expected_by_initiator.public if expected_by_initiator else None,
+    )
+    res = Responder(BOB, cb_b, policy)
+    ev = res.receive(ini.start())
+    if isinstance(ev[0], NeedQkdKeys):
+        ev = res.provide_qkd_keys([bob_key or key])
+    assert isinstance(ev[0], SendMessage)
+    out = ini.receive(ev[0].data)
+    assert isinstance(out[1], HandshakeComplete)
+    fin = res.receive(out[0].data)
+    assert isinstance(fin[0], HandshakeComplete)
+    return out[1].result, fin[0].result
+
+
+def test_success_both_modes_agree() -> None:
+    for mode in Mode:
+        a, b = run(CallParams(mode=mode))
+        assert a.sas == b.sas and len(a.sas.split()) == 4
+        assert a.transcript_hash == b.transcript_hash
+        assert a.secrets.chain0 == b.secrets.chain0
+        assert a.secrets.control_i2r == b.secrets.control_i2r != a.secrets.control_r2i
+        assert a.peer == BOB.public and b.peer == ALICE.public
+        assert b.params.mode is mode
+
+
+def test_fresh_keys_every_call() -> None:
+    a1, _ = run()
+    a2, _ = run()
+    assert a1.secrets.chain0 != a2.secrets.chain0 and a1.sas != a2.sas
+
+
+def test_mismatched_qkd_key_fails_closed() -> None:
+    key = qkd()
+    other = QkdKey(key.key_id, os.urandom(32))
+    with pytest.raises(HandshakeFailed, match="key confirmation"):
+        run(key=key, bob_key=other)
+
+
+def test_mismatched_channel_binding_fails_closed() -> None:
+    with pytest.raises(HandshakeFailed, match="channel-binding mismatch"):
+        run(cb_a=b"A" * 32, cb_b=b"B" * 32)
+
+
+def test_wrong_identity_key_fails_closed() -> None:
+    # the initiator pins Bob, but Mallory answers
+    with pytest.raises(HandshakeFailed, match="not the expected"):
+        run(expected_by_initiator=MALLORY)
+    # the responder pins Mallory, but Alice calls
+    with pytest.raises(HandshakeFailed, match="not the expected"):
+        run(policy=ResponderPolicy(expected_peer=MALLORY.public))
+
+
+def test_identity_swapped_in_message_fails() -> None:
+    """Mallory replaces Alice's public identity in the ClientHello: her Finish cannot verify."""
+    key = qkd()
+    ini = Initiator(ALICE, CallParams(), [key], b"B" * 32)
+    ch = ini.start()
+    pos = ch.index(ALICE.public.encode())
+    forged = ch[:pos] + MALLORY.public.encode() + ch[pos + len(ALICE.public.encode()) :]
+    res = Responder(BOB, b"B" * 32)
+    res.receive(forged)
+    sh = res.provide_qkd_keys([key])[0]
+    assert isinstance(sh, SendMessage)
+    # Alice's view of the transcript differs: she rejects Bob's signature
+    with pytest.raises(HandshakeFailed, match="signature failed"):
+        ini.receive(sh.data)
+
+
+@pytest.mark.parametrize("forced", [Mode.OTP, Mode.AES])
+def test_mode_downgrade_detected(forced: Mode) -> None:
+    honest = Mode.AES if forced is Mode.OTP else Mode.OTP
+    key = qkd()
+    ini = Initiator(ALICE, CallParams(mode=honest), [key], b"B" * 32)
+    ch = bytearray(ini.start())
+    assert ch[34] == honest  # type(1) version(1) random(32) then mode
+    ch[34] = forced
+    res = Responder(BOB, b"B" * 32)
+    res.receive(bytes(ch))
+    sh = res.provide_qkd_keys([key])[0]
+    assert isinstance(sh, SendMessage)
+    with pytest.raises(HandshakeFailed):
+        ini.receive(sh.data)
+
+
+def test_responder_policy_refuses_mode_and_pqc_only() -> None:
+    with pytest.raises(HandshakeFailed, match="not allowed"):
+        run(CallParams(mode=Mode.OTP), policy=ResponderPolicy(required_mode=Mode.AES))
+    with pytest.raises(HandshakeFailed, match="allow-pqc-only"):
+        run(CallParams(pqc_only=True, handshake_qkd_bits=0))
+    a, b = run(
+        CallParams(pqc_only=True, handshake_qkd_bits=0),
+        policy=ResponderPolicy(allow_pqc_only=True),
+    )
+    assert a.qkd_bits == 0 and a.sas == b.sas and a.params.pqc_only
+
+
+def test_replayed_messages_fail_closed() -> None:
+    key = qkd()
+    ini = Initiator(ALICE, CallParams(), [key], b"B" * 32)
+    ch = ini.start()
+    res = Responder(BOB, b"B" * 32)
+    res.receive(ch)
+    sh = res.provide_qkd_keys([key])[0]
+    assert isinstance(sh, SendMessage)
+    # ClientHello replayed to the same responder
+    res2 = copy.deepcopy(res)
+    with pytest.raises(HandshakeFailed):
+        res2.receive(ch)
+    assert res2.closed
+    out = ini.receive(sh.data)
+    # ServerHello replayed to the initiator after completion
+    with pytest.raises(UnexpectedMessage):
+        ini.receive(sh.data)
+    # ServerHello of this call replayed to a new call's initiator
+    ini2 = Initiator(ALICE, CallParams(), [key], b"B" * 32)
+    ini2.start()
+    with pytest.raises(HandshakeFailed):
+        ini2.receive(sh.data)
+    # Finish of this call replayed to a new responder that answered a new hello
+    fin = out[0]
+    assert isinstance(fin, SendMessage)
+    res3 = Responder(BOB, b"B" * 32)
+    res3.receive(
+        ini2.start() if False else Initiator(ALICE, CallParams(), [key], b"B" * 32).start()
+    )
+    res3.provide_qkd_keys([key])
+    with pytest.raises(HandshakeFailed):
+        res3.receive(fin.data)
+    assert res3.closed
+
+
+def test_every_byte_of_every_message_is_protected() -> None:
+    """Flip one bit at every position of each message: the handshake must never complete."""
+    key = qkd()
+    ini = Initiator(ALICE, CallParams(), [key], b"B" * 32)
+    ch = ini.start()
+    res = Responder(BOB, b"B" * 32)
+    res.receive(ch)
+    sh_ev = res.provide_qkd_keys([key])[0]
+    assert isinstance(sh_ev, SendMessage)
+    sh = sh_ev.data
+    res_waiting = copy.deepcopy(res)
+    fin_ev = copy.deepcopy(ini).receive(sh)[0]
+    assert isinstance(fin_ev, SendMessage)
+    fin = fin_ev.data
+
+    def flip(msg: bytes, i: int) -> bytes:
+        return msg[:i] + bytes([msg[i] ^ (1 << (i % 8))]) + msg[i + 1 :]
+
+    # ClientHello: the responder either refuses it, or the initiator refuses the reply
+    for i in range(len(ch)):
+        r = Responder(BOB, b"B" * 32)
+        try:
+            ev = r.receive(flip(ch, i))
+            assert isinstance(ev[0], NeedQkdKeys)
+            if ev[0].key_ids != (key.key_id,):
+                continue  # the KME finds no such key: the responder aborts (tested below)
+            reply = r.provide_qkd_keys([key])[0]
+            assert isinstance(reply, SendMessage)
+            copy.deepcopy(ini).receive(reply.data)
+        except HandshakeFailed:
+            continue
+        raise AssertionError(f"ClientHello byte {i} tampered but the handshake completed")
+    for i in range(len(sh)):
+        with pytest.raises(HandshakeFailed):
+            copy.deepcopy(ini).receive(flip(sh, i))
+    for i in range(len(fin)):
+        with pytest.raises(HandshakeFailed):
+            copy.deepcopy(res_waiting).receive(flip(fin, i))
+    # truncated and extended messages
+    for bad in (sh[:-1], sh + b"\x00"):
+        with pytest.raises(HandshakeFailed):
+            copy.deepcopy(ini).receive(bad)
+    with pytest.raises(HandshakeFailed):
+        Responder(BOB, b"B" * 32).receive(ch[:100])
+
+
+def test_unresolvable_key_ids_abort() -> None:
+    key = qkd()
+    res = Responder(BOB, b"B" * 32)
+    res.receive(Initiator(ALICE, CallParams(), [key], b"B" * 32).start())
+    with pytest.raises(HandshakeFailed, match="KME"):
+        res.fail("KME could not resolve the QKD key IDs")
+    assert res.closed
+    res2 = Responder(BOB, b"B" * 32)
+    res2.receive(Initiator(ALICE, CallParams(), [key], b"B" * 32).start())
+    with pytest.raises(HandshakeFailed, match="do not match"):
+        res2.provide_qkd_keys([qkd()])
+
+
+def test_params_validation() -> None:
+    with pytest.raises(ValueError, match="otp_tag_bits"):
+        CallParams(otp_tag_bits=48)
+    with pytest.raises(ValueError, match="PQC-only"):
+        CallParams(mode=Mode.OTP, pqc_only=True, handshake_qkd_bits=0)
+    p = CallParams(mode=Mode.OTP, otp_tag_bits=128, rotate_frames=7)
+    assert replace(p, rotate_frames=8) != p

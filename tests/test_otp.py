@@ -1,0 +1,102 @@
+"""Wegman-Carter MAC and pad streams."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qphone.core.errors import FrameKeyUnavailable, FrameReplayed
+from qphone.core.otp import PRIMES, PadReceiver, PadSender, WegmanCarterMac, forgery_bound
+
+
+def _is_probable_prime(n: int) -> bool:
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d //= 2
+        r += 1
+    for a in (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41):
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def test_field_moduli_are_prime_and_just_below_2_to_t() -> None:
+    for bits, p in PRIMES.items():
+        assert _is_probable_prime(p)
+        assert 2 ** (bits - 1) < p < 2**bits
+
+
+def test_forgery_bound_values() -> None:
+    # 80-byte payload + 4-byte header with a 64-bit tag: 12 blocks of 7 bytes
+    assert forgery_bound(84, 64) == pytest.approx(2 * 12 / PRIMES[64])
+    assert forgery_bound(84, 32) > 1e-9  # 32-bit tags are weak: documented
+    assert forgery_bound(84, 128) < 1e-36
+
+
+@settings(max_examples=200)
+@given(st.sampled_from([32, 64, 128]), st.binary(max_size=200), st.binary(max_size=200))
+def test_tag_depends_on_message_and_pad(bits: int, m1: bytes, m2: bytes) -> None:
+    mac = WegmanCarterMac(bits, os.urandom(bits // 8))
+    pad = os.urandom(bits // 8)
+    t1 = mac.tag(m1, pad)
+    assert len(t1) == bits // 8
+    assert mac.tag(m1, pad) == t1
+    if m1 != m2 and bits >= 64:
+        assert mac.tag(m2, pad) != t1  # collisions have probability < 2^-50 here
+    other = bytes([pad[0] ^ 1]) + pad[1:]
+    assert mac.tag(m1, other) != t1  # the pad masks the tag one-to-one
+
+
+def test_length_extension_with_zero_bytes_changes_tag() -> None:
+    mac = WegmanCarterMac(64, os.urandom(8))
+    pad = os.urandom(8)
+    assert mac.tag(b"abc", pad) != mac.tag(b"abc\x00", pad)
+    assert mac.tag(b"", pad) != mac.tag(b"\x00", pad)
+
+
+def test_pad_streams_round_trip_and_never_reuse() -> None:
+    tx, rx = PadSender(64), PadReceiver(64, window_bytes=4096)
+    stream = os.urandom(20000)
+    tx.append(stream)
+    tx.mark_usable(len(stream))
+    rx.append(stream[:10000])
+    frames = [tx.protect(random.randbytes(random.randint(0, 90))) for _ in range(150)]
+    delivered = 0
+    for f in frames:
+        try:
+            rx.unprotect(f)
+            delivered += 1
+        except FrameKeyUnavailable:
+            break  # beyond the part of the stream the receiver holds
+    assert delivered > 50
+    with pytest.raises(FrameReplayed):
+        rx.unprotect(frames[0])
+    # used pad is zeroed on both sides
+    assert tx._buf[: tx._pos - tx._base].count(0) == tx._pos - tx._base
+    held = tx.held
+    assert tx.close() == held
+    assert tx.held <= 0 and not tx._buf
+
+
+def test_receiver_window_drops_old_ranges() -> None:
+    tx, rx = PadSender(32), PadReceiver(32, window_bytes=256)
+    pad = os.urandom(5000)
+    tx.append(pad)
+    tx.mark_usable(5000)
+    rx.append(pad)
+    frames = [tx.protect(bytes(20)) for _ in range(100)]
+    rx.unprotect(frames[99])
+    with pytest.raises(FrameReplayed, match="out of window"):
+        rx.unprotect(frames[0])
+    assert rx.unprotect(frames[98]) == bytes(20)
