@@ -227,7 +227,9 @@ class CallTransport:
         self._control_in: asyncio.Queue[bytes] = asyncio.Queue()
         self._closed = asyncio.Event()
         self._close_reason = ""
-        self._tasks: list[asyncio.Task[None]] = []
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._pc_close: asyncio.Task[None] | None = None
         self._impairment: Impairment[_Raw] | None = (
             Impairment(self.config.impairment)
             if self.config.impairment is not None and not self.config.impairment.is_identity
@@ -429,7 +431,7 @@ class CallTransport:
         if open_wait in done and not self._closed.is_set():
             self._connected = True
             self._last_heard = time.monotonic()
-            self._tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
+            self._heartbeat_task = asyncio.ensure_future(self._heartbeat_loop())
             return
         if self._close_reason:
             reason = self._close_reason
@@ -603,7 +605,9 @@ class CallTransport:
                 reason = "ICE failed: the network path to the peer broke. " + _ICE_HINT
             else:
                 reason = "DTLS failed: " + _DTLS_HINT
-            self._tasks.append(asyncio.ensure_future(self._shutdown(reason)))
+            task = asyncio.ensure_future(self._shutdown(reason))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------- fingerprints etc
 
@@ -697,11 +701,14 @@ class CallTransport:
         if self._impairment_timer is not None:
             self._impairment_timer.cancel()
             self._impairment_timer = None
-        current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current and not task.done():
-                task.cancel()
+        task = self._heartbeat_task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
         if self._track is not None:
             self._track.stop()
         if self._pc is not None:
-            await self._pc.close()
+            # One close for everybody; shielded so that a cancelled waiter cannot
+            # cancel aiortc's shared "closed" future under another waiter.
+            if self._pc_close is None:
+                self._pc_close = asyncio.ensure_future(self._pc.close())
+            await asyncio.shield(self._pc_close)

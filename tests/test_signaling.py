@@ -39,7 +39,7 @@ SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
 # ------------------------------------------------------------------- codec
 
 sdp_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
     max_size=500,
 ).map(lambda s: "v=0\r\n" + s)
 
@@ -163,13 +163,15 @@ async def fake_peer(handler: FakeHandler) -> AsyncIterator[int]:
         server.close()
 
 
-def caller_transport(**kwargs: float) -> CallTransport:
-    return CallTransport(TransportConfig(host_addresses=LOOPBACK_ADDRESSES, **kwargs))
+def caller_transport(signaling_timeout: float = 5.0) -> CallTransport:
+    return CallTransport(
+        TransportConfig(host_addresses=LOOPBACK_ADDRESSES, signaling_timeout=signaling_timeout)
+    )
 
 
-async def run_caller_against(handler: FakeHandler, **kwargs: float) -> None:
+async def run_caller_against(handler: FakeHandler, signaling_timeout: float = 5.0) -> None:
     async for port in fake_peer(handler):
-        transport = caller_transport(**kwargs)
+        transport = caller_transport(signaling_timeout)
         try:
             await transport.connect_as_caller(HOST, port)
         finally:
