@@ -74,6 +74,7 @@ CONTROL_CHANNEL_ID = 0
 HEARTBEAT_CHANNEL_ID = 1
 MEDIA_CHANNEL_ID = 2
 MAX_CONTROL_BYTES = 32 * 1024
+MAX_CONTROL_BACKLOG = 256
 MAX_PAYLOAD_BYTES = 1200
 LOOPBACK_ADDRESSES = ("127.0.0.1",)
 
@@ -563,6 +564,11 @@ class CallTransport:
         if not isinstance(message, bytes) or len(message) > MAX_CONTROL_BYTES:
             logger.warning("dropping a malformed or oversized control message")
             return
+        if self._control_in.qsize() >= MAX_CONTROL_BACKLOG:
+            self._spawn_shutdown(
+                f"peer sent more than {MAX_CONTROL_BACKLOG} control messages that were not read"
+            )
+            return
         self._control_in.put_nowait(message)
 
     # ------------------------------------------------- heartbeat and liveness
@@ -605,9 +611,14 @@ class CallTransport:
                 reason = "ICE failed: the network path to the peer broke. " + _ICE_HINT
             else:
                 reason = "DTLS failed: " + _DTLS_HINT
-            task = asyncio.ensure_future(self._shutdown(reason))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn_shutdown(reason)
+
+    def _spawn_shutdown(self, reason: str) -> None:
+        if self._closed.is_set():
+            return
+        task = asyncio.ensure_future(self._shutdown(reason))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------- fingerprints etc
 

@@ -24,6 +24,7 @@ from qphone.core.impairment import ImpairmentParams
 from qphone.core.signalmessage import SignalKind, SignalMessage
 from qphone.mediatransport import (
     LOOPBACK_ADDRESSES,
+    MAX_CONTROL_BACKLOG,
     MAX_CONTROL_BYTES,
     MAX_PAYLOAD_BYTES,
     CallTransport,
@@ -378,3 +379,13 @@ async def test_vanished_peer_process_is_detected() -> None:
             assert caller.state == "closed"
         finally:
             await caller.close()
+
+
+async def test_unread_control_flood_closes_transport() -> None:
+    async with pair() as (caller, answerer):
+        for i in range(MAX_CONTROL_BACKLOG + 10):
+            caller.send_control(i.to_bytes(2, "big"))
+        reason = await asyncio.wait_for(answerer.wait_closed(), timeout=10)
+        assert "control messages that were not read" in reason
+        # What was queued before the limit can still be read, in order.
+        assert await answerer.recv_control() == (0).to_bytes(2, "big")
