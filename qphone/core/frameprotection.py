@@ -28,12 +28,13 @@ from qphone.core.errors import (
 )
 from qphone.core.kdf import hkdf_expand, hkdf_extract
 from qphone.core.replaywindow import ReplayWindow
-from qphone.core.sframe import FrameHeader
+from qphone.core.sframe import FrameHeader, parse_header
 
 TAG_LEN = 16
 MAX_PAYLOAD = 1500  # bytes; Opus packets are at most 1275
 MAX_FRAME = 17 + MAX_PAYLOAD + TAG_LEN
 DEFAULT_MAX_COUNTER = (1 << 32) - 1  # per key; far below the 2^64 header limit
+_NEVER = float("inf")
 MODE_BIT_AES = 0
 MODE_BIT_OTP = 1
 
@@ -57,13 +58,32 @@ class FrameKey:
         return FrameKey(epoch, AESGCM(key), int.from_bytes(salt, "big"))
 
 
+def _header_prefixes(kid: int) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """Precomputed header bytes for one KID: the full header for CTR 0..7, and the config byte
+    plus KID bytes for each CTR length 1..8 (the CTR bytes follow)."""
+    small = tuple(FrameHeader(kid, ctr).encode() for ctr in range(8))
+    if kid < 8:
+        k, kid_bytes = kid, b""
+    else:
+        size = (kid.bit_length() + 7) // 8
+        k, kid_bytes = 0x8 | (size - 1), kid.to_bytes(size, "big")
+    long = tuple(bytes(((k << 4) | 0x8 | (n - 1),)) + kid_bytes for n in range(1, 9))
+    return small, long
+
+
 class AesFrameSender:
     """Protects outgoing frames under the current epoch key."""
 
     def __init__(self, key: FrameKey, max_counter: int = DEFAULT_MAX_COUNTER) -> None:
+        self._max = max_counter
+        self._set_key(key)
+
+    def _set_key(self, key: FrameKey) -> None:
         self._key = key
         self._ctr = 0
-        self._max = max_counter
+        self._encrypt = key.aead.encrypt
+        self._salt = key.salt
+        self._small, self._long = _header_prefixes(aes_kid(key.epoch))
 
     @property
     def epoch(self) -> int:
@@ -77,28 +97,33 @@ class AesFrameSender:
     def rekey(self, key: FrameKey) -> None:
         if key.epoch <= self._key.epoch:
             raise ValueError("the sender only moves to a newer epoch")
-        self._key, self._ctr = key, 0
+        self._set_key(key)
 
     def protect(self, payload: bytes) -> bytes:
-        if len(payload) > MAX_PAYLOAD:
-            raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
         ctr = self._ctr
         if ctr > self._max:
             raise KeyExhausted(
                 f"epoch {self._key.epoch}: frame counter exhausted and no fresh key installed"
             )
-        header = FrameHeader(aes_kid(self._key.epoch), ctr).encode()
-        nonce = (self._key.salt ^ ctr).to_bytes(12, "big")
-        out = header + self._key.aead.encrypt(nonce, payload, header)
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        if ctr < 8:
+            header = self._small[ctr]
+        else:
+            n = (ctr.bit_length() + 7) >> 3
+            header = self._long[n - 1] + ctr.to_bytes(n, "big")
         self._ctr = ctr + 1
-        return out
+        return header + self._encrypt((self._salt ^ ctr).to_bytes(12, "big"), payload, header)
 
 
-@dataclass
 class _RecvEpoch:
-    key: FrameKey
-    window: ReplayWindow
-    retire_at: float | None = None
+    __slots__ = ("decrypt", "retire_at", "salt", "window")
+
+    def __init__(self, key: FrameKey, window: ReplayWindow) -> None:
+        self.decrypt = key.aead.decrypt
+        self.salt = key.salt
+        self.window = window
+        self.retire_at: float | None = None
 
 
 class AesFrameReceiver:
@@ -110,7 +135,7 @@ class AesFrameReceiver:
         self._grace = grace_s
         self._newest_seen = -1
         self._retired_below = 0
-        self._next_retire: float | None = None
+        self._next_retire = _NEVER
 
     @property
     def installed_epochs(self) -> list[int]:
@@ -129,38 +154,36 @@ class AesFrameReceiver:
     def unprotect(self, frame: bytes, now: float) -> tuple[int, bytes]:
         """Return (epoch, payload) or raise a FrameRejected subclass. State changes only on
         success (plus the erasure of keys whose grace window has passed)."""
-        if self._next_retire is not None and now >= self._next_retire:
+        if now >= self._next_retire:
             self._retire(now)
-        if len(frame) > MAX_FRAME:
-            raise FrameMalformed(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
-        header, hlen = FrameHeader.decode(frame)
-        if header.kid & 1 != MODE_BIT_AES:
+        size = len(frame)
+        if size > MAX_FRAME:
+            raise FrameMalformed(f"frame of {size} bytes exceeds {MAX_FRAME}")
+        kid, ctr, hlen = parse_header(frame)
+        if kid & 1 != MODE_BIT_AES:
             raise FrameWrongMode("received an OTP frame on an AES session")
-        if len(frame) < hlen + TAG_LEN:
-            raise FrameMalformed("frame is shorter than its header and tag")
-        epoch = header.kid >> 1
+        epoch = kid >> 1
         entry = self._epochs.get(epoch)
         if entry is None:
             state = "was erased" if epoch < self._retired_below else "is not installed"
             raise FrameKeyUnavailable(f"frame for epoch {epoch}, whose key {state}")
-        entry.window.check(header.ctr)
-        nonce = (entry.key.salt ^ header.ctr).to_bytes(12, "big")
-        aad = frame[:hlen]
+        if size < hlen + TAG_LEN:
+            raise FrameMalformed("frame is shorter than its header and tag")
         try:
-            payload = entry.key.aead.decrypt(nonce, frame[hlen:], aad)
+            payload = entry.decrypt(
+                (entry.salt ^ ctr).to_bytes(12, "big"), frame[hlen:], frame[:hlen]
+            )
         except InvalidTag:
-            raise FrameAuthFailed(f"epoch {epoch} frame {header.ctr}: tag invalid") from None
-        entry.window.accept(header.ctr)
+            raise FrameAuthFailed(f"epoch {epoch} frame {ctr}: tag invalid") from None
+        entry.window.accept(ctr)  # raises FrameReplayed (no state change) for a replay
         if epoch > self._newest_seen:
             self._newest_seen = epoch
             deadline = now + self._grace
             for old, e in self._epochs.items():
                 if old < epoch and e.retire_at is None:
                     e.retire_at = deadline
-            if any(e.retire_at is not None for e in self._epochs.values()):
-                self._next_retire = min(
-                    e.retire_at for e in self._epochs.values() if e.retire_at is not None
-                )
+            pending = [e.retire_at for e in self._epochs.values() if e.retire_at is not None]
+            self._next_retire = min(pending, default=_NEVER)
             if self._grace == 0:
                 self._retire(now)
         return epoch, payload
@@ -171,7 +194,7 @@ class AesFrameReceiver:
                 del self._epochs[epoch]
                 self._retired_below = max(self._retired_below, epoch + 1)
         pending = [v.retire_at for v in self._epochs.values() if v.retire_at is not None]
-        self._next_retire = min(pending) if pending else None
+        self._next_retire = min(pending, default=_NEVER)
 
     def close(self) -> None:
         self._epochs.clear()

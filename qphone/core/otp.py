@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import bisect
 import hmac
+from collections.abc import Callable
+from types import ModuleType
 
 from qphone.core.errors import (
     FrameAuthFailed,
@@ -33,10 +35,11 @@ from qphone.core.errors import (
     KeyExhausted,
 )
 from qphone.core.frameprotection import MAX_PAYLOAD, MODE_BIT_OTP
-from qphone.core.sframe import FrameHeader
+from qphone.core.sframe import FrameHeader, parse_header
 
 PRIMES = {32: (1 << 32) - 5, 64: (1 << 64) - 59, 128: (1 << 128) - 159}
 OTP_KID = MODE_BIT_OTP  # epoch 0, mode bit 1
+_HEADER_PREFIX = tuple(bytes(((OTP_KID << 4) | 0x8 | (n - 1),)) for n in range(1, 9))
 
 
 def mac_blocks(message_len: int, tag_bits: int) -> int:
@@ -63,22 +66,65 @@ class WegmanCarterMac:
         self._block = tag_bits // 8 - 1
         self._tag_len = tag_bits // 8
         self._mask = (1 << tag_bits) - 1
+        self._bits = tag_bits
+        fast = _fast if tag_bits in (32, 64) else None
+        self._fast: Callable[[bytes, int, int], int] | None = fast.polyhash if fast else None
+        self._seal: Callable[[bytes, bytes, bytes, int, int], bytes] | None = (
+            fast.seal if fast else None
+        )
+        self._open: Callable[[bytes, int, bytes, int, int], bytes | None] | None = (
+            fast.open if fast else None
+        )
 
-    def tag(self, message: bytes, pad: bytes) -> bytes:
+    def poly(self, message: bytes) -> int:
+        """poly_k(message) in [0, p): the C accelerator when built, else the reference."""
+        if self._fast is not None:
+            return self._fast(message, self._k, self._bits)
+        return self.poly_reference(message)
+
+    def poly_reference(self, message: bytes) -> int:
         p, k, size = self._p, self._k, self._block
         h = 0
         for i in range(0, len(message) or 1, size):
             h = (h + int.from_bytes(message[i : i + size] + b"\x01", "little")) * k % p
+        return h
+
+    def seal(self, header: bytes, payload: bytes, pad: bytes) -> bytes:
+        """header || payload XOR pad[t/8:] || tag, with pad[:t/8] masking the tag."""
+        if self._seal is not None:
+            return self._seal(header, payload, pad, self._k, self._bits)
+        tl = self._tag_len
+        body = header + _xor_reference(payload, pad[tl:])
+        return body + self.tag(body, pad[:tl])
+
+    def open(self, frame: bytes, header_len: int, pad: bytes) -> bytes | None:
+        """The payload, or None when the tag is wrong (compared in constant time)."""
+        if self._open is not None:
+            return self._open(frame, header_len, pad, self._k, self._bits)
+        tl = self._tag_len
+        body, tag = frame[:-tl], frame[-tl:]
+        if not hmac.compare_digest(self.tag(body, pad[:tl]), tag):
+            return None
+        return _xor_reference(body[header_len:], pad[tl:])
+
+    def tag(self, message: bytes, pad: bytes) -> bytes:
         s = int.from_bytes(pad, "big")
-        return ((h + s) & self._mask).to_bytes(self._tag_len, "big")
+        return ((self.poly(message) + s) & self._mask).to_bytes(self._tag_len, "big")
 
     def forget(self) -> None:
         self._k = 0
 
 
-def _xor(data: bytes, pad: bytes | bytearray) -> bytes:
+def _xor_reference(data: bytes, pad: bytes) -> bytes:
     n = len(data)
-    return (int.from_bytes(data, "big") ^ int.from_bytes(pad, "big")).to_bytes(n, "big")
+    return (int.from_bytes(data, "big") ^ int.from_bytes(pad[:n], "big")).to_bytes(n, "big")
+
+
+_fast: ModuleType | None
+try:  # optional C accelerator (setup.py); identical results, tested against the reference
+    from qphone.core import _otpfast as _fast
+except ImportError:  # pragma: no cover - exercised where no C compiler was available
+    _fast = None
 
 
 class PadSender:
@@ -146,13 +192,16 @@ class PadSender:
         if self.available < need:
             raise KeyExhausted(f"one-time pad exhausted: need {need} bytes, {self.available} left")
         offset, pad = self._take(need)
-        header = FrameHeader(OTP_KID, offset).encode()
-        body = _xor(payload, pad[self._tag_len :])
-        tag = self._mac.tag(header + body, pad[: self._tag_len])
+        if offset < 8:
+            header = FrameHeader(OTP_KID, offset).encode()
+        else:
+            n = (offset.bit_length() + 7) >> 3
+            header = _HEADER_PREFIX[n - 1] + offset.to_bytes(n, "big")
+        frame = self._mac.seal(header, payload, pad)
         self.pad_bytes_used += len(payload)
         self.mac_bytes_used += self._tag_len
         self.frames += 1
-        return header + body + tag
+        return frame
 
     def close(self) -> int:
         """Erase everything; return the number of unused pad bytes erased."""
@@ -174,7 +223,10 @@ class PadReceiver:
         self._base = 0
         self._low = 0  # nothing below this offset can be used any more
         self._used: list[tuple[int, int]] = []  # accepted ranges above _low, sorted, disjoint
+        self._max_end = 0  # end of the highest accepted range
+        self.last_end = 0  # end of the range of the frame accepted last
         self._window = window_bytes
+        self._step = max(1, window_bytes // 8)
         self._mac: WegmanCarterMac | None = None
         self.frames = 0
 
@@ -196,32 +248,36 @@ class PadReceiver:
         return i < len(self._used) and self._used[i][0] < end
 
     def unprotect(self, frame: bytes) -> bytes:
-        header, hlen = FrameHeader.decode(frame)
-        if header.kid & 1 != MODE_BIT_OTP:
+        kid, offset, hlen = parse_header(frame)
+        if kid & 1 != MODE_BIT_OTP:
             raise FrameWrongMode("received an AES frame on an OTP session")
-        if header.kid != OTP_KID:
-            raise FrameMalformed(f"OTP frame with unknown key id {header.kid}")
+        if kid != OTP_KID:
+            raise FrameMalformed(f"OTP frame with unknown key id {kid}")
         n = len(frame) - hlen - self._tag_len
         if n < 0:
             raise FrameMalformed("frame is shorter than its header and tag")
         if n > MAX_PAYLOAD:
             raise FrameMalformed(f"payload of {n} bytes exceeds {MAX_PAYLOAD}")
-        start, stop = header.ctr, header.ctr + self._tag_len + n
-        if start < self._low or self._overlaps(start, stop):
+        start, stop = offset, offset + self._tag_len + n
+        in_order = start >= self._max_end
+        if start < self._low or (not in_order and self._overlaps(start, stop)):
             raise FrameReplayed(f"pad range at offset {start} already used or out of window")
         if stop > self.end or self._mac is None:
             raise FrameKeyUnavailable(f"pad at offset {start} not received from the KME yet")
         a, b = start - self._base, stop - self._base
-        pad = self._buf[a:b]
-        body = frame[hlen : hlen + n]
-        expect = self._mac.tag(frame[: hlen + n], bytes(pad[: self._tag_len]))
-        if not hmac.compare_digest(expect, frame[hlen + n :]):
+        payload = self._mac.open(frame, hlen, bytes(self._buf[a:b]))
+        if payload is None:
             raise FrameAuthFailed(f"OTP frame at pad offset {start}: tag invalid")
-        payload = _xor(body, pad[self._tag_len :])
         self._buf[a:b] = bytes(b - a)
-        bisect.insort(self._used, (start, stop))
+        if in_order:
+            self._used.append((start, stop))
+            self._max_end = stop
+            if stop - self._window > self._low + self._step:  # amortised: move in steps
+                self._advance_low(stop)
+        else:
+            bisect.insort(self._used, (start, stop))
         self.frames += 1
-        self._advance_low(stop)
+        self.last_end = stop
         return payload
 
     def _advance_low(self, newest_end: int) -> None:
@@ -231,8 +287,10 @@ class PadReceiver:
         a, b = max(0, self._low - self._base), low - self._base
         self._buf[a:b] = bytes(b - a)  # pad of frames lost for good is erased too
         self._low = low
-        while self._used and self._used[0][1] <= low:
-            self._used.pop(0)
+        keep = bisect.bisect_left(self._used, (low, 0))
+        while keep and self._used[keep - 1][1] > low:
+            keep -= 1
+        del self._used[:keep]
         drop = low - self._base
         if drop > 1 << 16:  # drop the erased prefix now and then
             del self._buf[:drop]

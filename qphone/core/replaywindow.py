@@ -1,6 +1,6 @@
 """Sliding replay window over 64-bit counters (RFC 3711 section 3.3.2 style, any width).
 
-``check`` only looks; ``accept`` records. Callers check, authenticate, then accept, so a forged
+``check`` only looks; ``accept`` records. Callers authenticate first, then accept, so a forged
 frame never moves the window.
 """
 
@@ -17,6 +17,7 @@ class ReplayWindow:
             raise ValueError("replay window must cover at least 64 frames")
         self.size = size
         self._highest = -1
+        self._mask = (1 << size) - 1
         self._seen = 0  # bit i set: counter (highest - i) was accepted
 
     @property
@@ -35,11 +36,12 @@ class ReplayWindow:
             raise FrameReplayed(f"counter {ctr} was already received")
 
     def accept(self, ctr: int) -> None:
-        self.check(ctr)
-        mask = (1 << self.size) - 1
-        if ctr > self._highest:
-            shift = ctr - self._highest
-            self._seen = ((self._seen << shift) | 1) & mask if shift < self.size else 1
+        """Record ``ctr``; raises FrameReplayed (and records nothing) if it is a replay."""
+        highest = self._highest
+        if ctr > highest:
+            shift = ctr - highest
+            self._seen = ((self._seen << shift) | 1) & self._mask if shift < self.size else 1
             self._highest = ctr
-        else:
-            self._seen |= 1 << (self._highest - ctr)
+            return
+        self.check(ctr)
+        self._seen |= 1 << (highest - ctr)

@@ -49,11 +49,16 @@ from qphone.core.keyschedule import Direction, EpochKeys, KeySchedule
 from qphone.core.otp import PadReceiver, PadSender
 from qphone.core.qkd import QkdKey
 
+_NOT_STARTED = float("-inf")
+
 
 class KeyPurpose(Enum):
     EPOCH = "epoch"
     PAD_I2R = "pad-i2r"
     PAD_R2I = "pad-r2i"
+
+
+_PAD_TX = KeyPurpose.PAD_I2R  # the initiator's own sending direction
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,7 @@ class CallSession:
         self._pending: deque[_Pending] = deque()  # responder: announcements to resolve, in order
         self._outstanding: dict[KeyPurpose, int] = {p: 0 for p in KeyPurpose}
         p = result.params
+        self._low_water = p.lookahead * p.pad_block_bits // 8  # OTP: pad bytes to hold ahead
         self._rotate_s = p.rotate_ms / 1000
         self._schedule = KeySchedule(sec.chain0)
         if self.mode is Mode.AES:
@@ -144,7 +150,8 @@ class CallSession:
             self._send_keys: dict[int, FrameKey] = {}
             self._send_ready: set[int] = set()
             self._announced = 0
-            self._epoch_started: float | None = None
+            self._epoch_deadline = _NOT_STARTED  # first frame starts the epoch clock
+            self._rotate_frames = p.rotate_frames
             self._overdue_warned = -1
             self._recv_epoch = 0
         else:
@@ -203,36 +210,36 @@ class CallSession:
 
     # ----------------------------------------------------------------- media
     def protect(self, payload: bytes, now: float) -> bytes:
-        self._check_open()
+        if self._closed:
+            raise QphoneError("the call session is closed")
         if self.mode is Mode.OTP:
             frame = self._pad_tx.protect(payload)
             if self.role is Role.INITIATOR:
-                if self._pad_tx.held < self._low_water():
+                if self._pad_tx.held < self._low_water and not self._outstanding[_PAD_TX]:
                     self._top_up()
             elif self._pad_tx_position() >= self._next_progress:
                 self._next_progress = self._pad_tx_position() + self._progress_step
                 self._send(SenderProgress(0, self._pad_tx_position()))
             return frame
         sender = self._sender
-        if self._epoch_started is None:
-            self._epoch_started = now
-        elif (
-            sender.counter >= self.params.rotate_frames
-            or now - self._epoch_started >= self._rotate_s
-        ):
-            self._rotate(now)
+        if sender.counter >= self._rotate_frames or now >= self._epoch_deadline:
+            if self._epoch_deadline == _NOT_STARTED:
+                self._epoch_deadline = now + self._rotate_s
+            else:
+                self._rotate(now)
         return sender.protect(payload)
 
     def unprotect(self, frame: bytes, now: float) -> bytes:
-        self._check_open()
+        if self._closed:
+            raise QphoneError("the call session is closed")
         if self.mode is Mode.OTP:
             payload = self._pad_rx.unprotect(frame)
-            end = self._pad_rx_last_end(frame, len(payload))
+            end = self._pad_rx.last_end
             if end > self._rx_highest:
                 self._rx_highest = end
                 if (
                     self.role is Role.INITIATOR
-                    and self._stream_end[self.recv_dir] - end < self._low_water()
+                    and self._stream_end[self.recv_dir] - end < self._low_water
                 ):
                     self._top_up()
             return payload
@@ -242,15 +249,6 @@ class CallSession:
             self._events.append(EpochStarted(self.recv_dir, epoch))
             self._top_up()
         return payload
-
-    def _pad_rx_last_end(self, frame: bytes, payload_len: int) -> int:
-        from qphone.core.sframe import FrameHeader
-
-        header, _ = FrameHeader.decode(frame)
-        return header.ctr + self.params.otp_tag_bits // 8 + payload_len
-
-    def _low_water(self) -> int:
-        return self.params.lookahead * self.params.pad_block_bits // 8
 
     def _rotate(self, now: float) -> None:
         nxt = self._sender.epoch + 1
@@ -263,7 +261,7 @@ class CallSession:
         del self._send_keys[nxt]
         self._send_ready.discard(nxt)
         self._sender.rekey(key)
-        self._epoch_started = now
+        self._epoch_deadline = now + self._rotate_s
         self._events.append(EpochStarted(self.send_dir, nxt))
         if self.role is Role.RESPONDER:
             self._send(SenderProgress(nxt, 0))
@@ -285,7 +283,7 @@ class CallSession:
             KeyPurpose.PAD_R2I: self._stream_end[Direction.R2I] - self._rx_highest,
         }
         for purpose, have in held.items():
-            missing = -(-(self._low_water() - have) // block)  # ceil
+            missing = -(-(self._low_water - have) // block)  # ceil
             self._request(purpose, missing - self._outstanding[purpose], p.pad_block_bits)
 
     def _pad_tx_position(self) -> int:

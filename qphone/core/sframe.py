@@ -31,37 +31,52 @@ class FrameHeader:
     kid: int
     ctr: int
 
-    def __post_init__(self) -> None:
+    def encode(self) -> bytes:
         if not (0 <= self.kid <= MAX_FIELD and 0 <= self.ctr <= MAX_FIELD):
             raise ValueError("KID and CTR must fit in 64 bits")
-
-    def encode(self) -> bytes:
         k, kid_bytes = _field(self.kid)
         c, ctr_bytes = _field(self.ctr)
         return bytes(((k << 4) | c,)) + kid_bytes + ctr_bytes
 
     @staticmethod
     def decode(frame: bytes) -> tuple[FrameHeader, int]:
-        """Parse the header at the start of ``frame``; return it and its length in bytes.
+        """Parse the header at the start of ``frame``; return it and its length in bytes."""
+        kid, ctr, size = parse_header(frame)
+        return FrameHeader(kid, ctr), size
 
-        Strict: a value that would fit in fewer bytes (non-minimal encoding) is refused, so every
-        header has exactly one encoding.
-        """
-        if not frame:
-            raise FrameMalformed("frame is empty")
-        config = frame[0]
-        pos = 1
-        values = []
-        for nibble in (config >> 4, config & 0x0F):
-            if nibble & 0x8:
-                size = (nibble & 0x7) + 1
-                if pos + size > len(frame):
-                    raise FrameMalformed("frame header is truncated")
-                value = int.from_bytes(frame[pos : pos + size], "big")
-                if value < 8 or (value.bit_length() + 7) // 8 != size:
-                    raise FrameMalformed("frame header uses a non-minimal encoding")
-                pos += size
-            else:
-                value = nibble
-            values.append(value)
-        return FrameHeader(values[0], values[1]), pos
+
+def parse_header(frame: bytes) -> tuple[int, int, int]:
+    """Return (KID, CTR, header length) of the header at the start of ``frame``.
+
+    Strict: a value that would fit in fewer bytes (non-minimal encoding) is refused, so every
+    header has exactly one encoding. (A plain function returning a tuple: it runs for every
+    received frame.)
+    """
+    if not frame:
+        raise FrameMalformed("frame is empty")
+    config = frame[0]
+    if not config & 0x80:  # fast paths: KID 0..7 inline (the common case)
+        if not config & 0x08:
+            return config >> 4, config & 0x7, 1
+        end = (config & 0x7) + 2
+        if end > len(frame):
+            raise FrameMalformed("frame header is truncated")
+        ctr = int.from_bytes(frame[1:end], "big")
+        if frame[1] == 0 or ctr < 8:
+            raise FrameMalformed("frame header uses a non-minimal encoding")
+        return config >> 4, ctr, end
+    pos = 1
+    values = []
+    for nibble in (config >> 4, config & 0x0F):
+        if nibble & 0x8:
+            size = (nibble & 0x7) + 1
+            if pos + size > len(frame):
+                raise FrameMalformed("frame header is truncated")
+            value = int.from_bytes(frame[pos : pos + size], "big")
+            if value < 8 or (value.bit_length() + 7) >> 3 != size:
+                raise FrameMalformed("frame header uses a non-minimal encoding")
+            pos += size
+        else:
+            value = nibble
+        values.append(value)
+    return values[0], values[1], pos
