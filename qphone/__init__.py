@@ -1,0 +1,1 @@
+"""qphone: quantum-safe voice calls."""
