@@ -231,9 +231,9 @@ class LinkSimulator:
         result.qber = rec.corrected_errors / kept
         h = binary_entropy(result.qber)
         result.ec_efficiency = rec.leaked_bits / (kept * h) if h > 0 else math.inf
-        return self._verify_and_amplify(result, rec.alice, rec.bob, rec.leaked_bits, estimate)
+        return self.verify_and_amplify(result, rec.alice, rec.bob, rec.leaked_bits, estimate)
 
-    def _verify_and_amplify(
+    def verify_and_amplify(
         self,
         result: BlockResult,
         alice: U8Array,
@@ -241,6 +241,8 @@ class LinkSimulator:
         leaked_ec_bits: int,
         estimate: DecoyEstimate,
     ) -> BlockResult:
+        """Last stage of a block: compare 64-bit universal hashes of Alice's and Bob's reconciled
+        strings (abort on mismatch), then Toeplitz-hash Alice's string to the GLLP length."""
         p = self.params
         rng = self._rng
         n = alice.shape[0]

@@ -3,8 +3,8 @@
 A Toeplitz matrix ``T`` of size ``out_len x n`` is fixed by ``n + out_len - 1`` seed bits ``t``:
 ``T[i, j] = t[i - j + n - 1]``. Then ``(T x)_i = sum_j t[i - j + n - 1] x_j`` is entry
 ``i + n - 1`` of the convolution ``t * x``, computed with a real FFT of length
-``>= n + out_len - 1`` (the circular wrap-around only touches entries below ``n - 1``, which are not used), rounded to
-the exact integer and reduced mod 2.
+``>= n + out_len - 1`` (the circular wrap-around only touches entries below ``n - 1``, which
+are not used), rounded to the exact integer and reduced mod 2.
 """
 
 from __future__ import annotations
