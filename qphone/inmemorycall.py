@@ -110,7 +110,10 @@ class InMemoryCall:
         while busy:
             busy = False
             for s in (self.initiator, self.responder):
-                self.dispatch(s, s.events())
+                events = s.events()
+                if events:
+                    busy = True
+                    self.dispatch(s, events)
                 box = self._inbox[id(s)]
                 while box and not s.closed:
                     busy = True
