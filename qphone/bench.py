@@ -23,16 +23,10 @@ from qphone.inmemorycall import InMemoryCall, MemoryKmePair, handshake
 PAYLOAD_BYTES = 80
 
 
-def _median_us(run_batch: Callable[[int], None], batch: int, rounds: int) -> float:
-    samples = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        run_batch(batch)
-        samples.append((time.perf_counter() - t0) / batch * 1e6)
-    return statistics.median(samples)
+Batch = Callable[[int], float]  # run n protect+unprotect pairs, return the seconds it took
 
 
-def _srtp_batch() -> Callable[[int], None]:
+def _srtp_batch() -> Batch:
     import pylibsrtp
 
     key = os.urandom(44)  # AES-256 key + 12-byte salt
@@ -42,7 +36,7 @@ def _srtp_batch() -> Callable[[int], None]:
     payload = os.urandom(PAYLOAD_BYTES)
     state = {"seq": 0}
 
-    def run(n: int) -> None:
+    def run(n: int) -> float:
         seq0 = state["seq"]
         packets = [
             struct.pack("!BBHII", 0x80, 111, (seq0 + i) & 0xFFFF, (seq0 + i) * 960, 0x1234)
@@ -54,12 +48,12 @@ def _srtp_batch() -> Callable[[int], None]:
         t0 = time.perf_counter()
         for p in packets:
             unprotect(protect(p))
-        state["t"] = time.perf_counter() - t0
+        return time.perf_counter() - t0
 
     return run
 
 
-def _frame_batch(mode: Mode) -> Callable[[int], None]:
+def _frame_batch(mode: Mode) -> Batch:
     kme = MemoryKmePair()
     params = CallParams(
         mode=mode, rotate_frames=10**6, rotate_ms=86_400_000, pad_block_bits=1 << 20, lookahead=4
@@ -70,12 +64,14 @@ def _frame_batch(mode: Mode) -> Callable[[int], None]:
     a, b = call.initiator, call.responder
     payload = os.urandom(PAYLOAD_BYTES)
 
-    def run(n: int) -> None:
+    def run(n: int) -> float:
         call.pump()  # keep pad flowing (outside the timed loop)
         protect, unprotect = a.protect, b.unprotect
         now = 1.0
+        t0 = time.perf_counter()
         for _ in range(n):
             unprotect(protect(payload, now), now)
+        return time.perf_counter() - t0
 
     return run
 
@@ -87,10 +83,9 @@ def bench_crypto(rounds: int = 15, batch: int = 2000) -> dict[str, Any]:
     otp = _frame_batch(Mode.OTP)
     srtp_s, aes_s, otp_s = [], [], []
     for _ in range(rounds):  # interleaved, so drift in machine load hits all three alike
-        srtp(batch)
-        srtp_s.append(_last_srtp(srtp) / batch * 1e6)
-        aes_s.append(_median_us(aes, batch, 1))
-        otp_s.append(_median_us(otp, batch, 1))
+        srtp_s.append(srtp(batch) / batch * 1e6)
+        aes_s.append(aes(batch) / batch * 1e6)
+        otp_s.append(otp(batch) / batch * 1e6)
     s, a, o = statistics.median(srtp_s), statistics.median(aes_s), statistics.median(otp_s)
     return {
         "payload_bytes": PAYLOAD_BYTES,
@@ -102,15 +97,6 @@ def bench_crypto(rounds: int = 15, batch: int = 2000) -> dict[str, Any]:
         "rounds": rounds,
         "batch": batch,
     }
-
-
-def _last_srtp(run: Callable[[int], None]) -> float:
-    closure = run.__closure__ or ()
-    for cell in closure:
-        value = cell.cell_contents
-        if isinstance(value, dict) and "t" in value:
-            return float(value["t"])
-    raise RuntimeError("srtp timing missing")
 
 
 def bench_handshake(runs: int = 60) -> dict[str, Any]:
