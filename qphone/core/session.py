@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -154,6 +154,8 @@ class CallSession:
             self._rotate_frames = p.rotate_frames
             self._overdue_warned = -1
             self._recv_epoch = 0
+            self.protect: Callable[[bytes, float], bytes] = self._protect_aes
+            self.unprotect: Callable[[bytes, float], bytes] = self._unprotect_aes
         else:
             self._schedule.close()
             self._pad_tx = PadSender(p.otp_tag_bits)
@@ -162,6 +164,8 @@ class CallSession:
             self._rx_highest = 0
             self._progress_step = self.params.pad_block_bits // 16  # bytes between reports
             self._next_progress = self._progress_step
+            self.protect = self._protect_otp
+            self.unprotect = self._unprotect_otp
         self._peer_epoch = 0
 
     # ----------------------------------------------------------------- adapter API
@@ -209,18 +213,19 @@ class CallSession:
             raise QphoneError("the call session is closed")
 
     # ----------------------------------------------------------------- media
-    def protect(self, payload: bytes, now: float) -> bytes:
-        if self._closed:
-            raise QphoneError("the call session is closed")
-        if self.mode is Mode.OTP:
-            frame = self._pad_tx.protect(payload)
-            if self.role is Role.INITIATOR:
-                if self._pad_tx.held < self._low_water and not self._outstanding[_PAD_TX]:
-                    self._top_up()
-            elif self._pad_tx_position() >= self._next_progress:
-                self._next_progress = self._pad_tx_position() + self._progress_step
-                self._send(SenderProgress(0, self._pad_tx_position()))
-            return frame
+    # ``protect(payload, now) -> frame`` and ``unprotect(frame, now) -> payload`` are bound per
+    # mode in __init__ (and replaced by a refusal on close): they run for every 20 ms frame.
+    def _protect_otp(self, payload: bytes, now: float) -> bytes:
+        frame = self._pad_tx.protect(payload)
+        if self.role is Role.INITIATOR:
+            if self._pad_tx.held < self._low_water and not self._outstanding[_PAD_TX]:
+                self._top_up()
+        elif self._pad_tx_position() >= self._next_progress:
+            self._next_progress = self._pad_tx_position() + self._progress_step
+            self._send(SenderProgress(0, self._pad_tx_position()))
+        return frame
+
+    def _protect_aes(self, payload: bytes, now: float) -> bytes:
         sender = self._sender
         if sender.counter >= self._rotate_frames or now >= self._epoch_deadline:
             if self._epoch_deadline == _NOT_STARTED:
@@ -229,26 +234,29 @@ class CallSession:
                 self._rotate(now)
         return sender.protect(payload)
 
-    def unprotect(self, frame: bytes, now: float) -> bytes:
-        if self._closed:
-            raise QphoneError("the call session is closed")
-        if self.mode is Mode.OTP:
-            payload = self._pad_rx.unprotect(frame)
-            end = self._pad_rx.last_end
-            if end > self._rx_highest:
-                self._rx_highest = end
-                if (
-                    self.role is Role.INITIATOR
-                    and self._stream_end[self.recv_dir] - end < self._low_water
-                ):
-                    self._top_up()
-            return payload
+    def _unprotect_otp(self, frame: bytes, now: float) -> bytes:
+        payload = self._pad_rx.unprotect(frame)
+        end = self._pad_rx.last_end
+        if end > self._rx_highest:
+            self._rx_highest = end
+            if (
+                self.role is Role.INITIATOR
+                and self._stream_end[self.recv_dir] - end < self._low_water
+            ):
+                self._top_up()
+        return payload
+
+    def _unprotect_aes(self, frame: bytes, now: float) -> bytes:
         epoch, payload = self._receiver.unprotect(frame, now)
         if epoch > self._recv_epoch:
             self._recv_epoch = epoch
             self._events.append(EpochStarted(self.recv_dir, epoch))
             self._top_up()
         return payload
+
+    @staticmethod
+    def _refuse(data: bytes, now: float) -> bytes:
+        raise QphoneError("the call session is closed")
 
     def _rotate(self, now: float) -> None:
         nxt = self._sender.epoch + 1
@@ -423,6 +431,7 @@ class CallSession:
         if self._closed:
             return
         self._closed = True
+        self.protect = self.unprotect = self._refuse
         self._control.close()
         self._schedule.close()
         if self.mode is Mode.AES:
