@@ -33,7 +33,7 @@ role = "source"               # "source" runs the simulated BB84 link; "sink" re
 distance_km = 10.0
 eve_fraction = 0.0
 seed = 1                      # optional: reproducible simulation
-pulses_per_block = 4000000
+pulses_per_block = 100000000   # 0.1 s of link time at 1 GHz
 ```
 """
 
@@ -71,7 +71,7 @@ class LinkConfig:
     distance_km: float = 10.0
     eve_fraction: float = 0.0
     seed: int | None = None
-    pulses_per_block: int = 4_000_000
+    pulses_per_block: int = 100_000_000
     params: dict[str, float] = field(default_factory=dict)  # extra keyserver.bb84.LinkParams fields
 
 
@@ -185,15 +185,15 @@ def parse_config(doc: dict[str, Any], base: Path) -> KmeConfig:
         distance_km=float(_get(doc, "link", "distance_km", (int, float), 10.0)),
         eve_fraction=float(_get(doc, "link", "eve_fraction", (int, float), 0.0)),
         seed=seed,
-        pulses_per_block=_get(doc, "link", "pulses_per_block", int, 4_000_000),
+        pulses_per_block=_get(doc, "link", "pulses_per_block", int, 100_000_000),
         params={k: float(v) for k, v in params.items()},
     )
     if not 0.0 <= link.eve_fraction <= 1.0:
         raise ConfigError("[link] eve_fraction must be within 0..1")
     if link.distance_km < 0:
         raise ConfigError("[link] distance_km must be >= 0")
-    if link.pulses_per_block < 1000:
-        raise ConfigError("[link] pulses_per_block must be >= 1000")
+    if link.pulses_per_block < 10_000:
+        raise ConfigError("[link] pulses_per_block must be >= 10000")
     return KmeConfig(
         id=kme_id,
         host=_get(doc, "kme", "host", str, "127.0.0.1"),

@@ -111,7 +111,8 @@ class Kme:
         self.stats = LinkStats.from_json(self.store.get_meta("link_stats"))
         tls = cfg.tls
         self.peer = PeerClient(
-            cfg.peer.url, cfg.peer.id, client_context(tls.ca_cert, tls.cert, tls.key)
+            cfg.peer.url, cfg.peer.id,
+            client_context(tls.ca_cert, tls.cert, tls.key, expect_cn=cfg.peer.id),
         )
         self.issuer = Issuer(self.store, self.peer)
         app = self.build_app()

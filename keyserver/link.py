@@ -3,8 +3,9 @@
 The source KME runs the BB84 simulator (``keyserver.bb84``) in a child process, paces its output in
 real time (a block becomes available when the simulated link would have finished it), cuts each
 secret key block into segments, stores them as *pending*, pushes them to the sink KME over the
-authenticated link and marks them *ready* on the sink's acknowledgement. Pending segments are
-pushed again after a restart (the sink ignores what it already holds). Each segment is owned by
+authenticated link and marks them *ready* on the sink's acknowledgement. Production stops when both
+directions hold ``max_key_count`` keys and resumes when one falls below 80% of it. Pending segments
+are pushed again after a restart (the sink ignores what it already holds). Each segment is owned by
 the KME whose share of the pool is smaller, so both directions get key. Aborted blocks (QBER or
 key-rate bound says no key, e.g. an eavesdropper) deliver nothing; they are counted in the link
 statistics, which travel to the sink with every push.
@@ -42,6 +43,7 @@ class BlockOutcome:
     qber: float
     seconds_simulated: float
     pulses: int = 0
+    eve_alarm: bool = False  # the link attributes the abort to an eavesdropper (QBER/bound)
 
 
 class BlockSource(Protocol):
@@ -71,6 +73,7 @@ def _simulator_main(conn: Connection, params: dict[str, Any], seed: int | None) 
                 qber=float(r.qber),
                 seconds_simulated=float(r.seconds_simulated),
                 pulses=int(r.pulses),
+                eve_alarm=bool(r.eve_alarm),
             )
         )
 
@@ -126,6 +129,7 @@ class LinkRunner:
         stats: LinkStats,
         on_stats: Callable[[], None] = lambda: None,
         pace: bool = True,
+        resume_fraction: float = 0.8,
     ) -> None:
         self._store = store
         self._peer = peer
@@ -135,6 +139,7 @@ class LinkRunner:
         self.stats = stats
         self._on_stats = on_stats
         self._pace = pace
+        self._resume = resume_fraction
         self._push_lock = asyncio.Lock()
         self._stats_dirty = True
 
@@ -145,9 +150,13 @@ class LinkRunner:
         with contextlib.suppress(PeerUnavailable):
             await self.push()
         deadline = time.monotonic()
+        full = False
         while True:
             pools = {o: self._pool(o) for o in self._owners}
-            if min(pools.values()) >= self._cap:
+            # Hysteresis: once both directions are full, resume only below `resume_fraction`.
+            low = min(pools.values())
+            full = low >= self._cap or (full and low >= self._resume * self._cap)
+            if full:
                 await self._idle_push()
                 deadline = time.monotonic()
                 continue
@@ -172,10 +181,11 @@ class LinkRunner:
     def _record(self, o: BlockOutcome) -> None:
         bits = 8 * len(o.key) if not o.aborted else 0
         self.stats.record(
-            aborted=o.aborted, reason=o.reason, qber=o.qber, bits=bits, seconds=o.seconds_simulated
+            aborted=o.aborted, reason=o.reason, qber=o.qber, bits=bits,
+            seconds=o.seconds_simulated, eve_alarm=o.eve_alarm,
         )
         self._store.set_meta("link_stats", self.stats.to_json())
-        level = logging.WARNING if o.aborted else logging.INFO
+        level = logging.WARNING if o.aborted else logging.DEBUG
         log(
             _LOG, level, "block_aborted" if o.aborted else "block_ok",
             qber=round(o.qber, 5) if o.qber == o.qber else None, secret_bits=bits,

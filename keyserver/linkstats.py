@@ -6,8 +6,6 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-# Reasons under which a discarded block means "the error rate says someone is listening".
-_EVE_WORDS = ("qber", "eaves", "bound", "no key", "threshold")
 _EWMA = 0.2
 
 
@@ -27,7 +25,14 @@ class LinkStats:
     consecutive_aborts: int = 0
 
     def record(
-        self, *, aborted: bool, reason: str | None, qber: float, bits: int, seconds: float
+        self,
+        *,
+        aborted: bool,
+        reason: str | None,
+        qber: float,
+        bits: int,
+        seconds: float,
+        eve_alarm: bool,
     ) -> None:
         self.simulated_seconds += seconds
         if qber == qber:  # skip NaN (no sifted bits)
@@ -43,8 +48,7 @@ class LinkStats:
             self.blocks_aborted += 1
             self.consecutive_aborts += 1
             self.last_abort_reason = reason or "aborted"
-            text = self.last_abort_reason.lower()
-            self.eavesdropper_alarm = any(w in text for w in _EVE_WORDS)
+            self.eavesdropper_alarm = eve_alarm
         else:
             self.blocks_ok += 1
             self.secret_bits += bits

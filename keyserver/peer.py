@@ -2,7 +2,8 @@
 
 Transport: HTTPS with mutual TLS, both ends presenting their KME certificate (same CA as the SAEs).
 The server side admits only the configured peer KME's certificate CN on ``/link/v1/*``; the client
-side checks the server's certificate CN is the configured peer KME ID. Messages are JSON:
+side checks the server's certificate CN is the configured peer KME ID (in the TLS handshake, see
+``keyserver.tls.client_context(expect_cn=...)``). Messages are JSON:
 
 * ``POST /link/v1/segments``
   ``{"segments": [{"seq", "owner", "material"(base64)}], "stats": {...}}``
@@ -20,9 +21,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
+import aiohttp
 
 from keyserver.store import Notice, Segment
+from keyserver.tls import common_name
 
 MAX_LINK_BODY = 8 * 1024 * 1024
 
@@ -35,12 +37,7 @@ class PeerProtocolError(ValueError):
     """A link message from the peer does not parse."""
 
 
-def cert_common_name(peercert: Any) -> str | None:
-    """CN of a certificate dict as returned by ``SSLObject.getpeercert()``."""
-    if not isinstance(peercert, dict):
-        return None
-    cns = [v for rdn in peercert.get("subject", ()) for (k, v) in rdn if k == "commonName"]
-    return cns[0] if len(cns) == 1 else None
+cert_common_name = common_name
 
 
 # -- wire encoding ---------------------------------------------------------------------------------
@@ -137,39 +134,36 @@ def decode_notices(raw: Any, owner: str) -> list[Notice]:
 
 # -- client ----------------------------------------------------------------------------------------
 class PeerClient:
-    """Keep-alive mTLS client to the peer KME; checks the server certificate CN is the peer ID."""
+    """Keep-alive mTLS client to the peer KME (`ssl_ctx` pins the peer's certificate CN)."""
 
     def __init__(self, url: str, peer_id: str, ssl_ctx: ssl.SSLContext, timeout: float = 5.0):
         self._url = url.rstrip("/")
         self._peer_id = peer_id
-        self._client = httpx.AsyncClient(
-            verify=ssl_ctx,
-            timeout=httpx.Timeout(timeout, connect=min(2.0, timeout)),
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
-            trust_env=False,
-        )
+        self._ssl = ssl_ctx
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(2.0, timeout))
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=4),
+                timeout=self._timeout,
+            )
+        return self._session
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            resp = await self._client.post(self._url + path, json=body)
-        except (httpx.HTTPError, ssl.SSLError, OSError) as e:
+            async with self._get_session().post(self._url + path, json=body) as resp:
+                data = await resp.json(content_type=None)
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError, ssl.SSLError, OSError, ValueError) as e:
             raise PeerUnavailable(f"peer KME {self._peer_id} at {self._url}: {e!r}") from e
-        stream = resp.extensions.get("network_stream")
-        sslobj = stream.get_extra_info("ssl_object") if stream is not None else None
-        cn = cert_common_name(sslobj.getpeercert() if sslobj is not None else None)
-        if cn != self._peer_id:
-            raise PeerUnavailable(
-                f"peer at {self._url} presented certificate CN {cn!r}, expected {self._peer_id!r}"
-            )
-        try:
-            data = resp.json()
-        except ValueError:
-            raise PeerUnavailable(f"peer answered {resp.status_code}, not JSON") from None
-        if resp.status_code != 200:
-            raise PeerUnavailable(f"peer answered {resp.status_code}: {data}")
+        if status != 200:
+            raise PeerUnavailable(f"peer answered {status}: {data}")
         if not isinstance(data, dict):
             raise PeerUnavailable("peer answered a non-object")
         return data
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()

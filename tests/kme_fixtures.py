@@ -36,7 +36,7 @@ class DeterministicSource:
         await asyncio.sleep(0)
         self._n += 1
         if self._abort_every and self._n % self._abort_every == 0:
-            return BlockOutcome(b"", True, "QBER 0.2 above threshold", 0.2, 0.01, 10**6)
+            return BlockOutcome(b"", True, "qber_above_threshold", 0.2, 0.01, 10**6, True)
         return BlockOutcome(self._rng.randbytes(self._block), False, None, 0.02, 0.01, 10**6)
 
     async def aclose(self) -> None:

@@ -1,0 +1,435 @@
+"""Async ETSI GS QKD 014 client (SAE side) on httpx: mutual TLS, keep-alive, timeouts, typed errors.
+
+Works against any ETSI 014 KME (``qkd-keyserver`` or a vendor's). Uses the POST forms of Get key
+and Get key with key IDs, checks every reply (count, IDs, sizes, base64) and maps failures to:
+
+* :class:`KmeUnavailable` - network/TLS failure, timeout, 503 (retry later)
+* :class:`KmeOutOfKeys` - the KME has not enough key material for the request now
+* :class:`KmeRejected` - 400/401: the request or the caller's certificate was refused
+* :class:`KmeEavesdropperAlarm` - the QKD link discards its key blocks (error rate too high)
+* :class:`KmeProtocolError` - the KME answered something that is not ETSI 014
+
+:class:`QkdKeyPool` keeps keys fetched ahead so callers never wait on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import re
+import ssl
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from qphone.core.qkd import QkdKey
+from qphone.profile import Profile
+
+_OUT_OF_KEYS = re.compile(
+    r"not enough|insufficient|exhaust|no (more )?keys?|out of keys|keys? (are )?not available",
+    re.I,
+)
+
+
+class KmeError(Exception):
+    """Base class of KME client errors."""
+
+
+class KmeUnavailable(KmeError):
+    """The KME cannot be reached or answered 503; nothing was delivered."""
+
+
+class KmeOutOfKeys(KmeError):
+    """The KME has not enough key material for this request right now."""
+
+
+class KmeRejected(KmeError):
+    """The KME refused the request (400) or the caller (401)."""
+
+    def __init__(self, status: int, message: str, hint: str = "") -> None:
+        super().__init__(f"KME answered {status}: {message}" + (f" ({hint})" if hint else ""))
+        self.status = status
+        self.message = message
+
+
+class KmeEavesdropperAlarm(KmeError):
+    """The QKD link discards its key blocks because the error rate says someone may be listening."""
+
+
+class KmeProtocolError(KmeError):
+    """The KME's reply is not valid ETSI GS QKD 014."""
+
+
+@dataclass(frozen=True)
+class KmeStatus:
+    """ETSI 014 Status (sizes in bits)."""
+
+    source_kme_id: str
+    target_kme_id: str
+    master_sae_id: str
+    slave_sae_id: str
+    key_size: int
+    stored_key_count: int
+    max_key_count: int
+    max_key_per_request: int
+    max_key_size: int
+    min_key_size: int
+    max_sae_id_count: int
+    status_extension: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def link(self) -> dict[str, Any]:
+        """The qkd-keyserver link statistics (empty for KMEs that do not report them)."""
+        ext = self.status_extension or {}
+        link = ext.get("qkd_link")
+        return link if isinstance(link, dict) else {}
+
+    @property
+    def eavesdropper_alarm(self) -> bool:
+        return self.link.get("eavesdropper_alarm") is True
+
+
+_STATUS_STR = ("source_KME_ID", "target_KME_ID", "master_SAE_ID", "slave_SAE_ID")
+_STATUS_INT = (
+    "key_size", "stored_key_count", "max_key_count", "max_key_per_request", "max_key_size",
+    "min_key_size", "max_SAE_ID_count",
+)
+
+
+def _parse_status(obj: Any) -> KmeStatus:
+    if not isinstance(obj, dict):
+        raise KmeProtocolError("status reply is not a JSON object")
+    for k in _STATUS_STR:
+        if not isinstance(obj.get(k), str):
+            raise KmeProtocolError(f"status reply: {k} missing or not a string")
+    for k in _STATUS_INT:
+        v = obj.get(k)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise KmeProtocolError(f"status reply: {k} missing or not an integer")
+    ext = obj.get("status_extension")
+    if ext is not None and not isinstance(ext, dict):
+        raise KmeProtocolError("status reply: status_extension is not an object")
+    return KmeStatus(
+        source_kme_id=obj["source_KME_ID"],
+        target_kme_id=obj["target_KME_ID"],
+        master_sae_id=obj["master_SAE_ID"],
+        slave_sae_id=obj["slave_SAE_ID"],
+        key_size=obj["key_size"],
+        stored_key_count=obj["stored_key_count"],
+        max_key_count=obj["max_key_count"],
+        max_key_per_request=obj["max_key_per_request"],
+        max_key_size=obj["max_key_size"],
+        min_key_size=obj["min_key_size"],
+        max_sae_id_count=obj["max_SAE_ID_count"],
+        status_extension=ext,
+    )
+
+
+def _parse_keys(obj: Any, expect_bytes: int | None) -> list[QkdKey]:
+    if not isinstance(obj, dict) or not isinstance(obj.get("keys"), list):
+        raise KmeProtocolError("key container reply has no 'keys' array")
+    out = []
+    for entry in obj["keys"]:
+        if not isinstance(entry, dict):
+            raise KmeProtocolError("key container entry is not an object")
+        kid, key = entry.get("key_ID"), entry.get("key")
+        if not isinstance(kid, str) or not isinstance(key, str):
+            raise KmeProtocolError("key entry lacks key_ID or key strings")
+        try:
+            key_id = uuid.UUID(kid)
+            material = base64.b64decode(key, validate=True)
+        except (ValueError, binascii.Error):
+            raise KmeProtocolError("key entry has a malformed key_ID or non-base64 key") from None
+        if not material or (expect_bytes is not None and len(material) != expect_bytes):
+            raise KmeProtocolError(
+                f"key {key_id} has {len(material)} bytes, expected {expect_bytes}"
+            )
+        out.append(QkdKey(key_id, material))
+    return out
+
+
+def _error_message(resp: httpx.Response) -> tuple[str, list[Any]]:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:200] or resp.reason_phrase, []
+    if isinstance(body, dict):
+        details = body.get("details")
+        return str(body.get("message", "")), details if isinstance(details, list) else []
+    return str(body)[:200], []
+
+
+def _details_alarm(details: list[Any]) -> bool:
+    for d in details:
+        if isinstance(d, dict):
+            link = d.get("qkd_link")
+            if isinstance(link, dict) and link.get("eavesdropper_alarm") is True:
+                return True
+    return False
+
+
+_ALARM_HINT = (
+    "the QKD link is discarding key blocks because its error rate is above the abort threshold "
+    "(possible eavesdropper); no new QKD keys will come until the link is checked - "
+    "fall back to calls without QKD or fix the link"
+)
+
+
+class KmeClient:
+    """ETSI GS QKD 014 client for one SAE talking to its local KME."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ca_cert: Path,
+        client_cert: Path,
+        client_key: Path,
+        timeout: float = 5.0,
+        max_connections: int = 4,
+    ) -> None:
+        self.url = url.rstrip("/")
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_cert))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(client_cert, client_key)
+        except (OSError, ssl.SSLError) as e:
+            raise KmeRejected(
+                0, f"cannot load client certificate {client_cert} / key {client_key}: {e}",
+                "fix [kme] client_cert and client_key in the profile",
+            ) from None
+        self._client = httpx.AsyncClient(
+            base_url=self.url,
+            verify=ctx,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            trust_env=False,
+        )
+
+    @classmethod
+    def from_profile(cls, profile: Profile, **kw: Any) -> KmeClient:
+        return cls(
+            profile.kme_url, ca_cert=profile.ca_cert, client_cert=profile.client_cert,
+            client_key=profile.client_key, **kw,
+        )
+
+    async def __aenter__(self) -> KmeClient:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- transport -------------------------------------------------------------------------------
+    async def _request(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            resp = await self._client.request(method, path, json=body)
+        except httpx.TimeoutException as e:
+            raise KmeUnavailable(
+                f"KME at {self.url} timed out ({type(e).__name__}): check the KME is running "
+                "and reachable"
+            ) from None
+        except (httpx.HTTPError, ssl.SSLError, OSError) as e:
+            raise KmeUnavailable(
+                f"KME at {self.url} unreachable ({e!r}): check the KME is running, the "
+                "profile's [kme] url, and that [kme] ca_cert signed the KME's certificate"
+            ) from None
+        if resp.status_code == 200:
+            try:
+                return resp.json()
+            except ValueError:
+                raise KmeProtocolError(f"KME at {self.url} answered 200 without JSON") from None
+        message, details = _error_message(resp)
+        if _details_alarm(details):
+            raise KmeEavesdropperAlarm(f"KME at {self.url}: {message}; {_ALARM_HINT}")
+        if resp.status_code in (400, 503) and _OUT_OF_KEYS.search(message):
+            raise KmeOutOfKeys(
+                f"KME at {self.url}: {message} - wait for the QKD link to produce key, ask for "
+                "fewer or smaller keys, or check the link's key rate (status)"
+            )
+        if resp.status_code == 401:
+            raise KmeRejected(
+                401, message, "check [kme] client_cert/client_key are this SAE's certificate, "
+                "signed by the KME's CA, and that the SAE IDs in the request are right",
+            )
+        if resp.status_code == 400:
+            raise KmeRejected(400, message, "the request does not fit the KME (see status)")
+        if resp.status_code == 503 or resp.status_code >= 500:
+            raise KmeUnavailable(f"KME at {self.url} answered {resp.status_code}: {message}; "
+                                 "retry later")
+        raise KmeProtocolError(f"KME at {self.url} answered {resp.status_code}: {message}")
+
+    @staticmethod
+    def _sae(sae_id: str) -> str:
+        return quote(sae_id, safe="")
+
+    # -- the three ETSI 014 calls ----------------------------------------------------------------
+    async def status(self, slave_sae_id: str) -> KmeStatus:
+        return _parse_status(
+            await self._request("GET", f"/api/v1/keys/{self._sae(slave_sae_id)}/status")
+        )
+
+    async def enc_keys(
+        self, slave_sae_id: str, number: int = 1, size_bits: int | None = None
+    ) -> list[QkdKey]:
+        """Get key: `number` new keys of `size_bits` (KME default if None) shared with the slave."""
+        if number < 1:
+            raise ValueError("number must be >= 1")
+        if size_bits is not None and (size_bits <= 0 or size_bits % 8):
+            raise ValueError("size_bits must be a positive multiple of 8")
+        body: dict[str, Any] = {"number": number}
+        if size_bits is not None:
+            body["size"] = size_bits
+        path = f"/api/v1/keys/{self._sae(slave_sae_id)}/enc_keys"
+        try:
+            obj = await self._request("POST", path, body)
+        except KmeOutOfKeys:
+            with contextlib.suppress(KmeError):
+                if (await self.status(slave_sae_id)).eavesdropper_alarm:
+                    raise KmeEavesdropperAlarm(f"KME at {self.url}: {_ALARM_HINT}") from None
+            raise
+        keys = _parse_keys(obj, None if size_bits is None else size_bits // 8)
+        if len(keys) != number:
+            raise KmeProtocolError(f"asked for {number} keys, KME delivered {len(keys)}")
+        if len({k.key_id for k in keys}) != len(keys):
+            raise KmeProtocolError("KME delivered the same key_ID twice")
+        return keys
+
+    async def dec_keys(self, master_sae_id: str, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]:
+        """Get key with key IDs: the keys the master SAE got, in the order of `key_ids`."""
+        if not key_ids:
+            raise ValueError("key_ids must not be empty")
+        body = {"key_IDs": [{"key_ID": str(k)} for k in key_ids]}
+        obj = await self._request(
+            "POST", f"/api/v1/keys/{self._sae(master_sae_id)}/dec_keys", body
+        )
+        keys = {k.key_id: k for k in _parse_keys(obj, None)}
+        if set(keys) != set(key_ids) or len(keys) != len(key_ids):
+            raise KmeProtocolError("KME returned other key IDs than requested")
+        return [keys[k] for k in key_ids]
+
+
+class QkdKeyPool:
+    """Keeps `target` keys of `size_bits` for one slave SAE fetched ahead (master side).
+
+    ``start()`` launches the refill task; ``get()`` returns a key at once when one is ready;
+    ``on_low_water(n)`` is called (once per crossing) when fewer than `low_water` keys are ready.
+    """
+
+    def __init__(
+        self,
+        client: KmeClient,
+        slave_sae_id: str,
+        size_bits: int,
+        *,
+        target: int = 16,
+        low_water: int = 4,
+        batch: int = 16,
+        on_low_water: Callable[[int], None] | None = None,
+        retry_interval: float = 0.5,
+    ) -> None:
+        if target < 1 or not 0 <= low_water <= target or batch < 1:
+            raise ValueError("need target >= 1, 0 <= low_water <= target, batch >= 1")
+        self._client = client
+        self._slave = slave_sae_id
+        self._size = size_bits
+        self._target = target
+        self._low = low_water
+        self._batch = batch
+        self._on_low = on_low_water
+        self._retry = retry_interval
+        self._keys: deque[QkdKey] = deque()
+        self._need = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._warned = False
+        self.last_error: KmeError | None = None
+
+    @property
+    def available(self) -> int:
+        return len(self._keys)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._refill())
+            self._need.set()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._keys.clear()
+
+    def take_nowait(self) -> QkdKey:
+        """A ready key, or KmeOutOfKeys if none is ready (the pool keeps refilling)."""
+        if not self._keys:
+            self._need.set()
+            raise self.last_error if isinstance(self.last_error, KmeEavesdropperAlarm) else (
+                KmeOutOfKeys("no prefetched QKD key ready: raise the pool's target or wait")
+            )
+        key = self._keys.popleft()
+        self._after_take()
+        return key
+
+    async def get(self, timeout: float = 5.0) -> QkdKey:
+        """A key, waiting up to `timeout` s for the refill; raises the refill's error on failure."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._keys:
+            self.start()
+            self._need.set()
+            if isinstance(self.last_error, KmeRejected | KmeEavesdropperAlarm):
+                raise self.last_error
+            self._ready.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise self.last_error or KmeUnavailable("no QKD key arrived in time")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), remaining)
+        key = self._keys.popleft()
+        self._after_take()
+        return key
+
+    def _after_take(self) -> None:
+        if len(self._keys) < self._target:
+            self._need.set()
+        if len(self._keys) < self._low and not self._warned:
+            self._warned = True
+            if self._on_low is not None:
+                self._on_low(len(self._keys))
+
+    async def _refill(self) -> None:
+        while True:
+            await self._need.wait()
+            self._need.clear()
+            while len(self._keys) < self._target:
+                n = min(self._batch, self._target - len(self._keys))
+                try:
+                    keys = await self._client.enc_keys(self._slave, n, self._size)
+                except KmeError as e:
+                    self.last_error = e
+                    self._ready.set()  # wake waiters so they can see the error
+                    await asyncio.sleep(self._retry)
+                    continue
+                self.last_error = None
+                self._keys.extend(keys)
+                if len(self._keys) >= self._low:
+                    self._warned = False
+                self._ready.set()
