@@ -352,6 +352,7 @@ def simulate(
     """Run ``pulses`` pulses in blocks; aggregate figures as printed by ``simulate --json``."""
     sim = LinkSimulator(params, seed=seed)
     start = time.perf_counter()
+    cpu_start = time.process_time()
     blocks: list[BlockResult] = []
     remaining = pulses
     while remaining > 0:
@@ -359,6 +360,7 @@ def simulate(
         blocks.append(sim.run_block(size))
         remaining -= size
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     done = [b for b in blocks if not b.aborted]
     sifted = sum(b.sifted_bits for b in blocks)
     secret = sum(b.secret_bits for b in blocks)
@@ -395,6 +397,8 @@ def simulate(
         "seconds_simulated": pulses / params.clock_hz,
         "seconds": seconds,
         "secret_bits_per_second_wall": secret / seconds if seconds > 0 else 0.0,
+        "cpu_seconds": cpu_seconds,
+        "secret_bits_per_cpu_second": secret / cpu_seconds if cpu_seconds > 0 else 0.0,
         "seconds_per_block": seconds / len(blocks),
     }
 

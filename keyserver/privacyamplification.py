@@ -92,14 +92,23 @@ def toeplitz_tag(bits: U8Array, seed_bits: U8Array, tag_bits: int) -> bytes:
     return np.packbits(out).tobytes()
 
 
+_PARITY = np.array([bin(i).count("1") & 1 for i in range(256)], dtype=np.uint8)
+
+
 def frame_tags(frames: U8Array, hash_bits: U8Array) -> U8Array:
-    """Short per-frame tags ``(R x_f) mod 2`` of each row ``x_f`` for a random 0/1 matrix ``R``
-    (shape ``(n, k)``); a wrong frame passes with probability ``2^-k``. Returns shape (F, k)."""
+    """Short per-frame tags ``(R^T x_f) mod 2`` of each row ``x_f`` for a random 0/1 matrix ``R``
+    (shape ``(n, k)``); a wrong frame passes with probability ``2^-k``. Returns shape (F, k).
+
+    Computed on packed bits: tag bit ``k`` of a frame is the parity of ``frame & R[:, k]``.
+    """
     x = np.asarray(frames, dtype=np.uint8)
     r = np.asarray(hash_bits, dtype=np.uint8)
     if x.ndim != 2 or r.ndim != 2 or x.shape[1] != r.shape[0]:
         raise ValueError("frames must be (F, n) and hash_bits (n, k)")
-    if x.shape[1] >= 1 << 24:
-        raise ValueError("frames too long for exact float32 sums")
-    sums = x.astype(np.float32) @ r.astype(np.float32)  # integers <= n, exact in float32
-    return (sums.astype(np.int64) & 1).astype(np.uint8)
+    pad = (-x.shape[1]) % 64
+    xp = np.packbits(np.pad(x, ((0, 0), (0, pad))), axis=1).view(np.uint64)  # (F, words)
+    rp = np.packbits(np.pad(r.T, ((0, 0), (0, pad))), axis=1).copy().view(np.uint64)  # (k, words)
+    folded = np.bitwise_xor.reduce(xp[:, None, :] & rp[None, :, :], axis=2)  # (F, k) uint64
+    as_bytes = folded.view(np.uint8).reshape(folded.shape[0], folded.shape[1], 8)
+    out: U8Array = _PARITY[np.bitwise_xor.reduce(as_bytes, axis=2)]
+    return out
