@@ -54,8 +54,9 @@ class OpusConfig:
     ``bandwidth`` forces the coded audio bandwidth (narrowband 4 kHz ... fullband 20 kHz) and may
     not exceed what ``sample_rate`` can carry. In-band FEC only produces redundancy when
     ``expected_loss_percent`` > 0 and the bitrate is high enough for SILK's LBRR (roughly 12/14/16
-    kbit/s for nb/mb/wb), hence the default of 10 %. ``dtx`` makes the encoder emit 1-2 byte packets
-    during silence (see :func:`is_dtx_packet`); the sender may skip sending them.
+    kbit/s for nb/mb/wb), hence the default of 5 %. The redundancy is paid for out of ``bitrate``
+    (see docs/media.md for the measured trade-off). ``dtx`` makes the encoder emit 1-2 byte
+    packets during silence (see :func:`is_dtx_packet`); the sender may skip sending them.
     """
 
     sample_rate: int = 48000
@@ -65,7 +66,7 @@ class OpusConfig:
     bandwidth: Bandwidth = "wb"
     fec: bool = True
     dtx: bool = False
-    expected_loss_percent: int = 10
+    expected_loss_percent: int = 5
     application: Application = "voip"
     complexity: int = 10
 

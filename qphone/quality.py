@@ -134,6 +134,8 @@ def pesq_score(
         raise QualityError(f"wideband PESQ needs at least 16 kHz audio, got {rate} Hz")
     ref = resample(_as_float(reference), rate, fs)
     deg = resample(_as_float(degraded), rate, fs)
+    if not np.any(ref) or not np.any(deg):
+        raise QualityError("PESQ needs speech in both signals; one of them is digital silence")
     try:
         score = float(_pesq(fs, ref, deg, chosen, on_error=PesqError.RAISE_EXCEPTION))
     except Exception as exc:  # pesq raises its own classes (NoUtterancesError, ...)
