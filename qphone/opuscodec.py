@@ -15,6 +15,8 @@ import opuslib
 import opuslib.api.ctl
 import opuslib.api.encoder
 
+from qphone.core.jitterbuffer import PlayoutItem, PlayoutKind
+
 Bandwidth = Literal["nb", "mb", "wb", "swb", "fb"]
 Application = Literal["voip", "audio", "restricted_lowdelay"]
 
@@ -257,3 +259,12 @@ def _packet_has_lbrr(packet: bytes) -> bool:
         return False
     # bit 7 = VAD flag of the single frame, bit 6 = LBRR flag
     return bool(packet[1] & 0x40)
+
+
+def decode_playout(decoder: OpusDecoder, item: PlayoutItem) -> bytes:
+    """PCM for one jitter-buffer slot: decode, recover with FEC, or conceal (PLC and DTX)."""
+    if item.kind is PlayoutKind.NORMAL and item.payload is not None:
+        return decoder.decode(item.payload)
+    if item.kind is PlayoutKind.FEC and item.payload is not None:
+        return decoder.decode_fec(item.payload)
+    return decoder.conceal()
