@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -35,6 +36,130 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:7000)")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _call_options(args: argparse.Namespace) -> Any:
+    from qphone.call import CallOptions
+    from qphone.core.callparams import Mode
+    from qphone.mediatransport import IceServer, TransportConfig
+
+    ice = tuple(IceServer(urls=(u,)) for u in args.ice_server)
+    hosts = tuple(args.ice_host) if args.ice_host else None
+    return CallOptions(
+        mode=Mode[args.mode.upper()] if args.mode else None,
+        bitrate=args.bitrate,
+        frame_ms=args.frame_ms,
+        bandwidth=args.bandwidth,
+        fec=not args.no_fec,
+        dtx=args.dtx,
+        rotate_frames=args.rotate_frames,
+        rotate_seconds=args.rotate_seconds,
+        otp_tag_bits=args.tag_bits,
+        input=args.input,
+        output=args.output,
+        duration=args.duration,
+        allow_pqc_only=args.allow_pqc_only,
+        trust_new_identity=args.trust_new_identity,
+        status=False if args.json and not args.status else (True if args.status else None),
+        transport=TransportConfig(ice_servers=ice, host_addresses=hosts),
+    )
+
+
+def _run_call(args: argparse.Namespace, answer: bool) -> int:
+    import asyncio
+
+    from qphone.call import CallEndpoint, CallFailed
+    from qphone.profile import ProfileError, load_profile
+
+    try:
+        profile = load_profile(args.profile)
+        endpoint = CallEndpoint(profile, _call_options(args))
+    except (ProfileError, ValueError, OSError) as exc:
+        print(f"qphone: {exc}", file=sys.stderr)
+        return 2
+    host, port = args.listen if answer else args.target
+    try:
+        if answer:
+            summary = asyncio.run(endpoint.answer(host, port))
+        else:
+            summary = asyncio.run(endpoint.call(host, port))
+    except CallFailed as exc:
+        if args.json:
+            print(json.dumps({**endpoint.summary(), "error": str(exc)}))
+        return 1
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"call summary: SAS '{summary['sas']}', {summary['frames_sent']} frames sent, "
+            f"{summary['frames_received']} received, {summary['frames_lost']} lost, "
+            f"{summary['epochs']} epochs, {summary['qkd_bits_consumed']} QKD bits"
+        )
+    return 0
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    return _run_call(args, answer=False)
+
+
+def _cmd_answer(args: argparse.Namespace) -> int:
+    return _run_call(args, answer=True)
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from qphone.audiodevice import AudioDeviceError, format_devices, list_devices
+
+    try:
+        devices = list_devices()
+    except AudioDeviceError as exc:
+        print(f"qphone: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([d.__dict__ for d in devices]))
+    else:
+        print(format_devices(devices))
+    return 0
+
+
+def _add_call_options(p: argparse.ArgumentParser, answer: bool) -> None:
+    p.add_argument("--profile", required=True, help="profile TOML (qkd-keyserver demo writes one)")
+    p.add_argument(
+        "--mode",
+        choices=["aes", "otp"],
+        help="aes (default) or otp" + ("; on answer: accept only this mode" if answer else ""),
+    )
+    p.add_argument("--bitrate", type=int, default=24_000, help="Opus bitrate, 6000..64000")
+    p.add_argument("--frame-ms", type=int, default=20, choices=[10, 20, 40, 60])
+    p.add_argument("--bandwidth", default="wb", choices=["nb", "mb", "wb", "swb", "fb"])
+    p.add_argument("--no-fec", action="store_true", help="disable Opus in-band FEC")
+    p.add_argument("--dtx", action="store_true", help="enable Opus DTX")
+    p.add_argument("--rotate-frames", type=int, default=500, help="new key after N frames")
+    p.add_argument("--rotate-seconds", type=float, default=10.0, help="... or after S seconds")
+    p.add_argument("--tag-bits", type=int, default=64, choices=[32, 64, 128], help="OTP MAC tag")
+    p.add_argument("--input", help="WAV file or sound device (name or index); default silence")
+    p.add_argument("--output", help="WAV file or sound device; default: discard")
+    p.add_argument("--duration", type=float, help="end the call after SECONDS")
+    p.add_argument(
+        "--allow-pqc-only",
+        action="store_true",
+        help="if the KME fails, continue on ML-KEM + X25519 alone (said on screen and in summary)",
+    )
+    p.add_argument(
+        "--trust-new-identity",
+        action="store_true",
+        help="accept and re-pin a peer whose identity key changed (verify it first!)",
+    )
+    p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
+    p.add_argument("--ice-host", action="append", default=[], help="only gather on this address")
+    p.add_argument("--status", action="store_true", help="force the live status line")
+    p.add_argument("--json", action="store_true", help="print a JSON call summary at the end")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qphone", description="Quantum-safe voice calls.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -47,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="one JSON object on stdout")
     b.add_argument("--rounds", type=int, default=15, help="measurement rounds (median)")
     b.set_defaults(func=_cmd_bench)
+    c = sub.add_parser("call", help="call a terminal that runs `qphone answer`")
+    c.add_argument("target", type=_hostport, help="HOST:PORT of the answering terminal")
+    _add_call_options(c, answer=False)
+    c.set_defaults(func=_cmd_call)
+    a = sub.add_parser("answer", help="wait for a call")
+    a.add_argument("--listen", type=_hostport, required=True, help="HOST:PORT to listen on")
+    _add_call_options(a, answer=True)
+    a.set_defaults(func=_cmd_answer)
+    dv = sub.add_parser("devices", help="list sound devices")
+    dv.add_argument("--json", action="store_true")
+    dv.set_defaults(func=_cmd_devices)
     return p
 
 
