@@ -26,14 +26,20 @@ from keyserver.tls import client_context
 class DeterministicSource:
     """Test stand-in for the BB84 link: seeded random blocks, instantly, optionally some aborted."""
 
-    def __init__(self, seed: int = 7, block_bytes: int = 10_000, abort_every: int = 0) -> None:
+    def __init__(
+        self, seed: int = 7, block_bytes: int = 10_000, abort_every: int = 0,
+        limit: int | None = None,
+    ) -> None:
         self._rng = random.Random(seed)
         self._block = block_bytes
         self._abort_every = abort_every
+        self._limit = limit
         self._n = 0
 
     async def next_block(self) -> BlockOutcome:
         await asyncio.sleep(0)
+        if self._limit is not None and self._n >= self._limit:
+            await asyncio.Event().wait()  # the link went quiet
         self._n += 1
         if self._abort_every and self._n % self._abort_every == 0:
             return BlockOutcome(b"", True, "qber_above_threshold", 0.2, 0.01, 10**6, True)
@@ -50,19 +56,23 @@ def free_port() -> int:
 
 
 @dataclass(frozen=True)
-class TestPki:
+class KmePki:
     demo: DemoPki
     mallory: CertPaths  # signed by the right CA, but not registered at any KME
-    rogue: CertPaths  # signed by another CA
+    rogue: CertPaths  # signed by another CA, CN "alice"
+    carol: CertPaths  # a second SAE at KME A
+    dave: CertPaths  # a second SAE at KME B
 
 
-def make_pki(directory: Path) -> TestPki:
+def make_pki(directory: Path) -> KmePki:
     demo = ensure_demo_pki(directory)
     ca = CertificateAuthority.load(directory / "pki")
     mallory = ca.issue(directory / "pki", "mallory", "mallory")
     rogue_ca = CertificateAuthority.create(directory / "rogue", name="rogue CA")
     rogue = rogue_ca.issue(directory / "rogue", "alice-rogue", "alice")
-    return TestPki(demo, mallory, rogue)
+    carol = ca.issue(directory / "pki", "carol", "carol")
+    dave = ca.issue(directory / "pki", "dave", "dave")
+    return KmePki(demo, mallory, rogue, carol, dave)
 
 
 def pair_configs(
@@ -73,6 +83,8 @@ def pair_configs(
     port_b: int | None = None,
     max_key_count: int = 2000,
     limits: Limits | None = None,
+    local_a: tuple[str, ...] = ("alice",),
+    local_b: tuple[str, ...] = ("bob",),
 ) -> tuple[KmeConfig, KmeConfig]:
     pa = port_a or free_port()
     pb = port_b or free_port()
@@ -85,8 +97,8 @@ def pair_configs(
         tls=TlsConfig(pki.ca, pki.kme_a.cert, pki.kme_a.key),
         limits=lim,
         max_key_count=max_key_count,
-        local_sae=("alice",),
-        peer=PeerConfig("KME-B", f"https://127.0.0.1:{pb}", ("bob",)),
+        local_sae=local_a,
+        peer=PeerConfig("KME-B", f"https://127.0.0.1:{pb}", local_b),
         link=LinkConfig(role="source"),
     )
     b = replace(
@@ -95,8 +107,8 @@ def pair_configs(
         port=pb,
         data_dir=data_root / "kme-b",
         tls=TlsConfig(pki.ca, pki.kme_b.cert, pki.kme_b.key),
-        local_sae=("bob",),
-        peer=PeerConfig("KME-A", f"https://127.0.0.1:{pa}", ("alice",)),
+        local_sae=local_b,
+        peer=PeerConfig("KME-A", f"https://127.0.0.1:{pa}", local_a),
         link=LinkConfig(role="sink"),
     )
     return a, b
@@ -131,8 +143,11 @@ async def running_pair(
     await a.start()
     try:
         if fill:
-            await wait_for(
-                lambda: a.stored_key_count() >= 100 and b.stored_key_count() >= 100,
+            cap = ca.max_key_count
+            await wait_for(  # full in both directions, everything pushed: production is idle
+                lambda: a.stored_key_count() >= cap
+                and b.stored_key_count() >= cap
+                and not a.store.pending_segments(1),
                 what="key pool to fill",
             )
         yield a, b
