@@ -130,6 +130,7 @@ class CallState:
     end_reason: str = ""
     input_ended: bool = False
     payload_bytes_sent: int = 0
+    frames_unsent: int = 0  # dropped at the sender for want of fresh key (never reused)
     protect_seconds: float = 0.0
     unprotect_seconds: float = 0.0
     encode_seconds: float = 0.0
@@ -427,6 +428,17 @@ class CallEndpoint:
         if self.state.end_reason.startswith("failed"):
             raise CallFailed(self.state.end_reason.removeprefix("failed: "))
 
+    async def _wait_for_key(self, session: CallSession, timeout: float = 10.0) -> None:
+        """OTP: do not start talking before the first pad is held by both ends."""
+        if session.mode is not Mode.OTP:
+            return
+        deadline = time.monotonic() + timeout
+        while session.pad_left_bytes < 1024 and not self._stop.is_set():
+            if time.monotonic() > deadline:
+                self._end(f"failed: no one-time pad from the KME within {timeout:g} s")
+                return
+            await asyncio.sleep(0.01)
+
     def _end(self, reason: str) -> None:
         if not self.state.end_reason:
             self.state.end_reason = reason
@@ -482,6 +494,8 @@ class CallEndpoint:
         silence = bytes(cfg.frame_bytes)
         start = time.monotonic()
         i = 0
+        starved: float | None = None
+        await self._wait_for_key(self.session)
         protect = self.session.protect
         while True:
             pcm = await source.read_frame()
@@ -499,17 +513,27 @@ class CallEndpoint:
             try:
                 frame = protect(packet, now)
             except KeyExhausted as exc:
-                self._end(f"failed: {exc}; no pad or key may ever be reused, so the call ends")
-                return
+                # never reuse key: drop this frame; end the call if no fresh key comes soon
+                self.state.frames_unsent += 1
+                if starved is None:
+                    starved = now
+                    self.warn(f"{exc}; frames are dropped until fresh key arrives")
+                elif now - starved > 3.0:
+                    self._end(f"failed: {exc} for 3 s; the call ends (fail closed)")
+                    return
+                frame = b""
+            else:
+                starved = None
             t2 = time.perf_counter()
             self.state.encode_seconds += t1 - t0
             self.state.protect_seconds += t2 - t1
             ts = i * step
-            if self.opt.log_playout:
-                self.send_log.append((ts, now))
-            self.transport.send_frame(frame, ts)
-            self.state.frames_sent += 1
-            self.state.payload_bytes_sent += len(packet)
+            if frame:
+                if self.opt.log_playout:
+                    self.send_log.append((ts, now))
+                self.transport.send_frame(frame, ts)
+                self.state.frames_sent += 1
+                self.state.payload_bytes_sent += len(packet)
             self._flush()
             i += 1
             if paced:
@@ -598,6 +622,7 @@ class CallEndpoint:
     async def _shutdown(self, send_bye: bool) -> None:
         s = self.session
         if s is not None and not s.closed:
+            self._pad_left_bits = 8 * s.pad_left_bytes
             if send_bye:
                 with contextlib.suppress(Exception):
                     self.transport.send_control(s.bye(self.state.end_reason or "hangup"))
@@ -618,6 +643,7 @@ class CallEndpoint:
         self.say(f"call ended: {self.state.end_reason or 'hangup'}")
 
     _transport_stats: Any = None
+    _pad_left_bits = 0
 
     def summary(self) -> dict[str, Any]:
         s, st = self.session, self.state
@@ -636,6 +662,7 @@ class CallEndpoint:
             "kme_ms": round(self.timings.get("kme_ms", 0.0), 2),
             "frames_sent": st.frames_sent,
             "frames_received": st.frames_received,
+            "frames_unsent_no_key": st.frames_unsent,
             "frames_lost": jb.lost,
             "frames_concealed": jb.concealed,
             "frames_fec_recovered": jb.fec_recovered,
@@ -647,7 +674,7 @@ class CallEndpoint:
             "epochs_rx": st.epochs_rx,
             "qkd_bits_consumed": acc.consumed if acc else 0,
             "qkd_bits": acc.as_dict() if acc else {},
-            "pad_left_bits": 8 * s.pad_left_bytes if s else 0,
+            "pad_left_bits": self._pad_left_bits,
             "jitter_buffer_ms": round(jb.playout_delay_ms, 1),
             "duration_s": round(time.monotonic() - st.started, 2) if st.started else 0.0,
             "end_reason": st.end_reason,
