@@ -287,6 +287,11 @@ class AudioDevice:
             return
         self._closed = True
         await asyncio.to_thread(self._close_sync)
+        if self._in_queue is not None:
+            # wake a pending read_frame(); it raises AudioDeviceError
+            while self._in_queue.full():
+                self._in_queue.get_nowait()
+            self._in_queue.put_nowait(b"")
 
     def _close_sync(self) -> None:
         for stream in (self._in_stream, self._out_stream):
@@ -305,7 +310,13 @@ class AudioDevice:
         """The next captured frame (``frame_samples`` int16 samples)."""
         if self._in_queue is None or not self._capture:
             raise AudioDeviceError("capture is not running")
-        return await self._in_queue.get()
+        if self._closed and self._in_queue.empty():
+            raise AudioDeviceError("the device is closed")
+        frame = await self._in_queue.get()
+        if not frame:
+            self._in_queue.put_nowait(b"")  # keep waking later readers
+            raise AudioDeviceError("the device is closed")
+        return frame
 
     def write_frame(self, pcm: bytes) -> None:
         """Queue int16 PCM for playback (any length; never blocks)."""
@@ -344,7 +355,7 @@ class AudioDevice:
     def _deliver(self, frame: bytes) -> None:
         """Runs on the event loop thread."""
         q = self._in_queue
-        if q is None:
+        if q is None or self._closed:
             return
         if q.full():
             q.get_nowait()

@@ -113,6 +113,18 @@ async def _play_and_record(
             recorded.append(await asyncio.wait_for(dev.read_frame(), timeout=5))
             if meter is not None:
                 meter.append(dev.input_level_dbfs)
+
+        async def keep_reading() -> None:
+            while True:
+                await dev.read_frame()
+
+        pending = asyncio.ensure_future(keep_reading())
+    # closing wakes a waiting reader (after any frames still queued) with a clear error,
+    # and later reads fail the same way
+    with pytest.raises(AudioDeviceError, match="closed"):
+        await asyncio.wait_for(pending, timeout=5)
+    with pytest.raises(AudioDeviceError, match="closed"):
+        await dev.read_frame()
     assert all(len(f) == 2 * FRAME for f in recorded)
     return frames_to_pcm(recorded), dev
 
