@@ -419,10 +419,20 @@ class QkdKeyPool:
         while True:
             await self._need.wait()
             self._need.clear()
+            n = self._batch
             while len(self._keys) < self._target:
-                n = min(self._batch, self._target - len(self._keys))
+                n = min(n, self._target - len(self._keys))
                 try:
                     keys = await self._client.enc_keys(self._slave, n, self._size)
+                except KmeOutOfKeys as e:
+                    if n > 1:  # the KME may still have fewer keys: ask for less
+                        n //= 2
+                        continue
+                    self.last_error = e
+                    self._ready.set()
+                    await asyncio.sleep(self._retry)
+                    n = self._batch
+                    continue
                 except KmeError as e:
                     self.last_error = e
                     self._ready.set()  # wake waiters so they can see the error
