@@ -1,0 +1,84 @@
+"""Shared helpers for call tests: a real keyserver demo pair, qphone processes, references."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from qphone.opuscodec import OpusConfig, OpusDecoder, OpusEncoder
+from qphone.wavio import iter_frames, read_wav
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def keyserver_demo(directory: Path, *extra: str, timeout: float = 90.0) -> Iterator[Path]:
+    """Run `qkd-keyserver demo` (two KME processes + the simulated link) until the block ends."""
+    cmd = [
+        str(BIN / "qkd-keyserver"), "demo", "--dir", str(directory),
+        "--port-a", str(free_port()), "--port-b", str(free_port()), "--seed", "7", *extra,
+    ]
+    log = open(directory.parent / f"{directory.name}.demo.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not (directory / "demo.json").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"keyserver demo did not come up: {Path(log.name).read_text()[-2000:]}"
+                )
+            time.sleep(0.2)
+        yield directory
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def qphone(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(BIN / "qphone"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, dict, str]:
+    out, err = proc.communicate(timeout=timeout)
+    text = out.decode().strip().splitlines()
+    summary = json.loads(text[-1]) if text and text[-1].startswith("{") else {}
+    return proc.returncode, summary, err.decode()
+
+
+def reference_decode(wav: Path, config: OpusConfig) -> np.ndarray:
+    """The same Opus stream encoded and decoded without any network or encryption."""
+    pcm, _ = read_wav(wav, config.sample_rate)
+    enc, dec = OpusEncoder(config), OpusDecoder(config)
+    out = [dec.decode(enc.encode(f)) for f in iter_frames(pcm, config.samples_per_frame)]
+    return np.frombuffer(b"".join(out), dtype="<i2").astype(np.float64)
+
+
+def wav_array(path: Path) -> np.ndarray:
+    pcm, _ = read_wav(path, 48000)
+    return np.asarray(pcm, dtype=np.float64)
