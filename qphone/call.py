@@ -35,6 +35,7 @@ from qphone.core.handshake import (
     Role,
     SendMessage,
 )
+from qphone.core.identity import PublicIdentity
 from qphone.core.keyschedule import Direction
 from qphone.core.qkd import QkdKey
 from qphone.core.session import (
@@ -160,6 +161,8 @@ class CallEndpoint:
         self.timings: dict[str, float] = {}
         self.send_log: list[tuple[int, float]] = []  # (frame timestamp, capture time)
         self._stop = asyncio.Event()
+        self._on_listening: Any = None
+        self._accept_timeout: float | None = None
         self._supply: Any = None
         self._status_live = options.status if options.status is not None else self.out.isatty()
 
@@ -194,44 +197,52 @@ class CallEndpoint:
             self.say(f"created identity {self.profile.identity_file}")
         self.say(f"identity {self.identity.public.fingerprint()} (SAE {self.profile.sae_id})")
         try:
-            if role is Role.INITIATOR:
-                qkd = await self._handshake_keys()
-                t0 = time.monotonic()
-                self.state.phase = "connecting"
-                self.say(f"calling {host}:{port} ...")
-                await self.transport.connect_as_caller(host, port)
-            else:
-                self.state.phase = "listening"
-
-                def listening(listener: Any) -> None:
-                    self.say(f"waiting for a call on {listener.host}:{listener.port} ...")
-                    if self._on_listening:
-                        self._on_listening(listener)
-
-                await self.transport.accept_as_answerer(
-                    host, port, on_listening=listening, accept_timeout=self._accept_timeout
-                )
-                t0 = time.monotonic()
-            self.timings["connect_ms"] = (time.monotonic() - t0) * 1e3
-            self.state.phase = "handshake"
-            t1 = time.monotonic()
-            if role is Role.INITIATOR:
-                self.result = await self._initiate(qkd)
-            else:
-                self.result = await self._respond()
-            self.timings["handshake_ms"] = (time.monotonic() - t1) * 1e3
+            self.result = await self._setup(role, host, port)
             self._check_pin(self.result)
             await self._media()
         except (TransportError, HandshakeFailed, KmeError, CallFailed, OSError) as exc:
-            self.state.end_reason = f"failed: {exc}"
-            self.say(f"call failed: {exc}")
+            failure = exc
+            if isinstance(exc, HandshakeFailed) and "is not the expected" in str(exc):
+                failure = self._identity_changed(exc)
+            self.state.end_reason = self.state.end_reason or f"failed: {failure}"
+            self.say(f"call failed: {failure}")
             await self._shutdown(send_bye=False)
-            raise CallFailed(str(exc)) from exc
+            raise CallFailed(str(failure)) from exc
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
                 loop.remove_signal_handler(signal.SIGTERM)
         return self.summary()
+
+    async def _setup(self, role: Role, host: str, port: int) -> HandshakeResult:
+        """Connect (signaling, ICE, DTLS) and run the hybrid handshake."""
+        if role is Role.INITIATOR:
+            qkd = await self._handshake_keys()
+            t0 = time.monotonic()
+            self.state.phase = "connecting"
+            self.say(f"calling {host}:{port} ...")
+            await self.transport.connect_as_caller(host, port)
+        else:
+            self.state.phase = "listening"
+
+            def listening(listener: Any) -> None:
+                self.say(f"waiting for a call on {listener.host}:{listener.port} ...")
+                if self._on_listening:
+                    self._on_listening(listener)
+
+            await self.transport.accept_as_answerer(
+                host, port, on_listening=listening, accept_timeout=self._accept_timeout
+            )
+            t0 = time.monotonic()
+        self.timings["connect_ms"] = (time.monotonic() - t0) * 1e3
+        self.state.phase = "handshake"
+        t1 = time.monotonic()
+        if role is Role.INITIATOR:
+            result = await self._initiate(qkd)
+        else:
+            result = await self._respond()
+        self.timings["handshake_ms"] = (time.monotonic() - t1) * 1e3
+        return result
 
     def _interrupt(self) -> None:
         self.state.end_reason = self.state.end_reason or "hung up (interrupted)"
@@ -271,7 +282,9 @@ class CallEndpoint:
 
     async def _initiate(self, qkd: list[QkdKey]) -> HandshakeResult:
         params = self.opt.call_params(self.pqc_only)
-        ini = Initiator(self.identity, params, qkd, self.transport.channel_binding())
+        ini = Initiator(
+            self.identity, params, qkd, self.transport.channel_binding(), self._expected_peer()
+        )
         self.transport.send_control(ini.start())
         try:
             events = ini.receive(await self._recv_handshake())
@@ -287,7 +300,9 @@ class CallEndpoint:
 
     async def _respond(self) -> HandshakeResult:
         policy = ResponderPolicy(
-            allow_pqc_only=self.opt.allow_pqc_only, required_mode=self.opt.mode
+            allow_pqc_only=self.opt.allow_pqc_only,
+            required_mode=self.opt.mode,
+            expected_peer=self._expected_peer(),
         )
         res = Responder(self.identity, self.transport.channel_binding(), policy)
         try:
@@ -315,6 +330,18 @@ class CallEndpoint:
         except HandshakeFailed as exc:
             self._abort(str(exc))
             raise
+
+    def _expected_peer(self) -> PublicIdentity | None:
+        if self.opt.trust_new_identity:
+            return None
+        return KnownPeers(self.profile.known_peers).pinned(self.profile.peer_sae_id)
+
+    def _identity_changed(self, exc: HandshakeFailed) -> CallFailed:
+        return CallFailed(
+            f"!!! IDENTITY OF {self.profile.peer_sae_id} CHANGED ({exc}). Someone may be "
+            "impersonating the peer. Verify the new fingerprint out of band, then call again "
+            "with --trust-new-identity to pin it."
+        )
 
     def _check_pin(self, result: HandshakeResult) -> None:
         pins = KnownPeers(self.profile.known_peers)
@@ -572,6 +599,10 @@ class CallEndpoint:
         assert self.session is not None
         while True:
             data = await self.transport.recv_control()
+            if data.startswith(ABORT):
+                reason = data[len(ABORT) :].decode(errors="replace")[:300]
+                self._end(f"failed: the peer aborted the call: {reason}")
+                return
             try:
                 self.session.receive_control(data)
             except ControlRejected as exc:

@@ -50,6 +50,19 @@ def _call_options(args: argparse.Namespace) -> Any:
 
     ice = tuple(IceServer(urls=(u,)) for u in args.ice_server)
     hosts = tuple(args.ice_host) if args.ice_host else None
+    impairment = None
+    if args.loss or args.delay or args.jitter or args.reorder or args.duplicate:
+        from qphone.core.impairment import ImpairmentParams
+
+        impairment = ImpairmentParams(
+            loss=args.loss,
+            burst_length=args.burst_loss,
+            delay_ms=args.delay,
+            jitter_ms=args.jitter,
+            reorder=args.reorder,
+            duplicate=args.duplicate,
+            seed=args.seed,
+        )
     return CallOptions(
         mode=Mode[args.mode.upper()] if args.mode else None,
         bitrate=args.bitrate,
@@ -66,7 +79,9 @@ def _call_options(args: argparse.Namespace) -> Any:
         allow_pqc_only=args.allow_pqc_only,
         trust_new_identity=args.trust_new_identity,
         status=False if args.json and not args.status else (True if args.status else None),
-        transport=TransportConfig(ice_servers=ice, host_addresses=hosts),
+        transport=TransportConfig(
+            ice_servers=ice, host_addresses=hosts, impairment=impairment
+        ),
     )
 
 
@@ -79,7 +94,7 @@ def _run_call(args: argparse.Namespace, answer: bool) -> int:
     try:
         profile = load_profile(args.profile)
         endpoint = CallEndpoint(profile, _call_options(args))
-    except (ProfileError, ValueError, OSError) as exc:
+    except (ProfileError, ValueError, OSError, ImportError) as exc:
         print(f"qphone: {exc}", file=sys.stderr)
         return 2
     host, port = args.listen if answer else args.target
@@ -157,6 +172,14 @@ def _add_call_options(p: argparse.ArgumentParser, answer: bool) -> None:
     p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
     p.add_argument("--ice-host", action="append", default=[], help="only gather on this address")
     p.add_argument("--status", action="store_true", help="force the live status line")
+    g = p.add_argument_group("network impairment of what this side receives (for testing)")
+    g.add_argument("--loss", type=float, default=0.0, help="packet loss probability")
+    g.add_argument("--burst-loss", type=float, default=1.0, help="mean loss burst length")
+    g.add_argument("--delay", type=float, default=0.0, help="added one-way delay (ms)")
+    g.add_argument("--jitter", type=float, default=0.0, help="delay jitter (ms)")
+    g.add_argument("--reorder", type=float, default=0.0, help="reordering probability")
+    g.add_argument("--duplicate", type=float, default=0.0, help="duplication probability")
+    g.add_argument("--seed", type=int, default=0, help="seed of the impairment RNG")
     p.add_argument("--json", action="store_true", help="print a JSON call summary at the end")
 
 

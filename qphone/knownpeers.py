@@ -1,4 +1,4 @@
-"""Pinned peer identities: trust on first use, loud warning when a known peer's key changes."""
+"""Pinned peer identities: trust on first use, loud failure when a known peer's key changes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from qphone.core.errors import MalformedMessage
 from qphone.core.identity import PublicIdentity
 
 
@@ -24,21 +25,34 @@ class PinResult:
     pinned: str | None
 
 
+class KnownPeersError(ValueError):
+    pass
+
+
 class KnownPeers:
-    """A JSON file mapping peer names (SAE IDs) to identity fingerprints."""
+    """A JSON file: peer name (SAE ID) -> {"fingerprint": ..., "identity": hex public keys}."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
-    def _load(self) -> dict[str, str]:
+    def _load(self) -> dict[str, dict[str, str]]:
         if not self.path.exists():
             return {}
-        data = json.loads(self.path.read_text())
-        if not isinstance(data, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-        ):
-            raise ValueError(f"{self.path} is not a known-peers file")
+        try:
+            data = json.loads(self.path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            for entry in data.values():
+                PublicIdentity.decode(bytes.fromhex(entry["identity"]))
+        except (ValueError, KeyError, TypeError, MalformedMessage) as exc:
+            raise KnownPeersError(
+                f"{self.path} is not a valid known-peers file ({exc}); fix or remove it"
+            ) from exc
         return data
+
+    def pinned(self, peer: str) -> PublicIdentity | None:
+        entry = self._load().get(peer)
+        return PublicIdentity.decode(bytes.fromhex(entry["identity"])) if entry else None
 
     def check(self, peer: str, identity: PublicIdentity) -> PinResult:
         """Compare with the pin; pin on first use. A changed identity is NOT re-pinned."""
@@ -46,17 +60,14 @@ class KnownPeers:
         fp = identity.fingerprint()
         old = pins.get(peer)
         if old is None:
-            pins[peer] = fp
-            self._save(pins)
+            self.repin(peer, identity)
             return PinResult(PinStatus.NEW, fp, None)
-        return PinResult(PinStatus.MATCH if old == fp else PinStatus.CHANGED, fp, old)
+        same = old["identity"] == identity.encode().hex()
+        return PinResult(PinStatus.MATCH if same else PinStatus.CHANGED, fp, old["fingerprint"])
 
     def repin(self, peer: str, identity: PublicIdentity) -> None:
         pins = self._load()
-        pins[peer] = identity.fingerprint()
-        self._save(pins)
-
-    def _save(self, pins: dict[str, str]) -> None:
+        pins[peer] = {"fingerprint": identity.fingerprint(), "identity": identity.encode().hex()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
