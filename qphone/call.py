@@ -203,7 +203,14 @@ class CallEndpoint:
         except (TransportError, HandshakeFailed, KmeError, CallFailed, OSError) as exc:
             failure = exc
             if isinstance(exc, HandshakeFailed) and "is not the expected" in str(exc):
-                failure = self._identity_changed(exc)
+                if "peer aborted" in str(exc):
+                    failure = CallFailed(
+                        f"the peer refused this terminal's identity: it has another key pinned "
+                        f"for {self.profile.sae_id} ({exc}). If this identity is new on purpose, "
+                        "the peer must verify it and use --trust-new-identity"
+                    )
+                else:
+                    failure = self._identity_changed(exc)
             self.state.end_reason = self.state.end_reason or f"failed: {failure}"
             self.say(f"call failed: {failure}")
             await self._shutdown(send_bye=False)
@@ -494,7 +501,10 @@ class CallEndpoint:
                     "keeping the current key (KME slow or empty?)"
                 )
             elif isinstance(ev, PeerBye):
-                self._end(f"peer hung up ({ev.reason})")
+                if ev.reason.startswith("failed: "):
+                    self._end(f"failed: the peer ended the call: {ev.reason[8:]}")
+                else:
+                    self._end(f"peer hung up ({ev.reason})")
 
     def _send_dir(self) -> Direction:
         assert self.session is not None

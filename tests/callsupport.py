@@ -33,8 +33,17 @@ def free_port() -> int:
 def keyserver_demo(directory: Path, *extra: str, timeout: float = 90.0) -> Iterator[Path]:
     """Run `qkd-keyserver demo` (two KME processes + the simulated link) until the block ends."""
     cmd = [
-        str(BIN / "qkd-keyserver"), "demo", "--dir", str(directory),
-        "--port-a", str(free_port()), "--port-b", str(free_port()), "--seed", "7", *extra,
+        str(BIN / "qkd-keyserver"),
+        "demo",
+        "--dir",
+        str(directory),
+        "--port-a",
+        str(free_port()),
+        "--port-b",
+        str(free_port()),
+        "--seed",
+        "7",
+        *extra,
     ]
     log = open(directory.parent / f"{directory.name}.demo.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -82,3 +91,15 @@ def reference_decode(wav: Path, config: OpusConfig) -> np.ndarray:
 def wav_array(path: Path) -> np.ndarray:
     pcm, _ = read_wav(path, 48000)
     return np.asarray(pcm, dtype=np.float64)
+
+
+def private_profile(demo: Path, name: str, tmp: Path) -> Path:
+    """A copy of the demo's profile for ``name`` with its own identity and pin files."""
+    text = (demo / f"{name}.toml").read_text()
+    text = text.replace(str(demo / f"{name}.identity"), str(tmp / f"{name}.identity"))
+    text = text.replace(
+        str(demo / f"{name}.known_peers.json"), str(tmp / f"{name}.known_peers.json")
+    )
+    out = tmp / f"{name}.toml"
+    out.write_text(text)
+    return out

@@ -6,16 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from callsupport import (
     SAMPLES,
     finish,
     free_port,
     keyserver_demo,
+    private_profile,
     qphone,
     reference_decode,
     wav_array,
 )
+
 from qphone.opuscodec import OpusConfig
 from qphone.quality import estimate_delay
 
@@ -33,8 +34,17 @@ def _call(demo: Path, tmp: Path, mode: str, extra: list[str]) -> tuple[dict, dic
     port = free_port()
     out_a, out_b = tmp / f"alice_{mode}.wav", tmp / f"bob_{mode}.wav"
     bob = qphone(
-        "answer", "--listen", f"127.0.0.1:{port}", "--profile", str(demo / "bob.toml"),
-        "--input", str(SAMPLES / "speech_b_48k.wav"), "--output", str(out_b), "--json", *LOOP,
+        "answer",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--profile",
+        str(private_profile(demo, "bob", tmp)),
+        "--input",
+        str(SAMPLES / "speech_b_48k.wav"),
+        "--output",
+        str(out_b),
+        "--json",
+        *LOOP,
     )
     alice = None
     try:
@@ -42,9 +52,23 @@ def _call(demo: Path, tmp: Path, mode: str, extra: list[str]) -> tuple[dict, dic
 
         time.sleep(1.0)
         alice = qphone(
-            "call", f"127.0.0.1:{port}", "--profile", str(demo / "alice.toml"), "--mode", mode,
-            "--input", str(SAMPLES / "speech_a_48k.wav"), "--output", str(out_a),
-            "--duration", "5", "--rotate-seconds", "1", "--json", *LOOP, *extra,
+            "call",
+            f"127.0.0.1:{port}",
+            "--profile",
+            str(private_profile(demo, "alice", tmp)),
+            "--mode",
+            mode,
+            "--input",
+            str(SAMPLES / "speech_a_48k.wav"),
+            "--output",
+            str(out_a),
+            "--duration",
+            "5",
+            "--rotate-seconds",
+            "1",
+            "--json",
+            *LOOP,
+            *extra,
         )
         rc_a, sum_a, err_a = finish(alice)
         rc_b, sum_b, err_b = finish(bob)
