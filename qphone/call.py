@@ -260,7 +260,8 @@ class CallEndpoint:
         """The caller's QKD key for the handshake (ETSI 014 enc_keys), or PQC-only fallback."""
         t0 = time.monotonic()
         try:
-            keys = await self.kme.enc_keys(self.profile.peer_sae_id, 1, 256)
+            bits = self.opt.call_params().handshake_qkd_bits
+            keys = await self.kme.enc_keys(self.profile.peer_sae_id, 1, bits)
         except KmeError as exc:
             mode = self.opt.mode or Mode.AES
             if self.opt.allow_pqc_only and mode is Mode.AES:

@@ -83,7 +83,7 @@ def _encode_body(msg: ControlMessage) -> bytes:
     elif isinstance(msg, SenderProgress):
         w.u8(PROGRESS).u32(msg.epoch).u64(msg.pad_position)
     else:
-        w.u8(BYE).var16(msg.reason.encode()[:200])
+        w.u8(BYE).var16(msg.reason.encode()[:200].decode(errors="ignore").encode())
     return w.finish()
 
 

@@ -99,6 +99,13 @@ class AesFrameSender:
             raise ValueError("the sender only moves to a newer epoch")
         self._set_key(key)
 
+    def close(self) -> None:
+        """Drop the key (the AESGCM context is freed with its last reference); refuse after."""
+        self._max = -1  # protect() now raises KeyExhausted
+        self._key = FrameKey(self._key.epoch, AESGCM(bytes(32)), 0)  # drop the real context
+        self._encrypt = self._key.aead.encrypt
+        self._salt = 0
+
     def protect(self, payload: bytes) -> bytes:
         ctr = self._ctr
         if ctr > self._max:

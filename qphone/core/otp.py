@@ -49,8 +49,14 @@ def mac_blocks(message_len: int, tag_bits: int) -> int:
 
 
 def forgery_bound(message_len: int, tag_bits: int) -> float:
-    """Upper bound on the success probability of one forgery attempt."""
-    return 2 * mac_blocks(message_len, tag_bits) / PRIMES[tag_bits]
+    """Upper bound on the success probability of one forgery attempt on a frame of
+    ``message_len`` bytes (header + ciphertext).
+
+    ``2l/p`` for a uniform key; the key is t pad bits reduced mod p, which makes the
+    ``2^t - p`` smallest residues twice as likely, hence ``(2l + min(2l, 2^t - p)) / 2^t``.
+    """
+    blocks = 2 * mac_blocks(message_len, tag_bits)
+    return (blocks + min(blocks, (1 << tag_bits) - PRIMES[tag_bits])) / (1 << tag_bits)
 
 
 class WegmanCarterMac:
@@ -185,6 +191,8 @@ class PadSender:
         if len(payload) > MAX_PAYLOAD:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
         if self._mac is None:
+            if self.available < 2 * self._tag_len + len(payload):
+                raise KeyExhausted("one-time pad not yet available for the session hash key")
             _, key = self._take(self._tag_len)
             self._mac = WegmanCarterMac(self.tag_bits, key)
             self.mac_bytes_used += self._tag_len

@@ -367,9 +367,12 @@ class CallSession:
         self._events.append(SendControl(self._control.seal(msg)))
 
     def receive_control(self, data: bytes) -> None:
-        """Verify and apply one control message; raises ControlRejected (no state change)."""
+        """Verify and apply one control message.
+
+        A message that fails authentication or sequencing raises ControlRejected and changes
+        nothing. An authentic message that is invalid for our state means the peer is broken
+        or compromised: the session is closed (fail closed) and ControlRejected raised."""
         self._check_open()
-        # validate against our state before the channel counts the message as received
         msg = self._control.open(data)
         try:
             self._apply(msg)
@@ -436,6 +439,7 @@ class CallSession:
         self._schedule.close()
         if self.mode is Mode.AES:
             self._receiver.close()
+            self._sender.close()
             self._send_keys.clear()
         else:
             self.snapshot_accounting()
