@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="enc_keys at A + dec_keys at B, from client processes")
     b.add_argument("--dir", required=True, help="the demo directory (reads demo.json)")
     b.add_argument("--seconds", type=float, default=10.0)
-    b.add_argument("--workers", type=int, default=4, help="client processes")
+    b.add_argument("--workers", type=int, default=6, help="client processes")
     b.add_argument("--size", type=int, default=256, help="key size in bits")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_cmd_bench)
