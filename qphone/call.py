@@ -15,7 +15,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 from qphone.core.callparams import CallParams, Mode
 from qphone.core.errors import (
@@ -68,6 +68,16 @@ log = logging.getLogger(__name__)
 
 ABORT = b"\xffqphone-abort:"  # unauthenticated courtesy message: "I am failing the handshake"
 HANDSHAKE_TIMEOUT = 15.0
+
+
+class TextOut(Protocol):
+    """Where an endpoint writes its messages and status line (stderr by default)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def isatty(self) -> bool: ...
 
 
 class CallFailed(Exception):
@@ -144,7 +154,7 @@ def _is_wav(spec: str) -> bool:
 class CallEndpoint:
     """One side of a call. Use :meth:`call` or :meth:`answer`; both return the summary dict."""
 
-    def __init__(self, profile: Profile, options: CallOptions, out: TextIO | None = None) -> None:
+    def __init__(self, profile: Profile, options: CallOptions, out: TextOut | None = None) -> None:
         self.profile = profile
         self.opt = options
         self.out = out or sys.stderr

@@ -9,9 +9,25 @@ from typing import Any
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from qphone.coredemo import run_core_demo
+    if args.core:
+        from qphone.coredemo import run_core_demo
 
-    summary = run_core_demo(seconds=args.seconds)
+        summary = run_core_demo(seconds=args.seconds)
+    else:
+        from pathlib import Path
+
+        from qphone.call import CallFailed
+        from qphone.calldemo import run_call_demo
+
+        modes = ["aes", "otp"] if args.mode == "both" else [args.mode]
+        kme_args = ["--distance-km", str(args.distance_km)]
+        try:
+            summary = run_call_demo(
+                args.seconds, modes, Path(args.dir) if args.dir else None, kme_args
+            )
+        except (CallFailed, RuntimeError) as exc:
+            print(f"qphone demo failed: {exc}", file=sys.stderr)
+            return 1
     if args.json:
         print(json.dumps(summary))
     return 0
@@ -79,9 +95,7 @@ def _call_options(args: argparse.Namespace) -> Any:
         allow_pqc_only=args.allow_pqc_only,
         trust_new_identity=args.trust_new_identity,
         status=False if args.json and not args.status else (True if args.status else None),
-        transport=TransportConfig(
-            ice_servers=ice, host_addresses=hosts, impairment=impairment
-        ),
+        transport=TransportConfig(ice_servers=ice, host_addresses=hosts, impairment=impairment),
     )
 
 
@@ -186,8 +200,16 @@ def _add_call_options(p: argparse.ArgumentParser, answer: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qphone", description="Quantum-safe voice calls.")
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="run the security core end to end and print what happened")
-    d.add_argument("--seconds", type=float, default=4.0, help="seconds of frames per mode")
+    d = sub.add_parser(
+        "demo", help="a real encrypted call between two endpoints on this machine (no setup)"
+    )
+    d.add_argument("--seconds", type=float, default=6.0, help="length of each call")
+    d.add_argument("--mode", choices=["aes", "otp", "both"], default="both")
+    d.add_argument("--dir", help="keep the keyserver PKI, profiles and recordings here")
+    d.add_argument("--distance-km", type=float, default=10.0, help="simulated fibre length")
+    d.add_argument(
+        "--core", action="store_true", help="only the security core, in memory (no network)"
+    )
     d.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     d.set_defaults(func=_cmd_demo)
     b = sub.add_parser("bench", help="benchmarks against same-run baselines")
