@@ -36,8 +36,15 @@ async def _serve(config_path: Path) -> int:
     loop = asyncio.get_running_loop()
     for s in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(s, stop.set)
-    await stop.wait()
+    stopped = asyncio.create_task(stop.wait())
+    failed = asyncio.create_task(kme.failed.wait())
+    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    failed.cancel()
     await kme.stop()
+    if kme.failed.is_set():
+        print("qkd-keyserver serve: a background task failed (see the log)", file=sys.stderr)
+        return 1
     return 0
 
 

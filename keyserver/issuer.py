@@ -54,8 +54,15 @@ class Issuer:
             await self._wake.wait()
             self._wake.clear()
             batch, self._queue = self._queue, []
-            if batch:
+            if not batch:
+                continue
+            try:
                 await self._process(batch)
+            except Exception as e:  # never leave callers waiting; keep serving later batches
+                log(_LOG, logging.ERROR, "issue_batch_failed", error=repr(e))
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(e)
 
     async def _process(self, batch: list[_Pending]) -> None:
         live = [p for p in batch if not p.future.done()]

@@ -101,6 +101,7 @@ class Kme:
             "rejected_400": 0, "rejected_401": 0, "errors_503": 0,
         }
         self.link: LinkRunner | None = None
+        self.failed = asyncio.Event()  # a background task died: the process should exit
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -157,10 +158,10 @@ class Kme:
         task.add_done_callback(self._task_done)
         self._tasks.append(task)
 
-    @staticmethod
-    def _task_done(task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log(_LOG, logging.CRITICAL, "background_task_failed", error=repr(task.exception()))
+            self.failed.set()
 
     async def stop(self) -> None:
         for t in self._tasks:
