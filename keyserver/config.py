@@ -72,7 +72,7 @@ class LinkConfig:
     eve_fraction: float = 0.0
     seed: int | None = None
     pulses_per_block: int = 100_000_000
-    params: dict[str, float] = field(default_factory=dict)  # extra keyserver.bb84.LinkParams fields
+    params: dict[str, float | int | str] = field(default_factory=dict)  # more LinkParams fields
 
 
 @dataclass(frozen=True)
@@ -177,8 +177,8 @@ def parse_config(doc: dict[str, Any], base: Path) -> KmeConfig:
         raise ConfigError('[link] role must be "source" (runs the simulator) or "sink"')
     params = _get(doc, "link", "params", dict, {})
     for k, v in params.items():
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise ConfigError(f"[link.params] {k} must be a number")
+        if isinstance(v, bool) or not isinstance(v, int | float | str):
+            raise ConfigError(f"[link.params] {k} must be a number or a string")
     seed = _get(doc, "link", "seed", int, None)
     link = LinkConfig(
         role=role,
@@ -186,7 +186,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> KmeConfig:
         eve_fraction=float(_get(doc, "link", "eve_fraction", (int, float), 0.0)),
         seed=seed,
         pulses_per_block=_get(doc, "link", "pulses_per_block", int, 100_000_000),
-        params={k: float(v) for k, v in params.items()},
+        params=dict(params),
     )
     if not 0.0 <= link.eve_fraction <= 1.0:
         raise ConfigError("[link] eve_fraction must be within 0..1")
@@ -194,6 +194,14 @@ def parse_config(doc: dict[str, Any], base: Path) -> KmeConfig:
         raise ConfigError("[link] distance_km must be >= 0")
     if link.pulses_per_block < 10_000:
         raise ConfigError("[link] pulses_per_block must be >= 10000")
+    if role == "source":
+        from keyserver.bb84_channel import LinkParams
+
+        extra: dict[str, Any] = dict(link.params)
+        try:
+            LinkParams(distance_km=link.distance_km, eve_fraction=link.eve_fraction, **extra)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"[link] / [link.params]: {e}") from None
     return KmeConfig(
         id=kme_id,
         host=_get(doc, "kme", "host", str, "127.0.0.1"),

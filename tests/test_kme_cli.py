@@ -135,6 +135,12 @@ def test_serve_config_is_validated(tmp_path: Path) -> None:
         'local = ["alice"]': ('local = ["bob"]', "must all be distinct"),
         "[sae]": ("[sae]\ncolour = 1", "unknown key 'colour'"),
     }
+    (tmp_path / "p.toml").write_text(good + "\n[link.params]\nmu = 0.5\nframe_bits = 4096\n")
+    assert load_config(tmp_path / "p.toml").link.params == {"mu": 0.5, "frame_bits": 4096}
+    for extra, message in (("bogus = 1", "unexpected keyword"), ("mu = -1.0", "nu < mu")):
+        (tmp_path / "p.toml").write_text(good + f"\n[link.params]\n{extra}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_config(tmp_path / "p.toml")
     for old, (new, message) in bad.items():
         (tmp_path / "bad.toml").write_text(good.replace(old, new, 1))
         with pytest.raises(ConfigError, match=message):
