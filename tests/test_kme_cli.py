@@ -137,7 +137,7 @@ def test_serve_config_is_validated(tmp_path: Path) -> None:
     }
     (tmp_path / "p.toml").write_text(good + "\n[link.params]\nmu = 0.5\nframe_bits = 4096\n")
     assert load_config(tmp_path / "p.toml").link.params == {"mu": 0.5, "frame_bits": 4096}
-    for extra, message in (("bogus = 1", "unexpected keyword"), ("mu = -1.0", "nu < mu")):
+    for extra, message in (("bogus = 1", "bogus"), ("mu = -1.0", r"\[link.params\]")):
         (tmp_path / "p.toml").write_text(good + f"\n[link.params]\n{extra}\n")
         with pytest.raises(ConfigError, match=message):
             load_config(tmp_path / "p.toml")
