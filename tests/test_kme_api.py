@@ -569,3 +569,23 @@ def test_error_bodies_are_etsi_error_objects() -> None:
     e = etsi014.EtsiError(400, "m", [{"a": 1}])
     assert json.loads(json.dumps(e.body())) == {"message": "m", "details": [{"a": 1}]}
     assert etsi014.EtsiError(401, "x").body() == {"message": "x"}
+
+
+async def test_logs_are_json_and_never_carry_key_material(
+    pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    from keyserver.jsonlog import JsonFormatter
+
+    caplog.set_level("DEBUG", logger="keyserver")
+    keys = await pair.enc(number=2, size=1024)
+    r = await pair.bob.post(DEC, json=ids_body([k["key_ID"] for k in keys]))
+    assert r.status_code == 200
+    await pair.dave.post(DEC, json=ids_body([k["key_ID"] for k in keys]))  # refused: logged
+    lines = [JsonFormatter().format(rec) for rec in caplog.records]
+    events = [json.loads(line)["event"] for line in lines]
+    assert "enc_keys" in events and "dec_keys" in events and "request_refused" in events
+    text = "\n".join(lines)
+    assert keys[0]["key_ID"] in text  # IDs are logged ...
+    for k in keys:  # ... key bytes never, in any encoding
+        raw = base64.b64decode(k["key"])
+        assert k["key"] not in text and raw.hex() not in text and raw[:16].hex() not in text
