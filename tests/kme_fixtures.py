@@ -27,7 +27,10 @@ class DeterministicSource:
     """Test stand-in for the BB84 link: seeded random blocks, instantly, optionally some aborted."""
 
     def __init__(
-        self, seed: int = 7, block_bytes: int = 10_000, abort_every: int = 0,
+        self,
+        seed: int = 7,
+        block_bytes: int = 10_000,
+        abort_every: int = 0,
         limit: int | None = None,
     ) -> None:
         self._rng = random.Random(seed)
@@ -145,9 +148,11 @@ async def running_pair(
         if fill:
             cap = ca.max_key_count
             await wait_for(  # full in both directions, everything pushed: production is idle
-                lambda: a.stored_key_count() >= cap
-                and b.stored_key_count() >= cap
-                and not a.store.pending_segments(1),
+                lambda: (
+                    a.stored_key_count() >= cap
+                    and b.stored_key_count() >= cap
+                    and not a.store.pending_segments(1)
+                ),
                 what="key pool to fill",
             )
         yield a, b
