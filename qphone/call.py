@@ -48,6 +48,7 @@ from qphone.core.session import (
     SendControl,
 )
 from qphone.identitystore import load_or_create_identity
+from qphone.keysupply import retry_out_of_keys
 from qphone.kmeclient import KmeClient, KmeError
 from qphone.knownpeers import KnownPeers, PinStatus
 from qphone.mediapipeline import (
@@ -104,6 +105,7 @@ class CallOptions:
     status: bool | None = None  # None: live status line when stderr is a terminal
     transport: TransportConfig = field(default_factory=TransportConfig)
     log_playout: bool = False
+    kme_wait: float = 10.0  # seconds to wait for key when the KME's pool is empty
 
     def opus(self) -> OpusConfig:
         return OpusConfig(
@@ -271,7 +273,11 @@ class CallEndpoint:
         t0 = time.monotonic()
         try:
             bits = self.opt.call_params().handshake_qkd_bits
-            keys = await self.kme.enc_keys(self.profile.peer_sae_id, 1, bits)
+            keys = await retry_out_of_keys(
+                lambda: self.kme.enc_keys(self.profile.peer_sae_id, 1, bits),
+                self.opt.kme_wait,
+                lambda: self.say("waiting for the QKD link to deliver key ..."),
+            )
         except KmeError as exc:
             mode = self.opt.mode or Mode.AES
             if self.opt.allow_pqc_only and mode is Mode.AES:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from qphone.core.session import CallSession, FetchQkdKeys, ResolveQkdKeys
-from qphone.kmeclient import KmeClient, KmeError
+from qphone.kmeclient import KmeClient, KmeError, KmeOutOfKeys
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,33 @@ class KeySupplyStats:
     failures: int = 0
     last_error: str | None = None
     kme_seconds: float = 0.0
+
+
+T = TypeVar("T")
+
+
+async def retry_out_of_keys(
+    request: Callable[[], Awaitable[T]],
+    wait_s: float,
+    on_wait: Callable[[], None] | None = None,
+) -> T:
+    """Run ``request``; while the KME says it is out of key, retry for up to ``wait_s`` seconds
+    (a QKD link fills its pool at its own rate). Other errors are raised at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    delay = 0.05
+    told = False
+    while True:
+        try:
+            return await request()
+        except KmeOutOfKeys:
+            if loop.time() + delay > deadline:
+                raise
+            if on_wait is not None and not told:
+                on_wait()
+                told = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 class KeySupply:
@@ -50,6 +79,7 @@ class KeySupply:
         self._on_failure = on_failure
         self._task: asyncio.Task[None] | None = None
         self.stats = KeySupplyStats()
+        self.wait_s = 5.0  # how long an empty KME pool is waited out before failing
 
     def submit(self, request: KeyRequest) -> None:
         self._queue.put_nowait(request)
@@ -67,7 +97,10 @@ class KeySupply:
             t0 = loop.time()
             try:
                 if isinstance(req, FetchQkdKeys):
-                    keys = await self._kme.enc_keys(self._peer, req.count, req.bits)
+                    keys = await retry_out_of_keys(
+                        functools.partial(self._kme.enc_keys, self._peer, req.count, req.bits),
+                        self.wait_s,
+                    )
                     if self._session.closed:
                         return
                     self._session.add_qkd_keys(req.purpose, keys)

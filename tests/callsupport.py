@@ -73,6 +73,23 @@ def qphone(*args: str) -> subprocess.Popen[bytes]:
     )
 
 
+def answering(*args: str, timeout: float = 60.0) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """Start `qphone answer ...` and return once it listens (its stderr says so)."""
+    proc = qphone("answer", *args)
+    assert proc.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline().decode()
+        if not line:
+            break
+        seen.append(line)
+        if "waiting for a call" in line:
+            return proc, seen
+    proc.kill()
+    raise RuntimeError("qphone answer did not start listening: " + "".join(seen))
+
+
 def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, dict, str]:
     out, err = proc.communicate(timeout=timeout)
     text = out.decode().strip().splitlines()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from callsupport import (
     SAMPLES,
+    answering,
     finish,
     free_port,
     keyserver_demo,
@@ -33,8 +34,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
 def _call(demo: Path, tmp: Path, mode: str, extra: list[str]) -> tuple[dict, dict, Path, Path]:
     port = free_port()
     out_a, out_b = tmp / f"alice_{mode}.wav", tmp / f"bob_{mode}.wav"
-    bob = qphone(
-        "answer",
+    bob, _ = answering(
         "--listen",
         f"127.0.0.1:{port}",
         "--profile",
@@ -48,9 +48,6 @@ def _call(demo: Path, tmp: Path, mode: str, extra: list[str]) -> tuple[dict, dic
     )
     alice = None
     try:
-        import time
-
-        time.sleep(1.0)
         alice = qphone(
             "call",
             f"127.0.0.1:{port}",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from callsupport import (
     SAMPLES,
+    answering,
     finish,
     free_port,
     keyserver_demo,
@@ -144,8 +145,7 @@ async def test_man_in_the_middle_relay_detected(demo: Path, tmp_path: Path) -> N
 async def test_peer_vanishes_mid_call(demo: Path, tmp_path: Path) -> None:
     pa, _ = profiles(demo, tmp_path)
     port = free_port()
-    bob = qphone(
-        "answer",
+    bob, _ = answering(
         "--listen",
         f"{HOST}:{port}",
         "--profile",
@@ -153,7 +153,6 @@ async def test_peer_vanishes_mid_call(demo: Path, tmp_path: Path) -> None:
         *LOOP,
     )
     try:
-        await asyncio.sleep(1.0)
         a = CallEndpoint(pa, opts(duration=30))
         call = asyncio.ensure_future(a.call(HOST, port))
         for _ in range(100):
@@ -174,8 +173,7 @@ async def test_peer_vanishes_mid_call(demo: Path, tmp_path: Path) -> None:
 def test_ten_percent_loss_call_continues(demo: Path, tmp_path: Path) -> None:
     port = free_port()
     out = tmp_path / "alice.wav"
-    bob = qphone(
-        "answer",
+    bob, _ = answering(
         "--listen",
         f"{HOST}:{port}",
         "--profile",
@@ -189,7 +187,6 @@ def test_ten_percent_loss_call_continues(demo: Path, tmp_path: Path) -> None:
         "3",
         *LOOP,
     )
-    time.sleep(1.0)
     alice = qphone(
         "call",
         f"{HOST}:{port}",
@@ -245,8 +242,7 @@ def test_eavesdropper_reported_and_out_of_key(tmp_path: Path) -> None:
     # a KME whose pool holds too little key for the call's pad blocks: out of key, fail closed
     with keyserver_demo(tmp_path / "small", "--max-key-count", "4") as d:
         port = free_port()
-        bob = qphone(
-            "answer",
+        bob, _ = answering(
             "--listen",
             f"{HOST}:{port}",
             "--profile",
@@ -254,7 +250,6 @@ def test_eavesdropper_reported_and_out_of_key(tmp_path: Path) -> None:
             "--json",
             *LOOP,
         )
-        time.sleep(1.0)
         rc, summary, err = finish(
             qphone(
                 "call",

@@ -1,0 +1,58 @@
+"""A call through real sound devices: PortAudio -> a private PulseAudio null sink -> its monitor."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pulse_fixture
+import pytest
+from callsupport import SAMPLES, free_port, keyserver_demo, reference_decode
+from pulse_fixture import PulseServer
+
+from qphone.audiodevice import AudioDevice
+from qphone.call import CallEndpoint, CallOptions
+from qphone.mediatransport import LOOPBACK_ADDRESSES, TransportConfig
+from qphone.opuscodec import OpusConfig
+from qphone.profile import load_profile
+from qphone.quality import estimate_delay
+from qphone.wavio import frames_to_pcm
+
+pulse_server = pulse_fixture.pulse_server
+pytestmark = [pytest.mark.slow, pytest.mark.sound]
+
+
+async def test_call_plays_into_sound_device(pulse_server: PulseServer, tmp_path: Path) -> None:
+    """Alice's call plays Bob's speech on the "pulse" device; we record the null sink's monitor."""
+    with keyserver_demo(tmp_path / "kme") as demo:
+        alice, bob = load_profile(demo / "alice.toml"), load_profile(demo / "bob.toml")
+        transport = TransportConfig(host_addresses=LOOPBACK_ADDRESSES)
+        a = CallEndpoint(
+            alice,
+            CallOptions(output="pulse", duration=5.0, transport=transport, status=False),
+        )
+        b = CallEndpoint(
+            bob,
+            CallOptions(input=str(SAMPLES / "speech_b_48k.wav"), transport=transport, status=False),
+        )
+        port = free_port()
+        recorded: list[bytes] = []
+        async with AudioDevice(input_device="pulse", playback=False) as mic:
+
+            async def record() -> None:
+                while True:
+                    recorded.append(await mic.read_frame())
+
+            rec = asyncio.ensure_future(record())
+            answer = asyncio.ensure_future(b.answer("127.0.0.1", port, accept_timeout=20))
+            await asyncio.sleep(0.3)
+            sa, sb = await asyncio.gather(a.call("127.0.0.1", port), answer)
+            await asyncio.sleep(0.3)
+            rec.cancel()
+    assert sa["frames_received"] > 200 and sa["sas"] == sb["sas"]
+    got = np.frombuffer(frames_to_pcm(recorded), dtype=np.int16).astype(float)
+    assert np.sqrt(np.mean(got**2)) > 300, "nothing reached the sound device"
+    ref = reference_decode(SAMPLES / "speech_b_48k.wav", OpusConfig())
+    align = estimate_delay(ref[: 48000 * 6], got, 48000, max_delay_s=2.0)
+    assert align.correlation > 0.8, align
