@@ -149,6 +149,25 @@ class CallState:
     encode_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class SentFrame:
+    timestamp: int  # our RTP timestamp (48 kHz), before aiortc adds its random offset
+    captured: float  # monotonic time the frame was complete (its first sample: frame_ms earlier)
+    sent: float  # handed to the transport
+    encode_s: float
+    protect_s: float
+    packet: bytes  # the Opus packet (before protection)
+
+
+@dataclass(frozen=True)
+class ReceivedRecord:
+    rtp_timestamp: int  # as received (sender's timestamp + aiortc's random offset)
+    sequence: int
+    arrival: float
+    unprotect_s: float
+    packet: bytes  # the Opus packet after unprotect
+
+
 def _is_wav(spec: str) -> bool:
     return spec.lower().endswith(".wav")
 
@@ -171,7 +190,12 @@ class CallEndpoint:
         self.pqc_only = False
         self.pin_status = ""
         self.timings: dict[str, float] = {}
+        # with log_playout (measurement runs such as `qphone loopback`):
         self.send_log: list[tuple[int, float]] = []  # (frame timestamp, capture time)
+        self.sent_frames: list[SentFrame] = []
+        self.recv_log: list[ReceivedRecord] = []
+        self.key_log: list[tuple[float, int]] = []  # (time, QKD bits consumed by this end)
+        self.epoch_log: list[tuple[float, str, int]] = []  # (time, "tx"/"rx", epoch)
         self._stop = asyncio.Event()
         self._on_listening: Any = None
         self._accept_timeout: float | None = None
@@ -507,11 +531,10 @@ class CallEndpoint:
             elif isinstance(ev, FetchQkdKeys | ResolveQkdKeys):
                 self._supply.submit(ev)
             elif isinstance(ev, EpochStarted):
-                (
-                    self.state.epochs_tx
-                    if ev.direction is self._send_dir()
-                    else self.state.epochs_rx
-                ).append(ev.epoch)
+                tx = ev.direction is self._send_dir()
+                (self.state.epochs_tx if tx else self.state.epochs_rx).append(ev.epoch)
+                if self.opt.log_playout:
+                    self.epoch_log.append((time.monotonic(), "tx" if tx else "rx", ev.epoch))
             elif isinstance(ev, RotationOverdue):
                 self.warn(
                     f"epoch {ev.epoch} is over but the next QKD key is not ready yet; "
@@ -583,9 +606,14 @@ class CallEndpoint:
             self.state.protect_seconds += t2 - t1
             ts = i * step
             if frame:
+                self.transport.send_frame(frame, ts)
                 if self.opt.log_playout:
                     self.send_log.append((ts, now))
-                self.transport.send_frame(frame, ts)
+                    self.sent_frames.append(
+                        SentFrame(ts, now, time.monotonic(), t1 - t0, t2 - t1, packet)
+                    )
+                    if i % 5 == 0:
+                        self.key_log.append((now, self.session.snapshot_accounting().consumed))
                 self.state.frames_sent += 1
                 self.state.payload_bytes_sent += len(packet)
             self._flush()
@@ -607,8 +635,13 @@ class CallEndpoint:
             return
         except QphoneError:
             return
-        self.state.unprotect_seconds += time.perf_counter() - t0
+        spent = time.perf_counter() - t0
+        self.state.unprotect_seconds += spent
         self.state.frames_received += 1
+        if self.opt.log_playout:
+            self.recv_log.append(
+                ReceivedRecord(frame.rtp_timestamp, frame.sequence, frame.arrival, spent, payload)
+            )
         self.playout.push(frame.sequence, frame.rtp_timestamp, payload, frame.arrival)
         self._flush()
 

@@ -140,6 +140,58 @@ def _cmd_answer(args: argparse.Namespace) -> int:
     return _run_call(args, answer=True)
 
 
+def _cmd_loopback(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from qphone.call import CallFailed
+    from qphone.core.callparams import Mode
+    from qphone.loopback import LoopbackOptions, run_loopback
+
+    if (args.profile_a is None) != (args.profile_b is None):
+        print("qphone loopback: give both --profile-a and --profile-b, or neither", file=sys.stderr)
+        return 2
+    opts = LoopbackOptions(
+        sample=Path(args.sample),
+        out=Path(args.out),
+        report=Path(args.report),
+        plot=Path(args.plot) if args.plot else None,
+        mode=Mode[args.mode.upper()],
+        bitrate=args.bitrate,
+        frame_ms=args.frame_ms,
+        loss=args.loss,
+        burst_loss=args.burst_loss,
+        delay_ms=args.delay,
+        jitter_ms=args.jitter,
+        reorder=args.reorder,
+        duplicate=args.duplicate,
+        seed=args.seed,
+        distance_km=args.distance_km,
+        eve_fraction=args.eve_fraction,
+        profile_a=Path(args.profile_a) if args.profile_a else None,
+        profile_b=Path(args.profile_b) if args.profile_b else None,
+        rotate_frames=args.rotate_frames,
+        rotate_seconds=args.rotate_seconds,
+        progress=not args.quiet,
+    )
+    try:
+        run = run_loopback(opts)
+    except (CallFailed, RuntimeError, ValueError, OSError) as exc:
+        print(f"qphone loopback failed: {exc}", file=sys.stderr)
+        return 1
+    r = run.report
+    lat, fr, key = r["latency_ms"], r["frames"], r["key"]
+    q = r["quality"].get("encrypted", {})
+    print(
+        f"mouth-to-ear p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms | frames "
+        f"sent {fr['sent']}, lost {fr['lost']}, concealed {fr['concealed']}, FEC "
+        f"{fr['fec_recovered']} | QKD {key['qkd_bits_consumed']} bits (expected "
+        f"{key['qkd_bits_expected']}, ratio {key['ratio']}) | PESQ {q.get('pesq_wb')} "
+        f"STOI {q.get('stoi')} | report {args.report}"
+        + (f", plot {args.plot}" if args.plot else "")
+    )
+    return 0
+
+
 def _cmd_devices(args: argparse.Namespace) -> int:
     from qphone.audiodevice import AudioDeviceError, format_devices, list_devices
 
@@ -225,6 +277,29 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--listen", type=_hostport, required=True, help="HOST:PORT to listen on")
     _add_call_options(a, answer=True)
     a.set_defaults(func=_cmd_answer)
+    lb = sub.add_parser("loopback", help="replay a recording through a full call and measure it")
+    lb.add_argument("sample", help="WAV file to play through the call")
+    lb.add_argument("--out", required=True, help="WAV file: what the far end played out")
+    lb.add_argument("--report", required=True, help="JSON report")
+    lb.add_argument("--plot", help="PNG plot of the report")
+    lb.add_argument("--mode", choices=["aes", "otp"], default="aes")
+    lb.add_argument("--bitrate", type=int, default=24_000)
+    lb.add_argument("--frame-ms", type=int, default=20, choices=[10, 20, 40, 60])
+    lb.add_argument("--loss", type=float, default=0.0, help="packet loss probability")
+    lb.add_argument("--burst-loss", type=float, default=1.0, help="mean loss burst length")
+    lb.add_argument("--delay", type=float, default=0.0, help="one-way delay (ms)")
+    lb.add_argument("--jitter", type=float, default=0.0, help="delay jitter (ms)")
+    lb.add_argument("--reorder", type=float, default=0.0, help="reordering probability")
+    lb.add_argument("--duplicate", type=float, default=0.0, help="duplication probability")
+    lb.add_argument("--seed", type=int, default=0, help="seed of the impairments")
+    lb.add_argument("--distance-km", type=float, default=10.0, help="simulated fibre length")
+    lb.add_argument("--eve-fraction", type=float, default=0.0, help="intercept-resend fraction")
+    lb.add_argument("--rotate-frames", type=int, default=250)
+    lb.add_argument("--rotate-seconds", type=float, default=3600.0)
+    lb.add_argument("--profile-a", help="caller profile of running KMEs (else a pair is started)")
+    lb.add_argument("--profile-b", help="answerer profile of running KMEs")
+    lb.add_argument("--quiet", action="store_true", help="no progress bar")
+    lb.set_defaults(func=_cmd_loopback)
     dv = sub.add_parser("devices", help="list sound devices")
     dv.add_argument("--json", action="store_true")
     dv.set_defaults(func=_cmd_devices)

@@ -126,6 +126,7 @@ class PlayoutStats:
     decode_errors: int = 0
     decode_seconds: float = 0.0
     playout_log: list[tuple[int, float, str]] = field(default_factory=list)
+    decode_log: list[float] = field(default_factory=list)  # seconds, parallel to playout_log
 
 
 class Playout:
@@ -163,9 +164,11 @@ class Playout:
             except ValueError:
                 pcm = self.decoder.conceal()
                 self.stats.decode_errors += 1
-            self.stats.decode_seconds += time.perf_counter() - t0
+            spent = time.perf_counter() - t0
+            self.stats.decode_seconds += spent
             if self._log:
                 self.stats.playout_log.append((item.timestamp, now, item.kind.value))
+                self.stats.decode_log.append(spent)
             out.append(pcm)
         return out
 
