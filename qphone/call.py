@@ -8,6 +8,7 @@ buffer), and shows what happens.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import signal
@@ -69,6 +70,8 @@ log = logging.getLogger(__name__)
 
 ABORT = b"\xffqphone-abort:"  # unauthenticated courtesy message: "I am failing the handshake"
 HANDSHAKE_TIMEOUT = 15.0
+DRAIN_S = 0.15  # after the last frame is sent, before the bye
+EARLY_FRAMES = 100  # frames kept that arrive before our side of the handshake is complete
 
 
 class TextOut(Protocol):
@@ -198,6 +201,7 @@ class CallEndpoint:
         self.epoch_log: list[tuple[float, str, int]] = []  # (time, "tx"/"rx", epoch)
         self._stop = asyncio.Event()
         self._on_listening: Any = None
+        self._early: collections.deque[ReceivedFrame] = collections.deque(maxlen=EARLY_FRAMES)
         self._accept_timeout: float | None = None
         self._supply: Any = None
         self._status_live = options.status if options.status is not None else self.out.isatty()
@@ -279,6 +283,9 @@ class CallEndpoint:
             t0 = time.monotonic()
         self.timings["connect_ms"] = (time.monotonic() - t0) * 1e3
         self.state.phase = "handshake"
+        # the caller may start talking before our side has processed its Finish: keep those
+        # frames (bounded) until the session exists
+        self.transport.set_frame_callback(self._early.append)
         t1 = time.monotonic()
         if role is Role.INITIATOR:
             result = await self._initiate(qkd)
@@ -477,6 +484,8 @@ class CallEndpoint:
         self.state.phase = "in call"
         self.state.started = time.monotonic()
         self._dispatch(session.start())
+        while self._early:
+            self._on_frame(self._early.popleft())
         self.transport.set_frame_callback(self._on_frame)
         tasks = [
             asyncio.create_task(self._send_loop(source, paced), name="send"),
@@ -490,6 +499,10 @@ class CallEndpoint:
             tasks.append(asyncio.create_task(self._timer(self.opt.duration), name="timer"))
         try:
             await self._stop.wait()
+            # hang-up: stop talking, let frames already on the wire arrive, then say bye
+            tasks[0].cancel()
+            if not self.state.end_reason.startswith("failed"):
+                await asyncio.sleep(DRAIN_S)
         finally:
             for t in tasks:
                 t.cancel()
@@ -569,10 +582,10 @@ class CallEndpoint:
         step = cfg.samples_per_frame
         frame_s = self.opt.frame_ms / 1000
         silence = bytes(cfg.frame_bytes)
-        start = time.monotonic()
         i = 0
         starved: float | None = None
         await self._wait_for_key(self.session)
+        start = time.monotonic()  # the pacing clock starts when talking can start (no burst)
         protect = self.session.protect
         while True:
             pcm = await source.read_frame()

@@ -354,6 +354,15 @@ def build_report(
         parts_net.append((r.arrival - s.sent) * 1000)
         parts_jb.append((played - r.arrival) * 1000)
 
+    # concealment inside the stream (the slots after the last frame, while the call hangs up,
+    # are concealed too but conceal nothing)
+    last_ts = max(sent_by_ts, key=lambda t: (t - (offset or 0)) % TS_MOD) if sent_by_ts else None
+    in_stream = [
+        kind
+        for ts, _, kind in bob.playout.stats.playout_log
+        if last_ts is not None
+        and (ts - (offset or 0)) % TS_MOD <= (last_ts - (offset or 0)) % TS_MOD
+    ]
     sent = sa["frames_sent"]
     received = sb["frames_received"]
     replays = sb["frames_rejected"].get("FrameReplayed", 0)
@@ -362,8 +371,9 @@ def build_report(
         "received": received,
         "lost": sent - received,
         "late": sb["frames_late"],
-        "concealed": sb["frames_concealed"],
-        "fec_recovered": sb["frames_fec_recovered"],
+        "concealed": in_stream.count("plc"),
+        "fec_recovered": in_stream.count("fec"),
+        "concealed_incl_hangup": sb["frames_concealed"],
         "duplicates_dropped": sb["duplicates_dropped"],
         "replays_rejected": replays,
         "rejected": sb["frames_rejected"],
