@@ -24,7 +24,8 @@ from typing import Any
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -46,9 +47,9 @@ def running_keyserver(directory: Path, extra: list[str], timeout: float = 120.0)
         "--dir",
         str(directory),
         "--port-a",
-        str(_free_port()),
+        str(free_port()),
         "--port-b",
-        str(_free_port()),
+        str(free_port()),
         *extra,
     ]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -86,7 +87,7 @@ def run_call_demo(
         print(f"keyserver ready: {kme / 'demo.json'}")
         alice, bob = load_profile(kme / "alice.toml"), load_profile(kme / "bob.toml")
         for mode in modes:
-            port = _free_port()
+            port = free_port()
             transport = TransportConfig(host_addresses=LOOPBACK_ADDRESSES)
             heard_by_alice = work / f"alice_hears_{mode}.wav"
             heard_by_bob = work / f"bob_hears_{mode}.wav"

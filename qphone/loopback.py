@@ -28,8 +28,9 @@ import numpy as np
 from qphone.call import CallEndpoint, CallOptions
 from qphone.core.callparams import CallParams, Mode
 from qphone.core.impairment import ImpairmentParams
+from qphone.core.jitterbuffer import PlayoutItem, PlayoutKind
 from qphone.mediatransport import LOOPBACK_ADDRESSES, TransportConfig
-from qphone.opuscodec import OpusConfig, OpusDecoder
+from qphone.opuscodec import OpusConfig, OpusDecoder, decode_playout
 from qphone.profile import Profile, load_profile
 from qphone.wavio import read_wav, wav_info
 
@@ -164,9 +165,9 @@ async def _run_call(opts: LoopbackOptions, pa: Profile, pb: Profile) -> tuple[An
         ),
         out=_Quiet(),
     )
-    from qphone.calldemo import _free_port
+    from qphone.calldemo import free_port
 
-    port = _free_port()
+    port = free_port()
     started, done = asyncio.Event(), asyncio.Event()
     show = opts.progress and sys.stderr.isatty()
     bar = asyncio.ensure_future(_progress(duration, started, done)) if show else None
@@ -266,20 +267,16 @@ def replay_unencrypted(
     packets = {(f.timestamp + offset) % TS_MOD: f.packet for f in alice.sent_frames}
     step = config.rtp_timestamp_step
     dec = OpusDecoder(config)
-    silence = bytes(config.frame_bytes)
     out = []
     for ts, _, kind in bob.playout.stats.playout_log:
-        try:
-            if kind == "normal":
-                out.append(dec.decode(packets[ts]))
-            elif kind == "fec":
-                out.append(dec.decode_fec(packets[(ts + step) % TS_MOD]))
-            elif kind == "plc":
-                out.append(dec.conceal())
-            else:
-                out.append(silence)
-        except (KeyError, ValueError):
-            out.append(dec.conceal())
+        k = PlayoutKind(kind)
+        packet = None
+        with contextlib.suppress(KeyError):
+            if k is PlayoutKind.NORMAL:
+                packet = packets[ts]
+            elif k is PlayoutKind.FEC:
+                packet = packets[(ts + step) % TS_MOD]
+        out.append(decode_playout(dec, PlayoutItem(k, ts, 0.0, payload=packet)))
     return b"".join(out)
 
 

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from qphone.core.jitterbuffer import JitterBuffer, JitterBufferConfig, PlayoutKind
-from qphone.opuscodec import OpusConfig, OpusDecoder, OpusEncoder
+from qphone.opuscodec import OpusConfig, OpusDecoder, OpusEncoder, decode_playout
 from qphone.wavio import iter_frames, read_wav, write_wav
 
 SILENCE_DBFS = -120.0
@@ -137,7 +137,6 @@ class Playout:
         self.jb = JitterBuffer(JitterBufferConfig.for_frame_ms(config.frame_ms))
         self.decoder = OpusDecoder(config)
         self.stats = PlayoutStats()
-        self._silence = bytes(config.frame_bytes)
         self._log = log_slots
 
     def push(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> None:
@@ -149,21 +148,19 @@ class Playout:
         for item in self.jb.pop_all(now):
             t0 = time.perf_counter()
             try:
-                if item.kind is PlayoutKind.NORMAL and item.payload is not None:
-                    pcm = self.decoder.decode(item.payload)
-                    self.stats.normal += 1
-                elif item.kind is PlayoutKind.FEC and item.payload is not None:
-                    pcm = self.decoder.decode_fec(item.payload)
-                    self.stats.fec += 1
-                elif item.kind is PlayoutKind.PLC:
-                    pcm = self.decoder.conceal()
-                    self.stats.plc += 1
-                else:
-                    pcm = self._silence
-                    self.stats.dtx += 1
+                pcm = decode_playout(self.decoder, item)
             except ValueError:
                 pcm = self.decoder.conceal()
                 self.stats.decode_errors += 1
+            counts = self.stats
+            if item.kind is PlayoutKind.NORMAL:
+                counts.normal += 1
+            elif item.kind is PlayoutKind.FEC:
+                counts.fec += 1
+            elif item.kind is PlayoutKind.PLC:
+                counts.plc += 1
+            else:
+                counts.dtx += 1
             spent = time.perf_counter() - t0
             self.stats.decode_seconds += spent
             if self._log:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qphone.calldemo import free_port as free_port  # re-exported for the tests
+from qphone.calldemo import running_keyserver
 from qphone.opuscodec import OpusConfig, OpusDecoder, OpusEncoder
 from qphone.wavio import iter_frames, read_wav
 
@@ -23,48 +22,11 @@ SAMPLES = ROOT / "samples"
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def keyserver_demo(directory: Path, *extra: str, timeout: float = 90.0) -> Iterator[Path]:
     """Run `qkd-keyserver demo` (two KME processes + the simulated link) until the block ends."""
-    cmd = [
-        str(BIN / "qkd-keyserver"),
-        "demo",
-        "--dir",
-        str(directory),
-        "--port-a",
-        str(free_port()),
-        "--port-b",
-        str(free_port()),
-        "--seed",
-        "7",
-        *extra,
-    ]
-    log = open(directory.parent / f"{directory.name}.demo.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while not (directory / "demo.json").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"keyserver demo did not come up: {Path(log.name).read_text()[-2000:]}"
-                )
-            time.sleep(0.2)
-        yield directory
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    with running_keyserver(directory, ["--seed", "7", *extra], timeout) as d:
+        yield d
 
 
 def qphone(*args: str) -> subprocess.Popen[bytes]:
