@@ -54,5 +54,16 @@ async def test_call_plays_into_sound_device(pulse_server: PulseServer, tmp_path:
     got = np.frombuffer(frames_to_pcm(recorded), dtype=np.int16).astype(float)
     assert np.sqrt(np.mean(got**2)) > 300, "nothing reached the sound device"
     ref = reference_decode(SAMPLES / "speech_b_48k.wav", OpusConfig())
-    align = estimate_delay(ref[: 48000 * 6], got, 48000, max_delay_s=2.0)
-    assert align.correlation > 0.8, align
+    # A sound device may underrun when the machine is busy, which shifts the rest of the
+    # recording: check the content window by window (0.5 s of speech each) instead of globally.
+    win = 24000
+    scores = []
+    for start in range(0, len(got) - win, win):
+        chunk = got[start : start + win]
+        if np.sqrt(np.mean(chunk**2)) < 300:
+            continue  # a pause in the speech
+        lo = max(0, start - 3 * 48000)
+        a = estimate_delay(ref[lo : start + 3 * 48000], chunk, 48000, max_delay_s=6.0)
+        scores.append(a.correlation)
+    assert len(scores) >= 4, scores
+    assert np.median(scores) > 0.8, scores
