@@ -108,3 +108,43 @@ def test_call_both_ways(demo: Path, tmp_path: Path, mode: str) -> None:
         assert sa["qkd_bits"]["mac"] == 64 * (sa["frames_sent"] + 1)
     _assert_carries(out_a, SAMPLES / "speech_b_48k.wav", 24000)
     _assert_carries(out_b, SAMPLES / "speech_a_48k.wav", 24000)
+
+
+def test_ctrl_c_ends_the_call_on_both_sides(demo: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    port = free_port()
+    bob, _ = answering(
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--profile",
+        str(private_profile(demo, "bob", tmp_path)),
+        "--json",
+        *LOOP,
+    )
+    alice = qphone(
+        "call",
+        f"127.0.0.1:{port}",
+        "--profile",
+        str(private_profile(demo, "alice", tmp_path)),
+        "--json",
+        *LOOP,
+    )
+    try:
+        assert alice.stderr is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait until the call is up
+            if "SAS:" in alice.stderr.readline().decode():
+                break
+        time.sleep(1.0)
+        alice.send_signal(signal.SIGINT)
+        rc_a, sa, err_a = finish(alice, timeout=20)
+        rc_b, sb, err_b = finish(bob, timeout=20)
+    finally:
+        for p in (alice, bob):
+            if p.poll() is None:
+                p.kill()
+    assert rc_a == 0 and "interrupted" in sa["end_reason"], err_a
+    assert rc_b == 0 and sb["end_reason"].startswith("peer hung up"), err_b
+    assert sa["frames_sent"] > 20 and sa["sas"] == sb["sas"]
