@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 ABORT = b"\xffqphone-abort:"  # unauthenticated courtesy message: "I am failing the handshake"
 HANDSHAKE_TIMEOUT = 15.0
 DRAIN_S = 0.15  # after the last frame is sent, before the bye
+PAD_WARN_S = 3.0  # OTP: warn when the pad held covers less talk time than this
 EARLY_FRAMES = 100  # frames kept that arrive before our side of the handshake is complete
 
 
@@ -631,10 +632,27 @@ class CallEndpoint:
                 self.state.payload_bytes_sent += len(packet)
             self._flush()
             i += 1
+            if i % 50 == 0 and self.session.mode is Mode.OTP:
+                self._check_pad(self.session)
             if paced:
                 delay = start + i * frame_s - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
+
+    def _check_pad(self, session: CallSession) -> None:
+        """Warn (once per low spell) when the pad held covers less than PAD_WARN_S of talk."""
+        per_frame = self.state.payload_bytes_sent / max(1, self.state.frames_sent)
+        left = session.pad_seconds_left(1000 / self.opt.frame_ms, per_frame)
+        if left < PAD_WARN_S and not self._pad_warned:
+            self._pad_warned = True
+            self.warn(
+                f"one-time pad for only {left:.1f} s of talk left: the KME is not keeping up "
+                "(check its key rate with `qkd-keyserver` status); the call ends when it runs out"
+            )
+        elif left > 2 * PAD_WARN_S:
+            self._pad_warned = False
+
+    _pad_warned = False
 
     def _on_frame(self, frame: ReceivedFrame) -> None:
         session = self.session

@@ -269,3 +269,24 @@ def test_eavesdropper_reported_and_out_of_key(tmp_path: Path) -> None:
         assert re.search(r"out of key|not enough|no one-time pad", summary["error"], re.I), summary
         assert rc_b == 1 and sb.get("error"), err_b
         assert json.dumps(summary)  # summary still printed for scripts
+
+
+async def test_otp_warns_before_the_pad_runs_out(demo: Path, tmp_path: Path) -> None:
+    from qphone.core.callparams import CallParams, Mode
+    from qphone.inmemorycall import InMemoryCall, MemoryKmePair, handshake
+
+    pa, _ = profiles(demo, tmp_path)
+    endpoint = CallEndpoint(pa, opts())
+    kme = MemoryKmePair()
+    ini, res = handshake(
+        Identity.generate(),
+        Identity.generate(),
+        CallParams(mode=Mode.OTP, pad_block_bits=8192, lookahead=1),
+        kme,
+    )
+    call = InMemoryCall(ini, res, kme)
+    call.pump()
+    endpoint.state.frames_sent, endpoint.state.payload_bytes_sent = 100, 6000  # 60 B/frame
+    endpoint._check_pad(call.initiator)  # 1 KiB of pad = 0.3 s of talk at 60+8 B/frame
+    assert any("one-time pad for only" in w for w in endpoint.state.warnings)
+    await endpoint.kme.aclose()
