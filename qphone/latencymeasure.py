@@ -13,7 +13,8 @@ packetization, codec look-ahead, network, jitter buffer and decoding.
 
 Method (:func:`measure_latency`): both signals are low-passed and resampled to
 ``analysis_rate``.  The output stream (frames concatenated in playout order) is cut into windows
-of ``window_ms`` every ``hop_ms``.  A silent window is skipped.  For the others, the input
+of ``window_ms`` every ``hop_ms``.  A window that is mostly silent (fewer than ``min_audible`` of
+its 20 ms blocks above ``silence_dbfs``) is skipped.  For the others, the input
 position the window carries is the peak of the normalized cross-correlation over a bounded
 range of candidate latencies: ``[min_latency_ms, max_latency_ms]`` for the first window, then
 the running estimate +- ``search_ms``; a window whose peak is below ``min_correlation`` is
@@ -111,7 +112,11 @@ class LatencyParams:
     max_latency_ms: float = 1000.0
     """Bounds of every search; the first window searches all of it."""
     silence_dbfs: float = -45.0
-    """A window (or frame) whose RMS is below this is silent."""
+    """A 20 ms block (or output frame) whose RMS is below this is silent."""
+    min_audible: float = 0.5
+    """A window with fewer audible 20 ms blocks than this fraction is skipped as silent (an
+    onset after silence is too short to match unambiguously: voiced speech repeats every
+    pitch period)."""
     min_correlation: float = 0.6
     """Normalized correlation a window's peak must reach."""
     frame_correlation: float = 0.5
@@ -119,6 +124,8 @@ class LatencyParams:
     analysis_rate: int = 16000
 
     def __post_init__(self) -> None:
+        if not 0 <= self.min_audible <= 1:
+            raise ValueError("min_audible is a fraction in [0, 1]")
         if not 0 < self.hop_ms <= self.window_ms:
             raise ValueError("need 0 < hop_ms <= window_ms")
         if self.search_ms <= 0 or self.max_latency_ms <= self.min_latency_ms:
@@ -193,6 +200,16 @@ def _rms_dbfs(x: Floats) -> float:
     return 20 * math.log10(rms) if rms > 0 else -math.inf
 
 
+def _audible_fraction(x: Floats, block: int, silence_dbfs: float) -> float:
+    n = len(x) // block
+    if n == 0:
+        return 1.0 if _rms_dbfs(x) >= silence_dbfs else 0.0
+    blocks = x[: n * block].reshape(n, block)
+    rms = np.sqrt(np.mean(blocks * blocks, axis=1)) / INT16_FULL_SCALE
+    threshold = 10 ** (silence_dbfs / 20)
+    return float(np.count_nonzero(rms >= threshold)) / n
+
+
 class _Clock:
     """Sample index <-> wall time for a sequence of frames (start index, start time)."""
 
@@ -233,6 +250,7 @@ def measure_latency(tl: Timelines, params: LatencyParams | None = None) -> Laten
 
     win = max(1, round(p.window_ms * ar / 1000))
     hop = max(1, round(p.hop_ms * ar / 1000))
+    block = max(1, round(0.02 * ar))
     csum = np.concatenate([[0.0], np.cumsum(x * x)])
     times: list[float] = []
     lats: list[float] = []
@@ -245,7 +263,7 @@ def measure_latency(tl: Timelines, params: LatencyParams | None = None) -> Laten
     for ja in range(0, len(y) - win + 1, hop):
         total += 1
         w = y[ja : ja + win]
-        if _rms_dbfs(w) < p.silence_dbfs:
+        if _audible_fraction(w, block, p.silence_dbfs) < max(p.min_audible, 1e-9):
             silent += 1
             continue
         lo_ms, hi_ms = p.min_latency_ms, p.max_latency_ms
