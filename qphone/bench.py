@@ -132,3 +132,69 @@ def bench_handshake(runs: int = 60) -> dict[str, Any]:
         "handshake_vs_hybrid_sign": round(p50 / statistics.median(sign), 2),
         "runs": runs,
     }
+
+
+def bench_latency(
+    rounds: int = 2, seconds: float = 8.0, cpu_seconds: float = 20.0
+) -> dict[str, Any]:
+    """Mouth-to-ear latency against aiortc's stock audio path on the same loopback (same
+    measurement method for both, rounds alternated), processing time per frame, CPU of one call
+    endpoint, and the key accounting ratio of both modes."""
+    import asyncio
+    import tempfile
+    from pathlib import Path
+
+    from qphone.calldemo import SAMPLES, running_keyserver
+    from qphone.cpumeasure import measure_endpoint_cpu
+    from qphone.latencymeasure import measure_latency, timelines_from_call_logs
+    from qphone.loopback import LoopbackOptions, run_loopback
+    from qphone.stockpath import bench_latency_baseline
+    from qphone.wavio import read_wav
+
+    sample = SAMPLES / "speech_a_48k.wav"
+    pin, _ = read_wav(sample, 48000)
+    result: dict[str, Any] = {}
+    stock_p: list[dict[str, float]] = []
+    ours_p: list[dict[str, float]] = []
+    processing_p99: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="qphone-bench-") as tmp:
+        work = Path(tmp)
+        with running_keyserver(work / "kme", []) as kme:
+
+            def loop(mode: Mode, name: str) -> Any:
+                opts = LoopbackOptions(
+                    sample=sample,
+                    out=work / f"{name}.wav",
+                    mode=mode,
+                    quality=False,
+                    progress=False,
+                    workdir=work / name,
+                    profile_a=kme / "alice.toml",
+                    profile_b=kme / "bob.toml",
+                )
+                return run_loopback(opts)
+
+            for i in range(rounds):
+                stock = asyncio.run(bench_latency_baseline(sample, seconds))
+                stock_p.append(stock)
+                run = loop(Mode.AES, f"aes{i}")
+                pout, _ = read_wav(work / f"aes{i}.wav", 48000)
+                tl = timelines_from_call_logs(
+                    48000, pin, 960, run.alice.send_log, pout, run.bob.playout.stats.playout_log
+                )
+                ours_p.append(measure_latency(tl).summary())
+                processing_p99.append(run.report["latency_ms"]["parts"]["processing"]["p99"])
+                result["key_ratio_aes"] = run.report["key"]["ratio"]
+            result["key_ratio_otp"] = loop(Mode.OTP, "otp").report["key"]["ratio"]
+            if cpu_seconds > 0:
+                cpu = measure_endpoint_cpu(sample, cpu_seconds, kme_dir=kme).summary()
+                result["endpoint_cpu_fraction"] = cpu["endpoint_cpu_fraction"]
+    for q in ("p50", "p95", "p99"):
+        result[f"stock_m2e_ms_{q}"] = round(
+            statistics.median(s[f"stock_m2e_ms_{q}"] for s in stock_p), 2
+        )
+        result[f"m2e_ms_{q}"] = round(statistics.median(o[q] for o in ours_p), 2)
+    result["m2e_vs_stock"] = round(result["m2e_ms_p50"] / result["stock_m2e_ms_p50"], 3)
+    result["processing_ms_p99"] = round(max(processing_p99), 3)
+    result["latency_rounds"] = rounds
+    return result

@@ -36,13 +36,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from qphone import bench
 
-    which = ["crypto", "handshake"] if args.what == "all" else [args.what]
+    which = ["crypto", "handshake", "latency"] if args.what == "all" else [args.what]
     result: dict[str, object] = {}
     for name in which:
         if name == "crypto":
             result.update(bench.bench_crypto(rounds=args.rounds))
         elif name == "handshake":
             result.update(bench.bench_handshake())
+        elif name == "latency":
+            result.update(bench.bench_latency(rounds=max(1, args.rounds // 5)))
     if args.json:
         print(json.dumps(result))
     else:
@@ -265,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     d.set_defaults(func=_cmd_demo)
     b = sub.add_parser("bench", help="benchmarks against same-run baselines")
-    b.add_argument("what", nargs="?", default="all", choices=["crypto", "handshake", "all"])
+    b.add_argument(
+        "what", nargs="?", default="all", choices=["crypto", "handshake", "latency", "all"]
+    )
     b.add_argument("--json", action="store_true", help="one JSON object on stdout")
     b.add_argument("--rounds", type=int, default=15, help="measurement rounds (median)")
     b.set_defaults(func=_cmd_bench)

@@ -64,7 +64,9 @@ def test_opus_quality_orders_by_bitrate() -> None:
     ref = sample(16000, "speech_b")
     scores = {}
     for bitrate in (8000, 24000):
-        cfg = OpusConfig(sample_rate=16000, bitrate=bitrate, bandwidth="wb", fec=False)
+        cfg = OpusConfig(
+            sample_rate=16000, bitrate=bitrate, bandwidth="wb", fec=False, complexity=10
+        )
         enc, dec = OpusEncoder(cfg), OpusDecoder(cfg)
         out = frames_to_pcm(dec.decode(enc.encode(f)) for f in iter_frames(ref, 320))
         rep = measure(ref, out, 16000)

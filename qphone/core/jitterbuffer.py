@@ -119,7 +119,7 @@ class JitterBufferConfig:
             clock_rate=clock_rate,
             frame_ticks=clock_rate * frame_ms // 1000,
             min_delay_ms=float(frame_ms),
-            initial_delay_ms=max(40.0, 2.0 * frame_ms),
+            initial_delay_ms=max(30.0, 1.5 * frame_ms),  # 30 ms at 20 ms frames: grows on jitter
             max_delay_ms=max(200.0, 4.0 * frame_ms),
         )
 
