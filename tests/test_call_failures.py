@@ -105,6 +105,10 @@ async def test_wrong_peer_identity_refused(demo: Path, tmp_path: Path) -> None:
     ra, rb = await pair(a, b)
     assert isinstance(ra, dict) and ra["frames_received"] > 0
     assert KnownPeers(pa.known_peers).pinned("bob") == b.identity.public
+    # the live status line shows the call's state
+    line = a.status_line()
+    for part in (ra["sas"], "epoch tx", "QKD", "RTT", "loss", "jb", "dBFS"):
+        assert part in line, line
 
 
 async def test_man_in_the_middle_relay_detected(demo: Path, tmp_path: Path) -> None:
