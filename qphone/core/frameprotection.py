@@ -14,6 +14,7 @@ would repeat.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -35,6 +36,7 @@ MAX_PAYLOAD = 1500  # bytes; Opus packets are at most 1275
 MAX_FRAME = 17 + MAX_PAYLOAD + TAG_LEN
 DEFAULT_MAX_COUNTER = (1 << 32) - 1  # per key; far below the 2^64 header limit
 _NEVER = float("inf")
+_NOT_STARTED = float("-inf")
 MODE_BIT_AES = 0
 MODE_BIT_OTP = 1
 
@@ -72,15 +74,31 @@ def _header_prefixes(kid: int) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
 
 
 class AesFrameSender:
-    """Protects outgoing frames under the current epoch key."""
+    """Protects outgoing frames under the current epoch key.
 
-    def __init__(self, key: FrameKey, max_counter: int = DEFAULT_MAX_COUNTER) -> None:
+    An epoch lasts ``rotate_frames`` frames or ``rotate_s`` seconds from its first frame,
+    whichever comes first; then ``on_epoch_over(now)`` is called before the next frame is
+    protected (it may :meth:`rekey`; if it does not, the current key stays in use).
+    """
+
+    def __init__(
+        self,
+        key: FrameKey,
+        max_counter: int = DEFAULT_MAX_COUNTER,
+        rotate_frames: int = 1 << 62,
+        rotate_s: float = float("inf"),
+        on_epoch_over: Callable[[float], None] | None = None,
+    ) -> None:
         self._max = max_counter
+        self._rotate_frames = rotate_frames
+        self._rotate_s = rotate_s
+        self._on_epoch_over = on_epoch_over
         self._set_key(key)
 
     def _set_key(self, key: FrameKey) -> None:
         self._key = key
         self._ctr = 0
+        self._deadline = _NOT_STARTED  # the epoch's clock starts with its first frame
         self._encrypt = key.aead.encrypt
         self._salt = key.salt
         self._small, self._long = _header_prefixes(aes_kid(key.epoch))
@@ -94,10 +112,11 @@ class AesFrameSender:
         """Frames protected under the current key."""
         return self._ctr
 
-    def rekey(self, key: FrameKey) -> None:
+    def rekey(self, key: FrameKey, now: float) -> None:
         if key.epoch <= self._key.epoch:
             raise ValueError("the sender only moves to a newer epoch")
         self._set_key(key)
+        self._deadline = now + self._rotate_s
 
     def close(self) -> None:
         """Drop the key (the AESGCM context is freed with its last reference); refuse after."""
@@ -106,8 +125,14 @@ class AesFrameSender:
         self._encrypt = self._key.aead.encrypt
         self._salt = 0
 
-    def protect(self, payload: bytes) -> bytes:
+    def protect(self, payload: bytes, now: float) -> bytes:
         ctr = self._ctr
+        if ctr >= self._rotate_frames or now >= self._deadline:
+            if self._deadline == _NOT_STARTED:
+                self._deadline = now + self._rotate_s
+            elif self._on_epoch_over is not None:
+                self._on_epoch_over(now)
+                ctr = self._ctr
         if ctr > self._max:
             raise KeyExhausted(
                 f"epoch {self._key.epoch}: frame counter exhausted and no fresh key installed"
@@ -136,7 +161,13 @@ class _RecvEpoch:
 class AesFrameReceiver:
     """Unprotects incoming frames; holds the keys of the current and recent epochs."""
 
-    def __init__(self, replay_window: int, grace_s: float) -> None:
+    def __init__(
+        self,
+        replay_window: int,
+        grace_s: float,
+        on_new_epoch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._on_new_epoch = on_new_epoch  # called when the first frame of a newer epoch arrives
         self._epochs: dict[int, _RecvEpoch] = {}
         self._window = replay_window
         self._grace = grace_s
@@ -158,8 +189,8 @@ class AesFrameReceiver:
             raise ValueError(f"epoch {key.epoch} already installed or retired")
         self._epochs[key.epoch] = _RecvEpoch(key, ReplayWindow(self._window))
 
-    def unprotect(self, frame: bytes, now: float) -> tuple[int, bytes]:
-        """Return (epoch, payload) or raise a FrameRejected subclass. State changes only on
+    def unprotect(self, frame: bytes, now: float) -> bytes:
+        """Return the payload or raise a FrameRejected subclass. State changes only on
         success (plus the erasure of keys whose grace window has passed)."""
         if now >= self._next_retire:
             self._retire(now)
@@ -193,7 +224,9 @@ class AesFrameReceiver:
             self._next_retire = min(pending, default=_NEVER)
             if self._grace == 0:
                 self._retire(now)
-        return epoch, payload
+            if self._on_new_epoch is not None:
+                self._on_new_epoch(epoch)
+        return payload
 
     def _retire(self, now: float) -> None:
         for epoch in [e for e, v in self._epochs.items() if v.retire_at is not None]:

@@ -49,8 +49,6 @@ from qphone.core.keyschedule import Direction, EpochKeys, KeySchedule
 from qphone.core.otp import PadReceiver, PadSender
 from qphone.core.qkd import QkdKey
 
-_NOT_STARTED = float("-inf")
-
 
 class KeyPurpose(Enum):
     EPOCH = "epoch"
@@ -143,19 +141,24 @@ class CallSession:
         if self.mode is Mode.AES:
             keys0 = self._schedule.epoch0()
             self._sender = AesFrameSender(
-                FrameKey.derive(0, keys0.for_direction(self.send_dir)), max_counter
+                FrameKey.derive(0, keys0.for_direction(self.send_dir)),
+                max_counter,
+                p.rotate_frames,
+                self._rotate_s,
+                self._rotate,
             )
-            self._receiver = AesFrameReceiver(p.replay_window, p.grace_ms / 1000)
+            self._receiver = AesFrameReceiver(
+                p.replay_window, p.grace_ms / 1000, self._on_new_recv_epoch
+            )
             self._receiver.install(FrameKey.derive(0, keys0.for_direction(self.recv_dir)))
             self._send_keys: dict[int, FrameKey] = {}
             self._send_ready: set[int] = set()
             self._announced = 0
-            self._epoch_deadline = _NOT_STARTED  # first frame starts the epoch clock
-            self._rotate_frames = p.rotate_frames
             self._overdue_warned = -1
             self._recv_epoch = 0
-            self.protect: Callable[[bytes, float], bytes] = self._protect_aes
-            self.unprotect: Callable[[bytes, float], bytes] = self._unprotect_aes
+            # the hot path goes straight to the frame protection objects
+            self.protect: Callable[[bytes, float], bytes] = self._sender.protect
+            self.unprotect: Callable[[bytes, float], bytes] = self._receiver.unprotect
         else:
             self._schedule.close()
             self._pad_tx = PadSender(p.otp_tag_bits)
@@ -225,15 +228,6 @@ class CallSession:
             self._send(SenderProgress(0, self._pad_tx_position()))
         return frame
 
-    def _protect_aes(self, payload: bytes, now: float) -> bytes:
-        sender = self._sender
-        if sender.counter >= self._rotate_frames or now >= self._epoch_deadline:
-            if self._epoch_deadline == _NOT_STARTED:
-                self._epoch_deadline = now + self._rotate_s
-            else:
-                self._rotate(now)
-        return sender.protect(payload)
-
     def _unprotect_otp(self, frame: bytes, now: float) -> bytes:
         payload = self._pad_rx.unprotect(frame)
         end = self._pad_rx.last_end
@@ -246,13 +240,11 @@ class CallSession:
                 self._top_up()
         return payload
 
-    def _unprotect_aes(self, frame: bytes, now: float) -> bytes:
-        epoch, payload = self._receiver.unprotect(frame, now)
+    def _on_new_recv_epoch(self, epoch: int) -> None:
         if epoch > self._recv_epoch:
             self._recv_epoch = epoch
             self._events.append(EpochStarted(self.recv_dir, epoch))
             self._top_up()
-        return payload
 
     @staticmethod
     def _refuse(data: bytes, now: float) -> bytes:
@@ -268,8 +260,7 @@ class CallSession:
             return
         del self._send_keys[nxt]
         self._send_ready.discard(nxt)
-        self._sender.rekey(key)
-        self._epoch_deadline = now + self._rotate_s
+        self._sender.rekey(key, now)
         self._events.append(EpochStarted(self.send_dir, nxt))
         if self.role is Role.RESPONDER:
             self._send(SenderProgress(nxt, 0))
