@@ -433,34 +433,33 @@ class CallEndpoint:
         elif _is_wav(self.opt.input):
             source = WavSource(self.opt.input, cfg.sample_rate, spf)
         else:
-            from qphone.audiodevice import AudioDevice
             from qphone.mediapipeline import DeviceSource
 
-            dev = AudioDevice(
-                rate=cfg.sample_rate,
-                frame_samples=spf,
-                capture=True,
-                playback=False,
-                input_device=self.opt.input.removeprefix("device:"),
-            )
-            source, paced = DeviceSource(dev), False
+            source, paced = DeviceSource(self._device(self.opt.input, capture=True)), False
         if self.opt.output is None:
             sink = NullSink()
         elif _is_wav(self.opt.output):
             sink = WavSink(self.opt.output, cfg.sample_rate)
         else:
-            from qphone.audiodevice import AudioDevice
             from qphone.mediapipeline import DeviceSink
 
-            dev_out = AudioDevice(
-                rate=cfg.sample_rate,
-                frame_samples=spf,
-                capture=False,
-                playback=True,
-                output_device=self.opt.output.removeprefix("device:"),
-            )
-            sink = DeviceSink(dev_out)
+            sink = DeviceSink(self._device(self.opt.output, capture=False))
         return source, sink, paced
+
+    def _device(self, spec: str, capture: bool) -> Any:
+        """A sound device (PortAudio via pyaudio) for capture or playback, by name or index."""
+        from qphone.audiodevice import AudioDevice
+
+        cfg = self.opt.opus()
+        name = spec.removeprefix("device:")
+        return AudioDevice(
+            rate=cfg.sample_rate,
+            frame_samples=cfg.samples_per_frame,
+            capture=capture,
+            playback=not capture,
+            input_device=name if capture else None,
+            output_device=None if capture else name,
+        )
 
     async def _media(self) -> None:
         assert self.result is not None

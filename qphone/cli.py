@@ -240,7 +240,13 @@ def _add_call_options(p: argparse.ArgumentParser, answer: bool) -> None:
     p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
     p.add_argument("--ice-host", action="append", default=[], help="only gather on this address")
     p.add_argument("--status", action="store_true", help="force the live status line")
-    g = p.add_argument_group("network impairment of what this side receives (for testing)")
+    _add_impairment_options(
+        p.add_argument_group("network impairment of what this side receives (for testing)")
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON call summary at the end")
+
+
+def _add_impairment_options(g: Any) -> None:
     g.add_argument("--loss", type=float, default=0.0, help="packet loss probability")
     g.add_argument("--burst-loss", type=float, default=1.0, help="mean loss burst length")
     g.add_argument("--delay", type=float, default=0.0, help="added one-way delay (ms)")
@@ -248,7 +254,6 @@ def _add_call_options(p: argparse.ArgumentParser, answer: bool) -> None:
     g.add_argument("--reorder", type=float, default=0.0, help="reordering probability")
     g.add_argument("--duplicate", type=float, default=0.0, help="duplication probability")
     g.add_argument("--seed", type=int, default=0, help="seed of the impairment RNG")
-    p.add_argument("--json", action="store_true", help="print a JSON call summary at the end")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,13 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--mode", choices=["aes", "otp"], default="aes")
     lb.add_argument("--bitrate", type=int, default=24_000)
     lb.add_argument("--frame-ms", type=int, default=20, choices=[10, 20, 40, 60])
-    lb.add_argument("--loss", type=float, default=0.0, help="packet loss probability")
-    lb.add_argument("--burst-loss", type=float, default=1.0, help="mean loss burst length")
-    lb.add_argument("--delay", type=float, default=0.0, help="one-way delay (ms)")
-    lb.add_argument("--jitter", type=float, default=0.0, help="delay jitter (ms)")
-    lb.add_argument("--reorder", type=float, default=0.0, help="reordering probability")
-    lb.add_argument("--duplicate", type=float, default=0.0, help="duplication probability")
-    lb.add_argument("--seed", type=int, default=0, help="seed of the impairments")
+    _add_impairment_options(lb.add_argument_group("the network between the two endpoints"))
     lb.add_argument("--distance-km", type=float, default=10.0, help="simulated fibre length")
     lb.add_argument("--eve-fraction", type=float, default=0.0, help="intercept-resend fraction")
     lb.add_argument("--rotate-frames", type=int, default=250)
