@@ -246,3 +246,21 @@ def test_params_validation() -> None:
         CallParams(mode=Mode.OTP, pqc_only=True, handshake_qkd_bits=0)
     p = CallParams(mode=Mode.OTP, otp_tag_bits=128, rotate_frames=7)
     assert replace(p, rotate_frames=8) != p
+
+
+def test_ephemeral_secrets_dropped_when_done_or_failed() -> None:
+    key = qkd()
+    ini = Initiator(ALICE, CallParams(), [key], b"B" * 32)
+    res = Responder(BOB, b"B" * 32)
+    res.receive(ini.start())
+    sh = res.provide_qkd_keys([key])[0]
+    assert isinstance(sh, SendMessage)
+    failed = copy.deepcopy(ini)
+    with pytest.raises(HandshakeFailed):
+        failed.receive(sh.data[:-1] + bytes([sh.data[-1] ^ 1]))
+    fin = ini.receive(sh.data)[0]
+    assert isinstance(fin, SendMessage)
+    res.receive(fin.data)
+    for side in (ini, failed):
+        assert side._x is None and side._kem is None and side._qkd == b""
+    assert res._keys is None

@@ -311,13 +311,16 @@ class Initiator:
         )
         if params.pqc_only and ids:
             raise ValueError("a PQC-only call takes no QKD keys")
-        self._x = x25519.X25519PrivateKey.generate()
-        self._kem = mlkem.MLKEM768PrivateKey.generate()
+        # ephemeral keys: dropped when the handshake ends (OpenSSL frees and cleanses them)
+        x = x25519.X25519PrivateKey.generate()
+        kem = mlkem.MLKEM768PrivateKey.generate()
+        self._x: x25519.X25519PrivateKey | None = x
+        self._kem: mlkem.MLKEM768PrivateKey | None = kem
         self._hello = ClientHello(
             os.urandom(RANDOM_LEN),
             params,
-            self._x.public_key().public_bytes_raw(),
-            self._kem.public_key().public_bytes_raw(),
+            x.public_key().public_bytes_raw(),
+            kem.public_key().public_bytes_raw(),
             identity.public,
             ids,
         ).encode()
@@ -347,12 +350,17 @@ class Initiator:
 
     def _fail(self) -> None:
         self._state = "failed"
+        self._forget()
+
+    def _forget(self) -> None:
         self._qkd = b""
+        self._x = self._kem = None
 
     def _on_server_hello(self, data: bytes) -> list[Event]:
         sh = ServerHello.decode(data)
         _check_peer(self._expected_peer, sh.identity)
         core = sh.encode_core()
+        assert self._x is not None and self._kem is not None
         x_ss = self._x.exchange(x25519.X25519PublicKey.from_public_bytes(sh.x25519))
         kem_ss = self._kem.decapsulate(sh.mlkem_ct)
         keys = _derive_master(self._context, self._qkd, kem_ss, x_ss, self._hello, core)
@@ -386,7 +394,7 @@ class Initiator:
             ClientHello.decode(self._hello).qkd_key_ids,
         )
         self._state = "done"
-        self._qkd = b""
+        self._forget()
         return [SendMessage(finish), done]
 
 
