@@ -198,3 +198,55 @@ def bench_latency(
     result["processing_ms_p99"] = round(max(processing_p99), 3)
     result["latency_rounds"] = rounds
     return result
+
+
+# (what, our figure, baseline figure, ratio or value checked, target, lower is better)
+_TABLE = (
+    ("AES frame protect+unprotect (us)", "aes_frame_us", "srtp_gcm_us", "aes_vs_srtp", 1.0),
+    ("OTP frame protect+unprotect (us)", "otp_frame_us", "srtp_gcm_us", "otp_vs_srtp", 1.5),
+    (
+        "hybrid handshake p50 (ms)",
+        "handshake_ms_p50",
+        "hybrid_sign_ms_p50",
+        "handshake_ms_p50",
+        5.0,
+    ),
+    ("mouth-to-ear p50 (ms)", "m2e_ms_p50", "stock_m2e_ms_p50", "m2e_vs_stock", 0.6),
+    ("processing per frame p99 (ms)", "processing_ms_p99", None, "processing_ms_p99", 2.0),
+    ("CPU of one endpoint (core)", "endpoint_cpu_fraction", None, "endpoint_cpu_fraction", 0.05),
+)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """One table of every benchmark that ran: ours, the same-run baseline, the checked figure."""
+    rows = [("benchmark", "ours", "baseline", "checked", "target", "")]
+    for what, ours, base, checked, target in _TABLE:
+        if ours not in result:
+            continue
+        value = result[checked]
+        rows.append(
+            (
+                what,
+                str(result[ours]),
+                str(result.get(base, "-")) if base else "-",
+                f"{checked} = {value}",
+                f"<= {target}",
+                "ok" if value <= target else "MISSED",
+            )
+        )
+    for mode in ("aes", "otp"):
+        key = f"key_ratio_{mode}"
+        if key in result:
+            ok = "ok" if result[key] == 1.0 else "MISSED"
+            rows.append(
+                (
+                    f"QKD bits consumed/expected ({mode})",
+                    "-",
+                    "-",
+                    f"{key} = {result[key]}",
+                    "= 1.000",
+                    ok,
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
