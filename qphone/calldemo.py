@@ -101,7 +101,7 @@ def run_call_demo(
                     duration=seconds,
                     rotate_seconds=2.0,
                     transport=transport,
-                    status=True,
+                    status=None,  # live status line on a terminal
                 ),
             )
             b = CallEndpoint(
