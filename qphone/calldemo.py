@@ -128,6 +128,10 @@ def run_call_demo(
                 "bob_heard": str(heard_by_bob),
             }
             _print_summary(sa, sb)
+            print(
+                f"  recordings: {heard_by_alice} (alice heard bob), "
+                f"{heard_by_bob} (bob heard alice)"
+            )
     return results
 
 
