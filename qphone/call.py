@@ -798,6 +798,17 @@ class CallEndpoint:
             "pad_left_bits": self._pad_left_bits,
             "jitter_buffer_ms": round(jb.playout_delay_ms, 1),
             "duration_s": round(time.monotonic() - st.started, 2) if st.started else 0.0,
+            "processing_us_per_frame": {
+                "encode": round(st.encode_seconds / max(1, st.frames_sent) * 1e6, 1),
+                "protect": round(st.protect_seconds / max(1, st.frames_sent) * 1e6, 1),
+                "unprotect": round(st.unprotect_seconds / max(1, st.frames_received) * 1e6, 1),
+                "decode": round(
+                    self.playout.stats.decode_seconds
+                    / max(1, jb.played + jb.fec_recovered + jb.concealed)
+                    * 1e6,
+                    1,
+                ),
+            },
             "end_reason": st.end_reason,
             "warnings": st.warnings,
         }

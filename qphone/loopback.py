@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import math
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +82,6 @@ class LoopbackRun:
     report: dict[str, Any]
     alice: CallEndpoint
     bob: CallEndpoint
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _pct(values: list[float]) -> dict[str, float]:
@@ -491,7 +489,3 @@ def _quality(sample: Path, got: bytes, clear: bytes, rate: int) -> dict[str, Any
     except MeasurementUnavailable as exc:
         out["unavailable"] = str(exc)
     return out
-
-
-def options_dict(opts: LoopbackOptions) -> dict[str, Any]:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(opts).items()}

@@ -6,7 +6,6 @@ transport -> unprotect (core) -> jitter buffer (core) -> Opus decode / FEC / PLC
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from qphone.core.jitterbuffer import JitterBuffer, JitterBufferConfig, PlayoutKind
-from qphone.opuscodec import OpusConfig, OpusDecoder, OpusEncoder, decode_playout
+from qphone.opuscodec import OpusConfig, OpusDecoder, decode_playout
 from qphone.wavio import iter_frames, read_wav, write_wav
 
 SILENCE_DBFS = -120.0
@@ -171,13 +170,3 @@ class Playout:
 
     def next_due(self) -> float | None:
         return self.jb.next_due
-
-
-def make_encoder(config: OpusConfig) -> OpusEncoder:
-    return OpusEncoder(config)
-
-
-async def sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
-    delay = when - loop.time()
-    if delay > 0:
-        await asyncio.sleep(delay)

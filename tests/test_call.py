@@ -100,6 +100,7 @@ def test_call_both_ways(demo: Path, tmp_path: Path, mode: str) -> None:
     assert sa["mode"] == sb["mode"] == mode
     assert sa["frames_sent"] > 200 and sb["frames_received"] >= sa["frames_sent"] - 5
     assert sa["frames_rejected"] == {} and sb["frames_rejected"] == {}
+    assert all(v > 0 for v in sa["processing_us_per_frame"].values())
     if mode == "aes":
         assert sa["epochs"] >= 4  # rotated every second during a 5 s call
         assert sa["qkd_bits"]["epoch"] == sb["qkd_bits"]["epoch"] > 0
