@@ -223,9 +223,11 @@ class CallSession:
         if self.role is Role.INITIATOR:
             if self._pad_tx.held < self._low_water and not self._outstanding[_PAD_TX]:
                 self._top_up()
-        elif self._pad_tx_position() >= self._next_progress:
-            self._next_progress = self._pad_tx_position() + self._progress_step
-            self._send(SenderProgress(0, self._pad_tx_position()))
+        else:
+            position = self._pad_tx_position()
+            if position >= self._next_progress:
+                self._next_progress = position + self._progress_step
+                self._send(SenderProgress(0, position))
         return frame
 
     def _unprotect_otp(self, frame: bytes, now: float) -> bytes:
