@@ -17,9 +17,9 @@ from pathlib import Path
 
 
 async def _serve(config_path: Path) -> int:
-    from keyserver.config import ConfigError, load_config
-    from keyserver.kme import Kme
-    from keyserver.store import StoreError
+    from keyserver.kms.config import ConfigError, load_config
+    from keyserver.kms.kme import Kme
+    from keyserver.kms.store import StoreError
 
     try:
         config = load_config(config_path)
@@ -60,7 +60,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from keyserver.demo import Demo, DemoOptions
+    from keyserver.network.demo import Demo, DemoOptions
 
     opts = DemoOptions(
         directory=Path(args.dir).resolve(),
@@ -78,7 +78,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from keyserver.bench import run_bench
+    from keyserver.kms.bench import run_bench
 
     result = run_bench(Path(args.dir).resolve(), args.seconds, args.workers, args.size)
     if args.json:
@@ -90,7 +90,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from keyserver import bb84
+    from keyserver.qkd import simulator as bb84
 
     return int(bb84.simulate_command(args))
 
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_cmd_bench)
 
-    from keyserver.bb84 import add_simulate_arguments
+    from keyserver.qkd.simulator import add_simulate_arguments
 
     m = sub.add_parser("simulate", help="run the simulated BB84 link once, print figures")
     add_simulate_arguments(m)

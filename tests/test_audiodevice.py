@@ -7,10 +7,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pulse_fixture
 import pytest
-from pulse_fixture import PulseServer
 
+import tests.support.pulse_fixture as pulse_fixture
 from qphone.audiodevice import (
     SILENCE_DBFS,
     AudioDevice,
@@ -23,6 +22,7 @@ from qphone.audiodevice import (
 )
 from qphone.quality import estimate_delay, overlap
 from qphone.wavio import frames_to_pcm, iter_frames, read_wav
+from tests.support.pulse_fixture import PulseServer
 
 pulse_server = pulse_fixture.pulse_server  # the fixture, used by name below
 

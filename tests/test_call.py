@@ -6,7 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from callsupport import (
+
+from qphone.opuscodec import OpusConfig
+from qphone.quality import estimate_delay
+from tests.support.callsupport import (
     SAMPLES,
     answering,
     finish,
@@ -17,9 +20,6 @@ from callsupport import (
     reference_decode,
     wav_array,
 )
-
-from qphone.opuscodec import OpusConfig
-from qphone.quality import estimate_delay
 
 pytestmark = pytest.mark.slow
 LOOP = ["--ice-host", "127.0.0.1"]

@@ -10,7 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
-from callsupport import (
+
+from qphone.call import CallEndpoint, CallFailed, CallOptions
+from qphone.core.identity import Identity
+from qphone.kmeclient import KmeClient
+from qphone.knownpeers import KnownPeers
+from qphone.mediatransport import LOOPBACK_ADDRESSES, CallTransport, TransportConfig
+from qphone.profile import Profile, load_profile
+from qphone.signaling import SignalingListener
+from tests.support.callsupport import (
     SAMPLES,
     answering,
     finish,
@@ -20,14 +28,6 @@ from callsupport import (
     qphone,
     wav_array,
 )
-
-from qphone.call import CallEndpoint, CallFailed, CallOptions
-from qphone.core.identity import Identity
-from qphone.kmeclient import KmeClient
-from qphone.knownpeers import KnownPeers
-from qphone.mediatransport import LOOPBACK_ADDRESSES, CallTransport, TransportConfig
-from qphone.profile import Profile, load_profile
-from qphone.signaling import SignalingListener
 
 pytestmark = pytest.mark.slow
 HOST = "127.0.0.1"

@@ -6,11 +6,9 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
-import pulse_fixture
 import pytest
-from callsupport import SAMPLES, free_port, keyserver_demo, reference_decode
-from pulse_fixture import PulseServer
 
+import tests.support.pulse_fixture as pulse_fixture
 from qphone.audiodevice import AudioDevice
 from qphone.call import CallEndpoint, CallOptions
 from qphone.mediatransport import LOOPBACK_ADDRESSES, TransportConfig
@@ -18,6 +16,8 @@ from qphone.opuscodec import OpusConfig
 from qphone.profile import load_profile
 from qphone.quality import estimate_delay
 from qphone.wavio import frames_to_pcm
+from tests.support.callsupport import SAMPLES, free_port, keyserver_demo, reference_decode
+from tests.support.pulse_fixture import PulseServer
 
 pulse_server = pulse_fixture.pulse_server
 pytestmark = [pytest.mark.slow, pytest.mark.sound]

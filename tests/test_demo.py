@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from callsupport import BIN
+
+from tests.support.callsupport import BIN
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from kme_fixtures import DeterministicSource, KmePki, free_port, make_pki, running_pair
 
-from keyserver.kme import Kme
+from keyserver.kms.kme import Kme
 from qphone.core.qkd import QkdKey
 from qphone.kmeclient import (
     KmeClient,
@@ -21,6 +20,13 @@ from qphone.kmeclient import (
     QkdKeyPool,
 )
 from qphone.profile import Profile, ProfileError, load_profile
+from tests.support.kme_fixtures import (
+    DeterministicSource,
+    KmePki,
+    free_port,
+    make_pki,
+    running_pair,
+)
 
 
 @pytest.fixture(scope="module")

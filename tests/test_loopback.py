@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from callsupport import BIN, SAMPLES, keyserver_demo, private_profile
 
 from qphone.core.callparams import Mode
 from qphone.loopback import LoopbackOptions, run_loopback
 from qphone.quality import estimate_delay
 from qphone.wavio import read_wav, write_wav
+from tests.support.callsupport import BIN, SAMPLES, keyserver_demo, private_profile
 
 pytestmark = pytest.mark.slow
 

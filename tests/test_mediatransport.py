@@ -37,7 +37,7 @@ from qphone.mediatransport import (
 from qphone.signaling import SignalingListener, connect_signaling
 
 HOST = "127.0.0.1"
-PEER_SCRIPT = Path(__file__).with_name("transport_peer.py")
+PEER_SCRIPT = Path(__file__).parent / "support" / "transport_peer.py"
 FAST = TransportConfig(
     host_addresses=LOOPBACK_ADDRESSES,
     connect_timeout=5,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from coresupport import make_call
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +20,7 @@ from qphone.core.errors import (
     QphoneError,
 )
 from qphone.core.session import EpochStarted, RotationOverdue
+from tests.support.coresupport import make_call
 
 
 def _stream(call, mode_frames: int, seed: int, loss: float, dup: float, reorder: int):
@@ -235,10 +235,9 @@ def test_rotation_waits_for_peer_without_losing_frames() -> None:
 
 
 def test_counter_exhaustion_refused() -> None:
-    from coresupport import ALICE, BOB
-
     from qphone.core.session import CallSession
     from qphone.inmemorycall import MemoryKmePair, handshake
+    from tests.support.coresupport import ALICE, BOB
 
     kme = MemoryKmePair()
     ini, _ = handshake(ALICE, BOB, CallParams(rotate_frames=1000), kme)
