@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from keyserver.kms.etsi014 import Limits, valid_sae_id
+from keyserver.etsi014.messages import Limits, valid_sae_id
 
 
 class ConfigError(ValueError):

@@ -1,4 +1,6 @@
-"""One KME: the ETSI GS QKD 014 HTTPS API for its SAEs plus its end of the inter-KME link.
+"""One KME: an ETSI GS QKD 014 key service for its SAEs plus its end of the inter-KME link.
+
+The HTTP layer of the ETSI API is :mod:`keyserver.etsi014.server`; this class is its key service.
 
 Routes (all HTTPS, mutual TLS, identity = subject CN of the client certificate):
 
@@ -14,27 +16,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
+from keyserver.etsi014 import messages as etsi014
+from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits, Status
+from keyserver.etsi014.server import Etsi014Api, Key, caller_id, json_response
 from keyserver.jsonlog import log
-from keyserver.kms import etsi014
 from keyserver.kms.config import KmeConfig
-from keyserver.kms.etsi014 import EtsiError, Limits, Status
 from keyserver.kms.issuer import Issuer, OutOfKeys, apply_peer_notices
 from keyserver.kms.link import BlockSource, LinkRunner
 from keyserver.kms.linkstats import LinkStats
-from keyserver.kms.openapi import API_PREFIX, OPENAPI_PATH, openapi_document
 from keyserver.kms.peer import (
     MAX_LINK_BODY,
     PeerClient,
     PeerProtocolError,
     PeerUnavailable,
-    cert_common_name,
     decode_segments,
 )
 from keyserver.kms.sqlitestore import SqliteKeyStore
@@ -52,29 +52,6 @@ _LOG = logging.getLogger("keyserver.kms.kme")
 MSG_OUT_OF_KEYS = "not enough key material available on KME; retry later"
 MSG_PEER_DOWN = "peer KME unreachable; keys cannot be synchronised; retry later"
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(body, status=status, headers=headers)
-
-
-def _query(request: web.Request) -> dict[str, list[str]]:
-    q = request.query
-    return {k: q.getall(k) for k in dict.fromkeys(q.keys())}
-
-
-def caller_id(request: web.Request) -> str | None:
-    """The subject CN of the verified client certificate, or None."""
-    transport = request.transport
-    if transport is None:
-        return None
-    cert = transport.get_extra_info("peercert")
-    if cert is None:
-        sslobj = transport.get_extra_info("ssl_object")
-        cert = sslobj.getpeercert() if sslobj is not None else None
-    return cert_common_name(cert)
-
 
 class Kme:
     """A KME process's service. ``await start()``, then ``await stop()``."""
@@ -88,7 +65,7 @@ class Kme:
         store: KeyStore | None = None,
     ) -> None:
         self.config = config
-        self.limits: Limits = config.limits
+        self._limits: Limits = config.limits
         self._source = source
         self._pace = pace
         self._store_given = store
@@ -96,10 +73,8 @@ class Kme:
         self._runner: web.AppRunner | None = None
         self.port = config.port
         self.stats = LinkStats()
-        self.counters: dict[str, int] = {
-            "enc_requests": 0, "dec_requests": 0, "keys_to_masters": 0, "keys_to_slaves": 0,
-            "rejected_400": 0, "rejected_401": 0, "errors_503": 0,
-        }
+        self.api = Etsi014Api(self)
+        self.counters = self.api.counters
         self.link: LinkRunner | None = None
         self.failed = asyncio.Event()  # a background task died: the process should exit
 
@@ -191,16 +166,23 @@ class Kme:
                 stored_key_count=self.stored_key_count(), link=self.stats.extension())
 
     # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def kme_id(self) -> str:
+        return self.config.id
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
     def stored_key_count(self) -> int:
         return self.store.available_bytes(self.config.id) * 8 // self.limits.key_size
 
-    def _local_caller(self, request: web.Request) -> str:
-        sae = caller_id(request)
-        if sae is None:
+    def authorise(self, caller: str | None) -> str:
+        if caller is None:
             raise EtsiError(401, "a client certificate signed by the KME's CA is required")
-        if sae not in self.config.local_sae:
-            raise EtsiError(401, f"SAE {sae!r} is not registered at KME {self.config.id}")
-        return sae
+        if caller not in self.config.local_sae:
+            raise EtsiError(401, f"SAE {caller!r} is not registered at KME {self.config.id}")
+        return caller
 
     def _peer_sae(self, sae_id: str, role: str) -> str:
         if sae_id not in self.config.peer.sae:
@@ -211,44 +193,20 @@ class Kme:
             )
         return sae_id
 
-    async def _body(self, request: web.Request, limit: int = etsi014.MAX_BODY_BYTES) -> bytes:
-        if request.content_length is not None and request.content_length > limit:
-            raise etsi014.bad_request(f"request body larger than {limit} bytes")
-        return await request.read()
-
-    async def _no_body(self, request: web.Request) -> None:
-        if request.body_exists and await request.read():
-            raise etsi014.bad_request("GET requests take no body; use POST to send one")
-
     def _status_extension(self) -> dict[str, Any]:
         return {"qkd_link": self.stats.extension()}
 
-    # -- ETSI 014 handlers -----------------------------------------------------------------------
-    async def h_status(self, request: web.Request) -> web.Response:
-        master = self._local_caller(request)
-        await self._no_body(request)
-        if request.query:
-            raise etsi014.bad_request("Get status takes no query parameters")
-        slave = self._peer_sae(request.match_info["sae"], "slave_SAE_ID")
-        st = Status(
+    # -- the ETSI 014 key service (keyserver.etsi014.server.KeyService) --------------------------
+    async def status(self, master: str, slave: str) -> Status:
+        return Status(
             source_kme_id=self.config.id, target_kme_id=self.config.peer.id,
-            master_sae_id=master, slave_sae_id=slave,
+            master_sae_id=master, slave_sae_id=self._peer_sae(slave, "slave_SAE_ID"),
             stored_key_count=self.stored_key_count(), max_key_count=self.config.max_key_count,
             limits=self.limits, status_extension=self._status_extension(),
         )
-        return _json(200, st.body())
 
-    async def h_enc_keys(self, request: web.Request) -> web.Response:
-        master = self._local_caller(request)
-        self.counters["enc_requests"] += 1
-        if request.method == "GET":
-            await self._no_body(request)
-            req = etsi014.parse_key_request_query(_query(request), self.limits)
-        else:
-            if request.query:
-                raise etsi014.bad_request("POST enc_keys takes its parameters in the JSON body")
-            req = etsi014.parse_key_request(await self._body(request), self.limits)
-        slave = self._peer_sae(request.match_info["sae"], "slave_SAE_ID")
+    async def enc_keys(self, master: str, slave: str, req: KeyRequest) -> Sequence[Key]:
+        slave = self._peer_sae(slave, "slave_SAE_ID")
         try:
             keys = await self.issuer.issue(IssueRequest(master, slave, req.number, req.size_bytes))
         except OutOfKeys:
@@ -260,25 +218,15 @@ class Kme:
         except (PeerUnavailable, StoreError) as e:
             log(_LOG, logging.WARNING, "enc_keys_failed", master=master, slave=slave, error=str(e))
             raise EtsiError(503, MSG_PEER_DOWN) from None
-        self.counters["keys_to_masters"] += len(keys)
         log(_LOG, logging.DEBUG, "enc_keys", master=master, slave=slave, number=len(keys),
             size=req.size, key_IDs=[str(k.key_id) for k in keys])
-        return _json(200, etsi014.key_container([(k.key_id, k.material) for k in keys]))
+        return [(k.key_id, k.material) for k in keys]
 
-    async def h_dec_keys(self, request: web.Request) -> web.Response:
-        slave = self._local_caller(request)
-        self.counters["dec_requests"] += 1
-        ids: list[uuid.UUID]
-        if request.method == "GET":
-            await self._no_body(request)
-            ids = etsi014.parse_key_ids_query(_query(request))
-        else:
-            if request.query:
-                raise etsi014.bad_request("POST dec_keys takes the key IDs in the JSON body")
-            ids = etsi014.parse_key_ids(await self._body(request), self.limits.max_key_per_request)
-        master = request.match_info["sae"]
+    async def dec_keys(
+        self, slave: str, master: str, key_ids: Sequence[uuid.UUID]
+    ) -> Sequence[Key]:
         try:
-            keys = self.store.take_keys(master, slave, ids)
+            keys = self.store.take_keys(master, slave, key_ids)
         except KeysNotFound:
             raise etsi014.bad_request(etsi014.MSG_NOT_FOUND) from None
         except KeysNotAuthorized:
@@ -286,13 +234,9 @@ class Kme:
                 401, f"SAE {slave!r} was not named as slave when these keys were issued by "
                 f"{master!r}"
             ) from None
-        self.counters["keys_to_slaves"] += len(keys)
         log(_LOG, logging.DEBUG, "dec_keys", master=master, slave=slave, number=len(keys),
-            key_IDs=[str(k) for k in ids])
-        return _json(200, etsi014.key_container([(k.key_id, k.material) for k in keys]))
-
-    async def h_openapi(self, request: web.Request) -> web.Response:
-        return _json(200, openapi_document(self.limits, self.config.id))
+            key_IDs=[str(k) for k in key_ids])
+        return [(k.key_id, k.material) for k in keys]
 
     # -- link handlers (peer KME only) -----------------------------------------------------------
     def _peer_caller(self, request: web.Request) -> None:
@@ -317,7 +261,7 @@ class Kme:
         if new_stats is not None:
             self.stats = new_stats
             self.store.set_meta("link_stats", new_stats.to_json())
-        return _json(200, {"held_up_to": held})
+        return json_response(200, {"held_up_to": held})
 
     async def h_link_notices(self, request: web.Request) -> web.Response:
         self._peer_caller(request)
@@ -329,41 +273,12 @@ class Kme:
         except LinkDesync as e:
             log(_LOG, logging.CRITICAL, "link_desync", error=str(e))
             raise EtsiError(503, f"link desynchronised: {e}") from None
-        return _json(200, {"applied_up_to": applied})
+        return json_response(200, {"applied_up_to": applied})
 
     # -- app ---------------------------------------------------------------------------------------
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        t0 = time.perf_counter()
-        try:
-            resp = await handler(request)
-        except EtsiError as e:
-            name = "errors_503" if e.status == 503 else f"rejected_{e.status}"
-            self.counters[name] = self.counters.get(name, 0) + 1
-            log(_LOG, logging.INFO, "request_refused", method=request.method,
-                path=request.path, status=e.status, message=e.message, sae=caller_id(request))
-            headers = {"Retry-After": "1"} if e.status == 503 else None
-            return _json(e.status, e.body(), headers)
-        except web.HTTPRequestEntityTooLarge:
-            return _json(400, {"message": "request body too large"})
-        except web.HTTPException as e:
-            return _json(e.status, {"message": e.reason})
-        except Exception as e:
-            log(_LOG, logging.ERROR, "internal_error", path=request.path, error=repr(e))
-            return _json(503, {"message": "internal KME error"}, {"Retry-After": "1"})
-        log(_LOG, logging.DEBUG, "request", method=request.method, path=request.path,
-            status=resp.status, ms=round(1000 * (time.perf_counter() - t0), 3))
-        return resp
-
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors], client_max_size=MAX_LINK_BODY)
-        r = app.router
-        r.add_get(API_PREFIX + "/{sae}/status", self.h_status, allow_head=False)
-        r.add_get(API_PREFIX + "/{sae}/enc_keys", self.h_enc_keys, allow_head=False)
-        r.add_post(API_PREFIX + "/{sae}/enc_keys", self.h_enc_keys)
-        r.add_get(API_PREFIX + "/{sae}/dec_keys", self.h_dec_keys, allow_head=False)
-        r.add_post(API_PREFIX + "/{sae}/dec_keys", self.h_dec_keys)
-        r.add_get(OPENAPI_PATH, self.h_openapi, allow_head=False)
-        r.add_post("/link/v1/segments", self.h_link_segments)
-        r.add_post("/link/v1/notices", self.h_link_notices)
+        app = web.Application(middlewares=[self.api.errors], client_max_size=MAX_LINK_BODY)
+        self.api.add_routes(app)
+        app.router.add_post("/link/v1/segments", self.h_link_segments)
+        app.router.add_post("/link/v1/notices", self.h_link_notices)
         return app

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from keyserver.kms import etsi014
+from keyserver.etsi014 import messages as etsi014
 from keyserver.kms.kme import MSG_OUT_OF_KEYS, MSG_PEER_DOWN, Kme
-from keyserver.kms.openapi import OPENAPI_PATH, STATUS_CODES
+from keyserver.etsi014.openapi import OPENAPI_PATH, STATUS_CODES
 from keyserver.kms.peer import PeerClient, PeerUnavailable
 from keyserver.pki.tls import client_context
 from tests.support.kme_fixtures import (

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keyserver.kms import etsi014
-from keyserver.kms.etsi014 import EtsiError, KeyRequest, Limits
+from keyserver.etsi014 import messages as etsi014
+from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits
 
 LIM = Limits()
 

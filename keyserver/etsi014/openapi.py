@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keyserver.kms.etsi014 import Limits
+from keyserver.etsi014.messages import Limits
 
 API_PREFIX = "/api/v1/keys"
 OPENAPI_PATH = "/api/v1/openapi.json"
