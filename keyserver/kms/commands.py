@@ -1,0 +1,80 @@
+"""``qkd-keyserver serve`` (one KME from a config) and ``qkd-keyserver bench`` (key pairs/s)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+
+async def _serve(config_path: Path) -> int:
+    from keyserver.kms.config import ConfigError, load_config
+    from keyserver.kms.kme import Kme
+    from keyserver.kms.store import StoreError
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        print(f"qkd-keyserver serve: {e}", file=sys.stderr)
+        return 2
+    kme = Kme(config)
+    try:
+        await kme.start()
+    except (StoreError, OSError) as e:
+        print(f"qkd-keyserver serve: cannot start: {e}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for s in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(s, stop.set)
+    stopped = asyncio.create_task(stop.wait())
+    failed = asyncio.create_task(kme.failed.wait())
+    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    failed.cancel()
+    await kme.stop()
+    if kme.failed.is_set():
+        print("qkd-keyserver serve: a background task failed (see the log)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from keyserver.jsonlog import setup_logging
+
+    setup_logging(os.environ.get("QKD_LOG_LEVEL", "INFO").upper())
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_serve(Path(args.config)))
+    return uvloop.run(_serve(Path(args.config)))
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from keyserver.kms.bench import run_bench
+
+    result = run_bench(Path(args.dir).resolve(), args.seconds, args.workers, args.size)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>14}: {v}")
+    return 0 if result["errors"] == 0 and result["duplicates"] == 0 else 1
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    s = sub.add_parser("serve", help="one KME, configured by a TOML file")
+    s.add_argument("--config", required=True)
+    s.set_defaults(func=_cmd_serve)
+
+    b = sub.add_parser("bench", help="enc_keys at A + dec_keys at B, from client processes")
+    b.add_argument("--dir", required=True, help="the demo directory (reads demo.json)")
+    b.add_argument("--seconds", type=float, default=10.0)
+    b.add_argument("--workers", type=int, default=6, help="client processes")
+    b.add_argument("--size", type=int, default=256, help="key size in bits")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=_cmd_bench)
