@@ -34,6 +34,14 @@ distance_km = 10.0
 eve_fraction = 0.0
 seed = 1                      # optional: reproducible simulation
 pulses_per_block = 100000000   # 0.1 s of link time at 1 GHz
+
+[http]                        # optional: ETSI 014 listener limits (seconds; defaults shown)
+tls_handshake_timeout = 10
+header_timeout = 10           # first byte of a request -> complete header
+body_timeout = 10
+idle_timeout = 30             # keep-alive
+max_connections = 1024
+max_connections_per_client = 64   # per client certificate CN (or address without one)
 ```
 """
 
@@ -45,6 +53,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from keyserver.etsi014.messages import Limits, valid_sae_id
+from keyserver.etsi014.server import HttpLimits
 
 
 class ConfigError(ValueError):
@@ -88,6 +97,7 @@ class KmeConfig:
     peer: PeerConfig
     link: LinkConfig
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    http: HttpLimits = field(default_factory=HttpLimits)
 
 
 _SECTIONS = {
@@ -97,6 +107,10 @@ _SECTIONS = {
     "sae": {"local"},
     "peer": {"id", "url", "sae"},
     "link": {"role", "distance_km", "eve_fraction", "seed", "pulses_per_block", "params"},
+    "http": {
+        "tls_handshake_timeout", "header_timeout", "body_timeout", "idle_timeout",
+        "max_connections", "max_connections_per_client",
+    },
 }
 
 
@@ -202,6 +216,17 @@ def parse_config(doc: dict[str, Any], base: Path) -> KmeConfig:
             LinkParams(distance_km=link.distance_km, eve_fraction=link.eve_fraction, **extra)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"[link] / [link.params]: {e}") from None
+    defaults = HttpLimits()
+    try:
+        http = HttpLimits(
+            **{
+                name: _get(doc, "http", name, int if name.startswith("max_") else (int, float),
+                           getattr(defaults, name))
+                for name in _SECTIONS["http"]
+            }
+        )
+    except ValueError as e:
+        raise ConfigError(f"[http] {e}") from None
     return KmeConfig(
         id=kme_id,
         host=_get(doc, "kme", "host", str, "127.0.0.1"),
@@ -214,6 +239,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> KmeConfig:
         peer=peer,
         link=link,
         synchronous=sync,
+        http=http,
     )
 
 

@@ -24,7 +24,15 @@ from aiohttp import web
 
 from keyserver.etsi014 import messages as etsi014
 from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits, Status
-from keyserver.etsi014.server import Etsi014Api, Key, caller_id, json_response
+from keyserver.etsi014.server import (
+    Etsi014Api,
+    Key,
+    Listener,
+    caller_id,
+    guarded_app,
+    json_response,
+    start_server,
+)
 from keyserver.jsonlog import log
 from keyserver.kms.config import KmeConfig
 from keyserver.kms.issuer import Issuer, OutOfKeys, apply_peer_notices
@@ -70,10 +78,10 @@ class Kme:
         self._pace = pace
         self._store_given = store
         self._tasks: list[asyncio.Task[None]] = []
-        self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
         self.port = config.port
         self.stats = LinkStats()
-        self.api = Etsi014Api(self)
+        self.api = Etsi014Api(self, config.http)
         self.counters = self.api.counters
         self.link: LinkRunner | None = None
         self.failed = asyncio.Event()  # a background task died: the process should exit
@@ -91,17 +99,11 @@ class Kme:
             client_context(tls.ca_cert, tls.cert, tls.key, expect_cn=cfg.peer.id),
         )
         self.issuer = Issuer(self.store, self.peer)
-        app = self.build_app()
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, cfg.host, cfg.port,
-            ssl_context=server_context(tls.ca_cert, tls.cert, tls.key), backlog=1024,
+        self._listener = await start_server(
+            self.build_app(), cfg.host, cfg.port,
+            server_context(tls.ca_cert, tls.cert, tls.key), cfg.http,
         )
-        await site.start()
-        server: Any = site._server  # the bound port when configured as 0
-        if server is not None and server.sockets:
-            self.port = int(server.sockets[0].getsockname()[1])
+        self.port = self._listener.port
         self._spawn(self.issuer.run())
         self._spawn(self.issuer.retry_loop())
         self._spawn(self._summary_loop())
@@ -144,8 +146,8 @@ class Kme:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._listener is not None:
+            await self._listener.cleanup()
         await self.peer.aclose()
         if self._source is not None:
             await self._source.aclose()
@@ -277,8 +279,7 @@ class Kme:
 
     # -- app ---------------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self.api.errors], client_max_size=MAX_LINK_BODY)
-        self.api.add_routes(app)
+        app = guarded_app(self.api, client_max_size=MAX_LINK_BODY)
         app.router.add_post("/link/v1/segments", self.h_link_segments)
         app.router.add_post("/link/v1/notices", self.h_link_notices)
         return app

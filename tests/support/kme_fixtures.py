@@ -15,8 +15,9 @@ from typing import Any
 
 import httpx
 
-from keyserver.kms.config import KmeConfig, LinkConfig, PeerConfig, TlsConfig
 from keyserver.etsi014.messages import Limits
+from keyserver.etsi014.server import HttpLimits
+from keyserver.kms.config import KmeConfig, LinkConfig, PeerConfig, TlsConfig
 from keyserver.kms.kme import Kme
 from keyserver.kms.link import BlockOutcome
 from keyserver.pki.certificates import CertificateAuthority, CertPaths, DemoPki, ensure_demo_pki
@@ -88,6 +89,7 @@ def pair_configs(
     limits: Limits | None = None,
     local_a: tuple[str, ...] = ("alice",),
     local_b: tuple[str, ...] = ("bob",),
+    http: HttpLimits | None = None,
 ) -> tuple[KmeConfig, KmeConfig]:
     pa = port_a or free_port()
     pb = port_b or free_port()
@@ -103,6 +105,7 @@ def pair_configs(
         local_sae=local_a,
         peer=PeerConfig("KME-B", f"https://127.0.0.1:{pb}", local_b),
         link=LinkConfig(role="source"),
+        http=http or HttpLimits(),
     )
     b = replace(
         a,
