@@ -28,14 +28,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qphone.mediatransport import (
+from qphone.transport.calltransport import (
     LOOPBACK_ADDRESSES,
     CallTransport,
     MediaPath,
     ReceivedFrame,
     TransportConfig,
 )
-from qphone.signaling import SignalingListener
+from qphone.transport.signaling import SignalingListener
 
 FRAME_INTERVAL = 0.020
 _INDEX = struct.Struct(">I")

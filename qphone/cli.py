@@ -10,14 +10,14 @@ from typing import Any
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.core:
-        from qphone.coredemo import run_core_demo
+        from qphone.demo.coredemo import run_core_demo
 
         summary = run_core_demo(seconds=args.seconds)
     else:
         from pathlib import Path
 
-        from qphone.call import CallFailed
-        from qphone.calldemo import run_call_demo
+        from qphone.demo.calldemo import run_call_demo
+        from qphone.endpoint.endpoint import CallFailed
 
         modes = ["aes", "otp"] if args.mode == "both" else [args.mode]
         kme_args = ["--distance-km", str(args.distance_km)]
@@ -34,7 +34,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from qphone import bench
+    from qphone.measure import bench
 
     which = ["crypto", "handshake", "latency"] if args.what == "all" else [args.what]
     result: dict[str, object] = {}
@@ -60,9 +60,9 @@ def _hostport(text: str) -> tuple[str, int]:
 
 
 def _call_options(args: argparse.Namespace) -> Any:
-    from qphone.call import CallOptions
     from qphone.core.callparams import Mode
-    from qphone.mediatransport import IceServer, TransportConfig
+    from qphone.endpoint.endpoint import CallOptions
+    from qphone.transport.calltransport import IceServer, TransportConfig
 
     ice = tuple(IceServer(urls=(u,)) for u in args.ice_server)
     hosts = tuple(args.ice_host) if args.ice_host else None
@@ -102,7 +102,7 @@ def _call_options(args: argparse.Namespace) -> Any:
 def _run_call(args: argparse.Namespace, answer: bool) -> int:
     import asyncio
 
-    from qphone.call import CallEndpoint, CallFailed
+    from qphone.endpoint.endpoint import CallEndpoint, CallFailed
     from qphone.profile import ProfileError, load_profile
 
     try:
@@ -143,9 +143,9 @@ def _cmd_answer(args: argparse.Namespace) -> int:
 def _cmd_loopback(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from qphone.call import CallFailed
     from qphone.core.callparams import Mode
-    from qphone.loopback import LoopbackOptions, run_loopback
+    from qphone.endpoint.endpoint import CallFailed
+    from qphone.measure.loopback import LoopbackOptions, run_loopback
 
     if (args.profile_a is None) != (args.profile_b is None):
         print("qphone loopback: give both --profile-a and --profile-b, or neither", file=sys.stderr)
@@ -193,7 +193,7 @@ def _cmd_loopback(args: argparse.Namespace) -> int:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from qphone.audiodevice import AudioDeviceError, format_devices, list_devices
+    from qphone.audio.devices import AudioDeviceError, format_devices, list_devices
 
     try:
         devices = list_devices()

@@ -100,8 +100,13 @@ class KmeStatus:
 
 _STATUS_STR = ("source_KME_ID", "target_KME_ID", "master_SAE_ID", "slave_SAE_ID")
 _STATUS_INT = (
-    "key_size", "stored_key_count", "max_key_count", "max_key_per_request", "max_key_size",
-    "min_key_size", "max_SAE_ID_count",
+    "key_size",
+    "stored_key_count",
+    "max_key_count",
+    "max_key_per_request",
+    "max_key_size",
+    "min_key_size",
+    "max_SAE_ID_count",
 )
 
 
@@ -204,7 +209,8 @@ class KmeClient:
             ctx.load_cert_chain(client_cert, client_key)
         except (OSError, ssl.SSLError) as e:
             raise KmeRejected(
-                0, f"cannot load client certificate {client_cert} / key {client_key}: {e}",
+                0,
+                f"cannot load client certificate {client_cert} / key {client_key}: {e}",
                 "fix [kme] client_cert and client_key in the profile",
             ) from None
         self._client = httpx.AsyncClient(
@@ -220,8 +226,11 @@ class KmeClient:
     @classmethod
     def from_profile(cls, profile: Profile, **kw: Any) -> KmeClient:
         return cls(
-            profile.kme_url, ca_cert=profile.ca_cert, client_cert=profile.client_cert,
-            client_key=profile.client_key, **kw,
+            profile.kme_url,
+            ca_cert=profile.ca_cert,
+            client_cert=profile.client_cert,
+            client_key=profile.client_key,
+            **kw,
         )
 
     async def __aenter__(self) -> KmeClient:
@@ -264,14 +273,17 @@ class KmeClient:
             )
         if resp.status_code == 401:
             raise KmeRejected(
-                401, message, "check [kme] client_cert/client_key are this SAE's certificate, "
+                401,
+                message,
+                "check [kme] client_cert/client_key are this SAE's certificate, "
                 "signed by the KME's CA, and that the SAE IDs in the request are right",
             )
         if resp.status_code == 400:
             raise KmeRejected(400, message, "the request does not fit the KME (see status)")
         if resp.status_code == 503 or resp.status_code >= 500:
-            raise KmeUnavailable(f"KME at {self.url} answered {resp.status_code}: {message}; "
-                                 "retry later")
+            raise KmeUnavailable(
+                f"KME at {self.url} answered {resp.status_code}: {message}; retry later"
+            )
         raise KmeProtocolError(f"KME at {self.url} answered {resp.status_code}: {message}")
 
     @staticmethod
@@ -315,9 +327,7 @@ class KmeClient:
         if not key_ids:
             raise ValueError("key_ids must not be empty")
         body = {"key_IDs": [{"key_ID": str(k)} for k in key_ids]}
-        obj = await self._request(
-            "POST", f"/api/v1/keys/{self._sae(master_sae_id)}/dec_keys", body
-        )
+        obj = await self._request("POST", f"/api/v1/keys/{self._sae(master_sae_id)}/dec_keys", body)
         keys = {k.key_id: k for k in _parse_keys(obj, None)}
         if set(keys) != set(key_ids) or len(keys) != len(key_ids):
             raise KmeProtocolError("KME returned other key IDs than requested")
@@ -381,8 +391,10 @@ class QkdKeyPool:
         """A ready key, or KmeOutOfKeys if none is ready (the pool keeps refilling)."""
         if not self._keys:
             self._need.set()
-            raise self.last_error if isinstance(self.last_error, KmeEavesdropperAlarm) else (
-                KmeOutOfKeys("no prefetched QKD key ready: raise the pool's target or wait")
+            raise (
+                self.last_error
+                if isinstance(self.last_error, KmeEavesdropperAlarm)
+                else (KmeOutOfKeys("no prefetched QKD key ready: raise the pool's target or wait"))
             )
         key = self._keys.popleft()
         self._after_take()
