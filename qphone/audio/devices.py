@@ -17,18 +17,15 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import math
 import os
 import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
+from qphone.audio.level import SILENCE_DBFS, level_dbfs
 
 INSTALL_HINT = "pip install 'qphone[audio]'"
-#: level reported for digital silence
-SILENCE_DBFS = -120.0
 
 
 class AudioDeviceError(RuntimeError):
@@ -92,17 +89,6 @@ def quiet_stderr(enabled: bool = True) -> Iterator[None]:
     finally:
         os.dup2(saved, fd)
         os.close(saved)
-
-
-def level_dbfs(pcm: bytes | np.ndarray) -> float:
-    """RMS level of int16 PCM in dBFS (a full-scale square wave is 0 dBFS)."""
-    x = np.frombuffer(pcm, dtype="<i2") if isinstance(pcm, bytes | bytearray) else pcm
-    if len(x) == 0:
-        return SILENCE_DBFS
-    rms = math.sqrt(float(np.mean(np.square(x, dtype=np.float64))))
-    if rms <= 0:
-        return SILENCE_DBFS
-    return max(SILENCE_DBFS, 20.0 * math.log10(rms / 32768.0))
 
 
 def list_devices(quiet: bool = True) -> list[DeviceInfo]:

@@ -1,34 +1,26 @@
-"""Audio in and out of a call: sources, sinks, and the Opus + jitter-buffer playout path.
+"""Where a call's audio comes from and goes to: a WAV file, a sound device, silence, or nowhere.
 
-capture (device or WAV) -> Opus encode -> frame protection (core) -> transport
-transport -> unprotect (core) -> jitter buffer (core) -> Opus decode / FEC / PLC -> playout
+A source yields one frame of mono int16 PCM per :meth:`AudioSource.read_frame` (None once a WAV
+file has ended); a sink takes the frames played out.  :func:`open_source` and :func:`open_sink`
+pick one from a spec: ``None`` (silence / discard), a ``*.wav`` path, or a sound device by name
+or index (optionally prefixed ``device:``).  A WAV source is read as fast as it is asked, so the
+send path paces it; a device delivers in real time by itself.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
-from qphone.audio.opus import OpusConfig, OpusDecoder, decode_playout
+from qphone.audio.devices import AudioDevice
+from qphone.audio.opus import OpusConfig
 from qphone.audio.wav import iter_frames, read_wav, write_wav
-from qphone.core.jitterbuffer import JitterBuffer, JitterBufferConfig, PlayoutKind
-
-SILENCE_DBFS = -120.0
-
-
-def level_dbfs(pcm: bytes) -> float:
-    if not pcm:
-        return SILENCE_DBFS
-    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    rms = float(np.sqrt(np.mean(x * x))) / 32768.0
-    return 20 * float(np.log10(rms)) if rms > 1e-6 else SILENCE_DBFS
 
 
 class AudioSource(Protocol):
+    async def start(self) -> None:
+        """Open the input (a sound device starts capturing)."""
+
     async def read_frame(self) -> bytes | None:
         """One frame of mono int16 PCM, or None when the input has ended."""
 
@@ -36,6 +28,9 @@ class AudioSource(Protocol):
 
 
 class AudioSink(Protocol):
+    async def start(self) -> None:
+        """Open the output (a sound device starts playing)."""
+
     def write_frame(self, pcm: bytes) -> None: ...
 
     async def close(self) -> None: ...
@@ -49,6 +44,9 @@ class WavSource:
         self._frames = list(iter_frames(pcm, frame_samples))
         self._i = 0
 
+    async def start(self) -> None:
+        return None
+
     async def read_frame(self) -> bytes | None:
         if self._i >= len(self._frames):
             return None
@@ -60,8 +58,13 @@ class WavSource:
 
 
 class SilenceSource:
+    """Digital silence, for ever."""
+
     def __init__(self, frame_samples: int) -> None:
         self._frame = bytes(2 * frame_samples)
+
+    async def start(self) -> None:
+        return None
 
     async def read_frame(self) -> bytes | None:
         return self._frame
@@ -78,6 +81,9 @@ class WavSink:
         self.rate = rate
         self.frames: list[bytes] = []
 
+    async def start(self) -> None:
+        return None
+
     def write_frame(self, pcm: bytes) -> None:
         self.frames.append(pcm)
 
@@ -86,6 +92,11 @@ class WavSink:
 
 
 class NullSink:
+    """Discards what is played out."""
+
+    async def start(self) -> None:
+        return None
+
     def write_frame(self, pcm: bytes) -> None:
         return None
 
@@ -94,79 +105,67 @@ class NullSink:
 
 
 class DeviceSource:
-    def __init__(self, device: object) -> None:
-        self._dev = device
+    """Capture from a sound device (PortAudio)."""
+
+    def __init__(self, device: AudioDevice) -> None:
+        self.device = device
+
+    async def start(self) -> None:
+        await self.device.start()
 
     async def read_frame(self) -> bytes | None:
-        frame: bytes = await self._dev.read_frame()  # type: ignore[attr-defined]
-        return frame
+        return await self.device.read_frame()
 
     async def close(self) -> None:
-        await self._dev.close()  # type: ignore[attr-defined]
+        await self.device.close()
 
 
 class DeviceSink:
-    def __init__(self, device: object) -> None:
-        self._dev = device
+    """Playback on a sound device (PortAudio)."""
+
+    def __init__(self, device: AudioDevice) -> None:
+        self.device = device
+
+    async def start(self) -> None:
+        await self.device.start()
 
     def write_frame(self, pcm: bytes) -> None:
-        self._dev.write_frame(pcm)  # type: ignore[attr-defined]
+        self.device.write_frame(pcm)
 
     async def close(self) -> None:
-        await self._dev.close()  # type: ignore[attr-defined]
+        await self.device.close()
 
 
-@dataclass
-class PlayoutStats:
-    normal: int = 0
-    fec: int = 0
-    plc: int = 0
-    dtx: int = 0
-    decode_errors: int = 0
-    decode_seconds: float = 0.0
-    playout_log: list[tuple[int, float, str]] = field(default_factory=list)
-    decode_log: list[float] = field(default_factory=list)  # seconds, parallel to playout_log
+def is_wav(spec: str) -> bool:
+    return spec.lower().endswith(".wav")
 
 
-class Playout:
-    """Jitter buffer + Opus decoder for one received stream."""
+def _device(spec: str, config: OpusConfig, capture: bool) -> AudioDevice:
+    """A sound device for capture or playback, by name or index (``device:`` prefix allowed)."""
+    name = spec.removeprefix("device:")
+    return AudioDevice(
+        rate=config.sample_rate,
+        frame_samples=config.samples_per_frame,
+        capture=capture,
+        playback=not capture,
+        input_device=name if capture else None,
+        output_device=None if capture else name,
+    )
 
-    def __init__(self, config: OpusConfig, log_slots: bool = False) -> None:
-        self.config = config
-        self.jb = JitterBuffer(JitterBufferConfig.for_frame_ms(config.frame_ms))
-        self.decoder = OpusDecoder(config)
-        self.stats = PlayoutStats()
-        self._log = log_slots
 
-    def push(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> None:
-        self.jb.push(seq, timestamp, payload, arrival)
+def open_source(spec: str | None, config: OpusConfig) -> tuple[AudioSource, bool]:
+    """The input named by ``spec`` and whether the sender must pace it (True but for devices)."""
+    if spec is None:
+        return SilenceSource(config.samples_per_frame), True
+    if is_wav(spec):
+        return WavSource(spec, config.sample_rate, config.samples_per_frame), True
+    return DeviceSource(_device(spec, config, capture=True)), False
 
-    def due(self, now: float) -> list[bytes]:
-        """Decode every slot due at ``now``; return the PCM frames to play."""
-        out = []
-        for item in self.jb.pop_all(now):
-            t0 = time.perf_counter()
-            try:
-                pcm = decode_playout(self.decoder, item)
-            except ValueError:
-                pcm = self.decoder.conceal()
-                self.stats.decode_errors += 1
-            counts = self.stats
-            if item.kind is PlayoutKind.NORMAL:
-                counts.normal += 1
-            elif item.kind is PlayoutKind.FEC:
-                counts.fec += 1
-            elif item.kind is PlayoutKind.PLC:
-                counts.plc += 1
-            else:
-                counts.dtx += 1
-            spent = time.perf_counter() - t0
-            self.stats.decode_seconds += spent
-            if self._log:
-                self.stats.playout_log.append((item.timestamp, now, item.kind.value))
-                self.stats.decode_log.append(spent)
-            out.append(pcm)
-        return out
 
-    def next_due(self) -> float | None:
-        return self.jb.next_due
+def open_sink(spec: str | None, config: OpusConfig) -> AudioSink:
+    """The output named by ``spec``."""
+    if spec is None:
+        return NullSink()
+    if is_wav(spec):
+        return WavSink(spec, config.sample_rate)
+    return DeviceSink(_device(spec, config, capture=False))

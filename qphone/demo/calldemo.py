@@ -1,8 +1,8 @@
 """``qphone demo``: a real encrypted call on this machine with nothing to set up.
 
 Starts the keyserver demo pair (two ETSI 014 KMEs and the simulated BB84 link, with their PKI),
-then places calls between two qphone endpoints on loopback: alice calls, bob answers, each
-plays one of the bundled speech samples to the other and records what it hears.
+then places calls between two qphone endpoints on loopback: alice (the caller) calls bob (the
+answerer), each plays one of the bundled speech samples to the other and records what it hears.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from qphone.demo.keyserverprocess import free_port, running_keyserver
+from qphone.endpoint.console import TextOut
+from qphone.endpoint.summary import CallSummary
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
@@ -23,9 +25,10 @@ def run_call_demo(
     seconds: float, modes: list[str], directory: Path | None, kme_args: list[str]
 ) -> dict[str, Any]:
     from qphone.core.callparams import Mode
-    from qphone.endpoint.endpoint import CallEndpoint, CallOptions
+    from qphone.endpoint.endpoint import CallEndpoint
+    from qphone.endpoint.options import CallOptions
     from qphone.profile import load_profile
-    from qphone.transport.calltransport import LOOPBACK_ADDRESSES, TransportConfig
+    from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 
     work = directory or Path(tempfile.mkdtemp(prefix="qphone-demo-"))
     print(f"qphone demo: starting the keyserver pair (KME A, KME B, BB84 link) in {work} ...")
@@ -39,7 +42,7 @@ def run_call_demo(
             heard_by_alice = work / f"alice_hears_{mode}.wav"
             heard_by_bob = work / f"bob_hears_{mode}.wav"
             print(f"\n=== {mode.upper()} call: alice -> bob on 127.0.0.1:{port}, {seconds:g} s ===")
-            a = CallEndpoint(
+            caller = CallEndpoint(
                 alice,
                 CallOptions(
                     mode=Mode[mode.upper()],
@@ -51,7 +54,7 @@ def run_call_demo(
                     status=None,  # live status line on a terminal
                 ),
             )
-            b = CallEndpoint(
+            answerer = CallEndpoint(
                 bob,
                 CallOptions(
                     input=str(SAMPLES / "speech_b_48k.wav"),
@@ -62,15 +65,19 @@ def run_call_demo(
                 out=_Prefixed("  [bob] "),
             )
 
-            async def both(a: CallEndpoint = a, b: CallEndpoint = b, port: int = port) -> Any:
-                answer = asyncio.ensure_future(b.answer("127.0.0.1", port, accept_timeout=30))
+            async def both(
+                caller: CallEndpoint = caller, answerer: CallEndpoint = answerer, port: int = port
+            ) -> tuple[CallSummary, CallSummary]:
+                answer = asyncio.ensure_future(
+                    answerer.answer("127.0.0.1", port, accept_timeout=30)
+                )
                 await asyncio.sleep(0.3)
-                return await asyncio.gather(a.call("127.0.0.1", port), answer)
+                return await asyncio.gather(caller.call("127.0.0.1", port), answer)
 
             sa, sb = asyncio.run(both())
             results[mode] = {
-                "alice": sa,
-                "bob": sb,
+                "alice": sa.to_json(),
+                "bob": sb.to_json(),
                 "alice_heard": str(heard_by_alice),
                 "bob_heard": str(heard_by_bob),
             }
@@ -82,7 +89,7 @@ def run_call_demo(
     return results
 
 
-class _Prefixed:
+class _Prefixed(TextOut):
     """A stderr stand-in that prefixes every line (the answering side's messages)."""
 
     def __init__(self, prefix: str) -> None:
@@ -100,14 +107,14 @@ class _Prefixed:
         return False
 
 
-def _print_summary(sa: dict[str, Any], sb: dict[str, Any]) -> None:
+def _print_summary(sa: CallSummary, sb: CallSummary) -> None:
     print(
-        f"SAS on both screens: alice '{sa['sas']}', bob '{sb['sas']}' -> "
-        f"{'MATCH' if sa['sas'] == sb['sas'] else 'MISMATCH'}"
+        f"SAS on both screens: alice '{sa.sas}', bob '{sb.sas}' -> "
+        f"{'MATCH' if sa.sas == sb.sas else 'MISMATCH'}"
     )
     for who, s in (("alice", sa), ("bob", sb)):
         print(
-            f"  {who:5}: sent {s['frames_sent']}, received {s['frames_received']}, "
-            f"lost {s['frames_lost']}, concealed {s['frames_concealed']}, epochs {s['epochs']}, "
-            f"handshake {s['handshake_ms']} ms, QKD bits {json.dumps(s['qkd_bits'])}"
+            f"  {who:5}: sent {s.frames_sent}, received {s.frames_received}, "
+            f"lost {s.frames_lost}, concealed {s.frames_concealed}, epochs {s.epochs}, "
+            f"handshake {s.handshake_ms} ms, QKD bits {json.dumps(s.qkd_bits)}"
         )

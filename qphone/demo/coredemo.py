@@ -58,8 +58,8 @@ def run_core_demo(
         ]
         fetches = sum(isinstance(e, FetchQkdKeys) for _, e in call.log)
         resolves = sum(isinstance(e, ResolveQkdKeys) for _, e in call.log)
-        acc_i = call.initiator.snapshot_accounting()
-        acc_r = call.responder.snapshot_accounting()
+        acc_i = call.initiator.key_accounting()
+        acc_r = call.responder.key_accounting()
         out(
             f"   {sent} frames sent, {delivered} decrypted, {lost} dropped by the simulated "
             f"network ({loss:.0%}), 0 rejected"

@@ -1,10 +1,14 @@
-"""Asyncio adapter between a call session's key events and the local KME (ETSI 014 client).
+"""The key supply: QKD keys from the local KME (ETSI GS QKD 014) when the call needs them.
 
-The initiator (master SAE) answers :class:`FetchQkdKeys` with ``enc_keys`` and hands the keys
-to the session; the responder (slave SAE) answers :class:`ResolveQkdKeys` with ``dec_keys``,
-strictly in announcement order. Requests run in one background worker per endpoint, ahead of
-need (the session asks ``lookahead`` epochs or pad blocks early), so rotations never wait on the
-network.
+The caller is the ETSI 014 master SAE: it takes keys with ``enc_keys`` (for the handshake:
+:meth:`KeySupply.handshake_keys`; during the call: :class:`~qphone.core.session.FetchQkdKeys`)
+and announces their IDs.  The answerer is the slave SAE: it resolves announced IDs with
+``dec_keys`` (:meth:`KeySupply.resolve_keys` in the handshake;
+:class:`~qphone.core.session.ResolveQkdKeys` during the call), strictly in announcement order.
+During the call, requests run in one background worker, ahead of need (the session asks
+``lookahead`` epochs or pad blocks early), so a rotation never waits on the network.  A KME that
+says it is out of key is retried for a while (a QKD link fills its pool at its own rate); any
+other KME error is reported once to ``on_failure`` and the worker stops.
 """
 
 from __future__ import annotations
@@ -13,27 +17,18 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from qphone.core.qkd import QkdKey
 from qphone.core.session import CallSession, FetchQkdKeys, ResolveQkdKeys
 from qphone.kmeclient import KmeClient, KmeError, KmeOutOfKeys
 
 log = logging.getLogger(__name__)
 
 KeyRequest = FetchQkdKeys | ResolveQkdKeys
-
-
-@dataclass
-class KeySupplyStats:
-    requests: int = 0
-    keys: int = 0
-    bits: int = 0
-    failures: int = 0
-    last_error: str | None = None
-    kme_seconds: float = 0.0
-
+MID_CALL_WAIT_S = 5.0  # how long an empty KME pool is waited out during a call before failing
 
 T = TypeVar("T")
 
@@ -63,23 +58,43 @@ async def retry_out_of_keys(
 
 
 class KeySupply:
-    def __init__(
+    """QKD keys for one call, shared with ``peer_sae_id``, from this endpoint's KME."""
+
+    def __init__(self, kme: KmeClient, peer_sae_id: str, wait_s: float = MID_CALL_WAIT_S) -> None:
+        self._kme = kme
+        self._peer = peer_sae_id
+        self.wait_s = wait_s
+        self._session: CallSession | None = None
+        self._on_keys: Callable[[], None] = lambda: None
+        self._on_failure: Callable[[KmeError], None] = lambda exc: None
+        self._queue: asyncio.Queue[KeyRequest] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    # ----------------------------------------------------------------- handshake
+    async def handshake_keys(
+        self, bits: int, wait_s: float, on_wait: Callable[[], None] | None = None
+    ) -> list[QkdKey]:
+        """Caller: one key of ``bits`` for the handshake (waits out an empty pool)."""
+        return await retry_out_of_keys(
+            lambda: self._kme.enc_keys(self._peer, 1, bits), wait_s, on_wait
+        )
+
+    async def resolve_keys(self, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]:
+        """Answerer: the keys the caller announced in its ClientHello."""
+        return await self._kme.dec_keys(self._peer, list(key_ids))
+
+    # ----------------------------------------------------------------- during the call
+    def attach(
         self,
         session: CallSession,
-        kme: KmeClient,
-        peer_sae_id: str,
         on_keys: Callable[[], None],
         on_failure: Callable[[KmeError], None],
     ) -> None:
+        """Serve ``session``'s requests from now on; ``on_keys()`` runs after keys went into
+        it (so the endpoint drains its new events), ``on_failure(exc)`` when the KME failed."""
         self._session = session
-        self._kme = kme
-        self._peer = peer_sae_id
-        self._queue: asyncio.Queue[KeyRequest] = asyncio.Queue()
-        self._on_keys = on_keys  # called after keys went into the session (flush its events)
+        self._on_keys = on_keys
         self._on_failure = on_failure
-        self._task: asyncio.Task[None] | None = None
-        self.stats = KeySupplyStats()
-        self.wait_s = 5.0  # how long an empty KME pool is waited out before failing
 
     def submit(self, request: KeyRequest) -> None:
         self._queue.put_nowait(request)
@@ -91,37 +106,32 @@ class KeySupply:
         return self._queue.qsize()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        session = self._session
+        assert session is not None, "attach() first"
         while True:
             req = await self._queue.get()
-            t0 = loop.time()
             try:
                 if isinstance(req, FetchQkdKeys):
                     keys = await retry_out_of_keys(
                         functools.partial(self._kme.enc_keys, self._peer, req.count, req.bits),
                         self.wait_s,
                     )
-                    if self._session.closed:
+                    if session.closed:
                         return
-                    self._session.add_qkd_keys(req.purpose, keys)
+                    session.add_qkd_keys(req.purpose, keys)
                 else:
                     keys = await self._kme.dec_keys(self._peer, list(req.key_ids))
-                    if self._session.closed:
+                    if session.closed:
                         return
-                    self._session.provide_qkd_keys(keys)
+                    session.provide_qkd_keys(keys)
             except KmeError as exc:
-                self.stats.failures += 1
-                self.stats.last_error = str(exc)
                 log.warning("QKD key request failed: %s", exc)
                 self._on_failure(exc)
                 return
-            self.stats.kme_seconds += loop.time() - t0
-            self.stats.requests += 1
-            self.stats.keys += len(keys)
-            self.stats.bits += sum(k.bits for k in keys)
             self._on_keys()
 
     async def aclose(self) -> None:
+        """Stop the worker (requests not served yet are dropped)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

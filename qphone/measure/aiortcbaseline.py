@@ -7,7 +7,7 @@ in real time; aiortc encodes them with its own Opus encoder (libopus through PyA
 stereo, ``application=voip``).  The receiver awaits ``recv()`` on the remote track, which returns
 what aiortc's own jitter buffer (16 packets, 4 prefetched) and decoder thread deliver.
 
-Times follow the convention of qphone's pipeline (``CallEndpoint.send_log``, the playout log):
+Times follow the convention of qphone's pipeline (``CallRecorder.send_log`` and ``playout_log``):
 a frame's first sample was captured one frame duration before the track hands the complete frame
 to aiortc, and a decoded frame is played out when ``recv()`` returns it (handed to the sink).
 :func:`run_stock_path` returns those :class:`~qphone.measure.latency.Timelines`;
@@ -38,7 +38,7 @@ from aiortc.mediastreams import MediaStreamError
 from qphone.audio.wav import Pcm, read_wav
 from qphone.measure.latency import LatencyParams, Timelines, measure_latency
 from qphone.transport.aiortchooks import restrict_host_candidates
-from qphone.transport.calltransport import LOOPBACK_ADDRESSES
+from qphone.transport.config import LOOPBACK_ADDRESSES
 
 RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms, what aiortc's Opus encoder packs
@@ -223,6 +223,7 @@ async def bench_latency_baseline(
     timelines = await run_stock_path(sample, seconds)
     res = measure_latency(timelines, params)
     s = res.summary()
+    intervals = np.diff(timelines.input_times) * 1000
     return {
         "stock_m2e_ms_p50": s["p50"],
         "stock_m2e_ms_p95": s["p95"],
@@ -231,4 +232,8 @@ async def bench_latency_baseline(
         "windows": res.windows,
         "stock_frames_sent": len(timelines.input_times),
         "stock_frames_played": len(timelines.output_frames),
+        # the sender's pacing (20 ms when the machine keeps up)
+        "stock_capture_interval_ms_p50": round(float(np.median(intervals)), 3)
+        if len(intervals)
+        else None,
     }

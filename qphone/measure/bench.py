@@ -181,7 +181,7 @@ def bench_latency(
                 run = loop(Mode.AES, f"aes{i}")
                 pout, _ = read_wav(work / f"aes{i}.wav", 48000)
                 tl = timelines_from_call_logs(
-                    48000, pin, 960, run.alice.send_log, pout, run.bob.playout.stats.playout_log
+                    48000, pin, 960, run.caller.log.send_log, pout, run.answerer.log.playout_log
                 )
                 ours_p.append(measure_latency(tl).summary())
                 processing_p99.append(run.report["latency_ms"]["parts"]["processing"]["p99"])
@@ -196,6 +196,8 @@ def bench_latency(
         )
         result[f"m2e_ms_{q}"] = round(statistics.median(o[q] for o in ours_p), 2)
     result["m2e_vs_stock"] = round(result["m2e_ms_p50"] / result["stock_m2e_ms_p50"], 3)
+    intervals = [s["stock_capture_interval_ms_p50"] for s in stock_p]
+    result["stock_capture_interval_ms_p50"] = round(statistics.median(intervals), 3)
     result["processing_ms_p99"] = round(max(processing_p99), 3)
     result["latency_rounds"] = rounds
     return result

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import sys
@@ -45,6 +46,8 @@ class CpuResult:
     idle_wall_s: float
     bitrate: int
     bandwidth: str
+    frames_sent: int  # by the answerer, from its call summary
+    end_reason: str  # of the answerer's call, from its call summary
 
     @property
     def call_fraction(self) -> float:
@@ -171,9 +174,10 @@ async def _measure(
         f"127.0.0.1:{port}",
         "--profile",
         str(kme_dir / "bob.toml"),
+        "--json",
         *common,
         stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     caller: asyncio.subprocess.Process | None = None
@@ -202,11 +206,12 @@ async def _measure(
         cpu0, t0 = process_cpu_seconds(answerer.pid), time.monotonic()
         await _line_with(answerer.stderr, "call ended", deadline, seen)
         cpu1, t1 = process_cpu_seconds(answerer.pid), time.monotonic()
-        if "call ended: failed" in seen[-1]:
-            raise CpuMeasureError(f"the call failed: {''.join(seen)}")
         rest = max(1.0, deadline - time.monotonic())
-        await asyncio.wait_for(answerer.communicate(), rest)
+        out, _ = await asyncio.wait_for(answerer.communicate(), rest)
         await asyncio.wait_for(caller.wait(), rest)
+        summary = _summary(out)
+        if "error" in summary:
+            raise CpuMeasureError(f"the call failed: {summary['error']}: {''.join(seen)}")
     finally:
         await _stop(answerer)
         if caller is not None:
@@ -219,7 +224,21 @@ async def _measure(
         idle_wall_s=t_idle1 - t_idle0,
         bitrate=bitrate,
         bandwidth=bandwidth,
+        frames_sent=int(summary.get("frames_sent", 0)),
+        end_reason=str(summary.get("end_reason", "")),
     )
+
+
+def _summary(stdout: bytes) -> dict[str, Any]:
+    """The ``--json`` call summary a qphone process printed last."""
+    lines = stdout.decode(errors="replace").strip().splitlines()
+    try:
+        summary = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        summary = None
+    if not isinstance(summary, dict):
+        raise CpuMeasureError(f"qphone answer printed no call summary: {lines[-3:]}")
+    return summary
 
 
 @contextlib.contextmanager

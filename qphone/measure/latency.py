@@ -368,18 +368,19 @@ def timelines_from_call_logs(
     playout_log: Sequence[tuple[int, float, str]],
     rtp_step: int | None = None,
 ) -> Timelines:
-    """Timelines of a qphone call from its logs (``CallOptions(log_playout=True)``).
+    """Timelines of a qphone call from what a :class:`~qphone.measure.callrecorder.CallRecorder`
+    on each endpoint recorded.
 
-    ``send_log`` is the sender's ``CallEndpoint.send_log``: (frame timestamp, time the frame was
+    ``send_log`` is the sender's ``CallRecorder.send_log``: (frame timestamp, time the frame was
     complete); frame ``ts // rtp_step`` of ``input_pcm`` (zero-padded: a call goes on sending
     silence after its input ends) was captured from ``frame_samples / rate`` seconds before.
     Frames not sent (no key) get times interpolated between their neighbours.  ``output_pcm`` is
     what the receiver played (its OUT WAV), one ``frame_samples`` frame per entry of its
-    ``endpoint.playout.stats.playout_log`` (timestamp, playout time, kind), in the same order.
+    ``CallRecorder.playout_log`` (timestamp, playout time, kind), in the same order.
     """
     step = rtp_step if rtp_step is not None else frame_samples * 48000 // rate
     if not send_log:
-        raise TimelineError("the sender logged no frames (log_playout off, or nothing sent?)")
+        raise TimelineError("the sender logged no frames (no recorder, or nothing sent?)")
     idx = np.asarray([ts // step for ts, _ in send_log], dtype=np.int64)
     done = np.asarray([t for _, t in send_log], dtype=np.float64)
     order = np.argsort(idx, kind="stable")

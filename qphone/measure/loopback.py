@@ -1,11 +1,12 @@
 """``qphone loopback``: replay a recording through a complete call on this machine and measure it.
 
-Two endpoints in one process (alice calls and plays SAMPLE, bob answers and writes what it plays
-out to OUT), real WebRTC transport on loopback with a seeded impairment stage on each receive
-path, and the keyserver pair (started for the run unless profiles point at running KMEs). The
-report holds mouth-to-ear latency per frame and its parts, frame counters, QKD key consumed
-against the theory, handshake timing, voice quality against an unencrypted decode of the same
-packets, and the link's state.
+Two endpoints in one process (the caller, alice, plays SAMPLE; the answerer, bob, writes what
+it plays out to OUT), real WebRTC transport on loopback with a seeded impairment filter on each
+receive path (:mod:`qphone.measure.impairmentfilter`), and the keyserver pair (started for the
+run unless profiles point at running KMEs).  A :class:`~qphone.measure.callrecorder.CallRecorder`
+observes each endpoint.  The report holds mouth-to-ear latency per frame and its parts, frame
+counters, QKD key consumed against the theory, handshake timing, voice quality against an
+unencrypted decode of the same packets, and the link's state.
 """
 
 from __future__ import annotations
@@ -27,11 +28,18 @@ import numpy as np
 from qphone.audio.opus import OpusConfig, OpusDecoder, decode_playout
 from qphone.audio.wav import read_wav, wav_info
 from qphone.core.callparams import CallParams, Mode
+from qphone.core.errors import FrameReplayed
 from qphone.core.impairment import ImpairmentParams
 from qphone.core.jitterbuffer import PlayoutItem, PlayoutKind
-from qphone.endpoint.endpoint import CallEndpoint, CallOptions
+from qphone.endpoint.console import TextOut
+from qphone.endpoint.endpoint import CallEndpoint
+from qphone.endpoint.options import CallOptions
+from qphone.endpoint.state import CallPhase
+from qphone.endpoint.summary import CallSummary
+from qphone.measure.callrecorder import CallRecorder
+from qphone.measure.impairmentfilter import impairment_filter
 from qphone.profile import Profile, load_profile
-from qphone.transport.calltransport import LOOPBACK_ADDRESSES, TransportConfig
+from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 
 TS_MOD = 1 << 32
 
@@ -78,10 +86,19 @@ class LoopbackOptions:
 
 
 @dataclass
+class Side:
+    """One endpoint of the run: what it reported to its recorder, and its call summary."""
+
+    endpoint: CallEndpoint
+    log: CallRecorder
+    summary: CallSummary
+
+
+@dataclass
 class LoopbackRun:
     report: dict[str, Any]
-    alice: CallEndpoint
-    bob: CallEndpoint
+    caller: Side  # alice: plays the sample
+    answerer: Side  # bob: plays out into OUT
 
 
 def _pct(values: list[float]) -> dict[str, float]:
@@ -129,39 +146,34 @@ async def _progress(total: float, started: asyncio.Event, done: asyncio.Event) -
     sys.stderr.write(f"\r[{'#' * width}] {total:.1f}/{total:.1f} s\n")
 
 
-async def _run_call(opts: LoopbackOptions, pa: Profile, pb: Profile) -> tuple[Any, Any]:
+async def _run_call(opts: LoopbackOptions, pa: Profile, pb: Profile) -> tuple[Side, Side]:
     duration = wav_info(opts.sample).duration + opts.tail_s
-    common = {
-        "bitrate": opts.bitrate,
-        "frame_ms": opts.frame_ms,
-        "rotate_frames": opts.rotate_frames,
-        "rotate_seconds": opts.rotate_seconds,
-        "status": False,
-        "log_playout": True,
-    }
-    a = CallEndpoint(
+
+    def options(**kw: Any) -> CallOptions:
+        return CallOptions(
+            bitrate=opts.bitrate,
+            frame_ms=opts.frame_ms,
+            rotate_frames=opts.rotate_frames,
+            rotate_seconds=opts.rotate_seconds,
+            status=False,
+            transport=TransportConfig(host_addresses=LOOPBACK_ADDRESSES),
+            **kw,
+        )
+
+    caller_log, answerer_log = CallRecorder(), CallRecorder()
+    caller = CallEndpoint(
         pa,
-        CallOptions(
-            mode=opts.mode,
-            input=str(opts.sample),
-            duration=duration,
-            transport=TransportConfig(
-                host_addresses=LOOPBACK_ADDRESSES, impairment=opts.impairment(opts.seed + 1)
-            ),
-            **common,  # type: ignore[arg-type]
-        ),
+        options(mode=opts.mode, input=str(opts.sample), duration=duration),
         out=_Quiet(),
+        observer=caller_log,
+        receive_filter=impairment_filter(opts.impairment(opts.seed + 1)),
     )
-    b = CallEndpoint(
+    answerer = CallEndpoint(
         pb,
-        CallOptions(
-            output=str(opts.out),
-            transport=TransportConfig(
-                host_addresses=LOOPBACK_ADDRESSES, impairment=opts.impairment(opts.seed)
-            ),
-            **common,  # type: ignore[arg-type]
-        ),
+        options(output=str(opts.out)),
         out=_Quiet(),
+        observer=answerer_log,
+        receive_filter=impairment_filter(opts.impairment(opts.seed)),
     )
     from qphone.demo.keyserverprocess import free_port
 
@@ -169,28 +181,25 @@ async def _run_call(opts: LoopbackOptions, pa: Profile, pb: Profile) -> tuple[An
     started, done = asyncio.Event(), asyncio.Event()
     show = opts.progress and sys.stderr.isatty()
     bar = asyncio.ensure_future(_progress(duration, started, done)) if show else None
+    caller.phase.subscribe(lambda phase: started.set() if phase is CallPhase.IN_CALL else None)
 
-    async def call() -> dict[str, Any]:
+    async def call() -> CallSummary:
         await asyncio.sleep(0.3)
-        task = asyncio.ensure_future(a.call("127.0.0.1", port))
-        while a.state.phase != "in call" and not task.done():
-            await asyncio.sleep(0.02)
-        started.set()
-        return await task
+        return await caller.call("127.0.0.1", port)
 
     try:
-        sb_task = asyncio.ensure_future(b.answer("127.0.0.1", port, accept_timeout=30))
+        answering = asyncio.ensure_future(answerer.answer("127.0.0.1", port, accept_timeout=30))
         sa = await call()
-        sb = await sb_task
+        sb = await answering
     finally:
         done.set()
         started.set()
         if bar is not None:
             await bar
-    return (a, sa), (b, sb)
+    return Side(caller, caller_log, sa), Side(answerer, answerer_log, sb)
 
 
-class _Quiet:
+class _Quiet(TextOut):
     """Endpoint messages go to a list instead of the terminal (the progress bar owns it)."""
 
     def __init__(self) -> None:
@@ -211,16 +220,16 @@ def run_loopback(opts: LoopbackOptions) -> LoopbackRun:
     work = opts.workdir or Path(tempfile.mkdtemp(prefix="qphone-loopback-"))
     work.mkdir(parents=True, exist_ok=True)
     with _profiles(opts, work) as (pa, pb):
-        (alice, sa), (bob, sb) = asyncio.run(_run_call(opts, pa, pb))
+        caller, answerer = asyncio.run(_run_call(opts, pa, pb))
         link = asyncio.run(_link_status(pa))
-    report = build_report(opts, alice, sa, bob, sb, link)
+    report = build_report(opts, caller, answerer, link)
     if opts.report is not None:
         opts.report.write_text(json.dumps(report, indent=1) + "\n")
     if opts.plot is not None:
         from qphone.measure.loopbackplot import plot_report
 
         plot_report(report, opts.plot)
-    return LoopbackRun(report, alice, bob)
+    return LoopbackRun(report, caller, answerer)
 
 
 async def _link_status(profile: Profile) -> dict[str, Any]:
@@ -245,13 +254,13 @@ async def _link_status(profile: Profile) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- analysis
-def _offset(alice: CallEndpoint, bob: CallEndpoint) -> int | None:
+def _offset(caller: CallRecorder, answerer: CallRecorder) -> int | None:
     """aiortc adds a random offset to RTP timestamps: find it by matching packets."""
     by_packet: dict[bytes, list[int]] = {}
-    for f in alice.sent_frames:
+    for f in caller.sent:
         by_packet.setdefault(f.packet, []).append(f.timestamp)
     votes: dict[int, int] = {}
-    for r in bob.recv_log[:200]:
+    for r in answerer.received[:200]:
         for ts in by_packet.get(r.packet, []):
             off = (r.rtp_timestamp - ts) % TS_MOD
             votes[off] = votes.get(off, 0) + 1
@@ -259,38 +268,33 @@ def _offset(alice: CallEndpoint, bob: CallEndpoint) -> int | None:
 
 
 def replay_unencrypted(
-    alice: CallEndpoint, bob: CallEndpoint, config: OpusConfig, offset: int
+    caller: CallRecorder, answerer: CallRecorder, config: OpusConfig, offset: int
 ) -> bytes:
     """Decode the sender's Opus packets, unencrypted, with the receiver's playout decisions."""
-    packets = {(f.timestamp + offset) % TS_MOD: f.packet for f in alice.sent_frames}
+    packets = {(f.timestamp + offset) % TS_MOD: f.packet for f in caller.sent}
     step = config.rtp_timestamp_step
     dec = OpusDecoder(config)
     out = []
-    for ts, _, kind in bob.playout.stats.playout_log:
-        k = PlayoutKind(kind)
+    for slot in answerer.played:
         packet = None
         with contextlib.suppress(KeyError):
-            if k is PlayoutKind.NORMAL:
-                packet = packets[ts]
-            elif k is PlayoutKind.FEC:
-                packet = packets[(ts + step) % TS_MOD]
-        out.append(decode_playout(dec, PlayoutItem(k, ts, 0.0, payload=packet)))
+            if slot.kind is PlayoutKind.NORMAL:
+                packet = packets[slot.timestamp]
+            elif slot.kind is PlayoutKind.FEC:
+                packet = packets[(slot.timestamp + step) % TS_MOD]
+        out.append(decode_playout(dec, PlayoutItem(slot.kind, slot.timestamp, 0.0, payload=packet)))
     return b"".join(out)
 
 
-def _theory(
-    opts: LoopbackOptions,
-    sa: dict[str, Any],
-    sb: dict[str, Any],
-    alice: CallEndpoint,
-    bob: CallEndpoint,
-) -> dict[str, Any]:
+def _theory(opts: LoopbackOptions, caller: Side, answerer: Side) -> dict[str, Any]:
     params = CallParams(
         mode=opts.mode, rotate_frames=opts.rotate_frames, rotate_ms=int(opts.rotate_seconds * 1000)
     )
-    hs = 0 if sa["pqc_only"] else params.handshake_qkd_bits
+    sa, sb = caller.summary, answerer.summary
+    hs = 0 if sa.pqc_only else params.handshake_qkd_bits
     fps = 1000 / opts.frame_ms
-    frames = max(sa["frames_sent"], sb["frames_sent"])
+    frames = max(sa.frames_sent, sb.frames_sent)
+    nominal: float
     if opts.mode is Mode.AES:
         per_epoch = min(params.rotate_frames, math.ceil(params.rotate_ms / 1000 * fps))
         last_epoch = (frames - 1) // per_epoch if frames else 0
@@ -303,83 +307,79 @@ def _theory(
     else:
         t = params.otp_tag_bits
         expected = hs
-        for e in (alice, bob):
-            expected += 8 * e.state.payload_bytes_sent + t * (e.state.frames_sent + 1)
+        for side in (caller, answerer):
+            counters = side.endpoint.counters
+            expected += 8 * counters.payload_bytes_sent + t * (counters.frames_sent + 1)
         formula = (
             "handshake + per direction (8 * Opus payload bytes + tag_bits * (frames + 1 "
             "session hash key))"
         )
-        secs = max(sa["frames_sent"], sb["frames_sent"]) / fps
+        secs = frames / fps
         nominal = hs + 2 * secs * (opts.bitrate + t * fps)
     return {"expected": int(expected), "nominal": int(nominal), "formula": formula}
 
 
 def build_report(
-    opts: LoopbackOptions,
-    alice: CallEndpoint,
-    sa: dict[str, Any],
-    bob: CallEndpoint,
-    sb: dict[str, Any],
-    link: dict[str, Any],
+    opts: LoopbackOptions, caller: Side, answerer: Side, link: dict[str, Any]
 ) -> dict[str, Any]:
     cfg = OpusConfig(frame_ms=opts.frame_ms, bitrate=opts.bitrate)
     frame_s = opts.frame_ms / 1000
-    offset = _offset(alice, bob)
+    sent_log, recv_log = caller.log, answerer.log
+    sa, sb = caller.summary, answerer.summary
+    offset = _offset(sent_log, recv_log)
     sent_by_ts = {}
     if offset is not None:
-        sent_by_ts = {(f.timestamp + offset) % TS_MOD: f for f in alice.sent_frames}
-    recv_by_ts = {r.rtp_timestamp: r for r in bob.recv_log}
-    t0 = alice.sent_frames[0].captured if alice.sent_frames else 0.0
+        sent_by_ts = {(f.timestamp + offset) % TS_MOD: f for f in sent_log.sent}
+    recv_by_ts = {r.rtp_timestamp: r for r in recv_log.received}
+    t0 = sent_log.sent[0].captured if sent_log.sent else 0.0
 
     m2e, parts_proc, parts_net, parts_jb, series = [], [], [], [], []
     loss_events = []
-    decode_log = bob.playout.stats.decode_log
-    for i, (ts, played, kind) in enumerate(bob.playout.stats.playout_log):
-        if kind in ("plc", "fec"):
-            loss_events.append([round(played - t0, 3), kind])
-        s, r = sent_by_ts.get(ts), recv_by_ts.get(ts)
-        if kind != "normal" or s is None or r is None:
+    for slot in recv_log.played:
+        if slot.kind in (PlayoutKind.PLC, PlayoutKind.FEC):
+            loss_events.append([round(slot.played - t0, 3), slot.kind.value])
+        s, r = sent_by_ts.get(slot.timestamp), recv_by_ts.get(slot.timestamp)
+        if slot.kind is not PlayoutKind.NORMAL or s is None or r is None:
             continue
         first_sample = s.captured - frame_s  # the frame's first sample was captured then
-        lat = (played - first_sample) * 1000
+        lat = (slot.played - first_sample) * 1000
         m2e.append(lat)
-        series.append([round(played - t0, 3), round(lat, 2)])
-        dec = decode_log[i] if i < len(decode_log) else 0.0
-        parts_proc.append((s.encode_s + s.protect_s + r.unprotect_s + dec) * 1000)
+        series.append([round(slot.played - t0, 3), round(lat, 2)])
+        parts_proc.append((s.encode_s + s.protect_s + r.unprotect_s + slot.decode_s) * 1000)
         parts_net.append((r.arrival - s.sent) * 1000)
-        parts_jb.append((played - r.arrival) * 1000)
+        parts_jb.append((slot.played - r.arrival) * 1000)
 
     # concealment inside the stream (the slots after the last frame, while the call hangs up,
     # are concealed too but conceal nothing)
     last_ts = max(sent_by_ts, key=lambda t: (t - (offset or 0)) % TS_MOD) if sent_by_ts else None
     in_stream = [
-        kind
-        for ts, _, kind in bob.playout.stats.playout_log
+        slot.kind
+        for slot in recv_log.played
         if last_ts is not None
-        and (ts - (offset or 0)) % TS_MOD <= (last_ts - (offset or 0)) % TS_MOD
+        and (slot.timestamp - (offset or 0)) % TS_MOD <= (last_ts - (offset or 0)) % TS_MOD
     ]
-    sent = sa["frames_sent"]
-    received = sb["frames_received"]
-    replays = sb["frames_rejected"].get("FrameReplayed", 0)
+    sent = sa.frames_sent
+    received = sb.frames_received
+    replays = sb.frames_rejected.get(FrameReplayed.__name__, 0)
     frames = {
         "sent": sent,
         "received": received,
         "lost": sent - received,
-        "late": sb["frames_late"],
-        "concealed": in_stream.count("plc"),
-        "fec_recovered": in_stream.count("fec"),
-        "concealed_incl_hangup": sb["frames_concealed"],
-        "duplicates_dropped": sb["duplicates_dropped"],
+        "late": sb.frames_late,
+        "concealed": in_stream.count(PlayoutKind.PLC),
+        "fec_recovered": in_stream.count(PlayoutKind.FEC),
+        "concealed_incl_hangup": sb.frames_concealed,
+        "duplicates_dropped": sb.duplicates_dropped,
         "replays_rejected": replays,
-        "rejected": sb["frames_rejected"],
+        "rejected": sb.frames_rejected,
     }
     lost_ts = sorted(
         (f.timestamp // cfg.rtp_timestamp_step)
-        for f in alice.sent_frames
+        for f in sent_log.sent
         if offset is not None and (f.timestamp + offset) % TS_MOD not in recv_by_ts
     )
 
-    acc_a, acc_b = sa["qkd_bits"], sb["qkd_bits"]
+    acc_a, acc_b = sa.qkd_bits, sb.qkd_bits
     by_purpose = {
         "handshake": acc_a.get("handshake", 0),
         "epoch": acc_a.get("epoch", 0),
@@ -387,8 +387,8 @@ def build_report(
         "mac": acc_a.get("mac", 0) + acc_b.get("mac", 0),
     }
     consumed = sum(by_purpose.values())
-    theory = _theory(opts, sa, sb, alice, bob)
-    call_s = max(sa["duration_s"], 1e-9)
+    theory = _theory(opts, caller, answerer)
+    call_s = max(sa.duration_s, 1e-9)
     key = {
         "qkd_bits_consumed": consumed,
         "by_purpose": by_purpose,
@@ -398,22 +398,22 @@ def build_report(
         "qkd_bits_nominal_from_bitrate": theory["nominal"],
         "bits_per_second": round(consumed / call_s, 1),
         "fetched_bits": acc_a.get("fetched", 0),
-        "pad_left_bits": {"alice": sa["pad_left_bits"], "bob": sb["pad_left_bits"]}
+        "pad_left_bits": {"alice": sa.pad_left_bits, "bob": sb.pad_left_bits}
         if opts.mode is Mode.OTP
         else None,
-        "epochs": sa["epochs"],
+        "epochs": sa.epochs,
     }
 
     handshake = {
-        "total_ms": round(sa["connect_ms"] + sa["kme_ms"] + sa["handshake_ms"], 2),
-        "signaling_ice_dtls_ms": sa["connect_ms"],
-        "kme_ms": round(sa["kme_ms"] + sb["kme_ms"], 2),
-        "crypto_and_messages_ms": round(max(0.0, sa["handshake_ms"] - sb["kme_ms"]), 2),
+        "total_ms": round(sa.connect_ms + sa.kme_ms + sa.handshake_ms, 2),
+        "signaling_ice_dtls_ms": sa.connect_ms,
+        "kme_ms": round(sa.kme_ms + sb.kme_ms, 2),
+        "crypto_and_messages_ms": round(max(0.0, sa.handshake_ms - sb.kme_ms), 2),
     }
 
     quality: dict[str, Any] = {}
     if offset is not None:
-        clear = replay_unencrypted(alice, bob, cfg, offset)
+        clear = replay_unencrypted(sent_log, recv_log, cfg, offset)
         out_pcm, _ = read_wav(opts.out, cfg.sample_rate)
         got = np.asarray(out_pcm, dtype=np.int16).tobytes()
         quality["bit_identical_to_unencrypted"] = got == clear
@@ -440,7 +440,7 @@ def build_report(
             "rotate_frames": opts.rotate_frames,
             "rotate_seconds": opts.rotate_seconds,
         },
-        "sas": sa["sas"],
+        "sas": sa.sas,
         "latency_ms": {
             **_pct(m),
             "frames": len(m),
@@ -460,9 +460,9 @@ def build_report(
         "link": link,
         "series": {
             "latency": series,
-            "key_alice": [[round(t - t0, 3), b] for t, b in alice.key_log],
-            "key_bob": [[round(t - t0, 3), b] for t, b in bob.key_log],
-            "rotations": [[round(t - t0, 3), e] for t, d, e in alice.epoch_log if d == "tx"],
+            "key_alice": [[round(t - t0, 3), b] for t, b in sent_log.key_log],
+            "key_bob": [[round(t - t0, 3), b] for t, b in recv_log.key_log],
+            "rotations": [[round(e.at - t0, 3), e.epoch] for e in sent_log.epochs if e.sending],
             "loss_events": loss_events,
         },
     }

@@ -14,8 +14,11 @@ a single ICE/DTLS transport) carrying:
   handshake/rekey/bye messages of the layer above (:meth:`send_control` /
   :meth:`recv_control`);
 * heartbeat: an unreliable data channel (negotiated id 1) whose ping/pong gives
-  an RTT and detects a vanished peer within ``peer_timeout`` seconds.
+  an RTT and detects a vanished peer within ``peer_timeout`` seconds
+  (:mod:`qphone.transport.heartbeat`).
 
+Received frames go through an optional :class:`~qphone.transport.frames.ReceiveFilter`
+given by the caller (e.g. a seeded network impairment for tests and measurements).
 The transport moves bytes and knows nothing about keys; it exposes the DTLS
 fingerprints and :meth:`channel_binding` for the handshake to authenticate.
 """
@@ -24,13 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from aiortc import (
@@ -44,7 +45,6 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.rtp import RtpPacket
-from aiortc.sdp import SessionDescription
 
 from qphone.core.channelbinding import (
     CallRole,
@@ -53,30 +53,36 @@ from qphone.core.channelbinding import (
     binding_for_role,
     sha256_fingerprint,
 )
-from qphone.core.impairment import Impairment, ImpairmentCounters, ImpairmentParams
 from qphone.core.sequencestats import SequenceStats
 from qphone.core.signalmessage import SignalKind, SignalMessage
 from qphone.transport.aiortchooks import restrict_host_candidates, tap_rtp_receiver
+from qphone.transport.config import (
+    MAX_CONTROL_BACKLOG,
+    MAX_CONTROL_BYTES,
+    MAX_PAYLOAD_BYTES,
+    MediaPath,
+    TransportConfig,
+)
+from qphone.transport.controlinbox import ControlInbox
+from qphone.transport.errors import TransportClosedError, TransportError
+from qphone.transport.frames import RawFrame, ReceivedFrame, ReceiveFilter
+from qphone.transport.heartbeat import Heartbeat
 from qphone.transport.payloadtrack import PayloadTrack
+from qphone.transport.sdp import checked_fingerprints, fingerprints_of, has_audio
 from qphone.transport.signaling import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MESSAGE_TIMEOUT,
     SignalingChannel,
     SignalingError,
     SignalingListener,
     SignalingMessageError,
     connect_signaling,
 )
+from qphone.transport.stats import TransportStats
 
 logger = logging.getLogger(__name__)
 
 CONTROL_CHANNEL_ID = 0
 HEARTBEAT_CHANNEL_ID = 1
 MEDIA_CHANNEL_ID = 2
-MAX_CONTROL_BYTES = 32 * 1024
-MAX_CONTROL_BACKLOG = 256
-MAX_PAYLOAD_BYTES = 1200
-LOOPBACK_ADDRESSES = ("127.0.0.1",)
 
 _ICE_HINT = (
     "Check that each side can reach the other's addresses (firewall, NAT: configure "
@@ -86,138 +92,21 @@ _DTLS_HINT = (
     "the peer's certificate did not match the fingerprint received over signaling, "
     "which is what a relay in the middle of the signaling path would cause"
 )
-_HEARTBEAT = struct.Struct(">BQ")
-_PING, _PONG = 1, 2
-_DC_MEDIA_HEADER = struct.Struct(">HI")
-
-
-class TransportError(Exception):
-    """The WebRTC connection could not be set up or is unusable."""
-
-
-class TransportClosedError(TransportError):
-    """The transport is closed (by us, by the peer, or because the peer vanished)."""
-
-
-class MediaPath(enum.Enum):
-    RTP = "rtp"
-    DATACHANNEL = "datachannel"
-
-
-@dataclass(frozen=True)
-class IceServer:
-    """A STUN or TURN server, e.g. ``IceServer(("stun:stun.example.org:3478",))``."""
-
-    urls: tuple[str, ...]
-    username: str | None = None
-    credential: str | None = None
-
-
-@dataclass(frozen=True)
-class TransportConfig:
-    """Transport settings.  Defaults suit a LAN: no STUN/TURN, all interfaces."""
-
-    ice_servers: tuple[IceServer, ...] = ()
-    host_addresses: tuple[str, ...] | None = None
-    """None: ICE host candidates on every interface (aioice's choice, which skips
-    127.0.0.1); otherwise only these addresses, e.g. ``LOOPBACK_ADDRESSES``."""
-    media_path: MediaPath = MediaPath.RTP
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    """Seconds for TCP signaling connect and, separately, for ICE+DTLS+SCTP setup."""
-    signaling_timeout: float = DEFAULT_MESSAGE_TIMEOUT
-    """Seconds to wait for the peer's offer/answer once connected."""
-    peer_timeout: float = 5.0
-    """Declare the peer vanished after this many seconds without any packet from it."""
-    heartbeat_interval: float = 0.5
-    receive_queue_frames: int = 512
-    impairment: ImpairmentParams | None = None
-    """Optional impairment of the receive path (loss/delay/jitter/reorder/duplicate)."""
-
-    def __post_init__(self) -> None:
-        if self.connect_timeout <= 0 or self.signaling_timeout <= 0:
-            raise ValueError("timeouts must be positive")
-        if not 0 < self.heartbeat_interval < self.peer_timeout:
-            raise ValueError("need 0 < heartbeat_interval < peer_timeout")
-        if self.receive_queue_frames < 1:
-            raise ValueError("receive_queue_frames must be >= 1")
-
-
-@dataclass(frozen=True)
-class ReceivedFrame:
-    """One media payload as it left the network, before any jitter buffering."""
-
-    payload: bytes
-    sequence: int
-    """RTP sequence number (16 bit) of the packet."""
-    rtp_timestamp: int
-    """RTP timestamp (32 bit, 48 kHz): the sender's timestamp plus a random offset."""
-    arrival: float
-    """``time.monotonic()`` when the frame was handed to us (after impairment, if any)."""
-
-
-@dataclass(frozen=True)
-class TransportStats:
-    state: str
-    media_path: str
-    frames_sent: int
-    bytes_sent: int
-    frames_received: int
-    bytes_received: int
-    frames_lost: int
-    loss_fraction: float
-    duplicates: int
-    reordered: int
-    frames_overflowed: int
-    """Received frames dropped because nobody consumed frames() fast enough."""
-    send_queue_dropped: int
-    rtt_s: float | None
-    """Round-trip time from heartbeat ping/pong on the data channel (smoothed)."""
-    rtcp_rtt_s: float | None
-    """Round-trip time aiortc derived from RTCP SR/RR (RTP path, after a few seconds)."""
-    remote_frames_lost: int | None
-    """Loss of our stream as reported by the peer's RTCP receiver reports."""
-    remote_fraction_lost: float | None
-    impairment: ImpairmentCounters | None
-
-
-class _Raw:
-    __slots__ = ("payload", "sequence", "timestamp")
-
-    def __init__(self, payload: bytes, sequence: int, timestamp: int) -> None:
-        self.payload = payload
-        self.sequence = sequence
-        self.timestamp = timestamp
-
-
-def _fingerprints_of(sdp: str) -> list[Fingerprint]:
-    try:
-        description = SessionDescription.parse(sdp)
-    except Exception as exc:  # aiortc raises assorted errors on junk SDP
-        raise SignalingMessageError(f"unparseable SDP: {exc}") from exc
-    found: list[Fingerprint] = []
-    for media in description.media:
-        if media.dtls is None:
-            continue
-        for fp in media.dtls.fingerprints:
-            found.append(Fingerprint.parse(fp.algorithm, fp.value))
-    return found
-
-
-def _has_audio(sdp: str) -> bool:
-    return any(m.kind == "audio" for m in SessionDescription.parse(sdp).media)
+_DC_MEDIA_HEADER = struct.Struct(">HI")  # data channel media path: sequence, timestamp
 
 
 class CallTransport:
     """WebRTC transport of one call.  See the module docstring."""
 
-    def __init__(self, config: TransportConfig | None = None) -> None:
+    def __init__(
+        self, config: TransportConfig | None = None, receive_filter: ReceiveFilter | None = None
+    ) -> None:
         self.config = config or TransportConfig()
         self._role: CallRole | None = None
         self._pc: RTCPeerConnection | None = None
         self._track: PayloadTrack | None = None
         self._sender: RTCRtpSender | None = None
         self._control: RTCDataChannel | None = None
-        self._heartbeat: RTCDataChannel | None = None
         self._media_dc: RTCDataChannel | None = None
         self._media_path = self.config.media_path
         self._local_fps: list[Fingerprint] = []
@@ -225,26 +114,22 @@ class CallTransport:
         self._frames: deque[ReceivedFrame] = deque()
         self._frames_event = asyncio.Event()
         self._frame_callback: Callable[[ReceivedFrame], None] | None = None
-        self._control_in: asyncio.Queue[bytes] = asyncio.Queue()
         self._closed = asyncio.Event()
         self._close_reason = ""
+        self._control_in = ControlInbox(self._closed, lambda: self._close_reason)
+        self._heartbeat = Heartbeat(self.config.heartbeat_interval, self.config.peer_timeout)
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._pc_close: asyncio.Task[None] | None = None
-        self._impairment: Impairment[_Raw] | None = (
-            Impairment(self.config.impairment)
-            if self.config.impairment is not None and not self.config.impairment.is_identity
-            else None
-        )
-        self._impairment_timer: asyncio.TimerHandle | None = None
+        self._filter = receive_filter
+        if receive_filter is not None:
+            receive_filter.start(self._deliver)
         self._seq = SequenceStats()
         self._frames_sent = 0
         self._bytes_sent = 0
         self._bytes_received = 0
         self._overflowed = 0
         self._dc_seq = 0
-        self._rtt: float | None = None
-        self._last_heard = time.monotonic()
         self._connected = False
 
     # ------------------------------------------------------------------ setup
@@ -279,7 +164,7 @@ class CallTransport:
             await channel.send(SignalMessage(SignalKind.OFFER, sdp=pc.localDescription.sdp))
             answer = await channel.recv((SignalKind.ANSWER,), timeout=self.config.signaling_timeout)
             try:
-                self._remote_fps = self._checked_fingerprints(answer.sdp)
+                self._remote_fps = checked_fingerprints(answer.sdp)
                 await pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
             except SignalingError:
                 raise
@@ -291,7 +176,7 @@ class CallTransport:
                 raise SignalingMessageError(
                     f"{channel.peer} sent an unusable answer: {exc}"
                 ) from exc
-        self._local_fps = _fingerprints_of(pc.localDescription.sdp)
+        self._local_fps = fingerprints_of(pc.localDescription.sdp)
         await self._wait_connected()
 
     async def accept_as_answerer(
@@ -322,10 +207,10 @@ class CallTransport:
             offer = await channel.recv((SignalKind.OFFER,), timeout=self.config.signaling_timeout)
             pc = self._new_peer_connection()
             try:
-                self._remote_fps = self._checked_fingerprints(offer.sdp)
+                self._remote_fps = checked_fingerprints(offer.sdp)
                 await pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
                 # The answerer follows the caller's choice of media path.
-                self._media_path = MediaPath.RTP if _has_audio(offer.sdp) else MediaPath.DATACHANNEL
+                self._media_path = MediaPath.RTP if has_audio(offer.sdp) else MediaPath.DATACHANNEL
                 if self._media_path is MediaPath.RTP:
                     audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
                     if len(audio) != 1:
@@ -348,18 +233,13 @@ class CallTransport:
             self._restrict_candidates(pc)
             await pc.setLocalDescription(await pc.createAnswer())
             await channel.send(SignalMessage(SignalKind.ANSWER, sdp=pc.localDescription.sdp))
-        self._local_fps = _fingerprints_of(pc.localDescription.sdp)
+        self._local_fps = fingerprints_of(pc.localDescription.sdp)
         await self._wait_connected()
 
     def _begin(self, role: CallRole) -> None:
         if self._role is not None:
             raise TransportError("a CallTransport sets up one call only; make a new one")
         self._role = role
-
-    def _checked_fingerprints(self, sdp: str) -> list[Fingerprint]:
-        fps = _fingerprints_of(sdp)
-        sha256_fingerprint(fps)  # raises FingerprintError if absent or conflicting
-        return fps
 
     def _new_peer_connection(self) -> RTCPeerConnection:
         servers = [
@@ -390,14 +270,15 @@ class CallTransport:
             "qphone-control", negotiated=True, id=CONTROL_CHANNEL_ID, ordered=True
         )
         self._control.on("message", self._on_control)
-        self._heartbeat = pc.createDataChannel(
+        heartbeat = pc.createDataChannel(
             "qphone-heartbeat",
             negotiated=True,
             id=HEARTBEAT_CHANNEL_ID,
             ordered=False,
             maxRetransmits=0,
         )
-        self._heartbeat.on("message", self._on_heartbeat)
+        heartbeat.on("message", self._heartbeat.on_message)
+        self._heartbeat.channel = heartbeat
         if self._media_path is MediaPath.DATACHANNEL:
             self._media_dc = pc.createDataChannel(
                 "qphone-media",
@@ -431,8 +312,8 @@ class CallTransport:
             open_wait.cancel()
         if open_wait in done and not self._closed.is_set():
             self._connected = True
-            self._last_heard = time.monotonic()
-            self._heartbeat_task = asyncio.ensure_future(self._heartbeat_loop())
+            self._heartbeat.heard()
+            self._heartbeat_task = asyncio.ensure_future(self._watch_peer())
             return
         if self._close_reason:
             reason = self._close_reason
@@ -484,39 +365,25 @@ class CallTransport:
             await self._frames_event.wait()
 
     def _on_rtp(self, packet: RtpPacket) -> None:
-        self._ingest(_Raw(packet.payload, packet.sequence_number, packet.timestamp))
+        self._ingest(RawFrame(packet.payload, packet.sequence_number, packet.timestamp))
 
     def _on_dc_media(self, message: bytes | str) -> None:
         if not isinstance(message, bytes) or len(message) <= _DC_MEDIA_HEADER.size:
             logger.debug("dropping malformed media data channel message")
             return
         seq, ts = _DC_MEDIA_HEADER.unpack_from(message)
-        self._ingest(_Raw(message[_DC_MEDIA_HEADER.size :], seq, ts))
+        self._ingest(RawFrame(message[_DC_MEDIA_HEADER.size :], seq, ts))
 
-    def _ingest(self, raw: _Raw) -> None:
-        self._last_heard = time.monotonic()
+    def _ingest(self, raw: RawFrame) -> None:
+        self._heartbeat.heard()
         if self._closed.is_set():
             return
-        if self._impairment is None:
+        if self._filter is None:
             self._deliver(raw)
-            return
-        loop = asyncio.get_running_loop()
-        self._impairment.offer(raw, loop.time())
-        self._release_impaired()
+        else:
+            self._filter.offer(raw)
 
-    def _release_impaired(self) -> None:
-        assert self._impairment is not None
-        loop = asyncio.get_running_loop()
-        if self._impairment_timer is not None:
-            self._impairment_timer.cancel()
-            self._impairment_timer = None
-        for raw in self._impairment.pop_due(loop.time()):
-            self._deliver(raw)
-        deadline = self._impairment.next_deadline()
-        if deadline is not None and not self._closed.is_set():
-            self._impairment_timer = loop.call_at(deadline, self._release_impaired)
-
-    def _deliver(self, raw: _Raw) -> None:
+    def _deliver(self, raw: RawFrame) -> None:
         self._seq.add(raw.sequence)
         self._bytes_received += len(raw.payload)
         frame = ReceivedFrame(raw.payload, raw.sequence, raw.timestamp, time.monotonic())
@@ -541,65 +408,24 @@ class CallTransport:
 
     async def recv_control(self, timeout: float | None = None) -> bytes:
         """Next control message; raises TransportClosedError once closed and drained."""
-        if self._control_in.empty() and self._closed.is_set():
-            raise TransportClosedError(f"transport closed: {self._close_reason}")
-        get = asyncio.ensure_future(self._control_in.get())
-        closed = asyncio.ensure_future(self._closed.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {get, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            closed.cancel()
-            if not get.done():
-                get.cancel()
-        if get in done:
-            return get.result()
-        if closed in done:
-            raise TransportClosedError(f"transport closed: {self._close_reason}")
-        raise TimeoutError(f"no control message within {timeout} s")
+        return await self._control_in.get(timeout)
 
     def _on_control(self, message: bytes | str) -> None:
-        self._last_heard = time.monotonic()
+        self._heartbeat.heard()
         if not isinstance(message, bytes) or len(message) > MAX_CONTROL_BYTES:
             logger.warning("dropping a malformed or oversized control message")
             return
-        if self._control_in.qsize() >= MAX_CONTROL_BACKLOG:
+        if not self._control_in.put(message):
             self._spawn_shutdown(
                 f"peer sent more than {MAX_CONTROL_BACKLOG} control messages that were not read"
             )
-            return
-        self._control_in.put_nowait(message)
 
-    # ------------------------------------------------- heartbeat and liveness
+    # ------------------------------------------------------------- liveness
 
-    def _on_heartbeat(self, message: bytes | str) -> None:
-        self._last_heard = time.monotonic()
-        if not isinstance(message, bytes) or len(message) != _HEARTBEAT.size:
-            return
-        kind, stamp = _HEARTBEAT.unpack(message)
-        if kind == _PING and self._heartbeat is not None:
-            with contextlib.suppress(Exception):
-                self._heartbeat.send(_HEARTBEAT.pack(_PONG, stamp))
-        elif kind == _PONG:
-            rtt = (time.monotonic_ns() - stamp) / 1e9
-            if 0 <= rtt < 60:
-                self._rtt = rtt if self._rtt is None else 0.8 * self._rtt + 0.2 * rtt
-
-    async def _heartbeat_loop(self) -> None:
-        interval = self.config.heartbeat_interval
-        while not self._closed.is_set():
-            if self._heartbeat is not None and self._heartbeat.readyState == "open":
-                with contextlib.suppress(Exception):
-                    self._heartbeat.send(_HEARTBEAT.pack(_PING, time.monotonic_ns()))
-            silent = time.monotonic() - self._last_heard
-            if silent > self.config.peer_timeout:
-                await self._shutdown(
-                    f"peer vanished: nothing received for {silent:.1f} s "
-                    f"(peer_timeout {self.config.peer_timeout:.1f} s)"
-                )
-                return
-            await asyncio.sleep(interval)
+    async def _watch_peer(self) -> None:
+        reason = await self._heartbeat.run(self._closed)
+        if reason is not None:
+            await self._shutdown(reason)
 
     def _on_connection_state(self) -> None:
         assert self._pc is not None
@@ -667,11 +493,10 @@ class CallTransport:
             reordered=seq.reordered,
             frames_overflowed=self._overflowed,
             send_queue_dropped=self._track.dropped if self._track is not None else 0,
-            rtt_s=self._rtt,
+            rtt_s=self._heartbeat.rtt,
             rtcp_rtt_s=rtcp_rtt,
             remote_frames_lost=remote_lost,
             remote_fraction_lost=remote_fraction,
-            impairment=self._impairment.counters if self._impairment is not None else None,
         )
 
     # ----------------------------------------------------------------- close
@@ -709,9 +534,8 @@ class CallTransport:
             self._closed.set()
             self._frames_event.set()
             logger.info("transport closed: %s", reason)
-        if self._impairment_timer is not None:
-            self._impairment_timer.cancel()
-            self._impairment_timer = None
+        if self._filter is not None:
+            self._filter.close()
         task = self._heartbeat_task
         if task is not None and task is not asyncio.current_task() and not task.done():
             task.cancel()

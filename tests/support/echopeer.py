@@ -13,13 +13,9 @@ import hashlib
 import json
 import sys
 
-from qphone.transport.calltransport import (
-    LOOPBACK_ADDRESSES,
-    CallTransport,
-    MediaPath,
-    ReceivedFrame,
-    TransportConfig,
-)
+from qphone.transport.calltransport import CallTransport
+from qphone.transport.config import LOOPBACK_ADDRESSES, MediaPath, TransportConfig
+from qphone.transport.frames import ReceivedFrame
 from qphone.transport.signaling import SignalingListener
 
 

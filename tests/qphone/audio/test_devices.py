@@ -3,45 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import math
 
 import numpy as np
 import pytest
 
 from qphone.audio.devices import (
-    SILENCE_DBFS,
     AudioDevice,
     AudioDeviceError,
     DeviceInfo,
     format_devices,
-    level_dbfs,
     list_devices,
     resolve_device,
 )
+from qphone.audio.level import level_dbfs
 from qphone.audio.wav import frames_to_pcm, iter_frames, read_wav
 from qphone.measure.quality import estimate_delay, overlap
 from tests.support.paths import SAMPLES
 from tests.support.pulseaudio import PulseServer
+from tests.support.signals import tone
 
 RATE = 48000
 FRAME = 960
 
 
-def tone(freq: float, seconds: float, rms_dbfs: float) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    amp = 32768 * 10 ** (rms_dbfs / 20) * math.sqrt(2)
-    return np.round(amp * np.sin(2 * math.pi * freq * t)).astype(np.int16)
-
-
 # ------------------------------------------------------------------ without devices
-
-
-def test_level_dbfs() -> None:
-    assert level_dbfs(b"") == SILENCE_DBFS
-    assert level_dbfs(np.zeros(960, dtype=np.int16).tobytes()) == SILENCE_DBFS
-    assert level_dbfs(tone(1000, 0.1, -12.0).tobytes()) == pytest.approx(-12.0, abs=0.05)
-    square = np.tile(np.array([32767, -32768], dtype=np.int16), 480)
-    assert level_dbfs(square.tobytes()) == pytest.approx(0.0, abs=0.01)
 
 
 DEVICES = [

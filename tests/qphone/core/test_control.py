@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import uuid
 
 import pytest
@@ -28,6 +29,7 @@ MESSAGES = [
     PadReady(Direction.I2R, 16384),
     SenderProgress(3, 1000),
     Bye("hang up ☎"),
+    Bye("KME unreachable", failed=True),
 ]
 
 
@@ -62,3 +64,11 @@ def test_garbage_never_crashes(data: bytes) -> None:
     b = ControlChannel(K2, K1)
     with pytest.raises(ControlRejected):
         b.open(data)
+
+
+def test_bye_failed_flag_is_strict() -> None:
+    body = bytearray(ControlChannel(K1, K2).seal(Bye("x", failed=True))[:-16])
+    body[5] = 2  # the flag byte after type and seq: neither 0 nor 1
+    forged = bytes(body) + hmac.new(K1, bytes(body), "sha256").digest()[:16]
+    with pytest.raises(ControlRejected, match="failed flag"):
+        ControlChannel(K2, K1).open(forged)

@@ -19,7 +19,7 @@ from qphone.core.errors import (
     KeyExhausted,
     QphoneError,
 )
-from qphone.core.session import EpochStarted, RotationOverdue
+from qphone.core.session import EpochStarted, PeerBye, RotationOverdue
 from tests.support.inmemorycalls import make_call
 
 
@@ -91,11 +91,11 @@ def test_rotation_events_and_accounting_aes() -> None:
     started = [e for s, e in call.log if s is call.initiator and isinstance(e, EpochStarted)]
     assert call.initiator.send_epoch == 9
     assert [e.epoch for e in started] == list(range(1, 10))
-    acc = call.initiator.snapshot_accounting()
+    acc = call.initiator.key_accounting()
     # handshake key + one 256-bit block per epoch, lookahead 2 beyond the current one
     assert acc.handshake == 256 and acc.epoch == 256 * (9 + 2)
     assert acc.consumed == acc.fetched == call.kme.issued_bits
-    assert call.responder.snapshot_accounting().epoch == acc.epoch
+    assert call.responder.key_accounting().epoch == acc.epoch
 
 
 def test_time_based_rotation() -> None:
@@ -115,12 +115,12 @@ def test_otp_accounting_matches_theory() -> None:
         f = call.initiator.protect(bytes(n), i * 0.02)
         call.responder.unprotect(f, i * 0.02)
         call.pump()
-    acc = call.initiator.snapshot_accounting()
+    acc = call.initiator.key_accounting()
     assert acc.pad == 8 * sum(sizes)
     assert acc.mac == 64 * len(sizes) + 64  # a tag per frame + the session hash key
     left = call.initiator.pad_left_bytes
     call.initiator.close()
-    assert call.initiator.accounting.erased_unused == 8 * left
+    assert call.initiator.key_accounting().erased_unused == 8 * left
 
 
 def test_otp_pad_never_reused_and_exhaustion_refused() -> None:
@@ -254,5 +254,22 @@ def test_bye_closes_and_erases() -> None:
     assert a.closed
     b.receive_control(bye)
     assert b.closed
+    assert PeerBye("done", failed=False) in b.events()
     with pytest.raises(QphoneError, match="closed"):
         b.protect(b"x", 0.0)
+
+
+def test_failing_bye_says_so() -> None:
+    _, a, b = _aes_pair()
+    b.receive_control(a.bye("QKD key supply failed", failed=True))
+    assert PeerBye("QKD key supply failed", failed=True) in b.events()
+
+
+def test_key_accounting_is_a_snapshot() -> None:
+    call = make_call(CallParams(mode=Mode.OTP, pad_block_bits=8192))
+    before = call.initiator.key_accounting()
+    call.responder.unprotect(call.initiator.protect(bytes(40), 0.0), 0.0)
+    after = call.initiator.key_accounting()
+    assert after.pad == before.pad + 8 * 40  # the earlier copy did not move with the session
+    before.pad = 0  # and writing to a copy changes nothing in the session
+    assert call.initiator.key_accounting().pad == after.pad

@@ -12,9 +12,10 @@ import pytest
 from qphone.audio.devices import AudioDevice
 from qphone.audio.opus import OpusConfig
 from qphone.audio.wav import frames_to_pcm
-from qphone.endpoint.endpoint import CallEndpoint, CallOptions
+from qphone.endpoint.endpoint import CallEndpoint
+from qphone.endpoint.options import CallOptions
 from qphone.measure.quality import estimate_delay
-from qphone.transport.calltransport import LOOPBACK_ADDRESSES, TransportConfig
+from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 from tests.support.audiocompare import reference_decode
 from tests.support.keyserverdemo import private_profiles
 from tests.support.paths import SAMPLES
@@ -51,7 +52,7 @@ async def test_call_plays_into_sound_device(
         sa, sb = await asyncio.gather(a.call("127.0.0.1", port), answer)
         await asyncio.sleep(0.3)
         rec.cancel()
-    assert sa["frames_received"] > 200 and sa["sas"] == sb["sas"]
+    assert sa.frames_received > 200 and sa.sas == sb.sas
     got = np.frombuffer(frames_to_pcm(recorded), dtype=np.int16).astype(float)
     assert np.sqrt(np.mean(got**2)) > 300, "nothing reached the sound device"
     ref = reference_decode(SAMPLES / "speech_b_48k.wav", OpusConfig())

@@ -26,7 +26,10 @@ def test_process_cpu_seconds_counts_this_process() -> None:
 
 def test_endpoint_cpu_of_a_short_call() -> None:
     r = measure_endpoint_cpu(SAMPLE, 3.0, idle_seconds=0.5)
-    assert 2.5 < r.call_wall_s < 10  # the call ran for its duration (and was timed)
+    # the call ran until a --duration (both sides have one) ended it, and was timed
+    assert r.end_reason in ("duration of 3 s reached", "peer hung up (duration of 3 s reached)")
+    assert r.frames_sent > 0
+    assert r.call_wall_s > 0
     assert 0 < r.call_fraction < 1
     assert 0 <= r.idle_fraction < 1
     s = r.summary()

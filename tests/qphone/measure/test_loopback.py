@@ -59,7 +59,7 @@ def test_report_consistent(
         assert 0.04 * f["sent"] < f["lost"] < 0.2 * f["sent"]
         assert f["concealed"] + f["fec_recovered"] >= f["lost"] - 2
     lat = r["latency_ms"]
-    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"] < 1000
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     parts = lat["parts"]
     assert parts["processing"]["p50"] < lat["p50"] and parts["jitter_buffer"]["p50"] > 0
     key = r["key"]

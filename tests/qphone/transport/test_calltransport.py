@@ -20,19 +20,19 @@ import pytest
 
 from qphone.core.impairment import ImpairmentParams
 from qphone.core.signalmessage import SignalKind, SignalMessage
+from qphone.measure.impairmentfilter import ImpairmentFilter
 from qphone.transport.aiortchooks import decoder_running
-from qphone.transport.calltransport import (
+from qphone.transport.calltransport import CallTransport
+from qphone.transport.config import (
     LOOPBACK_ADDRESSES,
     MAX_CONTROL_BACKLOG,
     MAX_CONTROL_BYTES,
     MAX_PAYLOAD_BYTES,
-    CallTransport,
     MediaPath,
-    ReceivedFrame,
-    TransportClosedError,
     TransportConfig,
-    TransportError,
 )
+from qphone.transport.errors import TransportClosedError, TransportError
+from qphone.transport.frames import ReceivedFrame, ReceiveFilter
 from qphone.transport.signaling import SignalingListener, connect_signaling
 from tests.support.paths import ROOT
 
@@ -65,9 +65,12 @@ async def connect_pair(
 
 @contextlib.asynccontextmanager
 async def pair(
-    caller_config: TransportConfig = FAST, answerer_config: TransportConfig = FAST
+    caller_config: TransportConfig = FAST,
+    answerer_config: TransportConfig = FAST,
+    answerer_filter: ReceiveFilter | None = None,
 ) -> AsyncIterator[tuple[CallTransport, CallTransport]]:
-    caller, answerer = CallTransport(caller_config), CallTransport(answerer_config)
+    caller = CallTransport(caller_config)
+    answerer = CallTransport(answerer_config, receive_filter=answerer_filter)
     try:
         async with asyncio.timeout(10):
             await connect_pair(caller, answerer)
@@ -179,17 +182,16 @@ async def test_stats_report_rtt() -> None:
         assert stats.state == "connected"
 
 
-async def test_impairment_hook_on_receive_path() -> None:
-    impaired = config(impairment=ImpairmentParams(loss=0.2, duplicate=0.1, seed=5))
-    async with pair(FAST, impaired) as (caller, answerer):
+async def test_receive_filter_sees_every_frame_and_decides_delivery() -> None:
+    impairment = ImpairmentFilter(ImpairmentParams(loss=0.2, duplicate=0.1, seed=5))
+    async with pair(answerer_filter=impairment) as (caller, answerer):
         received: list[ReceivedFrame] = []
         answerer.set_frame_callback(received.append)
         await send_frames(caller, payloads(200))
         async with asyncio.timeout(5):
-            while (await answerer.stats()).impairment.offered < 200:  # type: ignore[union-attr]
+            while impairment.counters.offered < 200:
                 await asyncio.sleep(0.02)
-        counters = (await answerer.stats()).impairment
-        assert counters is not None
+        counters = impairment.counters
         assert 10 < counters.dropped < 80
         assert counters.duplicated > 0
         assert len(received) == 200 - counters.dropped + counters.duplicated

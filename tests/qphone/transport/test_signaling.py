@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from qphone.core.signalmessage import SignalKind, SignalMessage, encode_message
-from qphone.transport.calltransport import LOOPBACK_ADDRESSES, CallTransport, TransportConfig
+from qphone.transport.calltransport import CallTransport
+from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 from qphone.transport.signaling import (
     PeerClosedError,
     SignalingConnectError,
