@@ -3,7 +3,7 @@
 aiortc has no public way to (a) read RTP payloads before its own jitter buffer
 and decoder, or (b) restrict ICE host candidates to chosen addresses.  Both
 hooks patch a single *instance* (never a class or a module), and every private
-name used here is asserted by ``tests/test_aiortc_pin.py`` against the pinned
+name used here is asserted by ``tests/qphone/transport/test_aiortc_pin.py`` against the pinned
 ``aiortc==1.16.0`` / ``aioice==0.13.0`` so that an upgrade fails loudly.
 
 Receive tap (:func:`tap_rtp_receiver`):

@@ -1,8 +1,8 @@
-"""Fail loudly if aiortc/aioice change under qphone's hooks (qphone/aiortchooks.py).
+"""Fail loudly if aiortc/aioice change under qphone's hooks (qphone/transport/aiortchooks.py).
 
 qphone relies on these exact private internals of aiortc 1.16.0 and aioice
 0.13.0.  If one of these tests fails after an upgrade, re-read the new code of
-the named function, adapt qphone/aiortchooks.py, then update the pins.
+the named function, adapt qphone/transport/aiortchooks.py, then update the pins.
 """
 
 from __future__ import annotations
