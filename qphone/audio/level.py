@@ -1,4 +1,4 @@
-"""The signal level of int16 PCM, for the status line and the sound devices' input meter."""
+"""The signal level of int16 PCM: the status line, the sound devices' meter, silence tests."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ import numpy.typing as npt
 SILENCE_DBFS = -120.0
 
 
-def level_dbfs(pcm: bytes | bytearray | npt.NDArray[np.int16]) -> float:
-    """RMS level of int16 PCM in dBFS (a full-scale square wave is 0 dBFS)."""
+def level_dbfs(pcm: bytes | bytearray | npt.NDArray[np.int16] | npt.NDArray[np.float64]) -> float:
+    """RMS level in dBFS of int16 PCM (bytes or samples; float samples on the int16 scale).
+
+    A full-scale square wave is 0 dBFS; the result is never below SILENCE_DBFS.
+    """
     x = np.frombuffer(pcm, dtype="<i2") if isinstance(pcm, bytes | bytearray) else pcm
     if len(x) == 0:
         return SILENCE_DBFS

@@ -25,7 +25,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _bin(name: str) -> str:
+def installed_script(name: str) -> str:
+    """The console script ``name`` of this Python environment (else: ``name`` on the PATH)."""
     local = Path(sys.executable).parent / name
     return str(local) if local.exists() else name
 
@@ -36,7 +37,7 @@ def running_keyserver(directory: Path, extra: list[str], timeout: float = 120.0)
     (directory / "demo.json").unlink(missing_ok=True)
     log = open(directory / "keyserver-demo.log", "wb")  # noqa: SIM115 - closed below
     cmd = [
-        _bin("qkd-keyserver"),
+        installed_script("qkd-keyserver"),
         "demo",
         "--dir",
         str(directory),

@@ -18,7 +18,6 @@ import contextlib
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from qphone.audio.wav import read_wav, write_wav
+from qphone.demo.keyserverprocess import free_port, installed_script, running_keyserver
 
 STARTUP_TIMEOUT = 60.0
 SLACK_S = 60.0  # on top of the call's duration, for set-up and hang-up
@@ -82,11 +82,6 @@ def process_cpu_seconds(pid: int) -> float:
     return (utime + stime) / _clock_ticks()
 
 
-def _qphone_bin() -> str:
-    local = Path(sys.executable).parent / "qphone"
-    return str(local) if local.exists() else "qphone"
-
-
 def looped_wav(sample: Path, seconds: float, dest: Path, rate: int = 48000) -> Path:
     """``sample`` repeated to ``seconds`` (so the input never runs out during the call)."""
     pcm, _ = read_wav(sample, rate)
@@ -134,8 +129,6 @@ async def measure_answerer_cpu(
     bob.toml) in ``kme_dir``; returns the CPU of the answering process (bob)."""
     if not 0 < seconds <= 3600 or idle_seconds < 0:
         raise ValueError("need 0 < seconds <= 3600 and idle_seconds >= 0")
-    from qphone.demo.keyserverprocess import free_port
-
     port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="qphone-cpu-") as d:
         return await _measure(
@@ -168,7 +161,7 @@ async def _measure(
     ]
     deadline = time.monotonic() + seconds + idle_seconds + SLACK_S
     answerer = await asyncio.create_subprocess_exec(
-        _qphone_bin(),
+        installed_script("qphone"),
         "answer",
         "--listen",
         f"127.0.0.1:{port}",
@@ -192,7 +185,7 @@ async def _measure(
         await asyncio.sleep(idle_seconds)
         idle1, t_idle1 = process_cpu_seconds(answerer.pid), time.monotonic()
         caller = await asyncio.create_subprocess_exec(
-            _qphone_bin(),
+            installed_script("qphone"),
             "call",
             f"127.0.0.1:{port}",
             "--profile",
@@ -246,8 +239,6 @@ def _keyserver(kme_dir: Path | None) -> Iterator[Path]:
     if kme_dir is not None:
         yield kme_dir
         return
-    from qphone.demo.keyserverprocess import running_keyserver
-
     with (
         tempfile.TemporaryDirectory(prefix="qphone-cpu-kme-") as d,
         running_keyserver(Path(d) / "kme", []) as kme,

@@ -31,12 +31,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import correlate, resample_poly
+from scipy.signal import correlate
+
+from qphone.audio.level import level_dbfs
+from qphone.audio.wav import resample
 
 Pcm = npt.NDArray[np.int16]
 Floats = npt.NDArray[np.float64]
@@ -186,24 +188,10 @@ def percentiles(values: npt.ArrayLike) -> dict[str, float]:
     return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(a.max())}
 
 
-def _resample(x: Floats, rate: int, to: int) -> Floats:
-    if rate == to:
-        return x
-    ratio = Fraction(to, rate)
-    return np.asarray(resample_poly(x, ratio.numerator, ratio.denominator), dtype=np.float64)
-
-
-def _rms_dbfs(x: Floats) -> float:
-    if x.size == 0:
-        return -math.inf
-    rms = math.sqrt(float(np.mean(x * x))) / INT16_FULL_SCALE
-    return 20 * math.log10(rms) if rms > 0 else -math.inf
-
-
 def _audible_fraction(x: Floats, block: int, silence_dbfs: float) -> float:
     n = len(x) // block
     if n == 0:
-        return 1.0 if _rms_dbfs(x) >= silence_dbfs else 0.0
+        return 1.0 if level_dbfs(x) >= silence_dbfs else 0.0
     blocks = x[: n * block].reshape(n, block)
     rms = np.sqrt(np.mean(blocks * blocks, axis=1)) / INT16_FULL_SCALE
     threshold = 10 ** (silence_dbfs / 20)
@@ -241,8 +229,8 @@ def measure_latency(tl: Timelines, params: LatencyParams | None = None) -> Laten
         if tl.output_frames
         else np.zeros(0)
     )
-    x = _resample(x_full, rate, ar)
-    y = _resample(y_full, rate, ar)
+    x = resample(x_full, rate, ar)
+    y = resample(y_full, rate, ar)
     in_clock = _Clock(np.arange(len(tl.input_times), dtype=np.int64) * f_in, tl.input_times, rate)
     out_lens = np.asarray([len(f) for f in tl.output_frames], dtype=np.int64)
     out_starts = np.concatenate([[0], np.cumsum(out_lens)[:-1]]).astype(np.int64)
@@ -330,7 +318,7 @@ def _window_latency(
             continue
         out = y_full[s : s + n]
         ref = x_full[src : src + n]
-        if _rms_dbfs(out) < p.silence_dbfs:
+        if level_dbfs(out) < p.silence_dbfs:
             continue
         den = math.sqrt(float(np.dot(out, out)) * float(np.dot(ref, ref)))
         if den == 0 or float(np.dot(out, ref)) / den < p.frame_correlation:

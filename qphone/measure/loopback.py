@@ -26,22 +26,23 @@ from typing import Any
 import numpy as np
 
 from qphone.audio.opus import OpusConfig, OpusDecoder, decode_playout
-from qphone.audio.wav import read_wav, wav_info
+from qphone.audio.wav import read_wav, resample, wav_info
 from qphone.core.callparams import CallParams, Mode
 from qphone.core.errors import FrameReplayed
 from qphone.core.impairment import ImpairmentParams
-from qphone.core.jitterbuffer import PlayoutItem, PlayoutKind
+from qphone.core.jitterbuffer import TS_MOD, PlayoutItem, PlayoutKind
+from qphone.demo.keyserverprocess import free_port, running_keyserver
 from qphone.endpoint.console import TextOut
 from qphone.endpoint.endpoint import CallEndpoint
 from qphone.endpoint.options import CallOptions
 from qphone.endpoint.state import CallPhase
 from qphone.endpoint.summary import CallSummary
+from qphone.kmeclient import KmeClient, KmeError
 from qphone.measure.callrecorder import CallRecorder
 from qphone.measure.impairmentfilter import impairment_filter
+from qphone.measure.latency import percentiles
 from qphone.profile import Profile, load_profile
 from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
-
-TS_MOD = 1 << 32
 
 
 @dataclass
@@ -102,15 +103,7 @@ class LoopbackRun:
 
 
 def _pct(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"p50": math.nan, "p95": math.nan, "p99": math.nan, "max": math.nan}
-    a = np.asarray(values, dtype=float)
-    return {
-        "p50": round(float(np.percentile(a, 50)), 3),
-        "p95": round(float(np.percentile(a, 95)), 3),
-        "p99": round(float(np.percentile(a, 99)), 3),
-        "max": round(float(a.max()), 3),
-    }
+    return {k: round(v, 3) for k, v in percentiles(values).items()}
 
 
 @contextlib.contextmanager
@@ -118,8 +111,6 @@ def _profiles(opts: LoopbackOptions, work: Path) -> Iterator[tuple[Profile, Prof
     if opts.profile_a and opts.profile_b:
         yield load_profile(opts.profile_a), load_profile(opts.profile_b)
         return
-    from qphone.demo.keyserverprocess import running_keyserver
-
     kme_args = ["--distance-km", str(opts.distance_km), "--seed", str(opts.seed)]
     if opts.eve_fraction:
         kme_args += ["--eve-fraction", str(opts.eve_fraction)]
@@ -175,8 +166,6 @@ async def _run_call(opts: LoopbackOptions, pa: Profile, pb: Profile) -> tuple[Si
         observer=answerer_log,
         receive_filter=impairment_filter(opts.impairment(opts.seed)),
     )
-    from qphone.demo.keyserverprocess import free_port
-
     port = free_port()
     started, done = asyncio.Event(), asyncio.Event()
     show = opts.progress and sys.stderr.isatty()
@@ -233,8 +222,6 @@ def run_loopback(opts: LoopbackOptions) -> LoopbackRun:
 
 
 async def _link_status(profile: Profile) -> dict[str, Any]:
-    from qphone.kmeclient import KmeClient, KmeError
-
     try:
         async with KmeClient.from_profile(profile) as kme:
             status = await kme.status(profile.peer_sae_id)
@@ -476,8 +463,6 @@ def _quality(sample: Path, got: bytes, clear: bytes, rate: int) -> dict[str, Any
     out: dict[str, Any] = {}
     try:
         for name, pcm in (("encrypted", got), ("unencrypted", clear)):
-            from qphone.audio.wav import resample
-
             deg = resample(np.frombuffer(pcm, dtype="<i2"), rate, 16000)
             q = measure(ref, deg, 16000)
             out[name] = {
