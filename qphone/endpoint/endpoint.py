@@ -13,11 +13,13 @@
 4. shutdown: bye, keys erased, transport and KME client closed; the summary
    (:mod:`qphone.endpoint.summary`).
 
-Failures of any step end here, in :meth:`CallEndpoint._run`: each becomes a typed
+Failures end in one place, :meth:`CallEndpoint._run`: an exception of a kind in
+:data:`~qphone.endpoint.outcome.HANDLED_FAILURES` becomes a typed
 :class:`~qphone.endpoint.outcome.CallFailed` (:func:`~qphone.endpoint.outcome.call_failure`),
-is shown, and is raised after the shutdown; the summary then carries it as ``error``.  The
-phase is observable (:attr:`CallEndpoint.phase`); a :class:`~qphone.endpoint.observer.
-CallObserver` sees every frame, and a receive filter can be put on the transport.
+is shown, and is raised after the shutdown; the summary then carries it as ``error``.  Other
+exceptions (a signaling error, an unreadable WAV file) propagate unchanged.  The phase is
+observable (:attr:`CallEndpoint.phase`); a :class:`~qphone.endpoint.observer.CallObserver`
+sees every frame, and a receive filter can be put on the transport.
 """
 
 from __future__ import annotations

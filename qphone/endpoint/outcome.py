@@ -3,8 +3,8 @@
 A call ends once, for one reason: the local side hangs up (its ``--duration`` passed, its input
 ended, or it was interrupted), the peer hangs up with an authenticated bye, or a failure ends it.
 Every failure is a :class:`CallFailed` subclass whose message names the fix.  Exceptions from the
-layers below (transport, signaling, handshake, KME client, files) become one in a single place,
-:func:`call_failure`, so that callers match on types, never on message text.
+layers below (the kinds in :data:`HANDLED_FAILURES`: handshake, KME client, transport, OS) become
+one in a single place, :func:`call_failure`, so that callers match on types, never on text.
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def key_supply_failure(message: str, exc: KmeError) -> KeySupplyFailed:
     return OutOfKey(message) if isinstance(exc, KmeOutOfKeys) else KeySupplyFailed(message)
 
 
-# What ends a call's set-up or the call as a CallFailed; anything else propagates unchanged.
+# The exceptions CallEndpoint turns into a CallFailed; anything else (SignalingError, the
+# ValueError of an unreadable WAV file, ...) propagates unchanged.
 HANDLED_FAILURES: tuple[type[Exception], ...] = (
     CallFailed,
     HandshakeFailed,
