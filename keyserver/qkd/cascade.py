@@ -181,8 +181,8 @@ class CascadeAlice:
         prefix = _prefix_xor(shuffled)
         self._prefix.append(prefix)
         self._blocks.append(block)
-        bounds = np.minimum(np.arange(0, self.n + block, block, dtype=np.int64), self.n)
-        bounds = np.unique(bounds)
+        nb = (self.n + block - 1) // block
+        bounds = np.minimum(np.arange(0, nb + 1, dtype=np.int64) * block, self.n)
         out: U8Array = prefix[bounds[1:]] ^ prefix[bounds[:-1]]
         return self._disclose(out)
 
@@ -434,8 +434,14 @@ class CascadeBob:
         self._inv_full[p, : layout.inv_full.shape[0]] = layout.inv_full
         self._perm_rest[p, : layout.perm_rest.shape[0]] = layout.perm_rest
         self._inv_rest[p, : layout.inv_rest.shape[0]] = layout.inv_rest
-        current = self.corrected_bits()
-        self._work[p] = _gather(current, layout.perm_full, layout.perm_rest)
+        if p == 0:
+            self._work[0] = _gather(self._orig, layout.perm_full, layout.perm_rest)
+        else:  # compose: pass p's order read from pass 0's (Bob's current string)
+            seg = layout.perm_full.shape[0]
+            rest = layout.perm_rest.shape[0]
+            comp_full = self._inv_full[0, :seg][layout.perm_full]
+            comp_rest = self._inv_rest[0, :rest][layout.perm_rest]
+            self._work[p] = _gather(self._work[0], comp_full, comp_rest)
         off = int(self._block_off[p])
         nb = top.shape[0]
         self._alice_top[off : off + nb] = top

@@ -252,22 +252,27 @@ def optimised(params: LinkParams) -> LinkParams:
     """
     if not params.optimise:
         return dataclasses.replace(params, block_pulses=plan_block_pulses(params))
-    fixed_block = params.block_pulses
     f = params.ec_efficiency_plan
     clean = dataclasses.replace(params, eve_fraction=0.0)
+    fixed_block = params.block_pulses
 
     def rate(x: np.ndarray) -> float:
         cand = _from_vector(clean, x)
         if cand is None:
             return 1.0
-        pulses = plan_block_pulses(dataclasses.replace(cand, block_pulses=0))
+        pulses = fixed_block or plan_block_pulses(dataclasses.replace(cand, block_pulses=0))
         return -expected_key_length(cand, pulses, f) / pulses
 
-    starts = [
-        np.array([0.5, 0.12, 0.75, 0.2, 0.9]),
-        np.array([0.6, 0.2, 0.6, 0.3, 0.85]),
-        np.array([0.45, 0.08, 0.85, 0.1, 0.93]),
+    grid = [
+        np.array([mu, nu, ps, pd, pz])
+        for mu in (0.35, 0.45, 0.6)
+        for nu in (0.1, 0.18)
+        for ps in (0.5, 0.7, 0.85)
+        for pd in (0.1, 0.25)
+        for pz in (0.75, 0.85, 0.93)
     ]
+    scored = sorted(grid, key=rate)
+    starts = scored[:2]
     best_x, best = starts[0], rate(starts[0])
     for x0 in starts:
         res = minimize(rate, x0, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-12,

@@ -58,7 +58,7 @@ class LinkRun:
 
     params: LinkParams
     seed: int | None = None
-    key_size: int = 256
+    key_size: int = 1024
     link: str = "sim"
     record: bool = False
 

@@ -166,3 +166,42 @@ initial_auth_key = "link.authkey"
         configs[role] = path
         logs[role] = directory / f"{role}.log"
     return Pair(directory, pki / "ca.pem", configs, ports, {}, logs)
+
+
+def key_windows(keys: list[bytes]) -> "set[int]":
+    """Every byte-aligned 64-bit window of every key (bit offsets are covered by shifting the
+    record instead, see :func:`find_key_windows`)."""
+    out: set[int] = set()
+    for k in keys:
+        for i in range(len(k) - 7):
+            out.add(int.from_bytes(k[i : i + 8], "big"))
+    return out
+
+
+def find_key_windows(record: bytes, keys: list[bytes]) -> int:
+    """How many 64-bit windows of the keys occur in ``record`` at any bit offset.
+
+    Shift the record by 0..7 bits; read its windows at byte offsets r, r+8, ... as big-endian
+    u64 (no copies per window); a 2^24-entry table of the wanted windows' low bits filters,
+    an exact comparison confirms."""
+    import numpy as np
+
+    wanted = np.array(sorted(key_windows(keys)), dtype=np.uint64)
+    if wanted.size == 0 or len(record) < 9:
+        return 0
+    table = np.zeros(1 << 24, dtype=bool)
+    table[(wanted & np.uint64(0xFFFFFF)).astype(np.int64)] = True
+    bits = np.unpackbits(np.frombuffer(record, dtype=np.uint8))
+    hits = 0
+    for shift in range(8):
+        shifted = np.packbits(bits[shift:])
+        for r in range(8):
+            k = (shifted.shape[0] - r) // 8
+            if k <= 0:
+                continue
+            win = np.frombuffer(shifted[r : r + 8 * k].tobytes(), dtype=">u8").astype(np.uint64)
+            cand = win[table[(win & np.uint64(0xFFFFFF)).astype(np.int64)]]
+            if cand.size:
+                idx = np.minimum(np.searchsorted(wanted, cand), wanted.shape[0] - 1)
+                hits += int(np.count_nonzero(wanted[idx] == cand))
+    return hits
