@@ -176,9 +176,13 @@ class Module:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.config
-        self.store = ModuleStore(cfg.data_dir)
-        key = cfg.initial_auth_key.read_bytes()
+        try:
+            key = cfg.initial_auth_key.read_bytes()
+        except OSError as e:
+            raise ValueError(f"[classical_channel] initial_auth_key: cannot read "
+                             f"{cfg.initial_auth_key}: {e.strerror}") from None
         halves = split_initial_key(key)
+        self.store = ModuleStore(cfg.data_dir)
         self.store.init_auth(*halves)
         send_dir = 0 if self.role == "transmitter" else 1
         self.pad = AuthPad(self.role, self.store.chunks(), self.store.reservation(send_dir),

@@ -104,10 +104,12 @@ def make_pair(
     distance_km: float = 10.0,
     block_pulses: int = 100_000_000,
     max_key_count: int = 64,
-    key_size: int = 256,
+    key_size: int = 1024,
     testing: bool = True,
     seed: int | None = 5,
     extra_params: str = "",
+    classical_connect_port: int | None = None,
+    classical_port: int | None = None,
 ) -> Pair:
     pki = directory / "pki"
     ca = CertificateAuthority.create(pki, "module CA")
@@ -119,7 +121,8 @@ def make_pair(
     fd = os.open(authkey, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(os.urandom(256 * 1024))
-    qport, cport = free_port(), free_port()
+    qport, cport = free_port(), classical_port or free_port()
+    ports_extra = {"classical": cport}
     ports = {"transmitter": free_port(), "receiver": free_port()}
     configs: dict[str, Path] = {}
     logs: dict[str, Path] = {}
@@ -127,6 +130,9 @@ def make_pair(
         ("transmitter", "QKD-tx", "nodeA", "nodeB", 0), ("receiver", "QKD-rx", "nodeB", "nodeA", 1)
     ):
         seed_line = f"seed = {seed + seed_off}" if seed is not None else ""
+        c_port = cport
+        if role == "transmitter" and classical_connect_port is not None:
+            c_port = classical_connect_port
         text = f"""
 [module]
 id = "{mid}"
@@ -158,13 +164,14 @@ block_pulses = {block_pulses}
 {extra_params}
 
 [classical_channel]
-address = "127.0.0.1:{cport}"
+address = "127.0.0.1:{c_port}"
 initial_auth_key = "link.authkey"
 """
         path = directory / f"{role}.toml"
         path.write_text(text)
         configs[role] = path
         logs[role] = directory / f"{role}.log"
+    ports.update(ports_extra)
     return Pair(directory, pki / "ca.pem", configs, ports, {}, logs)
 
 
@@ -205,3 +212,93 @@ def find_key_windows(record: bytes, keys: list[bytes]) -> int:
                 idx = np.minimum(np.searchsorted(wanted, cand), wanted.shape[0] - 1)
                 hits += int(np.count_nonzero(wanted[idx] == cand))
     return hits
+
+
+class RecordingProxy:
+    """A loopback TCP proxy for the classical channel: records every byte each way, frame by
+    frame (16-byte nonce, then ``u32 length || frame``), and can inject whole frames."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target = target_port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = int(self.sock.getsockname()[1])
+        self.frames: list[tuple[str, bytes]] = []  # ("tx"|"rx", frame) in arrival order
+        self.raw: list[bytes] = []
+        self._lock = threading.Lock()
+        self._to_rx: list[socket.socket] = []
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._stop:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._to_rx.append(upstream)
+            threading.Thread(target=self._pipe, args=(client, upstream, "tx"), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, "rx"), daemon=True).start()
+
+    def _read(self, s: socket.socket, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = s.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError
+            buf += chunk
+        return buf
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, who: str) -> None:
+        try:
+            nonce = self._read(src, 16)
+            with self._lock:
+                self.raw.append(nonce)
+                dst.sendall(nonce)
+            while True:
+                head = self._read(src, 4)
+                body = self._read(src, int.from_bytes(head, "big"))
+                with self._lock:
+                    self.frames.append((who, body))
+                    self.raw.append(body)
+                    dst.sendall(head + body)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def inject_to_receiver(self, frame: bytes) -> None:
+        with self._lock:
+            up = self._to_rx[-1]
+            up.sendall(len(frame).to_bytes(4, "big") + frame)
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+
+
+def frame_intervals(frames: list[tuple[str, bytes]]) -> dict[int, list[tuple[int, int]]]:
+    """Pad intervals [position, position + size) used by the recorded frames, per direction."""
+    out: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
+    for _, f in frames:
+        flags, direction = f[1], f[2]
+        pos = int.from_bytes(f[3:11], "big")
+        out[direction].append((pos, pos + (32 if flags & 1 else 16)))
+    return out
