@@ -220,8 +220,8 @@ def _to_perm(j: int, inv_full: I32Array, inv_rest: I32Array, n: int) -> int:
     s = j // seg
     base = s * seg
     if base + seg <= n:
-        return base + inv_full[j - base]
-    return base + inv_rest[j - base]
+        return int(base + inv_full[j - base])
+    return int(base + inv_rest[j - base])
 
 
 @njit(cache=True, nogil=True)
@@ -230,8 +230,8 @@ def _from_perm(q: int, perm_full: I32Array, perm_rest: I32Array, n: int) -> int:
     s = q // seg
     base = s * seg
     if base + seg <= n:
-        return base + perm_full[q - base]
-    return base + perm_rest[q - base]
+        return int(base + perm_full[q - base])
+    return int(base + perm_rest[q - base])
 
 
 @njit(cache=True, nogil=True)

@@ -9,12 +9,15 @@ for the key and the X basis for the phase error, intensities ``mu1 = mu > mu2 = 
     n^+-_{B,k} = e^{mu_k} / p_k * (n_{B,k} +- delta)       (concentration, below)
     tau_n      = sum_k e^{-mu_k} mu_k^n p_k / n!
     s_{B,0}   >= tau_0 (mu2 n^-_{B,mu3} - mu3 n^+_{B,mu2}) / (mu2 - mu3)
-    s_{B,1}   >= tau_1 mu1 [n^-_{B,mu2} - n^+_{B,mu3} - (mu2^2 - mu3^2)/mu1^2 (n^+_{B,mu1} - s_{B,0}/tau_0)]
+    s_{B,1}   >= tau_1 mu1 [n^-_{B,mu2} - n^+_{B,mu3}
+                            - (mu2^2 - mu3^2)/mu1^2 (n^+_{B,mu1} - s_{B,0}/tau_0)]
                  / [mu1 (mu2 - mu3) - mu2^2 + mu3^2]
     v_{X,1}   <= tau_1 (m^+_{X,mu2} - m^-_{X,mu3}) / (mu2 - mu3)
     phi_Z     <= v_{X,1}/s_{X,1} + gamma(eps_sec, v_{X,1}/s_{X,1}, s_{Z,1}, s_{X,1})
-    gamma(a, b, c, d) = sqrt( (c+d)(1-b) b / (c d ln 2) * log2( (c+d) / (c d (1-b) b) * 21^2 / a^2 ) )
-    l = floor( s_{Z,0} + s_{Z,1} (1 - H2(phi_Z)) - lambda_EC - 6 log2(21/eps_sec) - log2(2/eps_cor) )
+    gamma(a, b, c, d) = sqrt( (c+d)(1-b) b / (c d ln 2)
+                              * log2( (c+d) / (c d (1-b) b) * 21^2 / a^2 ) )
+    l = floor( s_{Z,0} + s_{Z,1} (1 - H2(phi_Z)) - lambda_EC
+               - 6 log2(21/eps_sec) - log2(2/eps_cor) )
 
 is eps_sec-secret and eps_cor-correct (the verification hash sets eps_cor). ``lambda_EC`` is every
 bit disclosed about the key-basis string: the Cascade parities and the verification tag.
@@ -159,7 +162,7 @@ def finite_key(
     method = "exact" if exact else params.concentration
     s_z0, s_z1 = _single_photon(counts.n_z, sum(counts.n_z), mus, ps, eps, method)
     _, s_x1 = _single_photon(counts.n_x, sum(counts.n_x), mus, ps, eps, method)
-    mu1, mu2, mu3 = mus
+    _, mu2, mu3 = mus
     _, tau1 = _taus(mus, ps)
     lows, highs = _bounds(counts.m_x, sum(counts.m_x), eps, method)
     m_plus_2 = math.exp(mu2) / ps[1] * highs[1]

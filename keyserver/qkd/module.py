@@ -153,7 +153,7 @@ class LinkStatus:
 
 
 class Module:
-    """One QKD module. ``await start()``, then ``await stop()``; ``failed`` is set on fatal errors."""
+    """One QKD module. ``await start()``, then ``await stop()``; ``failed`` on fatal errors."""
 
     def __init__(self, config: ModuleConfig) -> None:
         self.config = config
@@ -172,6 +172,8 @@ class Module:
         self._paused = False
         self._session: _Session | None = None
         self._block_seconds: dict[int, float] = {}
+        self._pending_classical: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._pending_quantum: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -334,8 +336,8 @@ class Module:
         await self._maybe_session()
 
     async def _maybe_session(self) -> None:
-        c = getattr(self, "_pending_classical", None)
-        q = getattr(self, "_pending_quantum", None)
+        c = self._pending_classical
+        q = self._pending_quantum
         if c is None or q is None:
             return
         self._pending_classical = None

@@ -396,7 +396,9 @@ class Alice(_Party):
             self._records[block] = []
         return src
 
-    def on_frame(self, block: int, frame: int, offset: int, pulses: int, record: SourceRecord) -> None:
+    def on_frame(
+        self, block: int, frame: int, offset: int, pulses: int, record: SourceRecord
+    ) -> None:
         """Alice's record of a frame she sent (``offset`` = its first pulse in the block)."""
         self.source_for(block)
         b = self._blocks.get(block)
@@ -411,7 +413,7 @@ class Alice(_Party):
         states = np.zeros(positions.shape[0], dtype=np.uint8)
         have = np.zeros(positions.shape[0], dtype=bool)
         for _, _, rec in recs:
-            cand = rec.positions
+            cand = rec.positions.astype(np.uint64, copy=False)
             if cand.shape[0] == 0 or cand[0] > positions[-1] or cand[-1] < positions[0]:
                 continue
             idx = match_sorted(cand, positions)
@@ -527,9 +529,9 @@ class Alice(_Party):
                 if len(msg.lo) != 4 * count or len(msg.hi) != 4 * count or count == 0:
                     raise ProtocolError("parity request arrays differ in length")
                 passes = np.frombuffer(msg.passes, dtype=np.uint8)
-                lo = np.frombuffer(msg.lo, dtype="<u4").astype(np.int64)
-                hi = np.frombuffer(msg.hi, dtype="<u4").astype(np.int64)
-                parities = casc.answer(passes, lo, hi)
+                lo_r = np.frombuffer(msg.lo, dtype="<u4").astype(np.int64)
+                hi_r = np.frombuffer(msg.hi, dtype="<u4").astype(np.int64)
+                parities = casc.answer(passes, lo_r, hi_r)
         except CascadeError:
             return [self._abort(b, AbortReason.RECONCILIATION_FAILED),
                     Send(m.Abort(b.number, int(AbortReason.RECONCILIATION_FAILED)))]

@@ -65,10 +65,12 @@ def decode_states(words: U32Array, params: LinkParams) -> U8Array:
     t1 = round((params.p_signal + params.p_decoy) * _P16)
     tz = round(params.p_z * _P15)
     low = words & np.uint32(0xFFFF)
-    intensity = (low >= t0).astype(np.uint8) + (low >= t1).astype(np.uint8)
+    intensity: U8Array = ((low >= t0).astype(np.uint8) + (low >= t1).astype(np.uint8)).astype(
+        np.uint8
+    )
     basis = (((words >> np.uint32(16)) & np.uint32(0x7FFF)) >= tz).astype(np.uint8)
     bit = (words >> np.uint32(31)).astype(np.uint8)
-    out: U8Array = (intensity << 2) | (basis << 1) | bit
+    out: U8Array = ((intensity << 2) | (basis << 1) | bit).astype(np.uint8)
     return out
 
 
@@ -201,7 +203,7 @@ class Photons:
 class SourceRecord:
     """Alice's record of one frame: the states of the candidate pulses (sorted positions)."""
 
-    positions: U32Array
+    positions: U32Array | U64Array  # within the frame (u32) or, at Alice, the block (u64)
     states: U8Array  # intensity << 2 | basis << 1 | bit
 
 
@@ -305,7 +307,7 @@ def frame_body_size(header: bytes) -> int:
 def decode_frame(data: bytes) -> QuantumFrame:
     if len(data) < _FRAME_HEAD.size:
         raise QuantumChannelError("short quantum-channel frame")
-    magic, block, frame, pulses, count, last = _FRAME_HEAD.unpack_from(data)
+    _, block, frame, pulses, count, last = _FRAME_HEAD.unpack_from(data)
     body = frame_body_size(data[: _FRAME_HEAD.size])
     if len(data) != _FRAME_HEAD.size + body:
         raise QuantumChannelError("quantum-channel frame length does not match its header")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -175,7 +176,7 @@ initial_auth_key = "link.authkey"
     return Pair(directory, pki / "ca.pem", configs, ports, {}, logs)
 
 
-def key_windows(keys: list[bytes]) -> "set[int]":
+def key_windows(keys: list[bytes]) -> set[int]:
     """Every byte-aligned 64-bit window of every key (bit offsets are covered by shifting the
     record instead, see :func:`find_key_windows`)."""
     out: set[int] = set()
@@ -279,10 +280,8 @@ class RecordingProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.close()
-                except OSError:
-                    pass
 
     def inject_to_receiver(self, frame: bytes) -> None:
         with self._lock:

@@ -118,7 +118,7 @@ def test_pad_is_never_reused_across_a_restart() -> None:
 
 
 def test_pad_exhaustion_and_receiver_uses_only_committed_refills() -> None:
-    tx, rx = _pads(4096)
+    _, rx = _pads(4096)
     seal = Sealer(rx)
     with pytest.raises(AuthKeyExhausted):
         for _ in range(1000):

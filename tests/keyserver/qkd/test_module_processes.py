@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import time
 from pathlib import Path
 
@@ -168,5 +169,5 @@ def test_sigkill_never_reuses_the_pad_nor_delivers_a_key_to_one_side(tmp_path: P
         proxy.close()
     for direction, spans in frame_intervals(proxy.frames).items():
         spans.sort()
-        for (a0, a1), (b0, _) in zip(spans, spans[1:], strict=False):
+        for (_, a1), (b0, _) in itertools.pairwise(spans):
             assert a1 <= b0, f"pad bytes {b0}..{a1} of direction {direction} used twice"
