@@ -70,7 +70,7 @@ class LinkParams:
     block_pulses: int = 0  # pulses per post-processing block; 0 = chosen for the distance
     frame_pulses: int = 100_000_000  # pulses per quantum-channel frame (0.1 s at 1 GHz)
     max_block_seconds: float = 300.0  # longest block (link time) the automatic plan allows
-    max_block_sifted: int = 30_000_000  # largest key-basis block the automatic plan allows
+    max_block_sifted: int = 50_000_000  # largest key-basis block the automatic plan allows
     optimise: bool = True
     ec_efficiency_plan: float = 1.1  # f assumed when planning (the measured f is what counts)
 
