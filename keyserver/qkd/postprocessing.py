@@ -385,6 +385,12 @@ class Alice(_Party):
         self.auth_available = (0, 0)  # bytes left per direction (set by the module)
         self.auth_used_per_block = 0
 
+    def reset(self) -> list[Output]:
+        out = super().reset()
+        for d in (self._sources, self._fresh, self._records, self._cascade):
+            d.clear()
+        return out
+
     def source_for(self, block: int) -> RandomSource:
         """Alice's random stream of a block (created fresh for each block)."""
         src = self._sources.get(block)
@@ -618,6 +624,13 @@ class Bob(_Party):
         self._corrected: dict[int, list[U8Array]] = {}
         self._bases: dict[int, RandomSource] = {}
         self.stock = 0
+
+    def reset(self) -> list[Output]:
+        out = super().reset()
+        for d in (self._pending, self._pending_frames, self._pending_pulses, self._bob_bits,
+                  self._sent_bases, self._cascade, self._corrected):
+            d.clear()
+        return out
 
     def basis_source(self, block: int) -> RandomSource:
         """Bob's basis choices for a block (one stream per block)."""

@@ -171,3 +171,21 @@ def test_sigkill_never_reuses_the_pad_nor_delivers_a_key_to_one_side(tmp_path: P
         spans.sort()
         for (_, a1), (b0, _) in itertools.pairwise(spans):
             assert a1 <= b0, f"pad bytes {b0}..{a1} of direction {direction} used twice"
+
+
+def test_eve_at_run_time_raises_the_alarm_and_clears_when_she_leaves(pair: Pair) -> None:
+    def link(s: dict[str, object]) -> dict[str, object]:
+        ext = s["status_extension"]
+        assert isinstance(ext, dict)
+        out: dict[str, object] = ext["qkd_link"]
+        return out
+
+    pair.wait_status("transmitter", lambda s: link(s)["blocks_ok"] >= 1, 120)
+    with pair.client("admin") as c:
+        r = c.post(f"{pair.url('transmitter')}/admin/v1/eve", json={"fraction": 0.7})
+        assert r.status_code == 200 and r.json() == {"eve_fraction": 0.7}
+    st = pair.wait_status("transmitter", lambda s: link(s)["eavesdropper_alarm"] is True, 120)
+    assert link(st)["last_abort_reason"] == "qber_above_threshold"
+    with pair.client("admin") as c:
+        c.post(f"{pair.url('transmitter')}/admin/v1/eve", json={"fraction": 0.0})
+    pair.wait_status("transmitter", lambda s: link(s)["eavesdropper_alarm"] is False, 120)
