@@ -173,7 +173,17 @@ def test_sigkill_never_reuses_the_pad_nor_delivers_a_key_to_one_side(tmp_path: P
             assert a1 <= b0, f"pad bytes {b0}..{a1} of direction {direction} used twice"
 
 
-def test_eve_at_run_time_raises_the_alarm_and_clears_when_she_leaves(pair: Pair) -> None:
+def test_eve_at_run_time_raises_the_alarm_and_clears_when_she_leaves(tmp_path: Path) -> None:
+    pair = make_pair(tmp_path, block_pulses=300_000_000, max_key_count=1_000_000)
+    pair.start("receiver")
+    pair.start("transmitter")
+    try:
+        _eve_scenario(pair)
+    finally:
+        pair.stop()
+
+
+def _eve_scenario(pair: Pair) -> None:
     def link(s: dict[str, object]) -> dict[str, object]:
         ext = s["status_extension"]
         assert isinstance(ext, dict)
