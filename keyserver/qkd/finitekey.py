@@ -218,6 +218,20 @@ def expected_key_length(params: LinkParams, pulses: float, ec_efficiency: float)
     return float(finite_key(counts, params, leak).length)
 
 
+FRAME_PHOTONS = 1_000_000
+MAX_FRAME_PULSES = 1_000_000_000
+
+
+def plan_frame_pulses(params: LinkParams) -> int:
+    """Pulses per quantum-channel frame: about FRAME_PHOTONS photons, at most 1 s at 1 GHz."""
+    if params.frame_pulses:
+        return params.frame_pulses
+    counts, _ = expected_counts(params, 1.0)
+    per_pulse = max(sum(counts.n_z) / max(params.p_z**2, 1e-9), 1e-12)
+    frame = int(min(MAX_FRAME_PULSES, max(1e6, FRAME_PHOTONS / per_pulse)))
+    return frame - frame % 1000
+
+
 def plan_block_pulses(params: LinkParams) -> int:
     """Pulses per block: the largest block within ``max_block_seconds`` of link time and
     ``max_block_sifted`` key-basis detections (the key rate only grows with the block)."""
@@ -228,7 +242,7 @@ def plan_block_pulses(params: LinkParams) -> int:
     by_size = params.max_block_sifted / per_pulse
     by_time = params.max_block_seconds * params.clock_hz
     pulses = min(by_size, by_time)
-    frame = params.frame_pulses
+    frame = plan_frame_pulses(params)
     return max(frame, int(pulses // frame) * frame)
 
 
@@ -254,7 +268,9 @@ def optimised(params: LinkParams) -> LinkParams:
     filled in). Deterministic, so both modules reach the same plan from the same inputs.
     """
     if not params.optimise:
-        return dataclasses.replace(params, block_pulses=plan_block_pulses(params))
+        return dataclasses.replace(
+            params, block_pulses=plan_block_pulses(params), frame_pulses=plan_frame_pulses(params)
+        )
     f = params.ec_efficiency_plan
     clean = dataclasses.replace(params, eve_fraction=0.0)
     fixed_block = params.block_pulses
@@ -294,4 +310,7 @@ def optimised(params: LinkParams) -> LinkParams:
         p_z=round(chosen.p_z, 4),
         block_pulses=fixed_block,
     )
-    return dataclasses.replace(rounded, block_pulses=plan_block_pulses(rounded), optimise=False)
+    return dataclasses.replace(
+        rounded, block_pulses=plan_block_pulses(rounded), frame_pulses=plan_frame_pulses(rounded),
+        optimise=False,
+    )
