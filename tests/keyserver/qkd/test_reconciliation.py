@@ -60,3 +60,23 @@ def test_cascade_across_segments_and_efficiency() -> None:
 def test_pass_zero_length_and_tiny_strings() -> None:
     for n in (2, 3, 17, 64):
         _run(n, 0.1, n)
+
+
+def test_pass_permutations_separate_pairs_like_a_shuffle() -> None:
+    """Two positions of one 64 Ki segment (or of two) fall into the same half of the string in
+    about half the passes: the large final passes can separate any pair of residual errors."""
+    from keyserver.qkd.cascade import SEGMENT, _fwd, _inv, pass_table
+
+    n = 3 * SEGMENT + 1929
+    rng = np.random.default_rng(5)
+    same = 0
+    trials = 0
+    for p in range(40):
+        t = pass_table(rng.bytes(32), p, n)
+        for a, b in ((10, 20), (SEGMENT + 5, SEGMENT + 7), (3 * SEGMENT + 3, 3 * SEGMENT + 900),
+                     (17, 2 * SEGMENT + 17)):
+            qa, qb = _fwd(t, a), _fwd(t, b)
+            assert _inv(t, qa) == a and _inv(t, qb) == b
+            same += int((qa < n // 2) == (qb < n // 2))
+            trials += 1
+    assert 0.3 < same / trials < 0.7
