@@ -52,3 +52,9 @@ class LinkSimulator:
             alice, stats.aborted, reason, size, size / self._run.plan.clock_hz, stats.qber,
             stats.secret_bits, eve, bob,
         )
+
+
+if __name__ == "__main__":  # the old command line: python -m keyserver.qkd.simulator ...
+    from keyserver.qkd.simulate import main
+
+    raise SystemExit(main())
