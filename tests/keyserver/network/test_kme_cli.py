@@ -92,9 +92,9 @@ def test_simulate_subcommand_prints_json() -> None:
             "--distance-km",
             "10",
             "--pulses",
-            "2e7",
+            "3e8",
             "--block-pulses",
-            "2e7",
+            "3e8",
             "--seed",
             "1",
             "--json",
@@ -135,8 +135,8 @@ def test_serve_config_is_validated(tmp_path: Path) -> None:
         'local = ["alice"]': ('local = ["bob"]', "must all be distinct"),
         "[sae]": ("[sae]\ncolour = 1", "unknown key 'colour'"),
     }
-    (tmp_path / "p.toml").write_text(good + "\n[link.params]\nmu = 0.5\nframe_bits = 4096\n")
-    assert load_config(tmp_path / "p.toml").link.params == {"mu": 0.5, "frame_bits": 4096}
+    (tmp_path / "p.toml").write_text(good + "\n[link.params]\nmu = 0.5\np_z = 0.9\n")
+    assert load_config(tmp_path / "p.toml").link.params == {"mu": 0.5, "p_z": 0.9}
     for extra, message in (("bogus = 1", "bogus"), ("mu = -1.0", r"\[link.params\]")):
         (tmp_path / "p.toml").write_text(good + f"\n[link.params]\n{extra}\n")
         with pytest.raises(ConfigError, match=message):
