@@ -636,6 +636,13 @@ class NodeStore:
         with self._tx():
             self._db.execute("DELETE FROM ack_out WHERE relay_id=?", (str(relay_id),))
 
+    def relay_initiator(self, relay_id: uuid.UUID) -> str | None:
+        """The initiator node of a relay whose keys are held here, if any."""
+        row = self._db.execute(
+            "SELECT initiator_node FROM held WHERE relay_id=? LIMIT 1", (str(relay_id),)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def void_in(self, relay_id: uuid.UUID, until_ms: int) -> AckStatus:
         """The initiator voids a relay: drop what is held or partial, and refuse it from now on."""
         rid = str(relay_id)

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from keyserver.kms.config import KmeConfig, LinkConfig, PeerConfig, TlsConfig
 from keyserver.etsi014.messages import Limits
+from keyserver.kms.config import KmeConfig, LinkConfig, PeerConfig, TlsConfig
 from keyserver.kms.kme import Kme
 from keyserver.kms.link import BlockOutcome
 from keyserver.pki.certificates import CertificateAuthority, CertPaths, DemoPki, ensure_demo_pki

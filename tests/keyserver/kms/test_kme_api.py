@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from keyserver.etsi014 import messages as etsi014
-from keyserver.kms.kme import MSG_OUT_OF_KEYS, MSG_PEER_DOWN, Kme
 from keyserver.etsi014.openapi import OPENAPI_PATH, STATUS_CODES
+from keyserver.kms.kme import MSG_OUT_OF_KEYS, MSG_PEER_DOWN, Kme
 from keyserver.kms.peer import PeerClient, PeerUnavailable
 from keyserver.pki.tls import client_context
 from tests.support.kme_fixtures import (
