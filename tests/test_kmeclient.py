@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from keyserver.kms.kme import Kme
 from qphone.core.qkd import QkdKey
 from qphone.kmeclient import (
     KmeClient,
@@ -23,6 +22,7 @@ from qphone.profile import Profile, ProfileError, load_profile
 from tests.support.kme_fixtures import (
     DeterministicSource,
     KmePki,
+    PairEnd,
     free_port,
     make_pki,
     running_pair,
@@ -34,18 +34,18 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> KmePki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def client(pki: KmePki, kme: Kme, who: str) -> KmeClient:
+def client(pki: KmePki, kme: PairEnd, who: str) -> KmeClient:
     certs = {"alice": pki.demo.alice, "bob": pki.demo.bob, "mallory": pki.mallory}[who]
     return KmeClient(kme.url, ca_cert=pki.demo.ca, client_cert=certs.cert, client_key=certs.key)
 
 
 @pytest.fixture
-async def pair(pki: KmePki, tmp_path: Path) -> AsyncIterator[tuple[Kme, Kme]]:
+async def pair(pki: KmePki, tmp_path: Path) -> AsyncIterator[tuple[PairEnd, PairEnd]]:
     async with running_pair(pki.demo, tmp_path) as p:
         yield p
 
 
-async def test_status_enc_dec(pki: KmePki, pair: tuple[Kme, Kme]) -> None:
+async def test_status_enc_dec(pki: KmePki, pair: tuple[PairEnd, PairEnd]) -> None:
     a, b = pair
     async with client(pki, a, "alice") as alice, client(pki, b, "bob") as bob:
         st = await alice.status("bob")
@@ -54,7 +54,8 @@ async def test_status_enc_dec(pki: KmePki, pair: tuple[Kme, Kme]) -> None:
         assert st.link["blocks_ok"] > 0
         keys = await alice.enc_keys("bob", 3, 1024)
         assert all(isinstance(k, QkdKey) and k.bits == 1024 for k in keys)
-        assert (await alice.status("bob")).stored_key_count == st.stored_key_count - 12
+        # 3 x 1024 bits, plus the 256-bit one-time MAC key of the relay message
+        assert (await alice.status("bob")).stored_key_count == st.stored_key_count - 13
         ids = [k.key_id for k in keys]
         got = await bob.dec_keys("alice", ids[::-1])
         assert got == keys[::-1]
@@ -65,7 +66,7 @@ async def test_status_enc_dec(pki: KmePki, pair: tuple[Kme, Kme]) -> None:
         assert default[0].bits == 256
 
 
-async def test_typed_errors(pki: KmePki, pair: tuple[Kme, Kme]) -> None:
+async def test_typed_errors(pki: KmePki, pair: tuple[PairEnd, PairEnd]) -> None:
     a, b = pair
     async with client(pki, a, "mallory") as mallory:
         with pytest.raises(KmeRejected) as e:
@@ -95,7 +96,7 @@ async def test_typed_errors(pki: KmePki, pair: tuple[Kme, Kme]) -> None:
             await dead.status("bob")
 
 
-async def test_wrong_ca_is_unavailable_naming_ca_cert(pki: KmePki, pair: tuple[Kme, Kme]) -> None:
+async def test_wrong_ca_is_unavailable_naming_ca_cert(pki: KmePki, pair: tuple[PairEnd, PairEnd]) -> None:
     a, _ = pair
     rogue_ca = pki.rogue.cert.parent / "ca.pem"
     c = KmeClient(
@@ -123,7 +124,7 @@ async def test_eavesdropper_alarm(pki: KmePki, tmp_path: Path) -> None:
                 await pool.aclose()
 
 
-async def test_pool_prefetches_and_warns_at_low_water(pki: KmePki, pair: tuple[Kme, Kme]) -> None:
+async def test_pool_prefetches_and_warns_at_low_water(pki: KmePki, pair: tuple[PairEnd, PairEnd]) -> None:
     a, b = pair
     warnings: list[int] = []
     async with client(pki, a, "alice") as alice, client(pki, b, "bob") as bob:
@@ -160,8 +161,9 @@ async def test_pool_reports_out_of_keys_when_empty(pki: KmePki, tmp_path: Path) 
         async with client(pki, a, "alice") as alice:
             pool = QkdKeyPool(alice, "bob", 8192, target=8, low_water=0, retry_interval=0.05)
             try:
-                keys = [await pool.get(timeout=2) for _ in range(4)]  # 4 x 1 kB = the pool
-                assert len({k.material for k in keys}) == 4
+                # 4 kB for A's masters: 3 x (1 kB + a 32-byte one-time MAC key per relay)
+                keys = [await pool.get(timeout=2) for _ in range(3)]
+                assert len({k.material for k in keys}) == 3
                 with pytest.raises(KmeOutOfKeys):
                     await pool.get(timeout=0.5)
                 with pytest.raises(KmeOutOfKeys):
@@ -231,7 +233,7 @@ def test_profile_missing_file_and_bad_toml(tmp_path: Path) -> None:
         load_profile(tmp_path / "bad.toml")
 
 
-async def test_client_from_profile(pki: KmePki, pair: tuple[Kme, Kme], tmp_path: Path) -> None:
+async def test_client_from_profile(pki: KmePki, pair: tuple[PairEnd, PairEnd], tmp_path: Path) -> None:
     a, _ = pair
     prof = load_profile(write_profile(tmp_path / "alice.toml", pki, **{"kme.url": a.url}))
     async with KmeClient.from_profile(prof) as c:

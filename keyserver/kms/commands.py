@@ -1,4 +1,4 @@
-"""``qkd-keyserver node`` (one KMS node), ``serve`` (the old single-link KME) and ``bench``."""
+"""``qkd-keyserver node`` (one KMS node) and ``bench pair`` (key pairs/s through a demo)."""
 
 from __future__ import annotations
 
@@ -9,49 +9,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-
-
-async def _serve(config_path: Path) -> int:
-    from keyserver.kms.config import ConfigError, load_config
-    from keyserver.kms.kme import Kme
-    from keyserver.kms.store import StoreError
-
-    try:
-        config = load_config(config_path)
-    except ConfigError as e:
-        print(f"qkd-keyserver serve: {e}", file=sys.stderr)
-        return 2
-    kme = Kme(config)
-    try:
-        await kme.start()
-    except (StoreError, OSError) as e:
-        print(f"qkd-keyserver serve: cannot start: {e}", file=sys.stderr)
-        return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for s in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(s, stop.set)
-    stopped = asyncio.create_task(stop.wait())
-    failed = asyncio.create_task(kme.failed.wait())
-    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    failed.cancel()
-    await kme.stop()
-    if kme.failed.is_set():
-        print("qkd-keyserver serve: a background task failed (see the log)", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from keyserver.jsonlog import setup_logging
-
-    setup_logging(os.environ.get("QKD_LOG_LEVEL", "INFO").upper())
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(_serve(Path(args.config)))
-    return uvloop.run(_serve(Path(args.config)))
 
 
 async def _run_node(config_path: Path) -> int:
@@ -113,10 +70,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     n = sub.add_parser("node", help="one KMS node of a QKD network, configured by a TOML file")
     n.add_argument("--config", required=True, help="node config (qkd-keyserver network writes one)")
     n.set_defaults(func=_cmd_node)
-
-    s = sub.add_parser("serve", help="one KME, configured by a TOML file")
-    s.add_argument("--config", required=True)
-    s.set_defaults(func=_cmd_serve)
 
     from keyserver.network.commands import command_group
 

@@ -87,6 +87,7 @@ class LocalLink:
     desyncs: int = 0
     in_flight: dict[int, int] = field(default_factory=dict)  # spend start -> count
     announce_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
     bits_spent_payload: int = 0
     bits_spent_auth: int = 0
     bits_drawn: int = 0
@@ -267,7 +268,10 @@ class KmsNode:
             if link.transmitter and link.status is not None:
                 with contextlib.suppress(NodeUnreachable, ModuleUnavailable, ModuleRefused):
                     drew = await self._draw(link, link.status)
-            await asyncio.sleep(0.05 if drew else 0.5)
+            if not drew:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(link.wake.wait(), 0.5)
+            link.wake.clear()
 
     async def _draw(self, link: LocalLink, st: ModuleStatus) -> bool:
         async with link.announce_lock:
@@ -414,6 +418,7 @@ class KmsNode:
         self.store.owner_cursor(lid, link.neighbour, their_own.cursor)
         if res.verdict is SyncVerdict.CONSISTENT and not link.synced:
             link.synced = True
+            link.wake.set()
             log(_LOG, logging.INFO, "link_synced", link=lid)
             self._wake_lsa.set()
 
@@ -458,9 +463,6 @@ class KmsNode:
         from keyserver.kms.routing import lsa_to_json
 
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_lsa.wait(), self.config.lsa_interval)
-            self._wake_lsa.clear()
             mine = self.own_lsa()
             self.lsdb.update(mine, time.monotonic())
             sends = []
@@ -470,6 +472,9 @@ class KmsNode:
                 sends.append(self._post_quiet(n, "/kms/v1/lsa",
                                               {"lsas": [lsa_to_json(x) for x in lsas]}))
             await asyncio.gather(*sends)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_lsa.wait(), self.config.lsa_interval)
+            self._wake_lsa.clear()
 
     async def _post_quiet(self, peer: str, path: str, body: dict[str, Any]) -> None:
         with contextlib.suppress(NodeUnreachable):
@@ -643,6 +648,13 @@ class KmsNode:
     ) -> Sequence[Key]:
         need = req.number * req.size_bytes + relay.MAC_KEY_BYTES
         decision = self.routes(dst, need)
+        if not decision.ok and self.routes(dst, 0).ok:
+            # links are up, but they hold too little key for this request: out of keys
+            ext = self._status_extension(master, slave, dst)
+            short = [{"link": v.link, "stock_bits": v.stock_bits} for v in decision.broken]
+            raise EtsiError(503, MSG_OUT_OF_KEYS, [{"qkd_link": ext["qkd_link"],
+                                                    "needed_bits": 8 * need,
+                                                    "short_links": short}])
         if not decision.ok:
             ext = self._status_extension(master, slave, dst)
             raise EtsiError(
@@ -705,7 +717,7 @@ class KmsNode:
                     stats.link_bits[lid] = stats.link_bits.get(lid, 0) + 8 * need
             self.counters["relays_delivered"] += 1
             log(_LOG, logging.DEBUG, "relay_delivered", relay_id=str(relay_id), ms=round(ms, 2),
-                routes=[list(r.nodes) for r in routes], keys=len(key_ids))
+                routes=[list(r.nodes) for r in routes], key_IDs=[str(k) for k in key_ids])
             return list(zip(key_ids, keys, strict=True))
         self.store.void_relay(relay_id, deadline_ms + 60_000)
         self._wake_voids.set()

@@ -90,7 +90,14 @@ class RouteDecision:
     def broken_text(self) -> str:
         if not self.broken:
             return "no link is reported down"
-        return "; ".join(f"{v.link} ({', '.join(v.reasons) or 'down'})" for v in self.broken)
+        return "; ".join(
+            f"{v.link} ({', '.join(v.reasons) or 'too little key: ' + _stock(v)})"
+            for v in self.broken
+        )
+
+
+def _stock(v: LinkView) -> str:
+    return ", ".join(f"{o} holds {b} bits" for o, b in sorted(v.stock_bits.items()))
 
 
 class LinkStateDb:

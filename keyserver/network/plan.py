@@ -319,11 +319,12 @@ def default_peer(topology: Topology, sae: str) -> str:
     return far[0].id if far else sae
 
 
-def write_configs(plan: NetworkPlan) -> NetworkPki:
+def write_configs(plan: NetworkPlan, pki: NetworkPki | None = None) -> NetworkPki:
+    """Create the PKI (or use `pki`), link keys and every config and profile of the plan."""
     d = plan.directory
     for sub in ("modules", "nodes", "logs", "saes", "links"):
         (d / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-    pki = NetworkPki(d / "pki")
+    pki = pki or NetworkPki(d / "pki")
     pki.node_admin()
     pki.module_admin()
     for link in plan.topology.links:

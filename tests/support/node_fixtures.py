@@ -45,12 +45,17 @@ class MemoryLink:
         self.down = False
         self.blocks_ok = 0
         self.blocks_aborted = 0
+        self.budget: int | None = None  # keys it will still produce (None: no limit)
 
     def produce(self) -> None:
         if self.alarm:
             self.blocks_aborted += 1
             return
-        for _ in range(min(self.keys_per_poll, self.max_keys - len(self.tx))):
+        n = min(self.keys_per_poll, self.max_keys - len(self.tx))
+        if self.budget is not None:
+            n = min(n, self.budget)
+            self.budget -= n
+        for _ in range(n):
             kid = uuid.UUID(int=self._rng.getrandbits(128), version=4)
             mat = self._rng.randbytes(self.key_bits // 8)
             self.tx[kid] = mat
