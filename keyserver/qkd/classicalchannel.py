@@ -168,6 +168,16 @@ class AuthPad:
             Chunk(block, (bytearray(to_receiver), bytearray(to_transmitter)), committed)
         )
 
+    def add_chunk_loaded(
+        self, block: int, to_receiver: bytes, to_transmitter: bytes, committed: bool
+    ) -> None:
+        """A chunk the module already made durable (together with its block's keys)."""
+        if self.has_chunk(block):
+            return
+        self._chunks.append(
+            Chunk(block, (bytearray(to_receiver), bytearray(to_transmitter)), committed)
+        )
+
     def commit_chunk(self, block: int) -> None:
         for c in self._chunks:
             if c.block == block and not c.committed:

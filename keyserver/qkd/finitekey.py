@@ -234,7 +234,7 @@ _FIELDS = ("mu", "nu", "p_signal", "p_decoy", "p_z")
 
 def _from_vector(base: LinkParams, x: np.ndarray) -> LinkParams | None:
     mu, nu, ps, pd, pz = (float(v) for v in x)
-    if not (0.02 < nu < mu < 1.2 and 0.05 < ps and 0.02 < pd and ps + pd < 0.98):
+    if not (0.02 < nu < mu < 1.2 and ps > 0.05 and pd > 0.02 and ps + pd < 0.98):
         return None
     if not 0.5 <= pz < 0.995:
         return None

@@ -76,7 +76,7 @@ class Hello:
     link: str
     role: str
     nonce: bytes  # the peer's connection nonce (binds this session's first message)
-    last_committed_block: int  # transmitter: highest block stored; receiver: highest stored
+    committed_below: int  # transmitter: every block it stored is below this (1 + the last one)
     stock: int  # keys stocked for the northbound API
     protocol: str  # transmitter: the protocol parameters (canonical JSON); receiver: ""
 

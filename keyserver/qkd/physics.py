@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-
 E0 = 0.5  # error rate of a dark count (random bit)
 
 

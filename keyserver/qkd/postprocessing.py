@@ -54,6 +54,7 @@ from keyserver.qkd.quantumchannel import (
     Detections,
     SourceRecord,
     decode_states,
+    match_sorted,
     quantised_probabilities,
 )
 from keyserver.qkd.randomness import RandomSource
@@ -305,6 +306,7 @@ class Alice(_Party):
         super().__init__(params, link, key_size)
         self._random = random
         self._sources: dict[int, RandomSource] = {}
+        self._fresh: dict[int, RandomSource] = {}
         self._records: dict[int, list[tuple[int, int, SourceRecord]]] = {}  # (frame, offset, rec)
         self._cascade: dict[int, CascadeAlice] = {}
         self.auth_available = (0, 0)  # bytes left per direction (set by the module)
@@ -316,6 +318,7 @@ class Alice(_Party):
         if src is None:
             src = self._random.child(b"block%d" % block)
             self._sources[block] = src
+            self._fresh[block] = self._random.child(b"fresh%d" % block)
             self._blocks[block] = _Block(block, BlockStats(block))
             self._records[block] = []
         return src
@@ -335,15 +338,13 @@ class Alice(_Party):
         have = np.zeros(positions.shape[0], dtype=bool)
         for _, offset, rec in recs:
             cand = rec.positions.astype(np.uint64) + np.uint64(offset)
-            idx = np.searchsorted(cand, positions)
-            idx = np.minimum(idx, max(cand.shape[0] - 1, 0))
-            if cand.shape[0]:
-                hit = cand[idx] == positions
-                states[hit] = rec.states[idx[hit]]
-                have |= hit
+            idx = match_sorted(cand, positions)
+            hit = idx >= 0
+            states[hit] = rec.states[idx[hit]]
+            have |= hit
         missing = int(np.count_nonzero(~have))
         if missing:  # pulses that were no delivery candidates: their states are fresh draws
-            states[~have] = decode_states(self._sources[block].uint32(missing), self.params)
+            states[~have] = decode_states(self._fresh[block].uint32(missing), self.params)
         self._records[block] = [r for r in recs if r[0] >= frames_upto]
         return states
 
@@ -407,6 +408,7 @@ class Alice(_Party):
             b.state = "estimate"
             self._records.pop(msg.block, None)
             self._sources.pop(msg.block, None)
+            self._fresh.pop(msg.block, None)
         return [Send(reply)]
 
     def _on_estimate(self, msg: m.Estimate) -> list[Output]:
@@ -543,10 +545,17 @@ class Bob(_Party):
         self._sent_bases: dict[int, list[tuple[U8Array, U8Array]]] = {}
         self._cascade: dict[int, CascadeBob] = {}
         self._corrected: dict[int, list[U8Array]] = {}
+        self._bases: dict[int, RandomSource] = {}
         self.stock = 0
 
     def basis_source(self, block: int) -> RandomSource:
-        return self._random.child(b"bases%d" % block)
+        """Bob's basis choices for a block (one stream per block)."""
+        src = self._bases.get(block)
+        if src is None:
+            src = self._random.child(b"bases%d" % block)
+            self._bases = {k: v for k, v in self._bases.items() if k > block - 2}
+            self._bases[block] = src
+        return src
 
     def on_frame(
         self, block: int, frame: int, offset: int, pulses: int, det: Detections, last: bool

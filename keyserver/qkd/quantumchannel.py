@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from keyserver.qkd.physics import LinkParams, eve_transmittance, transmittance
 from keyserver.qkd.randomness import RandomSource
@@ -89,6 +90,44 @@ def bernoulli_positions(rng: np.random.Generator, pulses: int, p: float) -> U32A
         chunks.append(pos)
         last = int(pos[-1])
     out: U32Array = np.concatenate(chunks).astype(np.uint32)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def merge_union(photons: U32Array, dark: U32Array) -> tuple[U32Array, npt.NDArray[np.int64]]:
+    """Sorted union of two sorted position arrays, and for each position the index of the
+    photon there (-1 for a dark count alone)."""
+    out = np.empty(photons.shape[0] + dark.shape[0], dtype=np.uint32)
+    which = np.empty(photons.shape[0] + dark.shape[0], dtype=np.int64)
+    i = 0
+    j = 0
+    k = 0
+    while i < photons.shape[0] or j < dark.shape[0]:
+        if j >= dark.shape[0] or (i < photons.shape[0] and photons[i] <= dark[j]):
+            if j < dark.shape[0] and photons[i] == dark[j]:
+                j += 1
+            out[k] = photons[i]
+            which[k] = i
+            i += 1
+        else:
+            out[k] = dark[j]
+            which[k] = -1
+            j += 1
+        k += 1
+    return out[:k], which[:k]
+
+
+@njit(cache=True, nogil=True)
+def match_sorted(table: U64Array, queries: U64Array) -> npt.NDArray[np.int64]:
+    """For sorted ``queries``, the index of each in sorted ``table``, or -1."""
+    out = np.full(queries.shape[0], -1, dtype=np.int64)
+    i = 0
+    for k in range(queries.shape[0]):
+        q = queries[k]
+        while i < table.shape[0] and table[i] < q:
+            i += 1
+        if i < table.shape[0] and table[i] == q:
+            out[k] = i
     return out
 
 
@@ -173,13 +212,10 @@ class Detector:
     def detect(self, photons: Photons, pulses: int, bob: RandomSource) -> Detections:
         rng = self._rng
         dark = bernoulli_positions(rng, pulses, self.params.dark_count)
-        positions = np.union1d(photons.positions, dark).astype(np.uint32)
+        positions, which = merge_union(photons.positions, dark)
         n = positions.shape[0]
-        at = np.searchsorted(photons.positions, positions)
-        at = np.minimum(at, max(photons.positions.shape[0] - 1, 0))
-        has_photon = (
-            photons.positions[at] == positions if photons.positions.shape[0] else np.zeros(n, bool)
-        )
+        has_photon = which >= 0
+        at = np.maximum(which, 0)
         _, p_z = quantised_probabilities(self.params)
         bases = (1 - bob.bernoulli(n, p_z)).astype(np.uint8)  # 1 = X
         random_bits = rng.integers(0, 2, n, dtype=np.uint8)

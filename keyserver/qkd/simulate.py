@@ -35,8 +35,8 @@ from keyserver.qkd.postprocessing import (
     Alice,
     BlockAborted,
     BlockCommitted,
-    Bob,
     BlockStats,
+    Bob,
     Output,
     Send,
     StoreBlock,
@@ -86,6 +86,7 @@ class LinkRun:
         self.next_block = 0
         self.cpu = {"quantum": 0.0, "alice": 0.0, "bob": 0.0}
         self.messages = 0
+        self.last_keys: dict[str, list[bytes]] = {"alice": [], "bob": []}
 
     @property
     def block_pulses(self) -> int:
@@ -95,33 +96,34 @@ class LinkRun:
         self.fibre.eve_fraction = fraction
 
     # -- one block ----------------------------------------------------------------------------
-    def run_block(self) -> BlockStats:
+    def run_block(self, pulses: int | None = None) -> BlockStats:
+        """One block of ``pulses`` pulses (default: the plan's block size)."""
         block = self.next_block
         self.next_block += 1
         p = self.plan
         a_to_b: deque[bytes] = deque()
         b_to_a: deque[bytes] = deque()
         done: list[BlockStats] = []
-        pulses_total = p.block_pulses
+        pulses_total = pulses or p.block_pulses
         frame = 0
         offset = 0
         src = self.alice.source_for(block)
         bob_src = self.bob.basis_source(block)
         while offset < pulses_total:
-            pulses = min(p.frame_pulses, pulses_total - offset)
+            size = min(p.frame_pulses, pulses_total - offset)
             t0 = time.process_time()
-            record, photons = self.fibre.transmit(pulses, src)
-            det = self.detector.detect(photons, pulses, bob_src)
+            record, photons = self.fibre.transmit(size, src)
+            det = self.detector.detect(photons, size, bob_src)
             self.cpu["quantum"] += time.process_time() - t0
-            self.alice.on_frame(block, frame, offset, pulses, record)
-            last = offset + pulses >= pulses_total
+            self.alice.on_frame(block, frame, offset, size, record)
+            last = offset + size >= pulses_total
             t0 = time.process_time()
-            outs = self.bob.on_frame(block, frame, offset, pulses, det, last)
+            outs = self.bob.on_frame(block, frame, offset, size, det, last)
             self.cpu["bob"] += time.process_time() - t0
             self._route(outs, "bob", a_to_b, b_to_a, done)
             self._pump(a_to_b, b_to_a, done)
             frame += 1
-            offset += pulses
+            offset += size
         self._pump(a_to_b, b_to_a, done)
         stats = done[0] if done else BlockStats(block, aborted=True)
         self.blocks.append(stats)
@@ -173,6 +175,7 @@ class LinkRun:
             elif isinstance(o, StoreBlock):
                 pad = self.pad_a if side == "alice" else self.pad_b
                 pad.add_chunk(o.block, o.refill_to_receiver, o.refill_to_transmitter)
+                self.last_keys[side] = [k for _, k in o.keys]
                 target = self.alice_keys if side == "alice" else self.bob_keys
                 target.keys.update(o.keys)
                 machine = self.alice if side == "alice" else self.bob
