@@ -25,39 +25,54 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from keyserver.qkd.ldpc_codes import binary_entropy
-
 E0 = 0.5  # error rate of a dark count (random bit)
+
+
+def binary_entropy(p: float) -> float:
+    """H2(p) in bits; 0 at p in {0, 1}."""
+    if p <= 0.0 or p >= 1.0:
+        return 0.0
+    return -p * math.log2(p) - (1.0 - p) * math.log2(1.0 - p)
+
+
+CONCENTRATIONS = ("chernoff", "hoeffding")
 
 
 @dataclass(frozen=True)
 class LinkParams:
-    """Physical and protocol parameters of one simulated QKD link (GYS defaults)."""
+    """Physical and protocol parameters of one simulated QKD link (GYS channel defaults).
+
+    Protocol: efficient decoy-state BB84 with three intensities ``mu > nu > 0`` (vacuum), the Z
+    basis for the key and the X basis for estimating the phase error (Lim et al. 2014). With
+    ``optimise = True`` (default) the intensities, their probabilities, ``p_z`` and the block
+    size are replaced by the values that maximise the finite-key rate at ``distance_km``
+    (:func:`keyserver.qkd.finitekey.optimised`).
+    """
 
     distance_km: float = 10.0
     alpha_db_per_km: float = 0.21
     detector_efficiency: float = 0.045
     dark_count: float = 1.7e-6
     misalignment: float = 0.033
-    mu: float = 0.48
-    nu: float = 0.1
-    p_signal: float = 0.7
-    p_decoy: float = 0.25  # vacuum: 1 - p_signal - p_decoy
-    p_z: float = 0.5  # probability that Alice (and Bob) choose the Z basis
+    mu: float = 0.5
+    nu: float = 0.12
+    p_signal: float = 0.8
+    p_decoy: float = 0.15  # vacuum: 1 - p_signal - p_decoy
+    p_z: float = 0.9  # probability that Alice (and Bob) choose the Z (key) basis
     clock_hz: float = 1e9
-    ec_efficiency_target: float = 1.22  # f used by the asymptotic bound (theory_key_rate)
-    qber_abort: float = 0.11
+    ec_efficiency_target: float = 1.22  # f of the GLLP reference bound (theory_key_rate) only
+    qber_abort: float = 0.11  # abort when the X-basis (signal) error rate exceeds this
     eve_fraction: float = 0.0
-    # post-processing
-    pe_fraction: float = 0.02  # fraction of sifted signal bits disclosed for the QBER estimate
-    pe_min_bits: int = 4096
-    frame_bits: int = 8192  # LDPC code length
-    decoder: str = "layered"  # "layered" (numba) or "ldpc" (ldpc package BP)
-    max_iterations: int = 30
-    fluctuation_sigmas: float = 5.0  # statistical margin on the decoy estimates
-    frame_tag_bits: int = 16  # per-frame hash that finds mis-corrected LDPC frames
-    verification_bits: int = 64
-    security_margin_bits: int = 128
+    # finite-key security and block plan
+    eps_sec: float = 1e-10
+    eps_cor: float = 1e-15
+    concentration: str = "chernoff"  # or "hoeffding" (Lim et al. 2014 as published)
+    block_pulses: int = 0  # pulses per post-processing block; 0 = chosen for the distance
+    frame_pulses: int = 100_000_000  # pulses per quantum-channel frame (0.1 s at 1 GHz)
+    max_block_seconds: float = 300.0  # longest block (link time) the automatic plan allows
+    max_block_sifted: int = 4_000_000  # largest key-basis block the automatic plan allows
+    optimise: bool = True
+    ec_efficiency_plan: float = 1.1  # f assumed when planning (the measured f is what counts)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -68,9 +83,11 @@ class LinkParams:
             raise ValueError("distance_km must be >= 0")
         if self.alpha_db_per_km < 0:
             raise ValueError("alpha_db_per_km must be >= 0")
-        for name in ("detector_efficiency", "p_z"):
+        for name in ("detector_efficiency",):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1]")
+        if not 0.0 < self.p_z < 1.0:
+            raise ValueError("p_z must be in (0, 1): the X basis estimates the phase error")
         for name in ("dark_count", "misalignment", "eve_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
@@ -84,22 +101,28 @@ class LinkParams:
             raise ValueError("p_signal + p_decoy must leave room for vacuum pulses")
         if self.clock_hz <= 0:
             raise ValueError("clock_hz must be > 0")
-        if self.ec_efficiency_target < 1.0:
-            raise ValueError("ec_efficiency_target must be >= 1")
+        if self.ec_efficiency_target < 1.0 or self.ec_efficiency_plan < 1.0:
+            raise ValueError("ec_efficiency_target and ec_efficiency_plan must be >= 1")
         if not 0.0 < self.qber_abort < 0.5:
             raise ValueError("qber_abort must be in (0, 0.5)")
-        if not 0.0 < self.pe_fraction < 0.5 or self.pe_min_bits < 100:
-            raise ValueError("pe_fraction must be in (0, 0.5) and pe_min_bits >= 100")
-        if self.frame_bits < 512:
-            raise ValueError("frame_bits must be >= 512")
-        if self.decoder not in ("layered", "ldpc"):
-            raise ValueError("decoder must be 'layered' or 'ldpc'")
-        if self.max_iterations < 1 or self.fluctuation_sigmas < 0:
-            raise ValueError("max_iterations >= 1 and fluctuation_sigmas >= 0 required")
-        if self.verification_bits < 32 or self.security_margin_bits < 0:
-            raise ValueError("verification_bits >= 32 and security_margin_bits >= 0 required")
-        if not 8 <= self.frame_tag_bits <= 64:
-            raise ValueError("frame_tag_bits must be in [8, 64]")
+        if not (0.0 < self.eps_sec < 1.0 and 0.0 < self.eps_cor < 1.0):
+            raise ValueError("eps_sec and eps_cor must be in (0, 1)")
+        if self.concentration not in (*CONCENTRATIONS, "exact"):
+            raise ValueError(f"concentration must be one of {', '.join(CONCENTRATIONS)}")
+        if self.block_pulses < 0 or (0 < self.block_pulses < 10_000):
+            raise ValueError("block_pulses must be 0 (automatic) or >= 10000")
+        if not 10_000 <= self.frame_pulses <= 2**32 - 1:
+            raise ValueError("frame_pulses must be in [10000, 2^32 - 1]")
+        if self.max_block_seconds <= 0 or self.max_block_sifted < 10_000:
+            raise ValueError("max_block_seconds > 0 and max_block_sifted >= 10000 required")
+
+    @property
+    def intensities(self) -> tuple[float, float, float]:
+        return (self.mu, self.nu, 0.0)
+
+    @property
+    def intensity_probabilities(self) -> tuple[float, float, float]:
+        return (self.p_signal, self.p_decoy, self.p_vacuum)
 
     @property
     def p_vacuum(self) -> float:
@@ -206,3 +229,30 @@ def theory_key_rate(params: LinkParams) -> float:
         + q1 * (1.0 - binary_entropy(sp.e1))
     )
     return max(rate, 0.0)
+
+
+def asymptotic_key_rate(params: LinkParams, ec_efficiency: float) -> float:
+    """Secret bits per pulse of *this* protocol in the asymptotic limit (infinite decoys, N -> oo).
+
+    Key from all Z-basis detections (as Lim et al. 2014), single-photon and vacuum contributions
+    known exactly, phase error = the single-photon error rate e1 (the X and Z bases are symmetric
+    in this channel model), error correction at ``ec_efficiency``:
+    ``R = p_z^2 sum_k p_k [ e^-mu_k Y0 + mu_k e^-mu_k Y1 (1 - H2(e1)) - f Q_k H2(E_k) ]``.
+    """
+    sp = single_photon(params)
+    total = 0.0
+    for mu_k, p_k in zip(params.intensities, params.intensity_probabilities, strict=True):
+        clicks = click_probabilities(params, mu_k)
+        secure = math.exp(-mu_k) * params.dark_count + mu_k * math.exp(-mu_k) * sp.y1 * (
+            1.0 - binary_entropy(sp.e1)
+        )
+        total += p_k * (secure - ec_efficiency * clicks.gain * binary_entropy(clicks.qber))
+    return max(params.p_z**2 * total, 0.0)
+
+
+def gys_reference(distance_km: float = 10.0, eve_fraction: float = 0.0) -> LinkParams:
+    """The GYS parameter set of REFERENCE-style textbook figures: mu 0.48, q = 1/2, f 1.22."""
+    return LinkParams(
+        distance_km=distance_km, mu=0.48, nu=0.1, p_signal=0.7, p_decoy=0.25, p_z=0.5,
+        eve_fraction=eve_fraction, optimise=False,
+    )

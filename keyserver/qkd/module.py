@@ -1,0 +1,661 @@
+"""One QKD module process (``qkd-keyserver module --config FILE``): the asyncio adapter.
+
+It moves bytes and nothing else: quantum-channel frames (the simulated fibre) and authenticated
+classical-channel frames between the two modules, into and out of the sans-I/O machines of
+:mod:`keyserver.qkd.postprocessing`; it makes blocks durable in :mod:`keyserver.qkd.store` before
+the protocol goes on, paces the source in real time, and serves the northbound ETSI 014 API
+(:mod:`keyserver.qkd.northbound`). The receiver listens on both channel addresses, the
+transmitter connects to them. Both connections form one session; if either breaks, the blocks in
+progress are discarded by both and the transmitter reconnects.
+
+Wire: each channel carries frames as ``u32 length || bytes`` (quantum channel: photon records,
+:func:`keyserver.qkd.quantumchannel.encode_frame`; classical channel: WC-authenticated messages,
+:mod:`keyserver.qkd.classicalchannel`). The classical session opens with 16 random bytes from
+each side (the connection nonces); each side's first authenticated message is its Hello carrying
+the other's nonce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from keyserver.jsonlog import log
+from keyserver.pki.tls import server_context
+from keyserver.qkd import messages as m
+from keyserver.qkd.classicalchannel import (
+    AuthError,
+    AuthKeyExhausted,
+    AuthPad,
+    Opener,
+    Sealer,
+    split_initial_key,
+)
+from keyserver.qkd.config import ModuleConfig
+from keyserver.qkd.finitekey import optimised
+from keyserver.qkd.messages import AbortReason, MessageError
+from keyserver.qkd.northbound import ModuleKeyService, build_app
+from keyserver.qkd.postprocessing import (
+    Alice,
+    BlockAborted,
+    BlockCommitted,
+    BlockStats,
+    Bob,
+    Output,
+    ProtocolError,
+    Send,
+    StoreBlock,
+    adopt_protocol,
+    protocol_json,
+)
+from keyserver.qkd.quantumchannel import (
+    Detector,
+    Fibre,
+    QuantumChannelError,
+    QuantumFrame,
+    decode_frame,
+    encode_frame,
+)
+from keyserver.qkd.randomness import RandomSource, nature
+from keyserver.qkd.store import ModuleStore
+
+_LOG = logging.getLogger("keyserver.qkd.module")
+_LEN = struct.Struct(">I")
+MAX_WIRE_FRAME = 100 << 20
+NONCE_BYTES = 16
+HANDSHAKE_TIMEOUT = 10.0
+HEARTBEAT_SECONDS = 2.0
+RESUME_FRACTION = 0.8
+ALARM_WINDOW = 3
+MAX_IN_FLIGHT = 2  # blocks sent but not yet finished by post-processing
+
+
+class SessionClosed(Exception):
+    """The session ended (peer gone, bad handshake, protocol error)."""
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    try:
+        head = await reader.readexactly(_LEN.size)
+        (length,) = _LEN.unpack(head)
+        if length > MAX_WIRE_FRAME:
+            raise SessionClosed(f"frame of {length} bytes is over the limit")
+        return await reader.readexactly(length)
+    except (asyncio.IncompleteReadError, ConnectionError) as e:
+        raise SessionClosed("connection closed") from e
+
+
+def write_frame(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(_LEN.pack(len(data)) + data)
+
+
+@dataclass
+class LinkStatus:
+    """What the status extension reports (persisted in the store's meta table)."""
+
+    blocks_ok: int = 0
+    blocks_aborted: int = 0
+    last_abort_reason: str | None = None
+    qber: float | None = None
+    qber_ewma: float | None = None
+    secret_bits_total: int = 0
+    recent: list[tuple[float, int, bool, str | None]] = field(default_factory=list)
+
+    def record(self, stats: BlockStats, seconds: float) -> None:
+        if stats.aborted:
+            self.blocks_aborted += 1
+            self.last_abort_reason = stats.reason.label if stats.reason else "protocol_error"
+        else:
+            self.blocks_ok += 1
+            self.secret_bits_total += stats.secret_bits
+        q = stats.qber
+        if q == q:  # not NaN
+            self.qber = q
+            self.qber_ewma = q if self.qber_ewma is None else 0.8 * self.qber_ewma + 0.2 * q
+        reason = stats.reason.label if stats.reason else None
+        self.recent.append((seconds, stats.key_bits_delivered, stats.aborted, reason))
+        self.recent = self.recent[-16:]
+
+    @property
+    def key_rate_bps(self) -> float:
+        secs = sum(r[0] for r in self.recent)
+        return sum(r[1] for r in self.recent) / secs if secs > 0 else 0.0
+
+    @property
+    def eavesdropper_alarm(self) -> bool:
+        last = self.recent[-ALARM_WINDOW:]
+        eve = {r.label for r in AbortReason if r.eavesdropper}
+        return bool(last) and any(r[2] and r[3] in eve for r in last) and last[-1][2]
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> LinkStatus:
+        if not isinstance(obj, dict):
+            return cls()
+        try:
+            out = cls(**obj)
+            out.recent = [tuple(r) for r in out.recent]  # type: ignore[misc]
+            return out
+        except TypeError:
+            return cls()
+
+
+class Module:
+    """One QKD module. ``await start()``, then ``await stop()``; ``failed`` is set on fatal errors."""
+
+    def __init__(self, config: ModuleConfig) -> None:
+        self.config = config
+        self.role = config.role
+        self.failed = asyncio.Event()
+        self.state = "connecting"
+        self.port = config.northbound.port
+        self.quantum_port = config.quantum_port
+        self.classical_port = config.classical_port
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self._lock = asyncio.Lock()
+        self._session_lock = asyncio.Lock()
+        self._peer_stock = 0
+        self._paused = False
+        self._session: _Session | None = None
+        self._block_seconds: dict[int, float] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        self.store = ModuleStore(cfg.data_dir)
+        key = cfg.initial_auth_key.read_bytes()
+        halves = split_initial_key(key)
+        self.store.init_auth(*halves)
+        send_dir = 0 if self.role == "transmitter" else 1
+        self.pad = AuthPad(self.role, self.store.chunks(), self.store.reservation(send_dir),
+                           self.store)
+        self.status = LinkStatus.from_json(self.store.get("link_status"))
+        self.random = RandomSource(cfg.seed, f"{cfg.link}/{self.role}".encode())
+        if cfg.seeded:
+            log(_LOG, logging.WARNING, "seeded_source", module=cfg.id,
+                message="SEEDED SOURCE: keys are reproducible and NOT secret (testing = true)")
+        if self.role == "transmitter":
+            self.params = await asyncio.to_thread(optimised, cfg.params)
+            self.fibre = Fibre(self.params, nature(cfg.seed, b"fibre"))
+            self.machine: Alice | Bob = Alice(self.params, cfg.link, cfg.northbound.key_size,
+                                              self.random)
+        else:
+            self.params = dataclasses.replace(cfg.params, optimise=False)
+            self.detector = Detector(self.params, nature(cfg.seed, b"detector"))
+            self.machine = Bob(self.params, cfg.link, cfg.northbound.key_size, self.random)
+        service = ModuleKeyService(cfg, self.store, self.status_extension, self._on_delivered)
+        app, self.api = build_app(
+            service, cfg, self._set_eve if self.role == "transmitter" else None
+        )
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        nb = cfg.northbound
+        site = web.TCPSite(self._runner, nb.host, nb.port,
+                           ssl_context=server_context(nb.ca_cert, nb.cert, nb.key))
+        await site.start()
+        server: Any = site._server
+        if server is not None and server.sockets:
+            self.port = int(server.sockets[0].getsockname()[1])
+        if self.role == "receiver":
+            qs = await asyncio.start_server(self._accept_quantum, cfg.quantum_host,
+                                            cfg.quantum_port)
+            cs = await asyncio.start_server(self._accept_classical, cfg.classical_host,
+                                            cfg.classical_port)
+            self._servers = [qs, cs]
+            self.quantum_port = int(qs.sockets[0].getsockname()[1])
+            self.classical_port = int(cs.sockets[0].getsockname()[1])
+        else:
+            self._spawn(self._transmitter_loop())
+        log(_LOG, logging.INFO, "module_started", module=cfg.id, link=cfg.link, role=self.role,
+            northbound_port=self.port, distance_km=self.params.distance_km,
+            seeded_source=cfg.seeded, block_pulses=self.params.block_pulses)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log(_LOG, logging.ERROR, "task_failed", error=repr(exc))
+            self.failed.set()
+
+    async def stop(self) -> None:
+        self.state = "stopped"
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._session is not None:
+            self._session.close()
+        for s in self._servers:
+            s.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._save_status()
+        self.store.close()
+
+    # -- status -----------------------------------------------------------------------------
+    def status_extension(self) -> dict[str, Any]:
+        st = self.status
+        send_dir = self.pad.send_direction
+        recv_pos = self._session.opener.next_position if self._session else 0
+        return {
+            "link": self.config.link,
+            "role": self.role,
+            "state": self.state,
+            "qber": st.qber,
+            "qber_ewma": st.qber_ewma,
+            "key_rate_bps": st.key_rate_bps,
+            "eavesdropper_alarm": st.eavesdropper_alarm,
+            "blocks_ok": st.blocks_ok,
+            "blocks_aborted": st.blocks_aborted,
+            "last_abort_reason": st.last_abort_reason,
+            "secret_bits_total": st.secret_bits_total,
+            "auth_key_bits_available": self.pad.available_bits(recv_pos),
+            "auth_bits_consumed": 8 * self.pad.consumed_bytes,
+            "seeded_source": self.config.seeded,
+            "distance_km": self.params.distance_km,
+            "eve_fraction": self.fibre.eve_fraction if self.role == "transmitter" else None,
+            "block_pulses": self.params.block_pulses,
+            "stored_keys": self.store.key_count(),
+            "auth_send_position": self.pad.send_pos,
+            "auth_direction": send_dir,
+        }
+
+    def _save_status(self) -> None:
+        with contextlib.suppress(Exception):
+            self.store.put("link_status", self.status.to_json())
+
+    def _set_eve(self, fraction: float) -> float:
+        self.fibre.eve_fraction = fraction
+        log(_LOG, logging.WARNING, "eavesdropper_set", fraction=fraction)
+        return fraction
+
+    def _on_delivered(self) -> None:
+        if self.role == "receiver" and self._session is not None:
+            self._session.heartbeat_now.set()
+
+    # -- sessions ---------------------------------------------------------------------------
+    async def _transmitter_loop(self) -> None:
+        cfg = self.config
+        delay = 0.2
+        while True:
+            try:
+                cr, cw = await asyncio.open_connection(cfg.classical_host, cfg.classical_port)
+                try:
+                    qr, qw = await asyncio.open_connection(cfg.quantum_host, cfg.quantum_port)
+                except OSError:
+                    cw.close()
+                    raise
+            except OSError:
+                self.state = "connecting" if self.state != "aborted" else self.state
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 2.0)
+                continue
+            delay = 0.2
+            session = _Session(self, cr, cw, qr, qw)
+            await session.run()
+            if self.state == "aborted":
+                return
+
+    async def _accept_classical(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._pending_classical = (reader, writer)
+        await self._maybe_session()
+
+    async def _accept_quantum(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._pending_quantum = (reader, writer)
+        await self._maybe_session()
+
+    async def _maybe_session(self) -> None:
+        c = getattr(self, "_pending_classical", None)
+        q = getattr(self, "_pending_quantum", None)
+        if c is None or q is None:
+            return
+        self._pending_classical = None
+        self._pending_quantum = None
+        if self._session is not None:
+            self._session.close()
+        async with self._session_lock:
+            session = _Session(self, c[0], c[1], q[0], q[1])
+            await session.run()
+
+    # -- block events -----------------------------------------------------------------------
+    async def handle(self, session: _Session, outs: list[Output]) -> None:
+        queue = deque(outs)
+        while queue:
+            o = queue.popleft()
+            if isinstance(o, Send):
+                session.send(o.message)
+            elif isinstance(o, StoreBlock):
+                committed = self.role == "transmitter"
+                await asyncio.to_thread(
+                    self.store.store_block, o.block, o.keys,
+                    (o.refill_to_receiver, o.refill_to_transmitter), committed,
+                )
+                if o.refill_to_receiver or o.refill_to_transmitter:
+                    self.pad.add_chunk_loaded(o.block, o.refill_to_receiver,
+                                              o.refill_to_transmitter, committed)
+                if self.role == "receiver":
+                    assert isinstance(self.machine, Bob)
+                    self.machine.stock = self.store.key_count()
+                    self._bob_stats = o.stats
+                queue.extend(self.machine.stored(o.block))
+            elif isinstance(o, BlockAborted):
+                self._record(o.stats)
+                level = logging.WARNING
+                log(_LOG, level, "block_aborted", block=o.block, reason=o.reason.label,
+                    qber_x=round(o.stats.qber_x, 5))
+            elif isinstance(o, BlockCommitted):
+                if self.role == "receiver":
+                    await asyncio.to_thread(self.store.commit_blocks_upto, o.block)
+                    self.pad.commit_chunk(o.block)
+                    stats = getattr(self, "_bob_stats", None)
+                    if stats is not None and stats.block == o.block:
+                        self._record(stats)
+                else:
+                    if o.stats is not None:
+                        self._record(o.stats)
+                        self.machine_used_auth()
+                        log(_LOG, logging.INFO, "block_ok", block=o.block,
+                            secret_bits=o.stats.secret_bits, qber=round(o.stats.qber, 5),
+                            ec_efficiency=round(o.stats.ec_efficiency, 4),
+                            keys=o.stats.key_bits_delivered // self.config.northbound.key_size)
+
+    def _record(self, stats: BlockStats) -> None:
+        seconds = stats.pulses / self.params.clock_hz if stats.pulses else 0.0
+        self.status.record(stats, seconds)
+        self._save_status()
+
+    def machine_used_auth(self) -> None:
+        assert isinstance(self.machine, Alice)
+        blocks = max(self.status.blocks_ok + self.status.blocks_aborted, 1)
+        self.machine.auth_used_per_block = self.pad.consumed_bytes // blocks
+        recv_pos = self._session.opener.next_position if self._session else 0
+        self.machine.auth_available = (
+            self.pad.available_bytes(0),
+            max(self.pad.available_bytes(1) - recv_pos, 0),
+        )
+
+    # -- stock ------------------------------------------------------------------------------
+    def production_paused(self) -> bool:
+        cap = self.config.northbound.max_key_count
+        stock = max(self.store.key_count(), self._peer_stock)
+        if self._paused:
+            self._paused = stock >= RESUME_FRACTION * cap
+        else:
+            self._paused = stock >= cap
+        return self._paused
+
+
+class _Session:
+    """Both channels to the peer module, from handshake to close."""
+
+    def __init__(
+        self,
+        module: Module,
+        creader: asyncio.StreamReader,
+        cwriter: asyncio.StreamWriter,
+        qreader: asyncio.StreamReader,
+        qwriter: asyncio.StreamWriter,
+    ) -> None:
+        self.m = module
+        self.cr, self.cw, self.qr, self.qw = creader, cwriter, qreader, qwriter
+        self.sealer = Sealer(module.pad)
+        self.opener = Opener(module.pad)
+        self.nonce = os.urandom(NONCE_BYTES)
+        self.heartbeat_now = asyncio.Event()
+        self._closed = False
+        self.refused = 0
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            for w in (self.cw, self.qw):
+                with contextlib.suppress(Exception):
+                    w.close()
+
+    def send(self, message: m.Message) -> None:
+        if self._closed:
+            raise SessionClosed("session closed")
+        frame = self.sealer.seal(m.encode(message))
+        write_frame(self.cw, frame)
+
+    async def _receive(self) -> m.Message:
+        """The next authentic message (forged, replayed or malformed frames are refused)."""
+        while True:
+            data = await read_frame(self.cr)
+            try:
+                opened = self.opener.open(data)
+                message = m.decode(opened.payload)
+            except (AuthError, MessageError) as e:
+                self.refused += 1
+                log(_LOG, logging.WARNING, "classical_frame_refused", error=str(e))
+                continue
+            return self._accepted(opened, message)
+
+    def _accepted(self, opened: Any, message: m.Message) -> m.Message:
+        self.opener.accept(opened)
+        return message
+
+    async def _handshake(self) -> None:
+        cfg = self.m.config
+        self.cw.write(self.nonce)
+        try:
+            peer_nonce = await asyncio.wait_for(self.cr.readexactly(NONCE_BYTES),
+                                                HANDSHAKE_TIMEOUT)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
+            raise SessionClosed("no handshake") from e
+        store = self.m.store
+        if self.m.role == "transmitter":
+            last = store.get("last_committed_block", -1)
+            self.send(m.Hello(cfg.link, "transmitter", peer_nonce, int(last) + 1,
+                              store.key_count(), protocol_json(self.m.params)))
+            hello = await self._first_hello()
+            if hello.role != "receiver":
+                raise SessionClosed("peer is not the receiver")
+            self.m._peer_stock = hello.stock
+        else:
+            hello = await self._first_hello()
+            if hello.role != "transmitter":
+                raise SessionClosed("peer is not the transmitter")
+            try:
+                params = adopt_protocol(self.m.config.params, hello.protocol)
+            except ValueError as e:
+                raise SessionClosed(f"bad protocol parameters: {e}") from None
+            if abs(params.distance_km - self.m.params.distance_km) > 1e-9:
+                log(_LOG, logging.ERROR, "link_mismatch",
+                    message="the two modules' distance_km differ: fix one config")
+                raise SessionClosed("distance mismatch")
+            self.m.params = params
+            assert isinstance(self.m.machine, Bob)
+            self.m.machine.params = params
+            self.m.detector.params = params
+            below = hello.committed_below
+            await asyncio.to_thread(store.commit_blocks_upto, below - 1)
+            for c in store.chunks():
+                if c.committed:
+                    self.m.pad.commit_chunk(c.block)
+            dropped = await asyncio.to_thread(store.drop_pending_after, below - 1)
+            self.m.pad.drop_uncommitted_after(below - 1)
+            if dropped:
+                log(_LOG, logging.INFO, "pending_keys_dropped", keys=dropped,
+                    reason="the transmitter never stored their block")
+            self.m.machine.stock = store.key_count()
+            self.send(m.Hello(cfg.link, "receiver", peer_nonce, 0, store.key_count(), ""))
+        await self.cw.drain()
+
+    async def _first_hello(self) -> m.Hello:
+        while True:
+            data = await asyncio.wait_for(read_frame(self.cr), HANDSHAKE_TIMEOUT)
+            try:
+                opened = self.opener.open(data)
+                msg = m.decode(opened.payload)
+            except (AuthError, MessageError) as e:
+                self.refused += 1
+                log(_LOG, logging.WARNING, "classical_frame_refused", error=str(e))
+                continue
+            if (
+                not isinstance(msg, m.Hello) or msg.nonce != self.nonce
+                or msg.link != self.m.config.link
+            ):
+                self.refused += 1
+                log(_LOG, logging.WARNING, "classical_frame_refused",
+                    error="first message is not a fresh Hello of this link")
+                continue
+            self.opener.accept(opened)
+            return msg
+
+    async def run(self) -> None:
+        mod = self.m
+        mod._session = self
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await self._handshake()
+            mod.state = "running"
+            log(_LOG, logging.INFO, "session_up", role=mod.role)
+            tasks.append(asyncio.create_task(self._classical_loop()))
+            if mod.role == "transmitter":
+                tasks.append(asyncio.create_task(self._produce()))
+            else:
+                tasks.append(asyncio.create_task(self._consume()))
+                tasks.append(asyncio.create_task(self._heartbeat()))
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                exc = t.exception()
+                if exc is not None and not isinstance(exc, SessionClosed):
+                    if isinstance(exc, AuthKeyExhausted):
+                        mod.state = "aborted"
+                        log(_LOG, logging.ERROR, "auth_key_exhausted",
+                            message="no authentication key left: the link stops")
+                    elif isinstance(exc, ProtocolError | QuantumChannelError):
+                        log(_LOG, logging.WARNING, "session_protocol_error", error=str(exc))
+                    else:
+                        raise exc
+        except (SessionClosed, TimeoutError, ConnectionError) as e:
+            log(_LOG, logging.INFO, "session_closed", reason=str(e) or type(e).__name__)
+        except AuthKeyExhausted:
+            mod.state = "aborted"
+            log(_LOG, logging.ERROR, "auth_key_exhausted")
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(BaseException):
+                    await t
+            self.close()
+            async with mod._lock:
+                outs = mod.machine.reset()
+            for o in outs:
+                if isinstance(o, BlockAborted):
+                    mod._record(o.stats)
+            if mod._session is self:
+                mod._session = None
+            if mod.state == "running":
+                mod.state = "connecting"
+
+    async def _classical_loop(self) -> None:
+        mod = self.m
+        while True:
+            msg = await self._receive()
+            if isinstance(msg, m.Heartbeat):
+                mod._peer_stock = msg.stock
+                continue
+            if isinstance(msg, m.Hello):
+                raise SessionClosed("unexpected Hello")
+            if isinstance(msg, m.Confirm):
+                mod._peer_stock = msg.stock
+            async with mod._lock:
+                outs = await asyncio.to_thread(mod.machine.receive, msg)
+                await mod.handle(self, outs)
+            await self.cw.drain()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.heartbeat_now.wait(), HEARTBEAT_SECONDS)
+            self.heartbeat_now.clear()
+            self.send(m.Heartbeat(self.m.store.key_count()))
+            await self.cw.drain()
+
+    async def _produce(self) -> None:
+        mod = self.m
+        alice = mod.machine
+        assert isinstance(alice, Alice)
+        p = mod.params
+        deadline = time.monotonic()
+        while True:
+            while mod.production_paused() or len(alice.blocks_in_progress()) >= MAX_IN_FLIGHT:
+                # stock full, or post-processing behind the link: the source idles
+                await asyncio.sleep(0.05)
+                deadline = time.monotonic()
+            block = int(mod.store.get("next_block", 0))
+            mod.store.put("next_block", block + 1)
+            async with mod._lock:
+                src = alice.source_for(block)
+            offset = 0
+            frame = 0
+            while offset < p.block_pulses:
+                pulses = min(p.frame_pulses, p.block_pulses - offset)
+                deadline = max(deadline, time.monotonic() - 1.0) + pulses / p.clock_hz
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                record, photons = await asyncio.to_thread(mod.fibre.transmit, pulses, src)
+                async with mod._lock:
+                    alice.on_frame(block, frame, offset, pulses, record)
+                last = offset + pulses >= p.block_pulses
+                write_frame(self.qw, encode_frame(QuantumFrame(block, frame, pulses, last,
+                                                               photons)))
+                await self.qw.drain()
+                offset += pulses
+                frame += 1
+
+    async def _consume(self) -> None:
+        mod = self.m
+        bob = mod.machine
+        assert isinstance(bob, Bob)
+        current = -1
+        expected_frame = 0
+        offset = 0
+        while True:
+            data = await read_frame(self.qr)
+            frame = decode_frame(data)
+            if frame.block != current:
+                if frame.frame != 0 or frame.block < current:
+                    raise QuantumChannelError("quantum frames out of order")
+                current, expected_frame, offset = frame.block, 0, 0
+            if frame.frame != expected_frame:
+                raise QuantumChannelError("quantum frames out of order")
+            det = await asyncio.to_thread(
+                mod.detector.detect, frame.photons, frame.pulses, bob.basis_source(frame.block)
+            )
+            async with mod._lock:
+                outs = bob.on_frame(frame.block, frame.frame, offset, frame.pulses, det,
+                                    frame.last)
+                await mod.handle(self, outs)
+            await self.cw.drain()
+            offset += frame.pulses
+            expected_frame += 1

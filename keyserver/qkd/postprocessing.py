@@ -1,0 +1,768 @@
+"""The post-processing protocol as two sans-I/O state machines (transmitter Alice, receiver Bob).
+
+Inputs are quantum-channel frames (Alice's source record, Bob's detections), decoded classical
+messages, and "stored" notices from the module once it has made a block durable; outputs are
+messages to send and events. No I/O, no clocks: the module process (:mod:`keyserver.qkd.module`)
+and the in-process simulation (:mod:`keyserver.qkd.simulate`) drive the very same machines.
+
+One block (all messages carry its number; several blocks may be in flight):
+
+1. ``Detections`` (B->A, per batch of frames): positions of Bob's clicks and his bases.
+   ``Sifting`` (A->B): Alice's bases, the intensity of each basis-matched click, and her bits of
+   the matched X clicks (the test basis: disclosed and discarded). Both now hold the key-basis
+   (Z) strings and the counts per intensity.
+2. ``Estimate`` (B->A): the X errors per intensity, and the public seed of the Cascade
+   permutations. Both compute the same abort decision: the signal X error rate above
+   ``qber_abort``, or no key in the finite-key bound even with the planned leakage.
+3. Cascade (``ParityRequest`` B->A, ``ParityAnswer`` A->B) over groups of ``GROUP_BITS`` bits, the
+   block sizes from the previous block's exact QBER. ``Reconciled`` (B->A): errors corrected and
+   parities received, which must equal the parities Alice sent.
+4. ``Verify`` (A->B): Poly1305 key and tag of Alice's string, the finite-key length ``l``, the
+   authentication refill, the privacy-amplification seed. Bob checks the tag and ``l``,
+   hashes, and the module stores the block (``StoreBlock``), then ``Confirm`` (B->A).
+5. Alice stores (``StoreBlock``), then ``Commit`` (A->B). Bob's keys of a block become
+   deliverable when it is committed; after a reconnect ``Hello.last_committed_block`` settles
+   blocks whose ``Commit`` was lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from keyserver.qkd import messages as m
+from keyserver.qkd.cascade import CascadeAlice, CascadeBob, CascadeError, schedule
+from keyserver.qkd.cascade import ParityRequest as CascadeRequest
+from keyserver.qkd.finitekey import BasisCounts, FiniteKey, asymptotic_rate, finite_key
+from keyserver.qkd.messages import AbortReason
+from keyserver.qkd.physics import LinkParams, binary_entropy
+from keyserver.qkd.privacyamplification import (
+    HASH_KEY_BYTES,
+    TAG_BITS,
+    amplify,
+    seed_bytes,
+    tags_equal,
+    verification_tag,
+)
+from keyserver.qkd.quantumchannel import (
+    Detections,
+    SourceRecord,
+    decode_states,
+    match_sorted,
+    quantised_probabilities,
+)
+from keyserver.qkd.randomness import RandomSource
+
+U8Array = npt.NDArray[np.uint8]
+U64Array = npt.NDArray[np.uint64]
+
+GROUP_BITS = 1 << 22  # Cascade runs on groups of at most this many bits, one after the other
+BATCH_DETECTIONS = 1 << 20  # Bob sends his detections when a batch holds this many
+BATCH_PULSES = 1_000_000_000  # ... or covers this many pulses
+KEY_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5c6d-9e0f-1a2b3c4d5e6f")
+AUTH_FLOOR_BYTES = 64 * 1024  # refill each direction's pad up to this much beyond the block's use
+
+
+def key_id(link: str, block: int, index: int) -> uuid.UUID:
+    """The key ID both modules give key ``index`` of ``block`` (public metadata)."""
+    return uuid.uuid5(KEY_NAMESPACE, f"{link}/{block}/{index}")
+
+
+PROTOCOL_FIELDS = (
+    "mu", "nu", "p_signal", "p_decoy", "p_z", "eps_sec", "eps_cor", "concentration",
+    "qber_abort", "block_pulses", "frame_pulses", "ec_efficiency_plan",
+)
+
+
+def protocol_json(params: LinkParams) -> str:
+    """The transmitter's protocol parameters, canonical JSON (sent in its Hello)."""
+    return json.dumps({k: getattr(params, k) for k in PROTOCOL_FIELDS}, sort_keys=True)
+
+
+def adopt_protocol(params: LinkParams, text: str) -> LinkParams:
+    """``params`` with the transmitter's protocol parameters (ValueError if malformed)."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise ValueError("protocol parameters are not JSON") from None
+    if not isinstance(obj, dict) or set(obj) != set(PROTOCOL_FIELDS):
+        raise ValueError("protocol parameters have the wrong fields")
+    return dataclasses.replace(params, optimise=False, **obj)
+
+
+# -- outputs -------------------------------------------------------------------------------------
+
+
+@dataclass
+class BlockStats:
+    block: int
+    pulses: int = 0
+    detections: int = 0
+    n_z: tuple[int, int, int] = (0, 0, 0)
+    n_x: tuple[int, int, int] = (0, 0, 0)
+    m_x: tuple[int, int, int] = (0, 0, 0)
+    qber: float = 0.0  # exact key-basis QBER (Cascade); X-basis signal QBER before that
+    qber_x: float = 0.0
+    cascade_leak: int = 0
+    verification_leak: int = 0
+    cascade_rounds: int = 0
+    secret_bits: int = 0
+    key_bits_delivered: int = 0
+    auth_refill_bits: int = 0
+    ec_efficiency: float = 0.0
+    phase_error: float = 0.0
+    s_z0: float = 0.0
+    s_z1: float = 0.0
+    aborted: bool = False
+    reason: AbortReason | None = None
+
+    @property
+    def sifted_bits(self) -> int:
+        return int(sum(self.n_z))
+
+
+@dataclass(frozen=True)
+class Send:
+    message: m.Message
+
+
+@dataclass(frozen=True)
+class StoreBlock:
+    """Make this block's keys and refill durable, then call ``stored(block)``."""
+
+    block: int
+    keys: list[tuple[uuid.UUID, bytes]]
+    refill_to_receiver: bytes
+    refill_to_transmitter: bytes
+    stats: BlockStats
+
+
+@dataclass(frozen=True)
+class BlockAborted:
+    block: int
+    reason: AbortReason
+    stats: BlockStats
+
+
+@dataclass(frozen=True)
+class BlockCommitted:
+    """Both sides hold the block: its keys may be delivered (and the refill used)."""
+
+    block: int
+    stats: BlockStats | None
+
+
+Output = Send | StoreBlock | BlockAborted | BlockCommitted
+
+
+class ProtocolError(ValueError):
+    """A message that does not fit the protocol state."""
+
+
+def _pack(bits: U8Array) -> bytes:
+    return np.packbits(bits.astype(np.uint8)).tobytes()
+
+
+def _unpack(data: bytes, count: int, what: str) -> U8Array:
+    if len(data) != (count + 7) // 8:
+        raise ProtocolError(f"{what}: {len(data)} bytes for {count} bits")
+    out: U8Array = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[:count]
+    return out
+
+
+def split_key(
+    link: str, block: int, key: bytes, secret_bits: int, refill_bits: int, key_size: int
+) -> tuple[list[tuple[uuid.UUID, bytes]], bytes, bytes]:
+    """Cut a block's final key: refill (half per direction) first, then keys of key_size."""
+    refill_bytes = refill_bits // 8
+    half = refill_bytes // 2
+    to_rx, to_tx = key[:half], key[half : 2 * half]
+    rest = (secret_bits - 16 * half) // key_size
+    kb = key_size // 8
+    keys = [
+        (key_id(link, block, i), key[2 * half + i * kb : 2 * half + (i + 1) * kb])
+        for i in range(rest)
+    ]
+    return keys, to_rx, to_tx
+
+
+def abort_decision(
+    params: LinkParams, counts: BasisCounts, expected_qber: float
+) -> AbortReason | None:
+    """The decision both parties take after parameter estimation (identical inputs)."""
+    if counts.n_x[0] <= 0 or counts.total_z < 100:
+        return AbortReason.TOO_FEW_DETECTIONS
+    if counts.m_x[0] / counts.n_x[0] > params.qber_abort:
+        return AbortReason.QBER_ABOVE_THRESHOLD
+    probs, _ = quantised_probabilities(params)
+    planned = params.ec_efficiency_plan * counts.total_z * binary_entropy(expected_qber)
+    if finite_key(counts, params, planned + TAG_BITS, probs).length <= 0:
+        return AbortReason.NO_KEY_BOUND
+    return None
+
+
+def block_secret_length(params: LinkParams, counts: BasisCounts, leaked: int) -> FiniteKey:
+    probs, _ = quantised_probabilities(params)
+    return finite_key(counts, params, leaked, probs)
+
+
+# -- per-block state -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Block:
+    number: int
+    stats: BlockStats
+    z_bits: list[U8Array] = field(default_factory=list)
+    n_z: list[int] = field(default_factory=lambda: [0, 0, 0])
+    n_x: list[int] = field(default_factory=lambda: [0, 0, 0])
+    m_x: list[int] = field(default_factory=lambda: [0, 0, 0])
+    batches: int = 0
+    sifting_done: bool = False
+    key_string: U8Array | None = None
+    group: int = -1
+    cascade_seed: bytes = b""
+    leak: int = 0
+    errors: int = 0
+    final_key: bytes = b""
+    split: tuple[list[tuple[uuid.UUID, bytes]], bytes, bytes] | None = None
+    state: str = "sifting"
+
+    def counts(self) -> BasisCounts:
+        return BasisCounts(
+            tuple(float(v) for v in self.n_z),  # type: ignore[arg-type]
+            tuple(float(v) for v in self.n_x),  # type: ignore[arg-type]
+            tuple(float(v) for v in self.m_x),  # type: ignore[arg-type]
+        )
+
+    def freeze_counts(self) -> None:
+        self.stats.n_z = (self.n_z[0], self.n_z[1], self.n_z[2])
+        self.stats.n_x = (self.n_x[0], self.n_x[1], self.n_x[2])
+        self.stats.m_x = (self.m_x[0], self.m_x[1], self.m_x[2])
+        self.stats.qber_x = self.m_x[0] / self.n_x[0] if self.n_x[0] else 0.0
+
+
+class _Party:
+    def __init__(self, params: LinkParams, link: str, key_size: int) -> None:
+        self.params = params
+        self.link = link
+        self.key_size = key_size
+        self.previous_qber: float | None = None
+        self._blocks: dict[int, _Block] = {}
+
+    def _expected_qber(self, b: _Block) -> float:
+        if self.previous_qber is not None:
+            return self.previous_qber
+        return b.m_x[0] / b.n_x[0] if b.n_x[0] else 0.05
+
+    def _get(self, block: int) -> _Block:
+        b = self._blocks.get(block)
+        if b is None:
+            raise ProtocolError(f"no block {block} in progress")
+        return b
+
+    def _abort(self, b: _Block, reason: AbortReason) -> BlockAborted:
+        self._blocks.pop(b.number, None)
+        b.stats.aborted = True
+        b.stats.reason = reason
+        b.stats.secret_bits = 0
+        return BlockAborted(b.number, reason, b.stats)
+
+    def reset(self) -> list[Output]:
+        """The connection was lost: every block not yet stored is discarded."""
+        out: list[Output] = []
+        for b in list(self._blocks.values()):
+            if b.state not in ("storing", "stored"):
+                out.append(self._abort(b, AbortReason.CONNECTION_LOST))
+        return out
+
+    def blocks_in_progress(self) -> list[int]:
+        return sorted(self._blocks)
+
+    def _finish_stats(self, b: _Block, key: FiniteKey, refill_bits: int, keys: int) -> None:
+        s = b.stats
+        s.secret_bits = key.length
+        s.phase_error = key.phase_error
+        s.s_z0, s.s_z1 = key.s_z0, key.s_z1
+        s.auth_refill_bits = refill_bits
+        s.key_bits_delivered = keys * self.key_size
+        n = s.sifted_bits
+        h = binary_entropy(s.qber)
+        s.ec_efficiency = s.cascade_leak / (n * h) if n and h > 0 else 0.0
+
+
+class Alice(_Party):
+    """The transmitter's post-processing."""
+
+    def __init__(
+        self, params: LinkParams, link: str, key_size: int, random: RandomSource
+    ) -> None:
+        super().__init__(params, link, key_size)
+        self._random = random
+        self._sources: dict[int, RandomSource] = {}
+        self._fresh: dict[int, RandomSource] = {}
+        self._records: dict[int, list[tuple[int, int, SourceRecord]]] = {}  # (frame, offset, rec)
+        self._cascade: dict[int, CascadeAlice] = {}
+        self.auth_available = (0, 0)  # bytes left per direction (set by the module)
+        self.auth_used_per_block = 0
+
+    def source_for(self, block: int) -> RandomSource:
+        """Alice's random stream of a block (created fresh for each block)."""
+        src = self._sources.get(block)
+        if src is None:
+            src = self._random.child(b"block%d" % block)
+            self._sources[block] = src
+            self._fresh[block] = self._random.child(b"fresh%d" % block)
+            self._blocks[block] = _Block(block, BlockStats(block))
+            self._records[block] = []
+        return src
+
+    def on_frame(self, block: int, frame: int, offset: int, pulses: int, record: SourceRecord) -> None:
+        """Alice's record of a frame she sent (``offset`` = its first pulse in the block)."""
+        self.source_for(block)
+        b = self._blocks.get(block)
+        if b is None:
+            return
+        b.stats.pulses += pulses
+        self._records[block].append((frame, offset, record))
+
+    def _states_at(self, block: int, positions: U64Array, frames_upto: int) -> U8Array:
+        recs = self._records.get(block, [])
+        states = np.zeros(positions.shape[0], dtype=np.uint8)
+        have = np.zeros(positions.shape[0], dtype=bool)
+        for _, offset, rec in recs:
+            cand = rec.positions.astype(np.uint64) + np.uint64(offset)
+            idx = match_sorted(cand, positions)
+            hit = idx >= 0
+            states[hit] = rec.states[idx[hit]]
+            have |= hit
+        missing = int(np.count_nonzero(~have))
+        if missing:  # pulses that were no delivery candidates: their states are fresh draws
+            states[~have] = decode_states(self._fresh[block].uint32(missing), self.params)
+        self._records[block] = [r for r in recs if r[0] >= frames_upto]
+        return states
+
+    def receive(self, msg: m.Message) -> list[Output]:
+        if isinstance(msg, m.Detections):
+            return self._on_detections(msg)
+        if isinstance(msg, m.Estimate):
+            return self._on_estimate(msg)
+        if isinstance(msg, m.ParityRequest):
+            return self._on_parity_request(msg)
+        if isinstance(msg, m.Reconciled):
+            return self._on_reconciled(msg)
+        if isinstance(msg, m.Confirm):
+            return self._on_confirm(msg)
+        if isinstance(msg, m.Abort):
+            b = self._blocks.get(msg.block)
+            if b is None:
+                return []
+            try:
+                reason = AbortReason(msg.reason)
+            except ValueError:
+                reason = AbortReason.PROTOCOL_ERROR
+            return [self._abort(b, reason)]
+        raise ProtocolError(f"the transmitter does not expect {type(msg).__name__}")
+
+    def _on_detections(self, msg: m.Detections) -> list[Output]:
+        b = self._get(msg.block)
+        if b.state != "sifting" or msg.batch != b.batches:
+            raise ProtocolError("detections out of order")
+        if msg.count < 1 or len(msg.gaps) != 4 * (msg.count - 1):
+            raise ProtocolError("detection count does not match its gaps")
+        gaps = np.frombuffer(msg.gaps, dtype="<u4").astype(np.uint64)
+        if gaps.size and int(gaps.min()) == 0:
+            raise ProtocolError("detection positions must increase")
+        positions = np.uint64(msg.first_position) + np.concatenate(
+            ([np.uint64(0)], np.cumsum(gaps, dtype=np.uint64))
+        )
+        if int(positions[-1]) >= b.stats.pulses:
+            raise ProtocolError("detection at a pulse that was not sent")
+        bob_bases = _unpack(msg.bases, msg.count, "Detections.bases")
+        states = self._states_at(msg.block, positions, msg.frames_upto)
+        alice_bases = (states >> 1) & 1
+        matched = alice_bases == bob_bases
+        intensity = (states >> 2)[matched]
+        z = matched & (alice_bases == 0)
+        x = matched & (alice_bases == 1)
+        z_int = (states >> 2)[z]
+        x_int = (states >> 2)[x]
+        b.z_bits.append((states[z] & 1).astype(np.uint8))
+        for k in range(3):
+            b.n_z[k] += int(np.count_nonzero(z_int == k))
+            b.n_x[k] += int(np.count_nonzero(x_int == k))
+        b.stats.detections += msg.count
+        b.batches += 1
+        reply = m.Sifting(
+            msg.block, msg.batch, _pack(alice_bases), intensity.astype(np.uint8).tobytes(),
+            _pack(states[x] & 1),
+        )
+        if msg.last:
+            b.sifting_done = True
+            b.state = "estimate"
+            self._records.pop(msg.block, None)
+            self._sources.pop(msg.block, None)
+            self._fresh.pop(msg.block, None)
+        return [Send(reply)]
+
+    def _on_estimate(self, msg: m.Estimate) -> list[Output]:
+        b = self._get(msg.block)
+        if b.state != "estimate":
+            raise ProtocolError("estimate before the last detections")
+        errs = (msg.x_errors_mu, msg.x_errors_nu, msg.x_errors_vacuum)
+        if any(e > n for e, n in zip(errs, b.n_x, strict=True)) or len(msg.cascade_seed) != 32:
+            raise ProtocolError("estimate does not fit the sifted counts")
+        b.m_x = list(errs)
+        b.freeze_counts()
+        b.stats.qber = b.stats.qber_x
+        b.key_string = np.concatenate(b.z_bits) if b.z_bits else np.zeros(0, np.uint8)
+        b.z_bits = []
+        b.cascade_seed = msg.cascade_seed
+        reason = abort_decision(self.params, b.counts(), self._expected_qber(b))
+        if reason is not None:
+            return [self._abort(b, reason)]
+        b.state = "cascade"
+        return []
+
+    def _on_parity_request(self, msg: m.ParityRequest) -> list[Output]:
+        b = self._get(msg.block)
+        if b.state != "cascade" or b.key_string is None:
+            raise ProtocolError("parity request outside error correction")
+        n = b.key_string.shape[0]
+        groups = max(1, math.ceil(n / GROUP_BITS))
+        if msg.group == b.group + 1 and msg.group < groups:
+            if b.group >= 0:
+                b.leak += self._cascade[b.number].leaked_bits
+            b.group = msg.group
+            lo = msg.group * GROUP_BITS
+            bits = b.key_string[lo : min(n, lo + GROUP_BITS)]
+            self._cascade[b.number] = CascadeAlice(
+                bits, b.cascade_seed + msg.group.to_bytes(4, "big"), bits.shape[0]
+            )
+        elif msg.group != b.group:
+            raise ProtocolError("parity request for a group out of order")
+        casc = self._cascade[b.number]
+        try:
+            if msg.start_block:
+                if msg.passes or msg.lo or msg.hi:
+                    raise ProtocolError("a pass start carries no ranges")
+                parities = casc.start_pass(msg.start_block)
+            else:
+                count = len(msg.passes)
+                if len(msg.lo) != 4 * count or len(msg.hi) != 4 * count or count == 0:
+                    raise ProtocolError("parity request arrays differ in length")
+                passes = np.frombuffer(msg.passes, dtype=np.uint8)
+                lo = np.frombuffer(msg.lo, dtype="<u4").astype(np.int64)
+                hi = np.frombuffer(msg.hi, dtype="<u4").astype(np.int64)
+                parities = casc.answer(passes, lo, hi)
+        except CascadeError:
+            return [self._abort(b, AbortReason.RECONCILIATION_FAILED),
+                    Send(m.Abort(b.number, int(AbortReason.RECONCILIATION_FAILED)))]
+        return [Send(m.ParityAnswer(
+            b.number, msg.group, msg.round, int(parities.shape[0]), _pack(parities)
+        ))]
+
+    def _on_reconciled(self, msg: m.Reconciled) -> list[Output]:
+        b = self._get(msg.block)
+        if b.state != "cascade" or b.key_string is None:
+            raise ProtocolError("reconciled outside error correction")
+        casc = self._cascade.pop(b.number, None)
+        if casc is not None:
+            b.leak += casc.leaked_bits
+        n = b.key_string.shape[0]
+        if msg.leaked_bits != b.leak or msg.errors > n:
+            return [self._abort(b, AbortReason.PROTOCOL_ERROR),
+                    Send(m.Abort(b.number, int(AbortReason.PROTOCOL_ERROR)))]
+        b.errors = msg.errors
+        b.stats.qber = msg.errors / n if n else 0.0
+        b.stats.cascade_leak = b.leak
+        b.stats.verification_leak = TAG_BITS
+        key = block_secret_length(self.params, b.counts(), b.leak + TAG_BITS)
+        if key.length < 8:
+            out: list[Output] = [self._abort(b, AbortReason.NO_SECRET_KEY)]
+            return [*out, Send(m.Abort(b.number, int(AbortReason.NO_SECRET_KEY)))]
+        refill = self._refill_bits(key.length)
+        hash_key = self._random.bytes(HASH_KEY_BYTES)
+        tag = verification_tag(b.key_string, hash_key)
+        pa_seed = self._random.bytes(seed_bytes(n, key.length))
+        b.final_key = amplify(b.key_string, pa_seed, key.length)
+        b.split = split_key(self.link, b.number, b.final_key, key.length, refill, self.key_size)
+        self._finish_stats(b, key, refill, len(b.split[0]))
+        b.key_string = None
+        b.state = "verify"
+        return [Send(m.Verify(b.number, hash_key, tag, key.length, refill, pa_seed))]
+
+    def _refill_bits(self, secret_bits: int) -> int:
+        """Refill for the authentication pad (bits, both directions): each direction back up to
+        ``max(AUTH_FLOOR_BYTES, 4 x the pad one block used)``, at most half the block's key."""
+        low = min(self.auth_available)
+        target = max(AUTH_FLOOR_BYTES, 4 * self.auth_used_per_block)
+        per_direction = min(max(target - low, 0), secret_bits // 32)
+        per_direction -= per_direction % 8
+        return 16 * per_direction
+
+    def _on_confirm(self, msg: m.Confirm) -> list[Output]:
+        b = self._get(msg.block)
+        if b.state != "verify" or b.split is None:
+            raise ProtocolError("confirm before verify")
+        if not msg.ok:
+            try:
+                reason = AbortReason(msg.reason)
+            except ValueError:
+                reason = AbortReason.PROTOCOL_ERROR
+            return [self._abort(b, reason)]
+        keys, to_rx, to_tx = b.split
+        b.state = "storing"
+        self.previous_qber = b.stats.qber
+        return [StoreBlock(b.number, keys, to_rx, to_tx, b.stats)]
+
+    def stored(self, block: int) -> list[Output]:
+        """The module stored ``block``: tell the receiver (its keys become deliverable)."""
+        b = self._blocks.pop(block, None)
+        if b is None:
+            return []
+        return [Send(m.Commit(block)), BlockCommitted(block, b.stats)]
+
+
+class Bob(_Party):
+    """The receiver's post-processing."""
+
+    def __init__(
+        self, params: LinkParams, link: str, key_size: int, random: RandomSource
+    ) -> None:
+        super().__init__(params, link, key_size)
+        self._random = random
+        self._pending: dict[int, list[Detections]] = {}
+        self._pending_frames: dict[int, int] = {}
+        self._pending_pulses: dict[int, int] = {}
+        self._bob_bits: dict[int, list[U8Array]] = {}
+        self._sent_bases: dict[int, list[tuple[U8Array, U8Array]]] = {}
+        self._cascade: dict[int, CascadeBob] = {}
+        self._corrected: dict[int, list[U8Array]] = {}
+        self._bases: dict[int, RandomSource] = {}
+        self.stock = 0
+
+    def basis_source(self, block: int) -> RandomSource:
+        """Bob's basis choices for a block (one stream per block)."""
+        src = self._bases.get(block)
+        if src is None:
+            src = self._random.child(b"bases%d" % block)
+            self._bases = {k: v for k, v in self._bases.items() if k > block - 2}
+            self._bases[block] = src
+        return src
+
+    def on_frame(
+        self, block: int, frame: int, offset: int, pulses: int, det: Detections, last: bool
+    ) -> list[Output]:
+        """Bob's detections in one frame (positions relative to the frame)."""
+        if block not in self._blocks:
+            self._blocks[block] = _Block(block, BlockStats(block))
+            self._pending[block] = []
+            self._pending_pulses[block] = 0
+            self._bob_bits[block] = []
+            self._sent_bases[block] = []
+        b = self._blocks[block]
+        if b.state != "sifting":
+            return []
+        b.stats.pulses += pulses
+        shifted = Detections(det.positions + np.uint64(offset), det.bases, det.bits)
+        self._pending[block].append(shifted)
+        self._pending_frames[block] = frame + 1
+        self._pending_pulses[block] += pulses
+        held = sum(d.positions.shape[0] for d in self._pending[block])
+        if last or held >= BATCH_DETECTIONS or self._pending_pulses[block] >= BATCH_PULSES:
+            return self._flush(b, last)
+        return []
+
+    def _flush(self, b: _Block, last: bool) -> list[Output]:
+        dets = self._pending[b.number]
+        self._pending[b.number] = []
+        self._pending_pulses[b.number] = 0
+        if not dets or sum(d.positions.shape[0] for d in dets) == 0:
+            if last:
+                return [self._abort(b, AbortReason.TOO_FEW_DETECTIONS),
+                        Send(m.Abort(b.number, int(AbortReason.TOO_FEW_DETECTIONS)))]
+            return []
+        pos = np.concatenate([d.positions for d in dets])
+        bases = np.concatenate([d.bases for d in dets])
+        bits = np.concatenate([d.bits for d in dets])
+        gaps = np.diff(pos)
+        if gaps.size and int(gaps.max()) >= 2**32:
+            return [self._abort(b, AbortReason.PROTOCOL_ERROR),
+                    Send(m.Abort(b.number, int(AbortReason.PROTOCOL_ERROR)))]
+        self._sent_bases[b.number].append((bases, bits))
+        msg = m.Detections(
+            b.number, b.batches, self._pending_frames[b.number], last, int(pos[0]),
+            int(pos.shape[0]), gaps.astype("<u4").tobytes(), _pack(bases),
+        )
+        b.batches += 1
+        if last:
+            b.sifting_done = True
+        b.stats.detections += int(pos.shape[0])
+        return [Send(msg)]
+
+    def receive(self, msg: m.Message) -> list[Output]:
+        if isinstance(msg, m.Sifting):
+            return self._on_sifting(msg)
+        if isinstance(msg, m.ParityAnswer):
+            return self._on_parity_answer(msg)
+        if isinstance(msg, m.Verify):
+            return self._on_verify(msg)
+        if isinstance(msg, m.Commit):
+            return [BlockCommitted(msg.block, None)]
+        if isinstance(msg, m.Abort):
+            b = self._blocks.get(msg.block)
+            if b is None:
+                return []
+            try:
+                reason = AbortReason(msg.reason)
+            except ValueError:
+                reason = AbortReason.PROTOCOL_ERROR
+            return [self._abort(b, reason)]
+        raise ProtocolError(f"the receiver does not expect {type(msg).__name__}")
+
+    def _on_sifting(self, msg: m.Sifting) -> list[Output]:
+        b = self._get(msg.block)
+        sent = self._sent_bases.get(msg.block, [])
+        if b.state != "sifting" or not sent:
+            raise ProtocolError("sifting without detections")
+        bob_bases, bob_bits = sent[0]
+        count = bob_bases.shape[0]
+        alice_bases = _unpack(msg.bases, count, "Sifting.bases")
+        matched = alice_bases == bob_bases
+        n_match = int(np.count_nonzero(matched))
+        if len(msg.intensities) != n_match:
+            raise ProtocolError("Sifting.intensities does not match the matched detections")
+        intensity = np.frombuffer(msg.intensities, dtype=np.uint8)
+        if n_match and int(intensity.max()) > 2:
+            raise ProtocolError("intensity out of range")
+        m_bases = bob_bases[matched]
+        m_bits = bob_bits[matched]
+        x_sel = m_bases == 1
+        n_xm = int(np.count_nonzero(x_sel))
+        alice_x = _unpack(msg.x_bits, n_xm, "Sifting.x_bits")
+        sent.pop(0)
+        x_int = intensity[x_sel]
+        z_int = intensity[~x_sel]
+        wrong = m_bits[x_sel] != alice_x
+        for k in range(3):
+            b.n_x[k] += int(np.count_nonzero(x_int == k))
+            b.m_x[k] += int(np.count_nonzero(wrong & (x_int == k)))
+            b.n_z[k] += int(np.count_nonzero(z_int == k))
+        self._bob_bits[msg.block].append(m_bits[~x_sel].astype(np.uint8))
+        if not (b.sifting_done and not sent):
+            return []
+        return self._estimate(b)
+
+    def _estimate(self, b: _Block) -> list[Output]:
+        b.freeze_counts()
+        b.stats.qber = b.stats.qber_x
+        b.key_string = np.concatenate(self._bob_bits.pop(b.number))
+        self._sent_bases.pop(b.number, None)
+        self._pending.pop(b.number, None)
+        b.cascade_seed = self._random.bytes(32)
+        est = m.Estimate(b.number, b.m_x[0], b.m_x[1], b.m_x[2], b.cascade_seed)
+        expected = self._expected_qber(b)
+        reason = abort_decision(self.params, b.counts(), expected)
+        if reason is not None:
+            return [Send(est), self._abort(b, reason)]
+        b.state = "cascade"
+        self._corrected[b.number] = []
+        return [Send(est), *self._next_group(b, expected)]
+
+    def _next_group(self, b: _Block, qber: float) -> list[Output]:
+        assert b.key_string is not None
+        n = b.key_string.shape[0]
+        casc = self._cascade.get(b.number)
+        if casc is not None:
+            b.leak += casc.leaked_bits
+            b.errors += casc.corrected
+            b.stats.cascade_rounds += casc.rounds
+            self._corrected[b.number].append(casc.corrected_bits())
+        b.group += 1
+        lo = b.group * GROUP_BITS
+        if lo >= n:
+            self._cascade.pop(b.number, None)
+            b.stats.cascade_leak = b.leak
+            b.stats.qber = b.errors / n
+            return [Send(m.Reconciled(b.number, b.errors, b.leak))]
+        bits = b.key_string[lo : min(n, lo + GROUP_BITS)]
+        casc = CascadeBob(
+            bits, b.cascade_seed + b.group.to_bytes(4, "big"), schedule(qber, bits.shape[0])
+        )
+        self._cascade[b.number] = casc
+        return [Send(self._request(b, casc.first_request()))]
+
+    def _request(self, b: _Block, req: CascadeRequest) -> m.ParityRequest:
+        casc = self._cascade[b.number]
+        return m.ParityRequest(
+            b.number, b.group, casc.rounds, req.start_block, req.passes.astype(np.uint8).tobytes(),
+            req.lo.astype("<u4").tobytes(), req.hi.astype("<u4").tobytes(),
+        )
+
+    def _on_parity_answer(self, msg: m.ParityAnswer) -> list[Output]:
+        b = self._get(msg.block)
+        casc = self._cascade.get(msg.block)
+        if b.state != "cascade" or casc is None or msg.group != b.group:
+            raise ProtocolError("parity answer outside error correction")
+        if msg.round != casc.rounds or msg.count != casc.expected_answer_bits():
+            raise ProtocolError("parity answer does not match the request")
+        parities = _unpack(msg.parities, msg.count, "ParityAnswer.parities")
+        try:
+            nxt = casc.on_answer(parities)
+        except CascadeError:
+            return [self._abort(b, AbortReason.RECONCILIATION_FAILED),
+                    Send(m.Abort(b.number, int(AbortReason.RECONCILIATION_FAILED)))]
+        if nxt is None:
+            return self._next_group(b, self._expected_qber(b))
+        return [Send(self._request(b, nxt))]
+
+    def _on_verify(self, msg: m.Verify) -> list[Output]:
+        b = self._get(msg.block)
+        if b.state != "cascade" or b.number in self._cascade or b.key_string is None:
+            raise ProtocolError("verify before error correction finished")
+        corrected = np.concatenate(self._corrected.pop(b.number, []) or [np.zeros(0, np.uint8)])
+        n = corrected.shape[0]
+        b.stats.verification_leak = TAG_BITS
+        key = block_secret_length(self.params, b.counts(), b.leak + TAG_BITS)
+        bad_plan = (
+            len(msg.hash_key) != HASH_KEY_BYTES
+            or msg.secret_bits != key.length
+            or msg.auth_refill_bits % 128
+            or msg.auth_refill_bits > msg.secret_bits
+            or len(msg.pa_seed) != seed_bytes(n, max(key.length, 1))
+        )
+        if bad_plan:
+            return [self._abort(b, AbortReason.PROTOCOL_ERROR),
+                    Send(m.Confirm(b.number, False, int(AbortReason.PROTOCOL_ERROR), self.stock))]
+        if not tags_equal(verification_tag(corrected, msg.hash_key), msg.tag):
+            return [self._abort(b, AbortReason.VERIFICATION_FAILED),
+                    Send(m.Confirm(b.number, False, int(AbortReason.VERIFICATION_FAILED),
+                                   self.stock))]
+        b.final_key = amplify(corrected, msg.pa_seed, key.length)
+        b.split = split_key(
+            self.link, b.number, b.final_key, key.length, msg.auth_refill_bits, self.key_size
+        )
+        self._finish_stats(b, key, msg.auth_refill_bits, len(b.split[0]))
+        b.key_string = None
+        b.state = "storing"
+        self.previous_qber = b.stats.qber
+        keys, to_rx, to_tx = b.split
+        return [StoreBlock(b.number, keys, to_rx, to_tx, b.stats)]
+
+    def stored(self, block: int) -> list[Output]:
+        """The module stored ``block`` (pending): confirm it to the transmitter."""
+        b = self._blocks.pop(block, None)
+        if b is None:
+            return []
+        return [Send(m.Confirm(block, True, 0, self.stock))]
+
+
+def asymptotic_bits_per_pulse(params: LinkParams, ec_efficiency: float) -> float:
+    return asymptotic_rate(params, ec_efficiency)

@@ -1,0 +1,187 @@
+"""A QKD module's durable store (SQLite, WAL): its final keys, authentication pad, block counters.
+
+Every write that must survive a SIGKILL is committed before the module acts on it (WAL with
+``synchronous=NORMAL`` survives a process kill; ``synchronous=FULL`` also a power cut).
+``secure_delete`` overwrites deleted key material in the file (best-effort erasure).
+
+Keys: ``(id, block, idx, material, committed)``. A receiver stores a block *uncommitted* before it
+confirms it, and commits it on the transmitter's ``Commit`` (or the next Hello); a transmitter
+stores blocks committed. Auth chunks: ``(block, to_receiver, to_transmitter, committed)``;
+block -1 is the pre-shared initial key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+from keyserver.qkd.classicalchannel import Chunk
+
+
+class ModuleStore:
+    def __init__(self, data_dir: Path, *, synchronous: str = "NORMAL") -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "module.sqlite"
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = self._db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.execute("PRAGMA secure_delete=ON")
+        db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, block INTEGER NOT NULL, "
+            "idx INTEGER NOT NULL, material BLOB NOT NULL, committed INTEGER NOT NULL)"
+        )
+        db.execute("CREATE INDEX IF NOT EXISTS keys_order ON keys (committed, block, idx)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS auth_chunks (block INTEGER PRIMARY KEY, "
+            "to_receiver BLOB NOT NULL, to_transmitter BLOB NOT NULL, committed INTEGER NOT NULL)"
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- meta --------------------------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        row = self._db.execute("SELECT v FROM meta WHERE k = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def put(self, key: str, value: Any) -> None:
+        self._db.execute(
+            "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            (key, json.dumps(value)),
+        )
+
+    # -- the initial key and the pad ---------------------------------------------------------
+    def init_auth(self, to_receiver: bytes, to_transmitter: bytes) -> None:
+        """Record the pre-shared key on first start; refuse a different one later."""
+        digest = hashlib.sha256(to_receiver + to_transmitter).hexdigest()
+        known = self.get("initial_auth_key_sha256")
+        if known is None:
+            with self._db:
+                self._db.execute("BEGIN")
+                self.put("initial_auth_key_sha256", digest)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO auth_chunks VALUES (-1, ?, ?, 1)",
+                    (to_receiver, to_transmitter),
+                )
+        elif known != digest:
+            raise ValueError(
+                "initial_auth_key differs from the one this module started with: restore it, or "
+                "empty data_dir to start the link anew (at both modules)"
+            )
+
+    def chunks(self) -> list[Chunk]:
+        rows = self._db.execute(
+            "SELECT block, to_receiver, to_transmitter, committed FROM auth_chunks ORDER BY block"
+        ).fetchall()
+        return [Chunk(int(b), (bytearray(rx), bytearray(tx)), bool(c)) for b, rx, tx, c in rows]
+
+    def save_reservation(self, direction: int, position: int) -> None:
+        self.put(f"send_reserved_{direction}", position)
+
+    def reservation(self, direction: int) -> int:
+        return int(self.get(f"send_reserved_{direction}", 0))
+
+    def save_chunk(self, block: int, to_receiver: bytes, to_transmitter: bytes) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO auth_chunks VALUES (?, ?, ?, 0)",
+            (block, to_receiver, to_transmitter),
+        )
+
+    def commit_chunk(self, block: int) -> None:
+        self._db.execute("UPDATE auth_chunks SET committed = 1 WHERE block = ?", (block,))
+
+    def drop_chunks_after(self, block: int) -> None:
+        self._db.execute(
+            "DELETE FROM auth_chunks WHERE block > ? AND committed = 0", (block,)
+        )
+
+    # -- blocks and keys ---------------------------------------------------------------------
+    def store_block(
+        self,
+        block: int,
+        keys: list[tuple[uuid.UUID, bytes]],
+        refill: tuple[bytes, bytes],
+        committed: bool,
+    ) -> None:
+        """Keys and the refill chunk of one block, in one transaction."""
+        c = int(committed)
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO keys VALUES (?, ?, ?, ?, ?)",
+                [(str(k), block, i, material, c) for i, (k, material) in enumerate(keys)],
+            )
+            if refill[0] or refill[1]:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO auth_chunks VALUES (?, ?, ?, ?)",
+                    (block, refill[0], refill[1], c),
+                )
+            if committed:
+                self.put("last_committed_block", block)
+            else:
+                self.put("last_stored_block", block)
+
+    def commit_blocks_upto(self, block: int) -> list[int]:
+        """Receiver: commit pending blocks <= block; returns them."""
+        rows = self._db.execute(
+            "SELECT DISTINCT block FROM keys WHERE committed = 0 AND block <= ? UNION "
+            "SELECT block FROM auth_chunks WHERE committed = 0 AND block <= ? AND block >= 0",
+            (block, block),
+        ).fetchall()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("UPDATE keys SET committed = 1 WHERE committed = 0 AND block <= ?",
+                             (block,))
+            self._db.execute(
+                "UPDATE auth_chunks SET committed = 1 WHERE committed = 0 AND block <= ?", (block,)
+            )
+            if rows:
+                self.put("last_committed_block", max(int(r[0]) for r in rows))
+        return sorted(int(r[0]) for r in rows)
+
+    def drop_pending_after(self, block: int) -> int:
+        """Receiver: forget uncommitted blocks above ``block`` (never stored by the transmitter)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            cur = self._db.execute("DELETE FROM keys WHERE committed = 0 AND block > ?", (block,))
+            self._db.execute(
+                "DELETE FROM auth_chunks WHERE committed = 0 AND block > ?", (block,)
+            )
+        return int(cur.rowcount)
+
+    def key_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
+
+    def take_keys(self, number: int) -> list[tuple[uuid.UUID, bytes]]:
+        """Transmitter: the oldest ``number`` committed keys, removed (all or none)."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            rows = self._db.execute(
+                "SELECT id, material FROM keys WHERE committed = 1 ORDER BY block, idx LIMIT ?",
+                (number,),
+            ).fetchall()
+            if len(rows) < number:
+                return []
+            self._db.executemany("DELETE FROM keys WHERE id = ?", [(r[0],) for r in rows])
+        return [(uuid.UUID(r[0]), bytes(r[1])) for r in rows]
+
+    def get_keys(self, ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, bytes]] | None:
+        """Receiver: the keys with these IDs, removed; None (nothing removed) unless all exist."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            out = []
+            for kid in ids:
+                row = self._db.execute(
+                    "SELECT material FROM keys WHERE id = ?", (str(kid),)
+                ).fetchone()
+                if row is None:
+                    return None
+                out.append((kid, bytes(row[0])))
+            self._db.executemany("DELETE FROM keys WHERE id = ?", [(str(k),) for k in ids])
+        return out
