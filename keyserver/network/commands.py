@@ -205,7 +205,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ev.add_argument("--fraction", type=float, required=True)
     n.set_defaults(func=_cmd_network, action=None)
 
-    bench = command_group(sub, "bench", "benchmarks (bench network, bench link)")
+    bench = command_group(sub, "bench", "benchmarks (bench network, bench link, bench pair)")
+    from keyserver.qkd.commands import register_bench
+
+    register_bench(bench)
     b = bench.add_parser("network", help="concurrent AES/OTP call key demands over a route")
     b.add_argument("--topology", default="beijing-hefei")
     b.add_argument("--dir", required=True, help="work directory (a network is started there)")

@@ -28,7 +28,7 @@ from keyserver.pki.domains import ADMIN_CN, NetworkPki, ensure_link_auth_key
 HOST = "127.0.0.1"
 MODULE_KEY_BITS = 1024  # the key size the modules serve: the granularity of link keys
 MODULE_MAX_KEYS = 4096
-EVE_ROLE = "receiver"  # the module that hosts the simulated fibre's eavesdropper
+EVE_ROLE = "transmitter"  # the module that hosts the simulated fibre's eavesdropper (docs/bb84.md)
 
 
 def free_port(host: str = HOST) -> int:

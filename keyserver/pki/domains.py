@@ -24,7 +24,7 @@ from pathlib import Path
 from keyserver.pki.certificates import LOCAL_NAMES, CertificateAuthority, CertPaths
 
 ADMIN_CN = "network-admin"
-AUTH_KEY_BYTES = 4096  # pre-shared initial authentication key per link (32768 bits)
+AUTH_KEY_BYTES = 256 * 1024  # pre-shared initial authentication key per link (2 Mbit)
 
 DOMAINS = ("sae", "node", "module")
 
