@@ -776,6 +776,7 @@ class KmsNode:
         link.bits_spent_auth += 8 * relay.MAC_KEY_BYTES
         if self.recorder is not None:
             self.recorder.view(relay_id=str(h.relay_id), leg=h.leg, legs=h.legs,
+                               key_ids=[str(k) for k in h.key_ids],
                                keys=[k.hex() for k in keys], route=list(h.route))
         if h.is_last:
             return self._final_hop(h, incoming, keys)

@@ -95,6 +95,7 @@ class Options:
     hold_seconds: float = 300.0
     relay_timeout: float = 10.0
     key_size: int = 256
+    module_max_keys: int = MODULE_MAX_KEYS  # a module pauses when it holds this many keys
     module_params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -197,7 +198,7 @@ def module_config_text(plan: NetworkPlan, m: ModulePlan, pki: NetworkPki) -> str
         f"remote_node = {_s(m.remote_node)}",
         f"admin = {_s(ADMIN_CN)}",
         f"key_size = {MODULE_KEY_BITS}",
-        f"max_key_count = {MODULE_MAX_KEYS}",
+        f"max_key_count = {o.module_max_keys}",
         "max_key_per_request = 1024",
         "",
         "[quantum_channel]",
