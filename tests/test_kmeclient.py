@@ -28,6 +28,8 @@ from tests.support.kme_fixtures import (
     running_pair,
 )
 
+Pair = tuple[PairEnd, PairEnd]
+
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> KmePki:
@@ -40,12 +42,12 @@ def client(pki: KmePki, kme: PairEnd, who: str) -> KmeClient:
 
 
 @pytest.fixture
-async def pair(pki: KmePki, tmp_path: Path) -> AsyncIterator[tuple[PairEnd, PairEnd]]:
+async def pair(pki: KmePki, tmp_path: Path) -> AsyncIterator[Pair]:
     async with running_pair(pki.demo, tmp_path) as p:
         yield p
 
 
-async def test_status_enc_dec(pki: KmePki, pair: tuple[PairEnd, PairEnd]) -> None:
+async def test_status_enc_dec(pki: KmePki, pair: Pair) -> None:
     a, b = pair
     async with client(pki, a, "alice") as alice, client(pki, b, "bob") as bob:
         st = await alice.status("bob")
@@ -66,7 +68,7 @@ async def test_status_enc_dec(pki: KmePki, pair: tuple[PairEnd, PairEnd]) -> Non
         assert default[0].bits == 256
 
 
-async def test_typed_errors(pki: KmePki, pair: tuple[PairEnd, PairEnd]) -> None:
+async def test_typed_errors(pki: KmePki, pair: Pair) -> None:
     a, b = pair
     async with client(pki, a, "mallory") as mallory:
         with pytest.raises(KmeRejected) as e:
@@ -96,7 +98,7 @@ async def test_typed_errors(pki: KmePki, pair: tuple[PairEnd, PairEnd]) -> None:
             await dead.status("bob")
 
 
-async def test_wrong_ca_is_unavailable_naming_ca_cert(pki: KmePki, pair: tuple[PairEnd, PairEnd]) -> None:
+async def test_wrong_ca_is_unavailable_naming_ca_cert(pki: KmePki, pair: Pair) -> None:
     a, _ = pair
     rogue_ca = pki.rogue.cert.parent / "ca.pem"
     c = KmeClient(
@@ -124,7 +126,7 @@ async def test_eavesdropper_alarm(pki: KmePki, tmp_path: Path) -> None:
                 await pool.aclose()
 
 
-async def test_pool_prefetches_and_warns_at_low_water(pki: KmePki, pair: tuple[PairEnd, PairEnd]) -> None:
+async def test_pool_prefetches_and_warns_at_low_water(pki: KmePki, pair: Pair) -> None:
     a, b = pair
     warnings: list[int] = []
     async with client(pki, a, "alice") as alice, client(pki, b, "bob") as bob:
@@ -233,7 +235,7 @@ def test_profile_missing_file_and_bad_toml(tmp_path: Path) -> None:
         load_profile(tmp_path / "bad.toml")
 
 
-async def test_client_from_profile(pki: KmePki, pair: tuple[PairEnd, PairEnd], tmp_path: Path) -> None:
+async def test_client_from_profile(pki: KmePki, pair: Pair, tmp_path: Path) -> None:
     a, _ = pair
     prof = load_profile(write_profile(tmp_path / "alice.toml", pki, **{"kme.url": a.url}))
     async with KmeClient.from_profile(prof) as c:

@@ -16,11 +16,12 @@ what it sends to the other node); the other node keeps its copy to decrypt what 
   slice when the message that uses it arrives (out of order is fine) and refuses any byte it
   already consumed (that is what makes a replayed message fail).
 * **Sync** (both ways, periodically): ``(announce seq, end, layout hash, owner cursor)`` per
-  stream. Equal seqs and different end/hash, or an owner cursor that went backwards, is a
-  **desync** (e.g. a store restored from an old copy): both sides then erase the stream and move
-  its end and cursor to the same new position, so no byte is ever used twice and the link goes
-  on. Until a node has seen one consistent sync from its neighbour after it started, it spends
-  nothing on that link.
+  stream. The receiver may be exactly one announcement ahead (in flight); any other difference
+  of announcement sequence, different end/hash at equal sequence, or an owner cursor that went
+  backwards is a **desync** (e.g. a store restored from an old copy): both sides then erase the
+  stream and move its end and cursor to the same new position (and continue from the same
+  announcement number), so no byte is ever used twice and the link goes on. Until a node has
+  seen one consistent sync from its neighbour after it started, it spends nothing on that link.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class SyncResult:
     verdict: SyncVerdict
     repair: tuple[tuple[str, int], ...] = ()  # (owner, new end) for every stream to reset
     reason: str = ""
+    announce_seq: int = 0  # after a repair both sides continue from this announcement
 
 
 GENESIS = hashlib.sha256(b"qphone link stream v1").digest()
@@ -92,10 +94,12 @@ def assign_owners(count: int, stocks: dict[str, int], block_bytes: int) -> list[
 
 
 def compare(
-    mine: SyncState, theirs: SyncState, max_cursor_seen: dict[str, int]
+    mine: SyncState, theirs: SyncState, max_cursor_seen: dict[str, int], transmitter: str
 ) -> SyncResult:
     """Compare my view of a link with my neighbour's.
 
+    `transmitter` is the link's transmitter-side node (it announces; the receiver applies an
+    announcement before the transmitter confirms it, so the receiver may be exactly one ahead).
     `max_cursor_seen` maps the neighbour (as owner) to the highest cursor it ever reported for
     its own stream; a lower one now means its store went back in time.
     """
@@ -103,39 +107,41 @@ def compare(
         raise ValueError("sync states of different links")
     by_owner = {s.owner: s for s in mine.streams}
     other = {s.owner: s for s in theirs.streams}
-    if set(by_owner) != set(other):
-        owners = set(by_owner) | set(other)
+    owners = sorted(set(by_owner) | set(other))
+    seq = max(mine.announce_seq, theirs.announce_seq)
+
+    def reset(names: list[str], reason: str) -> SyncResult:
         new = tuple(
-            (o, max(_end(by_owner, o), _end(other, o), _cursor(by_owner, o), _cursor(other, o)))
-            for o in sorted(owners)
+            (o, max(_end(by_owner, o), _end(other, o), _cursor(by_owner, o), _cursor(other, o),
+                    max_cursor_seen.get(o, 0)))
+            for o in names
         )
-        return SyncResult(SyncVerdict.DESYNC, new, "streams differ")
-    # A cursor going backwards is a desync even while announcements are in flight.
+        return SyncResult(SyncVerdict.DESYNC, new, reason, seq)
+
+    if set(by_owner) != set(other):
+        return reset(owners, "streams differ")
     back = [
         o for o, s in other.items()
         if o == theirs.sender and s.cursor < max_cursor_seen.get(o, 0)
     ]
-    if not back and mine.announce_seq != theirs.announce_seq:
+    if back:
+        return reset(owners, f"{back[0]}: cursor went back")
+    tx, rx = (mine, theirs) if mine.sender == transmitter else (theirs, mine)
+    if rx.announce_seq == tx.announce_seq + 1:
         return SyncResult(SyncVerdict.IN_FLIGHT)
+    if rx.announce_seq != tx.announce_seq:
+        return reset(owners, f"announcement sequence: transmitter at {tx.announce_seq}, "
+                     f"receiver at {rx.announce_seq}")
     bad = [
-        o for o in sorted(by_owner)
-        if o in back
-        or by_owner[o].end != other[o].end
-        or by_owner[o].layout_hash != other[o].layout_hash
+        o for o in owners
+        if by_owner[o].end != other[o].end or by_owner[o].layout_hash != other[o].layout_hash
     ]
     if not bad:
         return SyncResult(SyncVerdict.CONSISTENT)
-    repair = tuple(
-        (o, max(by_owner[o].end, other[o].end, by_owner[o].cursor, other[o].cursor,
-                max_cursor_seen.get(o, 0)))
+    return reset(bad, ", ".join(
+        f"{o}: end/layout differ (mine end {by_owner[o].end}, theirs end {other[o].end})"
         for o in bad
-    )
-    reason = ", ".join(
-        f"{o}: {'cursor went back' if o in back else 'end/layout differ'} "
-        f"(mine end {by_owner[o].end}, theirs end {other[o].end})"
-        for o in bad
-    )
-    return SyncResult(SyncVerdict.DESYNC, repair, reason)
+    ))
 
 
 def _end(views: dict[str, StreamView], owner: str) -> int:

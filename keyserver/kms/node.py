@@ -88,6 +88,7 @@ class LocalLink:
     in_flight: dict[int, int] = field(default_factory=dict)  # spend start -> count
     announce_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    last_sync: float = 0.0  # monotonic time of the last sync exchange
     bits_spent_payload: int = 0
     bits_spent_auth: int = 0
     bits_drawn: int = 0
@@ -399,20 +400,24 @@ class KmsNode:
                 "sync must be {link, sender, announce_seq, streams[2]}"
             ) from None
 
-    def _apply_sync(self, link: LocalLink, theirs: SyncState) -> None:
+    def _apply_sync(self, link: LocalLink, mine: SyncState, theirs: SyncState) -> None:
+        """Compare two snapshots taken while no announcement was between the nodes."""
         if theirs.sender != link.neighbour:
             raise etsi014.bad_request("sync sender is not the neighbour on this link")
         lid = link.spec.id
         seen = {link.neighbour: self.store.max_cursor_seen(lid, link.neighbour)}
-        res = linkstream.compare(self._sync_state(link), theirs, seen)
+        res = linkstream.compare(mine, theirs, seen, link.spec.a)
+        link.last_sync = time.monotonic()
         if res.verdict is SyncVerdict.DESYNC:
             for owner, end in res.repair:
                 self.store.repair(lid, owner, end)
+            self.store.set_announce_seq(lid, res.announce_seq)
             link.synced = False
             link.desyncs += 1
             self.counters["desyncs_repaired"] += 1
             log(_LOG, logging.WARNING, "link_desync_repaired", link=lid, reason=res.reason,
                 streams=[o for o, _ in res.repair])
+            self._wake_lsa.set()
             return
         their_own = next(v for v in theirs.streams if v.owner == link.neighbour)
         self.store.owner_cursor(lid, link.neighbour, their_own.cursor)
@@ -423,11 +428,26 @@ class KmsNode:
             self._wake_lsa.set()
 
     async def _sync_loop(self, link: LocalLink) -> None:
+        """The transmitter side syncs (holding its announcement lock, so that no announcement
+        is between the nodes while they compare); the receiver side answers and watches."""
         while True:
+            if not link.transmitter:
+                ok = time.monotonic() - link.last_sync < 5.0
+                if ok != link.neighbour_ok:
+                    link.neighbour_ok = ok
+                    if not ok:
+                        link.synced = False
+                        log(_LOG, logging.WARNING, "neighbour_unreachable", link=link.spec.id,
+                            neighbour=link.neighbour, error="no sync for 5 s")
+                    self._wake_lsa.set()
+                await asyncio.sleep(1.0)
+                continue
             try:
-                reply = await self._post(link.neighbour, "/kms/v1/link/sync",
-                                         self._sync_json(self._sync_state(link)))
-                self._apply_sync(link, self._sync_from(reply))
+                async with link.announce_lock:
+                    sent = self._sync_state(link)
+                    reply = await self._post(link.neighbour, "/kms/v1/link/sync",
+                                             self._sync_json(sent))
+                    self._apply_sync(link, sent, self._sync_from(reply))
                 if not link.neighbour_ok:
                     link.neighbour_ok = True
                     self._wake_lsa.set()
@@ -441,14 +461,14 @@ class KmsNode:
 
     async def h_sync(self, request: web.Request) -> web.Response:
         obj = await self._node_body(request)
-        link = self._link_from(obj, request)
+        link = self._link_from(obj, request, transmitter_caller=True)
         theirs = self._sync_from(obj)
-        mine = self._sync_state(link)
-        self._apply_sync(link, theirs)
+        async with link.announce_lock:  # not in the middle of applying an announcement
+            mine = self._sync_state(link)
+            self._apply_sync(link, mine, theirs)
         if not link.neighbour_ok:
             link.neighbour_ok = True
             self._wake_lsa.set()
-        # answer with the state as it was compared (a repair shows on the next round)
         return json_response(200, self._sync_json(mine))
 
     # -- link state ------------------------------------------------------------------------------
@@ -945,7 +965,7 @@ class KmsNode:
         if link is None or link.neighbour != caller:
             raise EtsiError(401, "that link does not join the caller and this node")
         if transmitter_caller and link.spec.a != caller:
-            raise EtsiError(401, "only the transmitter side announces keys on a link")
+            raise EtsiError(401, "only the transmitter side announces or syncs on a link")
         return link
 
     async def h_state(self, request: web.Request) -> web.Response:

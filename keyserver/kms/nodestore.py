@@ -331,6 +331,15 @@ class NodeStore:
             self._set_announce(link, seq, got)
         return n
 
+    def set_announce_seq(self, link: str, seq: int) -> None:
+        """After a repair: continue from announcement `seq`; no stored answer is replayed."""
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO announce VALUES (?, ?, '[]') ON CONFLICT(link) DO UPDATE SET "
+                "seq=excluded.seq, got='[]'",
+                (link, seq),
+            )
+
     def announce_seq(self, link: str) -> int:
         row = self._db.execute("SELECT seq FROM announce WHERE link=?", (link,)).fetchone()
         return 0 if row is None else int(row[0])

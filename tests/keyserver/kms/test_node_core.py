@@ -74,7 +74,7 @@ def test_streams_agree_and_slices_are_one_time(tmp_path: Path) -> None:
     share_keys(a, b, 8)
     assert a.stock_bytes(LINK, "a") == b.stock_bytes(LINK, "a") == 512
     assert a.stock_bytes(LINK, "b") == b.stock_bytes(LINK, "b") == 512
-    assert linkstream.compare(sync(a, "a"), sync(b, "b"), {}).verdict is SyncVerdict.CONSISTENT
+    assert linkstream.compare(sync(a, "a"), sync(b, "b"), {}, "a").verdict is SyncVerdict.CONSISTENT
     [sl] = a.spend([Spend(LINK, "a", 200)])  # crosses a block boundary
     assert b.consume(LINK, "a", sl.start, 200) == sl.material
     with pytest.raises(SliceUnavailable):  # a replay finds its bytes used
@@ -117,12 +117,15 @@ def test_desync_detected_and_repaired(tmp_path: Path) -> None:
     (tmp_path / "b" / "node.sqlite3").write_bytes(snapshot)  # b restored from an old copy
     b = NodeStore(tmp_path / "b", "b")
     a.owner_cursor(LINK, "b", 10)  # what b had reported before
-    res = linkstream.compare(sync(a, "a"), sync(b, "b"), {"b": a.max_cursor_seen(LINK, "b")})
+    res = linkstream.compare(sync(a, "a"), sync(b, "b"), {"b": a.max_cursor_seen(LINK, "b")},
+                             "a")
     assert res.verdict is SyncVerdict.DESYNC
     for owner, end in res.repair:
         a.repair(LINK, owner, end)
         b.repair(LINK, owner, end)
-    assert linkstream.compare(sync(a, "a"), sync(b, "b"), {}).verdict in (
+    a.set_announce_seq(LINK, res.announce_seq)
+    b.set_announce_seq(LINK, res.announce_seq)
+    assert linkstream.compare(sync(a, "a"), sync(b, "b"), {}, "a").verdict in (
         SyncVerdict.CONSISTENT, SyncVerdict.IN_FLIGHT,
     )
     assert b.view(LINK, "b").cursor >= 10  # b never reuses what it spent before the restore
