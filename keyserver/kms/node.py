@@ -269,9 +269,9 @@ class KmsNode:
             if link.transmitter and link.status is not None:
                 with contextlib.suppress(NodeUnreachable, ModuleUnavailable, ModuleRefused):
                     drew = await self._draw(link, link.status)
-            if not drew:
+            if not drew:  # idle: poll the module once a second (a relay spend wakes us)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(link.wake.wait(), 0.5)
+                    await asyncio.wait_for(link.wake.wait(), 1.0)
             link.wake.clear()
 
     async def _draw(self, link: LocalLink, st: ModuleStatus) -> bool:
@@ -432,13 +432,13 @@ class KmsNode:
         is between the nodes while they compare); the receiver side answers and watches."""
         while True:
             if not link.transmitter:
-                ok = time.monotonic() - link.last_sync < 5.0
+                ok = time.monotonic() - link.last_sync < 6.0
                 if ok != link.neighbour_ok:
                     link.neighbour_ok = ok
                     if not ok:
                         link.synced = False
                         log(_LOG, logging.WARNING, "neighbour_unreachable", link=link.spec.id,
-                            neighbour=link.neighbour, error="no sync for 5 s")
+                            neighbour=link.neighbour, error="no sync for 6 s")
                     self._wake_lsa.set()
                 await asyncio.sleep(1.0)
                 continue
@@ -457,7 +457,7 @@ class KmsNode:
                         neighbour=link.neighbour, error=str(e))
                     link.neighbour_ok = False
                     self._wake_lsa.set()
-            await asyncio.sleep(1.0 if link.synced else 0.3)
+            await asyncio.sleep(2.0 if link.synced else 0.3)
 
     async def h_sync(self, request: web.Request) -> web.Response:
         obj = await self._node_body(request)
@@ -518,9 +518,12 @@ class KmsNode:
         for lsa in lsas:
             if lsa.origin == self.id:
                 continue
+            old = self.lsdb.fresh(lsa.origin, now)
             if self.lsdb.update(lsa, now):
                 for n in {link.neighbour for link in self.links.values()} - {caller, lsa.origin}:
                     self._lsa_queue.setdefault(n, {})[lsa.origin] = lsa
+                if old is None or _flags(old) != _flags(lsa):
+                    self._wake_lsa.set()  # a link went up or down: pass it on at once
         return json_response(200, {"ok": True})
 
     def links_neighbours(self) -> set[str]:
@@ -713,6 +716,7 @@ class KmsNode:
         try:
             for h, s in zip(headers, slices, strict=True):
                 self.links[h.link].in_flight[s.start] = 1
+                self._spent(self.links[h.link])
             sends = [self._send_hop(relay.seal(h, None, s.material))
                      for h, s in zip(headers, slices, strict=True)]
             errors = [e for e in await asyncio.gather(*sends) if e is not None]
@@ -799,6 +803,7 @@ class KmsNode:
                                key_ids=[str(k) for k in h.key_ids],
                                keys=[k.hex() for k in keys], route=list(h.route))
         if h.is_last:
+            self._spent(link)
             return self._final_hop(h, incoming, keys)
         nxt = h.route[h.hop + 1]
         out_link = next((x for x in self.links.values() if x.neighbour == nxt), None)
@@ -813,10 +818,17 @@ class KmsNode:
         except OutOfLinkKey as e:
             raise EtsiError(503, f"{MSG_OUT_OF_KEYS} (link {e.link})") from None
         out_link.in_flight[out.start] = 1
+        self._spent(out_link)
+        self._spent(link)
         msg = relay.seal(h.next_hop(out_link.spec.id, out.start), keys, out.material)
         self.counters["hops_forwarded"] += 1
         self._spawn_hop(msg, out_link, out.start)
         return json_response(202, {"status": "accepted"})
+
+    def _spent(self, link: LocalLink) -> None:
+        """A relay spent key on `link`: let its transmitter draw more now if below the cap."""
+        if link.transmitter:
+            link.wake.set()
 
     def _spawn_hop(self, msg: HopMessage, out_link: LocalLink, start: int) -> None:
         async def run() -> None:
@@ -1020,6 +1032,10 @@ class KmsNode:
         r.add_post("/kmapi/v1/ext_keys/void", self.h_void)
         r.add_get("/kms/v1/state", self.h_state, allow_head=False)
         return app
+
+
+def _flags(lsa: Lsa) -> list[tuple[str, bool, bool]]:
+    return sorted((r.link, r.up, r.alarm) for r in lsa.links)
 
 
 def _report_json(r: LinkReport) -> dict[str, Any]:

@@ -37,6 +37,24 @@ def free_port(host: str = HOST) -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int, avoid: set[int], host: str = HOST) -> list[int]:
+    """`n` distinct free ports (all bound at once while choosing, so none repeats)."""
+    socks: list[socket.socket] = []
+    out: list[int] = []
+    try:
+        while len(out) < n:
+            s = socket.socket()
+            socks.append(s)
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+            if port not in avoid:
+                out.append(port)
+    finally:
+        for s in socks:
+            s.close()
+    return out
+
+
 def port_free(port: int, host: str = HOST) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -137,18 +155,20 @@ def make_plan(
     """Lay out the network; `sae_ports` pins some nodes' SAE API ports, the rest are free ports."""
     d = directory.resolve()
     pinned = sae_ports or {}
+    need = 2 * len(topology.nodes) + 4 * len(topology.links)
+    ports = iter(free_ports(need, set(pinned.values())))
     nodes = {
-        n.id: NodePlan(n.id, pinned.get(n.id) or free_port(), free_port(), d / "nodes" / n.id,
+        n.id: NodePlan(n.id, pinned.get(n.id) or next(ports), next(ports), d / "nodes" / n.id,
                        d / "nodes" / f"{n.id}.toml", d / "logs" / f"node-{n.id}.log")
         for n in topology.nodes
     }
     modules: dict[str, ModulePlan] = {}
     channels: dict[str, tuple[int, int]] = {}
     for link in topology.links:
-        channels[link.id] = (free_port(), free_port())
+        channels[link.id] = (next(ports), next(ports))
         for role, node, remote in (("transmitter", link.a, link.b), ("receiver", link.b, link.a)):
             mid = module_id(link.id, role)
-            modules[mid] = ModulePlan(mid, link.id, role, node, remote, free_port(),
+            modules[mid] = ModulePlan(mid, link.id, role, node, remote, next(ports),
                                       d / "modules" / mid, d / "modules" / f"{mid}.toml",
                                       d / "logs" / f"{mid}.log")
     return NetworkPlan(d, topology, options, nodes, modules, channels)
@@ -265,8 +285,8 @@ def node_config_text(plan: NetworkPlan, n: NodePlan, pki: NetworkPki) -> str:
         "",
         "[routing]",
         f"multipath = {o.multipath}",
-        "lsa_interval_seconds = 1.0",
-        "lsa_max_age_seconds = 5.0",
+        "lsa_interval_seconds = 2.0",
+        "lsa_max_age_seconds = 7.0",
     ]
     for m in plan.modules.values():
         if m.node == n.id:

@@ -133,7 +133,7 @@ async def running_pair(
     if src.limit is not None:
         link.budget = src.limit * src.block_bytes // 128
     elif fill:
-        link.budget = 2 * cap_bytes // 128 + 2  # exactly enough to fill both directions
+        link.budget = -(-2 * cap_bytes // 128)  # exactly enough to fill both directions
     nodes = {}
     for n in ("KME-A", "KME-B"):
         cfg = load_node_config(plan.nodes[n].config)

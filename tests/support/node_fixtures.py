@@ -216,7 +216,12 @@ async def running_network(
             )
 
         await wait_for(stocked, what="link key stock")
-        await asyncio.sleep(1.5)  # one round of link-state advertisements everywhere
+
+        def all_up() -> bool:  # every node's link-state database says every link is up
+            now = time.monotonic()
+            return all(v.up for node in net.nodes.values() for v in node.lsdb.views(now))
+
+        await wait_for(all_up, what="link-state advertisements")
         yield net
     finally:
         await asyncio.gather(*(node.stop() for node in net.nodes.values()))
