@@ -65,6 +65,7 @@ from keyserver.pki.tls import server_context
 _LOG = logging.getLogger("keyserver.kms.node")
 MAX_NODE_BODY = 4 * 1024 * 1024
 MSG_OUT_OF_KEYS = "not enough key material available on KME; retry later"
+FAIR_WINDOW_S = 10.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -154,6 +155,7 @@ class KmsNode:
         self._wake_lsa = asyncio.Event()
         self._lsa_queue: dict[str, dict[str, Lsa]] = {}  # neighbour -> origin -> LSA to pass on
         self.pairs: dict[tuple[str, str], PairStats] = {}
+        self._active: dict[str, dict[tuple[str, str], float]] = {}  # link -> pair -> last ask
         self.counters: dict[str, int] = {
             "relays_started": 0, "relays_delivered": 0, "relays_failed": 0, "hops_forwarded": 0,
             "hops_refused": 0, "relays_received": 0, "voids_sent": 0, "voids_received": 0,
@@ -688,6 +690,7 @@ class KmsNode:
                     {"link": v.link, "reasons": list(v.reasons)} for v in decision.broken]}],
             )
         routes = decision.routes
+        self._fair_share(master, slave, need, [r.links[0] for r in routes])
         relay_id = uuid.uuid4()
         key_ids = tuple(uuid.uuid4() for _ in range(req.number))
         t_ms = now_ms()
@@ -756,6 +759,30 @@ class KmsNode:
         failed = ack is not None and ack.status is AckStatus.FAILED
         raise _RetryRelay(EtsiError(503, f"key relay to {dst} failed ({why}); retry later"),
                           retry=bool(errors) or failed)
+
+    def _fair_share(self, master: str, slave: str, need: int, first_links: list[str]) -> None:
+        """While several SAE pairs draw on the same first link, none takes more than its share.
+
+        A pair is active for FAIR_WINDOW_S after its last request; with n active pairs on a link,
+        one request may take at most 1/n of the key this node holds on it.
+        """
+        now = time.monotonic()
+        for lid in first_links:
+            seen = self._active.setdefault(lid, {})
+            seen[(master, slave)] = now
+            for pair, t in list(seen.items()):
+                if now - t > FAIR_WINDOW_S:
+                    del seen[pair]
+            n = len(seen)
+            stock = self.store.stock_bytes(lid, self.id)
+            if n > 1 and need > stock // n:
+                raise EtsiError(
+                    503,
+                    f"{MSG_OUT_OF_KEYS}: {n} SAE pairs share link {lid}, and this request "
+                    f"({8 * need} bits) is more than one pair's share ({8 * stock // n} bits); "
+                    "ask for fewer or smaller keys",
+                    [{"link": lid, "active_pairs": n, "share_bits": 8 * stock // n}],
+                )
 
     async def _send_hop(self, m: HopMessage) -> str | None:
         """POST one hop; the error text, or None once the next node accepted it."""

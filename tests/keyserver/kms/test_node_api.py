@@ -577,3 +577,13 @@ async def test_logs_are_json_and_never_carry_key_material(
     for k in keys:  # ... key bytes never, in any encoding
         raw = base64.b64decode(k["key"])
         assert k["key"] not in text and raw.hex() not in text and raw[:16].hex() not in text
+
+
+async def test_one_pair_cannot_drain_the_pool_while_another_draws(pair: Pair) -> None:
+    sa = (await pair.alice.get(STATUS)).json()["stored_key_count"]
+    assert (await pair.carol.post(ENC, json={"number": 1})).status_code == 200
+    # alice alone could take it all; with carol active, at most half of it per request
+    big = {"number": 128, "size": 256 * (sa // 128 * 3 // 4)}
+    r = await pair.alice.post(ENC, json=big)
+    assert r.status_code == 503 and "2 SAE pairs share link A-B" in r.json()["message"]
+    assert (await pair.alice.post(ENC, json={"number": 4})).status_code == 200
