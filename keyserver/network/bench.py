@@ -93,6 +93,7 @@ def _client(info: dict[str, Any], sae: str) -> httpx.AsyncClient:
 async def _relay_times(info: dict[str, Any], src: str, dst: str, n: int) -> dict[str, Any]:
     lat: list[float] = []
     errors = 0
+    first_error = None
     async with _client(info, src) as c:
         for _ in range(n):
             t0 = time.perf_counter()
@@ -101,10 +102,11 @@ async def _relay_times(info: dict[str, Any], src: str, dst: str, n: int) -> dict
                 lat.append(1000 * (time.perf_counter() - t0))
             else:
                 errors += 1
+                first_error = first_error or r.text[:300]
                 await asyncio.sleep(0.2)
     lat.sort()
     return {
-        "requests": n, "errors": errors,
+        "requests": n, "errors": errors, "first_error": first_error,
         "p50_ms": round(statistics.median(lat), 1) if lat else None,
         "p90_ms": round(lat[int(0.9 * (len(lat) - 1))], 1) if lat else None,
         "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
@@ -148,6 +150,21 @@ async def _step(info: dict[str, Any], src: str, dst: str, calls: int, period: fl
     return {"calls": calls, "ok": ok, "late": late, "failed": failed,
             "sustained": ok > 0 and late == 0 and failed == 0,
             "p50_ms": round(statistics.median(lat), 1) if lat else None}
+
+
+async def _wait_route(info: dict[str, Any], src: str, dst: str, limit: float) -> float | None:
+    """Seconds until the route holds key for an OTP second of one call, or None."""
+    t0 = time.monotonic()
+    async with _client(info, src) as c:
+        while time.monotonic() - t0 < limit:
+            try:
+                st = (await c.get(f"/api/v1/keys/{dst}/status")).json()
+                if st["stored_key_count"] * 256 >= 4 * OTP_BITS_PER_DIRECTION:
+                    return round(time.monotonic() - t0, 1)
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            await asyncio.sleep(2.0)
+    return None
 
 
 def _route_rate(info: dict[str, Any], launcher: Launcher, src: str, dst: str) -> dict[str, Any]:
@@ -204,8 +221,13 @@ def run_bench_network(args: argparse.Namespace) -> int:
         info = launcher.info()
         print(json.dumps({"event": "bench_network_ready", "topology": topo.name}),
               file=sys.stderr, flush=True)
-        time.sleep(10)  # let stock build up and LSAs settle
-        cpu = measure_cpu(launcher, args.seconds)
+        cpu = measure_cpu(launcher, args.seconds)  # the network paced in real time, no load
+        waited = asyncio.run(_wait_route(info, args.src, args.dst, args.wait))
+        print(json.dumps({"event": "bench_route", "seconds_waited": waited}), file=sys.stderr,
+              flush=True)
+        if waited is None:
+            raise LaunchError(f"no route from {args.src} to {args.dst} with key after "
+                              f"{args.wait:g} s (the links have not produced key yet)")
         relay = asyncio.run(_relay_times(info, args.src, args.dst, 30))
         rate = _route_rate(info, launcher, args.src, args.dst)
         otp, otp_steps = asyncio.run(_capacity(info, args.src, args.dst, args.seconds, "otp",

@@ -216,5 +216,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--to", dest="dst", default="bob", help="slave SAE (default bob)")
     b.add_argument("--seconds", type=float, default=20.0, help="per load step (default 20)")
     b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--wait", type=float, default=900.0,
+                   help="longest wait for the route to hold key, s (default 900)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_cmd_bench_network)
