@@ -881,6 +881,10 @@ class KmsNode:
                      self.config.quota_bits_per_pair)
         if h.target_sae not in self.config.local_saes():
             raise etsi014.bad_request(f"SAE {h.target_sae} is not at node {self.id}")
+        if self.config.topology.sae_node(h.initiator_sae) != h.initiator_node:
+            raise etsi014.bad_request(
+                f"SAE {h.initiator_sae} is not at the initiator node {h.initiator_node}"
+            )
         try:
             outcome = self.store.accept_leg(incoming, f)
         except SliceUnavailable as e:
