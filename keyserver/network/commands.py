@@ -180,8 +180,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.add_argument("--eve-fraction", type=float, default=0.0,
                    help="intercept-resend on this fraction of pulses, 0..1 (default 0)")
     d.add_argument("--seed", type=int, default=None, help="seeded QKD simulation (testing)")
-    d.add_argument("--max-key-count", type=int, default=100_000,
-                   help="link-key stock cap per direction, in keys of 256 bits (default 100000)")
+    d.add_argument("--max-key-count", type=int, default=16_384,
+                   help="link-key stock cap per direction, keys of 256 bits (default 16384)")
     d.set_defaults(func=_cmd_demo)
 
     n = sub.add_parser("network", help="a whole QKD network: every module and node, live state")
@@ -193,8 +193,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="XOR shares over k node-disjoint routes (default 1)")
     n.add_argument("--eve", action="append", metavar="LINK=FRACTION",
                    help="start with an eavesdropper on a link (repeatable)")
-    n.add_argument("--max-key-count", type=int, default=100_000,
-                   help="link-key stock cap per direction, in keys of 256 bits (default 100000)")
+    n.add_argument("--max-key-count", type=int, default=16_384,
+                   help="link-key stock cap per direction, keys of 256 bits (default 16384)")
     acts = n.add_subparsers(dest="action", required=False)
     st = acts.add_parser("status", help="the state of a running network")
     st.add_argument("--dir", required=True)

@@ -32,7 +32,7 @@ class DemoOptions:
     distance_km: float = 10.0
     eve_fraction: float = 0.0
     seed: int | None = None
-    max_key_count: int = 100_000
+    max_key_count: int = 16_384
 
 
 def demo_plan(o: DemoOptions) -> NetworkPlan:

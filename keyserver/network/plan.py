@@ -105,7 +105,7 @@ class Options:
     seed: int | None = None
     eve: dict[str, float] = field(default_factory=dict)  # link -> intercept fraction at start
     distance_km: float | None = None  # overrides every link's length (the demo's flag)
-    max_key_count: int = 100_000  # node stock cap per stream, in keys of key_size
+    max_key_count: int = 16_384  # node stock cap per stream, in keys of key_size (4 Mbit)
     multipath: int = 1
     testing: bool = False
     record: bool = False  # testing: nodes record node-to-node messages in DIR/records
