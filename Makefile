@@ -25,7 +25,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check qphone keyserver tests bench
-	$(BIN)/ruff format --check qphone/core
+	$(BIN)/ruff format --check qphone tests/qphone tests/e2e tests/support tests/conftest.py bench
 
 typecheck: setup
 	$(BIN)/mypy qphone keyserver

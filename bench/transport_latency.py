@@ -28,14 +28,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qphone.mediatransport import (
-    LOOPBACK_ADDRESSES,
-    CallTransport,
-    MediaPath,
-    ReceivedFrame,
-    TransportConfig,
-)
-from qphone.signaling import SignalingListener
+from qphone.transport.calltransport import CallTransport
+from qphone.transport.config import LOOPBACK_ADDRESSES, MediaPath, TransportConfig
+from qphone.transport.frames import ReceivedFrame
+from qphone.transport.signaling import SignalingListener
 
 FRAME_INTERVAL = 0.020
 _INDEX = struct.Struct(">I")

@@ -1,23 +1,32 @@
-"""qphone command line."""
+"""qphone command line: parses and checks the options, then runs the command.
+
+``call``/``answer`` build the endpoint's :class:`~qphone.endpoint.options.CallOptions` (and the
+test impairment of what this side receives) before any network activity; a bad value exits 2.
+A failed call exits 1 and, with ``--json``, still prints the summary with ``error``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qphone.core.impairment import ImpairmentParams
+    from qphone.endpoint.options import CallOptions
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.core:
-        from qphone.coredemo import run_core_demo
+        from qphone.demo.coredemo import run_core_demo
 
         summary = run_core_demo(seconds=args.seconds)
     else:
         from pathlib import Path
 
-        from qphone.call import CallFailed
-        from qphone.calldemo import run_call_demo
+        from qphone.demo.calldemo import run_call_demo
+        from qphone.endpoint.outcome import CallFailed
 
         modes = ["aes", "otp"] if args.mode == "both" else [args.mode]
         kme_args = ["--distance-km", str(args.distance_km)]
@@ -34,7 +43,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from qphone import bench
+    from qphone.measure import bench
 
     which = ["crypto", "handshake", "latency"] if args.what == "all" else [args.what]
     result: dict[str, object] = {}
@@ -59,26 +68,14 @@ def _hostport(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _call_options(args: argparse.Namespace) -> Any:
-    from qphone.call import CallOptions
+def _call_options(args: argparse.Namespace) -> CallOptions:
+    """The endpoint's options from the command line (raises ValueError for bad values)."""
     from qphone.core.callparams import Mode
-    from qphone.mediatransport import IceServer, TransportConfig
+    from qphone.endpoint.options import CallOptions
+    from qphone.transport.config import IceServer, TransportConfig
 
     ice = tuple(IceServer(urls=(u,)) for u in args.ice_server)
     hosts = tuple(args.ice_host) if args.ice_host else None
-    impairment = None
-    if args.loss or args.delay or args.jitter or args.reorder or args.duplicate:
-        from qphone.core.impairment import ImpairmentParams
-
-        impairment = ImpairmentParams(
-            loss=args.loss,
-            burst_length=args.burst_loss,
-            delay_ms=args.delay,
-            jitter_ms=args.jitter,
-            reorder=args.reorder,
-            duplicate=args.duplicate,
-            seed=args.seed,
-        )
     return CallOptions(
         mode=Mode[args.mode.upper()] if args.mode else None,
         bitrate=args.bitrate,
@@ -95,19 +92,40 @@ def _call_options(args: argparse.Namespace) -> Any:
         allow_pqc_only=args.allow_pqc_only,
         trust_new_identity=args.trust_new_identity,
         status=False if args.json and not args.status else (True if args.status else None),
-        transport=TransportConfig(ice_servers=ice, host_addresses=hosts, impairment=impairment),
+        transport=TransportConfig(ice_servers=ice, host_addresses=hosts),
+    )
+
+
+def _impairment(args: argparse.Namespace) -> ImpairmentParams | None:
+    """The test impairment of what this side receives, if any option asks for one."""
+    if not (args.loss or args.delay or args.jitter or args.reorder or args.duplicate):
+        return None
+    from qphone.core.impairment import ImpairmentParams
+
+    return ImpairmentParams(
+        loss=args.loss,
+        burst_length=args.burst_loss,
+        delay_ms=args.delay,
+        jitter_ms=args.jitter,
+        reorder=args.reorder,
+        duplicate=args.duplicate,
+        seed=args.seed,
     )
 
 
 def _run_call(args: argparse.Namespace, answer: bool) -> int:
     import asyncio
 
-    from qphone.call import CallEndpoint, CallFailed
+    from qphone.endpoint.endpoint import CallEndpoint
+    from qphone.endpoint.outcome import CallFailed
+    from qphone.measure.impairmentfilter import impairment_filter
     from qphone.profile import ProfileError, load_profile
 
     try:
         profile = load_profile(args.profile)
-        endpoint = CallEndpoint(profile, _call_options(args))
+        options = _call_options(args)
+        receive_filter = impairment_filter(_impairment(args))
+        endpoint = CallEndpoint(profile, options, receive_filter=receive_filter)
     except (ProfileError, ValueError, OSError, ImportError) as exc:
         print(f"qphone: {exc}", file=sys.stderr)
         return 2
@@ -117,17 +135,17 @@ def _run_call(args: argparse.Namespace, answer: bool) -> int:
             summary = asyncio.run(endpoint.answer(host, port))
         else:
             summary = asyncio.run(endpoint.call(host, port))
-    except CallFailed as exc:
+    except CallFailed:
         if args.json:
-            print(json.dumps({**endpoint.summary(), "error": str(exc)}))
+            print(json.dumps(endpoint.summary().to_json()))
         return 1
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(summary.to_json()))
     else:
         print(
-            f"call summary: SAS '{summary['sas']}', {summary['frames_sent']} frames sent, "
-            f"{summary['frames_received']} received, {summary['frames_lost']} lost, "
-            f"{summary['epochs']} epochs, {summary['qkd_bits_consumed']} QKD bits"
+            f"call summary: SAS '{summary.sas}', {summary.frames_sent} frames sent, "
+            f"{summary.frames_received} received, {summary.frames_lost} lost, "
+            f"{summary.epochs} epochs, {summary.qkd_bits_consumed} QKD bits"
         )
     return 0
 
@@ -143,9 +161,9 @@ def _cmd_answer(args: argparse.Namespace) -> int:
 def _cmd_loopback(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from qphone.call import CallFailed
     from qphone.core.callparams import Mode
-    from qphone.loopback import LoopbackOptions, run_loopback
+    from qphone.endpoint.outcome import CallFailed
+    from qphone.measure.loopback import LoopbackOptions, run_loopback
 
     if (args.profile_a is None) != (args.profile_b is None):
         print("qphone loopback: give both --profile-a and --profile-b, or neither", file=sys.stderr)
@@ -193,7 +211,7 @@ def _cmd_loopback(args: argparse.Namespace) -> int:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from qphone.audiodevice import AudioDeviceError, format_devices, list_devices
+    from qphone.audio.devices import AudioDeviceError, format_devices, list_devices
 
     try:
         devices = list_devices()

@@ -9,20 +9,18 @@ and Get key with key IDs, checks every reply (count, IDs, sizes, base64) and map
 * :class:`KmeEavesdropperAlarm` - the QKD link discards its key blocks (error rate too high)
 * :class:`KmeProtocolError` - the KME answered something that is not ETSI 014
 
-:class:`QkdKeyPool` keeps keys fetched ahead so callers never wait on the network.
+Keys are fetched ahead of need by the endpoint's key supply (:mod:`qphone.endpoint.keysupply`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
 import re
 import ssl
 import uuid
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -100,8 +98,13 @@ class KmeStatus:
 
 _STATUS_STR = ("source_KME_ID", "target_KME_ID", "master_SAE_ID", "slave_SAE_ID")
 _STATUS_INT = (
-    "key_size", "stored_key_count", "max_key_count", "max_key_per_request", "max_key_size",
-    "min_key_size", "max_SAE_ID_count",
+    "key_size",
+    "stored_key_count",
+    "max_key_count",
+    "max_key_per_request",
+    "max_key_size",
+    "min_key_size",
+    "max_SAE_ID_count",
 )
 
 
@@ -204,7 +207,8 @@ class KmeClient:
             ctx.load_cert_chain(client_cert, client_key)
         except (OSError, ssl.SSLError) as e:
             raise KmeRejected(
-                0, f"cannot load client certificate {client_cert} / key {client_key}: {e}",
+                0,
+                f"cannot load client certificate {client_cert} / key {client_key}: {e}",
                 "fix [kme] client_cert and client_key in the profile",
             ) from None
         self._client = httpx.AsyncClient(
@@ -220,8 +224,11 @@ class KmeClient:
     @classmethod
     def from_profile(cls, profile: Profile, **kw: Any) -> KmeClient:
         return cls(
-            profile.kme_url, ca_cert=profile.ca_cert, client_cert=profile.client_cert,
-            client_key=profile.client_key, **kw,
+            profile.kme_url,
+            ca_cert=profile.ca_cert,
+            client_cert=profile.client_cert,
+            client_key=profile.client_key,
+            **kw,
         )
 
     async def __aenter__(self) -> KmeClient:
@@ -264,14 +271,17 @@ class KmeClient:
             )
         if resp.status_code == 401:
             raise KmeRejected(
-                401, message, "check [kme] client_cert/client_key are this SAE's certificate, "
+                401,
+                message,
+                "check [kme] client_cert/client_key are this SAE's certificate, "
                 "signed by the KME's CA, and that the SAE IDs in the request are right",
             )
         if resp.status_code == 400:
             raise KmeRejected(400, message, "the request does not fit the KME (see status)")
         if resp.status_code == 503 or resp.status_code >= 500:
-            raise KmeUnavailable(f"KME at {self.url} answered {resp.status_code}: {message}; "
-                                 "retry later")
+            raise KmeUnavailable(
+                f"KME at {self.url} answered {resp.status_code}: {message}; retry later"
+            )
         raise KmeProtocolError(f"KME at {self.url} answered {resp.status_code}: {message}")
 
     @staticmethod
@@ -315,131 +325,8 @@ class KmeClient:
         if not key_ids:
             raise ValueError("key_ids must not be empty")
         body = {"key_IDs": [{"key_ID": str(k)} for k in key_ids]}
-        obj = await self._request(
-            "POST", f"/api/v1/keys/{self._sae(master_sae_id)}/dec_keys", body
-        )
+        obj = await self._request("POST", f"/api/v1/keys/{self._sae(master_sae_id)}/dec_keys", body)
         keys = {k.key_id: k for k in _parse_keys(obj, None)}
         if set(keys) != set(key_ids) or len(keys) != len(key_ids):
             raise KmeProtocolError("KME returned other key IDs than requested")
         return [keys[k] for k in key_ids]
-
-
-class QkdKeyPool:
-    """Keeps `target` keys of `size_bits` for one slave SAE fetched ahead (master side).
-
-    ``start()`` launches the refill task; ``get()`` returns a key at once when one is ready;
-    ``on_low_water(n)`` is called (once per crossing) when fewer than `low_water` keys are ready.
-    """
-
-    def __init__(
-        self,
-        client: KmeClient,
-        slave_sae_id: str,
-        size_bits: int,
-        *,
-        target: int = 16,
-        low_water: int = 4,
-        batch: int = 16,
-        on_low_water: Callable[[int], None] | None = None,
-        retry_interval: float = 0.5,
-    ) -> None:
-        if target < 1 or not 0 <= low_water <= target or batch < 1:
-            raise ValueError("need target >= 1, 0 <= low_water <= target, batch >= 1")
-        self._client = client
-        self._slave = slave_sae_id
-        self._size = size_bits
-        self._target = target
-        self._low = low_water
-        self._batch = batch
-        self._on_low = on_low_water
-        self._retry = retry_interval
-        self._keys: deque[QkdKey] = deque()
-        self._need = asyncio.Event()
-        self._ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._warned = False
-        self.last_error: KmeError | None = None
-
-    @property
-    def available(self) -> int:
-        return len(self._keys)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._refill())
-            self._need.set()
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self._keys.clear()
-
-    def take_nowait(self) -> QkdKey:
-        """A ready key, or KmeOutOfKeys if none is ready (the pool keeps refilling)."""
-        if not self._keys:
-            self._need.set()
-            raise self.last_error if isinstance(self.last_error, KmeEavesdropperAlarm) else (
-                KmeOutOfKeys("no prefetched QKD key ready: raise the pool's target or wait")
-            )
-        key = self._keys.popleft()
-        self._after_take()
-        return key
-
-    async def get(self, timeout: float = 5.0) -> QkdKey:
-        """A key, waiting up to `timeout` s for the refill; raises the refill's error on failure."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self._keys:
-            self.start()
-            self._need.set()
-            if isinstance(self.last_error, KmeRejected | KmeEavesdropperAlarm):
-                raise self.last_error
-            self._ready.clear()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise self.last_error or KmeUnavailable("no QKD key arrived in time")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), remaining)
-        key = self._keys.popleft()
-        self._after_take()
-        return key
-
-    def _after_take(self) -> None:
-        if len(self._keys) < self._target:
-            self._need.set()
-        if len(self._keys) < self._low and not self._warned:
-            self._warned = True
-            if self._on_low is not None:
-                self._on_low(len(self._keys))
-
-    async def _refill(self) -> None:
-        while True:
-            await self._need.wait()
-            self._need.clear()
-            n = self._batch
-            while len(self._keys) < self._target:
-                n = min(n, self._target - len(self._keys))
-                try:
-                    keys = await self._client.enc_keys(self._slave, n, self._size)
-                except KmeOutOfKeys as e:
-                    if n > 1:  # the KME may still have fewer keys: ask for less
-                        n //= 2
-                        continue
-                    self.last_error = e
-                    self._ready.set()
-                    await asyncio.sleep(self._retry)
-                    n = self._batch
-                    continue
-                except KmeError as e:
-                    self.last_error = e
-                    self._ready.set()  # wake waiters so they can see the error
-                    await asyncio.sleep(self._retry)
-                    continue
-                self.last_error = None
-                self._keys.extend(keys)
-                if len(self._keys) >= self._low:
-                    self._warned = False
-                self._ready.set()

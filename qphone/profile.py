@@ -29,14 +29,14 @@ from urllib.parse import urlsplit
 
 _SAE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 _LAYOUT: dict[str, dict[str, str]] = {
-    "sae": {"id": "this SAE's ID, e.g. \"alice\""},
+    "sae": {"id": 'this SAE\'s ID, e.g. "alice"'},
     "kme": {
-        "url": "the KME's base URL, e.g. \"https://127.0.0.1:8441\"",
+        "url": 'the KME\'s base URL, e.g. "https://127.0.0.1:8441"',
         "ca_cert": "path of the CA certificate (PEM) that signed the KME's certificate",
         "client_cert": "path of this SAE's client certificate (PEM)",
         "client_key": "path of this SAE's private key (PEM)",
     },
-    "peer": {"sae_id": "the peer SAE's ID, e.g. \"bob\""},
+    "peer": {"sae_id": 'the peer SAE\'s ID, e.g. "bob"'},
     "identity": {
         "file": "path of this endpoint's identity file",
         "known_peers": "path of the known-peers JSON file",
@@ -94,9 +94,7 @@ def parse_profile(doc: dict[str, Any], base: Path, source: Path | None = None) -
                 raise ProfileError(f"{name}: [{section}] {key} is missing: set it to {what}")
             v = table[key]
             if not isinstance(v, str) or not v.strip():
-                raise ProfileError(
-                    f"{name}: [{section}] {key} must be a non-empty string: {what}"
-                )
+                raise ProfileError(f"{name}: [{section}] {key} must be a non-empty string: {what}")
             values[section][key] = v
 
     def path(section: str, key: str, must_exist: bool) -> Path:

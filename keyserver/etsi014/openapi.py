@@ -53,11 +53,23 @@ def openapi_document(limits: Limits, kme_id: str) -> dict[str, Any]:
             "version": "1.1.1",
             "description": (
                 "Key delivery to SAEs per ETSI GS QKD 014 V1.1.1. Mutual TLS: the caller's SAE ID "
-                "is the subject CN of its client certificate. Key sizes are in bits, multiples "
-                "of 8. Delivered keys are removed from the KME."
+                "is the subject CN of its client certificate; every request, this document's "
+                "included, is authenticated. Key sizes are in bits, multiples of 8. Delivered "
+                "keys are removed from the KME. Every error has a JSON Error body."
             ),
         },
         "paths": {
+            OPENAPI_PATH: {
+                "get": {
+                    "summary": "This document (needs a client certificate like every call)",
+                    "operationId": "getOpenApi",
+                    "responses": {
+                        "200": {"description": "The OpenAPI document",
+                                "content": {"application/json": {"schema": {"type": "object"}}}},
+                        **{k: v for k, v in _errors().items() if k != "400"},
+                    },
+                }
+            },
             API_PREFIX + "/{slave_SAE_ID}/status": {
                 "get": {
                     "summary": "Get status",

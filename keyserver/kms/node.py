@@ -30,7 +30,15 @@ from aiohttp import web
 
 from keyserver.etsi014 import messages as etsi014
 from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits, Status
-from keyserver.etsi014.server import Etsi014Api, Key, caller_id, json_response
+from keyserver.etsi014.server import (
+    Etsi014Api,
+    Key,
+    Listener,
+    caller_id,
+    guarded_app,
+    json_response,
+    start_server,
+)
 from keyserver.jsonlog import log
 from keyserver.kms import linkstream, relay
 from keyserver.kms.linkstream import StreamView, SyncState, SyncVerdict
@@ -145,9 +153,9 @@ class KmsNode:
         self._modules = dict(modules or {})
         self.id = config.id
         self._limits = config.limits
-        self.api = Etsi014Api(self)
+        self.api = Etsi014Api(self, config.http)
         self._tasks: list[asyncio.Task[None]] = []
-        self._runners: list[web.AppRunner] = []
+        self._listeners: list[Listener] = []
         self.failed = asyncio.Event()
         self._waiting: dict[uuid.UUID, _Waiting] = {}
         self._wake_acks = asyncio.Event()
@@ -205,16 +213,16 @@ class KmsNode:
             node_port=self.node_port, links=sorted(self.links), saes=cfg.local_saes())
 
     async def _listen(self, app: web.Application, host: str, port: int, tls: Any) -> int:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=1024,
-                           ssl_context=server_context(tls.ca_cert, tls.cert, tls.key))
-        await site.start()
-        self._runners.append(runner)
-        server: Any = site._server
-        if server is not None and server.sockets:
-            return int(server.sockets[0].getsockname()[1])
-        return port
+        listener = await start_server(app, host, port,
+                                      server_context(tls.ca_cert, tls.cert, tls.key),
+                                      self.config.http)
+        self._listeners.append(listener)
+        return listener.port
+
+    @property
+    def _listener(self) -> Listener | None:
+        """The SAE API's listener (its connection counters)."""
+        return self._listeners[0] if self._listeners else None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -232,8 +240,8 @@ class KmsNode:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        for r in self._runners:
-            await r.cleanup()
+        for lst in self._listeners:
+            await lst.cleanup()
         for p in self.peers.values():
             await p.aclose()
         for link in self.links.values():
@@ -1048,12 +1056,10 @@ class KmsNode:
         }
 
     def _sae_app(self) -> web.Application:
-        app = web.Application(middlewares=[self.api.errors])
-        self.api.add_routes(app)
-        return app
+        return guarded_app(self.api)
 
     def _node_app(self) -> web.Application:
-        app = web.Application(middlewares=[self.api.errors], client_max_size=MAX_NODE_BODY)
+        app = guarded_app(self.api, client_max_size=MAX_NODE_BODY, etsi_routes=False)
         r = app.router
         r.add_post("/kms/v1/link/announce", self.h_announce)
         r.add_post("/kms/v1/link/sync", self.h_sync)

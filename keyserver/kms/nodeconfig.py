@@ -41,6 +41,14 @@ file, every error names the setting to fix. The format (see also docs/network.md
     relay_timeout_seconds = 10      # a master SAE waits at most this for the far end's ack
     quota_bits_per_pair = 16777216  # most uncollected key held for one (master, slave) pair
 
+    [http]                          # optional: limits of both listeners (seconds; defaults shown)
+    tls_handshake_timeout = 10
+    header_timeout = 10
+    body_timeout = 10
+    idle_timeout = 30
+    max_connections = 1024
+    max_connections_per_client = 64
+
     [routing]
     multipath = 1                   # k: XOR shares over k node-disjoint routes
     lsa_interval_seconds = 1.0
@@ -70,11 +78,12 @@ file, every error names the setting to fix. The format (see also docs/network.md
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from keyserver.etsi014.messages import Limits, valid_sae_id
+from keyserver.etsi014.server import HttpLimits
 from keyserver.network.topology import LinkSpec, NodeSpec, SaeSpec, Topology, TopologyError
 from keyserver.network.topology import parse_topology as _parse_topology
 
@@ -128,6 +137,7 @@ class NodeConfig:
     modules: tuple[ModuleRef, ...]
     node_urls: dict[str, str]
     topology: Topology
+    http: HttpLimits = field(default_factory=HttpLimits)
 
     def local_links(self) -> list[LinkSpec]:
         return self.topology.links_of(self.id)
@@ -147,6 +157,8 @@ _SECTIONS: dict[str, set[str]] = {
     "keys": {"key_size", "min_key_size", "max_key_size", "max_key_per_request", "max_key_count",
              "hold_seconds", "relay_timeout_seconds", "quota_bits_per_pair"},
     "routing": {"multipath", "lsa_interval_seconds", "lsa_max_age_seconds"},
+    "http": {"tls_handshake_timeout", "header_timeout", "body_timeout", "idle_timeout",
+             "max_connections", "max_connections_per_client"},
 }
 _ARRAYS: dict[str, set[str]] = {
     "modules": {"link", "id", "url", "remote_sae"},
@@ -267,6 +279,15 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
     missing = sorted(mine - {m.link for m in modules})
     if missing:
         raise ConfigError(f"link {missing[0]} ends at {node_id} but has no [[modules]] entry")
+    defaults = HttpLimits()
+    try:
+        http = HttpLimits(**{
+            name: _get(doc, "http", name, int if name.startswith("max_") else (int, float),
+                       getattr(defaults, name))
+            for name in sorted(_SECTIONS["http"])
+        })
+    except ValueError as e:
+        raise ConfigError(f"[http] {e}") from None
     multipath = positive("routing", "multipath", int, 1)
     if multipath > 8:
         raise ConfigError("[routing] multipath must be within 1..8")
@@ -294,6 +315,7 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
         topology=Topology(topology.name, "", tuple(NodeSpec(n.id, n.city) for n in
                           topology.nodes), topology.links, tuple(SaeSpec(s.id, s.node) for s in
                           topology.saes)),
+        http=http,
     )
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keyserver.etsi014.server import HttpLimits
 from keyserver.network.topology import LinkSpec, Topology
 from keyserver.pki.domains import ADMIN_CN, NetworkPki, ensure_link_auth_key
 
@@ -115,6 +116,7 @@ class Options:
     key_size: int = 256
     module_max_keys: int = MODULE_MAX_KEYS  # a module pauses when it holds this many keys
     module_params: dict[str, Any] = field(default_factory=dict)
+    http: HttpLimits | None = None  # listener limits of the nodes (None: the defaults)
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,9 @@ def node_config_text(plan: NetworkPlan, n: NodePlan, pki: NetworkPki) -> str:
         f"max_key_count = {o.max_key_count}",
         f"hold_seconds = {float(o.hold_seconds)!r}",
         f"relay_timeout_seconds = {float(o.relay_timeout)!r}",
+        "",
+        *([""] + ["[http]"] + [f"{k} = {v!r}" for k, v in sorted(vars(o.http).items())]
+          if o.http is not None else []),
         "",
         "[routing]",
         f"multipath = {o.multipath}",

@@ -64,7 +64,10 @@ class SenderProgress:
 
 @dataclass(frozen=True)
 class Bye:
+    """Either side: the call ends; ``failed`` says whether a failure ended it."""
+
     reason: str
+    failed: bool = False
 
 
 ControlMessage = EpochAnnounce | EpochReady | PadAnnounce | PadReady | SenderProgress | Bye
@@ -83,7 +86,8 @@ def _encode_body(msg: ControlMessage) -> bytes:
     elif isinstance(msg, SenderProgress):
         w.u8(PROGRESS).u32(msg.epoch).u64(msg.pad_position)
     else:
-        w.u8(BYE).var16(msg.reason.encode()[:200].decode(errors="ignore").encode())
+        reason = msg.reason.encode()[:200].decode(errors="ignore").encode()
+        w.u8(BYE).u8(int(msg.failed)).var16(reason)
     return w.finish()
 
 
@@ -106,8 +110,11 @@ def _decode_body(r: Reader, kind: int) -> ControlMessage:
     if kind == PROGRESS:
         return SenderProgress(r.u32("epoch"), r.u64("pad_position"))
     if kind == BYE:
+        failed = r.u8("failed")
+        if failed > 1:
+            raise MalformedMessage("bye failed flag must be 0 or 1")
         try:
-            return Bye(r.var16("reason", 200).decode())
+            return Bye(r.var16("reason", 200).decode(), bool(failed))
         except UnicodeDecodeError as exc:
             raise MalformedMessage("bye reason is not UTF-8") from exc
     raise MalformedMessage(f"unknown control message type {kind}")

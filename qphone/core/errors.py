@@ -18,6 +18,23 @@ class HandshakeFailed(QphoneError):
     """The handshake was aborted; no keys were produced. The handshake object is now closed."""
 
 
+class PeerIdentityMismatch(HandshakeFailed):
+    """The peer's identity is not the one expected (pinned) for it; the handshake is refused."""
+
+    def __init__(self, presented: str, expected: str) -> None:
+        super().__init__(f"peer identity {presented} is not the expected {expected}")
+        self.presented = presented  # fingerprint of the identity the peer presented
+        self.expected = expected  # fingerprint of the identity expected for it
+
+
+class ProposalRefused(HandshakeFailed):
+    """The responder's policy refuses the initiator's proposal (``setting`` names the rule)."""
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
 class UnexpectedMessage(HandshakeFailed):
     """A handshake or control message arrived in a state where it is not allowed."""
 

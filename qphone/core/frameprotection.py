@@ -176,10 +176,6 @@ class AesFrameReceiver:
         self._next_retire = _NEVER
 
     @property
-    def installed_epochs(self) -> list[int]:
-        return sorted(self._epochs)
-
-    @property
     def newest_seen(self) -> int:
         """The newest epoch from which a frame was accepted (-1: none yet)."""
         return self._newest_seen

@@ -32,7 +32,13 @@ from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
 from qphone.core.callparams import CallParams, Mode
 from qphone.core.combiner import combine
-from qphone.core.errors import HandshakeFailed, MalformedMessage, UnexpectedMessage
+from qphone.core.errors import (
+    HandshakeFailed,
+    MalformedMessage,
+    PeerIdentityMismatch,
+    ProposalRefused,
+    UnexpectedMessage,
+)
 from qphone.core.identity import (
     PUBLIC_LEN,
     SIGNATURE_LEN,
@@ -63,6 +69,18 @@ _MITM = "(altered message, channel-binding mismatch or a man in the middle)"
 class Role(Enum):
     INITIATOR = "initiator"
     RESPONDER = "responder"
+
+
+class HandshakeState(Enum):
+    """Where a handshake object is; DONE and FAILED are final (keys handed over or dropped)."""
+
+    START = "start"  # initiator: ClientHello built, not sent
+    WAIT_SERVER_HELLO = "wait_server_hello"  # initiator
+    WAIT_CLIENT_HELLO = "wait_client_hello"  # responder
+    WAIT_QKD = "wait_qkd"  # responder: NeedQkdKeys emitted, waiting for provide_qkd_keys
+    WAIT_FINISH = "wait_finish"  # responder: ServerHello sent
+    DONE = "done"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -107,6 +125,7 @@ class HandshakeComplete:
 
 
 Event = SendMessage | NeedQkdKeys | HandshakeComplete
+_FINAL = (HandshakeState.DONE, HandshakeState.FAILED)
 
 
 @dataclass(frozen=True)
@@ -272,9 +291,7 @@ def _session(
 
 def _check_peer(expected: PublicIdentity | None, got: PublicIdentity) -> None:
     if expected is not None and not hmac.compare_digest(expected.encode(), got.encode()):
-        raise HandshakeFailed(
-            f"peer identity {got.fingerprint()} is not the expected {expected.fingerprint()}"
-        )
+        raise PeerIdentityMismatch(got.fingerprint(), expected.fingerprint())
 
 
 def _qkd_secret(ids: tuple[uuid.UUID, ...], keys: Sequence[QkdKey], bits: int, who: str) -> bytes:
@@ -324,21 +341,25 @@ class Initiator:
             identity.public,
             ids,
         ).encode()
-        self._state = "start"
+        self._state = HandshakeState.START
+
+    @property
+    def state(self) -> HandshakeState:
+        return self._state
 
     @property
     def closed(self) -> bool:
-        return self._state in ("done", "failed")
+        return self._state in _FINAL
 
     def start(self) -> bytes:
-        if self._state != "start":
+        if self._state is not HandshakeState.START:
             raise UnexpectedMessage("handshake already started")
-        self._state = "wait_server_hello"
+        self._state = HandshakeState.WAIT_SERVER_HELLO
         return self._hello
 
     def receive(self, data: bytes) -> list[Event]:
-        if self._state != "wait_server_hello":
-            raise UnexpectedMessage(f"initiator got a message in state {self._state}")
+        if self._state is not HandshakeState.WAIT_SERVER_HELLO:
+            raise UnexpectedMessage(f"initiator got a message in state {self._state.value}")
         try:
             return self._on_server_hello(data)
         except HandshakeFailed:
@@ -349,7 +370,7 @@ class Initiator:
             raise HandshakeFailed(f"ServerHello rejected: {exc}") from exc
 
     def _fail(self) -> None:
-        self._state = "failed"
+        self._state = HandshakeState.FAILED
         self._forget()
 
     def _forget(self) -> None:
@@ -393,7 +414,7 @@ class Initiator:
             transcript,
             ClientHello.decode(self._hello).qkd_key_ids,
         )
-        self._state = "done"
+        self._state = HandshakeState.DONE
         self._forget()
         return [SendMessage(finish), done]
 
@@ -417,30 +438,34 @@ class Responder:
         self._identity = identity
         self._context = channel_context(channel_binding)
         self._policy = policy or ResponderPolicy()
-        self._state = "wait_client_hello"
+        self._state = HandshakeState.WAIT_CLIENT_HELLO
         self._hello = b""
         self._ch: ClientHello | None = None
         self._sh = b""
         self._keys: _KeyMaterial | None = None
 
     @property
-    def closed(self) -> bool:
-        return self._state in ("done", "failed")
+    def state(self) -> HandshakeState:
+        return self._state
 
     @property
-    def proposed_params(self) -> CallParams | None:
-        return self._ch.params if self._ch else None
+    def closed(self) -> bool:
+        return self._state in _FINAL
 
     def _fail(self) -> None:
-        self._state = "failed"
+        self._state = HandshakeState.FAILED
         self._keys = None
 
     def receive(self, data: bytes) -> list[Event]:
-        handlers = {"wait_client_hello": self._on_client_hello, "wait_finish": self._on_finish}
+        handlers = {
+            HandshakeState.WAIT_CLIENT_HELLO: self._on_client_hello,
+            HandshakeState.WAIT_FINISH: self._on_finish,
+        }
         handler = handlers.get(self._state)
         if handler is None:
+            state = self._state
             self._fail()
-            raise UnexpectedMessage(f"responder got a message in state {self._state}")
+            raise UnexpectedMessage(f"responder got a message in state {state.value}")
         try:
             return handler(data)
         except HandshakeFailed:
@@ -456,12 +481,14 @@ class Responder:
         if params.mode not in policy.allowed_modes or (
             policy.required_mode is not None and params.mode is not policy.required_mode
         ):
-            raise HandshakeFailed(
-                f"caller asked for mode {params.mode.label}, which is not allowed"
+            raise ProposalRefused(
+                f"caller asked for mode {params.mode.label}, which is not allowed", "mode"
             )
         if params.pqc_only and not policy.allow_pqc_only:
-            raise HandshakeFailed(
-                "caller offers a PQC-only call (no QKD key); answer with --allow-pqc-only to accept"
+            raise ProposalRefused(
+                "caller offers a PQC-only call (no QKD key); "
+                "answer with --allow-pqc-only to accept",
+                "allow_pqc_only",
             )
         if not params.pqc_only and not ch.qkd_key_ids:
             raise HandshakeFailed("ClientHello carries no QKD key IDs")
@@ -469,13 +496,13 @@ class Responder:
         self._hello, self._ch = bytes(data), ch
         if params.pqc_only:
             return self._reply(b"")
-        self._state = "wait_qkd"
+        self._state = HandshakeState.WAIT_QKD
         return [NeedQkdKeys(ch.qkd_key_ids, params.handshake_qkd_bits)]
 
     def provide_qkd_keys(self, keys: Sequence[QkdKey]) -> list[Event]:
         """Hand in the QKD keys resolved for :class:`NeedQkdKeys`; returns the ServerHello."""
-        if self._state != "wait_qkd" or self._ch is None:
-            raise UnexpectedMessage(f"no QKD keys expected in state {self._state}")
+        if self._state is not HandshakeState.WAIT_QKD or self._ch is None:
+            raise UnexpectedMessage(f"no QKD keys expected in state {self._state.value}")
         try:
             qkd = _qkd_secret(
                 self._ch.qkd_key_ids, keys, self._ch.params.handshake_qkd_bits, "responder"
@@ -509,7 +536,7 @@ class Responder:
         confirm = hmac.new(keys.fin_r, _h(self._context, self._hello, core, sig), "sha256")
         self._sh = core + sig + confirm.digest()
         self._keys = keys
-        self._state = "wait_finish"
+        self._state = HandshakeState.WAIT_FINISH
         return [SendMessage(self._sh)]
 
     def _on_finish(self, data: bytes) -> list[Event]:
@@ -536,6 +563,6 @@ class Responder:
             transcript,
             self._ch.qkd_key_ids,
         )
-        self._state = "done"
+        self._state = HandshakeState.DONE
         self._keys = None
         return [done]

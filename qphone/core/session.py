@@ -19,6 +19,7 @@ uses pad the other side already holds.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -99,7 +100,10 @@ class RotationOverdue:
 
 @dataclass(frozen=True)
 class PeerBye:
+    """The peer ended the call with an authenticated bye (``failed``: a failure ended it)."""
+
     reason: str
+    failed: bool
 
 
 SessionEvent = (
@@ -121,7 +125,7 @@ class CallSession:
         self.mode = result.params.mode
         self.sas = result.sas
         self.peer = result.peer
-        self.accounting = KeyAccounting(handshake=result.qkd_bits, fetched=result.qkd_bits)
+        self._accounting = KeyAccounting(handshake=result.qkd_bits, fetched=result.qkd_bits)
         initiator = result.role is Role.INITIATOR
         self.send_dir = Direction.I2R if initiator else Direction.R2I
         self.recv_dir = Direction.R2I if initiator else Direction.I2R
@@ -204,12 +208,15 @@ class CallSession:
         per_frame = payload_bytes + self.params.otp_tag_bits / 8
         return self._pad_tx.available / (per_frame * frames_per_second)
 
-    def snapshot_accounting(self) -> KeyAccounting:
-        acc = self.accounting
-        if self.mode is Mode.OTP:
-            acc.pad = 8 * self._pad_tx.pad_bytes_used
-            acc.mac = 8 * self._pad_tx.mac_bytes_used
-        return acc
+    def key_accounting(self) -> KeyAccounting:
+        """A copy of the QKD bits counted so far (OTP: pad and MAC as used by the sender now)."""
+        if self.mode is Mode.OTP and not self._closed:  # close() counted them last
+            self._count_pad_used()
+        return dataclasses.replace(self._accounting)
+
+    def _count_pad_used(self) -> None:
+        self._accounting.pad = 8 * self._pad_tx.pad_bytes_used
+        self._accounting.mac = 8 * self._pad_tx.mac_bytes_used
 
     def _check_open(self) -> None:
         if self._closed:
@@ -309,10 +316,10 @@ class CallSession:
                 raise ValueError(f"QKD key {key.key_id} has {key.bits} bits, need {want_bits}")
         for key in keys:
             self._outstanding[purpose] = max(0, self._outstanding[purpose] - 1)
-            self.accounting.fetched += key.bits
+            self._accounting.fetched += key.bits
             if purpose is KeyPurpose.EPOCH:
                 epoch_keys = self._schedule.advance(key.material)
-                self.accounting.epoch += key.bits
+                self._accounting.epoch += key.bits
                 self._install_epoch(epoch_keys)
                 self._announced = epoch_keys.epoch
                 self._send(EpochAnnounce(epoch_keys.epoch, (key.key_id,)))
@@ -341,10 +348,10 @@ class CallSession:
             raise QphoneError(f"announced QKD keys must be {want} bits each")
         self._pending.popleft()
         for key in keys:
-            self.accounting.fetched += key.bits
+            self._accounting.fetched += key.bits
             if head.purpose is KeyPurpose.EPOCH:
                 epoch_keys = self._schedule.advance(key.material)
-                self.accounting.epoch += key.bits
+                self._accounting.epoch += key.bits
                 self._install_epoch(epoch_keys)
                 self._send_ready.add(epoch_keys.epoch)  # the initiator installed it first
                 self._send(EpochReady(epoch_keys.epoch))
@@ -376,7 +383,7 @@ class CallSession:
     def _apply(self, msg: ControlMessage) -> None:
         initiator = self.role is Role.INITIATOR
         if isinstance(msg, Bye):
-            self._events.append(PeerBye(msg.reason))
+            self._events.append(PeerBye(msg.reason, msg.failed))
             self.close()
         elif isinstance(msg, EpochAnnounce) and not initiator and self.mode is Mode.AES:
             expect = self._schedule.epoch + len(self._pending) + 1
@@ -415,10 +422,10 @@ class CallSession:
         else:
             raise ControlRejected(f"{type(msg).__name__} is not valid for this role and mode")
 
-    def bye(self, reason: str = "hangup") -> bytes:
+    def bye(self, reason: str = "hangup", failed: bool = False) -> bytes:
         """Seal a bye message for the peer and close the session (erasing keys)."""
         self._check_open()
-        data = self._control.seal(Bye(reason))
+        data = self._control.seal(Bye(reason, failed))
         self.close()
         return data
 
@@ -435,6 +442,6 @@ class CallSession:
             self._sender.close()
             self._send_keys.clear()
         else:
-            self.snapshot_accounting()
-            self.accounting.erased_unused += 8 * self._pad_tx.close()
+            self._count_pad_used()
+            self._accounting.erased_unused += 8 * self._pad_tx.close()
             self._pad_rx.close()

@@ -29,8 +29,17 @@ from keyserver.pki.domains import NetworkPki
 from keyserver.pki.tls import client_context
 from tests.support.node_fixtures import MemoryLink, wait_for
 
-__all__ = ["DeterministicSource", "KmePki", "PairEnd", "free_port", "make_pki", "running_pair",
-           "sae_client", "sync_ctx", "wait_for"]
+__all__ = [
+    "DeterministicSource",
+    "KmePki",
+    "PairEnd",
+    "free_port",
+    "make_pki",
+    "running_pair",
+    "sae_client",
+    "sync_ctx",
+    "wait_for",
+]
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,14 @@ class PairEnd:
         return self.node.sae_url
 
     @property
+    def port(self) -> int:
+        return self.node.sae_port
+
+    @property
+    def _listener(self) -> Any:
+        return self.node._listener
+
+    @property
     def store(self) -> Any:
         return self.node.store
 
@@ -100,7 +117,9 @@ class PairEnd:
 
 def _pair_topology(local_a: tuple[str, ...], local_b: tuple[str, ...]) -> Topology:
     return Topology(
-        "pair", "test pair", (NodeSpec("KME-A", "A"), NodeSpec("KME-B", "B")),
+        "pair",
+        "test pair",
+        (NodeSpec("KME-A", "A"), NodeSpec("KME-B", "B")),
         (LinkSpec("A-B", "KME-A", "KME-B", 10.0),),
         tuple(SaeSpec(s, "KME-A") for s in local_a) + tuple(SaeSpec(s, "KME-B") for s in local_b),
     )
@@ -126,14 +145,15 @@ async def running_pair(
     plan = make_plan(data_root, topo, opts)
     write_configs(plan, pki.network)
     cap_bytes = max_key_count * opts.key_size // 8
-    link = MemoryLink(src.seed, key_bits=1024,
-                      keys_per_poll=512 if fill else max(1, src.block_bytes // 128))
+    link = MemoryLink(
+        src.seed, key_bits=1024, keys_per_poll=512 if fill else max(1, src.block_bytes // 128)
+    )
     if src.abort_every:
         link.alarm = True
     if src.limit is not None:
         link.budget = src.limit * src.block_bytes // 128
     elif fill:
-        link.budget = -(-2 * cap_bytes // 128)  # exactly enough to fill both directions
+        link.budget = 2 * -(-cap_bytes // 128)  # exactly enough to fill both directions
     nodes = {}
     for n in ("KME-A", "KME-B"):
         cfg = load_node_config(plan.nodes[n].config)
@@ -142,14 +162,24 @@ async def running_pair(
     a = PairEnd(nodes["KME-A"], link, opts.key_size)
     b = PairEnd(nodes["KME-B"], link, opts.key_size)
     try:
-        await wait_for(lambda: all(lk.synced for x in nodes.values() for lk in x.links.values()),
-                       what="the pair to sync")
+        await wait_for(
+            lambda: all(lk.synced for x in nodes.values() for lk in x.links.values()),
+            what="the pair to sync",
+        )
         if fill:
-            await wait_for(lambda: a.stored_key_count() >= max_key_count
-                           and b.stored_key_count() >= max_key_count, what="key pool to fill")
-        await wait_for(lambda: a.node.lsdb.fresh("KME-B", time.monotonic()) is not None
-                       and b.node.lsdb.fresh("KME-A", time.monotonic()) is not None,
-                       what="link-state advertisements")
+            await wait_for(
+                lambda: (
+                    a.stored_key_count() >= max_key_count and b.stored_key_count() >= max_key_count
+                ),
+                what="key pool to fill",
+            )
+        await wait_for(
+            lambda: (
+                a.node.lsdb.fresh("KME-B", time.monotonic()) is not None
+                and b.node.lsdb.fresh("KME-A", time.monotonic()) is not None
+            ),
+            what="link-state advertisements",
+        )
         yield a, b
     finally:
         await asyncio.gather(*(x.stop() for x in nodes.values()))

@@ -80,9 +80,16 @@ def running_network(directory: Path, topo: Topology, **options: Any) -> Iterator
     # small stocks at nodes and modules and QKD blocks of 0.3 s of link time: a full module
     # pauses, and runs blocks again soon after a test draws key, so that an eavesdropper is
     # noticed within seconds
-    opts = Options(**{"seed": 5, "testing": True, "max_key_count": 256,
-                      "module_max_keys": 128,
-                      "module_params": {"block_pulses": 300_000_000}, **options})
+    opts = Options(
+        **{
+            "seed": 5,
+            "testing": True,
+            "max_key_count": 256,
+            "module_max_keys": 128,
+            "module_params": {"block_pulses": 300_000_000},
+            **options,
+        }
+    )
     launcher = Launcher(make_plan(directory, topo, opts))
     launcher.lock()
     try:

@@ -33,8 +33,9 @@ from keyserver.pki.tls import client_context
 class MemoryLink:
     """Both ends of one link: every status poll 'produces' `keys_per_poll` more keys."""
 
-    def __init__(self, seed: int, key_bits: int = 1024, keys_per_poll: int = 64,
-                 max_keys: int = 4096) -> None:
+    def __init__(
+        self, seed: int, key_bits: int = 1024, keys_per_poll: int = 64, max_keys: int = 4096
+    ) -> None:
         self._rng = random.Random(seed)
         self.key_bits = key_bits
         self.keys_per_poll = keys_per_poll
@@ -81,10 +82,17 @@ class MemoryModule:
             self.link.produce()
         ln = self.link
         return ModuleStatus(
-            ln.key_bits, len(ln.tx) if self.transmitter else len(ln.rx), 1024,
-            {"state": "aborted" if ln.alarm else "running", "eavesdropper_alarm": ln.alarm,
-             "key_rate_bps": 0.0 if ln.alarm else 1e5, "qber": 0.25 if ln.alarm else 0.02,
-             "blocks_ok": ln.blocks_ok, "blocks_aborted": ln.blocks_aborted},
+            ln.key_bits,
+            len(ln.tx) if self.transmitter else len(ln.rx),
+            1024,
+            {
+                "state": "aborted" if ln.alarm else "running",
+                "eavesdropper_alarm": ln.alarm,
+                "key_rate_bps": 0.0 if ln.alarm else 1e5,
+                "qber": 0.25 if ln.alarm else 0.02,
+                "blocks_ok": ln.blocks_ok,
+                "blocks_aborted": ln.blocks_aborted,
+            },
         )
 
     async def enc_keys(self, number: int, size_bits: int) -> list[tuple[uuid.UUID, bytes]]:
@@ -162,8 +170,7 @@ class Net:
         assert node is not None
         certs = self.pki.sae(name)
         ctx = client_context(self.pki.ca_cert("sae"), certs.cert, certs.key)
-        return httpx.AsyncClient(base_url=self.nodes[node].sae_url, verify=ctx, timeout=15.0,
-                                 **kw)
+        return httpx.AsyncClient(base_url=self.nodes[node].sae_url, verify=ctx, timeout=15.0, **kw)
 
     async def restart(self, node: str) -> None:
         await self.nodes[node].stop()
@@ -190,7 +197,8 @@ async def wait_for(cond: Any, timeout: float = 20.0, what: str = "condition") ->
 def all_synced(net: Net) -> bool:
     return all(
         link.synced and link.neighbour_ok
-        for node in net.nodes.values() for link in node.links.values()
+        for node in net.nodes.values()
+        for link in node.links.values()
     )
 
 
@@ -212,7 +220,8 @@ async def running_network(
         def stocked() -> bool:
             return all(
                 node.store.stock_bytes(lid, node.id) > 4096
-                for node in net.nodes.values() for lid in node.links
+                for node in net.nodes.values()
+                for lid in node.links
             )
 
         await wait_for(stocked, what="link key stock")

@@ -1,0 +1,1 @@
+"""`qphone demo`: the in-memory core demo, real calls on this machine, the keyserver process."""

@@ -1,0 +1,504 @@
+"""A call endpoint: the lifecycle of one call, from dialing or listening to its summary.
+
+:meth:`CallEndpoint.call` and :meth:`CallEndpoint.answer` run the same steps:
+
+1. connect: signaling, ICE, DTLS (:mod:`qphone.transport`); the caller first takes the
+   handshake's QKD key from its KME (:mod:`qphone.endpoint.keysupply`);
+2. the hybrid handshake on the control channel (:mod:`qphone.endpoint.handshakedriver`), then
+   the peer's pinned identity (:mod:`qphone.endpoint.identitycheck`);
+3. the call: a :class:`~qphone.core.session.CallSession` with the send path
+   (:mod:`qphone.endpoint.sendpath`), the receive path and playout
+   (:mod:`qphone.endpoint.receivepath`), control messages and the key supply, until the call
+   ends (:class:`~qphone.endpoint.outcome.CallEnd`): hang-up, the peer's bye, or a failure;
+4. shutdown: bye, keys erased, transport and KME client closed; the summary
+   (:mod:`qphone.endpoint.summary`).
+
+Failures end in one place, :meth:`CallEndpoint._run`: an exception of a kind in
+:data:`~qphone.endpoint.outcome.HANDLED_FAILURES` becomes a typed
+:class:`~qphone.endpoint.outcome.CallFailed` (:func:`~qphone.endpoint.outcome.call_failure`),
+is shown, and is raised after the shutdown; the summary then carries it as ``error``.  Other
+exceptions (a signaling error, an unreadable WAV file) propagate unchanged.  The phase is
+observable (:attr:`CallEndpoint.phase`); a :class:`~qphone.endpoint.observer.CallObserver`
+sees every frame, and a receive filter can be put on the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+from qphone.audio.streams import open_sink, open_source
+from qphone.config.identityfile import load_or_create_identity
+from qphone.config.pins import KnownPeers, PinStatus
+from qphone.core.abort import AbortKind, decode_abort, is_abort
+from qphone.core.callparams import Mode
+from qphone.core.errors import ControlRejected, QphoneError
+from qphone.core.handshake import HandshakeResult, ResponderPolicy, Role
+from qphone.core.qkd import QkdKey
+from qphone.core.session import (
+    CallSession,
+    EpochStarted,
+    FetchQkdKeys,
+    PeerBye,
+    ResolveQkdKeys,
+    RotationOverdue,
+    SendControl,
+    SessionEvent,
+)
+from qphone.endpoint.console import Console, TextOut
+from qphone.endpoint.handshakedriver import HandshakeDriver
+from qphone.endpoint.identitycheck import PinCheck
+from qphone.endpoint.keysupply import KeySupply
+from qphone.endpoint.observer import CallObserver, EpochChange
+from qphone.endpoint.options import CallOptions
+from qphone.endpoint.outcome import (
+    HANDLED_FAILURES,
+    CallEnd,
+    CallFailed,
+    ConnectionLost,
+    ControlMessageRefused,
+    IdentityChanged,
+    PeerAborted,
+    PeerFailed,
+    call_failure,
+    key_supply_failure,
+)
+from qphone.endpoint.playout import Playout
+from qphone.endpoint.receivepath import ReceivePath
+from qphone.endpoint.sendpath import SendPath
+from qphone.endpoint.state import CallCounters, CallPhase, PhaseTracker
+from qphone.endpoint.statusline import status_line
+from qphone.endpoint.summary import CallSummary, SetupTimes, summarize
+from qphone.kmeclient import KmeClient, KmeError
+from qphone.profile import Profile
+from qphone.transport.calltransport import CallTransport
+from qphone.transport.errors import TransportError
+from qphone.transport.frames import ReceivedFrame, ReceiveFilter
+from qphone.transport.signaling import SignalingListener
+from qphone.transport.stats import TransportStats
+
+EARLY_FRAMES = 100  # frames kept that arrive before our side of the handshake is complete
+DRAIN_S = 0.15  # after the last frame is sent, before the bye
+BYE_LINGER_S = 0.2  # let the bye leave before the connection closes
+STATUS_INTERVAL_S = 0.5
+
+
+class CallEndpoint:
+    """One side of a call. Use :meth:`call` or :meth:`answer`; both return the summary."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        options: CallOptions,
+        out: TextOut | None = None,
+        *,
+        observer: CallObserver | None = None,
+        receive_filter: ReceiveFilter | None = None,
+    ) -> None:
+        self.profile = profile
+        self.opt = options
+        stream = out or sys.stderr
+        self.console = Console(
+            stream, options.status if options.status is not None else stream.isatty()
+        )
+        self.phase = PhaseTracker()
+        self.counters = CallCounters()
+        self.times = SetupTimes()
+        self.identity, self.identity_created = load_or_create_identity(profile.identity_file)
+        self.kme = KmeClient.from_profile(profile)
+        self.keys = KeySupply(self.kme, profile.peer_sae_id)
+        self.transport = CallTransport(options.transport, receive_filter)
+        self.handshake = HandshakeDriver(self.transport, self.identity)
+        self.pins = PinCheck(
+            KnownPeers(profile.known_peers), profile.peer_sae_id, options.trust_new_identity
+        )
+        self.playout = Playout(options.opus())
+        self.session: CallSession | None = None
+        self.result: HandshakeResult | None = None
+        self.pqc_only = False
+        self.pin_status = ""
+        self.sas = ""
+        self.started = 0.0  # monotonic time the call (media) started
+        self._observer = observer
+        self._stop = asyncio.Event()
+        self._end: CallEnd | None = None
+        self._failure: CallFailed | None = None
+        self._early: collections.deque[ReceivedFrame] = collections.deque(maxlen=EARLY_FRAMES)
+        self._last_rtt: float | None = None
+        self._transport_stats: TransportStats | None = None
+        self._pad_left_bits = 0
+        self._shut_down = False
+
+    # ------------------------------------------------------------------ messages to the user
+    def say(self, text: str) -> None:
+        self.console.say(text)
+
+    def warn(self, text: str) -> None:
+        self.console.warn(text)
+
+    # ------------------------------------------------------------------ entry points
+    async def call(self, host: str, port: int) -> CallSummary:
+        return await self._run(Role.INITIATOR, host, port, None, None)
+
+    async def answer(
+        self,
+        host: str,
+        port: int,
+        on_listening: Callable[[SignalingListener], None] | None = None,
+        accept_timeout: float | None = None,
+    ) -> CallSummary:
+        return await self._run(Role.RESPONDER, host, port, on_listening, accept_timeout)
+
+    @property
+    def end(self) -> CallEnd | None:
+        """Why the call ended (None while it runs)."""
+        return self._end
+
+    async def _run(
+        self,
+        role: Role,
+        host: str,
+        port: int,
+        on_listening: Callable[[SignalingListener], None] | None,
+        accept_timeout: float | None,
+    ) -> CallSummary:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, self._interrupt)
+            loop.add_signal_handler(signal.SIGTERM, self._interrupt)
+        if self.identity_created:
+            self.say(f"created identity {self.profile.identity_file}")
+        self.say(f"identity {self.identity.public.fingerprint()} (SAE {self.profile.sae_id})")
+        try:
+            self.result = await self._setup(role, host, port, on_listening, accept_timeout)
+            self._check_pin(self.result)
+            await self._media()
+        except HANDLED_FAILURES as exc:
+            failure = call_failure(
+                exc, peer_sae_id=self.profile.peer_sae_id, own_sae_id=self.profile.sae_id
+            )
+            self._failure = failure
+            if self._end is None:
+                self._end = failure.end()
+            self.say(f"call failed: {failure}")
+            await self._shutdown(send_bye=False)
+            if failure is exc:
+                raise
+            raise failure from exc
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGINT)
+                loop.remove_signal_handler(signal.SIGTERM)
+            self.phase.advance(CallPhase.ENDED)
+        return self.summary()
+
+    async def _setup(
+        self,
+        role: Role,
+        host: str,
+        port: int,
+        on_listening: Callable[[SignalingListener], None] | None,
+        accept_timeout: float | None,
+    ) -> HandshakeResult:
+        """Connect (signaling, ICE, DTLS) and run the hybrid handshake."""
+        qkd: list[QkdKey] = []
+        if role is Role.INITIATOR:
+            qkd = await self._handshake_keys()
+            t0 = time.monotonic()
+            self.phase.advance(CallPhase.CONNECTING)
+            self.say(f"calling {host}:{port} ...")
+            await self.transport.connect_as_caller(host, port)
+        else:
+            self.phase.advance(CallPhase.LISTENING)
+
+            def listening(listener: SignalingListener) -> None:
+                self.say(f"waiting for a call on {listener.host}:{listener.port} ...")
+                if on_listening is not None:
+                    on_listening(listener)
+
+            await self.transport.accept_as_answerer(
+                host, port, on_listening=listening, accept_timeout=accept_timeout
+            )
+            t0 = time.monotonic()
+        self.times.connect_ms = (time.monotonic() - t0) * 1e3
+        self.phase.advance(CallPhase.HANDSHAKE)
+        # the caller may start talking before our side has processed its Finish: keep those
+        # frames (bounded) until the session exists
+        self.transport.set_frame_callback(self._early.append)
+        t1 = time.monotonic()
+        if role is Role.INITIATOR:
+            result = await self.handshake.initiate(
+                self.opt.call_params(self.pqc_only), qkd, self.pins.expected()
+            )
+        else:
+            policy = ResponderPolicy(
+                allow_pqc_only=self.opt.allow_pqc_only,
+                required_mode=self.opt.mode,
+                expected_peer=self.pins.expected(),
+            )
+            result = await self.handshake.respond(policy, self._resolve_handshake_keys)
+            self.pqc_only = result.params.pqc_only
+        self.times.handshake_ms = (time.monotonic() - t1) * 1e3
+        return result
+
+    def _interrupt(self) -> None:
+        self._end_call(CallEnd.interrupted())
+
+    # ------------------------------------------------------------------ keys for the handshake
+    async def _handshake_keys(self) -> list[QkdKey]:
+        """The caller's QKD key for the handshake (ETSI 014 enc_keys), or PQC-only fallback."""
+        t0 = time.monotonic()
+        try:
+            return await self.keys.handshake_keys(
+                self.opt.call_params().handshake_qkd_bits,
+                self.opt.kme_wait,
+                lambda: self.say("waiting for the QKD link to deliver key ..."),
+            )
+        except KmeError as exc:
+            mode = self.opt.mode or Mode.AES
+            if self.opt.allow_pqc_only and mode is Mode.AES:
+                self.warn(f"no QKD key ({exc}); continuing PQC-only (ML-KEM + X25519) as allowed")
+                self.pqc_only = True
+                return []
+            hint = "" if mode is Mode.OTP else " (or allow a PQC-only call with --allow-pqc-only)"
+            message = f"cannot get a QKD key from the KME: {exc}{hint}"
+            raise key_supply_failure(message, exc) from exc
+        finally:
+            self.times.kme_ms = (time.monotonic() - t0) * 1e3
+
+    async def _resolve_handshake_keys(self, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]:
+        """The answerer's side of the handshake's QKD key (ETSI 014 dec_keys)."""
+        t0 = time.monotonic()
+        try:
+            return await self.keys.resolve_keys(key_ids)
+        finally:
+            self.times.kme_ms = (time.monotonic() - t0) * 1e3
+
+    def _check_pin(self, result: HandshakeResult) -> None:
+        try:
+            self.pin_status = self.pins.check(result.peer, self.say, self.warn).value
+        except IdentityChanged:
+            self.pin_status = PinStatus.CHANGED.value
+            self.handshake.abort(AbortKind.IDENTITY_REFUSED, "peer identity changed; call refused")
+            raise
+
+    # ------------------------------------------------------------------ the call
+    async def _media(self) -> None:
+        assert self.result is not None
+        session = CallSession(self.result)
+        self.session = session
+        self.sas = session.sas
+        self.keys.attach(session, self._drain_session_events, self._key_supply_failed)
+        cfg = self.opt.opus()
+        source, paced = open_source(self.opt.input, cfg)
+        sink = open_sink(self.opt.output, cfg)
+        await source.start()
+        await sink.start()
+        self.say(
+            f"connected to {self.profile.peer_sae_id} ({self.result.peer.fingerprint()}), "
+            f"mode {session.mode.label}{' PQC-ONLY (no QKD)' if self.pqc_only else ''}"
+        )
+        self.say(f"SAS: >>> {session.sas} <<<  (read it aloud; both screens must show it)")
+        self.phase.advance(CallPhase.IN_CALL)
+        self.started = time.monotonic()
+        receive = ReceivePath(
+            session,
+            self.playout,
+            self.counters,
+            drain_events=self._drain_session_events,
+            observer=self._observer,
+        )
+        send = SendPath(
+            session,
+            self.transport,
+            cfg,
+            self.counters,
+            warn=self.warn,
+            drain_events=self._drain_session_events,
+            end_call=self._end_call,
+            stopped=self._stop,
+            hang_up_when_input_ends=self.opt.duration is None,
+            observer=self._observer,
+        )
+        self._handle_session_events(session.start())
+        while self._early:
+            receive.on_frame(self._early.popleft())
+        self.transport.set_frame_callback(receive.on_frame)
+        tasks = [
+            asyncio.create_task(send.run(source, paced), name="send"),
+            asyncio.create_task(receive.play(sink), name="playout"),
+            asyncio.create_task(self._control_loop(session), name="control"),
+            asyncio.create_task(self._watch_transport(), name="watch"),
+        ]
+        if self.console.live_status:
+            tasks.append(asyncio.create_task(self._status_loop(), name="status"))
+        if self.opt.duration is not None:
+            tasks.append(asyncio.create_task(self._timer(self.opt.duration), name="timer"))
+        try:
+            await self._stop.wait()
+            # hang-up: stop talking, let frames already on the wire arrive, then say bye
+            tasks[0].cancel()
+            if self._failure is None:
+                await asyncio.sleep(DRAIN_S)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            self.transport.set_frame_callback(None)
+            await self._shutdown(send_bye=True)
+            await source.close()
+            await sink.close()
+        if self._failure is not None:
+            raise self._failure
+
+    def _end_call(self, outcome: CallEnd | CallFailed) -> None:
+        """The one way a running call ends; the first outcome is the one that counts."""
+        if self._end is None:
+            if isinstance(outcome, CallFailed):
+                self._failure = outcome
+                self._end = outcome.end()
+            else:
+                self._end = outcome
+        self._stop.set()
+
+    def _handle_session_events(self, events: list[SessionEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, SendControl):
+                with contextlib.suppress(TransportError):
+                    self.transport.send_control(ev.data)
+            elif isinstance(ev, FetchQkdKeys | ResolveQkdKeys):
+                self.keys.submit(ev)
+            elif isinstance(ev, EpochStarted):
+                assert self.session is not None
+                sending = ev.direction is self.session.send_dir
+                (self.counters.epochs_tx if sending else self.counters.epochs_rx).append(ev.epoch)
+                if self._observer is not None:
+                    self._observer.on_epoch(EpochChange(time.monotonic(), sending, ev.epoch))
+            elif isinstance(ev, RotationOverdue):
+                self.warn(
+                    f"epoch {ev.epoch} is over but the next QKD key is not ready yet; "
+                    "keeping the current key (KME slow or empty?)"
+                )
+            elif isinstance(ev, PeerBye):
+                if ev.failed:
+                    self._end_call(PeerFailed(f"the peer ended the call: {ev.reason}"))
+                else:
+                    self._end_call(CallEnd.peer_hung_up(ev.reason))
+
+    def _drain_session_events(self) -> None:
+        if self.session is not None:
+            self._handle_session_events(self.session.events())
+
+    def _key_supply_failed(self, exc: KmeError) -> None:
+        if self.opt.allow_pqc_only and self.session is not None and self.session.mode is Mode.AES:
+            self.warn(
+                f"KME failed mid-call ({exc}); keys no longer rotate with fresh QKD key, "
+                "continuing on the current key as --allow-pqc-only permits"
+            )
+            return
+        self._end_call(
+            key_supply_failure(f"QKD key supply failed mid-call: {exc} (fail closed)", exc)
+        )
+
+    async def _control_loop(self, session: CallSession) -> None:
+        while True:
+            data = await self.transport.recv_control()
+            if is_abort(data):
+                self._end_call(PeerAborted(decode_abort(data), "call"))
+                return
+            try:
+                session.receive_control(data)
+            except ControlRejected as exc:
+                self._end_call(
+                    ControlMessageRefused(
+                        f"control message rejected ({exc}); call ended (fail closed)"
+                    )
+                )
+                return
+            except QphoneError:
+                return
+            self._drain_session_events()
+
+    async def _watch_transport(self) -> None:
+        reason = await self.transport.wait_closed()
+        self._end_call(ConnectionLost(f"connection lost ({reason})"))
+
+    async def _timer(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self._end_call(CallEnd.duration(seconds))
+
+    # ------------------------------------------------------------------ status
+    def status_line(self) -> str:
+        return status_line(
+            self.phase.current,
+            self.sas,
+            self.session,
+            self.counters,
+            self.playout.jb.stats(),
+            self._last_rtt,
+            self.opt.frame_ms,
+            time.monotonic() - self.started if self.started else 0.0,
+        )
+
+    async def _status_loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self._last_rtt = (await self.transport.stats()).rtt_s
+            self.console.show_status(self.status_line())
+            await asyncio.sleep(STATUS_INTERVAL_S)
+
+    # ------------------------------------------------------------------ end
+    async def _shutdown(self, send_bye: bool) -> None:
+        """Bye (if asked), erase the keys, close everything; once."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        s = self.session
+        if s is not None and not s.closed:
+            self._pad_left_bits = 8 * s.pad_left_bytes
+            if send_bye:
+                end = self._end
+                with contextlib.suppress(Exception):
+                    reason, failed = (end.reason, end.failed) if end else ("hangup", False)
+                    self.transport.send_control(s.bye(reason, failed))
+                    await asyncio.sleep(BYE_LINGER_S)
+            s.close()
+        await self.keys.aclose()
+        with contextlib.suppress(Exception):
+            self._transport_stats = await self.transport.stats()
+            self._last_rtt = self._transport_stats.rtt_s
+        with contextlib.suppress(Exception):
+            await self.transport.close()
+        with contextlib.suppress(Exception):
+            await self.kme.aclose()
+        self.console.clear_status()
+        self.say(f"call ended: {self._end or 'hangup'}")
+
+    def summary(self) -> CallSummary:
+        s = self.session
+        return summarize(
+            sas=self.sas,
+            mode=s.mode if s is not None else (self.opt.mode or Mode.AES),
+            result=self.result,
+            pqc_only=self.pqc_only,
+            peer_sae_id=self.profile.peer_sae_id,
+            peer_pin=self.pin_status,
+            times=self.times,
+            counters=self.counters,
+            accounting=s.key_accounting() if s is not None else None,
+            playout=self.playout,
+            pad_left_bits=self._pad_left_bits,
+            started=self.started,
+            end=self._end,
+            warnings=self.console.warnings,
+            transport=self._transport_stats,
+            error=str(self._failure) if self._failure is not None else None,
+        )

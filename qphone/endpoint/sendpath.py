@@ -1,0 +1,176 @@
+"""The send path: capture -> Opus encode -> protect (core session) -> transport, paced per frame.
+
+One :class:`SendPath` per call.  It never protects a frame with reused key: when the session
+refuses (:class:`~qphone.core.errors.KeyExhausted`: the pad ran dry or a counter would repeat)
+the frame is dropped and counted, and the call ends (fail closed) after ``STARVED_S`` without
+fresh key.  In OTP mode it waits for the first pad before it starts, and :class:`PadWatch`
+warns while the pad held covers less than ``PAD_WARN_S`` of talk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from qphone.audio.level import level_dbfs
+from qphone.audio.opus import OpusConfig, OpusEncoder
+from qphone.audio.streams import AudioSource
+from qphone.core.callparams import Mode
+from qphone.core.errors import KeyExhausted
+from qphone.core.session import CallSession
+from qphone.endpoint.observer import CallObserver, SentFrame
+from qphone.endpoint.outcome import CallEnd, CallFailed, OutOfKey
+from qphone.endpoint.state import CallCounters
+from qphone.transport.calltransport import CallTransport
+
+PAD_WARN_S = 3.0  # OTP: warn when the pad held covers less talk time than this
+STARVED_S = 3.0  # the call ends after this long without key to protect a frame with
+FIRST_PAD_TIMEOUT_S = 10.0  # OTP: the call ends if the first pad takes longer than this
+FIRST_PAD_BYTES = 1024  # OTP: talking starts once this much pad is held
+INPUT_END_GRACE_S = 0.5  # the call hangs up this long after a WAV input ended (no --duration)
+PAD_CHECK_FRAMES = 50  # OTP: the pad is checked every this many frames
+
+
+def talk_seconds_left(session: CallSession, counters: CallCounters, frame_ms: int) -> float:
+    """OTP: seconds of talk the pad held covers at the payload size sent so far (AES: inf)."""
+    return session.pad_seconds_left(1000 / frame_ms, counters.payload_bytes_per_frame)
+
+
+class PadWatch:
+    """Warn (once per low spell) when the pad held covers less than PAD_WARN_S of talk."""
+
+    def __init__(self, warn: Callable[[str], None], frame_ms: int) -> None:
+        self._warn = warn
+        self._frame_ms = frame_ms
+        self._warned = False
+
+    def check(self, session: CallSession, counters: CallCounters) -> None:
+        left = talk_seconds_left(session, counters, self._frame_ms)
+        if left < PAD_WARN_S and not self._warned:
+            self._warned = True
+            self._warn(
+                f"one-time pad for only {left:.1f} s of talk left: the KME is not keeping up "
+                "(check its key rate with `qkd-keyserver` status); the call ends when it runs out"
+            )
+        elif left > 2 * PAD_WARN_S:
+            self._warned = False
+
+
+class SendPath:
+    def __init__(
+        self,
+        session: CallSession,
+        transport: CallTransport,
+        config: OpusConfig,
+        counters: CallCounters,
+        *,
+        warn: Callable[[str], None],
+        drain_events: Callable[[], None],
+        end_call: Callable[[CallEnd | CallFailed], None],
+        stopped: asyncio.Event,
+        hang_up_when_input_ends: bool,
+        observer: CallObserver | None = None,
+    ) -> None:
+        self._session = session
+        self._transport = transport
+        self._config = config
+        self._encoder = OpusEncoder(config)
+        self._counters = counters
+        self._warn = warn
+        self._drain_events = drain_events
+        self._end_call = end_call
+        self._stopped = stopped
+        self._hang_up_when_input_ends = hang_up_when_input_ends
+        self._observer = observer
+        self._pad_watch = PadWatch(warn, config.frame_ms)
+        self.input_ended = False
+
+    async def run(self, source: AudioSource, paced: bool) -> None:
+        """Send until cancelled (or until the call fails for want of key)."""
+        session, counters, observer = self._session, self._counters, self._observer
+        step = self._config.samples_per_frame
+        frame_s = self._config.frame_ms / 1000
+        silence = bytes(self._config.frame_bytes)
+        i = 0
+        starved: float | None = None
+        await self._wait_for_first_pad()
+        start = time.monotonic()  # the pacing clock starts when talking can start (no burst)
+        protect = session.protect
+        while True:
+            pcm = await source.read_frame()
+            if pcm is None:
+                self._input_finished()
+                pcm = silence
+            now = time.monotonic()
+            counters.input_level = level_dbfs(pcm)
+            t0 = time.perf_counter()
+            packet = self._encoder.encode(pcm)
+            t1 = time.perf_counter()
+            try:
+                frame = protect(packet, now)
+            except KeyExhausted as exc:
+                # never reuse key: drop this frame; end the call if no fresh key comes soon
+                counters.frames_unsent += 1
+                if starved is None:
+                    starved = now
+                    self._warn(f"{exc}; frames are dropped until fresh key arrives")
+                elif now - starved > STARVED_S:
+                    message = f"{exc} for {STARVED_S:g} s; the call ends (fail closed)"
+                    self._end_call(OutOfKey(message))
+                    return
+                frame = b""
+            else:
+                starved = None
+            t2 = time.perf_counter()
+            counters.encode_seconds += t1 - t0
+            counters.protect_seconds += t2 - t1
+            ts = i * step
+            if frame:
+                self._transport.send_frame(frame, ts)
+                if observer is not None:
+                    observer.on_sent(
+                        SentFrame(
+                            i,
+                            ts,
+                            now,
+                            time.monotonic(),
+                            t1 - t0,
+                            t2 - t1,
+                            session.key_accounting().consumed,
+                            packet,
+                        )
+                    )
+                counters.frames_sent += 1
+                counters.payload_bytes_sent += len(packet)
+            self._drain_events()
+            i += 1
+            if i % PAD_CHECK_FRAMES == 0 and session.mode is Mode.OTP:
+                self._pad_watch.check(session, counters)
+            if paced:
+                delay = start + i * frame_s - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+
+    def _input_finished(self) -> None:
+        if self.input_ended:
+            return
+        self.input_ended = True
+        if self._hang_up_when_input_ends:
+            asyncio.get_running_loop().call_later(
+                INPUT_END_GRACE_S, self._end_call, CallEnd.input_ended()
+            )
+
+    async def _wait_for_first_pad(self) -> None:
+        """OTP: do not start talking before the first pad is held by both ends."""
+        session = self._session
+        if session.mode is not Mode.OTP:
+            return
+        deadline = time.monotonic() + FIRST_PAD_TIMEOUT_S
+        while session.pad_left_bytes < FIRST_PAD_BYTES and not self._stopped.is_set():
+            if time.monotonic() > deadline:
+                self._end_call(
+                    OutOfKey(f"no one-time pad from the KME within {FIRST_PAD_TIMEOUT_S:g} s")
+                )
+                return
+            await asyncio.sleep(0.01)

@@ -1,0 +1,83 @@
+"""The state of a call that others can watch: its phase (observable, awaitable) and counters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from qphone.audio.level import SILENCE_DBFS
+
+
+class CallPhase(Enum):
+    """Where a call is; the value is what the status line shows."""
+
+    STARTING = "starting"
+    LISTENING = "listening"  # answerer: waiting for a caller
+    CONNECTING = "connecting"  # caller: signaling, ICE, DTLS
+    HANDSHAKE = "handshake"  # the hybrid handshake on the control channel
+    IN_CALL = "in call"  # media flowing both ways
+    ENDED = "ended"  # hung up or failed; final
+
+
+class PhaseTracker:
+    """The current :class:`CallPhase`; listeners hear every change, coroutines can wait for one."""
+
+    def __init__(self) -> None:
+        self._phase = CallPhase.STARTING
+        self._listeners: list[Callable[[CallPhase], None]] = []
+        self._waiters: list[tuple[CallPhase, asyncio.Future[CallPhase]]] = []
+
+    @property
+    def current(self) -> CallPhase:
+        return self._phase
+
+    def subscribe(self, listener: Callable[[CallPhase], None]) -> None:
+        """Call ``listener(phase)`` on every change from now on."""
+        self._listeners.append(listener)
+
+    def advance(self, phase: CallPhase) -> None:
+        if phase is self._phase or self._phase is CallPhase.ENDED:
+            return
+        self._phase = phase
+        for listener in list(self._listeners):
+            listener(phase)
+        waiting, self._waiters = self._waiters, []
+        for wanted, future in waiting:
+            if future.done():
+                continue
+            if phase is wanted or phase is CallPhase.ENDED:
+                future.set_result(phase)
+            else:
+                self._waiters.append((wanted, future))
+
+    async def wait_for(self, phase: CallPhase) -> CallPhase:
+        """Return once the call is in ``phase`` (or ended first: then ENDED is returned)."""
+        if self._phase is phase or self._phase is CallPhase.ENDED:
+            return self._phase
+        future: asyncio.Future[CallPhase] = asyncio.get_running_loop().create_future()
+        self._waiters.append((phase, future))
+        return await future
+
+
+@dataclass
+class CallCounters:
+    """What the media paths counted (the summary and the status line read them)."""
+
+    frames_sent: int = 0
+    payload_bytes_sent: int = 0  # Opus bytes (before protection)
+    frames_unsent: int = 0  # dropped at the sender for want of fresh key (never reused)
+    frames_received: int = 0  # unprotected successfully
+    rejected: Counter[str] = field(default_factory=Counter)  # by FrameRejected subclass name
+    encode_seconds: float = 0.0
+    protect_seconds: float = 0.0
+    unprotect_seconds: float = 0.0
+    input_level: float = SILENCE_DBFS  # of the last frame captured
+    epochs_tx: list[int] = field(default_factory=list)  # epochs the sender switched to
+    epochs_rx: list[int] = field(default_factory=list)  # epochs first received
+
+    @property
+    def payload_bytes_per_frame(self) -> float:
+        return self.payload_bytes_sent / max(1, self.frames_sent)

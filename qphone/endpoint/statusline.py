@@ -1,0 +1,39 @@
+"""The live status line: phase, SAS, epochs, QKD used, talk time left (OTP), RTT, loss, level.
+
+``in call | SAS airport scorpion inmate connect | epoch tx 3/rx 3 | QKD 1.8 kbit | RTT 1.3 ms |
+loss 0.0% | jb 45 ms | in -22 dBFS``
+"""
+
+from __future__ import annotations
+
+from qphone.core.callparams import Mode
+from qphone.core.jitterbuffer import JitterBufferStats
+from qphone.core.session import CallSession
+from qphone.endpoint.sendpath import talk_seconds_left
+from qphone.endpoint.state import CallCounters, CallPhase
+
+
+def status_line(
+    phase: CallPhase,
+    sas: str,
+    session: CallSession | None,
+    counters: CallCounters,
+    jb: JitterBufferStats,
+    rtt_s: float | None,
+    frame_ms: int,
+    seconds_in_call: float,
+) -> str:
+    parts = [phase.value, f"SAS {sas}"]
+    if session is not None:
+        parts.append(f"epoch tx {session.send_epoch}/rx {session.recv_epoch}")
+        parts.append(f"QKD {session.key_accounting().consumed / 1000:.1f} kbit")
+        if session.mode is Mode.OTP:
+            left = talk_seconds_left(session, counters, frame_ms)
+            parts.append(f"talk time {left:.0f} s" if seconds_in_call > 0.5 else "talk time ?")
+    parts.append(f"RTT {rtt_s * 1000:.1f} ms" if rtt_s is not None else "RTT -")
+    expected = jb.received + jb.lost
+    loss = jb.lost / expected if expected else 0.0
+    parts.append(f"loss {loss:.1%}")
+    parts.append(f"jb {jb.playout_delay_ms:.0f} ms")
+    parts.append(f"in {counters.input_level:.0f} dBFS")
+    return " | ".join(parts)

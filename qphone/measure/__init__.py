@@ -1,0 +1,1 @@
+"""Measurement beside the product: loopback, latency, CPU, quality, aiortc baseline, bench."""

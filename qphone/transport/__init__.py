@@ -1,0 +1,1 @@
+"""WebRTC transport of a call: signaling, RTP payload path, control and heartbeat channels."""

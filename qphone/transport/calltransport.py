@@ -1,0 +1,549 @@
+"""CallTransport: qphone's WebRTC transport for opaque protected frames (aiortc 1.16).
+
+One :class:`CallTransport` per call.  It signals directly over TCP
+(:mod:`qphone.transport.signaling`), then runs one aiortc ``RTCPeerConnection`` (BUNDLE:
+a single ICE/DTLS transport) carrying:
+
+* media: one Opus/48 kHz audio transceiver; each :meth:`CallTransport.send_frame`
+  payload becomes one RTP packet (DTLS-SRTP is the hop layer), and each RTP
+  packet received is delivered as a :class:`ReceivedFrame` *before* aiortc's
+  jitter buffer and decoder (which are disabled, see :mod:`qphone.transport.aiortchooks`).
+  ``MediaPath.DATACHANNEL`` carries the frames on an unreliable, unordered data
+  channel instead (fallback, and the comparison point of the benchmark);
+* control: a reliable ordered data channel (negotiated id 0) for the
+  handshake/rekey/bye messages of the layer above (:meth:`send_control` /
+  :meth:`recv_control`);
+* heartbeat: an unreliable data channel (negotiated id 1) whose ping/pong gives
+  an RTT and detects a vanished peer within ``peer_timeout`` seconds
+  (:mod:`qphone.transport.heartbeat`).
+
+Received frames go through an optional :class:`~qphone.transport.frames.ReceiveFilter`
+given by the caller (e.g. a seeded network impairment for tests and measurements).
+The transport moves bytes and knows nothing about keys; it exposes the DTLS
+fingerprints and :meth:`channel_binding` for the handshake to authenticate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.rtp import RtpPacket
+
+from qphone.core.channelbinding import (
+    CallRole,
+    Fingerprint,
+    FingerprintError,
+    binding_for_role,
+    sha256_fingerprint,
+)
+from qphone.core.sequencestats import SequenceStats
+from qphone.core.signalmessage import SignalKind, SignalMessage
+from qphone.transport.aiortchooks import restrict_host_candidates, tap_rtp_receiver
+from qphone.transport.config import (
+    MAX_CONTROL_BACKLOG,
+    MAX_CONTROL_BYTES,
+    MAX_PAYLOAD_BYTES,
+    MediaPath,
+    TransportConfig,
+)
+from qphone.transport.controlinbox import ControlInbox
+from qphone.transport.errors import TransportClosedError, TransportError
+from qphone.transport.frames import RawFrame, ReceivedFrame, ReceiveFilter
+from qphone.transport.heartbeat import Heartbeat
+from qphone.transport.payloadtrack import PayloadTrack
+from qphone.transport.sdp import checked_fingerprints, fingerprints_of, has_audio
+from qphone.transport.signaling import (
+    SignalingChannel,
+    SignalingError,
+    SignalingListener,
+    SignalingMessageError,
+    connect_signaling,
+)
+from qphone.transport.stats import TransportStats
+
+logger = logging.getLogger(__name__)
+
+CONTROL_CHANNEL_ID = 0
+HEARTBEAT_CHANNEL_ID = 1
+MEDIA_CHANNEL_ID = 2
+
+_ICE_HINT = (
+    "Check that each side can reach the other's addresses (firewall, NAT: configure "
+    "STUN/TURN servers)"
+)
+_DTLS_HINT = (
+    "the peer's certificate did not match the fingerprint received over signaling, "
+    "which is what a relay in the middle of the signaling path would cause"
+)
+_DC_MEDIA_HEADER = struct.Struct(">HI")  # data channel media path: sequence, timestamp
+
+
+class CallTransport:
+    """WebRTC transport of one call.  See the module docstring."""
+
+    def __init__(
+        self, config: TransportConfig | None = None, receive_filter: ReceiveFilter | None = None
+    ) -> None:
+        self.config = config or TransportConfig()
+        self._role: CallRole | None = None
+        self._pc: RTCPeerConnection | None = None
+        self._track: PayloadTrack | None = None
+        self._sender: RTCRtpSender | None = None
+        self._control: RTCDataChannel | None = None
+        self._media_dc: RTCDataChannel | None = None
+        self._media_path = self.config.media_path
+        self._local_fps: list[Fingerprint] = []
+        self._remote_fps: list[Fingerprint] = []
+        self._frames: deque[ReceivedFrame] = deque()
+        self._frames_event = asyncio.Event()
+        self._frame_callback: Callable[[ReceivedFrame], None] | None = None
+        self._closed = asyncio.Event()
+        self._close_reason = ""
+        self._control_in = ControlInbox(self._closed, lambda: self._close_reason)
+        self._heartbeat = Heartbeat(self.config.heartbeat_interval, self.config.peer_timeout)
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._pc_close: asyncio.Task[None] | None = None
+        self._filter = receive_filter
+        if receive_filter is not None:
+            receive_filter.start(self._deliver)
+        self._seq = SequenceStats()
+        self._frames_sent = 0
+        self._bytes_sent = 0
+        self._bytes_received = 0
+        self._overflowed = 0
+        self._dc_seq = 0
+        self._connected = False
+
+    # ------------------------------------------------------------------ setup
+
+    async def connect_as_caller(self, host: str, port: int) -> None:
+        """Call the terminal answering on ``host:port`` and set up the connection.
+
+        Raises a :class:`~qphone.transport.signaling.SignalingError` subclass when signaling
+        fails and :class:`TransportError` when ICE/DTLS/SCTP setup fails; the
+        transport is closed in both cases.
+        """
+        self._begin(CallRole.CALLER)
+        await self._guarded(self._call(host, port))
+
+    async def _guarded(self, setup: Coroutine[Any, Any, None]) -> None:
+        try:
+            await setup
+        except BaseException as exc:
+            await self._shutdown(f"call setup failed: {exc}")
+            raise
+
+    async def _call(self, host: str, port: int) -> None:
+        pc = self._new_peer_connection()
+        if self._media_path is MediaPath.RTP:
+            transceiver = pc.addTransceiver(self._new_track(), direction="sendrecv")
+            self._prepare_transceiver(transceiver)
+        self._create_channels(pc)
+        self._restrict_candidates(pc)
+        await pc.setLocalDescription(await pc.createOffer())
+        channel = await connect_signaling(host, port, timeout=self.config.connect_timeout)
+        async with channel:
+            await channel.send(SignalMessage(SignalKind.OFFER, sdp=pc.localDescription.sdp))
+            answer = await channel.recv((SignalKind.ANSWER,), timeout=self.config.signaling_timeout)
+            try:
+                self._remote_fps = checked_fingerprints(answer.sdp)
+                await pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+            except SignalingError:
+                raise
+            except FingerprintError as exc:
+                raise SignalingMessageError(
+                    f"{channel.peer} sent an answer without a usable DTLS fingerprint: {exc}"
+                ) from exc
+            except Exception as exc:
+                raise SignalingMessageError(
+                    f"{channel.peer} sent an unusable answer: {exc}"
+                ) from exc
+        self._local_fps = fingerprints_of(pc.localDescription.sdp)
+        await self._wait_connected()
+
+    async def accept_as_answerer(
+        self,
+        host: str,
+        port: int,
+        on_listening: Callable[[SignalingListener], None] | None = None,
+        accept_timeout: float | None = None,
+    ) -> None:
+        """Listen on ``host:port``, take the first caller and set up the connection.
+
+        ``on_listening`` is called once the socket listens (e.g. to print the port
+        when ``port`` is 0).  ``accept_timeout`` None waits for a caller forever.
+        """
+        async with await SignalingListener.open(host, port) as listener:
+            if on_listening is not None:
+                on_listening(listener)
+            channel = await listener.accept(timeout=accept_timeout)
+        await self.answer_on(channel)
+
+    async def answer_on(self, channel: SignalingChannel) -> None:
+        """Answer the caller on an accepted signaling connection (errors as for a caller)."""
+        self._begin(CallRole.ANSWERER)
+        await self._guarded(self._answer(channel))
+
+    async def _answer(self, channel: SignalingChannel) -> None:
+        async with channel:
+            offer = await channel.recv((SignalKind.OFFER,), timeout=self.config.signaling_timeout)
+            pc = self._new_peer_connection()
+            try:
+                self._remote_fps = checked_fingerprints(offer.sdp)
+                await pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
+                # The answerer follows the caller's choice of media path.
+                self._media_path = MediaPath.RTP if has_audio(offer.sdp) else MediaPath.DATACHANNEL
+                if self._media_path is MediaPath.RTP:
+                    audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
+                    if len(audio) != 1:
+                        raise SignalingMessageError("the offer must hold exactly one audio stream")
+                    audio[0].sender.replaceTrack(self._new_track())
+                    audio[0].direction = "sendrecv"
+                    self._prepare_transceiver(audio[0])
+            except Exception as exc:
+                reason = str(exc)[:400] or type(exc).__name__
+                with contextlib.suppress(SignalingError):
+                    await channel.send(
+                        SignalMessage(SignalKind.REJECT, reason=f"bad offer: {reason}")
+                    )
+                if isinstance(exc, SignalingError):
+                    raise
+                raise SignalingMessageError(
+                    f"{channel.peer} sent an unusable offer: {exc}"
+                ) from exc
+            self._create_channels(pc)
+            self._restrict_candidates(pc)
+            await pc.setLocalDescription(await pc.createAnswer())
+            await channel.send(SignalMessage(SignalKind.ANSWER, sdp=pc.localDescription.sdp))
+        self._local_fps = fingerprints_of(pc.localDescription.sdp)
+        await self._wait_connected()
+
+    def _begin(self, role: CallRole) -> None:
+        if self._role is not None:
+            raise TransportError("a CallTransport sets up one call only; make a new one")
+        self._role = role
+
+    def _new_peer_connection(self) -> RTCPeerConnection:
+        servers = [
+            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+            for s in self.config.ice_servers
+        ]
+        # iceServers=[] (not None): aiortc would otherwise add a public STUN server.
+        pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        pc.on("connectionstatechange", self._on_connection_state)
+        self._pc = pc
+        return pc
+
+    def _new_track(self) -> PayloadTrack:
+        self._track = PayloadTrack()
+        return self._track
+
+    def _prepare_transceiver(self, transceiver: RTCRtpTransceiver) -> None:
+        caps = RTCRtpSender.getCapabilities("audio")
+        opus = [c for c in caps.codecs if c.mimeType.lower() == "audio/opus"]
+        transceiver.setCodecPreferences(opus)
+        self._sender = transceiver.sender
+        tap_rtp_receiver(transceiver.receiver, self._on_rtp)
+
+    def _create_channels(self, pc: RTCPeerConnection) -> None:
+        self._control = pc.createDataChannel(
+            "qphone-control", negotiated=True, id=CONTROL_CHANNEL_ID, ordered=True
+        )
+        self._control.on("message", self._on_control)
+        heartbeat = pc.createDataChannel(
+            "qphone-heartbeat",
+            negotiated=True,
+            id=HEARTBEAT_CHANNEL_ID,
+            ordered=False,
+            maxRetransmits=0,
+        )
+        heartbeat.on("message", self._heartbeat.on_message)
+        self._heartbeat.channel = heartbeat
+        if self._media_path is MediaPath.DATACHANNEL:
+            self._media_dc = pc.createDataChannel(
+                "qphone-media",
+                negotiated=True,
+                id=MEDIA_CHANNEL_ID,
+                ordered=False,
+                maxRetransmits=0,
+            )
+            self._media_dc.on("message", self._on_dc_media)
+
+    def _restrict_candidates(self, pc: RTCPeerConnection) -> None:
+        if self.config.host_addresses is not None:
+            restrict_host_candidates(pc, self.config.host_addresses)
+
+    async def _wait_connected(self) -> None:
+        assert self._pc is not None and self._control is not None
+        timeout = self.config.connect_timeout
+        control = self._control
+        opened = asyncio.Event()
+        if control.readyState == "open":
+            opened.set()
+        control.on("open", opened.set)
+        closed_wait = asyncio.ensure_future(self._closed.wait())
+        open_wait = asyncio.ensure_future(opened.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {closed_wait, open_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            closed_wait.cancel()
+            open_wait.cancel()
+        if open_wait in done and not self._closed.is_set():
+            self._connected = True
+            self._heartbeat.heard()
+            self._heartbeat_task = asyncio.ensure_future(self._watch_peer())
+            return
+        if self._close_reason:
+            reason = self._close_reason
+        elif self._pc.iceConnectionState != "completed":
+            reason = f"ICE found no working network path within {timeout:.1f} s. " + _ICE_HINT
+        else:
+            reason = (
+                f"the encrypted channel did not open within {timeout:.1f} s after ICE "
+                "connected (the peer's DTLS check probably failed: " + _DTLS_HINT + ")"
+            )
+        await self._shutdown(reason)
+        raise TransportError(f"call setup failed: {reason}")
+
+    # ------------------------------------------------------------------ media
+
+    def send_frame(self, payload: bytes, timestamp: int) -> None:
+        """Send one protected frame; ``timestamp`` counts 48 kHz samples (wraps mod 2**32)."""
+        self._require_open()
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise TypeError("payload must be bytes")
+        payload = bytes(payload)
+        if not 0 < len(payload) <= MAX_PAYLOAD_BYTES:
+            raise ValueError(f"payload must be 1..{MAX_PAYLOAD_BYTES} bytes, got {len(payload)}")
+        if not 0 <= timestamp < 1 << 63:
+            raise ValueError("timestamp must be a non-negative 63-bit integer")
+        if self._media_path is MediaPath.RTP:
+            assert self._track is not None
+            self._track.push(payload, timestamp)
+        else:
+            assert self._media_dc is not None
+            header = _DC_MEDIA_HEADER.pack(self._dc_seq, timestamp & 0xFFFFFFFF)
+            self._dc_seq = (self._dc_seq + 1) & 0xFFFF
+            self._media_dc.send(header + payload)
+        self._frames_sent += 1
+        self._bytes_sent += len(payload)
+
+    def set_frame_callback(self, callback: Callable[[ReceivedFrame], None] | None) -> None:
+        """Deliver frames to ``callback`` (called on the event loop) instead of frames()."""
+        self._frame_callback = callback
+
+    async def frames(self) -> AsyncIterator[ReceivedFrame]:
+        """Received frames in arrival order; ends when the transport closes."""
+        while True:
+            while self._frames:
+                yield self._frames.popleft()
+            if self._closed.is_set():
+                return
+            self._frames_event.clear()
+            await self._frames_event.wait()
+
+    def _on_rtp(self, packet: RtpPacket) -> None:
+        self._ingest(RawFrame(packet.payload, packet.sequence_number, packet.timestamp))
+
+    def _on_dc_media(self, message: bytes | str) -> None:
+        if not isinstance(message, bytes) or len(message) <= _DC_MEDIA_HEADER.size:
+            logger.debug("dropping malformed media data channel message")
+            return
+        seq, ts = _DC_MEDIA_HEADER.unpack_from(message)
+        self._ingest(RawFrame(message[_DC_MEDIA_HEADER.size :], seq, ts))
+
+    def _ingest(self, raw: RawFrame) -> None:
+        self._heartbeat.heard()
+        if self._closed.is_set():
+            return
+        if self._filter is None:
+            self._deliver(raw)
+        else:
+            self._filter.offer(raw)
+
+    def _deliver(self, raw: RawFrame) -> None:
+        self._seq.add(raw.sequence)
+        self._bytes_received += len(raw.payload)
+        frame = ReceivedFrame(raw.payload, raw.sequence, raw.timestamp, time.monotonic())
+        if self._frame_callback is not None:
+            self._frame_callback(frame)
+            return
+        if len(self._frames) >= self.config.receive_queue_frames:
+            self._frames.popleft()
+            self._overflowed += 1
+        self._frames.append(frame)
+        self._frames_event.set()
+
+    # ---------------------------------------------------------------- control
+
+    def send_control(self, data: bytes) -> None:
+        """Send one message on the reliable ordered control channel."""
+        self._require_open()
+        assert self._control is not None
+        if not isinstance(data, bytes) or not 0 < len(data) <= MAX_CONTROL_BYTES:
+            raise ValueError(f"control messages are 1..{MAX_CONTROL_BYTES} bytes")
+        self._control.send(data)
+
+    async def recv_control(self, timeout: float | None = None) -> bytes:
+        """Next control message; raises TransportClosedError once closed and drained."""
+        return await self._control_in.get(timeout)
+
+    def _on_control(self, message: bytes | str) -> None:
+        self._heartbeat.heard()
+        if not isinstance(message, bytes) or len(message) > MAX_CONTROL_BYTES:
+            logger.warning("dropping a malformed or oversized control message")
+            return
+        if not self._control_in.put(message):
+            self._spawn_shutdown(
+                f"peer sent more than {MAX_CONTROL_BACKLOG} control messages that were not read"
+            )
+
+    # ------------------------------------------------------------- liveness
+
+    async def _watch_peer(self) -> None:
+        reason = await self._heartbeat.run(self._closed)
+        if reason is not None:
+            await self._shutdown(reason)
+
+    def _on_connection_state(self) -> None:
+        assert self._pc is not None
+        state = self._pc.connectionState
+        if state in ("failed", "closed") and not self._closed.is_set():
+            if state == "closed":
+                reason = "the peer closed the connection"
+            elif self._pc.iceConnectionState == "failed":
+                reason = "ICE failed: the network path to the peer broke. " + _ICE_HINT
+            else:
+                reason = "DTLS failed: " + _DTLS_HINT
+            self._spawn_shutdown(reason)
+
+    def _spawn_shutdown(self, reason: str) -> None:
+        if self._closed.is_set():
+            return
+        task = asyncio.ensure_future(self._shutdown(reason))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ------------------------------------------------------- fingerprints etc
+
+    @property
+    def role(self) -> CallRole | None:
+        return self._role
+
+    def local_fingerprints(self) -> list[Fingerprint]:
+        """Fingerprints of our DTLS certificate (as put in our SDP)."""
+        return list(self._local_fps)
+
+    def remote_fingerprints(self) -> list[Fingerprint]:
+        """The peer's DTLS fingerprints as received over signaling (DTLS verified them)."""
+        return list(self._remote_fps)
+
+    def channel_binding(self) -> bytes:
+        """SHA-256 binding of (caller fingerprint, answerer fingerprint); equal on both ends."""
+        if self._role is None or not self._local_fps or not self._remote_fps:
+            raise TransportError("no channel binding before the offer/answer exchange")
+        return binding_for_role(
+            self._role, sha256_fingerprint(self._local_fps), sha256_fingerprint(self._remote_fps)
+        )
+
+    async def stats(self) -> TransportStats:
+        seq = self._seq.snapshot()
+        rtcp_rtt: float | None = None
+        remote_lost: int | None = None
+        remote_fraction: float | None = None
+        if self._sender is not None and not self._closed.is_set():
+            report = await self._sender.getStats()
+            for item in report.values():
+                if getattr(item, "type", "") == "remote-inbound-rtp":
+                    rtcp_rtt = item.roundTripTime
+                    remote_lost = int(item.packetsLost)
+                    remote_fraction = float(item.fractionLost) / 256.0
+        return TransportStats(
+            state=self.state,
+            media_path=self._media_path.value,
+            frames_sent=self._frames_sent,
+            bytes_sent=self._bytes_sent,
+            frames_received=seq.received,
+            bytes_received=self._bytes_received,
+            frames_lost=seq.lost,
+            loss_fraction=seq.loss_fraction,
+            duplicates=seq.duplicates,
+            reordered=seq.reordered,
+            frames_overflowed=self._overflowed,
+            send_queue_dropped=self._track.dropped if self._track is not None else 0,
+            rtt_s=self._heartbeat.rtt,
+            rtcp_rtt_s=rtcp_rtt,
+            remote_frames_lost=remote_lost,
+            remote_fraction_lost=remote_fraction,
+        )
+
+    # ----------------------------------------------------------------- close
+
+    @property
+    def state(self) -> str:
+        if self._closed.is_set():
+            return "closed"
+        if self._connected:
+            return "connected"
+        return "new" if self._pc is None else "connecting"
+
+    @property
+    def close_reason(self) -> str:
+        return self._close_reason
+
+    async def wait_closed(self) -> str:
+        """Wait until the transport closes (peer gone, failure or close()); returns why."""
+        await self._closed.wait()
+        return self._close_reason
+
+    def _require_open(self) -> None:
+        if self._closed.is_set():
+            raise TransportClosedError(f"transport closed: {self._close_reason}")
+        if not self._connected:
+            raise TransportError("transport not connected yet")
+
+    async def close(self) -> None:
+        """Close the connection (idempotent).  The layer above sends its bye first."""
+        await self._shutdown("closed locally")
+
+    async def _shutdown(self, reason: str) -> None:
+        if not self._closed.is_set():
+            self._close_reason = reason
+            self._closed.set()
+            self._frames_event.set()
+            logger.info("transport closed: %s", reason)
+        if self._filter is not None:
+            self._filter.close()
+        task = self._heartbeat_task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+        if self._track is not None:
+            self._track.stop()
+        if self._pc is not None:
+            # One close for everybody; shielded so that a cancelled waiter cannot
+            # cancel aiortc's shared "closed" future under another waiter.
+            if self._pc_close is None:
+                self._pc_close = asyncio.ensure_future(self._pc.close())
+            await asyncio.shield(self._pc_close)

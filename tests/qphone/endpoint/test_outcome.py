@@ -1,0 +1,78 @@
+"""How calls end: CallEnd as the summary shows it, and every failure mapped to its type."""
+
+from __future__ import annotations
+
+import pytest
+
+from qphone.core.abort import Abort, AbortKind
+from qphone.core.errors import HandshakeFailed, PeerIdentityMismatch, ProposalRefused
+from qphone.endpoint.outcome import (
+    CallEnd,
+    CallFailed,
+    EndCause,
+    IdentityChanged,
+    IdentityRefusedByPeer,
+    KeySupplyFailed,
+    OutOfKey,
+    PeerAborted,
+    PeerFailed,
+    PolicyRefused,
+    abort_kind,
+    call_failure,
+)
+from qphone.kmeclient import KmeEavesdropperAlarm, KmeOutOfKeys, KmeUnavailable
+from qphone.transport.errors import TransportError
+
+
+def failure(exc: Exception) -> CallFailed:
+    return call_failure(exc, peer_sae_id="bob", own_sae_id="alice")
+
+
+def test_call_end_reads_as_the_summary_end_reason() -> None:
+    assert str(CallEnd.duration(5)) == "duration of 5 s reached"
+    assert str(CallEnd.interrupted()) == "hung up (interrupted)"
+    assert str(CallEnd.peer_hung_up("input finished")) == "peer hung up (input finished)"
+    assert CallEnd.interrupted().cause is EndCause.INTERRUPTED
+    end = KeySupplyFailed("KME unreachable").end()
+    assert (str(end), end.failed, end.cause) == ("failed: KME unreachable", True, EndCause.FAILURE)
+    end = PeerFailed("the peer ended the call: x").end()
+    assert end.failed and end.cause is EndCause.PEER_BYE
+
+
+def test_identity_outcomes() -> None:
+    mine = failure(PeerIdentityMismatch("aaaa", "bbbb"))
+    assert isinstance(mine, IdentityChanged)
+    assert str(mine).startswith("!!! IDENTITY OF bob CHANGED (peer identity aaaa is not the ")
+    assert "--trust-new-identity" in str(mine)
+    theirs = failure(
+        PeerAborted(Abort(AbortKind.IDENTITY_REFUSED, "peer identity ..."), "handshake")
+    )
+    assert isinstance(theirs, IdentityRefusedByPeer)
+    assert "another key pinned for alice (the peer aborted the handshake" in str(theirs)
+
+
+def test_policy_key_and_other_outcomes() -> None:
+    refused = failure(ProposalRefused("caller asked for mode otp", "mode"))
+    assert isinstance(refused, PolicyRefused) and refused.setting == "mode"
+    assert isinstance(failure(KmeOutOfKeys("empty")), OutOfKey)
+    for exc in (KmeUnavailable("down"), KmeEavesdropperAlarm("eve")):
+        got = failure(exc)
+        assert type(got) is KeySupplyFailed and str(got) == str(exc)
+    aborted = PeerAborted(Abort(AbortKind.FAILED, "bad signature"), "handshake")
+    assert failure(aborted) is aborted
+    assert str(aborted) == "the peer aborted the handshake: bad signature"
+    for exc in (TransportError("ICE failed"), HandshakeFailed("man in the middle"), OSError("x")):
+        got = failure(exc)
+        assert type(got) is CallFailed and str(got) == str(exc)
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (PeerIdentityMismatch("a", "b"), AbortKind.IDENTITY_REFUSED),
+        (ProposalRefused("no", "mode"), AbortKind.POLICY_REFUSED),
+        (HandshakeFailed("tag"), AbortKind.FAILED),
+    ],
+)
+def test_what_the_peer_is_told(exc: HandshakeFailed, kind: AbortKind) -> None:
+    assert abort_kind(exc) is kind

@@ -1,0 +1,82 @@
+"""The call summary: the JSON fields `--json` prints, in order, from a typed CallSummary."""
+
+from __future__ import annotations
+
+import json
+
+from qphone.audio.opus import OpusConfig
+from qphone.core.callparams import Mode
+from qphone.core.keyaccounting import KeyAccounting
+from qphone.endpoint.outcome import CallEnd, EndCause
+from qphone.endpoint.playout import Playout
+from qphone.endpoint.state import CallCounters
+from qphone.endpoint.summary import CallSummary, SetupTimes, summarize
+from qphone.transport.stats import TransportStats
+
+FIELDS = [
+    "sas", "mode", "role", "pqc_only", "peer", "peer_fingerprint", "peer_pin",
+    "handshake_ms", "connect_ms", "kme_ms",
+    "frames_sent", "frames_received", "frames_unsent_no_key", "frames_lost", "frames_concealed",
+    "frames_fec_recovered", "frames_late", "frames_rejected", "duplicates_dropped",
+    "epochs", "epochs_tx", "epochs_rx", "qkd_bits_consumed", "qkd_bits", "pad_left_bits",
+    "jitter_buffer_ms", "duration_s", "processing_us_per_frame", "end_reason", "warnings",
+]  # fmt: skip
+
+
+def _summary(**kw: object) -> CallSummary:
+    args: dict[str, object] = {
+        "sas": "",
+        "mode": Mode.OTP,
+        "result": None,
+        "pqc_only": False,
+        "peer_sae_id": "bob",
+        "peer_pin": "",
+        "times": SetupTimes(),
+        "counters": CallCounters(),
+        "accounting": None,
+        "playout": Playout(OpusConfig()),
+        "pad_left_bits": 0,
+        "started": 0.0,
+        "end": None,
+        "warnings": [],
+        "transport": None,
+        "error": None,
+    }
+    args.update(kw)
+    return summarize(**args)  # type: ignore[arg-type]
+
+
+def test_fields_of_a_call_that_never_connected() -> None:
+    s = _summary(
+        end=CallEnd("cannot get a QKD key from the KME: down", True, EndCause.FAILURE), error="x"
+    )
+    out = s.to_json()
+    assert list(out) == [*FIELDS, "error"]
+    assert out["mode"] == "otp" and out["role"] is None and out["epochs"] == 0
+    assert out["end_reason"] == "failed: cannot get a QKD key from the KME: down"
+    assert out["qkd_bits"] == {} and out["error"] == "x"
+    json.dumps(out)
+
+
+def test_fields_once_the_transport_ran() -> None:
+    counters = CallCounters(frames_sent=10, payload_bytes_sent=600, encode_seconds=0.001)
+    counters.rejected["FrameReplayed"] += 2
+    counters.epochs_tx.append(1)
+    stats = TransportStats("closed", "rtp", 10, 900, 9, 800, 1, 0.1, 0, 0, 0, 0, 0.0021, None, 0, 0)
+    s = _summary(
+        counters=counters,
+        accounting=KeyAccounting(handshake=256, epoch=512, fetched=768),
+        transport=stats,
+        end=CallEnd.duration(2),
+    )
+    out = s.to_json()
+    assert list(out) == [*FIELDS, "rtt_ms", "transport"]
+    assert out["rtt_ms"] == 2.1 and out["transport"] == {
+        "frames_sent": 10,
+        "frames_received": 9,
+        "frames_lost": 1,
+    }
+    assert out["duplicates_dropped"] == 2 and out["frames_rejected"] == {"FrameReplayed": 2}
+    assert out["epochs"] == 2 and out["qkd_bits_consumed"] == 768
+    assert out["qkd_bits"]["consumed"] == 768 and out["processing_us_per_frame"]["encode"] == 100.0
+    assert out["end_reason"] == "duration of 2 s reached" == s.end_reason

@@ -1,0 +1,33 @@
+"""`qphone bench`: the objects it prints (no assertion on speed)."""
+
+from __future__ import annotations
+
+from qphone.measure.bench import bench_crypto, bench_handshake, format_table
+
+
+def test_crypto_and_handshake_benchmarks_report_their_fields() -> None:
+    crypto = bench_crypto(rounds=1, batch=20)
+    for key in ("srtp_gcm_us", "aes_frame_us", "otp_frame_us", "aes_vs_srtp", "otp_vs_srtp"):
+        assert crypto[key] > 0
+    ratio = crypto["aes_frame_us"] / crypto["srtp_gcm_us"]
+    assert abs(crypto["aes_vs_srtp"] - ratio) < 0.01
+    hs = bench_handshake(runs=3)
+    assert 0 < hs["handshake_ms_p50"] <= hs["handshake_ms_p95"]
+
+
+def test_table_marks_missed_targets() -> None:
+    result = {
+        "aes_frame_us": 3.0,
+        "srtp_gcm_us": 2.0,
+        "aes_vs_srtp": 1.5,
+        "otp_frame_us": 2.8,
+        "otp_vs_srtp": 1.4,
+        "key_ratio_otp": 1.0,
+    }
+    lines = format_table(result).splitlines()
+    assert lines[0].split()[0] == "benchmark"
+    aes = next(line for line in lines if line.startswith("AES"))
+    otp = next(line for line in lines if line.startswith("OTP"))
+    assert aes.rstrip().endswith("MISSED") and otp.rstrip().endswith("ok")
+    assert any("key_ratio_otp = 1.0" in line and line.rstrip().endswith("ok") for line in lines)
+    assert not any(line.startswith("mouth-to-ear") for line in lines)  # not run: not shown

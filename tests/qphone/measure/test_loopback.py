@@ -1,0 +1,132 @@
+"""`qphone loopback` end to end: a short sample through full calls, both modes, 0 and 10 % loss."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qphone.audio.wav import read_wav, write_wav
+from qphone.core.callparams import Mode
+from qphone.measure.loopback import LoopbackOptions, run_loopback
+from qphone.measure.quality import estimate_delay
+from tests.support.keyserverdemo import private_profile
+from tests.support.paths import BIN, SAMPLES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def short_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pcm, rate = read_wav(SAMPLES / "speech_a_48k.wav")
+    path = tmp_path_factory.mktemp("sample") / "short.wav"
+    write_wav(path, pcm[: 3 * rate], rate)
+    return path
+
+
+def _run(keyserver_pair: Path, sample: Path, tmp: Path, **kw: object) -> dict:
+    opts = LoopbackOptions(
+        sample=sample,
+        out=tmp / "out.wav",
+        report=tmp / "report.json",
+        profile_a=private_profile(keyserver_pair, "alice", tmp),
+        profile_b=private_profile(keyserver_pair, "bob", tmp),
+        rotate_frames=50,
+        progress=False,
+        workdir=tmp,
+        **kw,  # type: ignore[arg-type]
+    )
+    report = run_loopback(opts).report
+    assert json.loads((tmp / "report.json").read_text()) == json.loads(json.dumps(report))
+    return report
+
+
+@pytest.mark.parametrize("mode", [Mode.AES, Mode.OTP])
+@pytest.mark.parametrize("loss", [0.0, 0.1])
+def test_report_consistent(
+    keyserver_pair: Path, short_sample: Path, tmp_path: Path, mode: Mode, loss: float
+) -> None:
+    r = _run(keyserver_pair, short_sample, tmp_path, mode=mode, loss=loss, seed=11, quality=False)
+    f = r["frames"]
+    assert f["sent"] == f["received"] + f["lost"]
+    assert f["sent"] >= 180  # 3 s of sample + 1 s tail at 50 frames/s
+    if loss == 0.0:
+        assert f["lost"] == 0 and f["concealed"] <= 0.05 * f["sent"]  # only scheduling hiccups
+    else:
+        assert 0.04 * f["sent"] < f["lost"] < 0.2 * f["sent"]
+        assert f["concealed"] + f["fec_recovered"] >= f["lost"] - 2
+    lat = r["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    parts = lat["parts"]
+    assert parts["processing"]["p50"] < lat["p50"] and parts["jitter_buffer"]["p50"] > 0
+    key = r["key"]
+    assert key["ratio"] == 1.0 and key["qkd_bits_consumed"] == key["qkd_bits_expected"]
+    if mode is Mode.AES:
+        assert key["by_purpose"]["epoch"] >= 3 * 256  # rotated every 50 frames
+    else:
+        assert key["by_purpose"]["pad"] > 0 and key["by_purpose"]["mac"] > 0
+    assert r["quality"]["bit_identical_to_unencrypted"] is True
+    assert r["link"]["qber"] is not None and not r["link"]["eavesdropper_alarm"]
+    got, _ = read_wav(tmp_path / "out.wav", 48000)
+    ref, _ = read_wav(short_sample, 48000)
+    got_f = np.asarray(got, dtype=float)
+    assert np.sqrt(np.mean(got_f**2)) > 300
+    if loss == 0.0:
+        assert estimate_delay(ref, got_f, 48000).correlation > 0.8
+
+
+def test_seeded_loss_pattern_reproducible(
+    keyserver_pair: Path, short_sample: Path, tmp_path: Path
+) -> None:
+    runs = []
+    for i, seed in enumerate((5, 5, 6)):
+        d = tmp_path / str(i)
+        d.mkdir()
+        runs.append(_run(keyserver_pair, short_sample, d, loss=0.1, seed=seed, quality=False))
+    assert runs[0]["loss_pattern"] == runs[1]["loss_pattern"] != runs[2]["loss_pattern"]
+    assert len(runs[0]["loss_pattern"]) == runs[0]["frames"]["lost"]
+
+
+def test_cli_with_plot_and_quality(
+    keyserver_pair: Path, short_sample: Path, tmp_path: Path
+) -> None:
+    """The command itself: report, plot, PESQ/STOI of encrypted and unencrypted pipelines."""
+    out = subprocess.run(
+        [
+            str(BIN / "qphone"),
+            "loopback",
+            str(short_sample),
+            "--out",
+            str(tmp_path / "o.wav"),
+            "--report",
+            str(tmp_path / "r.json"),
+            "--plot",
+            str(tmp_path / "r.png"),
+            "--loss",
+            "0.05",
+            "--seed",
+            "2",
+            "--profile-a",
+            str(private_profile(keyserver_pair, "alice", tmp_path)),
+            "--profile-b",
+            str(private_profile(keyserver_pair, "bob", tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "mouth-to-ear p50" in out.stdout
+    r = json.loads((tmp_path / "r.json").read_text())
+    q = r["quality"]
+    assert q["encrypted"]["pesq_wb"] == q["unencrypted"]["pesq_wb"] > 1.0
+    assert 0.5 < q["encrypted"]["stoi"] <= 1.0
+    png = (tmp_path / "r.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    for key in ("latency_ms", "frames", "key", "handshake_ms", "quality", "link", "series"):
+        assert key in r
+    hs = r["handshake_ms"]
+    assert hs["total_ms"] >= hs["signaling_ice_dtls_ms"] > 0

@@ -1,0 +1,139 @@
+"""qphone's ETSI 014 client (qphone.kmeclient) against the real keyserver pair on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from qphone.core.qkd import QkdKey
+from qphone.kmeclient import (
+    KmeClient,
+    KmeEavesdropperAlarm,
+    KmeOutOfKeys,
+    KmeRejected,
+    KmeUnavailable,
+)
+from qphone.profile import load_profile
+from tests.support.kme_fixtures import (
+    DeterministicSource,
+    KmePki,
+    PairEnd,
+    make_pki,
+    running_pair,
+)
+from tests.support.profiles import write_profile
+
+Pair = tuple[PairEnd, PairEnd]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> KmePki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def client(pki: KmePki, kme: PairEnd, who: str) -> KmeClient:
+    certs = {"alice": pki.demo.alice, "bob": pki.demo.bob, "mallory": pki.mallory}[who]
+    return KmeClient(kme.url, ca_cert=pki.demo.ca, client_cert=certs.cert, client_key=certs.key)
+
+
+@pytest.fixture
+async def pair(pki: KmePki, tmp_path: Path) -> AsyncIterator[Pair]:
+    async with running_pair(pki.demo, tmp_path) as p:
+        yield p
+
+
+async def test_status_enc_dec(pki: KmePki, pair: Pair) -> None:
+    a, b = pair
+    async with client(pki, a, "alice") as alice, client(pki, b, "bob") as bob:
+        st = await alice.status("bob")
+        assert (st.source_kme_id, st.target_kme_id, st.slave_sae_id) == ("KME-A", "KME-B", "bob")
+        assert st.stored_key_count >= 2000 and not st.eavesdropper_alarm
+        assert st.link["blocks_ok"] > 0
+        keys = await alice.enc_keys("bob", 3, 1024)
+        assert all(isinstance(k, QkdKey) and k.bits == 1024 for k in keys)
+        # 3 x 1024 bits, plus the 256-bit one-time MAC key of the relay message
+        assert (await alice.status("bob")).stored_key_count == st.stored_key_count - 13
+        ids = [k.key_id for k in keys]
+        got = await bob.dec_keys("alice", ids[::-1])
+        assert got == keys[::-1]
+        with pytest.raises(KmeRejected) as e:
+            await bob.dec_keys("alice", ids[:1])  # already delivered
+        assert e.value.status == 400 and "not found" in e.value.message
+        default = await alice.enc_keys("bob", 1)
+        assert default[0].bits == 256
+
+
+async def test_typed_errors(pki: KmePki, pair: Pair, free_port: Callable[[], int]) -> None:
+    a, b = pair
+    async with client(pki, a, "mallory") as mallory:
+        with pytest.raises(KmeRejected) as e:
+            await mallory.status("bob")
+        assert e.value.status == 401 and "client_cert" in str(e.value)
+    async with client(pki, a, "alice") as alice:
+        with pytest.raises(KmeOutOfKeys, match="wait for the QKD link"):
+            await alice.enc_keys("bob", 128, 65536)
+        with pytest.raises(KmeRejected) as e:
+            await alice.enc_keys("nobody", 1, 256)
+        assert e.value.status == 400
+        with pytest.raises(ValueError):
+            await alice.enc_keys("bob", 1, 100)
+    async with client(pki, b, "bob") as bob:
+        with pytest.raises(KmeRejected):
+            await bob.dec_keys("alice", [uuid.uuid4()])
+    port = free_port()  # nothing listens there
+    dead = KmeClient(
+        f"https://127.0.0.1:{port}",
+        ca_cert=pki.demo.ca,
+        client_cert=pki.demo.alice.cert,
+        client_key=pki.demo.alice.key,
+        timeout=2.0,
+    )
+    async with dead:
+        with pytest.raises(KmeUnavailable, match="check the KME is running"):
+            await dead.status("bob")
+
+
+async def test_wrong_ca_is_unavailable_naming_ca_cert(pki: KmePki, pair: Pair) -> None:
+    a, _ = pair
+    rogue_ca = pki.rogue.cert.parent / "ca.pem"
+    c = KmeClient(
+        a.url, ca_cert=rogue_ca, client_cert=pki.demo.alice.cert, client_key=pki.demo.alice.key
+    )
+    async with c:
+        with pytest.raises(KmeUnavailable, match="ca_cert"):
+            await c.status("bob")
+
+
+async def test_eavesdropper_alarm(pki: KmePki, tmp_path: Path) -> None:
+    source = DeterministicSource(abort_every=1)
+    async with running_pair(pki.demo, tmp_path, source=source, fill=False) as (a, _):
+        while a.stats.blocks_aborted < 2:
+            await asyncio.sleep(0.01)
+        async with client(pki, a, "alice") as alice:
+            assert (await alice.status("bob")).eavesdropper_alarm
+            with pytest.raises(KmeEavesdropperAlarm, match="eavesdropper"):
+                await alice.enc_keys("bob", 1, 256)
+
+
+async def test_out_of_keys_when_the_kme_pool_is_empty(pki: KmePki, tmp_path: Path) -> None:
+    source = DeterministicSource(block_bytes=4096, limit=2)  # 1 segment for A's masters
+    async with running_pair(pki.demo, tmp_path, source=source, fill=False) as (a, _):
+        while a.stored_key_count() < 128:
+            await asyncio.sleep(0.01)
+        async with client(pki, a, "alice") as alice:
+            # 4 kB for A's masters: 3 x (1 kB + a 32-byte one-time MAC key per relay)
+            keys = [(await alice.enc_keys("bob", 1, 8192))[0] for _ in range(3)]
+            assert len({k.material for k in keys}) == 3
+            with pytest.raises(KmeOutOfKeys):
+                await alice.enc_keys("bob", 1, 8192)
+
+
+async def test_client_from_profile(pki: KmePki, pair: Pair, tmp_path: Path) -> None:
+    a, _ = pair
+    prof = load_profile(write_profile(tmp_path / "alice.toml", pki, **{"kme.url": a.url}))
+    async with KmeClient.from_profile(prof) as c:
+        assert (await c.status(prof.peer_sae_id)).master_sae_id == "alice"

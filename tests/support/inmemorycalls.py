@@ -1,0 +1,18 @@
+"""Shared setup for core tests: two sessions after a real handshake, with an in-memory KME pair."""
+
+from __future__ import annotations
+
+from qphone.core.callparams import CallParams
+from qphone.core.identity import Identity
+from qphone.demo.inmemorycall import InMemoryCall, MemoryKmePair, handshake
+
+ALICE = Identity.generate()
+BOB = Identity.generate()
+
+
+def make_call(params: CallParams) -> InMemoryCall:
+    kme = MemoryKmePair()
+    ini, res = handshake(ALICE, BOB, params, kme)
+    call = InMemoryCall(ini, res, kme)
+    call.pump()
+    return call

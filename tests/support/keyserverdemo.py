@@ -1,0 +1,39 @@
+"""A real ``qkd-keyserver demo`` pair for call tests, and private copies of its profiles."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from qphone.demo.keyserverprocess import running_keyserver
+from qphone.profile import Profile, load_profile
+
+
+@contextlib.contextmanager
+def keyserver_demo(directory: Path, *extra: str, timeout: float = 90.0) -> Iterator[Path]:
+    """Run `qkd-keyserver demo` (two KME processes + the simulated link) until the block ends."""
+    with running_keyserver(directory, ["--seed", "7", *extra], timeout) as d:
+        yield d
+
+
+def private_profile(demo: Path, name: str, tmp: Path) -> Path:
+    """A copy of the demo's profile for ``name`` with its own identity and pin files."""
+    text = (demo / f"{name}.toml").read_text()
+    text = text.replace(str(demo / f"{name}.identity"), str(tmp / f"{name}.identity"))
+    text = text.replace(
+        str(demo / f"{name}.known_peers.json"), str(tmp / f"{name}.known_peers.json")
+    )
+    out = tmp / f"{name}.toml"
+    out.write_text(text)
+    return out
+
+
+def private_profiles(demo: Path, tmp: Path) -> tuple[Profile, Profile]:
+    """The demo's alice and bob profiles with fresh identities and pins in ``tmp``, same KMEs."""
+    a, b = load_profile(demo / "alice.toml"), load_profile(demo / "bob.toml")
+    return (
+        replace(a, identity_file=tmp / "a.id", known_peers=tmp / "a.peers.json"),
+        replace(b, identity_file=tmp / "b.id", known_peers=tmp / "b.peers.json"),
+    )
