@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[audio,measure,dev]'
+	$(BIN)/qkd-keyserver warmup
 	@touch $(STAMP)
 
 demo: setup

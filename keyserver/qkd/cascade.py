@@ -15,9 +15,12 @@ changes the parity of the block holding that bit in every earlier pass; those bl
 searched again (the cascade). All searches of all passes advance together, one round trip per
 level, so a block needs about ``passes * log2(k)`` round trips.
 
-Permutations act within segments of ``SEGMENT`` bits (the same permutation for every segment of a
-pass), which keeps their tables small for long blocks; the errors are independent of position, so
-the mixing is as good as a full shuffle. The block sizes come from the QBER expected for the
+Permutations are computed from small tables (:func:`pass_table`): a shuffle of the rows and
+columns of the string laid out as a SEGMENT x S array, with a random offset per column, so that
+every pair of positions is separated as by a uniform shuffle, for blocks smaller and larger than a
+segment. (Shuffling only *within* segments, as an earlier version did, keeps two errors of one
+segment together in every pass with blocks above the segment size: the large final passes then
+never find such a pair.) The block sizes come from the QBER expected for the
 block (the previous block's exact QBER): :func:`schedule`.
 
 The heavy loops are numba kernels (parity of ranges, flips in every pass, the search updates).
@@ -51,13 +54,14 @@ def schedule(qber: float, n: int) -> list[int]:
 
     First pass ``k1 ~ 0.6 / qber``, then blocks six times larger per pass (measured to leak
     ~1.08 n H2(QBER) at 2-3.5 %, against 1.16-1.19 for the classic ``0.73 / qber`` and doubling),
-    then six passes with blocks of ``n / 2`` that find the last few errors cheaply.
+    then three passes with blocks of ``n / 2`` that find the rare residual errors cheaply (an odd
+    number always, a pair with probability 1/2 each; verification catches the rest).
     """
     q = min(max(qber, 1e-4), 0.25)
     k1 = max(4, round(0.6 / q))
     half = max(2, n // 2)
     sizes = [min(k, half) for k in (k1, 6 * k1, 36 * k1, 216 * k1)]
-    return sizes + [half] * 6
+    return sizes + [half] * 3
 
 
 # -- permutations -------------------------------------------------------------------------------
@@ -80,43 +84,114 @@ def _words(seed: bytes, label: bytes, count: int) -> npt.NDArray[np.uint32]:
     return np.frombuffer(enc.update(bytes(4 * max(count, 1))), dtype=np.uint32)
 
 
-@dataclass(frozen=True)
-class PassLayout:
-    """One pass: segment permutations and the top-level block size."""
+# A pass's permutation, without an n-entry table: the string is cut into S segments of F bits
+# (the last one r <= F bits); bit l of segment s goes to row pi((l + delta_s) mod F) and column
+# sigma(s) of an F x S array read row by row, skipping the F - r cells of the missing bits. Bits of
+# one segment land in random rows (pi), bits of different segments in random rows too (their own
+# offsets delta_s), so every pair of positions is separated as in a uniform shuffle, also for blocks
+# larger than a segment. Table layout (int64): [F, S, r, hole column, pi, pi^-1, sigma, sigma^-1,
+# delta, hole_row, holes_before_row].
+_H = 4
 
-    perm_full: I32Array  # permuted local position -> local position (full segments)
-    inv_full: I32Array
-    perm_rest: I32Array  # the same for the last, shorter segment
-    inv_rest: I32Array
-    block: int
 
-
-def pass_layout(seed: bytes, pass_no: int, n: int, block: int) -> PassLayout:
-    full = min(SEGMENT, n)
-    rest = n % SEGMENT if n > SEGMENT else 0
-    pf = _fisher_yates(_words(seed, b"full%d" % pass_no, full), full)
-    pr = _fisher_yates(_words(seed, b"rest%d" % pass_no, rest), rest)
-    inv_f = np.empty_like(pf)
-    inv_f[pf] = np.arange(full, dtype=np.int32)
-    inv_r = np.empty_like(pr)
-    inv_r[pr] = np.arange(rest, dtype=np.int32)
-    return PassLayout(pf, inv_f, pr, inv_r, block)
+def pass_table(seed: bytes, pass_no: int, n: int) -> npt.NDArray[np.int64]:
+    f = min(SEGMENT, n)
+    segs = (n + f - 1) // f
+    r = n - (segs - 1) * f
+    pi = _fisher_yates(_words(seed, b"rows%d" % pass_no, f), f).astype(np.int64)
+    sigma = _fisher_yates(_words(seed, b"cols%d" % pass_no, segs), segs).astype(np.int64)
+    delta = (_words(seed, b"shift%d" % pass_no, segs)[:segs].astype(np.int64) % f) if segs > 1 \
+        else np.zeros(1, dtype=np.int64)
+    pi_inv = np.empty_like(pi)
+    pi_inv[pi] = np.arange(f, dtype=np.int64)
+    sigma_inv = np.empty_like(sigma)
+    sigma_inv[sigma] = np.arange(segs, dtype=np.int64)
+    hole_row = np.zeros(f, dtype=np.int64)
+    if r < f:
+        missing = np.arange(r, f, dtype=np.int64)
+        hole_row[pi[(missing + delta[segs - 1]) % f]] = 1
+    before = np.concatenate(([0], np.cumsum(hole_row)[:-1])).astype(np.int64)
+    head = np.array([f, segs, r, sigma[segs - 1]], dtype=np.int64)
+    return np.concatenate((head, pi, pi_inv, sigma, sigma_inv, delta, hole_row, before))
 
 
 @njit(cache=True, nogil=True)
-def _gather(bits: U8Array, perm_full: I32Array, perm_rest: I32Array) -> U8Array:
-    """``out[q] = bits[original position of permuted position q]``."""
+def _fwd(t: npt.NDArray[np.int64], j: int) -> int:
+    f = t[0]
+    segs = t[1]
+    hole_col = t[3]
+    s = j // f
+    loc = j - s * f
+    pi0 = _H
+    sig0 = _H + 2 * f
+    delta0 = sig0 + 2 * segs
+    hole0 = delta0 + segs
+    before0 = hole0 + f
+    row = t[pi0 + (loc + t[delta0 + s]) % f]
+    col = t[sig0 + s]
+    q = row * segs + col - t[before0 + row]
+    if t[hole0 + row] == 1 and hole_col < col:
+        q -= 1
+    return int(q)
+
+
+@njit(cache=True, nogil=True)
+def _inv(t: npt.NDArray[np.int64], q: int) -> int:
+    f = t[0]
+    segs = t[1]
+    hole_col = t[3]
+    pinv0 = _H + f
+    siginv0 = _H + 2 * f + segs
+    delta0 = _H + 2 * f + 2 * segs
+    hole0 = delta0 + segs
+    before0 = hole0 + f
+    lo = 0
+    hi = f - 1
+    while lo < hi:  # the last row whose start is <= q
+        mid = (lo + hi + 1) // 2
+        if mid * segs - t[before0 + mid] <= q:
+            lo = mid
+        else:
+            hi = mid - 1
+    row = lo
+    c = q - (row * segs - t[before0 + row])
+    if t[hole0 + row] == 1 and c >= hole_col:
+        c += 1
+    s = t[siginv0 + c]
+    loc = (t[pinv0 + row] - t[delta0 + s]) % f
+    return int(s * f + loc)
+
+
+@njit(cache=True, nogil=True)
+def _scatter(bits: U8Array, t: npt.NDArray[np.int64]) -> U8Array:
+    """The string in the pass's order (``out[fwd(j)] = bits[j]``), written row by row."""
     n = bits.shape[0]
-    seg = perm_full.shape[0]
+    f = t[0]
+    segs = t[1]
+    hole_col = t[3]
+    pinv0 = _H + f
+    siginv0 = _H + 2 * f + segs
+    delta0 = _H + 2 * f + 2 * segs
+    hole0 = delta0 + segs
     out = np.empty(n, dtype=np.uint8)
-    nfull = n // seg
-    for s in range(nfull):
-        base = s * seg
-        for q in range(seg):
-            out[base + q] = bits[base + perm_full[q]]
-    base = nfull * seg
-    for q in range(n - base):
-        out[base + q] = bits[base + perm_rest[q]]
+    base = np.empty(segs, dtype=np.int64)  # per column: segment start and offset
+    shift = np.empty(segs, dtype=np.int64)
+    for c in range(segs):
+        sg = t[siginv0 + c]
+        base[c] = sg * f
+        shift[c] = f - t[delta0 + sg]
+    q = 0
+    for row in range(f):
+        src = t[pinv0 + row]
+        hole = t[hole0 + row] == 1
+        for c in range(segs):
+            if hole and c == hole_col:
+                continue
+            loc = src + shift[c]
+            if loc >= f:
+                loc -= f
+            out[q] = bits[base[c] + loc]
+            q += 1
     return out
 
 
@@ -176,13 +251,13 @@ class CascadeAlice:
             raise CascadeError(f"more than {MAX_PASSES} Cascade passes")
         if not 2 <= block <= max(self.n, 2):
             raise CascadeError("Cascade block size out of range")
-        layout = pass_layout(self._seed, len(self._prefix), self.n, block)
-        shuffled = _gather(self._bits, layout.perm_full, layout.perm_rest)
+        table = pass_table(self._seed, len(self._prefix), self.n)
+        shuffled = _scatter(self._bits, table)
         prefix = _prefix_xor(shuffled)
         self._prefix.append(prefix)
         self._blocks.append(block)
-        bounds = np.minimum(np.arange(0, self.n + block, block, dtype=np.int64), self.n)
-        bounds = np.unique(bounds)
+        nb = (self.n + block - 1) // block
+        bounds = np.minimum(np.arange(0, nb + 1, dtype=np.int64) * block, self.n)
         out: U8Array = prefix[bounds[1:]] ^ prefix[bounds[:-1]]
         return self._disclose(out)
 
@@ -212,26 +287,6 @@ class CascadeAlice:
 
 
 # -- Bob -----------------------------------------------------------------------------------------
-
-
-@njit(cache=True, nogil=True)
-def _to_perm(j: int, inv_full: I32Array, inv_rest: I32Array, n: int) -> int:
-    seg = inv_full.shape[0]
-    s = j // seg
-    base = s * seg
-    if base + seg <= n:
-        return base + inv_full[j - base]
-    return base + inv_rest[j - base]
-
-
-@njit(cache=True, nogil=True)
-def _from_perm(q: int, perm_full: I32Array, perm_rest: I32Array, n: int) -> int:
-    seg = perm_full.shape[0]
-    s = q // seg
-    base = s * seg
-    if base + seg <= n:
-        return base + perm_full[q - base]
-    return base + perm_rest[q - base]
 
 
 @njit(cache=True, nogil=True)
@@ -266,10 +321,8 @@ def _settle(
     block_off: I64Array,
     ks: I64Array,
     started: int,
-    perm_full: I32Array,
-    inv_full: I32Array,
-    perm_rest: I32Array,
-    inv_rest: I32Array,
+    tables: npt.NDArray[np.int64],
+    cur: U8Array,
     s_pass: I32Array,
     s_lo: I64Array,
     s_hi: I64Array,
@@ -295,9 +348,10 @@ def _settle(
             searching[block_off[p] + q // ks[p]] = False
             if work[p, q] == s_apar[i]:
                 continue  # already corrected through another search this round
-            j = _from_perm(q, perm_full[p], perm_rest[p], n)
+            j = _inv(tables[p], q)
+            cur[j] ^= 1
             for r in range(started):
-                qr = _to_perm(j, inv_full[r], inv_rest[r], n)
+                qr = _fwd(tables[r], j)
                 work[r, qr] ^= 1
                 b = qr // ks[r]
                 diff[block_off[r] + b] ^= 1
@@ -370,12 +424,8 @@ class CascadeBob:
         self._searching = np.zeros(total, dtype=np.bool_)
         self._alice_top = np.zeros(total, dtype=np.uint8)
         self._ks = np.array(self._sizes, dtype=np.int64)
-        seg = min(SEGMENT, max(self.n, 1))
-        rest = max(self.n % SEGMENT if self.n > SEGMENT else 0, 1)
-        self._perm_full = np.zeros((passes, seg), dtype=np.int32)
-        self._inv_full = np.zeros((passes, seg), dtype=np.int32)
-        self._perm_rest = np.zeros((passes, rest), dtype=np.int32)
-        self._inv_rest = np.zeros((passes, rest), dtype=np.int32)
+        self._tables = np.stack([pass_table(seed, p, max(self.n, 1)) for p in range(passes)])
+        self._cur = bits.copy()
         self._started = 0
         self._s_pass = np.zeros(0, dtype=np.int32)
         self._s_lo = np.zeros(0, dtype=np.int64)
@@ -429,13 +479,7 @@ class CascadeBob:
 
     def _begin_pass(self, top: U8Array) -> None:
         p = self._started
-        layout = pass_layout(self._seed, p, self.n, self._sizes[p])
-        self._perm_full[p, : layout.perm_full.shape[0]] = layout.perm_full
-        self._inv_full[p, : layout.inv_full.shape[0]] = layout.inv_full
-        self._perm_rest[p, : layout.perm_rest.shape[0]] = layout.perm_rest
-        self._inv_rest[p, : layout.inv_rest.shape[0]] = layout.inv_rest
-        current = self.corrected_bits()
-        self._work[p] = _gather(current, layout.perm_full, layout.perm_rest)
+        self._work[p] = _scatter(self._cur, self._tables[p])
         off = int(self._block_off[p])
         nb = top.shape[0]
         self._alice_top[off : off + nb] = top
@@ -453,8 +497,8 @@ class CascadeBob:
         while True:
             out = _settle(
                 self._work, self._diff, self._searching, self._alice_top, self._block_off,
-                self._ks, self._started, self._perm_full, self._inv_full, self._perm_rest,
-                self._inv_rest, self._s_pass, self._s_lo, self._s_hi, self._s_apar,
+                self._ks, self._started, self._tables, self._cur, self._s_pass, self._s_lo,
+                self._s_hi, self._s_apar,
             )
             self._s_pass, self._s_lo, self._s_hi, self._s_apar, flips = out
             self.corrected += int(flips)
@@ -463,12 +507,8 @@ class CascadeBob:
 
     def corrected_bits(self) -> U8Array:
         """Bob's string now (original order)."""
-        if self._started == 0:
-            return self._orig.copy()
-        inv_full = self._inv_full[0, : min(SEGMENT, self.n)]
-        inv_rest = self._inv_rest[0, : (self.n % SEGMENT if self.n > SEGMENT else 0)]
-        # work[0][q] = bits[from_perm(q)]  ->  bits[j] = work[0][to_perm(j)]
-        return _gather(self._work[0], inv_full, inv_rest)
+        out: U8Array = self._cur.copy()
+        return out
 
 
 def leaked_bits_expected(n: int, qber: float, efficiency: float) -> int:

@@ -70,6 +70,9 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
     return 0
 
 
+_BENCH_HELP = "QKD link targets against the theory of the same run"
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from keyserver.qkd.simulate import add_simulate_arguments
 
@@ -77,14 +80,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mod.add_argument("--config", required=True, help="module config (TOML)")
     mod.set_defaults(func=_cmd_module)
 
-    sim = sub.add_parser("simulate", help="run the simulated BB84 link in one process, print figures")
+    sim = sub.add_parser("simulate", help="run the simulated BB84 link in one process")
     add_simulate_arguments(sim)
     sim.set_defaults(func=_cmd_simulate)
 
     if "bench" in sub.choices:
         # ``bench`` belongs to the KMS layer today (flat); until it becomes a group that calls
         # register_bench, ``bench link`` is also reachable as ``bench-link``.
-        link = sub.add_parser("bench-link", help="QKD link targets against the theory of the same run")
+        link = sub.add_parser("bench-link", help=_BENCH_HELP)
         _bench_link_arguments(link)
     else:
         bench = sub.add_parser("bench", help="benchmarks")
@@ -96,7 +99,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``bench link`` (called by whoever owns the ``bench`` command group)."""
-    link = bench_sub.add_parser("link", help="QKD link targets against the theory of the same run")
+    link = bench_sub.add_parser("link", help=_BENCH_HELP)
     _bench_link_arguments(link)
 
 

@@ -9,12 +9,15 @@ for the key and the X basis for the phase error, intensities ``mu1 = mu > mu2 = 
     n^+-_{B,k} = e^{mu_k} / p_k * (n_{B,k} +- delta)       (concentration, below)
     tau_n      = sum_k e^{-mu_k} mu_k^n p_k / n!
     s_{B,0}   >= tau_0 (mu2 n^-_{B,mu3} - mu3 n^+_{B,mu2}) / (mu2 - mu3)
-    s_{B,1}   >= tau_1 mu1 [n^-_{B,mu2} - n^+_{B,mu3} - (mu2^2 - mu3^2)/mu1^2 (n^+_{B,mu1} - s_{B,0}/tau_0)]
+    s_{B,1}   >= tau_1 mu1 [n^-_{B,mu2} - n^+_{B,mu3}
+                            - (mu2^2 - mu3^2)/mu1^2 (n^+_{B,mu1} - s_{B,0}/tau_0)]
                  / [mu1 (mu2 - mu3) - mu2^2 + mu3^2]
     v_{X,1}   <= tau_1 (m^+_{X,mu2} - m^-_{X,mu3}) / (mu2 - mu3)
     phi_Z     <= v_{X,1}/s_{X,1} + gamma(eps_sec, v_{X,1}/s_{X,1}, s_{Z,1}, s_{X,1})
-    gamma(a, b, c, d) = sqrt( (c+d)(1-b) b / (c d ln 2) * log2( (c+d) / (c d (1-b) b) * 21^2 / a^2 ) )
-    l = floor( s_{Z,0} + s_{Z,1} (1 - H2(phi_Z)) - lambda_EC - 6 log2(21/eps_sec) - log2(2/eps_cor) )
+    gamma(a, b, c, d) = sqrt( (c+d)(1-b) b / (c d ln 2)
+                              * log2( (c+d) / (c d (1-b) b) * 21^2 / a^2 ) )
+    l = floor( s_{Z,0} + s_{Z,1} (1 - H2(phi_Z)) - lambda_EC
+               - 6 log2(21/eps_sec) - log2(2/eps_cor) )
 
 is eps_sec-secret and eps_cor-correct (the verification hash sets eps_cor). ``lambda_EC`` is every
 bit disclosed about the key-basis string: the Cascade parities and the verification tag.
@@ -159,7 +162,7 @@ def finite_key(
     method = "exact" if exact else params.concentration
     s_z0, s_z1 = _single_photon(counts.n_z, sum(counts.n_z), mus, ps, eps, method)
     _, s_x1 = _single_photon(counts.n_x, sum(counts.n_x), mus, ps, eps, method)
-    mu1, mu2, mu3 = mus
+    _, mu2, mu3 = mus
     _, tau1 = _taus(mus, ps)
     lows, highs = _bounds(counts.m_x, sum(counts.m_x), eps, method)
     m_plus_2 = math.exp(mu2) / ps[1] * highs[1]
@@ -215,6 +218,20 @@ def expected_key_length(params: LinkParams, pulses: float, ec_efficiency: float)
     return float(finite_key(counts, params, leak).length)
 
 
+FRAME_PHOTONS = 1_000_000
+MAX_FRAME_PULSES = 1_000_000_000
+
+
+def plan_frame_pulses(params: LinkParams) -> int:
+    """Pulses per quantum-channel frame: about FRAME_PHOTONS photons, at most 1 s at 1 GHz."""
+    if params.frame_pulses:
+        return params.frame_pulses
+    counts, _ = expected_counts(params, 1.0)
+    per_pulse = max(sum(counts.n_z) / max(params.p_z**2, 1e-9), 1e-12)
+    frame = int(min(MAX_FRAME_PULSES, max(1e6, FRAME_PHOTONS / per_pulse)))
+    return frame - frame % 1000
+
+
 def plan_block_pulses(params: LinkParams) -> int:
     """Pulses per block: the largest block within ``max_block_seconds`` of link time and
     ``max_block_sifted`` key-basis detections (the key rate only grows with the block)."""
@@ -225,7 +242,7 @@ def plan_block_pulses(params: LinkParams) -> int:
     by_size = params.max_block_sifted / per_pulse
     by_time = params.max_block_seconds * params.clock_hz
     pulses = min(by_size, by_time)
-    frame = params.frame_pulses
+    frame = plan_frame_pulses(params)
     return max(frame, int(pulses // frame) * frame)
 
 
@@ -251,23 +268,30 @@ def optimised(params: LinkParams) -> LinkParams:
     filled in). Deterministic, so both modules reach the same plan from the same inputs.
     """
     if not params.optimise:
-        return dataclasses.replace(params, block_pulses=plan_block_pulses(params))
-    fixed_block = params.block_pulses
+        return dataclasses.replace(
+            params, block_pulses=plan_block_pulses(params), frame_pulses=plan_frame_pulses(params)
+        )
     f = params.ec_efficiency_plan
     clean = dataclasses.replace(params, eve_fraction=0.0)
+    fixed_block = params.block_pulses
 
     def rate(x: np.ndarray) -> float:
         cand = _from_vector(clean, x)
         if cand is None:
             return 1.0
-        pulses = plan_block_pulses(dataclasses.replace(cand, block_pulses=0))
+        pulses = fixed_block or plan_block_pulses(dataclasses.replace(cand, block_pulses=0))
         return -expected_key_length(cand, pulses, f) / pulses
 
-    starts = [
-        np.array([0.5, 0.12, 0.75, 0.2, 0.9]),
-        np.array([0.6, 0.2, 0.6, 0.3, 0.85]),
-        np.array([0.45, 0.08, 0.85, 0.1, 0.93]),
+    grid = [
+        np.array([mu, nu, ps, pd, pz])
+        for mu in (0.35, 0.45, 0.6)
+        for nu in (0.1, 0.18)
+        for ps in (0.5, 0.7, 0.85)
+        for pd in (0.1, 0.25)
+        for pz in (0.75, 0.85, 0.93)
     ]
+    scored = sorted(grid, key=rate)
+    starts = scored[:2]
     best_x, best = starts[0], rate(starts[0])
     for x0 in starts:
         res = minimize(rate, x0, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-12,
@@ -286,4 +310,7 @@ def optimised(params: LinkParams) -> LinkParams:
         p_z=round(chosen.p_z, 4),
         block_pulses=fixed_block,
     )
-    return dataclasses.replace(rounded, block_pulses=plan_block_pulses(rounded), optimise=False)
+    return dataclasses.replace(
+        rounded, block_pulses=plan_block_pulses(rounded), frame_pulses=plan_frame_pulses(rounded),
+        optimise=False,
+    )

@@ -28,8 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
+from keyserver.etsi014.server import HttpLimits, Listener, start_server
 from keyserver.jsonlog import log
 from keyserver.pki.tls import server_context
 from keyserver.qkd import messages as m
@@ -153,7 +152,7 @@ class LinkStatus:
 
 
 class Module:
-    """One QKD module. ``await start()``, then ``await stop()``; ``failed`` is set on fatal errors."""
+    """One QKD module. ``await start()``, then ``await stop()``; ``failed`` on fatal errors."""
 
     def __init__(self, config: ModuleConfig) -> None:
         self.config = config
@@ -164,7 +163,7 @@ class Module:
         self.quantum_port = config.quantum_port
         self.classical_port = config.classical_port
         self._tasks: list[asyncio.Task[None]] = []
-        self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self._lock = asyncio.Lock()
         self._session_lock = asyncio.Lock()
@@ -172,13 +171,19 @@ class Module:
         self._paused = False
         self._session: _Session | None = None
         self._block_seconds: dict[int, float] = {}
+        self._pending_classical: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._pending_quantum: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.config
-        self.store = ModuleStore(cfg.data_dir)
-        key = cfg.initial_auth_key.read_bytes()
+        try:
+            key = cfg.initial_auth_key.read_bytes()
+        except OSError as e:
+            raise ValueError(f"[classical_channel] initial_auth_key: cannot read "
+                             f"{cfg.initial_auth_key}: {e.strerror}") from None
         halves = split_initial_key(key)
+        self.store = ModuleStore(cfg.data_dir)
         self.store.init_auth(*halves)
         send_dir = 0 if self.role == "transmitter" else 1
         self.pad = AuthPad(self.role, self.store.chunks(), self.store.reservation(send_dir),
@@ -201,15 +206,11 @@ class Module:
         app, self.api = build_app(
             service, cfg, self._set_eve if self.role == "transmitter" else None
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
         nb = cfg.northbound
-        site = web.TCPSite(self._runner, nb.host, nb.port,
-                           ssl_context=server_context(nb.ca_cert, nb.cert, nb.key))
-        await site.start()
-        server: Any = site._server
-        if server is not None and server.sockets:
-            self.port = int(server.sockets[0].getsockname()[1])
+        self._listener = await start_server(
+            app, nb.host, nb.port, server_context(nb.ca_cert, nb.cert, nb.key), HttpLimits()
+        )
+        self.port = self._listener.port
         if self.role == "receiver":
             qs = await asyncio.start_server(self._accept_quantum, cfg.quantum_host,
                                             cfg.quantum_port)
@@ -248,8 +249,8 @@ class Module:
             self._session.close()
         for s in self._servers:
             s.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._listener is not None:
+            await self._listener.cleanup()
         self._save_status()
         self.store.close()
 
@@ -330,8 +331,8 @@ class Module:
         await self._maybe_session()
 
     async def _maybe_session(self) -> None:
-        c = getattr(self, "_pending_classical", None)
-        q = getattr(self, "_pending_quantum", None)
+        c = self._pending_classical
+        q = self._pending_quantum
         if c is None or q is None:
             return
         self._pending_classical = None

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from keyserver.etsi014 import messages as etsi014
 from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits, Status
-from keyserver.etsi014.server import Etsi014Api, Key, caller_id, json_response
+from keyserver.etsi014.server import Etsi014Api, Key, caller_id, guarded_app, json_response
 from keyserver.qkd.config import ModuleConfig
 from keyserver.qkd.store import ModuleStore
 
@@ -113,8 +113,7 @@ def build_app(
     service: ModuleKeyService, config: ModuleConfig, set_eve: Callable[[float], float] | None
 ) -> tuple[web.Application, Etsi014Api]:
     api = Etsi014Api(service)
-    app = web.Application(middlewares=[api.errors], client_max_size=etsi014.MAX_BODY_BYTES)
-    api.add_routes(app)
+    app = guarded_app(api, client_max_size=etsi014.MAX_BODY_BYTES)
 
     async def h_eve(request: web.Request) -> web.Response:
         if caller_id(request) != config.northbound.admin:

@@ -68,9 +68,9 @@ class LinkParams:
     eps_cor: float = 1e-15
     concentration: str = "chernoff"  # or "hoeffding" (Lim et al. 2014 as published)
     block_pulses: int = 0  # pulses per post-processing block; 0 = chosen for the distance
-    frame_pulses: int = 100_000_000  # pulses per quantum-channel frame (0.1 s at 1 GHz)
+    frame_pulses: int = 0  # pulses per quantum-channel frame; 0 = ~1e6 photons, at most 1e9
     max_block_seconds: float = 300.0  # longest block (link time) the automatic plan allows
-    max_block_sifted: int = 4_000_000  # largest key-basis block the automatic plan allows
+    max_block_sifted: int = 50_000_000  # largest key-basis block the automatic plan allows
     optimise: bool = True
     ec_efficiency_plan: float = 1.1  # f assumed when planning (the measured f is what counts)
 
@@ -111,8 +111,8 @@ class LinkParams:
             raise ValueError(f"concentration must be one of {', '.join(CONCENTRATIONS)}")
         if self.block_pulses < 0 or (0 < self.block_pulses < 10_000):
             raise ValueError("block_pulses must be 0 (automatic) or >= 10000")
-        if not 10_000 <= self.frame_pulses <= 2**32 - 1:
-            raise ValueError("frame_pulses must be in [10000, 2^32 - 1]")
+        if self.frame_pulses != 0 and not 10_000 <= self.frame_pulses <= 2**32 - 1:
+            raise ValueError("frame_pulses must be 0 (automatic) or in [10000, 2^32 - 1]")
         if self.max_block_seconds <= 0 or self.max_block_sifted < 10_000:
             raise ValueError("max_block_seconds > 0 and max_block_sifted >= 10000 required")
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from keyserver.qkd import messages as m
 from keyserver.qkd.cascade import CascadeAlice, CascadeBob, CascadeError, schedule
@@ -212,6 +213,78 @@ def block_secret_length(params: LinkParams, counts: BasisCounts, leaked: int) ->
     return finite_key(counts, params, leaked, probs)
 
 
+@njit(cache=True, nogil=True)
+def _sift_alice(
+    states: U8Array, bob_bases: U8Array
+) -> tuple[U8Array, U8Array, U8Array, U8Array, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Alice's bases, the intensities of matched clicks, her Z bits, her X bits, counts."""
+    n = states.shape[0]
+    bases = np.empty(n, dtype=np.uint8)
+    intens = np.empty(n, dtype=np.uint8)
+    zb = np.empty(n, dtype=np.uint8)
+    xb = np.empty(n, dtype=np.uint8)
+    nz = np.zeros(3, dtype=np.int64)
+    nx = np.zeros(3, dtype=np.int64)
+    m = 0
+    cz = 0
+    cx = 0
+    for i in range(n):
+        st = states[i]
+        basis = (st >> 1) & 1
+        bases[i] = basis
+        if basis == bob_bases[i]:
+            k = st >> 2
+            intens[m] = k
+            m += 1
+            if basis == 0:
+                zb[cz] = st & 1
+                cz += 1
+                nz[k] += 1
+            else:
+                xb[cx] = st & 1
+                cx += 1
+                nx[k] += 1
+    return bases, intens[:m], zb[:cz], xb[:cx], nz, nx
+
+
+@njit(cache=True, nogil=True)
+def _sift_bob(
+    alice_bases: U8Array, bob_bases: U8Array, bob_bits: U8Array, intens: U8Array, alice_x: U8Array
+) -> tuple[U8Array, npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
+    """Bob's Z bits and per-intensity counts (Z, X, X errors); -1 as last value if malformed."""
+    n = alice_bases.shape[0]
+    zb = np.empty(n, dtype=np.uint8)
+    nz = np.zeros(3, dtype=np.int64)
+    nx = np.zeros(3, dtype=np.int64)
+    mx = np.zeros(3, dtype=np.int64)
+    m = 0
+    cz = 0
+    cx = 0
+    for i in range(n):
+        if alice_bases[i] != bob_bases[i]:
+            continue
+        if m >= intens.shape[0]:
+            return zb[:0], nz, nx, mx, -1
+        k = intens[m]
+        m += 1
+        if k > 2:
+            return zb[:0], nz, nx, mx, -1
+        if bob_bases[i] == 0:
+            zb[cz] = bob_bits[i]
+            cz += 1
+            nz[k] += 1
+        else:
+            if cx >= alice_x.shape[0]:
+                return zb[:0], nz, nx, mx, -1
+            nx[k] += 1
+            if alice_x[cx] != bob_bits[i]:
+                mx[k] += 1
+            cx += 1
+    if m != intens.shape[0] or cx != alice_x.shape[0]:
+        return zb[:0], nz, nx, mx, -1
+    return zb[:cz], nz, nx, mx, 0
+
+
 # -- per-block state -----------------------------------------------------------------------------
 
 
@@ -312,6 +385,12 @@ class Alice(_Party):
         self.auth_available = (0, 0)  # bytes left per direction (set by the module)
         self.auth_used_per_block = 0
 
+    def reset(self) -> list[Output]:
+        out = super().reset()
+        for d in (self._sources, self._fresh, self._records, self._cascade):
+            d.clear()
+        return out
+
     def source_for(self, block: int) -> RandomSource:
         """Alice's random stream of a block (created fresh for each block)."""
         src = self._sources.get(block)
@@ -323,21 +402,26 @@ class Alice(_Party):
             self._records[block] = []
         return src
 
-    def on_frame(self, block: int, frame: int, offset: int, pulses: int, record: SourceRecord) -> None:
+    def on_frame(
+        self, block: int, frame: int, offset: int, pulses: int, record: SourceRecord
+    ) -> None:
         """Alice's record of a frame she sent (``offset`` = its first pulse in the block)."""
         self.source_for(block)
         b = self._blocks.get(block)
         if b is None:
             return
         b.stats.pulses += pulses
-        self._records[block].append((frame, offset, record))
+        glob = SourceRecord(record.positions.astype(np.uint64) + np.uint64(offset), record.states)
+        self._records[block].append((frame, offset, glob))
 
     def _states_at(self, block: int, positions: U64Array, frames_upto: int) -> U8Array:
         recs = self._records.get(block, [])
         states = np.zeros(positions.shape[0], dtype=np.uint8)
         have = np.zeros(positions.shape[0], dtype=bool)
-        for _, offset, rec in recs:
-            cand = rec.positions.astype(np.uint64) + np.uint64(offset)
+        for _, _, rec in recs:
+            cand = rec.positions.astype(np.uint64, copy=False)
+            if cand.shape[0] == 0 or cand[0] > positions[-1] or cand[-1] < positions[0]:
+                continue
             idx = match_sorted(cand, positions)
             hit = idx >= 0
             states[hit] = rec.states[idx[hit]]
@@ -386,22 +470,15 @@ class Alice(_Party):
             raise ProtocolError("detection at a pulse that was not sent")
         bob_bases = _unpack(msg.bases, msg.count, "Detections.bases")
         states = self._states_at(msg.block, positions, msg.frames_upto)
-        alice_bases = (states >> 1) & 1
-        matched = alice_bases == bob_bases
-        intensity = (states >> 2)[matched]
-        z = matched & (alice_bases == 0)
-        x = matched & (alice_bases == 1)
-        z_int = (states >> 2)[z]
-        x_int = (states >> 2)[x]
-        b.z_bits.append((states[z] & 1).astype(np.uint8))
+        alice_bases, intensity, z_bits, x_bits, nz, nx = _sift_alice(states, bob_bases)
+        b.z_bits.append(z_bits)
         for k in range(3):
-            b.n_z[k] += int(np.count_nonzero(z_int == k))
-            b.n_x[k] += int(np.count_nonzero(x_int == k))
+            b.n_z[k] += int(nz[k])
+            b.n_x[k] += int(nx[k])
         b.stats.detections += msg.count
         b.batches += 1
         reply = m.Sifting(
-            msg.block, msg.batch, _pack(alice_bases), intensity.astype(np.uint8).tobytes(),
-            _pack(states[x] & 1),
+            msg.block, msg.batch, _pack(alice_bases), intensity.tobytes(), _pack(x_bits)
         )
         if msg.last:
             b.sifting_done = True
@@ -458,9 +535,9 @@ class Alice(_Party):
                 if len(msg.lo) != 4 * count or len(msg.hi) != 4 * count or count == 0:
                     raise ProtocolError("parity request arrays differ in length")
                 passes = np.frombuffer(msg.passes, dtype=np.uint8)
-                lo = np.frombuffer(msg.lo, dtype="<u4").astype(np.int64)
-                hi = np.frombuffer(msg.hi, dtype="<u4").astype(np.int64)
-                parities = casc.answer(passes, lo, hi)
+                lo_r = np.frombuffer(msg.lo, dtype="<u4").astype(np.int64)
+                hi_r = np.frombuffer(msg.hi, dtype="<u4").astype(np.int64)
+                parities = casc.answer(passes, lo_r, hi_r)
         except CascadeError:
             return [self._abort(b, AbortReason.RECONCILIATION_FAILED),
                     Send(m.Abort(b.number, int(AbortReason.RECONCILIATION_FAILED)))]
@@ -547,6 +624,13 @@ class Bob(_Party):
         self._corrected: dict[int, list[U8Array]] = {}
         self._bases: dict[int, RandomSource] = {}
         self.stock = 0
+
+    def reset(self) -> list[Output]:
+        out = super().reset()
+        for d in (self._pending, self._pending_frames, self._pending_pulses, self._bob_bits,
+                  self._sent_bases, self._cascade, self._corrected):
+            d.clear()
+        return out
 
     def basis_source(self, block: int) -> RandomSource:
         """Bob's basis choices for a block (one stream per block)."""
@@ -635,27 +719,19 @@ class Bob(_Party):
         bob_bases, bob_bits = sent[0]
         count = bob_bases.shape[0]
         alice_bases = _unpack(msg.bases, count, "Sifting.bases")
-        matched = alice_bases == bob_bases
-        n_match = int(np.count_nonzero(matched))
-        if len(msg.intensities) != n_match:
-            raise ProtocolError("Sifting.intensities does not match the matched detections")
         intensity = np.frombuffer(msg.intensities, dtype=np.uint8)
-        if n_match and int(intensity.max()) > 2:
-            raise ProtocolError("intensity out of range")
-        m_bases = bob_bases[matched]
-        m_bits = bob_bits[matched]
-        x_sel = m_bases == 1
-        n_xm = int(np.count_nonzero(x_sel))
+        n_xm = int(np.count_nonzero((alice_bases == bob_bases) & (bob_bases == 1)))
         alice_x = _unpack(msg.x_bits, n_xm, "Sifting.x_bits")
+        z_bits, nz, nx, mx, status = _sift_bob(alice_bases, bob_bases, bob_bits, intensity,
+                                               alice_x)
+        if status != 0:
+            raise ProtocolError("Sifting does not match the detections (intensities, X bits)")
         sent.pop(0)
-        x_int = intensity[x_sel]
-        z_int = intensity[~x_sel]
-        wrong = m_bits[x_sel] != alice_x
         for k in range(3):
-            b.n_x[k] += int(np.count_nonzero(x_int == k))
-            b.m_x[k] += int(np.count_nonzero(wrong & (x_int == k)))
-            b.n_z[k] += int(np.count_nonzero(z_int == k))
-        self._bob_bits[msg.block].append(m_bits[~x_sel].astype(np.uint8))
+            b.n_x[k] += int(nx[k])
+            b.m_x[k] += int(mx[k])
+            b.n_z[k] += int(nz[k])
+        self._bob_bits[msg.block].append(z_bits)
         if not (b.sifting_done and not sent):
             return []
         return self._estimate(b)

@@ -65,32 +65,92 @@ def decode_states(words: U32Array, params: LinkParams) -> U8Array:
     t1 = round((params.p_signal + params.p_decoy) * _P16)
     tz = round(params.p_z * _P15)
     low = words & np.uint32(0xFFFF)
-    intensity = (low >= t0).astype(np.uint8) + (low >= t1).astype(np.uint8)
+    intensity: U8Array = ((low >= t0).astype(np.uint8) + (low >= t1).astype(np.uint8)).astype(
+        np.uint8
+    )
     basis = (((words >> np.uint32(16)) & np.uint32(0x7FFF)) >= tz).astype(np.uint8)
     bit = (words >> np.uint32(31)).astype(np.uint8)
-    out: U8Array = (intensity << 2) | (basis << 1) | bit
+    out: U8Array = ((intensity << 2) | (basis << 1) | bit).astype(np.uint8)
     return out
 
 
 def bernoulli_positions(rng: np.random.Generator, pulses: int, p: float) -> U32Array:
-    """Sorted positions in ``[0, pulses)`` of a Bernoulli(p) process (geometric gaps)."""
+    """Sorted positions in ``[0, pulses)`` of a Bernoulli(p) process.
+
+    The gaps are geometric, drawn exactly as ``1 + floor(E / -ln(1 - p))`` with E standard
+    exponential (numpy's ziggurat sampler, a few ns each)."""
     if p <= 0.0 or pulses <= 0:
         return np.zeros(0, dtype=np.uint32)
     if p >= 1.0:
         return np.arange(pulses, dtype=np.uint32)
+    rate = -math.log1p(-p)
     chunks: list[npt.NDArray[np.int64]] = []
     last = -1
     while True:
         expect = (pulses - 1 - last) * p
-        m = int(expect + 6.0 * math.sqrt(expect + 1.0) + 16)
-        pos = last + np.cumsum(rng.geometric(p, size=m), dtype=np.int64)
+        size = int(expect + 6.0 * math.sqrt(expect + 1.0) + 16)
+        gaps = (rng.standard_exponential(size) / rate).astype(np.int64) + 1
+        pos = last + np.cumsum(gaps)
         if pos[-1] >= pulses:
-            chunks.append(pos[pos < pulses])
+            chunks.append(pos[: np.searchsorted(pos, pulses)])
             break
         chunks.append(pos)
         last = int(pos[-1])
     out: U32Array = np.concatenate(chunks).astype(np.uint32)
     return out
+
+
+@njit(cache=True, nogil=True)
+def _deliver(
+    rng: np.random.Generator,
+    states: U8Array,
+    clean: npt.NDArray[np.float64],
+    eve: npt.NDArray[np.float64],
+    p_eve: float,
+    p_max: float,
+) -> tuple[npt.NDArray[np.bool_], U8Array]:
+    """Which candidates deliver a photon, and the photon's basis << 1 | bit (Eve included)."""
+    n = states.shape[0]
+    delivered = np.zeros(n, dtype=np.bool_)
+    photon = np.zeros(n, dtype=np.uint8)
+    for i in range(n):
+        st = states[i]
+        k = st >> 2
+        basis = (st >> 1) & 1
+        bit = st & 1
+        if p_eve > 0.0 and rng.random() < p_eve:
+            if rng.random() * p_max < eve[k]:
+                delivered[i] = True
+                eve_basis = np.uint8(1) if rng.random() < 0.5 else np.uint8(0)
+                eve_bit = bit if eve_basis == basis else (
+                    np.uint8(1) if rng.random() < 0.5 else np.uint8(0))
+                photon[i] = (eve_basis << 1) | eve_bit
+        elif rng.random() * p_max < clean[k]:
+            delivered[i] = True
+            photon[i] = (basis << 1) | bit
+    return delivered, photon
+
+
+@njit(cache=True, nogil=True)
+def _measure(
+    rng: np.random.Generator,
+    which: npt.NDArray[np.int64],
+    photon_states: U8Array,
+    bases: U8Array,
+    misalignment: float,
+) -> U8Array:
+    n = which.shape[0]
+    bits = np.empty(n, dtype=np.uint8)
+    for i in range(n):
+        w = which[i]
+        if w >= 0 and (photon_states[w] >> 1) == bases[i]:
+            b = photon_states[w] & 1
+            if rng.random() < misalignment:
+                b ^= 1
+            bits[i] = b
+        else:
+            bits[i] = 1 if rng.random() < 0.5 else 0
+    return bits
 
 
 @njit(cache=True, nogil=True)
@@ -143,7 +203,7 @@ class Photons:
 class SourceRecord:
     """Alice's record of one frame: the states of the candidate pulses (sorted positions)."""
 
-    positions: U32Array
+    positions: U32Array | U64Array  # within the frame (u32) or, at Alice, the block (u64)
     states: U8Array  # intensity << 2 | basis << 1 | bit
 
 
@@ -171,26 +231,8 @@ class Fibre:
         p_max = float(max(clean.max(), eve.max() if p_eve > 0 else 0.0))
         cand = bernoulli_positions(rng, pulses, p_max)
         states = decode_states(source.uint32(cand.shape[0]), self.params)
-        k = states >> 2
-        basis = (states >> 1) & 1
-        bit = states & 1
-        intercepted = rng.random(cand.shape[0]) < p_eve if p_eve > 0 else None
-        if intercepted is None:
-            accept = clean[k] / p_max
-        else:
-            accept = np.where(intercepted, eve[k], clean[k]) / p_max
-        delivered = rng.random(cand.shape[0]) < accept
-        photon_basis = basis.copy()
-        photon_bit = bit.copy()
-        if intercepted is not None:
-            eve_basis = rng.integers(0, 2, cand.shape[0], dtype=np.uint8)
-            eve_bit = np.where(eve_basis == basis, bit, rng.integers(0, 2, cand.shape[0]))
-            photon_basis = np.where(intercepted, eve_basis, basis).astype(np.uint8)
-            photon_bit = np.where(intercepted, eve_bit, bit).astype(np.uint8)
-        photons = Photons(
-            cand[delivered], ((photon_basis << 1) | photon_bit)[delivered].astype(np.uint8)
-        )
-        return SourceRecord(cand, states), photons
+        delivered, photon = _deliver(rng, states, clean, eve, p_eve, p_max)
+        return SourceRecord(cand, states), Photons(cand[delivered], photon[delivered])
 
 
 @dataclass(frozen=True)
@@ -214,18 +256,9 @@ class Detector:
         dark = bernoulli_positions(rng, pulses, self.params.dark_count)
         positions, which = merge_union(photons.positions, dark)
         n = positions.shape[0]
-        has_photon = which >= 0
-        at = np.maximum(which, 0)
         _, p_z = quantised_probabilities(self.params)
         bases = (1 - bob.bernoulli(n, p_z)).astype(np.uint8)  # 1 = X
-        random_bits = rng.integers(0, 2, n, dtype=np.uint8)
-        if photons.positions.shape[0]:
-            state = photons.states[at]
-            same = has_photon & ((state >> 1) == bases)
-            flip = (rng.random(n) < self.params.misalignment).astype(np.uint8)
-            bits = np.where(same, (state & 1) ^ flip, random_bits).astype(np.uint8)
-        else:
-            bits = random_bits
+        bits = _measure(rng, which, photons.states, bases, self.params.misalignment)
         return Detections(positions.astype(np.uint64), bases, bits)
 
 
@@ -274,7 +307,7 @@ def frame_body_size(header: bytes) -> int:
 def decode_frame(data: bytes) -> QuantumFrame:
     if len(data) < _FRAME_HEAD.size:
         raise QuantumChannelError("short quantum-channel frame")
-    magic, block, frame, pulses, count, last = _FRAME_HEAD.unpack_from(data)
+    _, block, frame, pulses, count, last = _FRAME_HEAD.unpack_from(data)
     body = frame_body_size(data[: _FRAME_HEAD.size])
     if len(data) != _FRAME_HEAD.size + body:
         raise QuantumChannelError("quantum-channel frame length does not match its header")

@@ -34,10 +34,15 @@ class BlockResult:
 
 class LinkSimulator:
     def __init__(self, params: LinkParams, seed: int | None = None) -> None:
-        self._run = LinkRun(dataclasses.replace(params), seed=seed, key_size=8)
+        self._params = params
+        self._seed = seed
+        self._run: LinkRun | None = None
 
     def run_block(self, pulses: int) -> BlockResult:
         size = max(pulses, MIN_BLOCK_PULSES)
+        if self._run is None or self._run.plan.block_pulses != size:
+            planned = dataclasses.replace(self._params, block_pulses=size)
+            self._run = LinkRun(planned, seed=self._seed, key_size=8)
         stats = self._run.run_block(size)
         alice = b"".join(self._run.last_keys["alice"]) if not stats.aborted else b""
         bob = b"".join(self._run.last_keys["bob"]) if not stats.aborted else None
@@ -47,3 +52,9 @@ class LinkSimulator:
             alice, stats.aborted, reason, size, size / self._run.plan.clock_hz, stats.qber,
             stats.secret_bits, eve, bob,
         )
+
+
+if __name__ == "__main__":  # the old command line: python -m keyserver.qkd.simulator ...
+    from keyserver.qkd.simulate import main
+
+    raise SystemExit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -104,10 +105,12 @@ def make_pair(
     distance_km: float = 10.0,
     block_pulses: int = 100_000_000,
     max_key_count: int = 64,
-    key_size: int = 256,
+    key_size: int = 1024,
     testing: bool = True,
     seed: int | None = 5,
     extra_params: str = "",
+    classical_connect_port: int | None = None,
+    classical_port: int | None = None,
 ) -> Pair:
     pki = directory / "pki"
     ca = CertificateAuthority.create(pki, "module CA")
@@ -119,7 +122,8 @@ def make_pair(
     fd = os.open(authkey, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(os.urandom(256 * 1024))
-    qport, cport = free_port(), free_port()
+    qport, cport = free_port(), classical_port or free_port()
+    ports_extra = {"classical": cport}
     ports = {"transmitter": free_port(), "receiver": free_port()}
     configs: dict[str, Path] = {}
     logs: dict[str, Path] = {}
@@ -127,6 +131,9 @@ def make_pair(
         ("transmitter", "QKD-tx", "nodeA", "nodeB", 0), ("receiver", "QKD-rx", "nodeB", "nodeA", 1)
     ):
         seed_line = f"seed = {seed + seed_off}" if seed is not None else ""
+        c_port = cport
+        if role == "transmitter" and classical_connect_port is not None:
+            c_port = classical_connect_port
         text = f"""
 [module]
 id = "{mid}"
@@ -158,11 +165,139 @@ block_pulses = {block_pulses}
 {extra_params}
 
 [classical_channel]
-address = "127.0.0.1:{cport}"
+address = "127.0.0.1:{c_port}"
 initial_auth_key = "link.authkey"
 """
         path = directory / f"{role}.toml"
         path.write_text(text)
         configs[role] = path
         logs[role] = directory / f"{role}.log"
+    ports.update(ports_extra)
     return Pair(directory, pki / "ca.pem", configs, ports, {}, logs)
+
+
+def key_windows(keys: list[bytes]) -> set[int]:
+    """Every byte-aligned 64-bit window of every key (bit offsets are covered by shifting the
+    record instead, see :func:`find_key_windows`)."""
+    out: set[int] = set()
+    for k in keys:
+        for i in range(len(k) - 7):
+            out.add(int.from_bytes(k[i : i + 8], "big"))
+    return out
+
+
+def find_key_windows(record: bytes, keys: list[bytes]) -> int:
+    """How many 64-bit windows of the keys occur in ``record`` at any bit offset.
+
+    Shift the record by 0..7 bits; read its windows at byte offsets r, r+8, ... as big-endian
+    u64 (no copies per window); a 2^24-entry table of the wanted windows' low bits filters,
+    an exact comparison confirms."""
+    import numpy as np
+
+    wanted = np.array(sorted(key_windows(keys)), dtype=np.uint64)
+    if wanted.size == 0 or len(record) < 9:
+        return 0
+    table = np.zeros(1 << 24, dtype=bool)
+    table[(wanted & np.uint64(0xFFFFFF)).astype(np.int64)] = True
+    bits = np.unpackbits(np.frombuffer(record, dtype=np.uint8))
+    hits = 0
+    for shift in range(8):
+        shifted = np.packbits(bits[shift:])
+        for r in range(8):
+            k = (shifted.shape[0] - r) // 8
+            if k <= 0:
+                continue
+            win = np.frombuffer(shifted[r : r + 8 * k].tobytes(), dtype=">u8").astype(np.uint64)
+            cand = win[table[(win & np.uint64(0xFFFFFF)).astype(np.int64)]]
+            if cand.size:
+                idx = np.minimum(np.searchsorted(wanted, cand), wanted.shape[0] - 1)
+                hits += int(np.count_nonzero(wanted[idx] == cand))
+    return hits
+
+
+class RecordingProxy:
+    """A loopback TCP proxy for the classical channel: records every byte each way, frame by
+    frame (16-byte nonce, then ``u32 length || frame``), and can inject whole frames."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target = target_port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = int(self.sock.getsockname()[1])
+        self.frames: list[tuple[str, bytes]] = []  # ("tx"|"rx", frame) in arrival order
+        self.raw: list[bytes] = []
+        self._lock = threading.Lock()
+        self._to_rx: list[socket.socket] = []
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._stop:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._to_rx.append(upstream)
+            threading.Thread(target=self._pipe, args=(client, upstream, "tx"), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, "rx"), daemon=True).start()
+
+    def _read(self, s: socket.socket, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = s.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError
+            buf += chunk
+        return buf
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, who: str) -> None:
+        try:
+            nonce = self._read(src, 16)
+            with self._lock:
+                self.raw.append(nonce)
+                dst.sendall(nonce)
+            while True:
+                head = self._read(src, 4)
+                body = self._read(src, int.from_bytes(head, "big"))
+                with self._lock:
+                    self.frames.append((who, body))
+                    self.raw.append(body)
+                    dst.sendall(head + body)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def inject_to_receiver(self, frame: bytes) -> None:
+        with self._lock:
+            up = self._to_rx[-1]
+            up.sendall(len(frame).to_bytes(4, "big") + frame)
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+
+
+def frame_intervals(frames: list[tuple[str, bytes]]) -> dict[int, list[tuple[int, int]]]:
+    """Pad intervals [position, position + size) used by the recorded frames, per direction."""
+    out: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
+    for _, f in frames:
+        flags, direction = f[1], f[2]
+        pos = int.from_bytes(f[3:11], "big")
+        out[direction].append((pos, pos + (32 if flags & 1 else 16)))
+    return out
