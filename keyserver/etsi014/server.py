@@ -433,11 +433,15 @@ class Listener:
         await self.runner.cleanup()
 
 
-def guarded_app(api: Etsi014Api, client_max_size: int = 1024**2) -> web.Application:
-    """An aiohttp application with the API's routes and the guard and error middlewares."""
+def guarded_app(
+    api: Etsi014Api, client_max_size: int = 1024**2, *, etsi_routes: bool = True
+) -> web.Application:
+    """An aiohttp application with the guard and error middlewares and (unless `etsi_routes`
+    is false: a KMS node's node-to-node listener) the API's routes."""
     app = web.Application(middlewares=[_track_request, api.errors], client_max_size=client_max_size)
     app.on_response_prepare.append(_server_header)
-    api.add_routes(app)
+    if etsi_routes:
+        api.add_routes(app)
     return app
 
 

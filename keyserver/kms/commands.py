@@ -1,4 +1,4 @@
-"""``qkd-keyserver serve`` (one KME from a config) and ``qkd-keyserver bench`` (key pairs/s)."""
+"""``qkd-keyserver node`` (one KMS node) and ``bench pair`` (key pairs/s through a demo)."""
 
 from __future__ import annotations
 
@@ -11,47 +11,47 @@ import sys
 from pathlib import Path
 
 
-async def _serve(config_path: Path) -> int:
-    from keyserver.kms.config import ConfigError, load_config
-    from keyserver.kms.kme import Kme
-    from keyserver.kms.store import StoreError
+async def _run_node(config_path: Path) -> int:
+    from keyserver.kms.node import KmsNode
+    from keyserver.kms.nodeconfig import ConfigError, load_node_config
+    from keyserver.kms.nodestore import StoreError
 
     try:
-        config = load_config(config_path)
+        config = load_node_config(config_path)
     except ConfigError as e:
-        print(f"qkd-keyserver serve: {e}", file=sys.stderr)
+        print(f"qkd-keyserver node: {e}", file=sys.stderr)
         return 2
-    kme = Kme(config)
+    node = KmsNode(config)
     try:
-        await kme.start()
+        await node.start()
     except (StoreError, OSError) as e:
-        print(f"qkd-keyserver serve: cannot start: {e}", file=sys.stderr)
+        print(f"qkd-keyserver node: cannot start: {e}", file=sys.stderr)
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for s in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(s, stop.set)
     stopped = asyncio.create_task(stop.wait())
-    failed = asyncio.create_task(kme.failed.wait())
+    failed = asyncio.create_task(node.failed.wait())
     await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
     failed.cancel()
-    await kme.stop()
-    if kme.failed.is_set():
-        print("qkd-keyserver serve: a background task failed (see the log)", file=sys.stderr)
+    await node.stop()
+    if node.failed.is_set():
+        print("qkd-keyserver node: a background task failed (see the log)", file=sys.stderr)
         return 1
     return 0
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def _cmd_node(args: argparse.Namespace) -> int:
     from keyserver.jsonlog import setup_logging
 
     setup_logging(os.environ.get("QKD_LOG_LEVEL", "INFO").upper())
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(_serve(Path(args.config)))
-    return uvloop.run(_serve(Path(args.config)))
+        return asyncio.run(_run_node(Path(args.config)))
+    return uvloop.run(_run_node(Path(args.config)))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -67,11 +67,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    s = sub.add_parser("serve", help="one KME, configured by a TOML file")
-    s.add_argument("--config", required=True)
-    s.set_defaults(func=_cmd_serve)
+    n = sub.add_parser("node", help="one KMS node of a QKD network, configured by a TOML file")
+    n.add_argument("--config", required=True, help="node config (qkd-keyserver network writes one)")
+    n.set_defaults(func=_cmd_node)
 
-    b = sub.add_parser("bench", help="enc_keys at A + dec_keys at B, from client processes")
+    from keyserver.network.commands import command_group
+
+    bench = command_group(sub, "bench", "benchmarks (bench network, bench pair, bench link)")
+    b = bench.add_parser("pair", help="enc_keys at KME-A + dec_keys at KME-B of a running demo")
     b.add_argument("--dir", required=True, help="the demo directory (reads demo.json)")
     b.add_argument("--seconds", type=float, default=10.0)
     b.add_argument("--workers", type=int, default=6, help="client processes")

@@ -1,10 +1,24 @@
-"""``qkd-keyserver demo``: the PKI, both KMEs and the simulated link, in the foreground."""
+"""``qkd-keyserver network`` (whole networks), ``network status|eve``, ``demo``, ``bench``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
+
+
+def command_group(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """The subcommands of group `name` (``bench``), created by whichever layer comes first."""
+    p = sub.choices.get(name)
+    if p is None:
+        p = sub.add_parser(name, help=help)
+        p.set_defaults(_group=p.add_subparsers(dest=f"{name}_command", required=True))
+    group: argparse._SubParsersAction[argparse.ArgumentParser] = p.get_default("_group")
+    return group
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -22,18 +36,187 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not 0.0 <= opts.eve_fraction <= 1.0:
         print("qkd-keyserver demo: --eve-fraction must be within 0..1", file=sys.stderr)
         return 2
+    if not 0.0 <= opts.distance_km <= 500:
+        print("qkd-keyserver demo: --distance-km must be within 0..500", file=sys.stderr)
+        return 2
+    if opts.max_key_count < 1:
+        print("qkd-keyserver demo: --max-key-count must be >= 1", file=sys.stderr)
+        return 2
     return Demo(opts).run()
 
 
+def _eve(values: list[str]) -> dict[str, float]:
+    out = {}
+    for v in values:
+        link, _, frac = v.partition("=")
+        try:
+            f = float(frac)
+        except ValueError:
+            raise SystemExit(f"qkd-keyserver network: --eve {v!r}: use LINK=FRACTION") from None
+        if not link or not 0 <= f <= 1:
+            raise SystemExit(f"qkd-keyserver network: --eve {v!r}: use LINK=FRACTION (0..1)")
+        out[link] = f
+    return out
+
+
+def _cmd_network(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        return _cmd_status(args)
+    if args.action == "eve":
+        return _cmd_eve(args)
+    from keyserver.network.foreground import run_foreground
+    from keyserver.network.launcher import Launcher
+    from keyserver.network.plan import Options, make_plan
+    from keyserver.network.topology import TopologyError, load_topology
+
+    prog = "qkd-keyserver network"
+    if args.topology is None or args.dir is None:
+        print(f"{prog}: --topology and --dir are required (or use `network status|eve`)",
+              file=sys.stderr)
+        return 2
+    try:
+        topo = load_topology(args.topology)
+    except TopologyError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    eve = _eve(args.eve or [])
+    unknown = sorted(set(eve) - {x.id for x in topo.links})
+    if unknown:
+        print(f"{prog}: --eve names link {unknown[0]!r}, not in topology {topo.name}",
+              file=sys.stderr)
+        return 2
+    if not 1 <= args.multipath <= 8:
+        print(f"{prog}: --multipath must be within 1..8", file=sys.stderr)
+        return 2
+    opts = Options(seed=args.seed, eve=eve, multipath=args.multipath,
+                   max_key_count=args.max_key_count)
+    launcher = Launcher(make_plan(Path(args.dir), topo, opts))
+
+    def outputs(la: Launcher) -> tuple[Path, dict[str, Any]]:
+        path = la.write_info()
+        return path, {"network_json": str(path), "topology": topo.name,
+                      "nodes": len(topo.nodes), "links": len(topo.links)}
+
+    def banner(la: Launcher, path: Path) -> list[str]:
+        saes = ", ".join(f"{s.id}@{s.node}" for s in topo.saes)
+        return ["", f"network {topo.name} ready: {len(topo.nodes)} nodes, {len(topo.links)} "
+                f"links, {topo.total_km():g} km of fibre; SAEs {saes}",
+                f"  profiles in {la.plan.directory / 'saes'}; details in {path}",
+                f"  from another terminal: qkd-keyserver network status --dir {args.dir}",
+                "  Ctrl-C stops every module and node.", ""]
+
+    return run_foreground(launcher, prog=prog, ready_event="network_ready", outputs=outputs,
+                          banner=banner, exit_on_child_death=False)
+
+
+def _load_info(prog: str, directory: str | None) -> dict[str, Any]:
+    if directory is None:
+        raise SystemExit(f"{prog}: --dir is required")
+    path = Path(directory) / "network.json"
+    if not path.exists():
+        path = Path(directory) / "demo.json"
+    try:
+        info: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise SystemExit(f"{prog}: no running network in {directory} (no network.json): start "
+                         f"`qkd-keyserver network --topology NAME --dir {directory}`") from None
+    return info
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from keyserver.network.stateclient import StateClient
+    from keyserver.network.status import collect, render, summarise
+    from keyserver.pki.certificates import CertPaths
+
+    info = _load_info("qkd-keyserver network status", args.dir)
+    client = StateClient(Path(info["node_ca_cert"]),
+                         CertPaths(Path(info["admin"]["node_cert"]),
+                                   Path(info["admin"]["node_key"])))
+    summary = summarise(info, collect(info, client))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print("\n".join(render(summary)))
+    return 0 if all(v["up"] for v in summary["nodes"].values()) else 1
+
+
+def _cmd_eve(args: argparse.Namespace) -> int:
+    from keyserver.network.stateclient import set_eve
+    from keyserver.pki.certificates import CertPaths
+
+    prog = "qkd-keyserver network eve"
+    info = _load_info(prog, args.dir)
+    if args.link not in info["links"]:
+        print(f"{prog}: no link {args.link!r}; links: {', '.join(info['links'])}",
+              file=sys.stderr)
+        return 2
+    if args.fraction is None or not 0 <= args.fraction <= 1:
+        print(f"{prog}: --fraction must be within 0..1", file=sys.stderr)
+        return 2
+    mid = info["links"][args.link]["eve_module"]
+    admin = CertPaths(Path(info["admin"]["module_cert"]), Path(info["admin"]["module_key"]))
+    try:
+        got = set_eve(info["modules"][mid]["url"], mid, Path(info["module_ca_cert"]), admin,
+                      args.fraction)
+    except OSError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"link": args.link, "module": mid, **got}))
+    return 0
+
+
+def _cmd_bench_network(args: argparse.Namespace) -> int:
+    from keyserver.network.bench import run_bench_network
+
+    return run_bench_network(args)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    d = sub.add_parser("demo", help="PKI, two KMEs and the simulated link, in the foreground")
+    d = sub.add_parser("demo", help="two KMS nodes and their QKD link (the pair topology)")
     d.add_argument("--dir", required=True, help="directory for PKI, configs, data, demo.json")
-    d.add_argument("--port-a", type=int, default=8441)
-    d.add_argument("--port-b", type=int, default=8442)
-    d.add_argument("--distance-km", type=float, default=10.0)
+    d.add_argument("--port-a", type=int, default=8441, help="SAE API of KME-A (default 8441)")
+    d.add_argument("--port-b", type=int, default=8442, help="SAE API of KME-B (default 8442)")
+    d.add_argument("--distance-km", type=float, default=10.0, help="fibre length (default 10)")
     d.add_argument("--eve-fraction", type=float, default=0.0,
-                   help="intercept-resend on this fraction of pulses (0..1)")
-    d.add_argument("--seed", type=int, default=None)
-    d.add_argument("--max-key-count", type=int, default=100_000,
-                   help="pool cap per direction, in keys of 256 bits")
+                   help="intercept-resend on this fraction of pulses, 0..1 (default 0)")
+    d.add_argument("--seed", type=int, default=None, help="seeded QKD simulation (testing)")
+    d.add_argument("--max-key-count", type=int, default=16_384,
+                   help="link-key stock cap per direction, keys of 256 bits (default 16384)")
     d.set_defaults(func=_cmd_demo)
+
+    n = sub.add_parser("network", help="a whole QKD network: every module and node, live state")
+    n.add_argument("--topology", help="shipped topology name (pair, beijing-hefei, hefei-metro) "
+                   "or a TOML file")
+    n.add_argument("--dir", help="network directory")
+    n.add_argument("--seed", type=int, default=None, help="seeded QKD simulation (testing)")
+    n.add_argument("--multipath", type=int, default=1,
+                   help="XOR shares over k node-disjoint routes (default 1)")
+    n.add_argument("--eve", action="append", metavar="LINK=FRACTION",
+                   help="start with an eavesdropper on a link (repeatable)")
+    n.add_argument("--max-key-count", type=int, default=16_384,
+                   help="link-key stock cap per direction, keys of 256 bits (default 16384)")
+    acts = n.add_subparsers(dest="action", required=False)
+    st = acts.add_parser("status", help="the state of a running network")
+    st.add_argument("--dir", required=True)
+    st.add_argument("--json", action="store_true")
+    ev = acts.add_parser("eve", help="put an eavesdropper on a link (or take it off: 0)")
+    ev.add_argument("--dir", required=True)
+    ev.add_argument("--link", required=True)
+    ev.add_argument("--fraction", type=float, required=True)
+    n.set_defaults(func=_cmd_network, action=None)
+
+    bench = command_group(sub, "bench", "benchmarks (bench network, bench link, bench pair)")
+    from keyserver.qkd.commands import register_bench
+
+    register_bench(bench)
+    b = bench.add_parser("network", help="concurrent AES/OTP call key demands over a route")
+    b.add_argument("--topology", default="beijing-hefei")
+    b.add_argument("--dir", required=True, help="work directory (a network is started there)")
+    b.add_argument("--from", dest="src", default="alice", help="master SAE (default alice)")
+    b.add_argument("--to", dest="dst", default="bob", help="slave SAE (default bob)")
+    b.add_argument("--seconds", type=float, default=20.0, help="per load step (default 20)")
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--wait", type=float, default=900.0,
+                   help="longest wait for the route to hold key, s (default 900)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=_cmd_bench_network)

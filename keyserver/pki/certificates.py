@@ -1,8 +1,9 @@
-"""A small X.509 PKI for the demo and the tests: a CA, KME and SAE certificates.
+"""A small X.509 CA: it issues client and server certificates (EC P-256, SHA-256).
 
-Identity convention (documented in docs/keyserver.md): an SAE's or KME's ID is the subject
-common name (CN) of its certificate. KME certificates also carry the host names / addresses they
-serve on (DNS and IP subjectAltNames) so clients can verify them as servers.
+Identity convention (documented in docs/keyserver.md): an SAE's, node's or module's ID is the
+subject common name (CN) of its certificate. Server certificates also carry the host names /
+addresses they serve on (DNS and IP subjectAltNames) so clients can verify them as servers.
+The trust domains of a network, each with its own CA, are in :mod:`keyserver.pki.domains`.
 """
 
 from __future__ import annotations
@@ -157,41 +158,3 @@ class CertificateAuthority:
 
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
-
-
-@dataclass(frozen=True)
-class DemoPki:
-    """The demo's PKI: CA, two KMEs (A, B) and two SAEs (alice at A, bob at B)."""
-
-    ca: Path
-    kme_a: CertPaths
-    kme_b: CertPaths
-    alice: CertPaths
-    bob: CertPaths
-
-
-def ensure_demo_pki(
-    directory: Path,
-    *,
-    kme_a_id: str = "KME-A",
-    kme_b_id: str = "KME-B",
-    alice_id: str = "alice",
-    bob_id: str = "bob",
-) -> DemoPki:
-    """Create the demo PKI in `directory` unless it is already there (then reuse it)."""
-    directory = directory.resolve()
-    pki_dir = directory / "pki"
-    ca_path = pki_dir / "ca.pem"
-    names = {"kme-a": kme_a_id, "kme-b": kme_b_id, alice_id: alice_id, bob_id: bob_id}
-    done = ca_path.exists() and all((pki_dir / f"{stem}.pem").exists() for stem in names)
-    if not done:
-        ca = CertificateAuthority.create(pki_dir)
-        ca.issue(pki_dir, "kme-a", kme_a_id, server_names=LOCAL_NAMES)
-        ca.issue(pki_dir, "kme-b", kme_b_id, server_names=LOCAL_NAMES)
-        ca.issue(pki_dir, alice_id, alice_id)
-        ca.issue(pki_dir, bob_id, bob_id)
-
-    def p(stem: str) -> CertPaths:
-        return CertPaths(pki_dir / f"{stem}.pem", pki_dir / f"{stem}.key")
-
-    return DemoPki(ca_path, p("kme-a"), p("kme-b"), p(alice_id), p(bob_id))

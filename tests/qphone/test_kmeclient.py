@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from keyserver.kms.kme import Kme
 from qphone.core.qkd import QkdKey
 from qphone.kmeclient import (
     KmeClient,
@@ -22,10 +21,13 @@ from qphone.profile import load_profile
 from tests.support.kme_fixtures import (
     DeterministicSource,
     KmePki,
+    PairEnd,
     make_pki,
     running_pair,
 )
 from tests.support.profiles import write_profile
+
+Pair = tuple[PairEnd, PairEnd]
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +35,18 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> KmePki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def client(pki: KmePki, kme: Kme, who: str) -> KmeClient:
+def client(pki: KmePki, kme: PairEnd, who: str) -> KmeClient:
     certs = {"alice": pki.demo.alice, "bob": pki.demo.bob, "mallory": pki.mallory}[who]
     return KmeClient(kme.url, ca_cert=pki.demo.ca, client_cert=certs.cert, client_key=certs.key)
 
 
 @pytest.fixture
-async def pair(pki: KmePki, tmp_path: Path) -> AsyncIterator[tuple[Kme, Kme]]:
+async def pair(pki: KmePki, tmp_path: Path) -> AsyncIterator[Pair]:
     async with running_pair(pki.demo, tmp_path) as p:
         yield p
 
 
-async def test_status_enc_dec(pki: KmePki, pair: tuple[Kme, Kme]) -> None:
+async def test_status_enc_dec(pki: KmePki, pair: Pair) -> None:
     a, b = pair
     async with client(pki, a, "alice") as alice, client(pki, b, "bob") as bob:
         st = await alice.status("bob")
@@ -53,7 +55,8 @@ async def test_status_enc_dec(pki: KmePki, pair: tuple[Kme, Kme]) -> None:
         assert st.link["blocks_ok"] > 0
         keys = await alice.enc_keys("bob", 3, 1024)
         assert all(isinstance(k, QkdKey) and k.bits == 1024 for k in keys)
-        assert (await alice.status("bob")).stored_key_count == st.stored_key_count - 12
+        # 3 x 1024 bits, plus the 256-bit one-time MAC key of the relay message
+        assert (await alice.status("bob")).stored_key_count == st.stored_key_count - 13
         ids = [k.key_id for k in keys]
         got = await bob.dec_keys("alice", ids[::-1])
         assert got == keys[::-1]
@@ -64,9 +67,7 @@ async def test_status_enc_dec(pki: KmePki, pair: tuple[Kme, Kme]) -> None:
         assert default[0].bits == 256
 
 
-async def test_typed_errors(
-    pki: KmePki, pair: tuple[Kme, Kme], free_port: Callable[[], int]
-) -> None:
+async def test_typed_errors(pki: KmePki, pair: Pair, free_port: Callable[[], int]) -> None:
     a, b = pair
     async with client(pki, a, "mallory") as mallory:
         with pytest.raises(KmeRejected) as e:
@@ -96,7 +97,7 @@ async def test_typed_errors(
             await dead.status("bob")
 
 
-async def test_wrong_ca_is_unavailable_naming_ca_cert(pki: KmePki, pair: tuple[Kme, Kme]) -> None:
+async def test_wrong_ca_is_unavailable_naming_ca_cert(pki: KmePki, pair: Pair) -> None:
     a, _ = pair
     rogue_ca = pki.rogue.cert.parent / "ca.pem"
     c = KmeClient(
@@ -124,13 +125,14 @@ async def test_out_of_keys_when_the_kme_pool_is_empty(pki: KmePki, tmp_path: Pat
         while a.stored_key_count() < 128:
             await asyncio.sleep(0.01)
         async with client(pki, a, "alice") as alice:
-            keys = [(await alice.enc_keys("bob", 1, 8192))[0] for _ in range(4)]  # the pool
-            assert len({k.material for k in keys}) == 4
+            # 4 kB for A's masters: 3 x (1 kB + a 32-byte one-time MAC key per relay)
+            keys = [(await alice.enc_keys("bob", 1, 8192))[0] for _ in range(3)]
+            assert len({k.material for k in keys}) == 3
             with pytest.raises(KmeOutOfKeys):
                 await alice.enc_keys("bob", 1, 8192)
 
 
-async def test_client_from_profile(pki: KmePki, pair: tuple[Kme, Kme], tmp_path: Path) -> None:
+async def test_client_from_profile(pki: KmePki, pair: Pair, tmp_path: Path) -> None:
     a, _ = pair
     prof = load_profile(write_profile(tmp_path / "alice.toml", pki, **{"kme.url": a.url}))
     async with KmeClient.from_profile(prof) as c:

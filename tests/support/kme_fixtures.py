@@ -1,56 +1,57 @@
-"""Shared helpers for the keyserver tests: PKI, configs, a deterministic key source, a KME pair."""
+"""A KMS node pair for tests of ETSI 014 clients: two real nodes (real HTTPS) in this process.
+
+The pair is the ``pair`` topology (nodes ``KME-A`` with alice and ``KME-B`` with bob; more SAEs
+on request) on one :class:`tests.support.node_fixtures.MemoryLink`. :class:`DeterministicSource`
+says what that link produces. ``running_pair`` yields two :class:`PairEnd` objects (the node,
+its URL, its stock in keys, the link's counters).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from keyserver.etsi014.messages import Limits
-from keyserver.etsi014.server import HttpLimits
-from keyserver.kms.config import KmeConfig, LinkConfig, PeerConfig, TlsConfig
-from keyserver.kms.kme import Kme
-from keyserver.kms.link import BlockOutcome
-from keyserver.pki.certificates import CertificateAuthority, CertPaths, DemoPki, ensure_demo_pki
+from keyserver.kms.node import KmsNode
+from keyserver.kms.nodeconfig import load_node_config
+from keyserver.network.plan import Options, make_plan, write_configs
+from keyserver.network.topology import LinkSpec, NodeSpec, SaeSpec, Topology
+from keyserver.pki.certificates import CertificateAuthority, CertPaths
+from keyserver.pki.domains import NetworkPki
 from keyserver.pki.tls import client_context
+from tests.support.node_fixtures import MemoryLink, wait_for
+
+__all__ = [
+    "DeterministicSource",
+    "KmePki",
+    "PairEnd",
+    "free_port",
+    "make_pki",
+    "running_pair",
+    "sae_client",
+    "sync_ctx",
+    "wait_for",
+]
 
 
+@dataclass(frozen=True)
 class DeterministicSource:
-    """Test stand-in for the BB84 link: seeded random blocks, instantly, optionally some aborted."""
+    """What the pair's QKD link produces: seeded keys; `abort_every=1`: every block aborted
+    (eavesdropper alarm); `limit`: only `limit` blocks of `block_bytes` in all (the nodes share
+    them between the two directions)."""
 
-    def __init__(
-        self,
-        seed: int = 7,
-        block_bytes: int = 10_000,
-        abort_every: int = 0,
-        limit: int | None = None,
-    ) -> None:
-        self._rng = random.Random(seed)
-        self._block = block_bytes
-        self._abort_every = abort_every
-        self._limit = limit
-        self._n = 0
-
-    async def next_block(self) -> BlockOutcome:
-        await asyncio.sleep(0)
-        if self._limit is not None and self._n >= self._limit:
-            await asyncio.Event().wait()  # the link went quiet
-        self._n += 1
-        if self._abort_every and self._n % self._abort_every == 0:
-            return BlockOutcome(b"", True, "qber_above_threshold", 0.2, 0.01, 10**6, True)
-        return BlockOutcome(self._rng.randbytes(self._block), False, None, 0.02, 0.01, 10**6)
-
-    async def aclose(self) -> None:
-        return None
+    seed: int = 7
+    block_bytes: int = 10_000
+    abort_every: int = 0
+    limit: int | None = None
 
 
 def free_port() -> int:
@@ -60,64 +61,128 @@ def free_port() -> int:
 
 
 @dataclass(frozen=True)
+class DemoPki:
+    network: NetworkPki
+    ca: Path  # the SAE CA
+    alice: CertPaths
+    bob: CertPaths
+
+
+@dataclass(frozen=True)
 class KmePki:
     demo: DemoPki
-    mallory: CertPaths  # signed by the right CA, but not registered at any KME
+    mallory: CertPaths  # signed by the SAE CA, but not registered at any node
     rogue: CertPaths  # signed by another CA, CN "alice"
-    carol: CertPaths  # a second SAE at KME A
-    dave: CertPaths  # a second SAE at KME B
+    carol: CertPaths  # a second SAE at KME-A
+    dave: CertPaths  # a second SAE at KME-B
 
 
 def make_pki(directory: Path) -> KmePki:
-    demo = ensure_demo_pki(directory)
-    ca = CertificateAuthority.load(directory / "pki")
-    mallory = ca.issue(directory / "pki", "mallory", "mallory")
+    net = NetworkPki(directory / "pki")
+    demo = DemoPki(net, net.ca_cert("sae"), net.sae("alice"), net.sae("bob"))
     rogue_ca = CertificateAuthority.create(directory / "rogue", name="rogue CA")
     rogue = rogue_ca.issue(directory / "rogue", "alice-rogue", "alice")
-    carol = ca.issue(directory / "pki", "carol", "carol")
-    dave = ca.issue(directory / "pki", "dave", "dave")
-    return KmePki(demo, mallory, rogue, carol, dave)
+    return KmePki(demo, net.sae("mallory"), rogue, net.sae("carol"), net.sae("dave"))
 
 
-def pair_configs(
+class PairEnd:
+    """One node of the pair, with what client tests look at."""
+
+    def __init__(self, node: KmsNode, link: MemoryLink, key_size: int) -> None:
+        self.node = node
+        self.stats = link
+        self._key_size = key_size
+
+    @property
+    def url(self) -> str:
+        return self.node.sae_url
+
+    @property
+    def port(self) -> int:
+        return self.node.sae_port
+
+    @property
+    def _listener(self) -> Any:
+        return self.node._listener
+
+    @property
+    def store(self) -> Any:
+        return self.node.store
+
+    def stored_key_count(self) -> int:
+        """Keys of key_size this node can still relay to the other (its stream on the link)."""
+        lid = next(iter(self.node.links))
+        return 8 * self.node.store.stock_bytes(lid, self.node.id) // self._key_size
+
+
+def _pair_topology(local_a: tuple[str, ...], local_b: tuple[str, ...]) -> Topology:
+    return Topology(
+        "pair",
+        "test pair",
+        (NodeSpec("KME-A", "A"), NodeSpec("KME-B", "B")),
+        (LinkSpec("A-B", "KME-A", "KME-B", 10.0),),
+        tuple(SaeSpec(s, "KME-A") for s in local_a) + tuple(SaeSpec(s, "KME-B") for s in local_b),
+    )
+
+
+@asynccontextmanager
+async def running_pair(
     pki: DemoPki,
     data_root: Path,
     *,
-    port_a: int | None = None,
-    port_b: int | None = None,
+    source: DeterministicSource | None = None,
+    fill: bool = True,
     max_key_count: int = 2000,
-    limits: Limits | None = None,
     local_a: tuple[str, ...] = ("alice",),
     local_b: tuple[str, ...] = ("bob",),
-    http: HttpLimits | None = None,
-) -> tuple[KmeConfig, KmeConfig]:
-    pa = port_a or free_port()
-    pb = port_b or free_port()
-    lim = limits or Limits()
-    a = KmeConfig(
-        id="KME-A",
-        host="127.0.0.1",
-        port=pa,
-        data_dir=data_root / "kme-a",
-        tls=TlsConfig(pki.ca, pki.kme_a.cert, pki.kme_a.key),
-        limits=lim,
-        max_key_count=max_key_count,
-        local_sae=local_a,
-        peer=PeerConfig("KME-B", f"https://127.0.0.1:{pb}", local_b),
-        link=LinkConfig(role="source"),
-        http=http or HttpLimits(),
+    **options: Any,
+) -> AsyncIterator[tuple[PairEnd, PairEnd]]:
+    """Both nodes (real HTTPS on loopback); with `fill`, wait until each direction holds
+    `max_key_count` keys of 256 bits and the link has stopped producing."""
+    src = source or DeterministicSource()
+    topo = _pair_topology(local_a, local_b)
+    opts = Options(testing=True, max_key_count=max_key_count, **options)
+    plan = make_plan(data_root, topo, opts)
+    write_configs(plan, pki.network)
+    cap_bytes = max_key_count * opts.key_size // 8
+    link = MemoryLink(
+        src.seed, key_bits=1024, keys_per_poll=512 if fill else max(1, src.block_bytes // 128)
     )
-    b = replace(
-        a,
-        id="KME-B",
-        port=pb,
-        data_dir=data_root / "kme-b",
-        tls=TlsConfig(pki.ca, pki.kme_b.cert, pki.kme_b.key),
-        local_sae=local_b,
-        peer=PeerConfig("KME-A", f"https://127.0.0.1:{pa}", local_a),
-        link=LinkConfig(role="sink"),
-    )
-    return a, b
+    if src.abort_every:
+        link.alarm = True
+    if src.limit is not None:
+        link.budget = src.limit * src.block_bytes // 128
+    elif fill:
+        link.budget = 2 * -(-cap_bytes // 128)  # exactly enough to fill both directions
+    nodes = {}
+    for n in ("KME-A", "KME-B"):
+        cfg = load_node_config(plan.nodes[n].config)
+        nodes[n] = KmsNode(cfg, {"A-B": link.end(n == "KME-A")})
+    await asyncio.gather(*(x.start() for x in nodes.values()))
+    a = PairEnd(nodes["KME-A"], link, opts.key_size)
+    b = PairEnd(nodes["KME-B"], link, opts.key_size)
+    try:
+        await wait_for(
+            lambda: all(lk.synced for x in nodes.values() for lk in x.links.values()),
+            what="the pair to sync",
+        )
+        if fill:
+            await wait_for(
+                lambda: (
+                    a.stored_key_count() >= max_key_count and b.stored_key_count() >= max_key_count
+                ),
+                what="key pool to fill",
+            )
+        await wait_for(
+            lambda: (
+                a.node.lsdb.fresh("KME-B", time.monotonic()) is not None
+                and b.node.lsdb.fresh("KME-A", time.monotonic()) is not None
+            ),
+            what="link-state advertisements",
+        )
+        yield a, b
+    finally:
+        await asyncio.gather(*(x.stop() for x in nodes.values()))
 
 
 def sae_client(pki: DemoPki, url: str, who: CertPaths | None, **kw: Any) -> httpx.AsyncClient:
@@ -127,38 +192,3 @@ def sae_client(pki: DemoPki, url: str, who: CertPaths | None, **kw: Any) -> http
 
 def sync_ctx(pki: DemoPki, who: CertPaths | None) -> ssl.SSLContext:
     return client_context(pki.ca, who.cert if who else None, who.key if who else None)
-
-
-async def wait_for(cond: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-@asynccontextmanager
-async def running_pair(
-    pki: DemoPki, data_root: Path, *, source: Any = None, fill: bool = True, **kw: Any
-) -> AsyncIterator[tuple[Kme, Kme]]:
-    """Both KMEs in this event loop (real HTTPS on loopback), fed by a deterministic source."""
-    ca, cb = pair_configs(pki, data_root, **kw)
-    a = Kme(ca, source=source or DeterministicSource(), pace=False)
-    b = Kme(cb)
-    await b.start()
-    await a.start()
-    try:
-        if fill:
-            cap = ca.max_key_count
-            await wait_for(  # full in both directions, everything pushed: production is idle
-                lambda: (
-                    a.stored_key_count() >= cap
-                    and b.stored_key_count() >= cap
-                    and not a.store.pending_segments(1)
-                ),
-                what="key pool to fill",
-            )
-        yield a, b
-    finally:
-        await a.stop()
-        await b.stop()

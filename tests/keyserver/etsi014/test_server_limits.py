@@ -1,4 +1,4 @@
-"""The ETSI 014 listener's hardening, over real TLS against a real KME: timeouts, caps, errors.
+"""The ETSI 014 listener's hardening, over real TLS against a KMS node: timeouts, caps, errors.
 
 Slow or silent clients are cut off, a client can hold only so many connections, and every error
 (HTTP parse errors too) is a JSON error object that echoes nothing and names no versions.
@@ -17,8 +17,7 @@ import pytest
 
 from keyserver.etsi014.openapi import OPENAPI_PATH
 from keyserver.etsi014.server import SERVER_NAME, HttpLimits
-from keyserver.kms.kme import Kme
-from tests.support.kme_fixtures import KmePki, make_pki, running_pair, sae_client, sync_ctx
+from tests.support.kme_fixtures import KmePki, PairEnd, make_pki, running_pair, sae_client, sync_ctx
 
 LIMITS = HttpLimits(header_timeout=0.5, body_timeout=0.5, max_connections_per_client=4)
 STATUS = "/api/v1/keys/bob/status"
@@ -30,13 +29,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> KmePki:
 
 
 @pytest.fixture
-async def kme(pki: KmePki, tmp_path: Path) -> AsyncIterator[Kme]:
+async def kme(pki: KmePki, tmp_path: Path) -> AsyncIterator[PairEnd]:
     async with running_pair(pki.demo, tmp_path, http=LIMITS, max_key_count=50) as (a, _b):
         yield a
 
 
 async def _connect(
-    kme: Kme, ctx: ssl.SSLContext
+    kme: PairEnd, ctx: ssl.SSLContext
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection("127.0.0.1", kme.port, ssl=ctx)
 
@@ -55,7 +54,7 @@ def _response(raw: bytes) -> tuple[int, dict[str, str], dict[str, object]]:
 
 
 @pytest.mark.parametrize("with_cert", [True, False])
-async def test_a_half_sent_header_is_cut_off(kme: Kme, pki: KmePki, with_cert: bool) -> None:
+async def test_a_half_sent_header_is_cut_off(kme: PairEnd, pki: KmePki, with_cert: bool) -> None:
     reader, writer = await _connect(kme, sync_ctx(pki.demo, pki.demo.alice if with_cert else None))
     writer.write(b"GET " + STATUS.encode() + b" HTTP/1.1\r\nHost: kme\r\n")  # never finished
     await writer.drain()
@@ -63,13 +62,13 @@ async def test_a_half_sent_header_is_cut_off(kme: Kme, pki: KmePki, with_cert: b
     writer.close()
 
 
-async def test_a_silent_connection_is_cut_off(kme: Kme, pki: KmePki) -> None:
+async def test_a_silent_connection_is_cut_off(kme: PairEnd, pki: KmePki) -> None:
     reader, writer = await _connect(kme, sync_ctx(pki.demo, pki.demo.alice))
     assert await _closed_by_server(reader) == b""
     writer.close()
 
 
-async def test_a_slow_body_gets_a_json_400(kme: Kme, pki: KmePki) -> None:
+async def test_a_slow_body_gets_a_json_400(kme: PairEnd, pki: KmePki) -> None:
     reader, writer = await _connect(kme, sync_ctx(pki.demo, pki.demo.alice))
     writer.write(
         b"POST /api/v1/keys/bob/enc_keys HTTP/1.1\r\nHost: kme\r\nContent-Type: application/json"
@@ -83,7 +82,7 @@ async def test_a_slow_body_gets_a_json_400(kme: Kme, pki: KmePki) -> None:
     writer.close()
 
 
-async def test_connections_per_client_are_capped(kme: Kme, pki: KmePki) -> None:
+async def test_connections_per_client_are_capped(kme: PairEnd, pki: KmePki) -> None:
     ctx = sync_ctx(pki.demo, pki.demo.alice)
     held = [await _connect(kme, ctx) for _ in range(LIMITS.max_connections_per_client)]
     reader, writer = await _connect(kme, ctx)  # one too many: closed at once
@@ -102,7 +101,7 @@ async def test_connections_per_client_are_capped(kme: Kme, pki: KmePki) -> None:
     assert kme._listener.counter.refused >= 1
 
 
-async def test_unparsable_request_gets_json_that_echoes_nothing(kme: Kme, pki: KmePki) -> None:
+async def test_unparsable_request_gets_json_that_echoes_nothing(kme: PairEnd, pki: KmePki) -> None:
     reader, writer = await _connect(kme, sync_ctx(pki.demo, pki.demo.alice))
     writer.write(b"GET /\x01<script>evil</script> HTTP/1.1\r\nHost: kme\r\n\r\n")
     await writer.drain()
@@ -116,7 +115,7 @@ async def test_unparsable_request_gets_json_that_echoes_nothing(kme: Kme, pki: K
     writer.close()
 
 
-async def test_wrong_method_is_405_with_allow_and_json(kme: Kme, pki: KmePki) -> None:
+async def test_wrong_method_is_405_with_allow_and_json(kme: PairEnd, pki: KmePki) -> None:
     async with sae_client(pki.demo, kme.url, pki.demo.alice) as alice:
         r = await alice.put("/api/v1/keys/bob/enc_keys", json={})
     assert r.status_code == 405
@@ -125,7 +124,7 @@ async def test_wrong_method_is_405_with_allow_and_json(kme: Kme, pki: KmePki) ->
     assert r.headers["Server"] == SERVER_NAME
 
 
-async def test_openapi_needs_a_client_certificate(kme: Kme, pki: KmePki) -> None:
+async def test_openapi_needs_a_client_certificate(kme: PairEnd, pki: KmePki) -> None:
     async with sae_client(pki.demo, kme.url, None) as anonymous:
         r = await anonymous.get(OPENAPI_PATH)
     assert r.status_code == 401
@@ -135,7 +134,7 @@ async def test_openapi_needs_a_client_certificate(kme: Kme, pki: KmePki) -> None
 
 
 async def test_client_disconnect_is_not_an_error(
-    kme: Kme, pki: KmePki, caplog: pytest.LogCaptureFixture
+    kme: PairEnd, pki: KmePki, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     _reader, writer = await _connect(kme, sync_ctx(pki.demo, pki.demo.alice))

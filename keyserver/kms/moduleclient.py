@@ -1,0 +1,168 @@
+"""The node's ETSI GS QKD 014 client towards one of its QKD modules (or any ETSI 014 KME).
+
+The node is the module's only SAE: on the transmitter side it is the master (``enc_keys``
+with the remote node as slave), on the receiver side the slave (``dec_keys`` with the remote
+node as master). mTLS in the module trust domain; the module's certificate CN is pinned.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ssl
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import aiohttp
+
+from keyserver.kms.nodeconfig import ModuleRef, Tls
+from keyserver.pki.tls import client_context
+
+
+class ModuleUnavailable(Exception):
+    """The module did not answer (down, fibre cut, TLS failure) or answered 503."""
+
+
+class ModuleRefused(Exception):
+    """The module answered 400/401 (e.g. unknown key IDs)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"module answered {status}: {message}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ModuleStatus:
+    key_size: int  # bits
+    stored_key_count: int
+    max_key_per_request: int
+    link: dict[str, Any]  # status_extension.qkd_link (may be empty for a vendor KME)
+
+    @property
+    def state(self) -> str:
+        s = self.link.get("state")
+        return s if isinstance(s, str) else "running"
+
+    @property
+    def alarm(self) -> bool:
+        return self.link.get("eavesdropper_alarm") is True
+
+    @property
+    def qber(self) -> float | None:
+        for k in ("qber_ewma", "qber", "last_qber"):
+            v = self.link.get(k)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                return float(v)
+        return None
+
+    @property
+    def rate_bps(self) -> float:
+        v = self.link.get("key_rate_bps")
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
+
+
+def _int(obj: dict[str, Any], k: str) -> int:
+    v = obj.get(k)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ModuleUnavailable(f"module status: {k} missing or not an integer")
+    return v
+
+
+class ModuleApi(Protocol):
+    """What the node needs from a QKD module (or any ETSI 014 KME) on one of its links."""
+
+    async def status(self) -> ModuleStatus: ...
+
+    async def enc_keys(self, number: int, size_bits: int) -> list[tuple[uuid.UUID, bytes]]: ...
+
+    async def dec_keys(
+        self, key_ids: Sequence[uuid.UUID], size_bits: int
+    ) -> list[tuple[uuid.UUID, bytes]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ModuleClient:
+    """ETSI 014 over HTTPS to a module: the production :class:`ModuleApi`."""
+
+    def __init__(self, ref: ModuleRef, tls: Tls, remote_node: str, timeout: float = 3.0) -> None:
+        self.ref = ref
+        self._remote = quote(ref.remote_sae or remote_node, safe="")
+        self._ssl = client_context(tls.ca_cert, tls.cert, tls.key, expect_cn=ref.id)
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(2.0, timeout))
+        self._session: aiohttp.ClientSession | None = None
+
+    def _s(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=2),
+                timeout=self._timeout,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        url = f"{self.ref.url}/api/v1/keys/{self._remote}/{path}"
+        try:
+            async with self._s().request(method, url, json=body) as resp:
+                data = await resp.json(content_type=None)
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError, ssl.SSLError, OSError, ValueError) as e:
+            raise ModuleUnavailable(f"module {self.ref.id} at {self.ref.url}: {e!r}") from None
+        if status == 200:
+            return data
+        message = str(data.get("message", "")) if isinstance(data, dict) else ""
+        if status in (400, 401):
+            raise ModuleRefused(status, message)
+        raise ModuleUnavailable(f"module {self.ref.id} answered {status}: {message}")
+
+    async def status(self) -> ModuleStatus:
+        obj = await self._call("GET", "status")
+        if not isinstance(obj, dict):
+            raise ModuleUnavailable("module status is not an object")
+        ext = obj.get("status_extension")
+        link = ext.get("qkd_link") if isinstance(ext, dict) else None
+        return ModuleStatus(
+            _int(obj, "key_size"), _int(obj, "stored_key_count"),
+            _int(obj, "max_key_per_request"), link if isinstance(link, dict) else {},
+        )
+
+    async def enc_keys(self, number: int, size_bits: int) -> list[tuple[uuid.UUID, bytes]]:
+        return _keys(await self._call("POST", "enc_keys", {"number": number, "size": size_bits}),
+                     size_bits // 8, number)
+
+    async def dec_keys(
+        self, key_ids: Sequence[uuid.UUID], size_bits: int
+    ) -> list[tuple[uuid.UUID, bytes]]:
+        body = {"key_IDs": [{"key_ID": str(k)} for k in key_ids]}
+        got = _keys(await self._call("POST", "dec_keys", body), size_bits // 8, len(key_ids))
+        if [k for k, _ in got] != list(key_ids):
+            if {k for k, _ in got} != set(key_ids):
+                raise ModuleUnavailable("module returned other key IDs than asked for")
+            order = {k: i for i, k in enumerate(key_ids)}
+            got.sort(key=lambda kv: order[kv[0]])
+        return got
+
+
+def _keys(obj: Any, size: int, number: int) -> list[tuple[uuid.UUID, bytes]]:
+    if not isinstance(obj, dict) or not isinstance(obj.get("keys"), list):
+        raise ModuleUnavailable("module reply has no keys array")
+    out = []
+    for e in obj["keys"]:
+        try:
+            kid = uuid.UUID(e["key_ID"])
+            mat = base64.b64decode(e["key"], validate=True)
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            raise ModuleUnavailable("module reply has a malformed key entry") from None
+        if len(mat) != size:
+            raise ModuleUnavailable(f"module key has {len(mat)} bytes, expected {size}")
+        out.append((kid, mat))
+    if len(out) != number or len({k for k, _ in out}) != number:
+        raise ModuleUnavailable(f"module returned {len(out)} keys, expected {number}")
+    return out

@@ -1,0 +1,1091 @@
+"""A KMS node: ETSI 014 for its SAEs, link keys from its QKD modules, relay across the network.
+
+This is the asyncio adapter around the sans-I/O cores (:mod:`keyserver.kms.linkstream`,
+:mod:`keyserver.kms.relay`, :mod:`keyserver.kms.routing`) and the store
+(:mod:`keyserver.kms.nodestore`). Two listeners:
+
+* the **SAE API** (SAE trust domain): ETSI GS QKD 014 through :mod:`keyserver.etsi014.server`,
+  for a slave SAE at any node of the network;
+* the **node API** (node trust domain, client certificate required, caller CN pinned per
+  endpoint): ``/kms/v1/link/announce`` and ``/kms/v1/link/sync`` (neighbour on that link),
+  ``/kms/v1/lsa`` (neighbours), ``/kmapi/v1/ext_keys`` (the previous node of the route),
+  ``/kmapi/v1/ext_keys/ack`` (nodes of a relay this node started), ``/kmapi/v1/ext_keys/void``
+  (the relay's initiator), ``GET /kms/v1/state`` (the network admin certificate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from keyserver.etsi014 import messages as etsi014
+from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits, Status
+from keyserver.etsi014.server import (
+    Etsi014Api,
+    Key,
+    Listener,
+    caller_id,
+    guarded_app,
+    json_response,
+    start_server,
+)
+from keyserver.jsonlog import log
+from keyserver.kms import linkstream, relay
+from keyserver.kms.linkstream import StreamView, SyncState, SyncVerdict
+from keyserver.kms.moduleclient import (
+    ModuleApi,
+    ModuleClient,
+    ModuleRefused,
+    ModuleStatus,
+    ModuleUnavailable,
+)
+from keyserver.kms.nodeclient import NodeClient, NodeUnreachable
+from keyserver.kms.nodeconfig import NodeConfig
+from keyserver.kms.nodestore import (
+    Block,
+    FinalHop,
+    FinalOutcome,
+    HeldKey,
+    KeysNotFound,
+    NodeStore,
+    OutOfLinkKey,
+    RelayOut,
+    SliceUnavailable,
+    Spend,
+    StoreError,
+)
+from keyserver.kms.recorder import Recorder
+from keyserver.kms.relay import Ack, AckStatus, HopMessage, RelayFormatError, RelayHeader
+from keyserver.kms.routing import DownReason, LinkReport, LinkStateDb, Lsa, RouteDecision
+from keyserver.network.topology import LinkSpec
+from keyserver.pki.tls import server_context
+
+_LOG = logging.getLogger("keyserver.kms.node")
+MAX_NODE_BODY = 4 * 1024 * 1024
+MSG_OUT_OF_KEYS = "not enough key material available on KME; retry later"
+FAIR_WINDOW_S = 10.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class LocalLink:
+    """One of this node's links, as this node sees it."""
+
+    spec: LinkSpec
+    neighbour: str
+    transmitter: bool  # this node hosts the transmitter module (it draws and announces)
+    module: ModuleApi
+    status: ModuleStatus | None = None
+    module_error: str = ""
+    neighbour_ok: bool = True
+    synced: bool = False
+    desyncs: int = 0
+    in_flight: dict[int, int] = field(default_factory=dict)  # spend start -> count
+    announce_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    last_sync: float = 0.0  # monotonic time of the last sync exchange
+    bits_spent_payload: int = 0
+    bits_spent_auth: int = 0
+    bits_drawn: int = 0
+
+    def report(self, stock_bits: int) -> LinkReport:
+        st = self.status
+        reason: DownReason | None = None
+        if st is None:
+            reason = DownReason.MODULE_UNREACHABLE
+        elif st.alarm:
+            reason = DownReason.EAVESDROPPER
+        elif st.state == "aborted":
+            reason = DownReason.ABORTED
+        elif st.state != "running":
+            reason = DownReason.NOT_RUNNING
+        elif not self.neighbour_ok:
+            reason = DownReason.NEIGHBOUR_UNREACHABLE
+        elif not self.synced:
+            reason = DownReason.SYNCING
+        return LinkReport(
+            link=self.spec.id, up=reason is None, reason=reason,
+            alarm=bool(st and st.alarm), qber=st.qber if st else None,
+            rate_bps=st.rate_bps if st else 0.0, stock_bits=stock_bits,
+            module_state=st.state if st else "unreachable",
+        )
+
+
+@dataclass
+class _Waiting:
+    future: asyncio.Future[Ack]
+    nodes: set[str]
+    target: str
+
+
+@dataclass
+class PairStats:
+    relays: int = 0
+    failures: int = 0
+    last_ms: float = 0.0
+    total_ms: float = 0.0
+    last_route: tuple[tuple[str, ...], ...] = ()
+    link_bits: dict[str, int] = field(default_factory=dict)
+
+
+class KmsNode:
+    """``await start()``, then ``await stop()``."""
+
+    def __init__(
+        self, config: NodeConfig, modules: Mapping[str, ModuleApi] | None = None
+    ) -> None:
+        """`modules` (link ID -> module API) replaces the HTTPS module clients (tests)."""
+        self.config = config
+        self._modules = dict(modules or {})
+        self.id = config.id
+        self._limits = config.limits
+        self.api = Etsi014Api(self, config.http)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listeners: list[Listener] = []
+        self.failed = asyncio.Event()
+        self._waiting: dict[uuid.UUID, _Waiting] = {}
+        self._wake_acks = asyncio.Event()
+        self._wake_voids = asyncio.Event()
+        self._wake_lsa = asyncio.Event()
+        self._lsa_queue: dict[str, dict[str, Lsa]] = {}  # neighbour -> origin -> LSA to pass on
+        self.pairs: dict[tuple[str, str], PairStats] = {}
+        self._active: dict[str, dict[tuple[str, str], float]] = {}  # link -> pair -> last ask
+        self.counters: dict[str, int] = {
+            "relays_started": 0, "relays_delivered": 0, "relays_failed": 0, "hops_forwarded": 0,
+            "hops_refused": 0, "relays_received": 0, "voids_sent": 0, "voids_received": 0,
+            "held_expired": 0, "desyncs_repaired": 0, "announcements": 0,
+        }
+        self.sae_port = config.sae_api.port
+        self.node_port = config.node_api.port
+        self.recorder: Recorder | None = None
+        topo = config.topology
+        self.lsdb = LinkStateDb(((x.id, x.a, x.b) for x in topo.links), topo.node_ids(),
+                                config.lsa_max_age)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        if cfg.record_dir is not None:
+            self.recorder = Recorder(cfg.record_dir, self.id, cfg.record_view)
+        self.store = NodeStore(cfg.data_dir, self.id, synchronous=cfg.synchronous)
+        self.links: dict[str, LocalLink] = {}
+        for spec in cfg.local_links():
+            neighbour = spec.other(self.id)
+            self.store.init_link(spec.id, (spec.a, spec.b))
+            module = self._modules.get(spec.id) or ModuleClient(
+                cfg.module_for(spec.id), cfg.module_tls, neighbour
+            )
+            self.links[spec.id] = LocalLink(spec, neighbour, spec.a == self.id, module)
+        node_tls = cfg.node_api.tls
+        self.peers = {
+            n: NodeClient(n, cfg.node_urls[n], node_tls, self.recorder)
+            for n in cfg.topology.node_ids() if n != self.id and n in cfg.node_urls
+        }
+        voided = self.store.void_pending_relays(now_ms() + int(2 * cfg.relay_timeout * 1000))
+        if voided:
+            log(_LOG, logging.WARNING, "relays_voided_after_restart", count=voided)
+        self.sae_port = await self._listen(self._sae_app(), cfg.sae_api.host, cfg.sae_api.port,
+                                           cfg.sae_api.tls)
+        self.node_port = await self._listen(self._node_app(), cfg.node_api.host,
+                                            cfg.node_api.port, cfg.node_api.tls)
+        for link in self.links.values():
+            self._spawn(self._link_loop(link))
+            self._spawn(self._sync_loop(link))
+        self._spawn(self._lsa_loop())
+        self._spawn(self._ack_loop())
+        self._spawn(self._void_loop())
+        self._spawn(self._expire_loop())
+        log(_LOG, logging.INFO, "node_started", node=self.id, sae_port=self.sae_port,
+            node_port=self.node_port, links=sorted(self.links), saes=cfg.local_saes())
+
+    async def _listen(self, app: web.Application, host: str, port: int, tls: Any) -> int:
+        listener = await start_server(app, host, port,
+                                      server_context(tls.ca_cert, tls.cert, tls.key),
+                                      self.config.http)
+        self._listeners.append(listener)
+        return listener.port
+
+    @property
+    def _listener(self) -> Listener | None:
+        """The SAE API's listener (its connection counters)."""
+        return self._listeners[0] if self._listeners else None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log(_LOG, logging.CRITICAL, "background_task_failed", error=repr(task.exception()))
+            self.failed.set()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for lst in self._listeners:
+            await lst.cleanup()
+        for p in self.peers.values():
+            await p.aclose()
+        for link in self.links.values():
+            await link.module.aclose()
+        self.store.close()
+        if self.recorder is not None:
+            self.recorder.close()
+        log(_LOG, logging.INFO, "node_stopped", node=self.id)
+
+    @property
+    def sae_url(self) -> str:
+        return f"https://{self.config.sae_api.host}:{self.sae_port}"
+
+    url = sae_url
+
+    # -- link keys: drawing, announcing, syncing -------------------------------------------------
+    def _cap_bytes(self) -> int:
+        return self.config.max_key_count * self._limits.key_size // 8
+
+    async def _link_loop(self, link: LocalLink) -> None:
+        while True:
+            was = link.report(0)
+            try:
+                link.status = await link.module.status()
+                link.module_error = ""
+            except (ModuleUnavailable, ModuleRefused) as e:
+                link.status, link.module_error = None, str(e)
+            now = link.report(0)
+            if (was.up, was.reason) != (now.up, now.reason):
+                log(_LOG, logging.INFO if now.up else logging.WARNING, "link_state",
+                    link=link.spec.id, up=now.up, reason=now.reason.value if now.reason else None,
+                    error=link.module_error or None)
+                self._wake_lsa.set()
+            drew = False
+            if link.transmitter and link.status is not None:
+                with contextlib.suppress(NodeUnreachable, ModuleUnavailable, ModuleRefused):
+                    drew = await self._draw(link, link.status)
+            if not drew:  # idle: poll the module once a second (a relay spend wakes us)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(link.wake.wait(), 1.0)
+            link.wake.clear()
+
+    async def _draw(self, link: LocalLink, st: ModuleStatus) -> bool:
+        async with link.announce_lock:
+            for seq, blocks in self.store.pending(link.spec.id):
+                await self._announce(link, seq, blocks)
+            if not link.synced:
+                return False
+            lid = link.spec.id
+            stocks = {o: self.store.stock_bytes(lid, o) for o in (link.spec.a, link.spec.b)}
+            cap = self._cap_bytes()
+            if min(stocks.values()) >= cap or st.stored_key_count < 1:
+                return False
+            block = st.key_size // 8
+            want = max(1, (cap - min(stocks.values())) // max(block, 1))
+            n = min(st.stored_key_count, st.max_key_per_request, want, 512)
+            keys = await link.module.enc_keys(n, st.key_size)
+            owners = linkstream.assign_owners(len(keys), stocks, block)
+            blocks = [Block(k, o, m) for (k, m), o in zip(keys, owners, strict=True)]
+            seq = self.store.next_announce_seq(lid)
+            self.store.add_pending(lid, seq, blocks)
+            link.bits_drawn += 8 * block * len(blocks)
+            await self._announce(link, seq, blocks)
+            return True
+
+    async def _announce(self, link: LocalLink, seq: int, blocks: Sequence[Block]) -> None:
+        body = {"link": link.spec.id, "seq": seq,
+                "keys": [{"key_ID": str(b.key_id), "owner": b.owner} for b in blocks]}
+        reply = await self._post(link.neighbour, "/kms/v1/link/announce", body)
+        got_raw = reply.get("got")
+        if reply.get("seq") != seq or not isinstance(got_raw, list):
+            raise NodeUnreachable("bad announcement reply")
+        got = [uuid.UUID(str(g)) for g in got_raw]
+        self.store.confirm(link.spec.id, seq, got)
+        self.counters["announcements"] += 1
+        if len(got) < len(blocks):
+            log(_LOG, logging.WARNING, "announced_keys_missing", link=link.spec.id, seq=seq,
+                missing=len(blocks) - len(got))
+
+    async def h_announce(self, request: web.Request) -> web.Response:
+        obj = await self._node_body(request)
+        link = self._link_from(obj, request, transmitter_caller=True)
+        seq = obj.get("seq")
+        keys = obj.get("keys")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1 or not isinstance(
+            keys, list
+        ) or not 1 <= len(keys) <= 4096:
+            raise etsi014.bad_request("announcement must be {link, seq >= 1, keys[1..4096]}")
+        owners = {link.spec.a, link.spec.b}
+        entries: list[tuple[uuid.UUID, str]] = []
+        for k in keys:
+            if not isinstance(k, dict) or set(k) != {"key_ID", "owner"} or k["owner"] not in owners:
+                raise etsi014.bad_request("announcement keys are {key_ID, owner of this link}")
+            entries.append((etsi014.parse_key_id(k["key_ID"]), str(k["owner"])))
+        async with link.announce_lock:
+            last = self.store.announce_seq(link.spec.id)
+            if seq <= last:
+                got = self.store.announced(link.spec.id, seq)
+                return json_response(200, {"seq": seq, "got": [str(g) for g in got or []]})
+            if seq > last + 1:
+                log(_LOG, logging.WARNING, "announcement_gap", link=link.spec.id, expected=last + 1,
+                    got=seq)
+            st = link.status
+            size = st.key_size if st is not None else 0
+            fetched = await self._fetch(link, [k for k, _ in entries], size)
+            owner_of = dict(entries)
+            blocks = [Block(k, owner_of[k], m) for k, m in fetched]
+            self.store.apply_announcement(link.spec.id, seq, blocks)
+        return json_response(200, {"seq": seq, "got": [str(b.key_id) for b in blocks]})
+
+    async def _fetch(
+        self, link: LocalLink, ids: list[uuid.UUID], size: int
+    ) -> list[tuple[uuid.UUID, bytes]]:
+        """dec_keys at the receiver module; keys it does not hold are left out."""
+        if size <= 0:
+            try:
+                link.status = await link.module.status()
+            except (ModuleUnavailable, ModuleRefused) as e:
+                raise EtsiError(503, f"module of link {link.spec.id} unreachable") from e
+            size = link.status.key_size
+        per = link.status.max_key_per_request if link.status else 128
+        out: list[tuple[uuid.UUID, bytes]] = []
+        for i in range(0, len(ids), per):
+            chunk = ids[i : i + per]
+            try:
+                out += await link.module.dec_keys(chunk, size)
+            except ModuleRefused:  # some IDs unknown: find which, one by one
+                for kid in chunk:
+                    with contextlib.suppress(ModuleRefused):
+                        out += await link.module.dec_keys([kid], size)
+            except ModuleUnavailable as e:
+                if out:
+                    break  # keep what we have; the rest is refused below
+                raise EtsiError(503, f"module of link {link.spec.id} unreachable: {e}") from None
+        return out
+
+    def _sync_state(self, link: LocalLink) -> SyncState:
+        views: list[StreamView] = []
+        for owner in (link.spec.a, link.spec.b):
+            v = self.store.view(link.spec.id, owner)
+            if owner == self.id and link.in_flight:
+                v = StreamView(v.owner, v.end, v.layout_hash, min(v.cursor, min(link.in_flight)))
+            views.append(v)
+        return SyncState(link.spec.id, self.id, self.store.announce_seq(link.spec.id),
+                         tuple(views))
+
+    @staticmethod
+    def _sync_json(s: SyncState) -> dict[str, Any]:
+        return {"link": s.link, "sender": s.sender, "announce_seq": s.announce_seq,
+                "streams": [{"owner": v.owner, "end": v.end, "layout": v.layout_hash.hex(),
+                             "cursor": v.cursor} for v in s.streams]}
+
+    @staticmethod
+    def _sync_from(obj: Any) -> SyncState:
+        try:
+            streams = tuple(
+                StreamView(str(v["owner"]), int(v["end"]), bytes.fromhex(v["layout"]),
+                           int(v["cursor"]))
+                for v in obj["streams"]
+            )
+            if len(streams) != 2 or not isinstance(obj["announce_seq"], int):
+                raise ValueError
+            return SyncState(str(obj["link"]), str(obj["sender"]), obj["announce_seq"], streams)
+        except (KeyError, TypeError, ValueError):
+            raise etsi014.bad_request(
+                "sync must be {link, sender, announce_seq, streams[2]}"
+            ) from None
+
+    def _apply_sync(self, link: LocalLink, mine: SyncState, theirs: SyncState) -> None:
+        """Compare two snapshots taken while no announcement was between the nodes."""
+        if theirs.sender != link.neighbour:
+            raise etsi014.bad_request("sync sender is not the neighbour on this link")
+        lid = link.spec.id
+        seen = {link.neighbour: self.store.max_cursor_seen(lid, link.neighbour)}
+        res = linkstream.compare(mine, theirs, seen, link.spec.a)
+        link.last_sync = time.monotonic()
+        if res.verdict is SyncVerdict.DESYNC:
+            for owner, end in res.repair:
+                self.store.repair(lid, owner, end)
+            self.store.set_announce_seq(lid, res.announce_seq)
+            link.synced = False
+            link.desyncs += 1
+            self.counters["desyncs_repaired"] += 1
+            log(_LOG, logging.WARNING, "link_desync_repaired", link=lid, reason=res.reason,
+                streams=[o for o, _ in res.repair])
+            self._wake_lsa.set()
+            return
+        their_own = next(v for v in theirs.streams if v.owner == link.neighbour)
+        self.store.owner_cursor(lid, link.neighbour, their_own.cursor)
+        if res.verdict is SyncVerdict.CONSISTENT and not link.synced:
+            link.synced = True
+            link.wake.set()
+            log(_LOG, logging.INFO, "link_synced", link=lid)
+            self._wake_lsa.set()
+
+    async def _sync_loop(self, link: LocalLink) -> None:
+        """The transmitter side syncs (holding its announcement lock, so that no announcement
+        is between the nodes while they compare); the receiver side answers and watches."""
+        while True:
+            if not link.transmitter:
+                ok = time.monotonic() - link.last_sync < 6.0
+                if ok != link.neighbour_ok:
+                    link.neighbour_ok = ok
+                    if not ok:
+                        link.synced = False
+                        log(_LOG, logging.WARNING, "neighbour_unreachable", link=link.spec.id,
+                            neighbour=link.neighbour, error="no sync for 6 s")
+                    self._wake_lsa.set()
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                async with link.announce_lock:
+                    sent = self._sync_state(link)
+                    reply = await self._post(link.neighbour, "/kms/v1/link/sync",
+                                             self._sync_json(sent))
+                    self._apply_sync(link, sent, self._sync_from(reply))
+                if not link.neighbour_ok:
+                    link.neighbour_ok = True
+                    self._wake_lsa.set()
+            except (NodeUnreachable, EtsiError) as e:
+                if link.neighbour_ok:
+                    log(_LOG, logging.WARNING, "neighbour_unreachable", link=link.spec.id,
+                        neighbour=link.neighbour, error=str(e))
+                    link.neighbour_ok = False
+                    self._wake_lsa.set()
+            await asyncio.sleep(2.0 if link.synced else 0.3)
+
+    async def h_sync(self, request: web.Request) -> web.Response:
+        obj = await self._node_body(request)
+        link = self._link_from(obj, request, transmitter_caller=True)
+        theirs = self._sync_from(obj)
+        async with link.announce_lock:  # not in the middle of applying an announcement
+            mine = self._sync_state(link)
+            self._apply_sync(link, mine, theirs)
+        if not link.neighbour_ok:
+            link.neighbour_ok = True
+            self._wake_lsa.set()
+        return json_response(200, self._sync_json(mine))
+
+    # -- link state ------------------------------------------------------------------------------
+    def own_lsa(self) -> Lsa:
+        reports = tuple(
+            link.report(8 * self.store.stock_bytes(lid, self.id))
+            for lid, link in sorted(self.links.items())
+        )
+        return Lsa(self.id, now_ms(), reports)
+
+    async def _lsa_loop(self) -> None:
+        from keyserver.kms.routing import lsa_to_json
+
+        while True:
+            mine = self.own_lsa()
+            self.lsdb.update(mine, time.monotonic())
+            sends = []
+            for n in sorted({link.neighbour for link in self.links.values()}):
+                queued = self._lsa_queue.pop(n, {})
+                lsas = [mine, *queued.values()]
+                sends.append(self._post_quiet(n, "/kms/v1/lsa",
+                                              {"lsas": [lsa_to_json(x) for x in lsas]}))
+            await asyncio.gather(*sends)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_lsa.wait(), self.config.lsa_interval)
+            self._wake_lsa.clear()
+
+    async def _post_quiet(self, peer: str, path: str, body: dict[str, Any]) -> None:
+        with contextlib.suppress(NodeUnreachable):
+            await self._post(peer, path, body)
+
+    async def h_lsa(self, request: web.Request) -> web.Response:
+        from keyserver.kms.routing import LsaFormatError, lsa_from_json
+
+        obj = await self._node_body(request)
+        caller = self._node_caller(request)
+        if caller not in {link.neighbour for link in self.links.values()}:
+            raise EtsiError(401, "link-state advertisements come from neighbours only")
+        raw = obj.get("lsas")
+        if not isinstance(raw, list) or len(raw) > 256:
+            raise etsi014.bad_request("lsas must be a list")
+        try:
+            lsas = [lsa_from_json(x) for x in raw]
+        except LsaFormatError as e:
+            raise etsi014.bad_request(f"bad LSA: {e}") from None
+        now = time.monotonic()
+        for lsa in lsas:
+            if lsa.origin == self.id:
+                continue
+            old = self.lsdb.fresh(lsa.origin, now)
+            if self.lsdb.update(lsa, now):
+                for n in {link.neighbour for link in self.links.values()} - {caller, lsa.origin}:
+                    self._lsa_queue.setdefault(n, {})[lsa.origin] = lsa
+                if old is None or _flags(old) != _flags(lsa):
+                    self._wake_lsa.set()  # a link went up or down: pass it on at once
+        return json_response(200, {"ok": True})
+
+    def links_neighbours(self) -> set[str]:
+        return {link.neighbour for link in self.links.values()}
+
+    def routes(self, dst: str, need_bytes: int) -> RouteDecision:
+        self.lsdb.update(self.own_lsa(), time.monotonic())
+        return self.lsdb.routes(self.id, dst, 8 * need_bytes, self.config.multipath,
+                                time.monotonic())
+
+    # -- ETSI 014 key service ----------------------------------------------------------------
+    @property
+    def kme_id(self) -> str:
+        return self.id
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    def authorise(self, caller: str | None) -> str:
+        if caller is None:
+            raise EtsiError(401, "a client certificate signed by the KME's CA is required")
+        if caller not in self.config.local_saes():
+            raise EtsiError(401, f"SAE {caller!r} is not registered at KME {self.id}")
+        return caller
+
+    def _peer_node(self, sae: str, role: str) -> str:
+        node = self.config.topology.sae_node(sae)
+        if node is None:
+            known = ", ".join(s.id for s in self.config.topology.saes)
+            raise etsi014.bad_request(
+                f"{role} {sae!r} is not an SAE of this network (known: {known})", parameter=role
+            )
+        return node
+
+    def _link_summary(self, links: Sequence[str]) -> dict[str, Any]:
+        now = time.monotonic()
+        views = [self.lsdb.view(x, now) for x in links]
+        local = [self.links[x].status for x in links if x in self.links]
+        out: dict[str, Any] = {
+            "eavesdropper_alarm": any(v.alarm for v in views),
+            "key_rate_bps": min((v.rate_bps for v in views), default=0.0),
+            "last_qber": max((v.qber for v in views if v.qber is not None), default=None),
+            "links": list(links),
+            "down": [{"link": v.link, "reasons": list(v.reasons)} for v in views if not v.up],
+        }
+        out["qber_ewma"] = out["last_qber"]
+        for st in local:
+            if st is not None:
+                for k in ("blocks_ok", "blocks_aborted", "last_abort_reason", "state"):
+                    if k in st.link:
+                        out.setdefault(k, st.link[k])
+        return out
+
+    def _static_path(self, dst: str) -> list[str]:
+        import networkx as nx
+
+        g = nx.Graph()
+        g.add_edges_from((x.a, x.b, {"id": x.id}) for x in self.config.topology.links)
+        try:
+            path = nx.shortest_path(g, self.id, dst)
+        except (nx.NetworkXNoPath, nx.NodeNotFound):
+            return []
+        return [str(g.edges[u, v]["id"]) for u, v in itertools.pairwise(path)]
+
+    def _status_extension(self, master: str, slave: str, dst: str) -> dict[str, Any]:
+        need = self._limits.key_size // 8 + relay.MAC_KEY_BYTES
+        decision = self.routes(dst, need) if dst != self.id else RouteDecision(())
+        ext: dict[str, Any] = {}
+        if dst == self.id:
+            ext["route"] = {"nodes": [self.id], "links": [], "hops": 0, "legs": 0}
+            ext["qkd_link"] = {"eavesdropper_alarm": False, "links": []}
+        elif decision.ok:
+            r = decision.routes
+            ext["route"] = {
+                "nodes": list(r[0].nodes), "links": list(r[0].links), "hops": len(r[0].links),
+                "legs": len(r), "all": [list(x.nodes) for x in r],
+                "distance_km": round(sum(self.config.topology.link(x).distance_km
+                                         for x in r[0].links), 1),
+            }
+            ext["qkd_link"] = self._link_summary([x for rr in r for x in rr.links])
+            ext["qkd_link"]["eavesdropper_alarm"] = False  # this route delivers good key
+        else:
+            ext["route"] = None
+            ext["qkd_link"] = self._link_summary(self._static_path(dst))
+            ext["no_route"] = decision.broken_text()
+        p = self.pairs.get((master, slave))
+        ext["relay"] = {
+            "relays": p.relays if p else 0, "failures": p.failures if p else 0,
+            "last_relay_ms": round(p.last_ms, 3) if p else None,
+            "mean_relay_ms": round(p.total_ms / p.relays, 3) if p and p.relays else None,
+            "last_routes": [list(x) for x in p.last_route] if p else [],
+            "link_bits": dict(p.link_bits) if p else {},
+        }
+        ext["network"] = {
+            "down_links": [{"link": v.link, "reasons": list(v.reasons), "alarm": v.alarm}
+                           for v in self.lsdb.views(time.monotonic()) if not v.up],
+        }
+        return ext
+
+    async def status(self, master: str, slave: str) -> Status:
+        dst = self._peer_node(slave, "slave_SAE_ID")
+        ext = self._status_extension(master, slave, dst)
+        stock = 0
+        if dst == self.id:
+            stock = self.config.max_key_count
+        elif ext["route"] is not None:
+            now = time.monotonic()
+            per_leg = []
+            for nodes in ext["route"]["all"]:
+                bits = []
+                for u, v in itertools.pairwise(nodes):
+                    lid = next(x.id for x in self.config.topology.links
+                               if {x.a, x.b} == {u, v})
+                    bits.append(self.lsdb.view(lid, now).stock_bits.get(u, 0))
+                per_leg.append(min(bits))
+            stock = min(per_leg) // self._limits.key_size
+        return Status(
+            source_kme_id=self.id, target_kme_id=dst, master_sae_id=master, slave_sae_id=slave,
+            stored_key_count=stock, max_key_count=self.config.max_key_count, limits=self._limits,
+            status_extension=ext,
+        )
+
+    async def enc_keys(self, master: str, slave: str, req: KeyRequest) -> Sequence[Key]:
+        dst = self._peer_node(slave, "slave_SAE_ID")
+        expires = now_ms() + int(self.config.hold_seconds * 1000)
+        if dst == self.id:
+            keys = [HeldKey(uuid.uuid4(), os.urandom(req.size_bytes)) for _ in range(req.number)]
+            self.store.issue_local(master, slave, keys, expires)
+            return [(k.key_id, k.material) for k in keys]
+        deadline = time.monotonic() + self.config.relay_timeout
+        last: EtsiError | None = None
+        for _attempt in range(3):
+            try:
+                return await self._relay(master, slave, dst, req, deadline)
+            except _RetryRelay as e:
+                last = e.error
+                if not e.retry or time.monotonic() > deadline - 1.0:
+                    break
+        assert last is not None
+        raise last
+
+    async def _relay(
+        self, master: str, slave: str, dst: str, req: KeyRequest, deadline: float
+    ) -> Sequence[Key]:
+        need = req.number * req.size_bytes + relay.MAC_KEY_BYTES
+        decision = self.routes(dst, need)
+        if not decision.ok and self.routes(dst, 0).ok:
+            # links are up, but they hold too little key for this request: out of keys
+            ext = self._status_extension(master, slave, dst)
+            short = [{"link": v.link, "stock_bits": v.stock_bits} for v in decision.broken]
+            raise EtsiError(503, MSG_OUT_OF_KEYS, [{"qkd_link": ext["qkd_link"],
+                                                    "needed_bits": 8 * need,
+                                                    "short_links": short}])
+        if not decision.ok:
+            ext = self._status_extension(master, slave, dst)
+            raise EtsiError(
+                503,
+                f"no route from {self.id} to {dst} with {self.config.multipath} node-disjoint "
+                f"path(s) and enough key: {decision.broken_text()}",
+                [{"qkd_link": ext["qkd_link"], "broken_links": [
+                    {"link": v.link, "reasons": list(v.reasons)} for v in decision.broken]}],
+            )
+        routes = decision.routes
+        self._fair_share(master, slave, need, [r.links[0] for r in routes])
+        relay_id = uuid.uuid4()
+        key_ids = tuple(uuid.uuid4() for _ in range(req.number))
+        t_ms = now_ms()
+        deadline_ms = t_ms + int(1000 * max(0.5, deadline - time.monotonic()))
+        spends = [Spend(r.links[0], self.id, need) for r in routes]
+        try:
+            slices = self.store.begin_relay(
+                RelayOut(relay_id, master, slave, dst, key_ids, "pending", deadline_ms), spends
+            )
+        except OutOfLinkKey as e:
+            raise EtsiError(503, MSG_OUT_OF_KEYS, [{"link": e.link, "needed_bytes": e.need,
+                                                    "stock_bytes": e.have}]) from None
+        ack_url = self.config.node_urls[self.id] + "/kmapi/v1/ext_keys/ack"
+        headers = [
+            RelayHeader(relay_id, key_ids, req.size_bytes, self.id, dst, master, slave,
+                        r.nodes, 1, leg, len(routes), r.links[0], s.start, deadline_ms, ack_url)
+            for leg, (r, s) in enumerate(zip(routes, slices, strict=True))
+        ]
+        shares = [relay.hop1_keys(h, s.material) for h, s in zip(headers, slices, strict=True)]
+        keys = relay.combine_shares(shares)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Ack] = loop.create_future()
+        self._waiting[relay_id] = _Waiting(fut, {n for r in routes for n in r.nodes}, dst)
+        self.counters["relays_started"] += 1
+        t0 = time.perf_counter()
+        try:
+            for h, s in zip(headers, slices, strict=True):
+                self.links[h.link].in_flight[s.start] = 1
+                self._spent(self.links[h.link])
+            sends = [self._send_hop(relay.seal(h, None, s.material))
+                     for h, s in zip(headers, slices, strict=True)]
+            errors = [e for e in await asyncio.gather(*sends) if e is not None]
+            for h, s in zip(headers, slices, strict=True):
+                self.links[h.link].in_flight.pop(s.start, None)
+            ack: Ack | None = None
+            if not errors:
+                with contextlib.suppress(TimeoutError):
+                    ack = await asyncio.wait_for(fut, max(0.05, deadline - time.monotonic()))
+        finally:
+            self._waiting.pop(relay_id, None)
+        ms = 1000 * (time.perf_counter() - t0)
+        stats = self.pairs.setdefault((master, slave), PairStats())
+        if ack is not None and ack.status is AckStatus.RELAYED and self.store.deliver_relay(
+            relay_id
+        ):
+            stats.relays += 1
+            stats.last_ms, stats.total_ms = ms, stats.total_ms + ms
+            stats.last_route = tuple(r.nodes for r in routes)
+            for r in routes:
+                for lid in r.links:
+                    stats.link_bits[lid] = stats.link_bits.get(lid, 0) + 8 * need
+            self.counters["relays_delivered"] += 1
+            log(_LOG, logging.DEBUG, "relay_delivered", relay_id=str(relay_id), ms=round(ms, 2),
+                routes=[list(r.nodes) for r in routes], key_IDs=[str(k) for k in key_ids])
+            return list(zip(key_ids, keys, strict=True))
+        self.store.void_relay(relay_id, deadline_ms + 60_000)
+        self._wake_voids.set()
+        stats.failures += 1
+        self.counters["relays_failed"] += 1
+        why = errors[0] if errors else (
+            f"{ack.status.value}: {ack.reason}" if ack is not None
+            else f"no acknowledgement from {dst} within {self.config.relay_timeout:g} s"
+        )
+        log(_LOG, logging.WARNING, "relay_failed", relay_id=str(relay_id), reason=why,
+            routes=[list(r.nodes) for r in routes])
+        failed = ack is not None and ack.status is AckStatus.FAILED
+        raise _RetryRelay(EtsiError(503, f"key relay to {dst} failed ({why}); retry later"),
+                          retry=bool(errors) or failed)
+
+    def _fair_share(self, master: str, slave: str, need: int, first_links: list[str]) -> None:
+        """While several SAE pairs draw on the same first link, none takes more than its share.
+
+        A pair is active for FAIR_WINDOW_S after its last request; with n active pairs on a link,
+        one request may take at most 1/n of the key this node holds on it.
+        """
+        now = time.monotonic()
+        for lid in first_links:
+            seen = self._active.setdefault(lid, {})
+            seen[(master, slave)] = now
+            for pair, t in list(seen.items()):
+                if now - t > FAIR_WINDOW_S:
+                    del seen[pair]
+            n = len(seen)
+            stock = self.store.stock_bytes(lid, self.id)
+            if n > 1 and need > stock // n:
+                raise EtsiError(
+                    503,
+                    f"{MSG_OUT_OF_KEYS}: {n} SAE pairs share link {lid}, and this request "
+                    f"({8 * need} bits) is more than one pair's share ({8 * stock // n} bits); "
+                    "ask for fewer or smaller keys",
+                    [{"link": lid, "active_pairs": n, "share_bits": 8 * stock // n}],
+                )
+
+    async def _send_hop(self, m: HopMessage) -> str | None:
+        """POST one hop; the error text, or None once the next node accepted it."""
+        h = m.header
+        try:
+            await self._post(h.receiver, "/kmapi/v1/ext_keys", relay.encode_hop(m))
+        except NodeUnreachable as e:
+            return f"hop {h.sender} -> {h.receiver} refused: {e}"
+        return None
+
+    # -- relay handlers (node API) --------------------------------------------------------------
+    async def h_ext_keys(self, request: web.Request) -> web.Response:
+        obj = await self._node_body(request)
+        caller = self._node_caller(request)
+        try:
+            m = relay.decode_hop(obj)
+        except RelayFormatError as e:
+            raise etsi014.bad_request(f"bad ext_keys message: {e}") from None
+        h = m.header
+        if h.receiver != self.id or h.sender != caller:
+            raise EtsiError(401, "this hop is not from the route's previous node to this node")
+        link = self.links.get(h.link)
+        if link is None or link.neighbour != caller:
+            raise etsi014.bad_request(f"link {h.link} does not join {caller} and {self.id}")
+        if h.ack_url != self.config.node_urls.get(h.initiator_node, "") + "/kmapi/v1/ext_keys/ack":
+            raise etsi014.bad_request("ack_callback_url is not the initiator node's")
+        if h.deadline_ms < now_ms():
+            raise EtsiError(503, "relay deadline passed")
+        incoming = (h.link, caller, h.pad_start, h.slice_length)
+        try:
+            sl = self.store.peek(*incoming)
+        except SliceUnavailable as e:
+            self.counters["hops_refused"] += 1
+            raise etsi014.bad_request(f"key not present: {e}") from None
+        try:
+            keys = relay.open_hop(m, sl)
+        except RelayFormatError as e:
+            self.store.burn(*incoming)
+            self.counters["hops_refused"] += 1
+            raise etsi014.bad_request(str(e)) from None
+        link.bits_spent_payload += 8 * h.total
+        link.bits_spent_auth += 8 * relay.MAC_KEY_BYTES
+        if self.recorder is not None:
+            self.recorder.view(relay_id=str(h.relay_id), leg=h.leg, legs=h.legs,
+                               key_ids=[str(k) for k in h.key_ids],
+                               keys=[k.hex() for k in keys], route=list(h.route))
+        if h.is_last:
+            self._spent(link)
+            return self._final_hop(h, incoming, keys)
+        nxt = h.route[h.hop + 1]
+        out_link = next((x for x in self.links.values() if x.neighbour == nxt), None)
+        if out_link is None:
+            raise etsi014.bad_request(f"{self.id} has no link to {nxt}")
+        if not out_link.synced:
+            raise EtsiError(503, f"link {out_link.spec.id} is not in sync yet")
+        try:
+            _, out = self.store.forward(incoming, Spend(out_link.spec.id, self.id, h.slice_length))
+        except SliceUnavailable as e:
+            raise etsi014.bad_request(f"key not present: {e}") from None
+        except OutOfLinkKey as e:
+            raise EtsiError(503, f"{MSG_OUT_OF_KEYS} (link {e.link})") from None
+        out_link.in_flight[out.start] = 1
+        self._spent(out_link)
+        self._spent(link)
+        msg = relay.seal(h.next_hop(out_link.spec.id, out.start), keys, out.material)
+        self.counters["hops_forwarded"] += 1
+        self._spawn_hop(msg, out_link, out.start)
+        return json_response(202, {"status": "accepted"})
+
+    def _spent(self, link: LocalLink) -> None:
+        """A relay spent key on `link`: let its transmitter draw more now if below the cap."""
+        if link.transmitter:
+            link.wake.set()
+
+    def _spawn_hop(self, msg: HopMessage, out_link: LocalLink, start: int) -> None:
+        async def run() -> None:
+            err = await self._send_hop(msg)
+            out_link.in_flight.pop(start, None)
+            out_link.bits_spent_payload += 8 * msg.header.total
+            out_link.bits_spent_auth += 8 * relay.MAC_KEY_BYTES
+            if err is not None:
+                h = msg.header
+                await self._post_quiet(h.initiator_node, "/kmapi/v1/ext_keys/ack", relay.encode_ack(
+                    Ack(h.relay_id, h.key_ids, AckStatus.FAILED, err)))
+
+        task = asyncio.create_task(run())
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    def _final_hop(
+        self, h: RelayHeader, incoming: tuple[str, str, int, int], shares: list[bytes]
+    ) -> web.Response:
+        f = FinalHop(h.relay_id, h.key_ids, h.leg, h.legs, h.initiator_sae, h.target_sae,
+                     h.initiator_node, h.ack_url, tuple(shares), h.deadline_ms,
+                     now_ms() + int(self.config.hold_seconds * 1000),
+                     self.config.quota_bits_per_pair)
+        if h.target_sae not in self.config.local_saes():
+            raise etsi014.bad_request(f"SAE {h.target_sae} is not at node {self.id}")
+        if self.config.topology.sae_node(h.initiator_sae) != h.initiator_node:
+            raise etsi014.bad_request(
+                f"SAE {h.initiator_sae} is not at the initiator node {h.initiator_node}"
+            )
+        try:
+            outcome = self.store.accept_leg(incoming, f)
+        except SliceUnavailable as e:
+            raise etsi014.bad_request(f"key not present: {e}") from None
+        if outcome is FinalOutcome.COMPLETE:
+            self.counters["relays_received"] += 1
+        self._wake_acks.set()
+        return json_response(202, {"status": outcome.value})
+
+    async def h_ack(self, request: web.Request) -> web.Response:
+        obj = await self._node_body(request)
+        caller = self._node_caller(request)
+        try:
+            ack = relay.decode_ack(obj)
+        except RelayFormatError as e:
+            raise etsi014.bad_request(f"bad ack: {e}") from None
+        w = self._waiting.get(ack.relay_id)
+        if w is None:
+            state = self.store.relay_state(ack.relay_id)
+            log(_LOG, logging.INFO, "late_ack", relay_id=str(ack.relay_id),
+                status=ack.status.value, state=state, sender=caller)
+            if ack.status is AckStatus.VOIDED:
+                self.counters["held_expired"] += 1
+            return json_response(200, {"ok": True})
+        if caller not in w.nodes or (ack.status is AckStatus.RELAYED and caller != w.target):
+            raise EtsiError(401, "this node may not acknowledge that relay")
+        if not w.future.done():
+            w.future.set_result(ack)
+        return json_response(200, {"ok": True})
+
+    async def h_void(self, request: web.Request) -> web.Response:
+        obj = await self._node_body(request)
+        caller = self._node_caller(request)
+        try:
+            v = relay.decode_void(obj)
+        except RelayFormatError as e:
+            raise etsi014.bad_request(f"bad void: {e}") from None
+        initiator = self.store.relay_initiator(v.relay_id)
+        if initiator is not None and initiator != caller:
+            raise EtsiError(401, "only the relay's initiator may void it")
+        status = self.store.void_in(v.relay_id, v.until_ms)
+        self.counters["voids_received"] += 1
+        return json_response(200, {"key_ids": [str(k) for k in v.key_ids],
+                                   "status": status.value})
+
+    # -- outboxes ------------------------------------------------------------------------------
+    async def _ack_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_acks.wait(), 0.5)
+            self._wake_acks.clear()
+            for a in self.store.acks_out():
+                try:
+                    await self._post(a.initiator_node, "/kmapi/v1/ext_keys/ack", relay.encode_ack(
+                        Ack(a.relay_id, a.key_ids, a.status, a.reason)))
+                except NodeUnreachable as e:
+                    if e.status == 401 or e.status == 400:
+                        self.store.ack_done(a.relay_id)
+                    continue
+                self.store.ack_done(a.relay_id)
+
+    async def _void_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_voids.wait(), 0.5)
+            self._wake_voids.clear()
+            for v in self.store.voids_out():
+                try:
+                    await self._post(v.target_node, "/kmapi/v1/ext_keys/void",
+                                     relay.encode_void(relay.Void(v.relay_id, v.key_ids,
+                                                                  v.until_ms)))
+                except NodeUnreachable:
+                    continue
+                self.store.void_done(v.relay_id)
+                self.counters["voids_sent"] += 1
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for rid, node, kids in self.store.expire(now_ms()):
+                self.counters["held_expired"] += len(kids)
+                log(_LOG, logging.INFO, "held_keys_expired", relay_id=str(rid), keys=len(kids))
+                if node != self.id:
+                    await self._post_quiet(node, "/kmapi/v1/ext_keys/ack", relay.encode_ack(
+                        Ack(rid, kids, AckStatus.VOIDED, "expired before the slave SAE "
+                            "collected it")))
+
+    async def dec_keys(
+        self, slave: str, master: str, key_ids: Sequence[uuid.UUID]
+    ) -> Sequence[Key]:
+        try:
+            keys = self.store.take_held(master, slave, key_ids)
+        except KeysNotFound:
+            raise etsi014.bad_request(etsi014.MSG_NOT_FOUND) from None
+        return [(k.key_id, k.material) for k in keys]
+
+    # -- HTTP plumbing ---------------------------------------------------------------------------
+    async def _post(self, peer: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        client = self.peers.get(peer)
+        if client is None:
+            raise NodeUnreachable(f"no URL for node {peer}")
+        return await client.post(path, body)
+
+    def _node_caller(self, request: web.Request) -> str:
+        cn = caller_id(request)
+        if cn is None or cn not in self.peers:
+            raise EtsiError(401, "node endpoints are for the nodes of this network only")
+        return cn
+
+    async def _node_body(self, request: web.Request) -> dict[str, Any]:
+        self._node_caller(request)
+        if request.content_length is not None and request.content_length > MAX_NODE_BODY:
+            raise etsi014.bad_request("message too large")
+        return etsi014.parse_json_object(await request.read(), MAX_NODE_BODY)
+
+    def _link_from(
+        self, obj: dict[str, Any], request: web.Request, transmitter_caller: bool = False
+    ) -> LocalLink:
+        caller = self._node_caller(request)
+        link = self.links.get(str(obj.get("link")))
+        if link is None or link.neighbour != caller:
+            raise EtsiError(401, "that link does not join the caller and this node")
+        if transmitter_caller and link.spec.a != caller:
+            raise EtsiError(401, "only the transmitter side announces or syncs on a link")
+        return link
+
+    async def h_state(self, request: web.Request) -> web.Response:
+        if caller_id(request) != self.config.admin:
+            raise EtsiError(401, "node state is for the network admin certificate only")
+        return json_response(200, self.state())
+
+    def state(self) -> dict[str, Any]:
+        now = time.monotonic()
+        links = {}
+        for lid, link in sorted(self.links.items()):
+            st = link.status
+            links[lid] = {
+                "neighbour": link.neighbour, "role": "transmitter" if link.transmitter else
+                "receiver", "synced": link.synced, "neighbour_ok": link.neighbour_ok,
+                "report": _report_json(link.report(8 * self.store.stock_bytes(lid, self.id))),
+                "stock_bits": {o: 8 * self.store.stock_bytes(lid, o)
+                               for o in (link.spec.a, link.spec.b)},
+                "module": st.link if st else {"error": link.module_error},
+                "bits_drawn": link.bits_drawn, "bits_spent_payload": link.bits_spent_payload,
+                "bits_spent_auth": link.bits_spent_auth, "desyncs_repaired": link.desyncs,
+            }
+        return {
+            "node": self.id, "time": time.time(), "links": links,
+            "network": [{"link": v.link, "up": v.up, "reasons": list(v.reasons),
+                         "alarm": v.alarm, "qber": v.qber, "rate_bps": v.rate_bps,
+                         "stock_bits": v.stock_bits} for v in self.lsdb.views(now)],
+            "counters": dict(self.counters), "held_keys": self.store.held_count(),
+            "pending_relays": self.store.pending_relays(),
+            "pairs": {f"{m}->{s}": {"relays": p.relays, "failures": p.failures,
+                                   "last_ms": round(p.last_ms, 3),
+                                   "mean_ms": round(p.total_ms / p.relays, 3) if p.relays
+                                   else None,
+                                   "routes": [list(r) for r in p.last_route],
+                                   "link_bits": p.link_bits}
+                      for (m, s), p in self.pairs.items()},
+        }
+
+    def _sae_app(self) -> web.Application:
+        return guarded_app(self.api)
+
+    def _node_app(self) -> web.Application:
+        app = guarded_app(self.api, client_max_size=MAX_NODE_BODY, etsi_routes=False)
+        r = app.router
+        r.add_post("/kms/v1/link/announce", self.h_announce)
+        r.add_post("/kms/v1/link/sync", self.h_sync)
+        r.add_post("/kms/v1/lsa", self.h_lsa)
+        r.add_post("/kmapi/v1/ext_keys", self.h_ext_keys)
+        r.add_post("/kmapi/v1/ext_keys/ack", self.h_ack)
+        r.add_post("/kmapi/v1/ext_keys/void", self.h_void)
+        r.add_get("/kms/v1/state", self.h_state, allow_head=False)
+        return app
+
+
+def _flags(lsa: Lsa) -> list[tuple[str, bool, bool]]:
+    return sorted((r.link, r.up, r.alarm) for r in lsa.links)
+
+
+def _report_json(r: LinkReport) -> dict[str, Any]:
+    return {"up": r.up, "reason": r.reason.value if r.reason else None, "alarm": r.alarm,
+            "qber": r.qber, "rate_bps": r.rate_bps, "stock_bits": r.stock_bits,
+            "module_state": r.module_state}
+
+
+class _RetryRelay(Exception):
+    def __init__(self, error: EtsiError, retry: bool) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry = retry
+
+
+__all__ = ["KmsNode", "StoreError"]

@@ -1,0 +1,270 @@
+"""``qkd-keyserver bench network``: how many simultaneous calls a route sustains.
+
+Starts the topology (seeded, link-key stock capped at a few seconds of demand so that stock
+cannot hide a rate shortfall), waits until the route carries key, then:
+
+1. **CPU**: the CPU time of every module and node process over ``--seconds`` with no load
+   (the network paced in real time), as a share of the machine's cores;
+2. **relay time**: enc_keys latency of single 256-bit keys from the master SAE's node to the
+   slave's, one at a time;
+3. **OTP calls**: steps of N concurrent call demands; a call's initiator fetches pad for both
+   directions (docs/crypto.md: 12 kbit/s Opus + 64-bit tags = 15.2 kbit/s per direction), so
+   each call asks for 2 x 15,200 bits every second. A step is *sustained* if every request of
+   its last ``--seconds`` is served before the next one is due;
+4. **AES calls**: the same with one 256-bit key per direction per 10-second epoch (2 keys per
+   call every 10 s);
+
+and reports, beside each measured capacity, the bound from the bottleneck link's key rate
+measured in the same run (rate / demand per call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from keyserver.network.launcher import Launcher, LaunchError
+from keyserver.network.plan import Options, make_plan
+from keyserver.network.status import collect, summarise
+from keyserver.network.topology import load_topology
+from keyserver.pki.tls import client_context
+
+OTP_BITS_PER_DIRECTION = 15_200  # per second: 12 kbit/s Opus + 50 frames/s x 64-bit tags
+AES_KEY_BITS = 256
+AES_EPOCH_S = 10.0
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def measure_cpu(launcher: Launcher, seconds: float) -> dict[str, Any]:
+    procs = {c.name: (c.kind, c.proc.pid) for c in launcher.children.values()
+             if c.proc is not None and c.proc.poll() is None}
+    t0 = time.monotonic()
+    before = {n: _cpu_seconds(pid) for n, (_, pid) in procs.items()}
+    time.sleep(seconds)
+    wall = time.monotonic() - t0
+    used = {n: _cpu_seconds(pid) - before[n] for n, (_, pid) in procs.items()}
+    by_kind: dict[str, float] = {}
+    for n, (kind, _) in procs.items():
+        by_kind[kind] = by_kind.get(kind, 0.0) + used[n]
+    cores = os.cpu_count() or 1
+    return {
+        "seconds": round(wall, 1), "processes": len(procs), "cores": cores,
+        "cpu_percent_of_one_core": round(100 * sum(used.values()) / wall, 1),
+        "machine_share_percent": round(100 * sum(used.values()) / wall / cores, 1),
+        "modules_percent_of_one_core": round(100 * by_kind.get("module", 0.0) / wall, 1),
+        "nodes_percent_of_one_core": round(100 * by_kind.get("node", 0.0) / wall, 1),
+    }
+
+
+@dataclass
+class Sae:
+    url: str
+    ctx: Any
+
+
+def _client(info: dict[str, Any], sae: str) -> httpx.AsyncClient:
+    s = info["saes"][sae]
+    ctx = client_context(Path(s["ca_cert"]), Path(s["cert"]), Path(s["key"]))
+    return httpx.AsyncClient(base_url=s["kme_url"], verify=ctx, timeout=30.0,
+                             limits=httpx.Limits(max_connections=64))
+
+
+async def _relay_times(info: dict[str, Any], src: str, dst: str, n: int) -> dict[str, Any]:
+    lat: list[float] = []
+    errors = 0
+    first_error = None
+    async with _client(info, src) as c:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = await c.post(f"/api/v1/keys/{dst}/enc_keys", json={"number": 1, "size": 256})
+            if r.status_code == 200:
+                lat.append(1000 * (time.perf_counter() - t0))
+            else:
+                errors += 1
+                first_error = first_error or r.text[:300]
+                await asyncio.sleep(0.2)
+    lat.sort()
+    return {
+        "requests": n, "errors": errors, "first_error": first_error,
+        "p50_ms": round(statistics.median(lat), 1) if lat else None,
+        "p90_ms": round(lat[int(0.9 * (len(lat) - 1))], 1) if lat else None,
+        "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
+    }
+
+
+async def _step(info: dict[str, Any], src: str, dst: str, calls: int, period: float,
+                number: int, size: int, seconds: float) -> dict[str, Any]:
+    """`calls` loops, each asking for `number` keys of `size` bits every `period` s."""
+    ok = late = failed = 0
+    lat: list[float] = []
+    start = time.monotonic()
+    measure_from = start + max(0.0, seconds - max(seconds / 2, period))
+    stop = start + seconds
+
+    async def call(i: int, c: httpx.AsyncClient) -> None:
+        nonlocal ok, late, failed
+        due = start + period * i / max(calls, 1)
+        while due < stop:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            t0 = time.monotonic()
+            try:
+                r = await c.post(f"/api/v1/keys/{dst}/enc_keys",
+                                 json={"number": number, "size": size})
+                good = r.status_code == 200
+            except httpx.HTTPError:
+                good = False
+            t1 = time.monotonic()
+            if t0 >= measure_from:
+                if not good:
+                    failed += 1
+                elif t1 > due + period:
+                    late += 1
+                else:
+                    ok += 1
+                    lat.append(1000 * (t1 - t0))
+            due += period
+
+    async with _client(info, src) as c:
+        await asyncio.gather(*(call(i, c) for i in range(calls)))
+    return {"calls": calls, "ok": ok, "late": late, "failed": failed,
+            "sustained": ok > 0 and late == 0 and failed == 0,
+            "p50_ms": round(statistics.median(lat), 1) if lat else None}
+
+
+async def _wait_route(info: dict[str, Any], src: str, dst: str, limit: float) -> float | None:
+    """Seconds until the route holds key for an OTP second of one call, or None."""
+    t0 = time.monotonic()
+    async with _client(info, src) as c:
+        while time.monotonic() - t0 < limit:
+            try:
+                st = (await c.get(f"/api/v1/keys/{dst}/status")).json()
+                if st["stored_key_count"] * 256 >= 4 * OTP_BITS_PER_DIRECTION:
+                    return round(time.monotonic() - t0, 1)
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            await asyncio.sleep(2.0)
+    return None
+
+
+def _route_rate(info: dict[str, Any], launcher: Launcher, src: str, dst: str) -> dict[str, Any]:
+    assert launcher.state is not None
+    node = info["saes"][src]["node"]
+    st = launcher.state.get(info["nodes"][node]["node_url"])
+    summary = summarise(info, collect(info, launcher.state))
+    pair = (st or {}).get("pairs", {}).get(f"{src}->{dst}", {})
+    routes = pair.get("routes") or []
+    links: list[str] = []
+    for r in routes:
+        for u, v in itertools.pairwise(r):
+            links += [lid for lid, x in info["links"].items() if {x["a"], x["b"]} == {u, v}]
+    rates = {lid: summary["links"][lid]["key_rate_bps"] for lid in links}
+    good = [v for v in rates.values() if isinstance(v, int | float)]
+    return {"route": routes, "link_rates_bps": rates,
+            "bottleneck_bps": min(good) if good else None}
+
+
+async def _capacity(info: dict[str, Any], src: str, dst: str, seconds: float, mode: str,
+                    start_calls: int, grow: float, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    best = 0
+    steps = []
+    calls = start_calls
+    while calls <= limit:
+        if mode == "otp":
+            step = await _step(info, src, dst, calls, 1.0, 2, OTP_BITS_PER_DIRECTION, seconds)
+        else:
+            step = await _step(info, src, dst, calls, AES_EPOCH_S, 2, AES_KEY_BITS,
+                               max(seconds, 2 * AES_EPOCH_S))
+        steps.append(step)
+        print(json.dumps({"event": "bench_step", "mode": mode, **step}), file=sys.stderr,
+              flush=True)
+        if not step["sustained"]:
+            break
+        best = calls
+        calls = max(calls + 1, int(calls * grow))
+    return best, steps
+
+
+def run_bench_network(args: argparse.Namespace) -> int:
+    prog = "qkd-keyserver bench network"
+    topo = load_topology(args.topology)
+    directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="qkd-bench-"))
+    # stock capped at ~4 s of one OTP call per stream: it cannot hide a rate shortfall
+    opts = Options(seed=args.seed, max_key_count=512, testing=True)
+    launcher = Launcher(make_plan(directory, topo, opts))
+    try:
+        launcher.lock()
+        launcher.check_ports()
+        launcher.prepare()
+        launcher.start_all()
+        launcher.wait_ready(timeout=180)
+        info = launcher.info()
+        print(json.dumps({"event": "bench_network_ready", "topology": topo.name}),
+              file=sys.stderr, flush=True)
+        cpu = measure_cpu(launcher, args.seconds)  # the network paced in real time, no load
+        waited = asyncio.run(_wait_route(info, args.src, args.dst, args.wait))
+        print(json.dumps({"event": "bench_route", "seconds_waited": waited}), file=sys.stderr,
+              flush=True)
+        if waited is None:
+            raise LaunchError(f"no route from {args.src} to {args.dst} with key after "
+                              f"{args.wait:g} s (the links have not produced key yet)")
+        relay = asyncio.run(_relay_times(info, args.src, args.dst, 30))
+        rate = _route_rate(info, launcher, args.src, args.dst)
+        otp, otp_steps = asyncio.run(_capacity(info, args.src, args.dst, args.seconds, "otp",
+                                               1, 1.5, 64))
+        rate_after = _route_rate(info, launcher, args.src, args.dst)
+        aes, aes_steps = asyncio.run(_capacity(info, args.src, args.dst, args.seconds, "aes",
+                                               25, 2.0, 3200))
+    except LaunchError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        launcher.stop()
+        launcher.unlock()
+    bott = rate_after["bottleneck_bps"] or rate["bottleneck_bps"]
+    otp_demand = 2 * OTP_BITS_PER_DIRECTION + 8 * 32  # + one-time MAC key per request and hop
+    aes_demand = (2 * AES_KEY_BITS + 8 * 32) / AES_EPOCH_S
+    result = {
+        "topology": topo.name, "from": args.src, "to": args.dst,
+        "route": rate_after["route"] or rate["route"],
+        "hops": max((len(r) - 1 for r in (rate_after["route"] or rate["route"])), default=None),
+        "network_cpu_idle": cpu,
+        "relay_time_256bit": relay,
+        "bottleneck_link_rate_bps": bott,
+        "link_rates_bps": rate_after["link_rates_bps"],
+        "otp_calls_sustained": otp,
+        "otp_calls_bound": round(bott / otp_demand, 2) if bott else None,
+        "aes_calls_sustained": aes,
+        "aes_calls_bound": round(bott / aes_demand) if bott else None,
+        "otp_steps": otp_steps, "aes_steps": aes_steps,
+        "command": f"qkd-keyserver bench network --topology {args.topology} --seconds "
+                   f"{args.seconds:g}",
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k in ("topology", "route", "hops", "network_cpu_idle", "relay_time_256bit",
+                  "bottleneck_link_rate_bps", "otp_calls_sustained", "otp_calls_bound",
+                  "aes_calls_sustained", "aes_calls_bound"):
+            print(f"{k:>26}: {result[k]}")
+    return 0

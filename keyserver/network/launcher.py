@@ -1,0 +1,254 @@
+"""Start a whole QKD network: every QKD module and every KMS node as its own process.
+
+:class:`Launcher` owns one network directory (an ``flock`` on ``DIR/.lock`` for its whole life,
+taken before anything is written, so a second launcher on the same directory refuses and
+touches nothing), checks that every port it needs is free (naming the one that is not), writes
+the PKI and configs (:mod:`keyserver.network.plan`), starts the processes (modules first),
+waits until every node answers, then writes ``network.json``. Children get SIGTERM if the
+launcher dies (``PR_SET_PDEATHSIG``); :meth:`stop` stops them (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keyserver.network.plan import HOST, NetworkPlan, port_free, write_configs
+from keyserver.network.stateclient import StateClient
+from keyserver.pki.domains import NetworkPki
+
+
+class LaunchError(Exception):
+    """The network cannot start; the message says why and what to do."""
+
+
+def _pdeathsig() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Child:
+    name: str
+    kind: str  # "module" | "node"
+    config: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Launcher:
+    def __init__(self, plan: NetworkPlan) -> None:
+        self.plan = plan
+        self.children: dict[str, Child] = {
+            name: Child(name, kind, cfg, log) for name, cfg, log, kind in plan.processes()
+        }
+        self._lock_fd: int | None = None
+        self.pki: NetworkPki | None = None
+        self.state: StateClient | None = None
+
+    # -- directory lock ------------------------------------------------------------------------
+    def lock(self) -> None:
+        d = self.plan.directory
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            owner = ""
+            with contextlib.suppress(OSError, ValueError):
+                info = json.loads((d / "network.json").read_text())
+                owner = f" (launcher pid {info['launcher_pid']})"
+            raise LaunchError(
+                f"{d} is in use by a running network{owner}: stop it first or use another --dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- preparation ---------------------------------------------------------------------------
+    def check_ports(self) -> None:
+        wanted: list[tuple[int, str]] = []
+        for n in self.plan.nodes.values():
+            wanted += [(n.sae_port, f"the SAE API of node {n.id}"),
+                       (n.node_port, f"the node API of node {n.id}")]
+        for m in self.plan.modules.values():
+            wanted.append((m.port, f"the northbound API of module {m.id}"))
+        for link, (q, c) in self.plan.channels.items():
+            wanted += [(q, f"the quantum channel of link {link}"),
+                       (c, f"the classical channel of link {link}")]
+        seen: set[int] = set()
+        for port, what in wanted:
+            if port in seen or not port_free(port):
+                raise LaunchError(
+                    f"port {port} on {HOST} is in use (needed for {what}); stop what uses it "
+                    "or choose other ports"
+                )
+            seen.add(port)
+
+    def prepare(self) -> NetworkPki:
+        (self.plan.directory / "network.json").unlink(missing_ok=True)
+        self.pki = write_configs(self.plan)
+        self.state = StateClient(self.pki.ca_cert("node"), self.pki.node_admin())
+        return self.pki
+
+    # -- processes -----------------------------------------------------------------------------
+    def start(self, name: str) -> None:
+        c = self.children[name]
+        if c.running:
+            return
+        c.log.parent.mkdir(parents=True, exist_ok=True)
+        with c.log.open("ab") as log:
+            c.proc = subprocess.Popen(
+                [sys.executable, "-m", "keyserver.cli", c.kind, "--config", str(c.config)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=_pdeathsig,
+            )
+
+    def start_all(self) -> None:
+        for name in self.children:
+            self.start(name)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        c = self.children[name]
+        if c.proc is not None and c.proc.poll() is None:
+            c.proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                c.proc.wait(timeout=10)
+
+    def exited(self) -> list[Child]:
+        return [c for c in self.children.values() if c.proc is not None
+                and c.proc.poll() is not None]
+
+    def stop(self) -> None:
+        for c in self.children.values():
+            if c.running and c.proc is not None:
+                c.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for c in self.children.values():
+            if c.proc is None:
+                continue
+            try:
+                c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+                c.proc.wait()
+
+    def wait_ready(
+        self, timeout: float = 90.0, stop: Callable[[], bool] = lambda: False,
+        progress: Callable[[str], None] = lambda s: None, synced: bool = True,
+    ) -> None:
+        """Every node answers (and, with `synced`, every link's two nodes agree on its keys)."""
+        assert self.state is not None
+        deadline = time.monotonic() + timeout
+        waiting = "nodes"
+        while True:
+            dead = self.exited()
+            if dead:
+                c = dead[0]
+                code = c.proc.returncode if c.proc else None
+                raise LaunchError(
+                    f"{c.kind} {c.name} exited with code {code}: see {c.log}"
+                    + _last_line(c.log)
+                )
+            states = {n: self.state.get(p.node_url) for n, p in self.plan.nodes.items()}
+            missing = [n for n, s in states.items() if s is None]
+            unsynced = sorted({
+                lid for s in states.values() if s is not None
+                for lid, link in s["links"].items() if not link["synced"]
+            })
+            if not missing and (not synced or not unsynced):
+                return
+            now_waiting = (f"waiting for node(s) {', '.join(missing[:5])}" if missing else
+                           f"waiting for link(s) {', '.join(unsynced[:5])} to sync")
+            if now_waiting != waiting:
+                waiting = now_waiting
+                progress(waiting)
+            if time.monotonic() > deadline:
+                raise LaunchError(f"the network did not come up in {timeout:g} s: {waiting}; "
+                                  f"see the logs in {self.plan.directory / 'logs'}")
+            if stop():
+                raise LaunchError("interrupted")
+            time.sleep(0.3)
+
+    # -- outputs -------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        p, pki = self.plan, self.pki
+        assert pki is not None
+        admin = pki.node_admin()
+        madmin = pki.module_admin()
+        return {
+            "topology": p.topology.name,
+            "directory": str(p.directory),
+            "launcher_pid": os.getpid(),
+            "ca_cert": str(pki.ca_cert("sae")),
+            "node_ca_cert": str(pki.ca_cert("node")),
+            "module_ca_cert": str(pki.ca_cert("module")),
+            "admin": {"node_cert": str(admin.cert), "node_key": str(admin.key),
+                      "module_cert": str(madmin.cert), "module_key": str(madmin.key)},
+            "nodes": {
+                n.id: {"sae_url": n.sae_url, "node_url": n.node_url, "config": str(n.config),
+                       "log": str(n.log), "pid": self._pid(n.id),
+                       "city": next(x.city for x in p.topology.nodes if x.id == n.id)}
+                for n in p.nodes.values()
+            },
+            "modules": {
+                m.id: {"link": m.link, "role": m.role, "node": m.node, "url": m.url,
+                       "config": str(m.config), "log": str(m.log), "pid": self._pid(m.id)}
+                for m in p.modules.values()
+            },
+            "links": {
+                link.id: {"a": link.a, "b": link.b, "distance_km": link.distance_km,
+                          "modules": [m.id for m in p.modules_of(link.id)],
+                          "eve_module": p.eve_module(link.id).id}
+                for link in p.topology.links
+            },
+            "saes": {
+                s.id: {"id": s.id, "node": s.node, "kme": s.node,
+                       "kme_url": p.nodes[s.node].sae_url,
+                       "cert": str(pki.sae(s.id).cert), "key": str(pki.sae(s.id).key),
+                       "ca_cert": str(pki.ca_cert("sae")), "profile": str(p.profile(s.id))}
+                for s in p.topology.saes
+            },
+        }
+
+    def _pid(self, name: str) -> int | None:
+        c = self.children[name]
+        return c.proc.pid if c.proc is not None else None
+
+    def write_info(self, name: str = "network.json", extra: dict[str, Any] | None = None) -> Path:
+        info = self.info()
+        info.update(extra or {})
+        path = self.plan.directory / name
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp, path)
+        return path
+
+
+def _last_line(log: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = [x for x in log.read_text(errors="replace").splitlines() if x.strip()]
+        if lines:
+            return f" (last line: {lines[-1][:300]})"
+    return ""

@@ -1,0 +1,366 @@
+"""Where everything of one network lives: ports, directories, certificates, config files.
+
+:func:`make_plan` lays a topology out in a directory (sans-I/O apart from probing for free
+ports); :func:`write_configs` creates the PKI, the links' pre-shared authentication keys and
+every module and node config file (formats: the module config of the QKD layer's contract,
+:mod:`keyserver.kms.nodeconfig` for nodes). Layout of ``DIR``::
+
+    pki/{sae,node,module}-ca/   the three CAs      pki/{sae,node,module}/  certificates, keys
+    links/<link>.authkey        pre-shared initial authentication key of each link (0600)
+    modules/<module>.toml       module configs     modules/<module>/       their data
+    nodes/<node>.toml           node configs       nodes/<node>/           their data
+    logs/<process>.log          every process's log
+    saes/<sae>.toml             a qphone profile per SAE
+    network.json                what is running where (written once everything answers)
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keyserver.etsi014.server import HttpLimits
+from keyserver.network.topology import LinkSpec, Topology
+from keyserver.pki.domains import ADMIN_CN, NetworkPki, ensure_link_auth_key
+
+HOST = "127.0.0.1"
+MODULE_KEY_BITS = 1024  # the key size the modules serve: the granularity of link keys
+MODULE_MAX_KEYS = 4096
+EVE_ROLE = "transmitter"  # the module that hosts the simulated fibre's eavesdropper (docs/bb84.md)
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def free_ports(n: int, avoid: set[int], host: str = HOST) -> list[int]:
+    """`n` distinct free ports (all bound at once while choosing, so none repeats)."""
+    socks: list[socket.socket] = []
+    out: list[int] = []
+    try:
+        while len(out) < n:
+            s = socket.socket()
+            socks.append(s)
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+            if port not in avoid:
+                out.append(port)
+    finally:
+        for s in socks:
+            s.close()
+    return out
+
+
+def port_free(port: int, host: str = HOST) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class ModulePlan:
+    id: str
+    link: str
+    role: str  # "transmitter" | "receiver"
+    node: str
+    remote_node: str
+    port: int
+    data_dir: Path
+    config: Path
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://{HOST}:{self.port}"
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    id: str
+    sae_port: int
+    node_port: int
+    data_dir: Path
+    config: Path
+    log: Path
+
+    @property
+    def sae_url(self) -> str:
+        return f"https://{HOST}:{self.sae_port}"
+
+    @property
+    def node_url(self) -> str:
+        return f"https://{HOST}:{self.node_port}"
+
+
+@dataclass(frozen=True)
+class Options:
+    seed: int | None = None
+    eve: dict[str, float] = field(default_factory=dict)  # link -> intercept fraction at start
+    distance_km: float | None = None  # overrides every link's length (the demo's flag)
+    max_key_count: int = 16_384  # node stock cap per stream, in keys of key_size (4 Mbit)
+    multipath: int = 1
+    testing: bool = False
+    record: bool = False  # testing: nodes record node-to-node messages in DIR/records
+    record_view: bool = False
+    hold_seconds: float = 300.0
+    relay_timeout: float = 10.0
+    key_size: int = 256
+    module_max_keys: int = MODULE_MAX_KEYS  # a module pauses when it holds this many keys
+    module_params: dict[str, Any] = field(default_factory=dict)
+    http: HttpLimits | None = None  # listener limits of the nodes (None: the defaults)
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    directory: Path
+    topology: Topology
+    options: Options
+    nodes: dict[str, NodePlan]
+    modules: dict[str, ModulePlan]  # module ID -> plan
+    channels: dict[str, tuple[int, int]]  # link -> (quantum, classical) port
+
+    def modules_of(self, link: str) -> list[ModulePlan]:
+        return [m for m in self.modules.values() if m.link == link]
+
+    def eve_module(self, link: str) -> ModulePlan:
+        return next(m for m in self.modules_of(link) if m.role == EVE_ROLE)
+
+    def profile(self, sae: str) -> Path:
+        return self.directory / "saes" / f"{sae}.toml"
+
+    def processes(self) -> list[tuple[str, Path, Path, str]]:
+        """(name, config, log, subcommand) of every process, modules first."""
+        out = [(m.id, m.config, m.log, "module") for m in self.modules.values()]
+        out += [(n.id, n.config, n.log, "node") for n in self.nodes.values()]
+        return out
+
+
+def module_id(link: str, role: str) -> str:
+    return f"QKD-{link}-{'tx' if role == 'transmitter' else 'rx'}"
+
+
+def make_plan(
+    directory: Path,
+    topology: Topology,
+    options: Options,
+    sae_ports: dict[str, int] | None = None,
+) -> NetworkPlan:
+    """Lay out the network; `sae_ports` pins some nodes' SAE API ports, the rest are free ports."""
+    d = directory.resolve()
+    pinned = sae_ports or {}
+    need = 2 * len(topology.nodes) + 4 * len(topology.links)
+    ports = iter(free_ports(need, set(pinned.values())))
+    nodes = {
+        n.id: NodePlan(n.id, pinned.get(n.id) or next(ports), next(ports), d / "nodes" / n.id,
+                       d / "nodes" / f"{n.id}.toml", d / "logs" / f"node-{n.id}.log")
+        for n in topology.nodes
+    }
+    modules: dict[str, ModulePlan] = {}
+    channels: dict[str, tuple[int, int]] = {}
+    for link in topology.links:
+        channels[link.id] = (next(ports), next(ports))
+        for role, node, remote in (("transmitter", link.a, link.b), ("receiver", link.b, link.a)):
+            mid = module_id(link.id, role)
+            modules[mid] = ModulePlan(mid, link.id, role, node, remote, next(ports),
+                                      d / "modules" / mid, d / "modules" / f"{mid}.toml",
+                                      d / "logs" / f"{mid}.log")
+    return NetworkPlan(d, topology, options, nodes, modules, channels)
+
+
+def _s(v: Any) -> str:
+    return json.dumps(str(v))  # a JSON string is a TOML basic string
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    return _s(v)
+
+
+def _distance(plan: NetworkPlan, link: LinkSpec) -> float:
+    o = plan.options.distance_km
+    return float(o) if o is not None else link.distance_km
+
+
+def module_config_text(plan: NetworkPlan, m: ModulePlan, pki: NetworkPki) -> str:
+    link = plan.topology.link(m.link)
+    q, c = plan.channels[m.link]
+    certs = pki.module(m.id)
+    o = plan.options
+    lines = [
+        "[module]",
+        f"id = {_s(m.id)}",
+        f"link = {_s(m.link)}",
+        f"role = {_s(m.role)}",
+        f"data_dir = {_s(m.data_dir)}",
+        f"testing = {_value(o.testing or o.seed is not None)}",
+    ]
+    if o.seed is not None:
+        lines.append(f"seed = {int(o.seed) * 1000 + sorted(plan.channels).index(m.link)}")
+    lines += [
+        "",
+        "[northbound]",
+        f"host = {_s(HOST)}",
+        f"port = {m.port}",
+        f"ca_cert = {_s(pki.ca_cert('module'))}",
+        f"cert = {_s(certs.cert)}",
+        f"key = {_s(certs.key)}",
+        f"local_node = {_s(m.node)}",
+        f"remote_node = {_s(m.remote_node)}",
+        f"admin = {_s(ADMIN_CN)}",
+        f"key_size = {MODULE_KEY_BITS}",
+        f"max_key_count = {o.module_max_keys}",
+        "max_key_per_request = 1024",
+        "",
+        "[quantum_channel]",
+        f"address = {_s(f'{HOST}:{q}')}",
+        f"distance_km = {_distance(plan, link)!r}",
+        f"eve_fraction = {float(o.eve.get(m.link, 0.0))!r}",
+    ]
+    params = {**o.module_params, **link.params}
+    if params:
+        lines += ["", "[quantum_channel.params]"]
+        lines += [f"{k} = {_value(v)}" for k, v in sorted(params.items())]
+    lines += [
+        "",
+        "[classical_channel]",
+        f"address = {_s(f'{HOST}:{c}')}",
+        f"initial_auth_key = {_s(plan.directory / 'links' / f'{m.link}.authkey')}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def node_config_text(plan: NetworkPlan, n: NodePlan, pki: NetworkPki) -> str:
+    creds = pki.node(n.id)
+    o = plan.options
+    lines = [
+        "[node]",
+        f"id = {_s(n.id)}",
+        f"data_dir = {_s(n.data_dir)}",
+        f"testing = {_value(o.testing)}",
+    ]
+    if o.record:
+        lines.append(f"record_dir = {_s(plan.directory / 'records')}")
+    if o.record_view:
+        lines.append("record_view = true")
+    lines += [
+        "",
+        "[sae_api]",
+        f"host = {_s(HOST)}",
+        f"port = {n.sae_port}",
+        f"ca_cert = {_s(creds.sae_ca)}",
+        f"cert = {_s(creds.sae_server.cert)}",
+        f"key = {_s(creds.sae_server.key)}",
+        "",
+        "[node_api]",
+        f"host = {_s(HOST)}",
+        f"port = {n.node_port}",
+        f"ca_cert = {_s(creds.node_ca)}",
+        f"cert = {_s(creds.node.cert)}",
+        f"key = {_s(creds.node.key)}",
+        f"admin = {_s(ADMIN_CN)}",
+        "",
+        "[module_client]",
+        f"ca_cert = {_s(creds.module_ca)}",
+        f"cert = {_s(creds.module_client.cert)}",
+        f"key = {_s(creds.module_client.key)}",
+        "",
+        "[keys]",
+        f"key_size = {o.key_size}",
+        "min_key_size = 64",
+        "max_key_size = 65536",
+        "max_key_per_request = 128",
+        f"max_key_count = {o.max_key_count}",
+        f"hold_seconds = {float(o.hold_seconds)!r}",
+        f"relay_timeout_seconds = {float(o.relay_timeout)!r}",
+        "",
+        *([""] + ["[http]"] + [f"{k} = {v!r}" for k, v in sorted(vars(o.http).items())]
+          if o.http is not None else []),
+        "",
+        "[routing]",
+        f"multipath = {o.multipath}",
+        "lsa_interval_seconds = 2.0",
+        "lsa_max_age_seconds = 7.0",
+    ]
+    for m in plan.modules.values():
+        if m.node == n.id:
+            lines += ["", "[[modules]]", f"link = {_s(m.link)}", f"id = {_s(m.id)}",
+                      f"url = {_s(m.url)}"]
+    for other in plan.nodes.values():
+        lines += ["", "[[nodes]]", f"id = {_s(other.id)}", f"url = {_s(other.node_url)}"]
+    for link in plan.topology.links:
+        lines += ["", "[[links]]", f"id = {_s(link.id)}", f"a = {_s(link.a)}",
+                  f"b = {_s(link.b)}", f"distance_km = {_distance(plan, link)!r}"]
+    for sae in plan.topology.saes:
+        lines += ["", "[[saes]]", f"id = {_s(sae.id)}", f"node = {_s(sae.node)}"]
+    return "\n".join(lines) + "\n"
+
+
+def profile_text(plan: NetworkPlan, pki: NetworkPki, sae: str, peer: str) -> str:
+    """A qphone profile (the format ``qkd-keyserver demo`` always wrote)."""
+    node = plan.topology.sae_node(sae)
+    assert node is not None
+    certs = pki.sae(sae)
+    d = plan.profile(sae).parent
+    return "\n".join([
+        "[sae]",
+        f"id = {_s(sae)}",
+        "",
+        "[kme]",
+        f"url = {_s(plan.nodes[node].sae_url)}",
+        f"ca_cert = {_s(pki.ca_cert('sae'))}",
+        f"client_cert = {_s(certs.cert)}",
+        f"client_key = {_s(certs.key)}",
+        "",
+        "[peer]",
+        f"sae_id = {_s(peer)}",
+        "",
+        "[identity]",
+        f"file = {_s(d / f'{sae}.identity')}",
+        f"known_peers = {_s(d / f'{sae}.known_peers.json')}",
+        "",
+    ])
+
+
+def default_peer(topology: Topology, sae: str) -> str:
+    """The SAE a profile calls by default: the next SAE at another node (alice <-> bob)."""
+    others = [s for s in topology.saes if s.id != sae]
+    node = topology.sae_node(sae)
+    far = [s for s in others if s.node != node] or others
+    if sae == "alice" and any(s.id == "bob" for s in far):
+        return "bob"
+    if sae == "bob" and any(s.id == "alice" for s in far):
+        return "alice"
+    return far[0].id if far else sae
+
+
+def write_configs(plan: NetworkPlan, pki: NetworkPki | None = None) -> NetworkPki:
+    """Create the PKI (or use `pki`), link keys and every config and profile of the plan."""
+    d = plan.directory
+    for sub in ("modules", "nodes", "logs", "saes", "links"):
+        (d / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    pki = pki or NetworkPki(d / "pki")
+    pki.node_admin()
+    pki.module_admin()
+    for link in plan.topology.links:
+        ensure_link_auth_key(d / "links" / f"{link.id}.authkey")
+    for m in plan.modules.values():
+        m.config.write_text(module_config_text(plan, m, pki))
+    for n in plan.nodes.values():
+        n.config.write_text(node_config_text(plan, n, pki))
+    for sae in plan.topology.saes:
+        plan.profile(sae.id).write_text(
+            profile_text(plan, pki, sae.id, default_peer(plan.topology, sae.id))
+        )
+    return pki
