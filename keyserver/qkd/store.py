@@ -8,6 +8,10 @@ Keys: ``(id, block, idx, material, committed)``. A receiver stores a block *unco
 confirms it, and commits it on the transmitter's ``Commit`` (or the next Hello); a transmitter
 stores blocks committed. Auth chunks: ``(block, to_receiver, to_transmitter, committed)``;
 block -1 is the pre-shared initial key.
+
+The module uses its store from the event loop (the northbound API) and from worker threads (block
+storage, commits): one lock serialises every method, so two transactions never interleave on the
+one connection.
 """
 
 from __future__ import annotations
@@ -15,15 +19,32 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from keyserver.qkd.classicalchannel import Chunk
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _locked(
+    method: Callable[Concatenate[ModuleStore, _P], _R],
+) -> Callable[Concatenate[ModuleStore, _P], _R]:
+    def run(self: ModuleStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    run.__doc__ = method.__doc__
+    return run
 
 
 class ModuleStore:
     def __init__(self, data_dir: Path, *, synchronous: str = "NORMAL") -> None:
+        self._lock = threading.RLock()
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / "module.sqlite"
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -42,14 +63,17 @@ class ModuleStore:
             "to_receiver BLOB NOT NULL, to_transmitter BLOB NOT NULL, committed INTEGER NOT NULL)"
         )
 
+    @_locked
     def close(self) -> None:
         self._db.close()
 
     # -- meta --------------------------------------------------------------------------------
+    @_locked
     def get(self, key: str, default: Any = None) -> Any:
         row = self._db.execute("SELECT v FROM meta WHERE k = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
+    @_locked
     def put(self, key: str, value: Any) -> None:
         self._db.execute(
             "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
@@ -57,6 +81,7 @@ class ModuleStore:
         )
 
     # -- the initial key and the pad ---------------------------------------------------------
+    @_locked
     def init_auth(self, to_receiver: bytes, to_transmitter: bytes) -> None:
         """Record the pre-shared key on first start; refuse a different one later."""
         digest = hashlib.sha256(to_receiver + to_transmitter).hexdigest()
@@ -75,33 +100,40 @@ class ModuleStore:
                 "empty data_dir to start the link anew (at both modules)"
             )
 
+    @_locked
     def chunks(self) -> list[Chunk]:
         rows = self._db.execute(
             "SELECT block, to_receiver, to_transmitter, committed FROM auth_chunks ORDER BY block"
         ).fetchall()
         return [Chunk(int(b), (bytearray(rx), bytearray(tx)), bool(c)) for b, rx, tx, c in rows]
 
+    @_locked
     def save_reservation(self, direction: int, position: int) -> None:
         self.put(f"send_reserved_{direction}", position)
 
+    @_locked
     def reservation(self, direction: int) -> int:
         return int(self.get(f"send_reserved_{direction}", 0))
 
+    @_locked
     def save_chunk(self, block: int, to_receiver: bytes, to_transmitter: bytes) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO auth_chunks VALUES (?, ?, ?, 0)",
             (block, to_receiver, to_transmitter),
         )
 
+    @_locked
     def commit_chunk(self, block: int) -> None:
         self._db.execute("UPDATE auth_chunks SET committed = 1 WHERE block = ?", (block,))
 
+    @_locked
     def drop_chunks_after(self, block: int) -> None:
         self._db.execute(
             "DELETE FROM auth_chunks WHERE block > ? AND committed = 0", (block,)
         )
 
     # -- blocks and keys ---------------------------------------------------------------------
+    @_locked
     def store_block(
         self,
         block: int,
@@ -127,6 +159,7 @@ class ModuleStore:
             else:
                 self.put("last_stored_block", block)
 
+    @_locked
     def commit_blocks_upto(self, block: int) -> list[int]:
         """Receiver: commit pending blocks <= block; returns them."""
         rows = self._db.execute(
@@ -145,6 +178,7 @@ class ModuleStore:
                 self.put("last_committed_block", max(int(r[0]) for r in rows))
         return sorted(int(r[0]) for r in rows)
 
+    @_locked
     def drop_pending_after(self, block: int) -> int:
         """Receiver: forget uncommitted blocks above ``block`` (never stored by the transmitter)."""
         with self._db:
@@ -155,9 +189,11 @@ class ModuleStore:
             )
         return int(cur.rowcount)
 
+    @_locked
     def key_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
 
+    @_locked
     def take_keys(self, number: int) -> list[tuple[uuid.UUID, bytes]]:
         """Transmitter: the oldest ``number`` committed keys, removed (all or none)."""
         with self._db:
@@ -171,6 +207,7 @@ class ModuleStore:
             self._db.executemany("DELETE FROM keys WHERE id = ?", [(r[0],) for r in rows])
         return [(uuid.UUID(r[0]), bytes(r[1])) for r in rows]
 
+    @_locked
     def get_keys(self, ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, bytes]] | None:
         """Receiver: the keys with these IDs, removed; None (nothing removed) unless all exist."""
         with self._db:
