@@ -28,6 +28,7 @@ def run_foreground(
     outputs: Callable[[Launcher], tuple[Path, dict[str, Any]]],
     banner: Callable[[Launcher, Path], list[str]],
     exit_on_child_death: bool,
+    first_key: bool = False,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -52,7 +53,7 @@ def run_foreground(
                 print(f"{prog}: starting {len(launcher.children)} processes in "
                       f"{launcher.plan.directory} ...", file=out, flush=True)
             launcher.start_all()
-            launcher.wait_ready(stop=stop.is_set, progress=(
+            launcher.wait_ready(stop=stop.is_set, first_key=first_key, progress=(
                 (lambda s: print(f"{prog}: {s}", file=out, flush=True)) if tty else
                 (lambda s: None)))
             written, event = outputs(launcher)

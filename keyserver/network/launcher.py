@@ -157,8 +157,11 @@ class Launcher:
     def wait_ready(
         self, timeout: float = 90.0, stop: Callable[[], bool] = lambda: False,
         progress: Callable[[str], None] = lambda s: None, synced: bool = True,
+        first_key: bool = False,
     ) -> None:
-        """Every node answers (and, with `synced`, every link's two nodes agree on its keys)."""
+        """Every node answers (and, with `synced`, every link's two nodes agree on its keys;
+        with `first_key`, every link also holds key for both directions or has aborted a block,
+        e.g. for an eavesdropper: then its alarm is what a caller gets)."""
         assert self.state is not None
         deadline = time.monotonic() + timeout
         waiting = "nodes"
@@ -177,10 +180,18 @@ class Launcher:
                 lid for s in states.values() if s is not None
                 for lid, link in s["links"].items() if not link["synced"]
             })
-            if not missing and (not synced or not unsynced):
+            keyless = sorted({
+                lid for s in states.values() if s is not None
+                for lid, link in s["links"].items()
+                if min(link["stock_bits"].values()) <= 0 and not _aborted(link)
+            }) if first_key else []
+            if not missing and (not synced or not unsynced) and not keyless:
                 return
-            now_waiting = (f"waiting for node(s) {', '.join(missing[:5])}" if missing else
-                           f"waiting for link(s) {', '.join(unsynced[:5])} to sync")
+            now_waiting = (
+                f"waiting for node(s) {', '.join(missing[:5])}" if missing else
+                f"waiting for link(s) {', '.join(unsynced[:5])} to sync" if unsynced else
+                f"waiting for the first QKD key on link(s) {', '.join(keyless[:5])}"
+            )
             if now_waiting != waiting:
                 waiting = now_waiting
                 progress(waiting)
@@ -252,3 +263,9 @@ def _last_line(log: Path) -> str:
         if lines:
             return f" (last line: {lines[-1][:300]})"
     return ""
+
+
+def _aborted(link_state: dict[str, Any]) -> bool:
+    """The link's module reports an aborted block or an eavesdropper alarm."""
+    module = link_state.get("module") or {}
+    return bool(module.get("eavesdropper_alarm")) or int(module.get("blocks_aborted") or 0) > 0
