@@ -11,7 +11,8 @@ Three messages on a reliable channel::
     ClientFinish {signature, confirm}            ---->
 
 The transcript hash starts with a context holding the protocol label and the channel binding
-supplied by the transport (a hash of both DTLS fingerprints), then covers every byte of every
+supplied by the transport (a hash of the DTLS session's two certificates and its RFC 5705 exporter,
+:mod:`qphone.core.channelbinding`), then covers every byte of every
 message. Each side signs the transcript with its hybrid identity (Ed25519 + ML-DSA-65; both must
 verify) and proves possession of the combined key with an HMAC (key confirmation in both
 directions). The master secret is CatKDF(QKD || ML-KEM || X25519) bound to the transcript.
@@ -236,7 +237,7 @@ def _expect_header(r: Reader, msg_type: int) -> None:
 def channel_context(channel_binding: bytes) -> bytes:
     if not 16 <= len(channel_binding) <= MAX_BINDING:
         raise ValueError(
-            "channel binding must be 16..255 bytes (e.g. SHA-256 of DTLS fingerprints)"
+            "channel binding must be 16..255 bytes (e.g. the transport's DTLS session binding)"
         )
     return _LABEL + b"\x00" + bytes((len(channel_binding),)) + channel_binding
 
