@@ -198,6 +198,14 @@ class CallSession:
         return self._recv_epoch if self.mode is Mode.AES else 0
 
     @property
+    def recv_frame_number(self) -> int:
+        """The authenticated frame number of the frame :meth:`unprotect` accepted last (-1: none):
+        AES the CTR, OTP the frame number in the KID. Playout orders frames by it."""
+        if self.mode is Mode.AES:
+            return self._receiver.last_counter
+        return self._pad_rx.last_frame
+
+    @property
     def pad_left_bytes(self) -> int:
         """OTP: pad this endpoint may still send with (0 in AES mode)."""
         return self._pad_tx.available if self.mode is Mode.OTP else 0

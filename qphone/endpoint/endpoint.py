@@ -313,6 +313,7 @@ class CallEndpoint:
             self.counters,
             drain_events=self._drain_session_events,
             observer=self._observer,
+            warn=self.warn,
         )
         send = SendPath(
             session,

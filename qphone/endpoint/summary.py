@@ -68,6 +68,7 @@ class CallSummary:
     frames_fec_recovered: int
     frames_late: int
     frames_rejected: dict[str, int]
+    frames_misplaced: int
     duplicates_dropped: int
     epochs: int
     epochs_tx: list[int]
@@ -108,6 +109,7 @@ class CallSummary:
             "frames_fec_recovered": self.frames_fec_recovered,
             "frames_late": self.frames_late,
             "frames_rejected": dict(self.frames_rejected),
+            "frames_misplaced": self.frames_misplaced,
             "duplicates_dropped": self.duplicates_dropped,
             "epochs": self.epochs,
             "epochs_tx": list(self.epochs_tx),
@@ -183,6 +185,7 @@ def summarize(
         frames_fec_recovered=jb.fec_recovered,
         frames_late=jb.late,
         frames_rejected=dict(counters.rejected),
+        frames_misplaced=counters.misplaced,
         duplicates_dropped=jb.duplicates + counters.rejected.get(FrameReplayed.__name__, 0),
         epochs=max([0, *counters.epochs_tx, *counters.epochs_rx])
         + (1 if accounting is not None else 0),
