@@ -98,6 +98,7 @@ class AesFrameSender:
         self._rotate_s = rotate_s
         self._on_epoch_over = on_epoch_over
         self._ctr = 0
+        self._refusal = ""
         self._set_key(key)
 
     def _set_key(self, key: FrameKey) -> None:
@@ -123,6 +124,19 @@ class AesFrameSender:
         self._set_key(key)
         self._deadline = now + self._rotate_s
 
+    def overdue_epochs(self, now: float) -> int:
+        """Whole epoch lengths (by frames or by time, whichever is more) that the current epoch
+        has run past its end without a rekey (0 while it has not ended, or in its first one)."""
+        frames = max(0, self._ctr - self._epoch_end) // max(1, self._rotate_frames)
+        if self._deadline in (_NOT_STARTED, _NEVER) or self._rotate_s in (0, _NEVER):
+            return frames
+        return max(frames, int(max(0.0, now - self._deadline) // self._rotate_s))
+
+    def refuse(self, reason: str) -> None:
+        """Protect nothing more (KeyExhausted with ``reason``) and drop the key."""
+        self._refusal = reason
+        self.close()
+
     def close(self) -> None:
         """Drop the key (the AESGCM context is freed with its last reference); refuse after."""
         self._max = -1  # protect() now raises KeyExhausted
@@ -140,7 +154,8 @@ class AesFrameSender:
                 ctr = self._ctr
         if ctr > self._max:
             raise KeyExhausted(
-                f"epoch {self._key.epoch}: frame counter exhausted and no fresh key installed"
+                self._refusal
+                or f"epoch {self._key.epoch}: frame counter exhausted and no fresh key installed"
             )
         if len(payload) > MAX_PAYLOAD:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")

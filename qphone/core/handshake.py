@@ -290,6 +290,24 @@ def _session(
     )
 
 
+def _describe(exc: Exception) -> str:
+    """An exception's text; its type too when it is not one of the expected rejections."""
+    if isinstance(exc, MalformedMessage | SignatureInvalid | ValueError) and str(exc):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _exchange(private: x25519.X25519PrivateKey, public: bytes, where: str) -> bytes:
+    """X25519, refusing a low-order public key (all-zero shared secret) with a clear message."""
+    try:
+        return private.exchange(x25519.X25519PublicKey.from_public_bytes(public))
+    except ValueError as exc:
+        raise HandshakeFailed(
+            f"{where} has an invalid X25519 public key (a low-order point: the shared secret "
+            "would be zero)"
+        ) from exc
+
+
 def _check_peer(expected: PublicIdentity | None, got: PublicIdentity) -> None:
     if expected is not None and not hmac.compare_digest(expected.encode(), got.encode()):
         raise PeerIdentityMismatch(got.fingerprint(), expected.fingerprint())
@@ -359,6 +377,8 @@ class Initiator:
         return self._hello
 
     def receive(self, data: bytes) -> list[Event]:
+        """Take the ServerHello; any failure (of a parser, of the crypto library, of a check)
+        raises HandshakeFailed and closes the handshake."""
         if self._state is not HandshakeState.WAIT_SERVER_HELLO:
             raise UnexpectedMessage(f"initiator got a message in state {self._state.value}")
         try:
@@ -366,9 +386,14 @@ class Initiator:
         except HandshakeFailed:
             self._fail()
             raise
-        except (MalformedMessage, SignatureInvalid, ValueError) as exc:
+        except Exception as exc:
             self._fail()
-            raise HandshakeFailed(f"ServerHello rejected: {exc}") from exc
+            raise HandshakeFailed(f"ServerHello rejected: {_describe(exc)}") from exc
+
+    def fail(self, reason: str) -> None:
+        """Abort from outside (e.g. the transport failed); raises HandshakeFailed."""
+        self._fail()
+        raise HandshakeFailed(reason)
 
     def _fail(self) -> None:
         self._state = HandshakeState.FAILED
@@ -383,7 +408,7 @@ class Initiator:
         _check_peer(self._expected_peer, sh.identity)
         core = sh.encode_core()
         assert self._x is not None and self._kem is not None
-        x_ss = self._x.exchange(x25519.X25519PublicKey.from_public_bytes(sh.x25519))
+        x_ss = _exchange(self._x, sh.x25519, "ServerHello")
         kem_ss = self._kem.decapsulate(sh.mlkem_ct)
         keys = _derive_master(self._context, self._qkd, kem_ss, x_ss, self._hello, core)
         try:
@@ -472,9 +497,9 @@ class Responder:
         except HandshakeFailed:
             self._fail()
             raise
-        except (MalformedMessage, SignatureInvalid, ValueError) as exc:
+        except Exception as exc:
             self._fail()
-            raise HandshakeFailed(f"handshake message rejected: {exc}") from exc
+            raise HandshakeFailed(f"handshake message rejected: {_describe(exc)}") from exc
 
     def _on_client_hello(self, data: bytes) -> list[Event]:
         ch = ClientHello.decode(data)
@@ -508,10 +533,13 @@ class Responder:
             qkd = _qkd_secret(
                 self._ch.qkd_key_ids, keys, self._ch.params.handshake_qkd_bits, "responder"
             )
+            return self._reply(qkd)
         except HandshakeFailed:
             self._fail()
             raise
-        return self._reply(qkd)
+        except Exception as exc:
+            self._fail()
+            raise HandshakeFailed(f"handshake failed: {_describe(exc)}") from exc
 
     def fail(self, reason: str) -> None:
         """Abort from outside (e.g. the KME could not resolve the key IDs)."""
@@ -522,11 +550,10 @@ class Responder:
         assert self._ch is not None
         ch = self._ch
         x = x25519.X25519PrivateKey.generate()
-        x_ss = x.exchange(x25519.X25519PublicKey.from_public_bytes(ch.x25519))
+        x_ss = _exchange(x, ch.x25519, "ClientHello")
         try:
             kem_ss, ct = mlkem.MLKEM768PublicKey.from_public_bytes(ch.mlkem_ek).encapsulate()
         except ValueError as exc:
-            self._fail()
             raise HandshakeFailed(f"ClientHello has an invalid ML-KEM key: {exc}") from exc
         sh = ServerHello(
             os.urandom(RANDOM_LEN), x.public_key().public_bytes_raw(), ct, self._identity.public
