@@ -3,12 +3,19 @@
 Three messages on a reliable channel::
 
     Initiator                                            Responder
-    ClientHello  {random, params, X25519 pk, ML-KEM ek,
-                  identity, QKD key IDs}         ---->
+    ClientHello  {random, SAS commitment, params,
+                  X25519 pk, ML-KEM ek, identity,
+                  QKD key IDs}                   ---->
                                                        (NeedQkdKeys -> dec_keys -> provide_qkd_keys)
                                                  <----  ServerHello {random, X25519 pk, ML-KEM ct,
                                                                      identity, signature, confirm}
-    ClientFinish {signature, confirm}            ---->
+    ClientFinish {SAS nonce, signature, confirm} ---->
+
+The SAS is derived from the master secret, ClientHello, ServerHello and the initiator's SAS
+nonce, to which the ClientHello commits (``H("qphone/1 sas commitment" || 0x00 || nonce)``,
+as ZRTP's hash commitment): the responder picks its ServerHello without knowing the nonce, the
+initiator picks the nonce before it sees the ServerHello, and nothing either sends later (the
+signatures are randomised) enters the SAS, so a man in the middle gets one guess per attempt.
 
 The transcript hash starts with a context holding the protocol label and the channel binding
 supplied by the transport (a hash of the DTLS session's two certificates and its RFC 5705 exporter,
@@ -57,6 +64,8 @@ CLIENT_HELLO = 1
 SERVER_HELLO = 2
 CLIENT_FINISH = 3
 RANDOM_LEN = 32
+SAS_NONCE_LEN = 32
+COMMITMENT_LEN = 32
 X25519_LEN = 32
 MLKEM_EK_LEN = 1184
 MLKEM_CT_LEN = 1088
@@ -64,6 +73,7 @@ CONFIRM_LEN = 32
 MAX_QKD_KEYS = 16
 MAX_BINDING = 255
 _LABEL = b"qphone/1 handshake"
+_COMMITMENT_LABEL = b"qphone/1 sas commitment\x00"
 _MITM = "(altered message, channel-binding mismatch or a man in the middle)"
 
 
@@ -132,6 +142,7 @@ _FINAL = (HandshakeState.DONE, HandshakeState.FAILED)
 @dataclass(frozen=True)
 class ClientHello:
     random: bytes
+    sas_commitment: bytes
     params: CallParams
     x25519: bytes
     mlkem_ek: bytes
@@ -144,6 +155,7 @@ class ClientHello:
             .u8(CLIENT_HELLO)
             .u8(VERSION)
             .fixed(self.random, RANDOM_LEN)
+            .fixed(self.sas_commitment, COMMITMENT_LEN)
             .fixed(self.params.encode(), len(self.params.encode()))
             .fixed(self.x25519, X25519_LEN)
             .fixed(self.mlkem_ek, MLKEM_EK_LEN)
@@ -158,6 +170,7 @@ class ClientHello:
         _expect_header(r, CLIENT_HELLO)
         msg = ClientHello(
             r.fixed(RANDOM_LEN, "random"),
+            r.fixed(COMMITMENT_LEN, "sas_commitment"),
             CallParams.read(r),
             r.fixed(X25519_LEN, "x25519"),
             r.fixed(MLKEM_EK_LEN, "mlkem_ek"),
@@ -210,17 +223,22 @@ class ServerHello:
 
 @dataclass(frozen=True)
 class ClientFinish:
+    sas_nonce: bytes
     signature: bytes
     confirm: bytes
 
     def encode(self) -> bytes:
-        return bytes((CLIENT_FINISH, VERSION)) + self.signature + self.confirm
+        return bytes((CLIENT_FINISH, VERSION)) + self.sas_nonce + self.signature + self.confirm
 
     @staticmethod
     def decode(data: bytes) -> ClientFinish:
         r = Reader(data, "ClientFinish")
         _expect_header(r, CLIENT_FINISH)
-        msg = ClientFinish(r.fixed(SIGNATURE_LEN, "signature"), r.fixed(CONFIRM_LEN, "confirm"))
+        msg = ClientFinish(
+            r.fixed(SAS_NONCE_LEN, "sas_nonce"),
+            r.fixed(SIGNATURE_LEN, "signature"),
+            r.fixed(CONFIRM_LEN, "confirm"),
+        )
         r.end()
         return msg
 
@@ -268,6 +286,18 @@ def _derive_master(
     )
 
 
+def sas_commitment(sas_nonce: bytes) -> bytes:
+    """What the ClientHello carries: a hash commitment to the initiator's SAS nonce."""
+    return hashlib.sha256(_COMMITMENT_LABEL + sas_nonce).digest()
+
+
+def derive_sas(master: bytes, context: bytes, ch: bytes, sh: bytes, sas_nonce: bytes) -> str:
+    """The SAS words: from the master secret and what was fixed before either side could see
+    the other's contribution (CH with its commitment, SH, the committed nonce), nothing else."""
+    prk = hkdf_extract(_h(context, ch, sh, sas_nonce), master)
+    return sas_words(hkdf_expand(prk, b"qphone/1 sas", SAS_BYTES))
+
+
 def _session(
     role: Role,
     params: CallParams,
@@ -275,6 +305,7 @@ def _session(
     keys: _KeyMaterial,
     transcript: bytes,
     qkd_ids: tuple[uuid.UUID, ...],
+    sas: str,
 ) -> HandshakeComplete:
     prk = hkdf_extract(transcript, keys.master)
     secrets = SessionSecrets(
@@ -282,7 +313,6 @@ def _session(
         hkdf_expand(prk, b"qphone/1 control i2r"),
         hkdf_expand(prk, b"qphone/1 control r2i"),
     )
-    sas = sas_words(hkdf_expand(prk, b"qphone/1 sas", SAS_BYTES))
     return HandshakeComplete(
         HandshakeResult(
             role, params, peer, sas, transcript, qkd_ids, params.handshake_qkd_bits, secrets
@@ -352,8 +382,10 @@ class Initiator:
         kem = mlkem.MLKEM768PrivateKey.generate()
         self._x: x25519.X25519PrivateKey | None = x
         self._kem: mlkem.MLKEM768PrivateKey | None = kem
+        self._sas_nonce = os.urandom(SAS_NONCE_LEN)  # revealed in the ClientFinish
         self._hello = ClientHello(
             os.urandom(RANDOM_LEN),
+            sas_commitment(self._sas_nonce),
             params,
             x.public_key().public_bytes_raw(),
             kem.public_key().public_bytes_raw(),
@@ -401,6 +433,7 @@ class Initiator:
 
     def _forget(self) -> None:
         self._qkd = b""
+        self._sas_nonce = b""
         self._x = self._kem = None
 
     def _on_server_hello(self, data: bytes) -> list[Event]:
@@ -427,10 +460,11 @@ class Initiator:
                 "key confirmation from responder failed: different QKD keys at the two KMEs "
                 + _MITM
             )
-        th = _h(self._context, self._hello, data)
+        nonce = self._sas_nonce
+        th = _h(self._context, self._hello, data, nonce)
         sig = self._identity.sign(th, b"qphone/1 initiator")
-        confirm = hmac.new(keys.fin_i, _h(self._context, self._hello, data, sig), "sha256")
-        finish = ClientFinish(sig, confirm.digest()).encode()
+        confirm = hmac.new(keys.fin_i, _h(self._context, self._hello, data, nonce, sig), "sha256")
+        finish = ClientFinish(nonce, sig, confirm.digest()).encode()
         transcript = _h(self._context, self._hello, data, finish)
         done = _session(
             Role.INITIATOR,
@@ -439,6 +473,7 @@ class Initiator:
             keys,
             transcript,
             ClientHello.decode(self._hello).qkd_key_ids,
+            derive_sas(keys.master, self._context, self._hello, data, nonce),
         )
         self._state = HandshakeState.DONE
         self._forget()
@@ -570,7 +605,13 @@ class Responder:
     def _on_finish(self, data: bytes) -> list[Event]:
         assert self._ch is not None and self._keys is not None
         fin = ClientFinish.decode(data)
-        th = _h(self._context, self._hello, self._sh)
+        if not hmac.compare_digest(sas_commitment(fin.sas_nonce), self._ch.sas_commitment):
+            raise HandshakeFailed(
+                "the initiator's SAS nonce does not match the commitment in its ClientHello "
+                + _MITM
+            )
+        nonce = fin.sas_nonce
+        th = _h(self._context, self._hello, self._sh, nonce)
         try:
             self._ch.identity.verify(fin.signature, th, b"qphone/1 initiator")
         except SignatureInvalid as exc:
@@ -578,7 +619,9 @@ class Responder:
                 f"initiator's transcript signature failed: {exc} {_MITM}"
             ) from None
         expect = hmac.new(
-            self._keys.fin_i, _h(self._context, self._hello, self._sh, fin.signature), "sha256"
+            self._keys.fin_i,
+            _h(self._context, self._hello, self._sh, nonce, fin.signature),
+            "sha256",
         ).digest()
         if not hmac.compare_digest(expect, fin.confirm):
             raise HandshakeFailed("key confirmation from initiator failed " + _MITM)
@@ -590,6 +633,7 @@ class Responder:
             self._keys,
             transcript,
             self._ch.qkd_key_ids,
+            derive_sas(self._keys.master, self._context, self._hello, self._sh, nonce),
         )
         self._state = HandshakeState.DONE
         self._keys = None
