@@ -38,7 +38,7 @@ from enum import Enum
 
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
-from qphone.core.callparams import CallParams, Mode
+from qphone.core.callparams import TAG_BITS, CallParams, Mode
 from qphone.core.combiner import combine
 from qphone.core.errors import (
     HandshakeFailed,
@@ -480,14 +480,69 @@ class Initiator:
         return [SendMessage(finish), done]
 
 
+MAX_FRAME_MS = 60  # the longest frame qphone sends: an epoch of n frames lasts at most n x this
+
+
 @dataclass(frozen=True)
 class ResponderPolicy:
-    """What the answering side accepts."""
+    """What the answering side accepts; a proposal outside it raises ProposalRefused whose
+    ``setting`` names the rule (the profile's ``[policy]`` keys, ``mode``, ``allow_pqc_only``).
+
+    The defaults are safe: tags of at least 64 bits, epochs of at most 60 s and 3000 frames.
+    """
 
     allowed_modes: frozenset[Mode] = frozenset({Mode.AES, Mode.OTP})
     allow_pqc_only: bool = False
     expected_peer: PublicIdentity | None = None
     required_mode: Mode | None = None  # e.g. --mode otp on the answering side: refuse anything else
+    min_otp_tag_bits: int = 64
+    max_epoch_ms: int = 60_000  # AES: the longest an epoch may last
+    max_epoch_frames: int = 3000  # AES: the most frames an epoch may hold
+
+    @staticmethod
+    def anything_valid() -> ResponderPolicy:
+        """Accept every proposal CallParams allows (in-memory demos and benchmarks only)."""
+        return ResponderPolicy(
+            allow_pqc_only=True,
+            min_otp_tag_bits=min(TAG_BITS),
+            max_epoch_ms=86_400_000,
+            max_epoch_frames=1 << 31,
+        )
+
+    def check(self, params: CallParams) -> None:
+        """Raise ProposalRefused unless ``params`` are within this policy."""
+        if params.mode not in self.allowed_modes or (
+            self.required_mode is not None and params.mode is not self.required_mode
+        ):
+            raise ProposalRefused(
+                f"caller asked for mode {params.mode.label}, which is not allowed", "mode"
+            )
+        if params.pqc_only and not self.allow_pqc_only:
+            raise ProposalRefused(
+                "caller offers a PQC-only call (no QKD key); "
+                "answer with --allow-pqc-only to accept",
+                "allow_pqc_only",
+            )
+        if params.mode is Mode.OTP and params.otp_tag_bits < self.min_otp_tag_bits:
+            raise ProposalRefused(
+                f"caller proposes {params.otp_tag_bits}-bit OTP tags, shorter than the "
+                f"{self.min_otp_tag_bits} bits this side accepts",
+                "min_otp_tag_bits",
+            )
+        if params.mode is Mode.AES:
+            lasts = min(params.rotate_ms, params.rotate_frames * MAX_FRAME_MS)
+            if lasts > self.max_epoch_ms:
+                raise ProposalRefused(
+                    f"caller proposes key epochs of up to {lasts / 1000:g} s, longer than the "
+                    f"{self.max_epoch_ms / 1000:g} s this side accepts",
+                    "max_epoch_seconds",
+                )
+            if params.rotate_frames > self.max_epoch_frames:
+                raise ProposalRefused(
+                    f"caller proposes key epochs of {params.rotate_frames} frames, more than "
+                    f"the {self.max_epoch_frames} this side accepts",
+                    "max_epoch_frames",
+                )
 
 
 class Responder:
@@ -539,18 +594,7 @@ class Responder:
     def _on_client_hello(self, data: bytes) -> list[Event]:
         ch = ClientHello.decode(data)
         params, policy = ch.params, self._policy
-        if params.mode not in policy.allowed_modes or (
-            policy.required_mode is not None and params.mode is not policy.required_mode
-        ):
-            raise ProposalRefused(
-                f"caller asked for mode {params.mode.label}, which is not allowed", "mode"
-            )
-        if params.pqc_only and not policy.allow_pqc_only:
-            raise ProposalRefused(
-                "caller offers a PQC-only call (no QKD key); "
-                "answer with --allow-pqc-only to accept",
-                "allow_pqc_only",
-            )
+        policy.check(params)
         if not params.pqc_only and not ch.qkd_key_ids:
             raise HandshakeFailed("ClientHello carries no QKD key IDs")
         _check_peer(policy.expected_peer, ch.identity)

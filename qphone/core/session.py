@@ -9,7 +9,9 @@ installs the receive key, and sends ``EpochAnnounce(e, key_id)``. The responder 
 ID at its KME, advances its chain, installs the receive key and answers ``EpochReady(e)``. A
 sender moves to epoch e+1 when its epoch is over (``rotate_frames`` frames or ``rotate_ms``,
 whichever first) and the peer is known to hold e+1 for receiving; so a rotation never waits on
-the network and no frame is lost to it. Receivers keep the previous epoch for ``grace_ms`` after
+the network and no frame is lost to it. If e+1 is not ready, the current key stays in use
+(``RotationOverdue``) for at most ``max_overdue_epochs`` more epoch lengths; then the sender
+refuses (``RotationFailed``, fail closed). Receivers keep the previous epoch for ``grace_ms`` after
 the first frame of the new one, then erase it.
 
 OTP mode. The initiator keeps ``lookahead`` pad blocks ahead in each direction's stream

@@ -38,11 +38,15 @@ from qphone.config.identityfile import load_or_create_identity
 from qphone.config.pins import KnownPeers, PinStatus
 from qphone.core.abort import AbortKind, decode_abort, is_abort
 from qphone.core.callparams import Mode
-from qphone.core.errors import ControlRejected, ControlUnauthenticated, QphoneError
-from qphone.core.handshake import HandshakeResult, ResponderPolicy, Role
+from qphone.core.errors import (
+    ControlRejected,
+    ControlUnauthenticated,
+    ProposalRefused,
+    QphoneError,
+)
+from qphone.core.handshake import HandshakeResult, Role
 from qphone.core.qkd import QkdKey
 from qphone.core.session import (
-    DEFAULT_MAX_OVERDUE_EPOCHS,
     CallSession,
     EpochStarted,
     FetchQkdKeys,
@@ -73,6 +77,7 @@ from qphone.endpoint.outcome import (
     key_supply_failure,
 )
 from qphone.endpoint.playout import Playout
+from qphone.endpoint.policy import policy_refused, responder_policy
 from qphone.endpoint.receivepath import ReceivePath
 from qphone.endpoint.sendpath import SendPath
 from qphone.endpoint.state import CallCounters, CallPhase, PhaseTracker
@@ -137,7 +142,7 @@ class CallEndpoint:
         self._transport_stats: TransportStats | None = None
         self._pad_left_bits = 0
         self._shut_down = False
-        self._max_overdue = DEFAULT_MAX_OVERDUE_EPOCHS
+        self._max_overdue = profile.policy.max_overdue_epochs
 
     # ------------------------------------------------------------------ messages to the user
     def say(self, text: str) -> None:
@@ -241,12 +246,11 @@ class CallEndpoint:
                 self.opt.call_params(self.pqc_only), qkd, self.pins.expected()
             )
         else:
-            policy = ResponderPolicy(
-                allow_pqc_only=self.opt.allow_pqc_only,
-                required_mode=self.opt.mode,
-                expected_peer=self.pins.expected(),
-            )
-            result = await self.handshake.respond(policy, self._resolve_handshake_keys)
+            policy = responder_policy(self.profile.policy, self.opt, self.pins.expected())
+            try:
+                result = await self.handshake.respond(policy, self._resolve_handshake_keys)
+            except ProposalRefused as exc:
+                raise policy_refused(exc, self.profile) from exc
             self.pqc_only = result.params.pqc_only
         self.times.handshake_ms = (time.monotonic() - t1) * 1e3
         return result

@@ -1,7 +1,8 @@
 """Attacks on a running call, in-process: real aiortc on 127.0.0.1, a real keyserver pair.
 
 Each test plays the attacker at the place the attack lives: on the control channel (forged
-aborts and messages, suppressed confirmations) or in the KME's replies (a wrong-size key).
+aborts and messages, suppressed confirmations), in the KME's replies (a wrong-size key), or in
+the caller's proposal (parameters outside the answerer's policy).
 """
 
 from __future__ import annotations
@@ -9,17 +10,27 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from qphone.core.abort import Abort, AbortKind
+from qphone.core.callparams import Mode
 from qphone.core.qkd import QkdKey
 from qphone.endpoint.endpoint import CallEndpoint
 from qphone.endpoint.options import CallOptions
-from qphone.endpoint.outcome import EndCause, KeySupplyFailed, OutOfKey, PeerFailed
+from qphone.endpoint.outcome import (
+    EndCause,
+    KeySupplyFailed,
+    OutOfKey,
+    PeerAborted,
+    PeerFailed,
+    PolicyRefused,
+)
 from qphone.endpoint.state import CallPhase
 from qphone.endpoint.summary import CallSummary
+from qphone.profile import Policy
 from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 from tests.support.keyserverdemo import private_profiles
 
@@ -139,3 +150,32 @@ async def test_suppressed_epoch_confirmations_end_the_call_after_the_overdue_lim
     # the caller's failing bye reaches the answerer (only its own messages were dropped)
     assert isinstance(rb, PeerFailed), rb
     assert a.counters.epochs_tx == []  # never rotated: nothing was confirmed
+
+
+async def test_calls_outside_the_answerers_policy_are_refused_naming_the_setting(
+    keyserver_pair: Path, tmp_path: Path, free_port: Callable[[], int]
+) -> None:
+    """The answerer used to accept any in-range parameters the caller signed (32-bit tags,
+    24-hour epochs); now its profile's [policy] decides, with safe defaults."""
+    pa, pb = private_profiles(keyserver_pair, tmp_path)
+    weak = {
+        "min_otp_tag_bits": opts(mode=Mode.OTP, otp_tag_bits=32),
+        "max_epoch_seconds": opts(rotate_seconds=86_400.0, rotate_frames=1 << 30),
+        "max_epoch_frames": opts(rotate_frames=100_000),
+    }
+    for setting, caller_options in weak.items():
+        a, b = CallEndpoint(pa, caller_options), CallEndpoint(pb, opts(duration=None))
+        ra, rb = await pair(a, b, free_port())
+        assert isinstance(rb, PolicyRefused) and rb.setting == setting, rb
+        assert f"[policy] {setting} in {pb.source}" in str(rb), rb
+        assert b.summary().error == str(rb) and b.session is None
+        # the caller is told, in neutral words (the abort is unauthenticated)
+        assert isinstance(ra, PeerAborted) and ra.abort.kind is AbortKind.POLICY_REFUSED, ra
+        assert "claims 'call outside policy'" in str(ra) and a.session is None
+    # an answerer whose profile allows 32-bit tags takes the call
+    loose = replace(pb, policy=Policy(min_otp_tag_bits=32))
+    a = CallEndpoint(pa, opts(mode=Mode.OTP, otp_tag_bits=32, duration=2.0))
+    b = CallEndpoint(loose, opts(duration=None))
+    ra, rb = await pair(a, b, free_port())
+    assert isinstance(ra, CallSummary) and isinstance(rb, CallSummary), (ra, rb)
+    assert rb.frames_received > 0 and ra.error is None
