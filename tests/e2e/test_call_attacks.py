@@ -19,6 +19,7 @@ from qphone.core.abort import Abort, AbortKind, decode_abort, is_abort
 from qphone.core.callparams import CallParams
 from qphone.core.handshake import ClientHello, Initiator
 from qphone.core.identity import Identity
+from qphone.endpoint.keysupply import retry_out_of_keys
 from qphone.kmeclient import KmeClient
 from qphone.profile import load_profile
 from qphone.transport.calltransport import CallTransport
@@ -39,7 +40,8 @@ async def low_order_caller(port: int, profile: Path) -> bytes:
     try:
         await transport.connect_as_caller(HOST, port)
         async with KmeClient.from_profile(load_profile(profile)) as kme:
-            keys = await kme.enc_keys("bob", 1, 256)
+            # the module's KME pair is shared: wait out an empty pool like qphone does
+            keys = await retry_out_of_keys(lambda: kme.enc_keys("bob", 1, 256), 60)
         hello = Initiator(Identity.generate(), CallParams(), keys, transport.channel_binding())
         forged = replace(ClientHello.decode(hello.start()), x25519=bytes(32))
         transport.send_control(forged.encode())

@@ -1,8 +1,9 @@
 """Attacks on a running call, in-process: real aiortc on 127.0.0.1, a real keyserver pair.
 
 Each test plays the attacker at the place the attack lives: on the control channel (forged
-aborts and messages, suppressed confirmations), in the KME's replies (a wrong-size key), or in
-the caller's proposal (parameters outside the answerer's policy).
+aborts and messages, suppressed confirmations), on the media path (a splice), in the KME's
+replies (a wrong-size key), or in the caller's proposal (parameters outside the answerer's
+policy).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from qphone.endpoint.state import CallPhase
 from qphone.endpoint.summary import CallSummary
 from qphone.profile import Policy
 from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
+from qphone.transport.frames import RawFrame
 from tests.support.keyserverdemo import private_profiles
 
 pytestmark = pytest.mark.slow
@@ -179,3 +181,44 @@ async def test_calls_outside_the_answerers_policy_are_refused_naming_the_setting
     ra, rb = await pair(a, b, free_port())
     assert isinstance(ra, CallSummary) and isinstance(rb, CallSummary), (ra, rb)
     assert rb.frames_received > 0 and ra.error is None
+
+
+class Splicer:
+    """On the answerer's media path: holds frames 50..59 and sends them again with the RTP
+    sequence numbers and timestamps of frames 100..109, which it drops (a cut-and-paste)."""
+
+    def __init__(self) -> None:
+        self._deliver: Callable[[RawFrame], None] = lambda frame: None
+        self._count = 0
+        self._held: list[RawFrame] = []
+
+    def start(self, deliver: Callable[[RawFrame], None]) -> None:
+        self._deliver = deliver
+
+    def offer(self, frame: RawFrame) -> None:
+        i, self._count = self._count, self._count + 1
+        if 50 <= i < 60:
+            self._held.append(frame)
+        elif 100 <= i < 110:
+            held = self._held[i - 100]
+            self._deliver(RawFrame(held.payload, frame.sequence, frame.timestamp))
+        else:
+            self._deliver(frame)
+
+    def close(self) -> None:
+        self._held.clear()
+
+
+@pytest.mark.parametrize("mode", [Mode.AES, Mode.OTP])
+async def test_a_splice_on_the_media_path_is_dropped_and_counted(
+    keyserver_pair: Path, tmp_path: Path, free_port: Callable[[], int], mode: Mode
+) -> None:
+    pa, pb = private_profiles(keyserver_pair, tmp_path)
+    a = CallEndpoint(pa, opts(mode=mode, duration=4.0))
+    b = CallEndpoint(pb, opts(duration=None), receive_filter=Splicer())
+    ra, rb = await pair(a, b, free_port())
+    assert isinstance(ra, CallSummary) and isinstance(rb, CallSummary), (ra, rb)
+    assert rb.frames_misplaced == 10, rb
+    assert rb.frames_received >= ra.frames_sent - 25
+    assert any("disagrees with its authenticated position" in w for w in rb.warnings)
+    assert ra.frames_misplaced == 0 and rb.error is None
