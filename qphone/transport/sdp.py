@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiortc.sdp import SessionDescription
 
 from qphone.core.channelbinding import Fingerprint, FingerprintError, common_fingerprints
+from qphone.core.displaytext import printable
 from qphone.transport.signaling import SignalingMessageError
 
 
@@ -12,7 +13,7 @@ def _parse(sdp: str) -> SessionDescription:
     try:
         return SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc raises assorted errors on junk SDP
-        raise SignalingMessageError(f"unparseable SDP: {exc}") from exc
+        raise SignalingMessageError(f"unparseable SDP: {printable(str(exc), 200)}") from exc
 
 
 def section_fingerprints(sdp: str) -> list[list[Fingerprint]]:

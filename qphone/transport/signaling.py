@@ -24,6 +24,7 @@ import contextlib
 import errno
 from types import TracebackType
 
+from qphone.core.displaytext import printable
 from qphone.core.signalmessage import (
     HEADER_BYTES,
     SignalingProtocolError,
@@ -133,7 +134,10 @@ class SignalingChannel:
         except SignalingProtocolError as exc:
             raise SignalingMessageError(f"bad signaling message from {self.peer}: {exc}") from exc
         if message.kind is SignalKind.REJECT and SignalKind.REJECT not in expect:
-            raise SignalingRejectedError(f"{self.peer} refused the call: {message.reason}")
+            raise SignalingRejectedError(
+                f"{self.peer} refused the call: {printable(message.reason)} (unauthenticated "
+                "signaling: it may come from anyone on the path)"
+            )
         if message.kind not in expect:
             raise SignalingMessageError(
                 f"{self.peer} sent an {message.kind.value} where an {wanted} was expected"

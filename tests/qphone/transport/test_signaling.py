@@ -166,3 +166,21 @@ async def test_accept_timeout() -> None:
     async with await SignalingListener.open(HOST, 0) as listener:
         with pytest.raises(SignalingTimeoutError, match="no caller connected"):
             await listener.accept(timeout=0.2)
+
+
+async def test_a_reject_reason_is_shown_printable() -> None:
+    """A reject comes over unauthenticated signaling: its text reaches no terminal raw."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(10)
+        reason = "\x1b[2J\x1b]0;owned\x07busy\r\nfake line"
+        writer.write(encode_message(SignalMessage(SignalKind.REJECT, reason=reason)))
+        await writer.drain()
+        await asyncio.sleep(1)
+        writer.close()
+
+    with pytest.raises(SignalingRejectedError) as rejected:
+        await run_caller_against(handler)
+    text = str(rejected.value)
+    assert "\x1b" not in text and "\r" not in text and "\x07" not in text
+    assert r"\x1b[2J\x1b]0;owned\x07busy\x0d\x0afake line" in text and "unauthenticated" in text
