@@ -42,23 +42,27 @@ from qphone.core.sframe import MAX_FIELD, parse_header
 PRIMES = {32: (1 << 32) - 5, 64: (1 << 64) - 59, 128: (1 << 128) - 159}
 
 
+MAX_FRAME_NUMBER = (MAX_FIELD - MODE_BIT_OTP) // 2  # the KID must fit in 64 bits
+
+
 def otp_kid(frame_number: int) -> int:
     """The KID of an OTP frame: its frame number and the OTP mode bit."""
     return frame_number * 2 + MODE_BIT_OTP
 
 
-def _field(value: int) -> tuple[int, bytes]:
-    if value < 8:
-        return value, b""
-    size = (value.bit_length() + 7) >> 3
-    return 0x8 | (size - 1), value.to_bytes(size, "big")
-
-
 def otp_header(frame_number: int, offset: int) -> bytes:
-    """The SFrame header (KID = 2 f + 1, CTR = pad offset) of an OTP frame."""
-    k, kid_bytes = _field(otp_kid(frame_number))
-    c, ctr_bytes = _field(offset)
-    return bytes(((k << 4) | c,)) + kid_bytes + ctr_bytes
+    """The SFrame header (KID = 2 f + 1, CTR = pad offset) of an OTP frame (inlined: it runs
+    for every frame)."""
+    kid = frame_number * 2 + MODE_BIT_OTP
+    if kid < 8:
+        k, kid_bytes = kid, b""
+    else:
+        size = (kid.bit_length() + 7) >> 3
+        k, kid_bytes = 0x8 | (size - 1), kid.to_bytes(size, "big")
+    if offset < 8:
+        return bytes(((k << 4) | offset,)) + kid_bytes
+    size = (offset.bit_length() + 7) >> 3
+    return bytes(((k << 4) | 0x8 | (size - 1),)) + kid_bytes + offset.to_bytes(size, "big")
 
 
 def mac_blocks(message_len: int, tag_bits: int) -> int:
@@ -167,6 +171,9 @@ class PadSender:
         self.mac_bytes_used = 0
         self.frames = 0
         self.frame_number = 0  # of the next frame slot (advances even when pad is missing)
+        # the header's layout while KID and CTR keep their byte sizes (see _header)
+        self._kid_limit = self._off_limit = 0
+        self._hdr_prefix = self._ctr_bits = self._hdr_len = 0
 
     @property
     def available(self) -> int:
@@ -214,7 +221,7 @@ class PadSender:
         if len(payload) > MAX_PAYLOAD:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
         number = self.frame_number
-        if otp_kid(number) > MAX_FIELD:
+        if number > MAX_FRAME_NUMBER:
             raise KeyExhausted("OTP frame numbers exhausted")
         self.frame_number = number + 1
         if self._mac is None:
@@ -227,12 +234,29 @@ class PadSender:
         if self.available < need:
             raise KeyExhausted(f"one-time pad exhausted: need {need} bytes, {self.available} left")
         offset, pad = self._take(need)
-        header = otp_header(number, offset)
+        kid = number * 2 + MODE_BIT_OTP
+        if 8 <= kid < self._kid_limit and 8 <= offset < self._off_limit:
+            # the common case, without re-deriving the layout: as otp_header(number, offset)
+            value = (self._hdr_prefix | kid) << self._ctr_bits | offset
+            header = value.to_bytes(self._hdr_len, "big")
+        else:
+            header = self._header(kid, offset)
         frame = self._mac.seal(header, payload, pad)
         self.pad_bytes_used += len(payload)
         self.mac_bytes_used += self._tag_len
         self.frames += 1
         return frame
+
+    def _header(self, kid: int, offset: int) -> bytes:
+        """Build a header with otp_header and remember its layout for the next frames."""
+        header = otp_header(kid >> 1, offset)
+        if kid >= 8 and offset >= 8:
+            ks = (kid.bit_length() + 7) >> 3
+            cs = (offset.bit_length() + 7) >> 3
+            self._kid_limit, self._off_limit = 1 << (8 * ks), 1 << (8 * cs)
+            self._hdr_prefix = header[0] << (8 * ks)
+            self._ctr_bits, self._hdr_len = 8 * cs, 1 + ks + cs
+        return header
 
     def close(self) -> int:
         """Erase everything; return the number of unused pad bytes erased."""
