@@ -60,6 +60,7 @@ class Policy:
     """What this endpoint accepts of a caller (``[policy]``) and how long it lets rotation lag.
 
     A call outside it is refused before any key is used, with a message naming the setting.
+    The defaults are the core's (``ResponderPolicy``, ``CallSession``; a test keeps them equal).
     """
 
     min_otp_tag_bits: int = 64  # shorter Wegman-Carter tags are refused (32-bit: docs/crypto.md §6)

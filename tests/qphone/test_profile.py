@@ -90,3 +90,14 @@ def test_policy_defaults_are_safe_and_can_be_set(pki: KmePki, tmp_path: Path) ->
 def test_policy_errors_name_the_fix(pki: KmePki, tmp_path: Path, policy: str, match: str) -> None:
     with pytest.raises(ProfileError, match=match):
         load_profile(_with_policy(tmp_path / "p.toml", pki, policy))
+
+
+def test_policy_defaults_are_the_cores() -> None:
+    from qphone.core.handshake import ResponderPolicy
+    from qphone.core.session import DEFAULT_MAX_OVERDUE_EPOCHS
+    from qphone.endpoint.options import CallOptions
+    from qphone.endpoint.policy import responder_policy
+
+    core = ResponderPolicy()
+    assert responder_policy(Policy(), CallOptions(), None) == core
+    assert Policy().max_overdue_epochs == DEFAULT_MAX_OVERDUE_EPOCHS
