@@ -13,16 +13,23 @@ sae_id = "bob"                                 # the SAE at the other end of the
 [identity]
 file = "/abs/path/alice.identity"              # long-term signing identity (created if missing)
 known_peers = "/abs/path/alice.known_peers.json"
+[policy]                                       # optional; these are the defaults
+min_otp_tag_bits = 64                          # answer OTP calls with tags of at least this
+max_epoch_seconds = 60                         # answer AES calls whose epochs last at most this
+max_epoch_frames = 3000                        # ... and hold at most this many frames
+allow_pqc_only = false                         # answer calls without QKD key (PQC only)
+max_overdue_epochs = 2                         # end a call when rotation is this many epochs late
 ```
 
-Relative paths are relative to the profile file. ``qkd-keyserver demo`` writes one per SAE.
+Relative paths are relative to the profile file. ``qkd-keyserver demo`` writes one per SAE
+(without ``[policy]``: the defaults apply).
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +56,64 @@ class ProfileError(ValueError):
 
 
 @dataclass(frozen=True)
+class Policy:
+    """What this endpoint accepts of a caller (``[policy]``) and how long it lets rotation lag.
+
+    A call outside it is refused before any key is used, with a message naming the setting.
+    The defaults are the core's (``ResponderPolicy``, ``CallSession``; a test keeps them equal).
+    """
+
+    min_otp_tag_bits: int = 64  # shorter Wegman-Carter tags are refused (32-bit: docs/crypto.md §6)
+    max_epoch_seconds: float = 60.0  # AES: longest an epoch may last (rotate_ms, frames x 60 ms)
+    max_epoch_frames: int = 3000  # AES: most frames an epoch may hold (rotate_frames)
+    allow_pqc_only: bool = False  # answer calls without QKD key (--allow-pqc-only: one call)
+    max_overdue_epochs: int = 2  # a call ends once rotation is this many epochs overdue
+
+
+_POLICY_RULES: dict[str, tuple[type, tuple[float, float] | tuple[int, ...] | None, str]] = {
+    "min_otp_tag_bits": (int, (32, 64, 128), "32, 64 or 128"),
+    "max_epoch_seconds": (float, (0.02, 86_400.0), "a number of seconds from 0.02 to 86400"),
+    "max_epoch_frames": (int, (1, 1 << 31), "an integer from 1 to 2^31"),
+    "allow_pqc_only": (bool, None, "true or false"),
+    "max_overdue_epochs": (int, (1, 1000), "an integer from 1 to 1000"),
+}
+
+
+def _policy_value(key: str, value: Any) -> Any:
+    """The checked value of one [policy] setting, or None if it is not acceptable."""
+    kind, allowed, _ = _POLICY_RULES[key]
+    if kind is bool:
+        return value if isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if kind is int and not isinstance(value, int):
+        return None
+    assert allowed is not None
+    if key == "min_otp_tag_bits":
+        return value if value in allowed else None
+    low, high = allowed
+    return kind(value) if low <= value <= high else None
+
+
+def _parse_policy(name: str, table: Any) -> Policy:
+    if not isinstance(table, dict):
+        raise ProfileError(f"{name}: [policy] must be a table of settings")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in _POLICY_RULES:
+            raise ProfileError(
+                f"{name}: unknown key {key!r} in [policy]; allowed: {', '.join(_POLICY_RULES)}"
+            )
+        checked = _policy_value(key, value)
+        if checked is None:
+            raise ProfileError(
+                f"{name}: [policy] {key} = {value!r}: set it to {_POLICY_RULES[key][2]}"
+            )
+        values[key] = checked
+    return Policy(**values)
+
+
+@dataclass(frozen=True)
 class Profile:
     sae_id: str
     kme_url: str
@@ -59,6 +124,7 @@ class Profile:
     identity_file: Path
     known_peers: Path
     source: Path | None = None  # the file it was loaded from
+    policy: Policy = field(default_factory=Policy)
 
 
 def _check_sae_id(where: str, value: str) -> str:
@@ -73,11 +139,12 @@ def parse_profile(doc: dict[str, Any], base: Path, source: Path | None = None) -
     """Validate a decoded profile document; `base` resolves relative paths."""
     name = str(source) if source else "profile"
     for section in doc:
-        if section not in _LAYOUT:
+        if section not in _LAYOUT and section != "policy":
             raise ProfileError(
                 f"{name}: unknown section [{section}]; allowed: "
-                + ", ".join(f"[{s}]" for s in _LAYOUT)
+                + ", ".join(f"[{s}]" for s in [*_LAYOUT, "policy"])
             )
+    policy = _parse_policy(name, doc.get("policy", {}))
     values: dict[str, dict[str, str]] = {}
     for section, keys in _LAYOUT.items():
         table = doc.get(section)
@@ -134,6 +201,7 @@ def parse_profile(doc: dict[str, Any], base: Path, source: Path | None = None) -
         identity_file=path("identity", "file", False),
         known_peers=path("identity", "known_peers", False),
         source=source,
+        policy=policy,
     )
 
 

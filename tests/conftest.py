@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from qphone.demo.keyserverprocess import free_port as _free_port
-from tests.support.keyserverdemo import keyserver_demo
+from tests.support.keyserverdemo import keyserver_demo, wait_for_key
 from tests.support.pulseaudio import PulseServer, start_pulse, stop_pulse
 
 
@@ -25,9 +25,11 @@ def free_port() -> Callable[[], int]:
 
 @pytest.fixture(scope="module")
 def keyserver_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The directory of a running `qkd-keyserver demo` (KME A, KME B, BB84 link, profiles),
-    one per test module; tests copy its profiles with their own identities (private_profile)."""
+    """The directory of a running `qkd-keyserver demo` (KME A, KME B, BB84 link, profiles)
+    that already holds key, one per test module; tests copy its profiles with their own
+    identities (private_profile)."""
     with keyserver_demo(tmp_path_factory.mktemp("kme") / "demo") as d:
+        wait_for_key(d)
         yield d
 
 

@@ -2,7 +2,11 @@
 
 It travels on the control channel instead of the next handshake message and is **not
 authenticated** (no keys exist yet to authenticate it): a courtesy so that the peer can stop at
-once and show why, never a reason to trust anything. Wire format::
+once, never a reason to trust anything. Anyone on the path can send one, so its receiver shows
+it as an unauthenticated event in neutral words, its text made printable
+(:func:`~qphone.core.displaytext.printable`: no terminal escapes), never as advice; once keys
+exist it is ignored (only the authenticated bye or a transport failure ends a call). Wire
+format::
 
     b"\xffqphone-abort:" || kind (u8) || reason (UTF-8, at most 300 bytes)
 
@@ -15,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from qphone.core.displaytext import printable
+
 ABORT_PREFIX = b"\xffqphone-abort:"
 MAX_REASON_BYTES = 300
 
@@ -24,7 +30,16 @@ class AbortKind(IntEnum):
 
     FAILED = 0  # its handshake failed (bad message, signature, key confirmation, KME, timeout)
     IDENTITY_REFUSED = 1  # the identity presented to it is not the one it has pinned
-    POLICY_REFUSED = 2  # the proposed call is outside its policy (mode, PQC-only)
+    POLICY_REFUSED = 2  # the proposed call is outside its policy (mode, PQC-only, tags, epochs)
+
+    @property
+    def claim(self) -> str:
+        """What an abort of this kind claims, in neutral words."""
+        return {
+            AbortKind.FAILED: "handshake failed",
+            AbortKind.IDENTITY_REFUSED: "identity not accepted",
+            AbortKind.POLICY_REFUSED: "call outside policy",
+        }[self]
 
 
 @dataclass(frozen=True)
@@ -42,7 +57,8 @@ def is_abort(data: bytes) -> bool:
 
 
 def decode_abort(data: bytes) -> Abort:
-    """Parse an abort message (``is_abort(data)`` must hold); invalid UTF-8 is replaced."""
+    """Parse an abort message (``is_abort(data)`` must hold). The reason comes out printable:
+    invalid UTF-8 replaced, control and format characters escaped, bounded."""
     if not is_abort(data):
         raise ValueError("not an abort message")
     body = data[len(ABORT_PREFIX) :]
@@ -51,4 +67,4 @@ def decode_abort(data: bytes) -> Abort:
     except ValueError:
         kind = AbortKind.FAILED
     reason = body[1 : 1 + MAX_REASON_BYTES].decode(errors="replace")
-    return Abort(kind, reason)
+    return Abort(kind, printable(reason, MAX_REASON_BYTES))

@@ -11,7 +11,8 @@ import hmac
 import uuid
 from dataclasses import dataclass
 
-from qphone.core.errors import ControlRejected, MalformedMessage
+from qphone.core.displaytext import printable
+from qphone.core.errors import ControlRejected, ControlUnauthenticated, MalformedMessage
 from qphone.core.keyschedule import Direction
 from qphone.core.wire import Reader, Writer
 
@@ -114,7 +115,7 @@ def _decode_body(r: Reader, kind: int) -> ControlMessage:
         if failed > 1:
             raise MalformedMessage("bye failed flag must be 0 or 1")
         try:
-            return Bye(r.var16("reason", 200).decode(), bool(failed))
+            return Bye(printable(r.var16("reason", 200).decode(), 200), bool(failed))
         except UnicodeDecodeError as exc:
             raise MalformedMessage("bye reason is not UTF-8") from exc
     raise MalformedMessage(f"unknown control message type {kind}")
@@ -135,18 +136,19 @@ class ControlChannel:
         return data + hmac.new(self._send_key, data, "sha256").digest()[:MAC_LEN]
 
     def open(self, data: bytes) -> ControlMessage:
-        """Verify and parse; raises ControlRejected and leaves the sequence unchanged on error."""
+        """Verify and parse; raises ControlRejected and leaves the sequence unchanged on error
+        (ControlUnauthenticated when the message is not the peer's authentic next one)."""
         if not MAC_LEN + 5 <= len(data) <= MAX_CONTROL:
-            raise ControlRejected(f"control message of {len(data)} bytes is out of bounds")
+            raise ControlUnauthenticated(f"control message of {len(data)} bytes is out of bounds")
         body, mac = data[:-MAC_LEN], data[-MAC_LEN:]
         expect = hmac.new(self._recv_key, body, "sha256").digest()[:MAC_LEN]
         if not hmac.compare_digest(expect, mac):
-            raise ControlRejected("control message authentication failed")
+            raise ControlUnauthenticated("control message authentication failed")
         r = Reader(body, "control message")
         kind = r.u8("type")
         seq = r.u32("seq")
         if seq != self._recv_seq:
-            raise ControlRejected(
+            raise ControlUnauthenticated(
                 f"control message out of sequence (got {seq}, want {self._recv_seq})"
             )
         try:

@@ -68,4 +68,12 @@ class KeyExhausted(QphoneError):
 
 
 class ControlRejected(QphoneError):
-    """A control message (rekey, pad announce, bye) was refused; session state is unchanged."""
+    """A control message (rekey, pad announce, bye) was refused.
+
+    Raised as such for an authentic message that is invalid for the session's state (the
+    session is then closed: fail closed)."""
+
+
+class ControlUnauthenticated(ControlRejected):
+    """A control message failed its size, MAC or sequence check: it is not an authentic next
+    message from the peer (forged, replayed or reordered); session state is unchanged."""

@@ -7,9 +7,12 @@ Per epoch and direction (RFC 9605 section 4.4.2 pattern, SHA-256)::
     salt   = HKDF-Expand(secret, "qphone/1 sframe salt" || KID, 12)
     nonce  = salt XOR CTR (CTR left-padded to 12 bytes)
 
-Frame = header || AES-GCM(key, nonce, payload, aad=header) (16-byte tag). CTR restarts at 0 in
-every epoch because every epoch has its own key; the sender refuses to protect once a counter
-would repeat.
+Frame = header || AES-GCM(key, nonce, payload, aad=header) (16-byte tag). CTR is the sender's
+frame number in its direction: it starts at 0 and goes up by one per frame for the whole call,
+across epochs (every epoch has its own key and salt, so a nonce is never repeated under a key);
+the sender refuses to protect once the counter would pass ``max_counter``. (epoch, CTR) is the
+frame's authenticated position: the receiver plays frames by it
+(:mod:`qphone.core.playoutposition`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from qphone.core.sframe import FrameHeader, parse_header
 TAG_LEN = 16
 MAX_PAYLOAD = 1500  # bytes; Opus packets are at most 1275
 MAX_FRAME = 17 + MAX_PAYLOAD + TAG_LEN
-DEFAULT_MAX_COUNTER = (1 << 32) - 1  # per key; far below the 2^64 header limit
+DEFAULT_MAX_COUNTER = (1 << 32) - 1  # per direction and call; far below the 2^64 header limit
 _NEVER = float("inf")
 _NOT_STARTED = float("-inf")
 MODE_BIT_AES = 0
@@ -78,7 +81,8 @@ class AesFrameSender:
 
     An epoch lasts ``rotate_frames`` frames or ``rotate_s`` seconds from its first frame,
     whichever comes first; then ``on_epoch_over(now)`` is called before the next frame is
-    protected (it may :meth:`rekey`; if it does not, the current key stays in use).
+    protected (it may :meth:`rekey`; if it does not, the current key stays in use). The frame
+    counter (CTR) runs on across epochs.
     """
 
     def __init__(
@@ -93,11 +97,13 @@ class AesFrameSender:
         self._rotate_frames = rotate_frames
         self._rotate_s = rotate_s
         self._on_epoch_over = on_epoch_over
+        self._ctr = 0
+        self._refusal = ""
         self._set_key(key)
 
     def _set_key(self, key: FrameKey) -> None:
         self._key = key
-        self._ctr = 0
+        self._epoch_end = self._ctr + self._rotate_frames  # the frame count ends the epoch here
         self._deadline = _NOT_STARTED  # the epoch's clock starts with its first frame
         self._encrypt = key.aead.encrypt
         self._salt = key.salt
@@ -109,7 +115,7 @@ class AesFrameSender:
 
     @property
     def counter(self) -> int:
-        """Frames protected under the current key."""
+        """The frame number (CTR) the next frame gets: frames protected so far in the call."""
         return self._ctr
 
     def rekey(self, key: FrameKey, now: float) -> None:
@@ -117,6 +123,19 @@ class AesFrameSender:
             raise ValueError("the sender only moves to a newer epoch")
         self._set_key(key)
         self._deadline = now + self._rotate_s
+
+    def overdue_epochs(self, now: float) -> int:
+        """Whole epoch lengths (by frames or by time, whichever is more) that the current epoch
+        has run past its end without a rekey (0 while it has not ended, or in its first one)."""
+        frames = max(0, self._ctr - self._epoch_end) // max(1, self._rotate_frames)
+        if self._deadline in (_NOT_STARTED, _NEVER) or self._rotate_s in (0, _NEVER):
+            return frames
+        return max(frames, int(max(0.0, now - self._deadline) // self._rotate_s))
+
+    def refuse(self, reason: str) -> None:
+        """Protect nothing more (KeyExhausted with ``reason``) and drop the key."""
+        self._refusal = reason
+        self.close()
 
     def close(self) -> None:
         """Drop the key (the AESGCM context is freed with its last reference); refuse after."""
@@ -127,7 +146,7 @@ class AesFrameSender:
 
     def protect(self, payload: bytes, now: float) -> bytes:
         ctr = self._ctr
-        if ctr >= self._rotate_frames or now >= self._deadline:
+        if ctr >= self._epoch_end or now >= self._deadline:
             if self._deadline == _NOT_STARTED:
                 self._deadline = now + self._rotate_s
             elif self._on_epoch_over is not None:
@@ -135,7 +154,8 @@ class AesFrameSender:
                 ctr = self._ctr
         if ctr > self._max:
             raise KeyExhausted(
-                f"epoch {self._key.epoch}: frame counter exhausted and no fresh key installed"
+                self._refusal
+                or f"epoch {self._key.epoch}: frame counter exhausted and no fresh key installed"
             )
         if len(payload) > MAX_PAYLOAD:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
@@ -174,6 +194,7 @@ class AesFrameReceiver:
         self._newest_seen = -1
         self._retired_below = 0
         self._next_retire = _NEVER
+        self.last_counter = -1  # CTR (frame number) of the frame accepted last
 
     @property
     def newest_seen(self) -> int:
@@ -210,6 +231,7 @@ class AesFrameReceiver:
         except InvalidTag:
             raise FrameAuthFailed(f"epoch {epoch} frame {ctr}: tag invalid") from None
         entry.window.accept(ctr)  # raises FrameReplayed (no state change) for a replay
+        self.last_counter = ctr
         if epoch > self._newest_seen:
             self._newest_seen = epoch
             deadline = now + self._grace

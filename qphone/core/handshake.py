@@ -3,15 +3,23 @@
 Three messages on a reliable channel::
 
     Initiator                                            Responder
-    ClientHello  {random, params, X25519 pk, ML-KEM ek,
-                  identity, QKD key IDs}         ---->
+    ClientHello  {random, SAS commitment, params,
+                  X25519 pk, ML-KEM ek, identity,
+                  QKD key IDs}                   ---->
                                                        (NeedQkdKeys -> dec_keys -> provide_qkd_keys)
                                                  <----  ServerHello {random, X25519 pk, ML-KEM ct,
                                                                      identity, signature, confirm}
-    ClientFinish {signature, confirm}            ---->
+    ClientFinish {SAS nonce, signature, confirm} ---->
+
+The SAS is derived from the master secret, ClientHello, ServerHello and the initiator's SAS
+nonce, to which the ClientHello commits (``H("qphone/1 sas commitment" || 0x00 || nonce)``,
+as ZRTP's hash commitment): the responder picks its ServerHello without knowing the nonce, the
+initiator picks the nonce before it sees the ServerHello, and nothing either sends later (the
+signatures are randomised) enters the SAS, so a man in the middle gets one guess per attempt.
 
 The transcript hash starts with a context holding the protocol label and the channel binding
-supplied by the transport (a hash of both DTLS fingerprints), then covers every byte of every
+supplied by the transport (a hash of the DTLS session's two certificates and its RFC 5705 exporter,
+:mod:`qphone.core.channelbinding`), then covers every byte of every
 message. Each side signs the transcript with its hybrid identity (Ed25519 + ML-DSA-65; both must
 verify) and proves possession of the combined key with an HMAC (key confirmation in both
 directions). The master secret is CatKDF(QKD || ML-KEM || X25519) bound to the transcript.
@@ -30,7 +38,7 @@ from enum import Enum
 
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
-from qphone.core.callparams import CallParams, Mode
+from qphone.core.callparams import TAG_BITS, CallParams, Mode
 from qphone.core.combiner import combine
 from qphone.core.errors import (
     HandshakeFailed,
@@ -56,6 +64,8 @@ CLIENT_HELLO = 1
 SERVER_HELLO = 2
 CLIENT_FINISH = 3
 RANDOM_LEN = 32
+SAS_NONCE_LEN = 32
+COMMITMENT_LEN = 32
 X25519_LEN = 32
 MLKEM_EK_LEN = 1184
 MLKEM_CT_LEN = 1088
@@ -63,6 +73,7 @@ CONFIRM_LEN = 32
 MAX_QKD_KEYS = 16
 MAX_BINDING = 255
 _LABEL = b"qphone/1 handshake"
+_COMMITMENT_LABEL = b"qphone/1 sas commitment\x00"
 _MITM = "(altered message, channel-binding mismatch or a man in the middle)"
 
 
@@ -131,6 +142,7 @@ _FINAL = (HandshakeState.DONE, HandshakeState.FAILED)
 @dataclass(frozen=True)
 class ClientHello:
     random: bytes
+    sas_commitment: bytes
     params: CallParams
     x25519: bytes
     mlkem_ek: bytes
@@ -143,6 +155,7 @@ class ClientHello:
             .u8(CLIENT_HELLO)
             .u8(VERSION)
             .fixed(self.random, RANDOM_LEN)
+            .fixed(self.sas_commitment, COMMITMENT_LEN)
             .fixed(self.params.encode(), len(self.params.encode()))
             .fixed(self.x25519, X25519_LEN)
             .fixed(self.mlkem_ek, MLKEM_EK_LEN)
@@ -157,6 +170,7 @@ class ClientHello:
         _expect_header(r, CLIENT_HELLO)
         msg = ClientHello(
             r.fixed(RANDOM_LEN, "random"),
+            r.fixed(COMMITMENT_LEN, "sas_commitment"),
             CallParams.read(r),
             r.fixed(X25519_LEN, "x25519"),
             r.fixed(MLKEM_EK_LEN, "mlkem_ek"),
@@ -209,17 +223,22 @@ class ServerHello:
 
 @dataclass(frozen=True)
 class ClientFinish:
+    sas_nonce: bytes
     signature: bytes
     confirm: bytes
 
     def encode(self) -> bytes:
-        return bytes((CLIENT_FINISH, VERSION)) + self.signature + self.confirm
+        return bytes((CLIENT_FINISH, VERSION)) + self.sas_nonce + self.signature + self.confirm
 
     @staticmethod
     def decode(data: bytes) -> ClientFinish:
         r = Reader(data, "ClientFinish")
         _expect_header(r, CLIENT_FINISH)
-        msg = ClientFinish(r.fixed(SIGNATURE_LEN, "signature"), r.fixed(CONFIRM_LEN, "confirm"))
+        msg = ClientFinish(
+            r.fixed(SAS_NONCE_LEN, "sas_nonce"),
+            r.fixed(SIGNATURE_LEN, "signature"),
+            r.fixed(CONFIRM_LEN, "confirm"),
+        )
         r.end()
         return msg
 
@@ -236,7 +255,7 @@ def _expect_header(r: Reader, msg_type: int) -> None:
 def channel_context(channel_binding: bytes) -> bytes:
     if not 16 <= len(channel_binding) <= MAX_BINDING:
         raise ValueError(
-            "channel binding must be 16..255 bytes (e.g. SHA-256 of DTLS fingerprints)"
+            "channel binding must be 16..255 bytes (e.g. the transport's DTLS session binding)"
         )
     return _LABEL + b"\x00" + bytes((len(channel_binding),)) + channel_binding
 
@@ -267,6 +286,18 @@ def _derive_master(
     )
 
 
+def sas_commitment(sas_nonce: bytes) -> bytes:
+    """What the ClientHello carries: a hash commitment to the initiator's SAS nonce."""
+    return hashlib.sha256(_COMMITMENT_LABEL + sas_nonce).digest()
+
+
+def derive_sas(master: bytes, context: bytes, ch: bytes, sh: bytes, sas_nonce: bytes) -> str:
+    """The SAS words: from the master secret and what was fixed before either side could see
+    the other's contribution (CH with its commitment, SH, the committed nonce), nothing else."""
+    prk = hkdf_extract(_h(context, ch, sh, sas_nonce), master)
+    return sas_words(hkdf_expand(prk, b"qphone/1 sas", SAS_BYTES))
+
+
 def _session(
     role: Role,
     params: CallParams,
@@ -274,6 +305,7 @@ def _session(
     keys: _KeyMaterial,
     transcript: bytes,
     qkd_ids: tuple[uuid.UUID, ...],
+    sas: str,
 ) -> HandshakeComplete:
     prk = hkdf_extract(transcript, keys.master)
     secrets = SessionSecrets(
@@ -281,12 +313,29 @@ def _session(
         hkdf_expand(prk, b"qphone/1 control i2r"),
         hkdf_expand(prk, b"qphone/1 control r2i"),
     )
-    sas = sas_words(hkdf_expand(prk, b"qphone/1 sas", SAS_BYTES))
     return HandshakeComplete(
         HandshakeResult(
             role, params, peer, sas, transcript, qkd_ids, params.handshake_qkd_bits, secrets
         )
     )
+
+
+def _describe(exc: Exception) -> str:
+    """An exception's text; its type too when it is not one of the expected rejections."""
+    if isinstance(exc, MalformedMessage | SignatureInvalid | ValueError) and str(exc):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _exchange(private: x25519.X25519PrivateKey, public: bytes, where: str) -> bytes:
+    """X25519, refusing a low-order public key (all-zero shared secret) with a clear message."""
+    try:
+        return private.exchange(x25519.X25519PublicKey.from_public_bytes(public))
+    except ValueError as exc:
+        raise HandshakeFailed(
+            f"{where} has an invalid X25519 public key (a low-order point: the shared secret "
+            "would be zero)"
+        ) from exc
 
 
 def _check_peer(expected: PublicIdentity | None, got: PublicIdentity) -> None:
@@ -333,8 +382,10 @@ class Initiator:
         kem = mlkem.MLKEM768PrivateKey.generate()
         self._x: x25519.X25519PrivateKey | None = x
         self._kem: mlkem.MLKEM768PrivateKey | None = kem
+        self._sas_nonce = os.urandom(SAS_NONCE_LEN)  # revealed in the ClientFinish
         self._hello = ClientHello(
             os.urandom(RANDOM_LEN),
+            sas_commitment(self._sas_nonce),
             params,
             x.public_key().public_bytes_raw(),
             kem.public_key().public_bytes_raw(),
@@ -358,6 +409,8 @@ class Initiator:
         return self._hello
 
     def receive(self, data: bytes) -> list[Event]:
+        """Take the ServerHello; any failure (of a parser, of the crypto library, of a check)
+        raises HandshakeFailed and closes the handshake."""
         if self._state is not HandshakeState.WAIT_SERVER_HELLO:
             raise UnexpectedMessage(f"initiator got a message in state {self._state.value}")
         try:
@@ -365,9 +418,14 @@ class Initiator:
         except HandshakeFailed:
             self._fail()
             raise
-        except (MalformedMessage, SignatureInvalid, ValueError) as exc:
+        except Exception as exc:
             self._fail()
-            raise HandshakeFailed(f"ServerHello rejected: {exc}") from exc
+            raise HandshakeFailed(f"ServerHello rejected: {_describe(exc)}") from exc
+
+    def fail(self, reason: str) -> None:
+        """Abort from outside (e.g. the transport failed); raises HandshakeFailed."""
+        self._fail()
+        raise HandshakeFailed(reason)
 
     def _fail(self) -> None:
         self._state = HandshakeState.FAILED
@@ -375,6 +433,7 @@ class Initiator:
 
     def _forget(self) -> None:
         self._qkd = b""
+        self._sas_nonce = b""
         self._x = self._kem = None
 
     def _on_server_hello(self, data: bytes) -> list[Event]:
@@ -382,7 +441,7 @@ class Initiator:
         _check_peer(self._expected_peer, sh.identity)
         core = sh.encode_core()
         assert self._x is not None and self._kem is not None
-        x_ss = self._x.exchange(x25519.X25519PublicKey.from_public_bytes(sh.x25519))
+        x_ss = _exchange(self._x, sh.x25519, "ServerHello")
         kem_ss = self._kem.decapsulate(sh.mlkem_ct)
         keys = _derive_master(self._context, self._qkd, kem_ss, x_ss, self._hello, core)
         try:
@@ -401,10 +460,11 @@ class Initiator:
                 "key confirmation from responder failed: different QKD keys at the two KMEs "
                 + _MITM
             )
-        th = _h(self._context, self._hello, data)
+        nonce = self._sas_nonce
+        th = _h(self._context, self._hello, data, nonce)
         sig = self._identity.sign(th, b"qphone/1 initiator")
-        confirm = hmac.new(keys.fin_i, _h(self._context, self._hello, data, sig), "sha256")
-        finish = ClientFinish(sig, confirm.digest()).encode()
+        confirm = hmac.new(keys.fin_i, _h(self._context, self._hello, data, nonce, sig), "sha256")
+        finish = ClientFinish(nonce, sig, confirm.digest()).encode()
         transcript = _h(self._context, self._hello, data, finish)
         done = _session(
             Role.INITIATOR,
@@ -413,20 +473,76 @@ class Initiator:
             keys,
             transcript,
             ClientHello.decode(self._hello).qkd_key_ids,
+            derive_sas(keys.master, self._context, self._hello, data, nonce),
         )
         self._state = HandshakeState.DONE
         self._forget()
         return [SendMessage(finish), done]
 
 
+MAX_FRAME_MS = 60  # the longest frame qphone sends: an epoch of n frames lasts at most n x this
+
+
 @dataclass(frozen=True)
 class ResponderPolicy:
-    """What the answering side accepts."""
+    """What the answering side accepts; a proposal outside it raises ProposalRefused whose
+    ``setting`` names the rule (the profile's ``[policy]`` keys, ``mode``, ``allow_pqc_only``).
+
+    The defaults are safe: tags of at least 64 bits, epochs of at most 60 s and 3000 frames.
+    """
 
     allowed_modes: frozenset[Mode] = frozenset({Mode.AES, Mode.OTP})
     allow_pqc_only: bool = False
     expected_peer: PublicIdentity | None = None
     required_mode: Mode | None = None  # e.g. --mode otp on the answering side: refuse anything else
+    min_otp_tag_bits: int = 64
+    max_epoch_ms: int = 60_000  # AES: the longest an epoch may last
+    max_epoch_frames: int = 3000  # AES: the most frames an epoch may hold
+
+    @staticmethod
+    def anything_valid() -> ResponderPolicy:
+        """Accept every proposal CallParams allows (in-memory demos and benchmarks only)."""
+        return ResponderPolicy(
+            allow_pqc_only=True,
+            min_otp_tag_bits=min(TAG_BITS),
+            max_epoch_ms=86_400_000,
+            max_epoch_frames=1 << 31,
+        )
+
+    def check(self, params: CallParams) -> None:
+        """Raise ProposalRefused unless ``params`` are within this policy."""
+        if params.mode not in self.allowed_modes or (
+            self.required_mode is not None and params.mode is not self.required_mode
+        ):
+            raise ProposalRefused(
+                f"caller asked for mode {params.mode.label}, which is not allowed", "mode"
+            )
+        if params.pqc_only and not self.allow_pqc_only:
+            raise ProposalRefused(
+                "caller offers a PQC-only call (no QKD key); "
+                "answer with --allow-pqc-only to accept",
+                "allow_pqc_only",
+            )
+        if params.mode is Mode.OTP and params.otp_tag_bits < self.min_otp_tag_bits:
+            raise ProposalRefused(
+                f"caller proposes {params.otp_tag_bits}-bit OTP tags, shorter than the "
+                f"{self.min_otp_tag_bits} bits this side accepts",
+                "min_otp_tag_bits",
+            )
+        if params.mode is Mode.AES:
+            lasts = min(params.rotate_ms, params.rotate_frames * MAX_FRAME_MS)
+            if lasts > self.max_epoch_ms:
+                raise ProposalRefused(
+                    f"caller proposes key epochs of up to {lasts / 1000:g} s, longer than the "
+                    f"{self.max_epoch_ms / 1000:g} s this side accepts",
+                    "max_epoch_seconds",
+                )
+            if params.rotate_frames > self.max_epoch_frames:
+                raise ProposalRefused(
+                    f"caller proposes key epochs of {params.rotate_frames} frames, more than "
+                    f"the {self.max_epoch_frames} this side accepts",
+                    "max_epoch_frames",
+                )
 
 
 class Responder:
@@ -471,25 +587,14 @@ class Responder:
         except HandshakeFailed:
             self._fail()
             raise
-        except (MalformedMessage, SignatureInvalid, ValueError) as exc:
+        except Exception as exc:
             self._fail()
-            raise HandshakeFailed(f"handshake message rejected: {exc}") from exc
+            raise HandshakeFailed(f"handshake message rejected: {_describe(exc)}") from exc
 
     def _on_client_hello(self, data: bytes) -> list[Event]:
         ch = ClientHello.decode(data)
         params, policy = ch.params, self._policy
-        if params.mode not in policy.allowed_modes or (
-            policy.required_mode is not None and params.mode is not policy.required_mode
-        ):
-            raise ProposalRefused(
-                f"caller asked for mode {params.mode.label}, which is not allowed", "mode"
-            )
-        if params.pqc_only and not policy.allow_pqc_only:
-            raise ProposalRefused(
-                "caller offers a PQC-only call (no QKD key); "
-                "answer with --allow-pqc-only to accept",
-                "allow_pqc_only",
-            )
+        policy.check(params)
         if not params.pqc_only and not ch.qkd_key_ids:
             raise HandshakeFailed("ClientHello carries no QKD key IDs")
         _check_peer(policy.expected_peer, ch.identity)
@@ -507,10 +612,13 @@ class Responder:
             qkd = _qkd_secret(
                 self._ch.qkd_key_ids, keys, self._ch.params.handshake_qkd_bits, "responder"
             )
+            return self._reply(qkd)
         except HandshakeFailed:
             self._fail()
             raise
-        return self._reply(qkd)
+        except Exception as exc:
+            self._fail()
+            raise HandshakeFailed(f"handshake failed: {_describe(exc)}") from exc
 
     def fail(self, reason: str) -> None:
         """Abort from outside (e.g. the KME could not resolve the key IDs)."""
@@ -521,11 +629,10 @@ class Responder:
         assert self._ch is not None
         ch = self._ch
         x = x25519.X25519PrivateKey.generate()
-        x_ss = x.exchange(x25519.X25519PublicKey.from_public_bytes(ch.x25519))
+        x_ss = _exchange(x, ch.x25519, "ClientHello")
         try:
             kem_ss, ct = mlkem.MLKEM768PublicKey.from_public_bytes(ch.mlkem_ek).encapsulate()
         except ValueError as exc:
-            self._fail()
             raise HandshakeFailed(f"ClientHello has an invalid ML-KEM key: {exc}") from exc
         sh = ServerHello(
             os.urandom(RANDOM_LEN), x.public_key().public_bytes_raw(), ct, self._identity.public
@@ -542,7 +649,13 @@ class Responder:
     def _on_finish(self, data: bytes) -> list[Event]:
         assert self._ch is not None and self._keys is not None
         fin = ClientFinish.decode(data)
-        th = _h(self._context, self._hello, self._sh)
+        if not hmac.compare_digest(sas_commitment(fin.sas_nonce), self._ch.sas_commitment):
+            raise HandshakeFailed(
+                "the initiator's SAS nonce does not match the commitment in its ClientHello "
+                + _MITM
+            )
+        nonce = fin.sas_nonce
+        th = _h(self._context, self._hello, self._sh, nonce)
         try:
             self._ch.identity.verify(fin.signature, th, b"qphone/1 initiator")
         except SignatureInvalid as exc:
@@ -550,7 +663,9 @@ class Responder:
                 f"initiator's transcript signature failed: {exc} {_MITM}"
             ) from None
         expect = hmac.new(
-            self._keys.fin_i, _h(self._context, self._hello, self._sh, fin.signature), "sha256"
+            self._keys.fin_i,
+            _h(self._context, self._hello, self._sh, nonce, fin.signature),
+            "sha256",
         ).digest()
         if not hmac.compare_digest(expect, fin.confirm):
             raise HandshakeFailed("key confirmation from initiator failed " + _MITM)
@@ -562,6 +677,7 @@ class Responder:
             self._keys,
             transcript,
             self._ch.qkd_key_ids,
+            derive_sas(self._keys.master, self._context, self._hello, self._sh, nonce),
         )
         self._state = HandshakeState.DONE
         self._keys = None

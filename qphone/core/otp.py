@@ -2,7 +2,9 @@
 
 Each direction has a pad stream: the concatenation, in announced order, of the QKD keys assigned
 to it. Its first ``t/8`` bytes are the session hash key ``k``. A frame takes the next
-``t/8 + n`` bytes at stream offset ``o`` (carried in the header's CTR)::
+``t/8 + n`` bytes at stream offset ``o`` (carried in the header's CTR); the header's KID is
+``2 f + 1``, where ``f`` is the sender's frame number (0, 1, 2, ... per frame slot, including
+slots it could not send for want of pad), so the MAC authenticates the frame's position too::
 
     s  = pad[o : o + t/8]                      fresh per frame: the tag mask
     c  = payload XOR pad[o + t/8 : o + t/8 + n]
@@ -35,11 +37,32 @@ from qphone.core.errors import (
     KeyExhausted,
 )
 from qphone.core.frameprotection import MAX_PAYLOAD, MODE_BIT_OTP
-from qphone.core.sframe import FrameHeader, parse_header
+from qphone.core.sframe import MAX_FIELD, parse_header
 
 PRIMES = {32: (1 << 32) - 5, 64: (1 << 64) - 59, 128: (1 << 128) - 159}
-OTP_KID = MODE_BIT_OTP  # epoch 0, mode bit 1
-_HEADER_PREFIX = tuple(bytes(((OTP_KID << 4) | 0x8 | (n - 1),)) for n in range(1, 9))
+
+
+MAX_FRAME_NUMBER = (MAX_FIELD - MODE_BIT_OTP) // 2  # the KID must fit in 64 bits
+
+
+def otp_kid(frame_number: int) -> int:
+    """The KID of an OTP frame: its frame number and the OTP mode bit."""
+    return frame_number * 2 + MODE_BIT_OTP
+
+
+def otp_header(frame_number: int, offset: int) -> bytes:
+    """The SFrame header (KID = 2 f + 1, CTR = pad offset) of an OTP frame (inlined: it runs
+    for every frame)."""
+    kid = frame_number * 2 + MODE_BIT_OTP
+    if kid < 8:
+        k, kid_bytes = kid, b""
+    else:
+        size = (kid.bit_length() + 7) >> 3
+        k, kid_bytes = 0x8 | (size - 1), kid.to_bytes(size, "big")
+    if offset < 8:
+        return bytes(((k << 4) | offset,)) + kid_bytes
+    size = (offset.bit_length() + 7) >> 3
+    return bytes(((k << 4) | 0x8 | (size - 1),)) + kid_bytes + offset.to_bytes(size, "big")
 
 
 def mac_blocks(message_len: int, tag_bits: int) -> int:
@@ -147,6 +170,10 @@ class PadSender:
         self.pad_bytes_used = 0
         self.mac_bytes_used = 0
         self.frames = 0
+        self.frame_number = 0  # of the next frame slot (advances even when pad is missing)
+        # the header's layout while KID and CTR keep their byte sizes (see _header)
+        self._kid_limit = self._off_limit = 0
+        self._hdr_prefix = self._ctr_bits = self._hdr_len = 0
 
     @property
     def available(self) -> int:
@@ -188,8 +215,15 @@ class PadSender:
         return offset, chunk
 
     def protect(self, payload: bytes) -> bytes:
+        """Protect the payload of the next frame slot. Without pad for it, raise KeyExhausted:
+        the slot's frame number is spent all the same, so that frame numbers keep the sender's
+        timing (the receiver plays by them)."""
         if len(payload) > MAX_PAYLOAD:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        number = self.frame_number
+        if number > MAX_FRAME_NUMBER:
+            raise KeyExhausted("OTP frame numbers exhausted")
+        self.frame_number = number + 1
         if self._mac is None:
             if self.available < 2 * self._tag_len + len(payload):
                 raise KeyExhausted("one-time pad not yet available for the session hash key")
@@ -200,16 +234,29 @@ class PadSender:
         if self.available < need:
             raise KeyExhausted(f"one-time pad exhausted: need {need} bytes, {self.available} left")
         offset, pad = self._take(need)
-        if offset < 8:
-            header = FrameHeader(OTP_KID, offset).encode()
+        kid = number * 2 + MODE_BIT_OTP
+        if 8 <= kid < self._kid_limit and 8 <= offset < self._off_limit:
+            # the common case, without re-deriving the layout: as otp_header(number, offset)
+            value = (self._hdr_prefix | kid) << self._ctr_bits | offset
+            header = value.to_bytes(self._hdr_len, "big")
         else:
-            n = (offset.bit_length() + 7) >> 3
-            header = _HEADER_PREFIX[n - 1] + offset.to_bytes(n, "big")
+            header = self._header(kid, offset)
         frame = self._mac.seal(header, payload, pad)
         self.pad_bytes_used += len(payload)
         self.mac_bytes_used += self._tag_len
         self.frames += 1
         return frame
+
+    def _header(self, kid: int, offset: int) -> bytes:
+        """Build a header with otp_header and remember its layout for the next frames."""
+        header = otp_header(kid >> 1, offset)
+        if kid >= 8 and offset >= 8:
+            ks = (kid.bit_length() + 7) >> 3
+            cs = (offset.bit_length() + 7) >> 3
+            self._kid_limit, self._off_limit = 1 << (8 * ks), 1 << (8 * cs)
+            self._hdr_prefix = header[0] << (8 * ks)
+            self._ctr_bits, self._hdr_len = 8 * cs, 1 + ks + cs
+        return header
 
     def close(self) -> int:
         """Erase everything; return the number of unused pad bytes erased."""
@@ -233,6 +280,7 @@ class PadReceiver:
         self._used: list[tuple[int, int]] = []  # accepted ranges above _low, sorted, disjoint
         self._max_end = 0  # end of the highest accepted range
         self.last_end = 0  # end of the range of the frame accepted last
+        self.last_frame = -1  # frame number of the frame accepted last
         self._window = window_bytes
         self._step = max(1, window_bytes // 8)
         self._mac: WegmanCarterMac | None = None
@@ -259,8 +307,6 @@ class PadReceiver:
         kid, offset, hlen = parse_header(frame)
         if kid & 1 != MODE_BIT_OTP:
             raise FrameWrongMode("received an AES frame on an OTP session")
-        if kid != OTP_KID:
-            raise FrameMalformed(f"OTP frame with unknown key id {kid}")
         n = len(frame) - hlen - self._tag_len
         if n < 0:
             raise FrameMalformed("frame is shorter than its header and tag")
@@ -286,6 +332,7 @@ class PadReceiver:
             bisect.insort(self._used, (start, stop))
         self.frames += 1
         self.last_end = stop
+        self.last_frame = kid >> 1
         return payload
 
     def _advance_low(self, newest_end: int) -> None:

@@ -9,7 +9,9 @@ installs the receive key, and sends ``EpochAnnounce(e, key_id)``. The responder 
 ID at its KME, advances its chain, installs the receive key and answers ``EpochReady(e)``. A
 sender moves to epoch e+1 when its epoch is over (``rotate_frames`` frames or ``rotate_ms``,
 whichever first) and the peer is known to hold e+1 for receiving; so a rotation never waits on
-the network and no frame is lost to it. Receivers keep the previous epoch for ``grace_ms`` after
+the network and no frame is lost to it. If e+1 is not ready, the current key stays in use
+(``RotationOverdue``) for at most ``max_overdue_epochs`` more epoch lengths; then the sender
+refuses (``RotationFailed``, fail closed). Receivers keep the previous epoch for ``grace_ms`` after
 the first frame of the new one, then erase it.
 
 OTP mode. The initiator keeps ``lookahead`` pad blocks ahead in each direction's stream
@@ -99,6 +101,17 @@ class RotationOverdue:
 
 
 @dataclass(frozen=True)
+class RotationFailed:
+    """Rotation is ``overdue`` epochs overdue (the limit): the sender stopped (fail closed).
+
+    The peer never confirmed the next epoch (its EpochReady, or the initiator's EpochAnnounce,
+    did not arrive) or the KME did not deliver the next block in time."""
+
+    epoch: int
+    overdue: int
+
+
+@dataclass(frozen=True)
 class PeerBye:
     """The peer ended the call with an authenticated bye (``failed``: a failure ended it)."""
 
@@ -107,8 +120,16 @@ class PeerBye:
 
 
 SessionEvent = (
-    SendControl | FetchQkdKeys | ResolveQkdKeys | EpochStarted | RotationOverdue | PeerBye
+    SendControl
+    | FetchQkdKeys
+    | ResolveQkdKeys
+    | EpochStarted
+    | RotationOverdue
+    | RotationFailed
+    | PeerBye
 )
+
+DEFAULT_MAX_OVERDUE_EPOCHS = 2  # the current key may outlast its epoch by this many epochs
 
 
 @dataclass(frozen=True)
@@ -119,7 +140,15 @@ class _Pending:
 
 
 class CallSession:
-    def __init__(self, result: HandshakeResult, max_counter: int = DEFAULT_MAX_COUNTER) -> None:
+    def __init__(
+        self,
+        result: HandshakeResult,
+        max_counter: int = DEFAULT_MAX_COUNTER,
+        max_overdue_epochs: int = DEFAULT_MAX_OVERDUE_EPOCHS,
+    ) -> None:
+        if max_overdue_epochs < 1:
+            raise ValueError("max_overdue_epochs must be >= 1")
+        self._max_overdue = max_overdue_epochs
         self.role = result.role
         self.params = result.params
         self.mode = result.params.mode
@@ -198,6 +227,14 @@ class CallSession:
         return self._recv_epoch if self.mode is Mode.AES else 0
 
     @property
+    def recv_frame_number(self) -> int:
+        """The authenticated frame number of the frame :meth:`unprotect` accepted last (-1: none):
+        AES the CTR, OTP the frame number in the KID. Playout orders frames by it."""
+        if self.mode is Mode.AES:
+            return self._receiver.last_counter
+        return self._pad_rx.last_frame
+
+    @property
     def pad_left_bytes(self) -> int:
         """OTP: pad this endpoint may still send with (0 in AES mode)."""
         return self._pad_tx.available if self.mode is Mode.OTP else 0
@@ -263,9 +300,18 @@ class CallSession:
         nxt = self._sender.epoch + 1
         key = self._send_keys.get(nxt)
         if key is None or nxt not in self._send_ready:
-            if self._overdue_warned != self._sender.epoch:
-                self._overdue_warned = self._sender.epoch
-                self._events.append(RotationOverdue(self._sender.epoch))
+            epoch = self._sender.epoch
+            overdue = self._sender.overdue_epochs(now)
+            if overdue >= self._max_overdue:
+                self._sender.refuse(
+                    f"epoch {epoch} is {overdue} epochs overdue and epoch {nxt} is not ready at "
+                    "both ends: no frame is sent under the old key (fail closed)"
+                )
+                self._events.append(RotationFailed(epoch, overdue))
+                return
+            if self._overdue_warned != epoch:
+                self._overdue_warned = epoch
+                self._events.append(RotationOverdue(epoch))
             return
         del self._send_keys[nxt]
         self._send_ready.discard(nxt)
@@ -369,9 +415,10 @@ class CallSession:
     def receive_control(self, data: bytes) -> None:
         """Verify and apply one control message.
 
-        A message that fails authentication or sequencing raises ControlRejected and changes
-        nothing. An authentic message that is invalid for our state means the peer is broken
-        or compromised: the session is closed (fail closed) and ControlRejected raised."""
+        A message that fails authentication or sequencing raises ControlUnauthenticated (a
+        ControlRejected) and changes nothing. An authentic message that is invalid for our
+        state means the peer is broken or compromised: the session is closed (fail closed) and
+        ControlRejected raised."""
         self._check_open()
         msg = self._control.open(data)
         try:

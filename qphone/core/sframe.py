@@ -65,6 +65,17 @@ def parse_header(frame: bytes) -> tuple[int, int, int]:
         if frame[1] == 0 or ctr < 8:
             raise FrameMalformed("frame header uses a non-minimal encoding")
         return config >> 4, ctr, end
+    if config & 0x08:  # fast path: KID and CTR both extended (OTP frames, AES from epoch 4)
+        ks = ((config >> 4) & 0x7) + 1
+        split = 1 + ks
+        end = split + (config & 0x7) + 1
+        if end > len(frame):
+            raise FrameMalformed("frame header is truncated")
+        kid = int.from_bytes(frame[1:split], "big")
+        ctr = int.from_bytes(frame[split:end], "big")
+        if frame[1] == 0 or frame[split] == 0 or kid < 8 or ctr < 8:
+            raise FrameMalformed("frame header uses a non-minimal encoding")
+        return kid, ctr, end
     pos = 1
     values = []
     for nibble in (config >> 4, config & 0x0F):

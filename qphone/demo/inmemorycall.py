@@ -68,7 +68,7 @@ def handshake(
     binding = os.urandom(32)
     keys = [] if params.pqc_only else kme.enc_keys(1, params.handshake_qkd_bits)
     ini = Initiator(a, params, keys, binding_a or binding)
-    res = Responder(b, binding_b or binding, policy or ResponderPolicy(allow_pqc_only=True))
+    res = Responder(b, binding_b or binding, policy or ResponderPolicy.anything_valid())
     events = res.receive(ini.start())
     if isinstance(events[0], NeedQkdKeys):
         events = res.provide_qkd_keys(kme.dec_keys(list(events[0].key_ids)))

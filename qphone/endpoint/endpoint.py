@@ -38,8 +38,13 @@ from qphone.config.identityfile import load_or_create_identity
 from qphone.config.pins import KnownPeers, PinStatus
 from qphone.core.abort import AbortKind, decode_abort, is_abort
 from qphone.core.callparams import Mode
-from qphone.core.errors import ControlRejected, QphoneError
-from qphone.core.handshake import HandshakeResult, ResponderPolicy, Role
+from qphone.core.errors import (
+    ControlRejected,
+    ControlUnauthenticated,
+    ProposalRefused,
+    QphoneError,
+)
+from qphone.core.handshake import HandshakeResult, Role
 from qphone.core.qkd import QkdKey
 from qphone.core.session import (
     CallSession,
@@ -47,6 +52,7 @@ from qphone.core.session import (
     FetchQkdKeys,
     PeerBye,
     ResolveQkdKeys,
+    RotationFailed,
     RotationOverdue,
     SendControl,
     SessionEvent,
@@ -64,12 +70,14 @@ from qphone.endpoint.outcome import (
     ConnectionLost,
     ControlMessageRefused,
     IdentityChanged,
-    PeerAborted,
+    KeySupplyFailed,
+    OutOfKey,
     PeerFailed,
     call_failure,
     key_supply_failure,
 )
 from qphone.endpoint.playout import Playout
+from qphone.endpoint.policy import policy_refused, responder_policy
 from qphone.endpoint.receivepath import ReceivePath
 from qphone.endpoint.sendpath import SendPath
 from qphone.endpoint.state import CallCounters, CallPhase, PhaseTracker
@@ -134,6 +142,7 @@ class CallEndpoint:
         self._transport_stats: TransportStats | None = None
         self._pad_left_bits = 0
         self._shut_down = False
+        self._max_overdue = profile.policy.max_overdue_epochs
 
     # ------------------------------------------------------------------ messages to the user
     def say(self, text: str) -> None:
@@ -237,12 +246,11 @@ class CallEndpoint:
                 self.opt.call_params(self.pqc_only), qkd, self.pins.expected()
             )
         else:
-            policy = ResponderPolicy(
-                allow_pqc_only=self.opt.allow_pqc_only,
-                required_mode=self.opt.mode,
-                expected_peer=self.pins.expected(),
-            )
-            result = await self.handshake.respond(policy, self._resolve_handshake_keys)
+            policy = responder_policy(self.profile.policy, self.opt, self.pins.expected())
+            try:
+                result = await self.handshake.respond(policy, self._resolve_handshake_keys)
+            except ProposalRefused as exc:
+                raise policy_refused(exc, self.profile) from exc
             self.pqc_only = result.params.pqc_only
         self.times.handshake_ms = (time.monotonic() - t1) * 1e3
         return result
@@ -291,7 +299,7 @@ class CallEndpoint:
     # ------------------------------------------------------------------ the call
     async def _media(self) -> None:
         assert self.result is not None
-        session = CallSession(self.result)
+        session = CallSession(self.result, max_overdue_epochs=self._max_overdue)
         self.session = session
         self.sas = session.sas
         self.keys.attach(session, self._drain_session_events, self._key_supply_failed)
@@ -313,6 +321,7 @@ class CallEndpoint:
             self.counters,
             drain_events=self._drain_session_events,
             observer=self._observer,
+            warn=self.warn,
         )
         send = SendPath(
             session,
@@ -340,6 +349,8 @@ class CallEndpoint:
             tasks.append(asyncio.create_task(self._status_loop(), name="status"))
         if self.opt.duration is not None:
             tasks.append(asyncio.create_task(self._timer(self.opt.duration), name="timer"))
+        for task in tasks:
+            task.add_done_callback(self._task_ended)
         try:
             await self._stop.wait()
             # hang-up: stop talking, let frames already on the wire arrive, then say bye
@@ -358,6 +369,18 @@ class CallEndpoint:
             await sink.close()
         if self._failure is not None:
             raise self._failure
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """No task of a running call dies silently: its exception ends the call."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if isinstance(exc, TransportError):
+            self._end_call(ConnectionLost(f"connection lost ({self.transport.close_reason})"))
+        else:
+            self._end_call(
+                CallFailed(f"the {task.get_name()} task failed: {type(exc).__name__}: {exc}")
+            )
 
     def _end_call(self, outcome: CallEnd | CallFailed) -> None:
         """The one way a running call ends; the first outcome is the one that counts."""
@@ -384,8 +407,18 @@ class CallEndpoint:
                     self._observer.on_epoch(EpochChange(time.monotonic(), sending, ev.epoch))
             elif isinstance(ev, RotationOverdue):
                 self.warn(
-                    f"epoch {ev.epoch} is over but the next QKD key is not ready yet; "
-                    "keeping the current key (KME slow or empty?)"
+                    f"epoch {ev.epoch} is over but the next QKD key is not ready at both ends "
+                    f"yet; keeping the current key for at most {self._max_overdue} more epochs "
+                    "(KME slow or empty, or the peer's confirmation lost?)"
+                )
+            elif isinstance(ev, RotationFailed):
+                self._end_call(
+                    OutOfKey(
+                        f"key rotation could not complete: epoch {ev.epoch} is {ev.overdue} "
+                        f"epochs overdue (the limit, max_overdue_epochs) because epoch "
+                        f"{ev.epoch + 1} is not ready at both ends: the KME did not deliver or "
+                        "the peer's confirmation never arrived; the call ends (fail closed)"
+                    )
                 )
             elif isinstance(ev, PeerBye):
                 if ev.failed:
@@ -397,11 +430,18 @@ class CallEndpoint:
         if self.session is not None:
             self._handle_session_events(self.session.events())
 
-    def _key_supply_failed(self, exc: KmeError) -> None:
+    def _key_supply_failed(self, exc: Exception) -> None:
+        """The key supply worker stopped: the KME failed, or the session refused its keys."""
+        if not isinstance(exc, KmeError):
+            self._end_call(
+                KeySupplyFailed(f"the KME delivered keys this call cannot use: {exc} (fail closed)")
+            )
+            return
         if self.opt.allow_pqc_only and self.session is not None and self.session.mode is Mode.AES:
             self.warn(
-                f"KME failed mid-call ({exc}); keys no longer rotate with fresh QKD key, "
-                "continuing on the current key as --allow-pqc-only permits"
+                f"KME failed mid-call ({exc}); no fresh QKD key for the next epochs: the call "
+                "continues on the current key as --allow-pqc-only permits, until rotation is "
+                "overdue for too long (then it ends, fail closed)"
             )
             return
         self._end_call(
@@ -412,10 +452,14 @@ class CallEndpoint:
         while True:
             data = await self.transport.recv_control()
             if is_abort(data):
-                self._end_call(PeerAborted(decode_abort(data), "call"))
-                return
+                abort = decode_abort(data)
+                self._ignore_control(f"an abort claiming '{abort.kind.claim}': {abort.reason}")
+                continue
             try:
                 session.receive_control(data)
+            except ControlUnauthenticated as exc:
+                self._ignore_control(str(exc))
+                continue
             except ControlRejected as exc:
                 self._end_call(
                     ControlMessageRefused(
@@ -426,6 +470,15 @@ class CallEndpoint:
             except QphoneError:
                 return
             self._drain_session_events()
+
+    def _ignore_control(self, what: str) -> None:
+        """Keys exist: only the authenticated bye or a transport failure ends the call."""
+        self.counters.control_ignored += 1
+        if self.counters.control_ignored == 1:
+            self.warn(
+                f"ignored an unauthenticated message on the control channel ({what}); during "
+                "the call only the peer's authenticated bye or a transport failure ends it"
+            )
 
     async def _watch_transport(self) -> None:
         reason = await self.transport.wait_closed()

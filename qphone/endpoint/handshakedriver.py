@@ -2,9 +2,12 @@
 
 The caller runs :meth:`HandshakeDriver.initiate`, the answerer :meth:`HandshakeDriver.respond`
 (which resolves the caller's QKD key IDs through the given function, i.e. its KME).  When this
-side fails the handshake it sends the peer an :class:`~qphone.core.abort.Abort` saying why, then
-raises; when the peer's abort arrives instead of a handshake message, :class:`PeerAborted` is
-raised.  Nothing is retried.
+side fails the handshake, for whatever reason (a refusal, a parser or crypto-library error, a
+KME client error, a bug), the handshake object drops its keys, the peer gets an
+:class:`~qphone.core.abort.Abort` saying why, and a :class:`HandshakeFailed` (or a
+:class:`~qphone.endpoint.outcome.CallFailed`) is raised: nothing escapes as a raw exception.
+When an abort arrives instead of a handshake message, :class:`PeerAborted` is raised (in
+neutral words: it is not authenticated).  Nothing is retried.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from qphone.core.qkd import QkdKey
 from qphone.endpoint.outcome import KeySupplyFailed, PeerAborted, abort_kind, key_supply_failure
 from qphone.kmeclient import KmeError
 from qphone.transport.calltransport import CallTransport
+from qphone.transport.errors import TransportError
 
 HANDSHAKE_TIMEOUT = 15.0
 
@@ -66,26 +70,33 @@ class HandshakeDriver:
     ) -> HandshakeResult:
         """Caller: ClientHello, ServerHello, ClientFinish."""
         transport = self._transport
-        ini = Initiator(
-            self._identity, params, qkd_keys, transport.channel_binding(), expected_peer
-        )
-        transport.send_control(ini.start())
+        ini: Initiator | None = None
         try:
+            ini = Initiator(
+                self._identity, params, qkd_keys, transport.channel_binding(), expected_peer
+            )
+            transport.send_control(ini.start())
             events = ini.receive(await self._receive())
-        except HandshakeFailed as exc:
-            self.abort(abort_kind(exc), str(exc))
-            raise
-        for ev in events:
-            if isinstance(ev, SendMessage):
-                transport.send_control(ev.data)
-            elif isinstance(ev, HandshakeComplete):
-                return ev.result
-        raise HandshakeFailed("handshake ended without a result")
+            for ev in events:
+                if isinstance(ev, SendMessage):
+                    transport.send_control(ev.data)
+                elif isinstance(ev, HandshakeComplete):
+                    return ev.result
+            raise HandshakeFailed("handshake ended without a result")
+        except Exception as exc:
+            if ini is not None and not ini.closed:
+                with contextlib.suppress(HandshakeFailed):
+                    ini.fail(str(exc))
+            failure = self._failed(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
 
     async def respond(self, policy: ResponderPolicy, resolve: ResolveKeys) -> HandshakeResult:
         """Answerer: resolve the caller's QKD key IDs with ``resolve`` and complete."""
-        res = Responder(self._identity, self._transport.channel_binding(), policy)
+        res: Responder | None = None
         try:
+            res = Responder(self._identity, self._transport.channel_binding(), policy)
             events = res.receive(await self._receive())
             while True:
                 for ev in events:
@@ -98,9 +109,25 @@ class HandshakeDriver:
                     events = res.provide_qkd_keys(await self._resolve(res, resolve, nxt))
                     continue
                 events = res.receive(await self._receive())
-        except HandshakeFailed as exc:
+        except Exception as exc:
+            if res is not None and not res.closed:
+                with contextlib.suppress(HandshakeFailed):
+                    res.fail(str(exc))
+            failure = self._failed(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
+
+    def _failed(self, exc: Exception) -> Exception:
+        """What to raise for ``exc``; tells the peer unless it knows already (or is gone)."""
+        if isinstance(exc, PeerAborted | KeySupplyFailed | TransportError):
+            return exc  # the peer aborted; or this side's abort was sent; or nobody to tell
+        if isinstance(exc, HandshakeFailed):
             self.abort(abort_kind(exc), str(exc))
-            raise
+            return exc
+        failure = HandshakeFailed(f"handshake failed: {type(exc).__name__}: {exc}")
+        self.abort(AbortKind.FAILED, str(failure))
+        return failure
 
     async def _resolve(
         self, res: Responder, resolve: ResolveKeys, need: NeedQkdKeys

@@ -8,7 +8,8 @@ and announces their IDs.  The answerer is the slave SAE: it resolves announced I
 During the call, requests run in one background worker, ahead of need (the session asks
 ``lookahead`` epochs or pad blocks early), so a rotation never waits on the network.  A KME that
 says it is out of key is retried for a while (a QKD link fills its pool at its own rate); any
-other KME error is reported once to ``on_failure`` and the worker stops.
+other failure (a KME error, or keys the session refuses: wrong size, wrong IDs) is reported
+once to ``on_failure`` and the worker stops: it never dies silently.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TypeVar
 
 from qphone.core.qkd import QkdKey
 from qphone.core.session import CallSession, FetchQkdKeys, ResolveQkdKeys
-from qphone.kmeclient import KmeClient, KmeError, KmeOutOfKeys
+from qphone.kmeclient import KmeClient, KmeOutOfKeys
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class KeySupply:
         self.wait_s = wait_s
         self._session: CallSession | None = None
         self._on_keys: Callable[[], None] = lambda: None
-        self._on_failure: Callable[[KmeError], None] = lambda exc: None
+        self._on_failure: Callable[[Exception], None] = lambda exc: None
         self._queue: asyncio.Queue[KeyRequest] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -88,10 +89,11 @@ class KeySupply:
         self,
         session: CallSession,
         on_keys: Callable[[], None],
-        on_failure: Callable[[KmeError], None],
+        on_failure: Callable[[Exception], None],
     ) -> None:
         """Serve ``session``'s requests from now on; ``on_keys()`` runs after keys went into
-        it (so the endpoint drains its new events), ``on_failure(exc)`` when the KME failed."""
+        it (so the endpoint drains its new events), ``on_failure(exc)`` when the KME failed
+        (a :class:`KmeError`) or its keys were refused (any other exception)."""
         self._session = session
         self._on_keys = on_keys
         self._on_failure = on_failure
@@ -124,7 +126,7 @@ class KeySupply:
                     if session.closed:
                         return
                     session.provide_qkd_keys(keys)
-            except KmeError as exc:
+            except Exception as exc:  # any failure ends the worker, never silently
                 log.warning("QKD key request failed: %s", exc)
                 self._on_failure(exc)
                 return

@@ -71,15 +71,19 @@ class IdentityChanged(CallFailed):
     """The peer presented another identity than the one pinned for it: this side refused."""
 
 
-class IdentityRefusedByPeer(CallFailed):
-    """The peer refused this terminal's identity: it has another one pinned for us."""
-
-
 class PeerAborted(CallFailed):
-    """The peer aborted (unauthenticated abort message) before keys were in use."""
+    """An unauthenticated abort message ended the handshake (before keys existed).
 
-    def __init__(self, abort: Abort, during: str) -> None:
-        super().__init__(f"the peer aborted the {during}: {abort.reason}")
+    Anyone on the path can send one, so it is shown in neutral words, with its (printable) text,
+    and is never turned into advice: what it claims (``abort.kind``) is not evidence of anything.
+    """
+
+    def __init__(self, abort: Abort, during: str = "handshake") -> None:
+        super().__init__(
+            f"the {during} was ended by an unauthenticated abort message (it may come from the "
+            "peer or from anyone on the network path; nothing in it is verified), which claims "
+            f"'{abort.kind.claim}' and says: \"{abort.reason}\""
+        )
         self.abort = abort
 
 
@@ -130,13 +134,10 @@ HANDLED_FAILURES: tuple[type[Exception], ...] = (
 
 
 def call_failure(exc: Exception, *, peer_sae_id: str, own_sae_id: str) -> CallFailed:
-    """The :class:`CallFailed` for any exception that ended a call's set-up or the call."""
-    if isinstance(exc, PeerAborted) and exc.abort.kind is AbortKind.IDENTITY_REFUSED:
-        return IdentityRefusedByPeer(
-            f"the peer refused this terminal's identity: it has another key pinned "
-            f"for {own_sae_id} ({exc}). If this identity is new on purpose, "
-            "the peer must verify it and use --trust-new-identity"
-        )
+    """The :class:`CallFailed` for any exception that ended a call's set-up or the call.
+
+    Identity advice (``--trust-new-identity``) comes only from this side's own authenticated
+    evidence (:class:`PeerIdentityMismatch`), never from what an abort message claims."""
     if isinstance(exc, CallFailed):
         return exc
     if isinstance(exc, PeerIdentityMismatch):

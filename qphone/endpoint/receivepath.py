@@ -1,8 +1,11 @@
-"""The receive path: transport -> unprotect (core session) -> jitter buffer -> decode -> sink.
+"""The receive path: transport -> unprotect (core session) -> position -> jitter buffer -> sink.
 
 :meth:`ReceivePath.on_frame` runs on the event loop for every frame the transport delivers: a
 frame the session refuses (tampered, replayed, wrong epoch...) is counted by reason and goes no
-further.  :meth:`ReceivePath.play` plays every slot when it is due.
+further.  An accepted frame goes into the jitter buffer at its authenticated position (its frame
+number, :mod:`qphone.core.playoutposition`), never where its RTP sequence number and timestamp
+alone would put it; a frame whose RTP fields disagree with that position is dropped and counted
+(``misplaced``).  :meth:`ReceivePath.play` plays every slot when it is due.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable
 
 from qphone.audio.streams import AudioSink
 from qphone.core.errors import FrameRejected, QphoneError
+from qphone.core.playoutposition import PlayoutPosition, PositionMismatch
 from qphone.core.session import CallSession
 from qphone.endpoint.observer import CallObserver, ReceivedPayload
 from qphone.endpoint.playout import Playout
@@ -29,12 +33,15 @@ class ReceivePath:
         *,
         drain_events: Callable[[], None],
         observer: CallObserver | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self._session = session
         self._playout = playout
         self._counters = counters
         self._drain_events = drain_events
         self._observer = observer
+        self._warn = warn
+        self._position = PlayoutPosition(playout.jb.config.frame_ticks)
 
     def on_frame(self, frame: ReceivedFrame) -> None:
         session = self._session
@@ -48,6 +55,13 @@ class ReceivePath:
             return
         except QphoneError:
             return
+        try:
+            place = self._position.place(
+                session.recv_frame_number, frame.sequence, frame.rtp_timestamp
+            )
+        except PositionMismatch as exc:
+            self._misplaced(exc)
+            return
         spent = time.perf_counter() - t0
         self._counters.unprotect_seconds += spent
         self._counters.frames_received += 1
@@ -55,8 +69,17 @@ class ReceivePath:
             self._observer.on_received(
                 ReceivedPayload(frame.rtp_timestamp, frame.sequence, frame.arrival, spent, payload)
             )
-        self._playout.push(frame.sequence, frame.rtp_timestamp, payload, frame.arrival)
+        self._playout.push(place.sequence, place.timestamp, payload, frame.arrival)
         self._drain_events()
+
+    def _misplaced(self, exc: PositionMismatch) -> None:
+        self._counters.misplaced += 1
+        if self._counters.misplaced == 1 and self._warn is not None:
+            self._warn(
+                f"dropped a frame whose RTP sequence number or timestamp disagrees with its "
+                f"authenticated position ({exc}): something on the media path reorders or splices "
+                "frames, or the two ends use different --frame-ms; such frames are never played"
+            )
 
     async def play(self, sink: AudioSink) -> None:
         """Play every due slot into ``sink`` until cancelled."""

@@ -71,6 +71,8 @@ class CallCounters:
     frames_unsent: int = 0  # dropped at the sender for want of fresh key (never reused)
     frames_received: int = 0  # unprotected successfully
     rejected: Counter[str] = field(default_factory=Counter)  # by FrameRejected subclass name
+    misplaced: int = 0  # authentic, but RTP sequence/timestamp disagree with its position
+    control_ignored: int = 0  # unauthenticated control messages (aborts included) in the call
     encode_seconds: float = 0.0
     protect_seconds: float = 0.0
     unprotect_seconds: float = 0.0

@@ -68,7 +68,9 @@ class CallSummary:
     frames_fec_recovered: int
     frames_late: int
     frames_rejected: dict[str, int]
+    frames_misplaced: int
     duplicates_dropped: int
+    control_ignored: int
     epochs: int
     epochs_tx: list[int]
     epochs_rx: list[int]
@@ -108,7 +110,9 @@ class CallSummary:
             "frames_fec_recovered": self.frames_fec_recovered,
             "frames_late": self.frames_late,
             "frames_rejected": dict(self.frames_rejected),
+            "frames_misplaced": self.frames_misplaced,
             "duplicates_dropped": self.duplicates_dropped,
+            "control_ignored": self.control_ignored,
             "epochs": self.epochs,
             "epochs_tx": list(self.epochs_tx),
             "epochs_rx": list(self.epochs_rx),
@@ -183,7 +187,9 @@ def summarize(
         frames_fec_recovered=jb.fec_recovered,
         frames_late=jb.late,
         frames_rejected=dict(counters.rejected),
+        frames_misplaced=counters.misplaced,
         duplicates_dropped=jb.duplicates + counters.rejected.get(FrameReplayed.__name__, 0),
+        control_ignored=counters.control_ignored,
         epochs=max([0, *counters.epochs_tx, *counters.epochs_rx])
         + (1 if accounting is not None else 0),
         epochs_tx=list(counters.epochs_tx),

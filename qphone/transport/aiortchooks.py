@@ -1,8 +1,9 @@
 """The only places where qphone reaches into private aiortc / aioice internals.
 
 aiortc has no public way to (a) read RTP payloads before its own jitter buffer
-and decoder, or (b) restrict ICE host candidates to chosen addresses.  Both
-hooks patch a single *instance* (never a class or a module), and every private
+and decoder, (b) restrict ICE host candidates to chosen addresses, or (c) read the
+DTLS session it established (certificates, keying-material exporter).  The hooks
+patch a single *instance* (never a class or a module) or only read, and every private
 name used here is asserted by ``tests/qphone/transport/test_aiortc_pin.py`` against the pinned
 ``aiortc==1.16.0`` / ``aioice==0.13.0`` so that an upgrade fails loudly.
 
@@ -20,6 +21,15 @@ Candidate restriction (:func:`restrict_host_candidates`):
   * ``aioice.Connection.get_component_candidates(component, addresses, timeout)``
     is wrapped on the instance to replace the address list aioice found by
     enumerating interfaces (which always excludes 127.0.0.1) with ours.
+
+DTLS session (:func:`dtls_session`), read only, after the transport is connected:
+  * ``RTCDtlsTransport._ssl`` is the pyOpenSSL ``SSL.Connection`` of the DTLS
+    session (set in ``start()``; aiortc itself reads the peer certificate and
+    exports the SRTP keys from it);
+  * ``_ssl.get_certificate(as_cryptography=True)`` /
+    ``get_peer_certificate(as_cryptography=True)``: the local certificate and the
+    one the peer presented in the handshake;
+  * ``_ssl.export_keying_material(label, length, context)``: RFC 5705.
 """
 
 from __future__ import annotations
@@ -28,8 +38,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aioice import Candidate
-from aiortc import RTCPeerConnection, RTCRtpReceiver
+from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver
 from aiortc.rtp import RtpPacket
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from qphone.core.channelbinding import (
+    EXPORTER_BYTES,
+    EXPORTER_CONTEXT,
+    EXPORTER_LABEL,
+    DtlsSession,
+)
 
 RtpCallback = Callable[[RtpPacket], None]
 
@@ -88,3 +106,38 @@ def _ice_transports(pc: RTCPeerConnection) -> list[Any]:
     if pc.sctp is not None and pc.sctp.transport.transport not in transports:
         transports.append(pc.sctp.transport.transport)
     return transports
+
+
+class DtlsSessionUnavailable(Exception):
+    """The peer connection has no single connected DTLS session to read."""
+
+
+def dtls_transports(pc: RTCPeerConnection) -> list[RTCDtlsTransport]:
+    """The distinct DTLS transports of ``pc`` (one with BUNDLE)."""
+    transports: list[RTCDtlsTransport] = []
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls not in transports:
+            transports.append(dtls)
+    if pc.sctp is not None and pc.sctp.transport not in transports:
+        transports.append(pc.sctp.transport)
+    return transports
+
+
+def dtls_session(pc: RTCPeerConnection) -> DtlsSession:
+    """The certificates and the RFC 9266 exporter of the one DTLS session ``pc`` runs."""
+    transports = dtls_transports(pc)
+    if len(transports) != 1:
+        raise DtlsSessionUnavailable(
+            f"expected one bundled DTLS transport, found {len(transports)}"
+        )
+    dtls = transports[0]
+    ssl = dtls._ssl
+    if dtls.state != "connected" or ssl is None:
+        raise DtlsSessionUnavailable(f"the DTLS transport is {dtls.state}, not connected")
+    local = ssl.get_certificate(as_cryptography=True)
+    peer = ssl.get_peer_certificate(as_cryptography=True)
+    if local is None or peer is None:
+        raise DtlsSessionUnavailable("the DTLS session has no local or no peer certificate")
+    exporter = ssl.export_keying_material(EXPORTER_LABEL, EXPORTER_BYTES, EXPORTER_CONTEXT)
+    return DtlsSession(local.public_bytes(Encoding.DER), peer.public_bytes(Encoding.DER), exporter)

@@ -19,8 +19,11 @@ a single ICE/DTLS transport) carrying:
 
 Received frames go through an optional :class:`~qphone.transport.frames.ReceiveFilter`
 given by the caller (e.g. a seeded network impairment for tests and measurements).
-The transport moves bytes and knows nothing about keys; it exposes the DTLS
-fingerprints and :meth:`channel_binding` for the handshake to authenticate.
+The transport moves bytes and knows nothing about keys.  Every m-section of an offer or answer
+must carry the same DTLS fingerprints (else the SDP is refused), and once DTLS is up the peer's
+certificate must match all of them; :meth:`channel_binding` is computed from the DTLS session
+actually established (both certificates and its RFC 5705 exporter,
+:mod:`qphone.core.channelbinding`) for the handshake to authenticate.
 """
 
 from __future__ import annotations
@@ -51,11 +54,16 @@ from qphone.core.channelbinding import (
     Fingerprint,
     FingerprintError,
     binding_for_role,
-    sha256_fingerprint,
+    check_certificate,
 )
 from qphone.core.sequencestats import SequenceStats
 from qphone.core.signalmessage import SignalKind, SignalMessage
-from qphone.transport.aiortchooks import restrict_host_candidates, tap_rtp_receiver
+from qphone.transport.aiortchooks import (
+    DtlsSessionUnavailable,
+    dtls_session,
+    restrict_host_candidates,
+    tap_rtp_receiver,
+)
 from qphone.transport.config import (
     MAX_CONTROL_BACKLOG,
     MAX_CONTROL_BYTES,
@@ -68,7 +76,7 @@ from qphone.transport.errors import TransportClosedError, TransportError
 from qphone.transport.frames import RawFrame, ReceivedFrame, ReceiveFilter
 from qphone.transport.heartbeat import Heartbeat
 from qphone.transport.payloadtrack import PayloadTrack
-from qphone.transport.sdp import checked_fingerprints, fingerprints_of, has_audio
+from qphone.transport.sdp import checked_fingerprints, has_audio
 from qphone.transport.signaling import (
     SignalingChannel,
     SignalingError,
@@ -109,8 +117,9 @@ class CallTransport:
         self._control: RTCDataChannel | None = None
         self._media_dc: RTCDataChannel | None = None
         self._media_path = self.config.media_path
-        self._local_fps: list[Fingerprint] = []
-        self._remote_fps: list[Fingerprint] = []
+        self._local_fps: tuple[Fingerprint, ...] = ()
+        self._remote_fps: tuple[Fingerprint, ...] = ()
+        self._binding: bytes | None = None
         self._frames: deque[ReceivedFrame] = deque()
         self._frames_event = asyncio.Event()
         self._frame_callback: Callable[[ReceivedFrame], None] | None = None
@@ -170,13 +179,13 @@ class CallTransport:
                 raise
             except FingerprintError as exc:
                 raise SignalingMessageError(
-                    f"{channel.peer} sent an answer without a usable DTLS fingerprint: {exc}"
+                    f"{channel.peer} sent an answer with unusable DTLS fingerprints: {exc}"
                 ) from exc
             except Exception as exc:
                 raise SignalingMessageError(
                     f"{channel.peer} sent an unusable answer: {exc}"
                 ) from exc
-        self._local_fps = fingerprints_of(pc.localDescription.sdp)
+        self._local_fps = checked_fingerprints(pc.localDescription.sdp)
         await self._wait_connected()
 
     async def accept_as_answerer(
@@ -233,7 +242,7 @@ class CallTransport:
             self._restrict_candidates(pc)
             await pc.setLocalDescription(await pc.createAnswer())
             await channel.send(SignalMessage(SignalKind.ANSWER, sdp=pc.localDescription.sdp))
-        self._local_fps = fingerprints_of(pc.localDescription.sdp)
+        self._local_fps = checked_fingerprints(pc.localDescription.sdp)
         await self._wait_connected()
 
     def _begin(self, role: CallRole) -> None:
@@ -311,6 +320,10 @@ class CallTransport:
             closed_wait.cancel()
             open_wait.cancel()
         if open_wait in done and not self._closed.is_set():
+            reason = self._bind_session()
+            if reason:
+                await self._shutdown(reason)
+                raise TransportError(f"call setup failed: {reason}")
             self._connected = True
             self._heartbeat.heard()
             self._heartbeat_task = asyncio.ensure_future(self._watch_peer())
@@ -326,6 +339,21 @@ class CallTransport:
             )
         await self._shutdown(reason)
         raise TransportError(f"call setup failed: {reason}")
+
+    def _bind_session(self) -> str:
+        """Check the peer's DTLS certificate against every SDP fingerprint and compute the
+        channel binding from the DTLS session; returns why not ("" when done)."""
+        assert self._pc is not None and self._role is not None
+        try:
+            session = dtls_session(self._pc)
+            check_certificate(session.peer_certificate, self._remote_fps)
+        except (DtlsSessionUnavailable, FingerprintError) as exc:
+            return (
+                f"DTLS check failed: {exc} (which is what a relay in the middle of the "
+                "signaling path would cause)"
+            )
+        self._binding = binding_for_role(self._role, session)
+        return ""
 
     # ------------------------------------------------------------------ media
 
@@ -453,20 +481,21 @@ class CallTransport:
         return self._role
 
     def local_fingerprints(self) -> list[Fingerprint]:
-        """Fingerprints of our DTLS certificate (as put in our SDP)."""
+        """Fingerprints of our DTLS certificate (as put in every m-section of our SDP)."""
         return list(self._local_fps)
 
     def remote_fingerprints(self) -> list[Fingerprint]:
-        """The peer's DTLS fingerprints as received over signaling (DTLS verified them)."""
+        """The peer's DTLS fingerprints as received over signaling (the same in every m-section;
+        the certificate the peer presented in DTLS matched every one of them)."""
         return list(self._remote_fps)
 
     def channel_binding(self) -> bytes:
-        """SHA-256 binding of (caller fingerprint, answerer fingerprint); equal on both ends."""
-        if self._role is None or not self._local_fps or not self._remote_fps:
-            raise TransportError("no channel binding before the offer/answer exchange")
-        return binding_for_role(
-            self._role, sha256_fingerprint(self._local_fps), sha256_fingerprint(self._remote_fps)
-        )
+        """The binding of the DTLS session established (both certificates and its exporter,
+        :func:`qphone.core.channelbinding.binding_for_role`): equal on both ends exactly when
+        they share one DTLS session, i.e. when nobody terminates DTLS in between."""
+        if self._binding is None:
+            raise TransportError("no channel binding: the DTLS session is not established")
+        return self._binding
 
     async def stats(self) -> TransportStats:
         seq = self._seq.snapshot()

@@ -6,9 +6,12 @@ length-prefixed JSON messages (:mod:`qphone.core.signalmessage`): the caller
 sends an ``offer``, the answerer replies with an ``answer`` or a ``reject``.
 aiortc does not trickle ICE, so the SDPs already hold every gathered candidate.
 
-Signaling is unauthenticated on purpose: the end-to-end handshake binds the
-DTLS fingerprints carried here (:mod:`qphone.core.channelbinding`), so a relay
-that rewrites them is detected there.
+Signaling is unauthenticated on purpose.  What it carries is not trusted: the
+transport refuses an SDP whose m-sections disagree on the DTLS fingerprints, and
+the end-to-end handshake signs a binding computed from the DTLS session actually
+established (both certificates and its exporter, :mod:`qphone.core.channelbinding`),
+not from the SDP text, so a relay that rewrites the fingerprints to terminate DTLS
+itself makes the handshake fail.
 
 Every failure raises a :class:`SignalingError` subclass whose message says what
 happened and what to do about it.
@@ -21,6 +24,7 @@ import contextlib
 import errno
 from types import TracebackType
 
+from qphone.core.displaytext import printable
 from qphone.core.signalmessage import (
     HEADER_BYTES,
     SignalingProtocolError,
@@ -130,7 +134,10 @@ class SignalingChannel:
         except SignalingProtocolError as exc:
             raise SignalingMessageError(f"bad signaling message from {self.peer}: {exc}") from exc
         if message.kind is SignalKind.REJECT and SignalKind.REJECT not in expect:
-            raise SignalingRejectedError(f"{self.peer} refused the call: {message.reason}")
+            raise SignalingRejectedError(
+                f"{self.peer} refused the call: {printable(message.reason)} (unauthenticated "
+                "signaling: it may come from anyone on the path)"
+            )
         if message.kind not in expect:
             raise SignalingMessageError(
                 f"{self.peer} sent an {message.kind.value} where an {wanted} was expected"

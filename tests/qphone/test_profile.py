@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from qphone.profile import Profile, ProfileError, load_profile
+from qphone.profile import Policy, Profile, ProfileError, load_profile
 from tests.support.kme_fixtures import KmePki, make_pki
 from tests.support.profiles import write_profile
 
@@ -52,3 +52,52 @@ def test_profile_missing_file_and_bad_toml(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[sae\nid=")
     with pytest.raises(ProfileError, match="not valid TOML"):
         load_profile(tmp_path / "bad.toml")
+
+
+def _with_policy(path: Path, pki: KmePki, policy: str) -> Path:
+    write_profile(path, pki)
+    path.write_text(path.read_text() + "[policy]\n" + policy + "\n")
+    return path
+
+
+def test_policy_defaults_are_safe_and_can_be_set(pki: KmePki, tmp_path: Path) -> None:
+    default = load_profile(write_profile(tmp_path / "a.toml", pki)).policy
+    assert default == Policy()
+    assert (default.min_otp_tag_bits, default.max_epoch_seconds) == (64, 60.0)
+    assert (default.max_epoch_frames, default.allow_pqc_only) == (3000, False)
+    assert default.max_overdue_epochs == 2
+    text = (
+        "min_otp_tag_bits = 128\nmax_epoch_seconds = 5\nmax_epoch_frames = 250\n"
+        "allow_pqc_only = true\nmax_overdue_epochs = 4"
+    )
+    set_ = load_profile(_with_policy(tmp_path / "b.toml", pki, text)).policy
+    assert set_ == Policy(128, 5.0, 250, True, 4)
+
+
+@pytest.mark.parametrize(
+    ("policy", "match"),
+    [
+        ("min_otp_tag_bits = 48", r"\[policy\] min_otp_tag_bits = 48: set it to 32, 64 or 128"),
+        ("min_otp_tag_bits = true", "set it to 32, 64 or 128"),
+        ("max_epoch_seconds = 0", "max_epoch_seconds = 0: set it to a number of seconds"),
+        ("max_epoch_seconds = '60'", "set it to a number of seconds"),
+        ("max_epoch_frames = 2.5", "max_epoch_frames = 2.5: set it to an integer"),
+        ("allow_pqc_only = 1", "allow_pqc_only = 1: set it to true or false"),
+        ("max_overdue_epochs = 0", "max_overdue_epochs = 0: set it to an integer from 1"),
+        ("max_rotation = 3", r"unknown key 'max_rotation' in \[policy\]; allowed: min_otp"),
+    ],
+)
+def test_policy_errors_name_the_fix(pki: KmePki, tmp_path: Path, policy: str, match: str) -> None:
+    with pytest.raises(ProfileError, match=match):
+        load_profile(_with_policy(tmp_path / "p.toml", pki, policy))
+
+
+def test_policy_defaults_are_the_cores() -> None:
+    from qphone.core.handshake import ResponderPolicy
+    from qphone.core.session import DEFAULT_MAX_OVERDUE_EPOCHS
+    from qphone.endpoint.options import CallOptions
+    from qphone.endpoint.policy import responder_policy
+
+    core = ResponderPolicy()
+    assert responder_policy(Policy(), CallOptions(), None) == core
+    assert Policy().max_overdue_epochs == DEFAULT_MAX_OVERDUE_EPOCHS

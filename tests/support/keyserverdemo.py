@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 from qphone.demo.keyserverprocess import running_keyserver
+from qphone.kmeclient import KmeClient, KmeError
 from qphone.profile import Profile, load_profile
 
 
@@ -16,6 +18,23 @@ def keyserver_demo(directory: Path, *extra: str, timeout: float = 90.0) -> Itera
     """Run `qkd-keyserver demo` (two KME processes + the simulated link) until the block ends."""
     with running_keyserver(directory, ["--seed", "7", *extra], timeout) as d:
         yield d
+
+
+def wait_for_key(demo: Path, timeout: float = 180.0) -> None:
+    """Return once the demo pair's KME holds key for alice -> bob (its link's first block can
+    take much longer than the demo takes to start); RuntimeError after ``timeout``."""
+
+    async def poll() -> None:
+        async with KmeClient.from_profile(load_profile(demo / "alice.toml")) as kme:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while asyncio.get_running_loop().time() < deadline:
+                with contextlib.suppress(KmeError):
+                    if (await kme.status("bob")).stored_key_count > 0:
+                        return
+                await asyncio.sleep(0.5)
+        raise RuntimeError(f"the keyserver demo in {demo} delivered no key in {timeout:g} s")
+
+    asyncio.run(poll())
 
 
 def private_profile(demo: Path, name: str, tmp: Path) -> Path:

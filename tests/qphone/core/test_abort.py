@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,12 +17,29 @@ from qphone.core.abort import (
     is_abort,
 )
 
+SAFE = st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+UNSAFE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
-@given(kind=st.sampled_from(list(AbortKind)), reason=st.text(max_size=100))
+
+@given(kind=st.sampled_from(list(AbortKind)), reason=st.text(SAFE, max_size=60))
 def test_round_trip(kind: AbortKind, reason: str) -> None:
     wire = Abort(kind, reason).encode()
     assert is_abort(wire)
     assert decode_abort(wire) == Abort(kind, reason)
+
+
+@given(kind=st.sampled_from(list(AbortKind)), reason=st.text(max_size=400))
+def test_decoded_reason_is_one_printable_line(kind: AbortKind, reason: str) -> None:
+    shown = decode_abort(Abort(kind, reason).encode()).reason
+    assert not {unicodedata.category(c) for c in shown} & UNSAFE
+    assert len(shown) <= MAX_REASON_BYTES + 3
+
+
+def test_terminal_escapes_are_shown_not_obeyed() -> None:
+    text = "\x1b[2J\x1b]0;pwned\x07ok\r\nfake line\u202e"
+    wire = ABORT_PREFIX + bytes((AbortKind.IDENTITY_REFUSED,)) + text.encode()
+    shown = decode_abort(wire).reason
+    assert shown == r"\x1b[2J\x1b]0;pwned\x07ok\x0d\x0afake line\u202e"
 
 
 def test_reason_is_bounded_and_unknown_kinds_read_as_failed() -> None:

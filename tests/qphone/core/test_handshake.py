@@ -123,8 +123,8 @@ def test_mode_downgrade_detected(forced: Mode) -> None:
     key = qkd()
     ini = Initiator(ALICE, CallParams(mode=honest), [key], b"B" * 32)
     ch = bytearray(ini.start())
-    assert ch[34] == honest  # type(1) version(1) random(32) then mode
-    ch[34] = forced
+    assert ch[66] == honest  # type(1) version(1) random(32) commitment(32) then mode
+    ch[66] = forced
     res = Responder(BOB, b"B" * 32)
     res.receive(bytes(ch))
     sh = res.provide_qkd_keys([key])[0]

@@ -119,3 +119,25 @@ def test_c_accelerator_matches_reference(bits: int, msg: bytes, key: bytes) -> N
     assert mac.open(sealed, len(header), pad) == msg
     bad = sealed[:-1] + bytes([sealed[-1] ^ 1])
     assert mac.open(bad, len(header), pad) is None
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(0, 1500), min_size=1, max_size=400), skip=st.integers(0, 300))
+def test_sender_headers_are_the_canonical_otp_headers(sizes: list[int], skip: int) -> None:
+    """The sender's cached header layout gives exactly otp_header(frame number, offset),
+    also across the byte-size boundaries of both fields."""
+    from qphone.core.otp import otp_header
+    from qphone.core.sframe import parse_header
+
+    sender = PadSender(64)
+    sender.frame_number = skip  # as if earlier slots had passed
+    pad = bytes(8 + sum(8 + n for n in sizes))
+    sender.append(pad)
+    sender.mark_usable(len(pad))
+    expected_offset = 8  # after the session hash key
+    for i, n in enumerate(sizes):
+        frame = sender.protect(bytes(n))
+        kid, offset, length = parse_header(frame)
+        assert (kid >> 1, offset) == (skip + i, expected_offset)
+        assert frame[:length] == otp_header(skip + i, offset)
+        expected_offset += 8 + n

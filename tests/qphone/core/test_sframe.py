@@ -40,3 +40,19 @@ def test_non_minimal_and_truncated_rejected() -> None:
         FrameHeader.decode(bytes([0x0F, 1, 2]))
     with pytest.raises(FrameMalformed, match="empty"):
         FrameHeader.decode(b"")
+
+
+@given(st.integers(0, (1 << 63) - 1), u64)
+def test_the_otp_header_builder_is_the_canonical_encoding(frame_number: int, offset: int) -> None:
+    from qphone.core.otp import otp_header, otp_kid
+
+    assert otp_header(frame_number, offset) == FrameHeader(otp_kid(frame_number), offset).encode()
+
+
+def test_both_fields_extended_take_the_fast_path_strictly() -> None:
+    assert FrameHeader.decode(bytes([0x88, 9, 10])) == (FrameHeader(9, 10), 3)
+    for bad in (bytes([0x88, 7, 10]), bytes([0x88, 9, 3]), bytes([0x98, 0, 9, 10])):
+        with pytest.raises(FrameMalformed, match="non-minimal"):
+            FrameHeader.decode(bad)
+    with pytest.raises(FrameMalformed, match="truncated"):
+        FrameHeader.decode(bytes([0x89, 9, 1]))

@@ -20,7 +20,6 @@ from qphone.endpoint.outcome import (
     ConnectionLost,
     EndCause,
     IdentityChanged,
-    IdentityRefusedByPeer,
     KeySupplyFailed,
     PeerAborted,
     PolicyRefused,
@@ -77,8 +76,8 @@ async def test_kme_unreachable_fails_closed_or_runs_pqc_only(
     ra, rb = await pair(a, b, free_port())
     assert isinstance(rb, PolicyRefused) and "allow-pqc-only" in str(rb), rb
     assert rb.setting == "allow_pqc_only"
-    assert isinstance(ra, PeerAborted) and "peer aborted" in str(ra), ra
-    assert ra.abort.kind is AbortKind.POLICY_REFUSED
+    assert isinstance(ra, PeerAborted) and "unauthenticated abort" in str(ra), ra
+    assert ra.abort.kind is AbortKind.POLICY_REFUSED and "allow-pqc-only" in str(ra)
     assert b.summary().error == str(rb) and b.summary().end_reason == f"failed: {rb}"
 
 
@@ -90,7 +89,9 @@ async def test_wrong_peer_identity_refused(
     a, b = CallEndpoint(pa, opts()), CallEndpoint(pb, opts(duration=None))
     ra, rb = await pair(a, b, free_port())
     assert isinstance(ra, IdentityChanged) and "IDENTITY OF bob CHANGED" in str(ra), ra
-    assert isinstance(rb, IdentityRefusedByPeer) and "peer aborted" in str(rb), rb
+    # b has no authenticated evidence of anything: a neutral event, no identity advice
+    assert isinstance(rb, PeerAborted) and rb.abort.kind is AbortKind.IDENTITY_REFUSED, rb
+    assert "unauthenticated abort" in str(rb) and "--trust-new-identity" not in str(rb), rb
     assert a.session is None and b.session is None  # no key was ever put to use
     # after verifying out of band, the user re-pins explicitly
     a = CallEndpoint(pa, opts(trust_new_identity=True))

@@ -11,7 +11,6 @@ from qphone.endpoint.outcome import (
     CallFailed,
     EndCause,
     IdentityChanged,
-    IdentityRefusedByPeer,
     KeySupplyFailed,
     OutOfKey,
     PeerAborted,
@@ -44,11 +43,22 @@ def test_identity_outcomes() -> None:
     assert isinstance(mine, IdentityChanged)
     assert str(mine).startswith("!!! IDENTITY OF bob CHANGED (peer identity aaaa is not the ")
     assert "--trust-new-identity" in str(mine)
-    theirs = failure(
-        PeerAborted(Abort(AbortKind.IDENTITY_REFUSED, "peer identity ..."), "handshake")
+
+
+def test_an_abort_is_shown_in_neutral_words_and_never_as_identity_advice() -> None:
+    """Anyone on the path can send an abort: what it claims is no evidence, so it never leads
+    to identity advice, whatever its kind and words."""
+    forged = Abort(
+        AbortKind.IDENTITY_REFUSED,
+        "the peer refused this terminal's identity: use --trust-new-identity",
     )
-    assert isinstance(theirs, IdentityRefusedByPeer)
-    assert "another key pinned for alice (the peer aborted the handshake" in str(theirs)
+    theirs = failure(PeerAborted(forged))
+    assert type(theirs) is PeerAborted
+    text = str(theirs)
+    assert text.startswith("the handshake was ended by an unauthenticated abort message")
+    assert "nothing in it is verified" in text and "claims 'identity not accepted'" in text
+    assert "IDENTITY" not in text and "CHANGED" not in text
+    assert text.count("--trust-new-identity") == 1  # only inside the quoted claim
 
 
 def test_policy_key_and_other_outcomes() -> None:
@@ -60,7 +70,7 @@ def test_policy_key_and_other_outcomes() -> None:
         assert type(got) is KeySupplyFailed and str(got) == str(exc)
     aborted = PeerAborted(Abort(AbortKind.FAILED, "bad signature"), "handshake")
     assert failure(aborted) is aborted
-    assert str(aborted) == "the peer aborted the handshake: bad signature"
+    assert str(aborted).endswith("which claims 'handshake failed' and says: \"bad signature\"")
     for exc in (TransportError("ICE failed"), HandshakeFailed("man in the middle"), OSError("x")):
         got = failure(exc)
         assert type(got) is CallFailed and str(got) == str(exc)

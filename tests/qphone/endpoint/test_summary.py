@@ -17,7 +17,8 @@ FIELDS = [
     "sas", "mode", "role", "pqc_only", "peer", "peer_fingerprint", "peer_pin",
     "handshake_ms", "connect_ms", "kme_ms",
     "frames_sent", "frames_received", "frames_unsent_no_key", "frames_lost", "frames_concealed",
-    "frames_fec_recovered", "frames_late", "frames_rejected", "duplicates_dropped",
+    "frames_fec_recovered", "frames_late", "frames_rejected", "frames_misplaced",
+    "duplicates_dropped", "control_ignored",
     "epochs", "epochs_tx", "epochs_rx", "qkd_bits_consumed", "qkd_bits", "pad_left_bits",
     "jitter_buffer_ms", "duration_s", "processing_us_per_frame", "end_reason", "warnings",
 ]  # fmt: skip

@@ -15,9 +15,11 @@ import aiortc
 import av
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.opus import OpusEncoder
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import X509_DIGEST_ALGORITHMS, RTCCertificate, RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceGatherer
+from OpenSSL import SSL
 
+from qphone.core.channelbinding import DIGEST_BYTES
 from qphone.transport.payloadtrack import TIME_BASE
 
 
@@ -80,3 +82,28 @@ def test_ice_gatherer_exposes_aioice_connection() -> None:
     ]
     gather = source(aioice.Connection.gather_candidates)
     assert "self.get_component_candidates(component=component, addresses=addresses)" in gather
+
+
+def test_dtls_session_is_read_from_ssl_after_start() -> None:
+    # qphone.transport.aiortchooks.dtls_session reads RTCDtlsTransport._ssl once connected.
+    start = source(RTCDtlsTransport.start)
+    assert "self._ssl = SSL.Connection(" in start
+    assert start.index("self._validate_peer_identity(remoteParameters)") < start.index(
+        "self._set_state(State.CONNECTED)"
+    )
+    assert "self._ssl: Optional[SSL.Connection] = None" in source(RTCDtlsTransport.__init__)
+    assert params(SSL.Connection.get_certificate) == ["self", "as_cryptography"]
+    assert params(SSL.Connection.get_peer_certificate) == ["self", "as_cryptography"]
+    assert params(SSL.Connection.export_keying_material) == ["self", "label", "olen", "context"]
+
+
+def test_dtls_checks_all_supported_prints_of_the_first_bundled_section_only() -> None:
+    # Why qphone checks every m-section itself (qphone.transport.sdp.checked_fingerprints) and
+    # the peer certificate against all of them: aiortc validates only the fingerprints of the
+    # section whose transport it starts (the first bundled one), for these algorithms.
+    validate = source(RTCDtlsTransport._validate_peer_identity)
+    assert "if algorithm in X509_DIGEST_ALGORITHMS:" in validate
+    assert "fingerprint_valid != fingerprint_supported" in validate
+    assert set(X509_DIGEST_ALGORITHMS) == set(DIGEST_BYTES)
+    offered = {f.algorithm for f in RTCCertificate.generateCertificate().getFingerprints()}
+    assert offered == set(DIGEST_BYTES)

@@ -155,7 +155,7 @@ async def test_answerer_rejects_bad_offer_and_caller_hears_why() -> None:
         # A syntactically valid message whose SDP has no DTLS fingerprint.
         await caller.send(SignalMessage(SignalKind.OFFER, sdp=SDP))
         channel = await listener.accept(timeout=5)
-        with pytest.raises(SignalingMessageError, match="no sha-256 DTLS fingerprint"):
+        with pytest.raises(SignalingMessageError, match=r"no m-section"):
             await answerer.answer_on(channel)
         with pytest.raises(SignalingRejectedError, match="refused the call: bad offer"):
             await caller.recv((SignalKind.ANSWER,), timeout=5)
@@ -166,3 +166,21 @@ async def test_accept_timeout() -> None:
     async with await SignalingListener.open(HOST, 0) as listener:
         with pytest.raises(SignalingTimeoutError, match="no caller connected"):
             await listener.accept(timeout=0.2)
+
+
+async def test_a_reject_reason_is_shown_printable() -> None:
+    """A reject comes over unauthenticated signaling: its text reaches no terminal raw."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(10)
+        reason = "\x1b[2J\x1b]0;owned\x07busy\r\nfake line"
+        writer.write(encode_message(SignalMessage(SignalKind.REJECT, reason=reason)))
+        await writer.drain()
+        await asyncio.sleep(1)
+        writer.close()
+
+    with pytest.raises(SignalingRejectedError) as rejected:
+        await run_caller_against(handler)
+    text = str(rejected.value)
+    assert "\x1b" not in text and "\r" not in text and "\x07" not in text
+    assert r"\x1b[2J\x1b]0;owned\x07busy\x0d\x0afake line" in text and "unauthenticated" in text

@@ -1,0 +1,39 @@
+"""The answering side's policy: the profile's ``[policy]`` and the call's options, as the core's
+:class:`~qphone.core.handshake.ResponderPolicy`; a refusal as a :class:`PolicyRefused` that names
+the setting to change."""
+
+from __future__ import annotations
+
+from qphone.core.errors import ProposalRefused
+from qphone.core.handshake import ResponderPolicy
+from qphone.core.identity import PublicIdentity
+from qphone.endpoint.options import CallOptions
+from qphone.endpoint.outcome import PolicyRefused
+from qphone.profile import Policy, Profile
+
+
+def responder_policy(
+    policy: Policy, options: CallOptions, expected_peer: PublicIdentity | None
+) -> ResponderPolicy:
+    """What this side accepts: ``--allow-pqc-only`` allows PQC-only for one call, ``--mode``
+    requires a mode, the profile's ``[policy]`` sets the rest."""
+    return ResponderPolicy(
+        allow_pqc_only=options.allow_pqc_only or policy.allow_pqc_only,
+        required_mode=options.mode,
+        expected_peer=expected_peer,
+        min_otp_tag_bits=policy.min_otp_tag_bits,
+        max_epoch_ms=round(policy.max_epoch_seconds * 1000),
+        max_epoch_frames=policy.max_epoch_frames,
+    )
+
+
+def policy_refused(exc: ProposalRefused, profile: Profile) -> PolicyRefused:
+    """This side refused the proposal: say which setting refused it and how to change it."""
+    where = str(profile.source) if profile.source is not None else "the profile"
+    if exc.setting == "mode":
+        fix = "answer with the caller's --mode, or without --mode, to accept it"
+    elif exc.setting == "allow_pqc_only":
+        fix = f"or set [policy] allow_pqc_only = true in {where}"
+    else:
+        fix = f"refused by [policy] {exc.setting} in {where}; change it there to accept such calls"
+    return PolicyRefused(f"{exc}; {fix}", exc.setting)
