@@ -41,11 +41,19 @@ HANG_UP = (
 
 
 # ------------------------------------------------------------------------------ the parser
+class _BadArguments(Exception):
+    """A usage error found by argparse (main() prints it in one line and exits 2)."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line (and exit 2)."""
+    """An ArgumentParser whose usage errors are one line (and exit 2, see main())."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+        raise _BadArguments(self.prog, message)
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
@@ -200,17 +208,6 @@ def _run_call(args: argparse.Namespace, answer: bool) -> int:
     import asyncio
     import dataclasses
 
-    from qphone.config.identityfile import IdentityFileError
-    from qphone.endpoint.endpoint import CallEndpoint
-    from qphone.endpoint.outcome import (
-        EXIT_FAILED,
-        EXIT_INTERRUPTED,
-        EXIT_USAGE,
-        CallFailed,
-        CallInterrupted,
-        exit_code,
-    )
-    from qphone.endpoint.preflight import ProfileMismatch, check_profile
     from qphone.endpoint.summary import not_started
     from qphone.measure.impairmentfilter import impairment_filter
     from qphone.profile import ProfileError, load_profile
@@ -230,7 +227,19 @@ def _run_call(args: argparse.Namespace, answer: bool) -> int:
     except (_Usage, ProfileError, ValueError, ImportError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         emit(not_started(str(exc), args.mode))
-        return EXIT_USAGE
+        return 2
+    from qphone.config.identityfile import IdentityFileError
+    from qphone.endpoint.endpoint import CallEndpoint
+    from qphone.endpoint.outcome import (
+        EXIT_FAILED,
+        EXIT_INTERRUPTED,
+        EXIT_USAGE,
+        CallFailed,
+        CallInterrupted,
+        exit_code,
+    )
+    from qphone.endpoint.preflight import ProfileMismatch, check_profile
+
     # 2. the profile against its KME (one status request, no key taken)
     try:
         status = asyncio.run(check_profile(profile))
@@ -647,7 +656,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except _BadArguments as exc:
+        print(f"{exc.prog}: {exc} (see `{exc.prog} --help`)", file=sys.stderr)
+        if "--json" in argv and exc.prog.split()[-1] in ("call", "answer"):
+            from qphone.endpoint.summary import not_started
+
+            print(json.dumps(not_started(str(exc), None).to_json()))
+        return 2
     # one clear line per failure: library logs (aiortc, aioice, the KME client's retries) only
     # with --debug
     logging.basicConfig(

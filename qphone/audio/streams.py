@@ -6,7 +6,7 @@ pick one from a spec (what ``--input`` / ``--output`` take):
 
 * ``silence`` (or None) / ``discard`` (or None): digital silence in, nothing out;
 * ``default``: the system's default sound input / output device;
-* a WAV file (``*.wav``, or any existing file, which must then be a WAV file);
+* a WAV file (``*.wav``, a path, or anything that exists on disk, which must then be a WAV file);
 * a sound device by name or index from ``qphone devices`` (``device:NAME`` forces a device).
 
 Both check everything they can before returning, without starting anything: a WAV input is read
@@ -166,8 +166,9 @@ def is_wav(spec: str) -> bool:
 
 
 def _is_file_spec(spec: str) -> bool:
-    """A WAV path (by its name), or an existing file (which must then be a WAV file)."""
-    return is_wav(spec) or os.path.isfile(spec)
+    """A WAV path (by its name), a path (with a directory part), or anything that exists on
+    disk: then it must be a WAV file.  Otherwise a device name."""
+    return is_wav(spec) or os.sep in spec or os.path.exists(spec)
 
 
 def _device(spec: str, config: OpusConfig, capture: bool) -> AudioDevice:
@@ -199,14 +200,16 @@ def open_source(
     if spec is None or spec == SILENCE:
         return SilenceSource(config.samples_per_frame), True
     if not spec.startswith(DEVICE_PREFIX) and _is_file_spec(spec):
+        if os.path.isdir(spec):
+            raise AudioSpecError("is a directory: give a WAV file")
         if not os.path.isfile(spec):
-            raise AudioSpecError(f"{spec}: no such file (give an existing WAV file)")
+            raise AudioSpecError("no such file (give an existing WAV file)")
         try:
             source = WavSource(spec, config.sample_rate, config.samples_per_frame, loop)
         except WavFormatError as exc:
-            raise AudioSpecError(f"{exc}; give a PCM WAV file (8/16/24/32-bit integer)") from None
+            raise AudioSpecError(str(exc).removeprefix(f"{spec}: ")) from None
         except OSError as exc:
-            raise AudioSpecError(f"cannot read {spec}: {exc.strerror or exc}") from None
+            raise AudioSpecError(f"cannot read it: {exc.strerror or exc}") from None
         return source, True
     return DeviceSource(_device(spec, config, capture=True)), False
 
@@ -240,15 +243,16 @@ def open_call_audio(
 
 def check_writable(path: Path) -> None:
     """Raise :class:`AudioSpecError` unless a file can be written at ``path`` (nothing is
-    created: the directory must exist and be writable, an existing file writable)."""
+    created: the directory must exist and be writable, an existing file writable).  The
+    message does not repeat ``path``: the caller names it with its option."""
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise AudioSpecError(f"{path} is a directory: give a file name, e.g. {path / 'out.wav'}")
+        raise AudioSpecError(f"is a directory: give a file name, e.g. {path / 'out.wav'}")
     if not parent.is_dir():
         raise AudioSpecError(
             f"directory {parent} does not exist: create it first or pick another file"
         )
     if path.exists() and not os.access(path, os.W_OK):
-        raise AudioSpecError(f"{path} is not writable: pick another file or fix its permissions")
+        raise AudioSpecError("not writable: pick another file or fix its permissions")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise AudioSpecError(f"directory {parent} is not writable: pick another directory")

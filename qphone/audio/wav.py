@@ -8,6 +8,7 @@ FIR, Kaiser window), so a 48 kHz sample can feed a 16 kHz codec and vice versa.
 from __future__ import annotations
 
 import dataclasses
+import struct
 import wave
 from collections.abc import Iterator
 from fractions import Fraction
@@ -41,6 +42,8 @@ class WavInfo:
         return self.frames / self.sample_rate
 
 
+# what the wave module raises for a file that is not a (readable) WAV file
+_UNREADABLE = (wave.Error, EOFError, RuntimeError, ValueError, struct.error)
 _FORMAT_NAMES = {3: "32/64-bit float", 6: "A-law", 7: "mu-law", 0xFFFE: "WAVE_FORMAT_EXTENSIBLE"}
 
 
@@ -74,8 +77,12 @@ def _not_pcm(path: str | Path, exc: Exception) -> WavFormatError:
             f"(e.g. `sox {path} -b 16 -e signed-integer out.wav`)"
         )
     if tag is None:
-        return WavFormatError(f"{path}: not a WAV file (no RIFF/WAVE header with a fmt chunk)")
-    return WavFormatError(f"{path}: not a readable PCM WAV file ({exc})")
+        return WavFormatError(
+            f"{path}: not a WAV file (no RIFF/WAVE header with a fmt chunk): give a PCM WAV file"
+        )
+    return WavFormatError(
+        f"{path}: not a readable PCM WAV file ({exc}): give a PCM WAV file (8/16/24/32-bit)"
+    )
 
 
 def wav_info(path: str | Path) -> WavInfo:
@@ -83,7 +90,7 @@ def wav_info(path: str | Path) -> WavInfo:
     try:
         with wave.open(str(path), "rb") as w:
             return WavInfo(w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes())
-    except (wave.Error, EOFError) as exc:
+    except _UNREADABLE as exc:
         raise _not_pcm(path, exc) from exc
 
 
@@ -99,7 +106,7 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[Pcm, int]:
             if nframes > MAX_SECONDS * src_rate:
                 raise WavFormatError(f"{path}: longer than {MAX_SECONDS} s")
             raw = w.readframes(nframes)
-    except (wave.Error, EOFError) as exc:
+    except _UNREADABLE as exc:
         raise _not_pcm(path, exc) from exc
     if channels < 1 or src_rate <= 0:
         raise WavFormatError(f"{path}: bad header ({channels} channels, {src_rate} Hz)")

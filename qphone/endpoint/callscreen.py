@@ -67,7 +67,7 @@ def screen_offer(
                 f"it accepts only {want} calls (it answers with --mode {want}): "
                 f"call with --mode {want}",
             ),
-            f"refused a {offer.mode} call from {caller or 'a caller'}: "
+            f"refused an {offer.mode} call from {caller or 'a caller'}: "
             f"this terminal accepts only {want} (--mode {want})",
         )
     return None

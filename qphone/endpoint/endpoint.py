@@ -270,6 +270,7 @@ class CallEndpoint:
             if wrong is not None:
                 raise wrong
             self.phase.advance(CallPhase.HANDSHAKE)
+            self.say(f"{self.transport.peer_name or 'the answerer'} answered: handshake ...")
             # the handshake's QKD key is taken only once the answerer has taken the call
             await self._kme_limits()
             qkd = await self._handshake_keys()
@@ -296,7 +297,8 @@ class CallEndpoint:
                 screen=screen,
                 name=own,
             )
-        self.phase.advance(CallPhase.HANDSHAKE)
+            self.phase.advance(CallPhase.HANDSHAKE)
+            self.say(f"call from {self.transport.peer_name or 'a caller'}: handshake ...")
         # the caller may start talking before our side has processed its Finish: keep those
         # frames (bounded) until the session exists
         self.transport.set_frame_callback(self._early.append)
@@ -569,7 +571,8 @@ class CallEndpoint:
         with contextlib.suppress(Exception):
             await self.kme.aclose()
         self.console.clear_status()
-        self.say(f"call ended: {self._end or 'hangup'}")
+        if self._failure is None:  # a failure was said already, in one line
+            self.say(f"call ended: {self._end or 'hangup'}")
 
     def summary(self) -> CallSummary:
         s = self.session

@@ -75,7 +75,7 @@ class CallEnd:
 
     @staticmethod
     def interrupted() -> CallEnd:
-        return CallEnd("hung up (interrupted)", False, EndCause.INTERRUPTED)
+        return CallEnd("interrupted", False, EndCause.INTERRUPTED)
 
     @staticmethod
     def cancelled(doing: str) -> CallEnd:
