@@ -114,6 +114,7 @@ class CallEndpoint:
         observer: CallObserver | None = None,
         receive_filter: ReceiveFilter | None = None,
         audio: CallAudio | None = None,
+        console: Console | None = None,
     ) -> None:
         self.profile = profile
         self.opt = options
@@ -122,7 +123,7 @@ class CallEndpoint:
             options.input, options.output, options.opus(), options.loop_input
         )
         stream = out or sys.stderr
-        self.console = Console(
+        self.console = console or Console(
             stream, options.status if options.status is not None else stream.isatty()
         )
         self.phase = PhaseTracker()
@@ -433,8 +434,10 @@ class CallEndpoint:
             tasks.append(asyncio.create_task(self._timer(self.opt.duration), name="timer"))
         try:
             await self._stop.wait()
-            # hang-up: stop talking, let frames already on the wire arrive, then say bye
+            # hang-up: stop talking and fetching key, let frames already on the wire arrive,
+            # then say bye
             tasks[0].cancel()
+            self.keys.hang_up()
             if self._failure is None:
                 await asyncio.sleep(DRAIN_S)
         finally:
@@ -587,6 +590,7 @@ class CallEndpoint:
             counters=self.counters,
             accounting=s.key_accounting() if s is not None else None,
             drawn_bits=self.keys.drawn_bits,
+            dropped_bits=self.keys.dropped_bits,
             playout=self.playout,
             pad_left_bits=self._pad_left_bits,
             started=self.started,

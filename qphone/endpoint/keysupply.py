@@ -81,6 +81,7 @@ class KeySupply:
         self.drawn_bits = 0  # every QKD bit the KME delivered for this call
         self.dropped_bits = 0  # delivered after the session closed: erased unused
         self._in_request = False
+        self._hanging_up = False
         self._session: CallSession | None = None
         self._on_keys: Callable[[], None] = lambda: None
         self._on_failure: Callable[[KmeError], None] = lambda exc: None
@@ -132,7 +133,16 @@ class KeySupply:
         self._on_keys = on_keys
         self._on_failure = on_failure
 
+    def hang_up(self) -> None:
+        """The call is ending: no new KME requests (those queued are dropped), so no key is
+        drawn that the call cannot use any more; a request in flight completes."""
+        self._hanging_up = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
     def submit(self, request: KeyRequest) -> None:
+        if self._hanging_up:
+            return
         self._queue.put_nowait(request)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="qphone-key-supply")

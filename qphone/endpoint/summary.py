@@ -182,6 +182,7 @@ def summarize(
     counters: CallCounters,
     accounting: KeyAccounting | None,
     drawn_bits: int = 0,
+    dropped_bits: int = 0,
     playout: Playout,
     pad_left_bits: int,
     started: float,
@@ -190,7 +191,10 @@ def summarize(
     transport: TransportStats | None,
     error: str | None,
 ) -> CallSummary:
-    """The summary of a call from what its endpoint holds (``accounting`` None: no session)."""
+    """The summary of a call from what its endpoint holds (``accounting`` None: no session).
+
+    ``drawn_bits`` is every QKD bit the KME delivered, ``dropped_bits`` those that arrived
+    after the session had closed (erased at once)."""
     jb = playout.jb.stats()
     slots_decoded = jb.played + jb.fec_recovered + jb.concealed
     return CallSummary(
@@ -218,7 +222,7 @@ def summarize(
         epochs_tx=list(counters.epochs_tx),
         epochs_rx=list(counters.epochs_rx),
         qkd_bits_consumed=accounting.consumed if accounting else 0,
-        qkd_bits=accounting.as_dict() if accounting else {},
+        qkd_bits={**accounting.as_dict(), "dropped": dropped_bits} if accounting else {},
         keys=KeyTotals(drawn_bits, accounting.used if accounting else 0),
         pad_left_bits=pad_left_bits,
         jitter_buffer_ms=round(jb.playout_delay_ms, 1),
