@@ -333,10 +333,20 @@ def build_report(
     recv_by_ts = {r.rtp_timestamp: r for r in recv_log.received}
     t0 = sent_log.sent[0].captured if sent_log.sent else 0.0
 
+    # concealment inside the stream only: the slots after the last frame, while the call hangs
+    # up, are concealed too but conceal nothing (the counters and the plot both leave them out)
+    last_ts = max(sent_by_ts, key=lambda t: (t - (offset or 0)) % TS_MOD) if sent_by_ts else None
+
+    def inside(slot: Any) -> bool:
+        return (
+            last_ts is not None
+            and (slot.timestamp - (offset or 0)) % TS_MOD <= (last_ts - (offset or 0)) % TS_MOD
+        )
+
     m2e, parts_proc, parts_net, parts_jb, series = [], [], [], [], []
     loss_events = []
     for slot in recv_log.played:
-        if slot.kind in (PlayoutKind.PLC, PlayoutKind.FEC):
+        if slot.kind in (PlayoutKind.PLC, PlayoutKind.FEC) and inside(slot):
             loss_events.append([round(slot.played - t0, 3), slot.kind.value])
         s, r = sent_by_ts.get(slot.timestamp), recv_by_ts.get(slot.timestamp)
         if slot.kind is not PlayoutKind.NORMAL or s is None or r is None:
@@ -349,15 +359,7 @@ def build_report(
         parts_net.append((r.arrival - s.sent) * 1000)
         parts_jb.append((slot.played - r.arrival) * 1000)
 
-    # concealment inside the stream (the slots after the last frame, while the call hangs up,
-    # are concealed too but conceal nothing)
-    last_ts = max(sent_by_ts, key=lambda t: (t - (offset or 0)) % TS_MOD) if sent_by_ts else None
-    in_stream = [
-        slot.kind
-        for slot in recv_log.played
-        if last_ts is not None
-        and (slot.timestamp - (offset or 0)) % TS_MOD <= (last_ts - (offset or 0)) % TS_MOD
-    ]
+    in_stream = [slot.kind for slot in recv_log.played if inside(slot)]
     sent = sa.frames_sent
     received = sb.frames_received
     replays = sb.frames_rejected.get(FrameReplayed.__name__, 0)

@@ -63,11 +63,26 @@ def test_report_consistent(
     parts = lat["parts"]
     assert parts["processing"]["p50"] < lat["p50"] and parts["jitter_buffer"]["p50"] > 0
     key = r["key"]
-    assert key["ratio"] == 1.0 and key["qkd_bits_consumed"] == key["qkd_bits_expected"]
+    total, need = key["total"], key["qkd_bits_needed"]
+    # every bit used is accounted for by the theory, every bit drawn was used or wasted
+    assert key["used_ratio"] == 1.0 and total["qkd_bits_used"] == need
+    assert total["qkd_bits_drawn"] == total["qkd_bits_used"] + total["qkd_bits_wasted"]
+    assert key["ratio"] == round(total["qkd_bits_drawn"] / need, 6) >= 1.0
+    for who in ("alice", "bob"):
+        side = key[who]
+        assert side["qkd_bits_drawn"] == side["qkd_bits_used"] + side["qkd_bits_wasted"]
+        assert side["qkd_bits_wasted"] >= side["erased_unused"] >= 0
+    assert total["qkd_bits_drawn"] == key["alice"]["qkd_bits_drawn"]
+    by_purpose = key["qkd_bits_used_by_purpose"]
     if mode is Mode.AES:
-        assert key["by_purpose"]["epoch"] >= 3 * 256  # rotated every 50 frames
+        assert by_purpose["epoch"] >= 3 * 256  # rotated every 50 frames
+        assert key["alice"]["erased_unused"] == 0  # AES draws exactly what it mixes in
     else:
-        assert key["by_purpose"]["pad"] > 0 and key["by_purpose"]["mac"] > 0
+        assert by_purpose["pad"] > 0 and by_purpose["mac"] > 0
+    # the loss marks of the plot are the slots the counters count
+    events = r["series"]["loss_events"]
+    assert sum(k == "plc" for _, k in events) == f["concealed"]
+    assert sum(k == "fec" for _, k in events) == f["fec_recovered"]
     assert r["quality"]["bit_identical_to_unencrypted"] is True
     assert r["link"]["qber"] is not None and not r["link"]["eavesdropper_alarm"]
     got, _ = read_wav(tmp_path / "out.wav", 48000)
