@@ -208,9 +208,9 @@ def _run_call(args: argparse.Namespace, answer: bool) -> int:
     import asyncio
     import dataclasses
 
+    from qphone.config.profile import ProfileError, load_profile
     from qphone.endpoint.summary import not_started
     from qphone.measure.impairmentfilter import impairment_filter
-    from qphone.profile import ProfileError, load_profile
 
     prog = f"qphone {'answer' if answer else 'call'}"
 
@@ -472,9 +472,6 @@ def _cmd_loopback(args: argparse.Namespace) -> int:
 
     from qphone.audio.streams import AudioSpecError, check_writable
     from qphone.audio.wav import WavFormatError, wav_info
-    from qphone.core.callparams import Mode
-    from qphone.endpoint.outcome import CallFailed
-    from qphone.measure.loopback import LoopbackOptions, run_loopback
 
     if (args.profile_a is None) != (args.profile_b is None):
         print("qphone loopback: give both --profile-a and --profile-b, or neither", file=sys.stderr)
@@ -492,6 +489,10 @@ def _cmd_loopback(args: argparse.Namespace) -> int:
         except AudioSpecError as exc:
             print(f"qphone loopback: {option} {path}: {exc}", file=sys.stderr)
             return 2
+    from qphone.core.callparams import Mode
+    from qphone.endpoint.outcome import CallFailed
+    from qphone.measure.loopback import LoopbackOptions, run_loopback
+
     opts = LoopbackOptions(
         sample=Path(args.sample),
         out=Path(args.out),

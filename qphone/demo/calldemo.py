@@ -27,10 +27,10 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 def run_call_demo(
     seconds: float, modes: list[str], directory: Path | None, kme_args: list[str]
 ) -> dict[str, Any]:
+    from qphone.config.profile import load_profile
     from qphone.core.callparams import Mode
     from qphone.endpoint.endpoint import CallEndpoint
     from qphone.endpoint.options import CallOptions
-    from qphone.profile import load_profile
     from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 
     work = directory or Path(tempfile.mkdtemp(prefix="qphone-demo-"))

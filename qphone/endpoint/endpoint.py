@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from qphone.audio.streams import CallAudio, open_call_audio
 from qphone.config.identityfile import load_or_create_identity
 from qphone.config.pins import KnownPeers, PinStatus
+from qphone.config.profile import Profile
 from qphone.core.abort import AbortKind, decode_abort, is_abort
 from qphone.core.callparams import Mode
 from qphone.core.errors import ControlRejected, QphoneError
@@ -82,7 +83,6 @@ from qphone.endpoint.state import CallCounters, CallPhase, PhaseTracker
 from qphone.endpoint.statusline import status_line
 from qphone.endpoint.summary import CallSummary, SetupTimes, summarize
 from qphone.kmeclient import KmeClient, KmeError
-from qphone.profile import Profile
 from qphone.transport.calltransport import CallTransport
 from qphone.transport.errors import TransportError
 from qphone.transport.frames import ReceivedFrame, ReceiveFilter

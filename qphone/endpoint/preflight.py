@@ -11,8 +11,8 @@ None then.
 
 from __future__ import annotations
 
+from qphone.config.profile import Profile
 from qphone.kmeclient import KmeClient, KmeError, KmeRejected, KmeStatus, KmeUnavailable
-from qphone.profile import Profile
 
 
 class ProfileMismatch(ValueError):

@@ -28,7 +28,7 @@ from qphone.transport.calltransport import CallTransport
 PAD_WARN_S = 0.15  # OTP: warn when the pad held covers less talk time than this
 STARVED_S = 3.0  # the call ends after this long without key to protect a frame with
 FIRST_PAD_TIMEOUT_S = 10.0  # OTP: the call ends if the first pad takes longer than this
-FIRST_PAD_BYTES = 1024  # OTP: talking starts once this much pad is held
+FIRST_PAD_BYTES = 1024  # OTP: talking starts once this much pad (or one block) is held
 INPUT_END_GRACE_S = 0.5  # the call hangs up this long after a WAV input ended (no --duration)
 PAD_CHECK_FRAMES = 50  # OTP: the pad is checked every this many frames
 
@@ -96,7 +96,8 @@ class SendPath:
         silence = bytes(self._config.frame_bytes)
         i = 0
         starved: float | None = None
-        await self._wait_for_first_pad()
+        if not await self._wait_for_first_pad():
+            return
         start = time.monotonic()  # the pacing clock starts when talking can start (no burst)
         protect = session.protect
         while True:
@@ -165,16 +166,19 @@ class SendPath:
                 INPUT_END_GRACE_S, self._end_call, CallEnd.input_ended()
             )
 
-    async def _wait_for_first_pad(self) -> None:
-        """OTP: do not start talking before the first pad is held by both ends."""
+    async def _wait_for_first_pad(self) -> bool:
+        """OTP: do not start talking before the first pad is held by both ends (at most
+        FIRST_PAD_BYTES, at least a block); False when it did not come (the call ends)."""
         session = self._session
         if session.mode is not Mode.OTP:
-            return
+            return True
+        first = min(FIRST_PAD_BYTES, session.params.pad_block_bits // 8)
         deadline = time.monotonic() + FIRST_PAD_TIMEOUT_S
-        while session.pad_left_bytes < FIRST_PAD_BYTES and not self._stopped.is_set():
+        while session.pad_left_bytes < first and not self._stopped.is_set():
             if time.monotonic() > deadline:
                 self._end_call(
                     OutOfKey(f"no one-time pad from the KME within {FIRST_PAD_TIMEOUT_S:g} s")
                 )
-                return
+                return False
             await asyncio.sleep(0.01)
+        return True

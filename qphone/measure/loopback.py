@@ -28,6 +28,7 @@ import numpy as np
 
 from qphone.audio.opus import OpusConfig, OpusDecoder, decode_playout
 from qphone.audio.wav import read_wav, resample, wav_info
+from qphone.config.profile import Profile, load_profile
 from qphone.core.callparams import CallParams, Mode
 from qphone.core.errors import FrameReplayed
 from qphone.core.impairment import ImpairmentParams
@@ -42,7 +43,6 @@ from qphone.kmeclient import KmeClient, KmeError
 from qphone.measure.callrecorder import CallRecorder
 from qphone.measure.impairmentfilter import impairment_filter
 from qphone.measure.latency import percentiles
-from qphone.profile import Profile, load_profile
 from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from qphone.config.profile import Profile, load_profile
 from qphone.demo.keyserverprocess import running_keyserver
-from qphone.profile import Profile, load_profile
 
 
 @contextlib.contextmanager
