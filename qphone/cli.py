@@ -229,6 +229,7 @@ def _run_call(args: argparse.Namespace, answer: bool) -> int:
         emit(not_started(str(exc), args.mode))
         return 2
     from qphone.config.identityfile import IdentityFileError
+    from qphone.core.callparams import Mode
     from qphone.endpoint.endpoint import CallEndpoint
     from qphone.endpoint.outcome import (
         EXIT_FAILED,
@@ -242,13 +243,22 @@ def _run_call(args: argparse.Namespace, answer: bool) -> int:
 
     # 2. the profile against its KME (one status request, no key taken)
     try:
-        status = asyncio.run(check_profile(profile))
+        kme = asyncio.run(check_profile(profile))
     except ProfileMismatch as exc:
         print(f"{prog}: --profile {args.profile}: {exc}", file=sys.stderr)
         emit(not_started(str(exc), args.mode, profile.peer_sae_id))
         return EXIT_USAGE
-    if status is not None:
-        options = dataclasses.replace(options, kme_limits=status)
+    pqc_fallback = options.allow_pqc_only and options.mode is not Mode.OTP
+    if kme.problem is not None and not pqc_fallback:
+        # no QKD key can come: say so before ringing the other terminal
+        hint = (
+            "" if options.mode is Mode.OTP else " (or allow a PQC-only call with --allow-pqc-only)"
+        )
+        print(f"call failed: {kme.problem}{hint}", file=sys.stderr)
+        emit(not_started(kme.problem + hint, args.mode, profile.peer_sae_id))
+        return EXIT_FAILED
+    if kme.status is not None:
+        options = dataclasses.replace(options, kme_limits=kme.status)
     try:
         endpoint = CallEndpoint(profile, options, receive_filter=receive_filter, audio=audio)
     except (IdentityFileError, ValueError, OSError) as exc:

@@ -1,7 +1,7 @@
 """Moved to :mod:`qphone.config.profile`.
 
 This alias stays only until the two imports outside qphone's own tree follow the move
-(tests/keyserver/network/test_kme_cli.py, owned by the keyserver team, and
+(tests/keyserver/network/test_demo_cli.py, owned by the keyserver team, and
 tests/qphone/test_kmeclient.py, which the KMS branch edits); then it is deleted.
 """
 

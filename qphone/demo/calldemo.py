@@ -37,7 +37,8 @@ def run_call_demo(
     print(f"qphone demo: starting the keyserver pair (KME A, KME B, BB84 link) in {work} ...")
     results: dict[str, Any] = {}
     board = StatusBoard(sys.stderr, sys.stderr.isatty())
-    with running_keyserver(work / "kme", kme_args) as kme:
+    waiting = "waiting for the QKD link's first key (a fresh link needs a while) ..."
+    with running_keyserver(work / "kme", kme_args, on_wait=lambda: print(waiting)) as kme:
         print(f"keyserver ready: {kme / 'demo.json'}")
         alice, bob = load_profile(kme / "alice.toml"), load_profile(kme / "bob.toml")
         for mode in modes:
