@@ -242,8 +242,9 @@ class CallEndpoint:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        if not task.cancelled():
-            return task.result()
+        succeeded = not task.cancelled() and task.exception() is None
+        if succeeded or not self._interrupted.is_set():
+            return task.result()  # its result, or the exception it failed with
         if self.phase.current is CallPhase.HANDSHAKE:
             self.handshake.abort(AbortKind.FAILED, "the other side hung up during the handshake")
         assert self._end is not None
