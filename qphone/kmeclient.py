@@ -29,8 +29,8 @@ from urllib.parse import quote
 
 import httpx
 
+from qphone.config.profile import Profile
 from qphone.core.qkd import QkdKey
-from qphone.profile import Profile
 
 _OUT_OF_KEYS = re.compile(
     r"not enough|insufficient|exhaust|no (more )?keys?|out of keys|keys? (are )?not available",

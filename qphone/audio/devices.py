@@ -8,7 +8,8 @@ blocks the event loop: PortAudio initialisation and stream opening/closing run i
 
 On Linux PortAudio reaches PulseAudio through ALSA's ``pulse`` device (Debian
 ``libasound2-plugins``), so with a PulseAudio server running the devices ``pulse`` and ``default``
-appear in :func:`list_devices`.
+appear in :func:`list_devices`; ``default`` names the system's default device (PortAudio's
+default input or output, which PulseAudio's default source or sink backs).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from typing import Any
 from qphone.audio.level import SILENCE_DBFS, level_dbfs
 
 INSTALL_HINT = "pip install 'qphone[audio]'"
+DEFAULT_DEVICE = "default"  # the system's default input or output device
+NO_DEVICE_HINT = (
+    "`qphone devices` lists the sound devices; use --input FILE.wav / --output FILE.wav, "
+    "or --input silence / --output discard"
+)
 
 
 class AudioDeviceError(RuntimeError):
@@ -130,23 +136,11 @@ def _list(pa: Any) -> list[DeviceInfo]:
     return out
 
 
-def format_devices(devices: list[DeviceInfo]) -> str:
-    """The table printed by ``qphone devices``."""
-    lines = [f"{'idx':>3}  {'in':>3} {'out':>3}  {'rate':>7}  name"]
-    for d in devices:
-        mark = ("<" if d.is_default_input else " ") + (">" if d.is_default_output else " ")
-        lines.append(
-            f"{d.index:>3}  {d.max_input_channels:>3} {d.max_output_channels:>3}  "
-            f"{d.default_sample_rate:>7.0f}  {d.name} ({d.host_api}){mark}"
-        )
-    lines.append("< default input, > default output")
-    return "\n".join(lines)
-
-
 def resolve_device(
     devices: list[DeviceInfo], spec: str | int | None, *, output: bool
 ) -> int | None:
-    """Device index for ``spec``: None (system default), an index, or a unique name substring.
+    """Device index for ``spec``: None (PortAudio's default), ``"default"`` (the device marked
+    as the system default), an index, or a unique name substring.
 
     An exact name match wins over substring matches.
     """
@@ -154,10 +148,19 @@ def resolve_device(
         return None
     usable = [d for d in devices if (d.max_output_channels if output else d.max_input_channels) > 0]
     kind = "output" if output else "input"
+    if not usable:
+        raise AudioDeviceError(f"no sound {kind} device found; {NO_DEVICE_HINT}")
+    if spec == DEFAULT_DEVICE:
+        default = [d for d in usable if (d.is_default_output if output else d.is_default_input)]
+        if not default:
+            raise AudioDeviceError(
+                f"this system has no default sound {kind} device; {NO_DEVICE_HINT}"
+            )
+        return default[0].index
     if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
         idx = int(spec)
         if not any(d.index == idx for d in usable):
-            raise AudioDeviceError(f"no {kind} device with index {idx}")
+            raise AudioDeviceError(f"no {kind} device with index {idx}; {NO_DEVICE_HINT}")
         return idx
     exact = [d for d in usable if d.name == spec]
     if exact:
@@ -165,8 +168,61 @@ def resolve_device(
     matches = [d for d in usable if spec.lower() in d.name.lower()]
     if len(matches) != 1:
         names = ", ".join(repr(d.name) for d in matches) or "none"
-        raise AudioDeviceError(f"{kind} device {spec!r} must match exactly one device ({names})")
+        raise AudioDeviceError(
+            f"{kind} device {spec!r} must match exactly one device (matches: {names}); "
+            + NO_DEVICE_HINT
+        )
     return matches[0].index
+
+
+def check_device(
+    spec: str | int | None, *, output: bool, rate: int, quiet: bool = True
+) -> DeviceInfo:
+    """The device ``spec`` names, checked for mono int16 at ``rate`` without opening a stream
+    (PortAudio's ``is_format_supported``); raises :class:`AudioDeviceError` naming the fix."""
+    pyaudio = _pyaudio()
+    with quiet_stderr(quiet):
+        pa = pyaudio.PyAudio()
+    try:
+        devices = _list(pa)
+        idx = resolve_device(devices, DEFAULT_DEVICE if spec is None else spec, output=output)
+        info = next(d for d in devices if d.index == idx)
+        kw: dict[str, Any] = (
+            {"output_device": idx, "output_channels": 1, "output_format": pyaudio.paInt16}
+            if output
+            else {"input_device": idx, "input_channels": 1, "input_format": pyaudio.paInt16}
+        )
+        try:
+            with quiet_stderr(quiet):
+                pa.is_format_supported(rate, **kw)
+        except ValueError as exc:
+            kind = "output" if output else "input"
+            raise AudioDeviceError(
+                f"sound {kind} device {info.name!r} cannot run mono 16-bit audio at {rate} Hz "
+                f"({exc}); pick another device ({NO_DEVICE_HINT})"
+            ) from None
+        return info
+    finally:
+        pa.terminate()
+
+
+def format_devices(devices: list[DeviceInfo]) -> str:
+    """The table printed by ``qphone devices`` (or a line saying there are none)."""
+    if not devices:
+        return (
+            "no sound devices found (PortAudio sees none: on Linux a running PulseAudio or "
+            "PipeWire server, or ALSA devices, are needed); calls can still use --input FILE.wav, "
+            "--output FILE.wav, --input silence and --output discard"
+        )
+    lines = [f"{'idx':>3}  {'in':>3} {'out':>3}  {'rate':>7}  name"]
+    for d in devices:
+        mark = ("<" if d.is_default_input else " ") + (">" if d.is_default_output else " ")
+        lines.append(
+            f"{d.index:>3}  {d.max_input_channels:>3} {d.max_output_channels:>3}  "
+            f"{d.default_sample_rate:>7.0f}  {d.name} ({d.host_api}){mark}"
+        )
+    lines.append("< default input, > default output (`--input default` / `--output default`)")
+    return "\n".join(lines)
 
 
 class AudioDevice:

@@ -2,19 +2,38 @@
 
 A source yields one frame of mono int16 PCM per :meth:`AudioSource.read_frame` (None once a WAV
 file has ended); a sink takes the frames played out.  :func:`open_source` and :func:`open_sink`
-pick one from a spec: ``None`` (silence / discard), a ``*.wav`` path, or a sound device by name
-or index (optionally prefixed ``device:``).  A WAV source is read as fast as it is asked, so the
-send path paces it; a device delivers in real time by itself.
+pick one from a spec (what ``--input`` / ``--output`` take):
+
+* ``silence`` (or None) / ``discard`` (or None): digital silence in, nothing out;
+* ``default``: the system's default sound input / output device;
+* a WAV file (``*.wav``, a path, or anything that exists on disk, which must then be a WAV file);
+* a sound device by name or index from ``qphone devices`` (``device:NAME`` forces a device).
+
+Both check everything they can before returning, without starting anything: a WAV input is read
+and decoded, a device is found and its format checked, a WAV output's directory must exist and
+be writable.  A spec that cannot work raises :class:`AudioSpecError` naming the fix, so a call
+finds it before any network activity.  A WAV source is read as fast as it is asked, so the send
+path paces it; a device delivers in real time by itself.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from qphone.audio.devices import AudioDevice
+from qphone.audio.devices import DEFAULT_DEVICE, AudioDevice, AudioDeviceError, check_device
 from qphone.audio.opus import OpusConfig
-from qphone.audio.wav import iter_frames, read_wav, write_wav
+from qphone.audio.wav import WavFormatError, iter_frames, read_wav, write_wav
+
+SILENCE = "silence"
+DISCARD = "discard"
+DEVICE_PREFIX = "device:"
+
+
+class AudioSpecError(ValueError):
+    """An input or output spec that cannot work; the message names the fix."""
 
 
 class AudioSource(Protocol):
@@ -37,11 +56,15 @@ class AudioSink(Protocol):
 
 
 class WavSource:
-    """Frames from a WAV file (resampled to the call's rate); None at the end."""
+    """Frames from a WAV file (resampled to the call's rate); None at the end (or, with
+    ``loop``, the file again from the start)."""
 
-    def __init__(self, path: str | Path, rate: int, frame_samples: int) -> None:
+    def __init__(self, path: str | Path, rate: int, frame_samples: int, loop: bool = False) -> None:
         pcm, _ = read_wav(path, rate)
         self._frames = list(iter_frames(pcm, frame_samples))
+        if not self._frames:
+            raise WavFormatError(f"{path} holds no audio")
+        self._loop = loop
         self._i = 0
 
     async def start(self) -> None:
@@ -49,7 +72,9 @@ class WavSource:
 
     async def read_frame(self) -> bytes | None:
         if self._i >= len(self._frames):
-            return None
+            if not self._loop:
+                return None
+            self._i = 0
         self._i += 1
         return self._frames[self._i - 1]
 
@@ -140,9 +165,22 @@ def is_wav(spec: str) -> bool:
     return spec.lower().endswith(".wav")
 
 
+def _is_file_spec(spec: str) -> bool:
+    """A WAV path (by its name), a path (with a directory part), or anything that exists on
+    disk: then it must be a WAV file.  Otherwise a device name."""
+    return is_wav(spec) or os.sep in spec or os.path.exists(spec)
+
+
 def _device(spec: str, config: OpusConfig, capture: bool) -> AudioDevice:
-    """A sound device for capture or playback, by name or index (``device:`` prefix allowed)."""
-    name = spec.removeprefix("device:")
+    """A sound device for capture or playback, checked now (found, format supported)."""
+    name = spec.removeprefix(DEVICE_PREFIX)
+    kind = "input" if capture else "output"
+    try:
+        check_device(name, output=not capture, rate=config.sample_rate)
+    except AudioDeviceError as exc:
+        if name == DEFAULT_DEVICE:
+            raise AudioSpecError(f"the default sound {kind} device cannot be used: {exc}") from None
+        raise AudioSpecError(str(exc)) from None
     return AudioDevice(
         rate=config.sample_rate,
         frame_samples=config.samples_per_frame,
@@ -153,19 +191,68 @@ def _device(spec: str, config: OpusConfig, capture: bool) -> AudioDevice:
     )
 
 
-def open_source(spec: str | None, config: OpusConfig) -> tuple[AudioSource, bool]:
-    """The input named by ``spec`` and whether the sender must pace it (True but for devices)."""
-    if spec is None:
+def open_source(
+    spec: str | None, config: OpusConfig, loop: bool = False
+) -> tuple[AudioSource, bool]:
+    """The input named by ``spec`` and whether the sender must pace it (True but for devices).
+
+    ``loop`` repeats a WAV input until the call ends.  Raises :class:`AudioSpecError`."""
+    if spec is None or spec == SILENCE:
         return SilenceSource(config.samples_per_frame), True
-    if is_wav(spec):
-        return WavSource(spec, config.sample_rate, config.samples_per_frame), True
+    if not spec.startswith(DEVICE_PREFIX) and _is_file_spec(spec):
+        if os.path.isdir(spec):
+            raise AudioSpecError("is a directory: give a WAV file")
+        if not os.path.isfile(spec):
+            raise AudioSpecError("no such file (give an existing WAV file)")
+        try:
+            source = WavSource(spec, config.sample_rate, config.samples_per_frame, loop)
+        except WavFormatError as exc:
+            raise AudioSpecError(str(exc).removeprefix(f"{spec}: ")) from None
+        except OSError as exc:
+            raise AudioSpecError(f"cannot read it: {exc.strerror or exc}") from None
+        return source, True
     return DeviceSource(_device(spec, config, capture=True)), False
 
 
 def open_sink(spec: str | None, config: OpusConfig) -> AudioSink:
-    """The output named by ``spec``."""
-    if spec is None:
+    """The output named by ``spec``.  Raises :class:`AudioSpecError`."""
+    if spec is None or spec == DISCARD:
         return NullSink()
-    if is_wav(spec):
+    if not spec.startswith(DEVICE_PREFIX) and _is_file_spec(spec):
+        check_writable(Path(spec))
         return WavSink(spec, config.sample_rate)
     return DeviceSink(_device(spec, config, capture=False))
+
+
+@dataclass
+class CallAudio:
+    """A call's input and output, opened (checked) but not started."""
+
+    source: AudioSource
+    paced: bool  # the send path paces the source (everything but a sound device)
+    sink: AudioSink
+
+
+def open_call_audio(
+    input_spec: str | None, output_spec: str | None, config: OpusConfig, loop: bool = False
+) -> CallAudio:
+    """:func:`open_source` and :func:`open_sink` in one; raises :class:`AudioSpecError`."""
+    source, paced = open_source(input_spec, config, loop)
+    return CallAudio(source, paced, open_sink(output_spec, config))
+
+
+def check_writable(path: Path) -> None:
+    """Raise :class:`AudioSpecError` unless a file can be written at ``path`` (nothing is
+    created: the directory must exist and be writable, an existing file writable).  The
+    message does not repeat ``path``: the caller names it with its option."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise AudioSpecError(f"is a directory: give a file name, e.g. {path / 'out.wav'}")
+    if not parent.is_dir():
+        raise AudioSpecError(
+            f"directory {parent} does not exist: create it first or pick another file"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        raise AudioSpecError("not writable: pick another file or fix its permissions")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise AudioSpecError(f"directory {parent} is not writable: pick another directory")

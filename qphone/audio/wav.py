@@ -8,6 +8,7 @@ FIR, Kaiser window), so a 48 kHz sample can feed a 16 kHz codec and vice versa.
 from __future__ import annotations
 
 import dataclasses
+import struct
 import wave
 from collections.abc import Iterator
 from fractions import Fraction
@@ -41,13 +42,56 @@ class WavInfo:
         return self.frames / self.sample_rate
 
 
+# what the wave module raises for a file that is not a (readable) WAV file
+_UNREADABLE = (wave.Error, EOFError, RuntimeError, ValueError, struct.error)
+_FORMAT_NAMES = {3: "32/64-bit float", 6: "A-law", 7: "mu-law", 0xFFFE: "WAVE_FORMAT_EXTENSIBLE"}
+
+
+def _format_tag(path: str | Path) -> int | None:
+    """The ``fmt `` chunk's format tag of a RIFF/WAVE file (None if it has none)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            for _ in range(64):  # a bounded walk over the chunks
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                size = int.from_bytes(chunk[4:], "little")
+                if chunk[:4] == b"fmt ":
+                    tag = f.read(2)
+                    return int.from_bytes(tag, "little") if len(tag) == 2 else None
+                f.seek(size + (size & 1), 1)
+    except OSError:
+        return None
+    return None
+
+
+def _not_pcm(path: str | Path, exc: Exception) -> WavFormatError:
+    tag = _format_tag(path)
+    if tag is not None and tag != 1:
+        name = _FORMAT_NAMES.get(tag, f"format {tag}")
+        return WavFormatError(
+            f"{path}: {name} WAV is not supported: convert it to 16-bit PCM "
+            f"(e.g. `sox {path} -b 16 -e signed-integer out.wav`)"
+        )
+    if tag is None:
+        return WavFormatError(
+            f"{path}: not a WAV file (no RIFF/WAVE header with a fmt chunk): give a PCM WAV file"
+        )
+    return WavFormatError(
+        f"{path}: not a readable PCM WAV file ({exc}): give a PCM WAV file (8/16/24/32-bit)"
+    )
+
+
 def wav_info(path: str | Path) -> WavInfo:
     """Read only the header of a WAV file."""
     try:
         with wave.open(str(path), "rb") as w:
             return WavInfo(w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise WavFormatError(f"{path}: not a PCM WAV file ({exc})") from exc
+    except _UNREADABLE as exc:
+        raise _not_pcm(path, exc) from exc
 
 
 def read_wav(path: str | Path, rate: int | None = None) -> tuple[Pcm, int]:
@@ -62,8 +106,8 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[Pcm, int]:
             if nframes > MAX_SECONDS * src_rate:
                 raise WavFormatError(f"{path}: longer than {MAX_SECONDS} s")
             raw = w.readframes(nframes)
-    except (wave.Error, EOFError) as exc:
-        raise WavFormatError(f"{path}: not a PCM WAV file ({exc})") from exc
+    except _UNREADABLE as exc:
+        raise _not_pcm(path, exc) from exc
     if channels < 1 or src_rate <= 0:
         raise WavFormatError(f"{path}: bad header ({channels} channels, {src_rate} Hz)")
     data = _to_float(raw, width, path).reshape(-1, channels).mean(axis=1)

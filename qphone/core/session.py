@@ -14,8 +14,10 @@ the network and no frame is lost to it. If e+1 is not ready, the current key sta
 refuses (``RotationFailed``, fail closed). Receivers keep the previous epoch for ``grace_ms`` after
 the first frame of the new one, then erase it.
 
-OTP mode. The initiator keeps ``lookahead`` pad blocks ahead in each direction's stream
-(``PadAnnounce``); the responder resolves them and confirms with ``PadReady``. A sender only
+OTP mode. The initiator keeps each direction's stream ahead of its sender's position
+(``PadAnnounce``): ``lookahead`` pad blocks at first, then ``pad_lookahead_s`` seconds of talk at
+the rate the stream is used (:mod:`qphone.core.paddemand`), so that little pad is left to erase
+at hang-up. The responder resolves the blocks and confirms with ``PadReady``. A sender only
 uses pad the other side already holds.
 """
 
@@ -50,6 +52,7 @@ from qphone.core.handshake import HandshakeResult, Role
 from qphone.core.keyaccounting import KeyAccounting
 from qphone.core.keyschedule import Direction, EpochKeys, KeySchedule
 from qphone.core.otp import PadReceiver, PadSender
+from qphone.core.paddemand import PadDemand
 from qphone.core.qkd import QkdKey
 
 
@@ -145,6 +148,7 @@ class CallSession:
         result: HandshakeResult,
         max_counter: int = DEFAULT_MAX_COUNTER,
         max_overdue_epochs: int = DEFAULT_MAX_OVERDUE_EPOCHS,
+        pad_lookahead_s: float | None = None,
     ) -> None:
         if max_overdue_epochs < 1:
             raise ValueError("max_overdue_epochs must be >= 1")
@@ -200,6 +204,11 @@ class CallSession:
             self._rx_highest = 0
             self._progress_step = self.params.pad_block_bits // 16  # bytes between reports
             self._next_progress = self._progress_step
+            block = p.pad_block_bits // 8
+            self._demand = {
+                purpose: PadDemand(block, self._low_water, pad_lookahead_s)
+                for purpose in (KeyPurpose.PAD_I2R, KeyPurpose.PAD_R2I)
+            }
             self.protect = self._protect_otp
             self.unprotect = self._unprotect_otp
         self._peer_epoch = 0
@@ -254,6 +263,8 @@ class CallSession:
     def _count_pad_used(self) -> None:
         self._accounting.pad = 8 * self._pad_tx.pad_bytes_used
         self._accounting.mac = 8 * self._pad_tx.mac_bytes_used
+        # the peer's stream is used up to the last frame received or position it reported
+        self._accounting.received = 8 * min(self._rx_highest, self._pad_rx.end)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -265,7 +276,9 @@ class CallSession:
     def _protect_otp(self, payload: bytes, now: float) -> bytes:
         frame = self._pad_tx.protect(payload)
         if self.role is Role.INITIATOR:
-            if self._pad_tx.held < self._low_water and not self._outstanding[_PAD_TX]:
+            demand = self._demand[_PAD_TX]
+            demand.observe(self._pad_tx_position(), now)
+            if self._pad_tx.held < demand.bytes_ahead and not self._outstanding[_PAD_TX]:
                 self._top_up()
         else:
             position = self._pad_tx_position()
@@ -279,11 +292,11 @@ class CallSession:
         end = self._pad_rx.last_end
         if end > self._rx_highest:
             self._rx_highest = end
-            if (
-                self.role is Role.INITIATOR
-                and self._stream_end[self.recv_dir] - end < self._low_water
-            ):
-                self._top_up()
+            if self.role is Role.INITIATOR:
+                demand = self._demand[KeyPurpose.PAD_R2I]
+                demand.observe(end, now)
+                if self._stream_end[self.recv_dir] - end < demand.bytes_ahead:
+                    self._top_up()
         return payload
 
     def _on_new_recv_epoch(self, epoch: int) -> None:
@@ -337,7 +350,7 @@ class CallSession:
             KeyPurpose.PAD_R2I: self._stream_end[Direction.R2I] - self._rx_highest,
         }
         for purpose, have in held.items():
-            missing = -(-(self._low_water - have) // block)  # ceil
+            missing = -(-(self._demand[purpose].bytes_ahead - have) // block)  # ceil
             self._request(purpose, missing - self._outstanding[purpose], p.pad_block_bits)
 
     def _pad_tx_position(self) -> int:
@@ -491,4 +504,5 @@ class CallSession:
         else:
             self._count_pad_used()
             self._accounting.erased_unused += 8 * self._pad_tx.close()
+            self._accounting.erased_unused += 8 * max(0, self._pad_rx.end - self._rx_highest)
             self._pad_rx.close()

@@ -2,8 +2,15 @@
 
 Wire format: a 4-byte big-endian length N, then N bytes of UTF-8 JSON object::
 
-    {"qphone": 1, "type": "offer" | "answer", "sdp": "v=0\\r\\n..."}
-    {"qphone": 1, "type": "reject", "reason": "..."}
+    {"qphone": 1, "type": "offer", "sdp": "v=0...", "from": "alice", "to": "bob", "mode": "aes"}
+    {"qphone": 1, "type": "answer", "sdp": "v=0...", "from": "bob"}
+    {"qphone": 1, "type": "reject", "reason": "...", "code": "busy", "from": "bob"}
+
+``from`` and ``to`` are the SAE IDs of the caller's profile (who calls, whom it means to call)
+and of the answerer's; ``mode`` is the mode the caller will propose; ``code`` says why a call is
+refused (:class:`RejectCode`).  They are optional on the wire and **unauthenticated**: the
+endpoint uses them only to refuse a call early with a message that names the mistake (busy,
+wrong profile, mode), never to let a call proceed (the handshake authenticates the peer).
 
 Parsing is strict and bounded: the length is checked against
 :data:`MAX_MESSAGE_BYTES` before any body byte is read, unknown or missing keys,
@@ -14,6 +21,7 @@ not start with ``v=0`` are all rejected with :class:`SignalingProtocolError`.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass
 from enum import Enum
@@ -24,6 +32,8 @@ HEADER_BYTES = 4
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_SDP_CHARS = 60 * 1024
 MAX_REASON_CHARS = 500
+MODES = ("aes", "otp")
+_SAE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 _HEADER = struct.Struct(">I")
 
@@ -38,13 +48,27 @@ class SignalKind(Enum):
     REJECT = "reject"
 
 
+class RejectCode(Enum):
+    """Why an answerer refuses a call."""
+
+    REFUSED = "refused"  # anything else (e.g. an unusable offer)
+    BUSY = "busy"  # it is in another call
+    WRONG_PEER = "wrong-peer"  # the SAE IDs do not fit its profile (wrong profile or address)
+    MODE = "mode"  # it accepts only the other mode
+
+
 @dataclass(frozen=True)
 class SignalMessage:
-    """One signaling message.  ``sdp`` is set for offer/answer, ``reason`` for reject."""
+    """One signaling message.  ``sdp`` is set for offer/answer, ``reason`` and ``code`` for
+    reject; ``sender`` (wire ``from``), ``recipient`` (``to``) and ``mode`` as described above."""
 
     kind: SignalKind
     sdp: str = ""
     reason: str = ""
+    code: RejectCode | None = None
+    sender: str = ""
+    recipient: str = ""
+    mode: str = ""
 
     def __post_init__(self) -> None:
         if self.kind is SignalKind.REJECT:
@@ -55,9 +79,16 @@ class SignalMessage:
                     f"reject reason longer than {MAX_REASON_CHARS} characters"
                 )
         else:
-            if self.reason:
+            if self.reason or self.code is not None:
                 raise SignalingProtocolError(f"an {self.kind.value} message carries no reason")
             _check_sdp(self.sdp)
+        if self.kind is not SignalKind.OFFER and (self.recipient or self.mode):
+            raise SignalingProtocolError(f"an {self.kind.value} message names no callee or mode")
+        for name, value in (("from", self.sender), ("to", self.recipient)):
+            if value and not _SAE_ID.fullmatch(value):
+                raise SignalingProtocolError(f"field {name!r} is not an SAE ID")
+        if self.mode and self.mode not in MODES:
+            raise SignalingProtocolError(f"field 'mode' must be one of {', '.join(MODES)}")
 
 
 def _check_sdp(sdp: str) -> None:
@@ -74,8 +105,13 @@ def encode_message(message: SignalMessage) -> bytes:
     obj: dict[str, Any] = {"qphone": PROTOCOL_VERSION, "type": message.kind.value}
     if message.kind is SignalKind.REJECT:
         obj["reason"] = message.reason
+        if message.code is not None:
+            obj["code"] = message.code.value
     else:
         obj["sdp"] = message.sdp
+    for key, value in (("from", message.sender), ("to", message.recipient), ("mode", message.mode)):
+        if value:
+            obj[key] = value
     body = json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     if len(body) > MAX_MESSAGE_BYTES:
         raise SignalingProtocolError(
@@ -145,15 +181,32 @@ def decode_body(body: bytes) -> SignalMessage:
         raise SignalingProtocolError(f"unknown signaling message type {kind_text!r}") from exc
     field_name = "reason" if kind is SignalKind.REJECT else "sdp"
     expected = {"qphone", "type", field_name}
-    if set(obj) != expected:
-        extra = sorted(set(obj) - expected)
+    optional = _OPTIONAL[kind]
+    if not expected <= set(obj) <= expected | optional:
+        extra = sorted(set(obj) - expected - optional)
         missing = sorted(expected - set(obj))
         raise SignalingProtocolError(
             f"{kind.value} message has wrong fields (unexpected {extra}, missing {missing})"
         )
-    value = obj[field_name]
-    if not isinstance(value, str):
-        raise SignalingProtocolError(f"field {field_name!r} must be a string")
+    for name in (field_name, *optional):
+        if name in obj and not isinstance(obj[name], str):
+            raise SignalingProtocolError(f"field {name!r} must be a string")
+    extra_fields = {
+        "sender": obj.get("from", ""),
+        "recipient": obj.get("to", ""),
+        "mode": obj.get("mode", ""),
+    }
     if kind is SignalKind.REJECT:
-        return SignalMessage(kind, reason=value)
-    return SignalMessage(kind, sdp=value)
+        try:
+            code = RejectCode(obj["code"]) if "code" in obj else None
+        except ValueError:
+            code = RejectCode.REFUSED  # a code this version does not know
+        return SignalMessage(kind, reason=obj[field_name], code=code, **extra_fields)
+    return SignalMessage(kind, sdp=obj[field_name], **extra_fields)
+
+
+_OPTIONAL = {
+    SignalKind.OFFER: {"from", "to", "mode"},
+    SignalKind.ANSWER: {"from"},
+    SignalKind.REJECT: {"code", "from"},
+}

@@ -83,8 +83,14 @@ def handshake(
 class InMemoryCall:
     """Initiator and responder sessions exchanging control messages through in-memory queues."""
 
-    def __init__(self, ini: HandshakeResult, res: HandshakeResult, kme: MemoryKmePair) -> None:
-        self.initiator = CallSession(ini)
+    def __init__(
+        self,
+        ini: HandshakeResult,
+        res: HandshakeResult,
+        kme: MemoryKmePair,
+        pad_lookahead_s: float | None = None,
+    ) -> None:
+        self.initiator = CallSession(ini, pad_lookahead_s=pad_lookahead_s)
         self.responder = CallSession(res)
         self.kme = kme
         self._inbox: dict[int, list[bytes]] = {id(self.initiator): [], id(self.responder): []}

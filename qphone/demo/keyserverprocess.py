@@ -7,6 +7,7 @@ only through ETSI GS QKD 014 (:mod:`qphone.kmeclient`) with the profiles the dem
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -14,8 +15,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from qphone.config.profile import load_profile
+from qphone.endpoint.preflight import wait_for_key
 
 
 def free_port() -> int:
@@ -32,7 +36,15 @@ def installed_script(name: str) -> str:
 
 
 @contextlib.contextmanager
-def running_keyserver(directory: Path, extra: list[str], timeout: float = 120.0) -> Iterator[Path]:
+def running_keyserver(
+    directory: Path,
+    extra: list[str],
+    timeout: float = 240.0,
+    on_wait: Callable[[], None] | None = None,
+) -> Iterator[Path]:
+    """Run ``qkd-keyserver demo --dir DIRECTORY`` until the block ends; yield once its KMEs
+    hold key (a fresh QKD link needs a while for its first) or report an eavesdropper.
+    ``on_wait`` is called once if that takes a moment."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "demo.json").unlink(missing_ok=True)
     log = open(directory / "keyserver-demo.log", "wb")  # noqa: SIM115 - closed below
@@ -56,6 +68,13 @@ def running_keyserver(directory: Path, extra: list[str], timeout: float = 120.0)
                     "the keyserver demo did not start; see " + str(directory / "keyserver-demo.log")
                 )
             time.sleep(0.2)
+        left = max(1.0, deadline - time.monotonic())
+        profile = load_profile(directory / "alice.toml")
+        if asyncio.run(wait_for_key(profile, left, on_wait=on_wait)) is None:
+            raise RuntimeError(
+                f"the keyserver demo delivered no key within {timeout:g} s; see "
+                + str(directory / "keyserver-demo.log")
+            )
         yield directory
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -27,15 +27,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
-from qphone.audio.streams import open_sink, open_source
+from qphone.audio.streams import CallAudio, open_call_audio
 from qphone.config.identityfile import load_or_create_identity
 from qphone.config.pins import KnownPeers, PinStatus
+from qphone.config.profile import Profile
 from qphone.core.abort import AbortKind, decode_abort, is_abort
 from qphone.core.callparams import Mode
 from qphone.core.errors import (
@@ -57,6 +60,8 @@ from qphone.core.session import (
     SendControl,
     SessionEvent,
 )
+from qphone.core.signalmessage import SignalMessage
+from qphone.endpoint.callscreen import check_answerer, screen_offer
 from qphone.endpoint.console import Console, TextOut
 from qphone.endpoint.handshakedriver import HandshakeDriver
 from qphone.endpoint.identitycheck import PinCheck
@@ -67,8 +72,10 @@ from qphone.endpoint.outcome import (
     HANDLED_FAILURES,
     CallEnd,
     CallFailed,
+    CallInterrupted,
     ConnectionLost,
     ControlMessageRefused,
+    EndCause,
     IdentityChanged,
     KeySupplyFailed,
     OutOfKey,
@@ -84,13 +91,19 @@ from qphone.endpoint.state import CallCounters, CallPhase, PhaseTracker
 from qphone.endpoint.statusline import status_line
 from qphone.endpoint.summary import CallSummary, SetupTimes, summarize
 from qphone.kmeclient import KmeClient, KmeError
-from qphone.profile import Profile
 from qphone.transport.calltransport import CallTransport
 from qphone.transport.errors import TransportError
 from qphone.transport.frames import ReceivedFrame, ReceiveFilter
-from qphone.transport.signaling import SignalingListener
+from qphone.transport.signaling import Refusal, SignalingListener
 from qphone.transport.stats import TransportStats
 
+T = TypeVar("T")
+_DOING = {
+    CallPhase.STARTING: "starting",
+    CallPhase.LISTENING: "waiting for a call",
+    CallPhase.CONNECTING: "connecting",
+    CallPhase.HANDSHAKE: "in the handshake",
+}
 EARLY_FRAMES = 100  # frames kept that arrive before our side of the handshake is complete
 DRAIN_S = 0.15  # after the last frame is sent, before the bye
 BYE_LINGER_S = 0.2  # let the bye leave before the connection closes
@@ -108,11 +121,17 @@ class CallEndpoint:
         *,
         observer: CallObserver | None = None,
         receive_filter: ReceiveFilter | None = None,
+        audio: CallAudio | None = None,
+        console: Console | None = None,
     ) -> None:
         self.profile = profile
         self.opt = options
+        # the input and output are checked before anything else (AudioSpecError)
+        self.audio = audio or open_call_audio(
+            options.input, options.output, options.opus(), options.loop_input
+        )
         stream = out or sys.stderr
-        self.console = Console(
+        self.console = console or Console(
             stream, options.status if options.status is not None else stream.isatty()
         )
         self.phase = PhaseTracker()
@@ -143,6 +162,7 @@ class CallEndpoint:
         self._pad_left_bits = 0
         self._shut_down = False
         self._max_overdue = profile.policy.max_overdue_epochs
+        self._interrupted = asyncio.Event()
 
     # ------------------------------------------------------------------ messages to the user
     def say(self, text: str) -> None:
@@ -178,16 +198,19 @@ class CallEndpoint:
         accept_timeout: float | None,
     ) -> CallSummary:
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, self._interrupt)
-            loop.add_signal_handler(signal.SIGTERM, self._interrupt)
+        self._handle_signals(loop, True)
         if self.identity_created:
             self.say(f"created identity {self.profile.identity_file}")
         self.say(f"identity {self.identity.public.fingerprint()} (SAE {self.profile.sae_id})")
         try:
-            self.result = await self._setup(role, host, port, on_listening, accept_timeout)
+            self.result = await self._until_interrupted(
+                self._setup(role, host, port, on_listening, accept_timeout)
+            )
             self._check_pin(self.result)
             await self._media()
+        except CallInterrupted:
+            await self._shutdown(send_bye=False)
+            raise
         except HANDLED_FAILURES as exc:
             failure = call_failure(
                 exc, peer_sae_id=self.profile.peer_sae_id, own_sae_id=self.profile.sae_id
@@ -201,11 +224,40 @@ class CallEndpoint:
                 raise
             raise failure from exc
         finally:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signal.SIGINT)
-                loop.remove_signal_handler(signal.SIGTERM)
+            self._handle_signals(loop, False)
             self.phase.advance(CallPhase.ENDED)
+        if self._end is not None and self._end.cause is EndCause.CANCELLED:
+            raise CallInterrupted(self._end)  # interrupted between the handshake and the call
         return self.summary()
+
+    def _handle_signals(self, loop: asyncio.AbstractEventLoop, on: bool) -> None:
+        """SIGINT and SIGTERM interrupt this endpoint (once: a second one acts as usual)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                if on:
+                    loop.add_signal_handler(sig, self._interrupt, loop)
+                else:
+                    loop.remove_signal_handler(sig)
+
+    async def _until_interrupted(self, setup: Coroutine[Any, Any, T]) -> T:
+        """Run a set-up step; an interrupt cancels it and raises :class:`CallInterrupted`."""
+        task = asyncio.ensure_future(setup)
+        interrupted = asyncio.ensure_future(self._interrupted.wait())
+        try:
+            await asyncio.wait({task, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            interrupted.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        succeeded = not task.cancelled() and task.exception() is None
+        if succeeded or not self._interrupted.is_set():
+            return task.result()  # its result, or the exception it failed with
+        if self.phase.current is CallPhase.HANDSHAKE:
+            self.handshake.abort(AbortKind.FAILED, "the other side hung up during the handshake")
+        assert self._end is not None
+        raise CallInterrupted(self._end)
 
     async def _setup(
         self,
@@ -217,12 +269,22 @@ class CallEndpoint:
     ) -> HandshakeResult:
         """Connect (signaling, ICE, DTLS) and run the hybrid handshake."""
         qkd: list[QkdKey] = []
+        own, peer = self.profile.sae_id, self.profile.peer_sae_id
         if role is Role.INITIATOR:
-            qkd = await self._handshake_keys()
             t0 = time.monotonic()
             self.phase.advance(CallPhase.CONNECTING)
             self.say(f"calling {host}:{port} ...")
-            await self.transport.connect_as_caller(host, port)
+            mode = (self.opt.mode or Mode.AES).label
+            await self.transport.connect_as_caller(host, port, caller=own, callee=peer, mode=mode)
+            self.times.connect_ms = (time.monotonic() - t0) * 1e3
+            wrong = check_answerer(self.transport.peer_name, own, peer)
+            if wrong is not None:
+                raise wrong
+            self.phase.advance(CallPhase.HANDSHAKE)
+            self.say(f"{self.transport.peer_name or 'the answerer'} answered: handshake ...")
+            # the handshake's QKD key is taken only once the answerer has taken the call
+            await self._kme_limits()
+            qkd = await self._handshake_keys()
         else:
             self.phase.advance(CallPhase.LISTENING)
 
@@ -231,12 +293,23 @@ class CallEndpoint:
                 if on_listening is not None:
                     on_listening(listener)
 
+            def screen(offer: SignalMessage) -> Refusal | None:
+                screened = screen_offer(offer, own, peer, self.opt.mode)
+                if screened is None:
+                    return None
+                self.say(f"{screened.note}; still waiting for a call")
+                return screened.refusal
+
             await self.transport.accept_as_answerer(
-                host, port, on_listening=listening, accept_timeout=accept_timeout
+                host,
+                port,
+                on_listening=listening,
+                accept_timeout=accept_timeout,
+                screen=screen,
+                name=own,
             )
-            t0 = time.monotonic()
-        self.times.connect_ms = (time.monotonic() - t0) * 1e3
-        self.phase.advance(CallPhase.HANDSHAKE)
+            self.phase.advance(CallPhase.HANDSHAKE)
+            self.say(f"call from {self.transport.peer_name or 'a caller'}: handshake ...")
         # the caller may start talking before our side has processed its Finish: keep those
         # frames (bounded) until the session exists
         self.transport.set_frame_callback(self._early.append)
@@ -255,10 +328,28 @@ class CallEndpoint:
         self.times.handshake_ms = (time.monotonic() - t1) * 1e3
         return result
 
-    def _interrupt(self) -> None:
-        self._end_call(CallEnd.interrupted())
+    def _interrupt(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SIGINT/SIGTERM: hang up a running call; before that, stop setting it up."""
+        self._handle_signals(loop, False)
+        phase = self.phase.current
+        if phase is CallPhase.IN_CALL:
+            self._end_call(CallEnd.interrupted())
+            return
+        if self._end is None:
+            self._end = CallEnd.cancelled(_DOING.get(phase, "setting up the call"))
+        self._interrupted.set()
+        self._stop.set()
 
     # ------------------------------------------------------------------ keys for the handshake
+    async def _kme_limits(self) -> None:
+        """The caller sizes its key requests by the KME's status (asked now unless known)."""
+        if self.opt.kme_limits is None:
+            with contextlib.suppress(KmeError):
+                status = await self.kme.status(self.profile.peer_sae_id)
+                self.opt = dataclasses.replace(self.opt, kme_limits=status)
+        if self.opt.kme_limits is not None:
+            self.keys.max_keys_per_request = self.opt.kme_limits.max_key_per_request
+
     async def _handshake_keys(self) -> list[QkdKey]:
         """The caller's QKD key for the handshake (ETSI 014 enc_keys), or PQC-only fallback."""
         t0 = time.monotonic()
@@ -276,6 +367,9 @@ class CallEndpoint:
                 return []
             hint = "" if mode is Mode.OTP else " (or allow a PQC-only call with --allow-pqc-only)"
             message = f"cannot get a QKD key from the KME: {exc}{hint}"
+            self.handshake.abort(
+                AbortKind.FAILED, "the caller could not get a QKD key from its KME"
+            )
             raise key_supply_failure(message, exc) from exc
         finally:
             self.times.kme_ms = (time.monotonic() - t0) * 1e3
@@ -299,13 +393,16 @@ class CallEndpoint:
     # ------------------------------------------------------------------ the call
     async def _media(self) -> None:
         assert self.result is not None
-        session = CallSession(self.result, max_overdue_epochs=self._max_overdue)
+        session = CallSession(
+            self.result,
+            max_overdue_epochs=self._max_overdue,
+            pad_lookahead_s=self.opt.pad_lookahead_s,
+        )
         self.session = session
         self.sas = session.sas
         self.keys.attach(session, self._drain_session_events, self._key_supply_failed)
         cfg = self.opt.opus()
-        source, paced = open_source(self.opt.input, cfg)
-        sink = open_sink(self.opt.output, cfg)
+        source, paced, sink = self.audio.source, self.audio.paced, self.audio.sink
         await source.start()
         await sink.start()
         self.say(
@@ -353,8 +450,10 @@ class CallEndpoint:
             task.add_done_callback(self._task_ended)
         try:
             await self._stop.wait()
-            # hang-up: stop talking, let frames already on the wire arrive, then say bye
+            # hang-up: stop talking and fetching key, let frames already on the wire arrive,
+            # then say bye
             tasks[0].cancel()
+            self.keys.hang_up()
             if self._failure is None:
                 await asyncio.sleep(DRAIN_S)
         finally:
@@ -533,7 +632,8 @@ class CallEndpoint:
         with contextlib.suppress(Exception):
             await self.kme.aclose()
         self.console.clear_status()
-        self.say(f"call ended: {self._end or 'hangup'}")
+        if self._failure is None:  # a failure was said already, in one line
+            self.say(f"call ended: {self._end or 'hangup'}")
 
     def summary(self) -> CallSummary:
         s = self.session
@@ -547,6 +647,8 @@ class CallEndpoint:
             times=self.times,
             counters=self.counters,
             accounting=s.key_accounting() if s is not None else None,
+            drawn_bits=self.keys.drawn_bits,
+            dropped_bits=self.keys.dropped_bits,
             playout=self.playout,
             pad_left_bits=self._pad_left_bits,
             started=self.started,

@@ -10,6 +10,12 @@ During the call, requests run in one background worker, ahead of need (the sessi
 says it is out of key is retried for a while (a QKD link fills its pool at its own rate); any
 other failure (a KME error, or keys the session refuses: wrong size, wrong IDs) is reported
 once to ``on_failure`` and the worker stops: it never dies silently.
+
+Every QKD bit the KME hands over is counted (:attr:`KeySupply.drawn_bits`); bits that arrive
+after the session closed (a request in flight at hang-up, which :meth:`KeySupply.aclose` lets
+finish for a moment so that nothing the KME delivered goes uncounted) are erased and counted in
+:attr:`KeySupply.dropped_bits`.  Requests for more keys than the KME's
+``max_key_per_request`` are split.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ log = logging.getLogger(__name__)
 
 KeyRequest = FetchQkdKeys | ResolveQkdKeys
 MID_CALL_WAIT_S = 5.0  # how long an empty KME pool is waited out during a call before failing
+CLOSE_WAIT_S = 0.5  # at hang-up, how long a KME request in flight may still finish
 
 T = TypeVar("T")
 
@@ -61,10 +68,21 @@ async def retry_out_of_keys(
 class KeySupply:
     """QKD keys for one call, shared with ``peer_sae_id``, from this endpoint's KME."""
 
-    def __init__(self, kme: KmeClient, peer_sae_id: str, wait_s: float = MID_CALL_WAIT_S) -> None:
+    def __init__(
+        self,
+        kme: KmeClient,
+        peer_sae_id: str,
+        wait_s: float = MID_CALL_WAIT_S,
+        max_keys_per_request: int | None = None,
+    ) -> None:
         self._kme = kme
         self._peer = peer_sae_id
         self.wait_s = wait_s
+        self.max_keys_per_request = max_keys_per_request
+        self.drawn_bits = 0  # every QKD bit the KME delivered for this call
+        self.dropped_bits = 0  # delivered after the session closed: erased unused
+        self._in_request = False
+        self._hanging_up = False
         self._session: CallSession | None = None
         self._on_keys: Callable[[], None] = lambda: None
         self._on_failure: Callable[[Exception], None] = lambda exc: None
@@ -76,13 +94,32 @@ class KeySupply:
         self, bits: int, wait_s: float, on_wait: Callable[[], None] | None = None
     ) -> list[QkdKey]:
         """Caller: one key of ``bits`` for the handshake (waits out an empty pool)."""
-        return await retry_out_of_keys(
-            lambda: self._kme.enc_keys(self._peer, 1, bits), wait_s, on_wait
+        return self._drawn(
+            await retry_out_of_keys(
+                lambda: self._kme.enc_keys(self._peer, 1, bits), wait_s, on_wait
+            )
         )
 
     async def resolve_keys(self, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]:
         """Answerer: the keys the caller announced in its ClientHello."""
-        return await self._kme.dec_keys(self._peer, list(key_ids))
+        return self._drawn(await self._kme.dec_keys(self._peer, list(key_ids)))
+
+    def _drawn(self, keys: list[QkdKey]) -> list[QkdKey]:
+        self.drawn_bits += sum(k.bits for k in keys)
+        return keys
+
+    async def _enc_keys(self, count: int, bits: int) -> list[QkdKey]:
+        """``count`` keys of ``bits``, in requests of at most ``max_keys_per_request``."""
+        most = self.max_keys_per_request or count
+        keys: list[QkdKey] = []
+        while len(keys) < count:
+            n = min(most, count - len(keys))
+            keys += self._drawn(
+                await retry_out_of_keys(
+                    functools.partial(self._kme.enc_keys, self._peer, n, bits), self.wait_s
+                )
+            )
+        return keys
 
     # ----------------------------------------------------------------- during the call
     def attach(
@@ -98,7 +135,16 @@ class KeySupply:
         self._on_keys = on_keys
         self._on_failure = on_failure
 
+    def hang_up(self) -> None:
+        """The call is ending: no new KME requests (those queued are dropped), so no key is
+        drawn that the call cannot use any more; a request in flight completes."""
+        self._hanging_up = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
     def submit(self, request: KeyRequest) -> None:
+        if self._hanging_up:
+            return
         self._queue.put_nowait(request)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="qphone-key-supply")
@@ -112,29 +158,39 @@ class KeySupply:
         assert session is not None, "attach() first"
         while True:
             req = await self._queue.get()
+            if session.closed:
+                return
+            self._in_request = True
             try:
                 if isinstance(req, FetchQkdKeys):
-                    keys = await retry_out_of_keys(
-                        functools.partial(self._kme.enc_keys, self._peer, req.count, req.bits),
-                        self.wait_s,
-                    )
+                    keys = await self._enc_keys(req.count, req.bits)
                     if session.closed:
+                        self.dropped_bits += sum(k.bits for k in keys)
                         return
                     session.add_qkd_keys(req.purpose, keys)
                 else:
-                    keys = await self._kme.dec_keys(self._peer, list(req.key_ids))
+                    keys = self._drawn(await self._kme.dec_keys(self._peer, list(req.key_ids)))
                     if session.closed:
+                        self.dropped_bits += sum(k.bits for k in keys)
                         return
                     session.provide_qkd_keys(keys)
             except Exception as exc:  # any failure ends the worker, never silently
                 log.warning("QKD key request failed: %s", exc)
                 self._on_failure(exc)
                 return
+            finally:
+                self._in_request = False
             self._on_keys()
 
     async def aclose(self) -> None:
-        """Stop the worker (requests not served yet are dropped)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        """Stop the worker: a request in flight may finish for up to :data:`CLOSE_WAIT_S`
+        (its keys are counted as dropped); requests not started yet are not made."""
+        task = self._task
+        if task is None:
+            return
+        if self._in_request and not task.done():
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(task), CLOSE_WAIT_S)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

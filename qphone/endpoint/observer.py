@@ -27,6 +27,7 @@ class SentFrame:
     protect_s: float
     qkd_bits: int  # QKD bits this endpoint had consumed when the frame was sent
     packet: bytes = field(repr=False)  # the Opus packet (before protection)
+    qkd_fetched: int = 0  # QKD bits this endpoint had taken from its KME by then
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 A call ends once, for one reason: the local side hangs up (its ``--duration`` passed, its input
 ended, or it was interrupted), the peer hangs up with an authenticated bye, or a failure ends it.
 Every failure is a :class:`CallFailed` subclass whose message names the fix.  Exceptions from the
-layers below (the kinds in :data:`HANDLED_FAILURES`: handshake, KME client, transport, OS) become
-one in a single place, :func:`call_failure`, so that callers match on types, never on text.
+layers below (the kinds in :data:`HANDLED_FAILURES`: handshake, KME client, transport, signaling,
+OS) become one in a single place, :func:`call_failure`, so that callers match on types, never on
+text.  An interrupt (SIGINT, SIGTERM) before the call is up is no failure: the endpoint raises
+:class:`CallInterrupted`.  :func:`exit_code` is the command line's exit status for an outcome.
 """
 
 from __future__ import annotations
@@ -14,8 +16,20 @@ from enum import Enum
 
 from qphone.core.abort import Abort, AbortKind
 from qphone.core.errors import HandshakeFailed, PeerIdentityMismatch, ProposalRefused
+from qphone.core.signalmessage import RejectCode
 from qphone.kmeclient import KmeError, KmeOutOfKeys
 from qphone.transport.errors import TransportError
+from qphone.transport.signaling import (
+    SignalingConnectError,
+    SignalingError,
+    SignalingRejectedError,
+    SignalingTimeoutError,
+)
+
+EXIT_OK = 0  # the call took place and was hung up normally (by either side)
+EXIT_FAILED = 1  # a failure ended the call or kept it from starting
+EXIT_USAGE = 2  # a bad option, file, device or profile: nothing was attempted
+EXIT_INTERRUPTED = 130  # interrupted (SIGINT/SIGTERM) before a call was established
 
 _TRUST_HINT = (
     "Verify the new fingerprint out of band, then call again with --trust-new-identity to pin it."
@@ -25,9 +39,18 @@ _TRUST_HINT = (
 class EndCause(Enum):
     DURATION = "duration"  # this side's --duration passed
     INPUT_ENDED = "input ended"  # this side's WAV input ended (and no --duration was given)
-    INTERRUPTED = "interrupted"  # SIGINT / SIGTERM on this side
+    INTERRUPTED = "interrupted"  # SIGINT / SIGTERM on this side during the call: a hang-up
+    CANCELLED = "cancelled"  # SIGINT / SIGTERM on this side before the call was up
     PEER_BYE = "peer bye"  # the peer's authenticated bye (failed: a failure ended it there)
-    FAILURE = "failure"  # a failure on this side
+    FAILURE = "failure"  # a failure
+
+
+class EndedBy(Enum):
+    """Who ended the call (the summary's ``ended_by``)."""
+
+    THIS_SIDE = "this side"
+    PEER = "peer"
+    NETWORK = "network"  # neither side: the connection or the peer's address failed
 
 
 @dataclass(frozen=True)
@@ -37,6 +60,7 @@ class CallEnd:
     reason: str
     failed: bool
     cause: EndCause
+    by: EndedBy = EndedBy.THIS_SIDE
 
     def __str__(self) -> str:
         return f"failed: {self.reason}" if self.failed else self.reason
@@ -51,24 +75,53 @@ class CallEnd:
 
     @staticmethod
     def interrupted() -> CallEnd:
-        return CallEnd("hung up (interrupted)", False, EndCause.INTERRUPTED)
+        return CallEnd("interrupted", False, EndCause.INTERRUPTED)
+
+    @staticmethod
+    def cancelled(doing: str) -> CallEnd:
+        """Interrupted while ``doing`` (e.g. "waiting for a call"): no call took place."""
+        return CallEnd(f"interrupted while {doing}", False, EndCause.CANCELLED)
 
     @staticmethod
     def peer_hung_up(reason: str) -> CallEnd:
-        return CallEnd(f"peer hung up ({reason})", False, EndCause.PEER_BYE)
+        return CallEnd(f"peer hung up ({reason})", False, EndCause.PEER_BYE, EndedBy.PEER)
+
+
+def exit_code(end: CallEnd | None) -> int:
+    """The exit status of ``qphone call`` / ``answer`` for a call that ended with ``end``."""
+    if end is None:
+        return EXIT_OK
+    if end.cause is EndCause.CANCELLED:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if end.failed else EXIT_OK
+
+
+class CallInterrupted(Exception):
+    """SIGINT or SIGTERM stopped the endpoint before a call was established (no failure)."""
+
+    def __init__(self, end: CallEnd) -> None:
+        super().__init__(str(end))
+        self.end = end
 
 
 class CallFailed(Exception):
     """The call could not be set up or was ended by a failure; the message names the fix."""
 
     cause = EndCause.FAILURE
+    by = EndedBy.THIS_SIDE
 
     def end(self) -> CallEnd:
-        return CallEnd(str(self), True, self.cause)
+        return CallEnd(str(self), True, self.cause, self.by)
 
 
 class IdentityChanged(CallFailed):
     """The peer presented another identity than the one pinned for it: this side refused."""
+
+
+class IdentityRefusedByPeer(CallFailed):
+    """The peer refused this terminal's identity: it has another one pinned for us."""
+
+    by = EndedBy.PEER
 
 
 class PeerAborted(CallFailed):
@@ -76,7 +129,10 @@ class PeerAborted(CallFailed):
 
     Anyone on the path can send one, so it is shown in neutral words, with its (printable) text,
     and is never turned into advice: what it claims (``abort.kind``) is not evidence of anything.
+    ``ended_by`` says what it claims to come from: the peer (unverified, as the message says).
     """
+
+    by = EndedBy.PEER
 
     def __init__(self, abort: Abort, during: str = "handshake") -> None:
         super().__init__(
@@ -107,10 +163,37 @@ class PeerFailed(CallFailed):
     """The peer ended the call because of a failure on its side (its authenticated bye)."""
 
     cause = EndCause.PEER_BYE
+    by = EndedBy.PEER
 
 
 class ConnectionLost(CallFailed):
     """The transport closed during the call (peer vanished, ICE/DTLS failure)."""
+
+    by = EndedBy.NETWORK
+
+
+class Unreachable(CallFailed):
+    """Signaling failed: nobody listens at the address, it timed out, or this side cannot
+    listen on the address it was given."""
+
+    by = EndedBy.NETWORK
+
+
+class PeerBusy(CallFailed):
+    """The answerer is in another call."""
+
+    by = EndedBy.PEER
+
+
+class WrongPeer(CallFailed):
+    """The SAE IDs of the two profiles do not fit: a wrong profile on one side, calling
+    yourself, or a wrong address.  Found from the signaling hints, before the handshake."""
+
+
+class ModeRefused(CallFailed):
+    """The answerer accepts only the other mode."""
+
+    by = EndedBy.PEER
 
 
 class ControlMessageRefused(CallFailed):
@@ -122,13 +205,13 @@ def key_supply_failure(message: str, exc: KmeError) -> KeySupplyFailed:
     return OutOfKey(message) if isinstance(exc, KmeOutOfKeys) else KeySupplyFailed(message)
 
 
-# The exceptions CallEndpoint turns into a CallFailed; anything else (SignalingError, the
-# ValueError of an unreadable WAV file, ...) propagates unchanged.
+# The exceptions CallEndpoint turns into a CallFailed; anything else (a bug) propagates unchanged.
 HANDLED_FAILURES: tuple[type[Exception], ...] = (
     CallFailed,
     HandshakeFailed,
     KmeError,
     TransportError,
+    SignalingError,
     OSError,
 )
 
@@ -149,7 +232,36 @@ def call_failure(exc: Exception, *, peer_sae_id: str, own_sae_id: str) -> CallFa
         return PolicyRefused(str(exc), exc.setting)
     if isinstance(exc, KmeError):
         return key_supply_failure(str(exc), exc)
+    if isinstance(exc, SignalingRejectedError):
+        return refusal_failure(exc, own_sae_id=own_sae_id, peer_sae_id=peer_sae_id)
+    if isinstance(exc, SignalingConnectError | SignalingTimeoutError):
+        return Unreachable(str(exc))
     return CallFailed(str(exc))
+
+
+def refusal_failure(
+    exc: SignalingRejectedError, *, own_sae_id: str, peer_sae_id: str
+) -> CallFailed:
+    """What the caller makes of an answerer's refusal (its code and the SAE ID it gave)."""
+    them = exc.sender or "the answerer"
+    if exc.code is RejectCode.BUSY:
+        return PeerBusy(f"{them} is busy (in another call): try again later")
+    if exc.code is RejectCode.MODE:
+        return ModeRefused(f"{them} refused the call: {exc.reason}")
+    if exc.code is RejectCode.WRONG_PEER:
+        if exc.sender and exc.sender == own_sae_id:
+            return WrongPeer(calling_yourself(own_sae_id, peer_sae_id))
+        return WrongPeer(f"{them} refused the call: {exc.reason}")
+    return CallFailed(str(exc))
+
+
+def calling_yourself(own_sae_id: str, peer_sae_id: str) -> str:
+    """The caller's message when the answerer is the caller's own SAE."""
+    return (
+        f"this profile is {own_sae_id}'s, and you are calling {own_sae_id}: you are calling "
+        f"yourself. One of the two terminals needs the profile of {peer_sae_id} "
+        f"(the one whose [sae] id is {peer_sae_id!r})"
+    )
 
 
 def abort_kind(exc: HandshakeFailed) -> AbortKind:

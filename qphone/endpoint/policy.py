@@ -4,12 +4,12 @@ the setting to change."""
 
 from __future__ import annotations
 
+from qphone.config.profile import Policy, Profile
 from qphone.core.errors import ProposalRefused
 from qphone.core.handshake import ResponderPolicy
 from qphone.core.identity import PublicIdentity
 from qphone.endpoint.options import CallOptions
 from qphone.endpoint.outcome import PolicyRefused
-from qphone.profile import Policy, Profile
 
 
 def responder_policy(

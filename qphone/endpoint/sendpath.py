@@ -4,7 +4,8 @@ One :class:`SendPath` per call.  It never protects a frame with reused key: when
 refuses (:class:`~qphone.core.errors.KeyExhausted`: the pad ran dry or a counter would repeat)
 the frame is dropped and counted, and the call ends (fail closed) after ``STARVED_S`` without
 fresh key.  In OTP mode it waits for the first pad before it starts, and :class:`PadWatch`
-warns while the pad held covers less than ``PAD_WARN_S`` of talk.
+warns while the pad held covers less than ``PAD_WARN_S`` of talk (the caller keeps about half
+a second ahead, :mod:`qphone.core.paddemand`: less means the KME or the peer is not keeping up).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from qphone.endpoint.outcome import CallEnd, CallFailed, OutOfKey
 from qphone.endpoint.state import CallCounters
 from qphone.transport.calltransport import CallTransport
 
-PAD_WARN_S = 3.0  # OTP: warn when the pad held covers less talk time than this
+PAD_WARN_S = 0.15  # OTP: warn when the pad held covers less talk time than this
 STARVED_S = 3.0  # the call ends after this long without key to protect a frame with
 FIRST_PAD_TIMEOUT_S = 10.0  # OTP: the call ends if the first pad takes longer than this
-FIRST_PAD_BYTES = 1024  # OTP: talking starts once this much pad is held
+FIRST_PAD_BYTES = 1024  # OTP: talking starts once this much pad (or one block) is held
 INPUT_END_GRACE_S = 0.5  # the call hangs up this long after a WAV input ended (no --duration)
 PAD_CHECK_FRAMES = 50  # OTP: the pad is checked every this many frames
 
@@ -50,8 +51,9 @@ class PadWatch:
         if left < PAD_WARN_S and not self._warned:
             self._warned = True
             self._warn(
-                f"one-time pad for only {left:.1f} s of talk left: the KME is not keeping up "
-                "(check its key rate with `qkd-keyserver` status); the call ends when it runs out"
+                f"one-time pad for only {left:.2f} s of talk left: the KME is not keeping up "
+                "(check its key rate with `qkd-keyserver` status); frames are dropped when it "
+                "runs out, and the call ends after 3 s without pad"
             )
         elif left > 2 * PAD_WARN_S:
             self._warned = False
@@ -94,7 +96,8 @@ class SendPath:
         silence = bytes(self._config.frame_bytes)
         i = 0
         starved: float | None = None
-        await self._wait_for_first_pad()
+        if not await self._wait_for_first_pad():
+            return
         start = time.monotonic()  # the pacing clock starts when talking can start (no burst)
         protect = session.protect
         while True:
@@ -129,6 +132,7 @@ class SendPath:
             if frame:
                 self._transport.send_frame(frame, ts)
                 if observer is not None:
+                    acc = session.key_accounting()
                     observer.on_sent(
                         SentFrame(
                             i,
@@ -137,8 +141,9 @@ class SendPath:
                             time.monotonic(),
                             t1 - t0,
                             t2 - t1,
-                            session.key_accounting().consumed,
+                            acc.consumed,
                             packet,
+                            acc.fetched,
                         )
                     )
                 counters.frames_sent += 1
@@ -161,16 +166,19 @@ class SendPath:
                 INPUT_END_GRACE_S, self._end_call, CallEnd.input_ended()
             )
 
-    async def _wait_for_first_pad(self) -> None:
-        """OTP: do not start talking before the first pad is held by both ends."""
+    async def _wait_for_first_pad(self) -> bool:
+        """OTP: do not start talking before the first pad is held by both ends (at most
+        FIRST_PAD_BYTES, at least a block); False when it did not come (the call ends)."""
         session = self._session
         if session.mode is not Mode.OTP:
-            return
+            return True
+        first = min(FIRST_PAD_BYTES, session.params.pad_block_bits // 8)
         deadline = time.monotonic() + FIRST_PAD_TIMEOUT_S
-        while session.pad_left_bytes < FIRST_PAD_BYTES and not self._stopped.is_set():
+        while session.pad_left_bytes < first and not self._stopped.is_set():
             if time.monotonic() > deadline:
                 self._end_call(
                     OutOfKey(f"no one-time pad from the KME within {FIRST_PAD_TIMEOUT_S:g} s")
                 )
-                return
+                return False
             await asyncio.sleep(0.01)
+        return True

@@ -1,4 +1,4 @@
-"""The live status line: phase, SAS, epochs, QKD used, talk time left (OTP), RTT, loss, level.
+"""The live status line: phase, SAS, epochs, QKD used, pad held ahead (OTP), RTT, loss, level.
 
 ``in call | SAS airport scorpion inmate connect | epoch tx 3/rx 3 | QKD 1.8 kbit | RTT 1.3 ms |
 loss 0.0% | jb 45 ms | in -22 dBFS``
@@ -29,7 +29,7 @@ def status_line(
         parts.append(f"QKD {session.key_accounting().consumed / 1000:.1f} kbit")
         if session.mode is Mode.OTP:
             left = talk_seconds_left(session, counters, frame_ms)
-            parts.append(f"talk time {left:.0f} s" if seconds_in_call > 0.5 else "talk time ?")
+            parts.append(f"pad ahead {left:.1f} s" if seconds_in_call > 0.5 else "pad ahead ?")
     parts.append(f"RTT {rtt_s * 1000:.1f} ms" if rtt_s is not None else "RTT -")
     expected = jb.received + jb.lost
     loss = jb.lost / expected if expected else 0.0

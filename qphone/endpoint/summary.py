@@ -49,6 +49,24 @@ class TransportCounts:
 
 
 @dataclass(frozen=True)
+class KeyTotals:
+    """QKD bits of this side: drawn from its KME, used to protect the call, wasted.
+
+    ``drawn`` counts every key the KME delivered (enc_keys at the caller, dec_keys at the
+    answerer; the same keys reach both ends, so the two sides' figures are about equal and the
+    call's total is the caller's); ``used`` protected something (handshake, epochs, pad and MAC
+    of both directions); ``wasted = drawn - used`` was erased unused (pad held ahead of need at
+    hang-up, keys that arrived after it)."""
+
+    drawn: int = 0
+    used: int = 0
+
+    @property
+    def wasted(self) -> int:
+        return self.drawn - self.used
+
+
+@dataclass(frozen=True)
 class CallSummary:
     sas: str
     mode: str
@@ -76,6 +94,7 @@ class CallSummary:
     epochs_rx: list[int]
     qkd_bits_consumed: int
     qkd_bits: dict[str, int]
+    keys: KeyTotals
     pad_left_bits: int
     jitter_buffer_ms: float
     duration_s: float
@@ -89,6 +108,10 @@ class CallSummary:
     @property
     def end_reason(self) -> str:
         return str(self.end) if self.end is not None else ""
+
+    @property
+    def ended_by(self) -> str | None:
+        return self.end.by.value if self.end is not None else None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -118,6 +141,9 @@ class CallSummary:
             "epochs_rx": list(self.epochs_rx),
             "qkd_bits_consumed": self.qkd_bits_consumed,
             "qkd_bits": dict(self.qkd_bits),
+            "qkd_bits_drawn": self.keys.drawn,
+            "qkd_bits_used": self.keys.used,
+            "qkd_bits_wasted": self.keys.wasted,
             "pad_left_bits": self.pad_left_bits,
             "jitter_buffer_ms": self.jitter_buffer_ms,
             "duration_s": self.duration_s,
@@ -128,6 +154,8 @@ class CallSummary:
                 "decode": self.processing_us_per_frame.decode,
             },
             "end_reason": self.end_reason,
+            "ended_by": self.ended_by,
+            "end_cause": self.end.cause.value if self.end is not None else None,
             "warnings": list(self.warnings),
         }
         if self.transport is not None:
@@ -157,6 +185,8 @@ def summarize(
     times: SetupTimes,
     counters: CallCounters,
     accounting: KeyAccounting | None,
+    drawn_bits: int = 0,
+    dropped_bits: int = 0,
     playout: Playout,
     pad_left_bits: int,
     started: float,
@@ -165,7 +195,10 @@ def summarize(
     transport: TransportStats | None,
     error: str | None,
 ) -> CallSummary:
-    """The summary of a call from what its endpoint holds (``accounting`` None: no session)."""
+    """The summary of a call from what its endpoint holds (``accounting`` None: no session).
+
+    ``drawn_bits`` is every QKD bit the KME delivered, ``dropped_bits`` those that arrived
+    after the session had closed (erased at once)."""
     jb = playout.jb.stats()
     slots_decoded = jb.played + jb.fec_recovered + jb.concealed
     return CallSummary(
@@ -195,7 +228,8 @@ def summarize(
         epochs_tx=list(counters.epochs_tx),
         epochs_rx=list(counters.epochs_rx),
         qkd_bits_consumed=accounting.consumed if accounting else 0,
-        qkd_bits=accounting.as_dict() if accounting else {},
+        qkd_bits={**accounting.as_dict(), "dropped": dropped_bits} if accounting else {},
+        keys=KeyTotals(drawn_bits, accounting.used if accounting else 0),
         pad_left_bits=pad_left_bits,
         jitter_buffer_ms=round(jb.playout_delay_ms, 1),
         duration_s=round(time.monotonic() - started, 2) if started else 0.0,
@@ -217,5 +251,30 @@ def summarize(
             if transport is not None
             else None
         ),
+        error=error,
+    )
+
+
+def not_started(error: str, mode: str | None, peer: str = "") -> CallSummary:
+    """The summary of a call refused before anything was attempted (a usage error)."""
+    from qphone.audio.opus import OpusConfig
+    from qphone.endpoint.outcome import CallEnd, EndCause
+
+    return summarize(
+        sas="",
+        mode=Mode[mode.upper()] if mode else Mode.AES,
+        result=None,
+        pqc_only=False,
+        peer_sae_id=peer,
+        peer_pin="",
+        times=SetupTimes(),
+        counters=CallCounters(),
+        accounting=None,
+        playout=Playout(OpusConfig()),
+        pad_left_bits=0,
+        started=0.0,
+        end=CallEnd(error, True, EndCause.FAILURE),
+        warnings=[],
+        transport=None,
         error=error,
     )

@@ -185,8 +185,11 @@ def bench_latency(
                 )
                 ours_p.append(measure_latency(tl).summary())
                 processing_p99.append(run.report["latency_ms"]["parts"]["processing"]["p99"])
-                result["key_ratio_aes"] = run.report["key"]["ratio"]
-            result["key_ratio_otp"] = loop(Mode.OTP, "otp").report["key"]["ratio"]
+                result["key_ratio_aes"] = run.report["key"]["used_ratio"]
+                result["key_drawn_ratio_aes"] = run.report["key"]["ratio"]
+            otp = loop(Mode.OTP, "otp").report["key"]
+            result["key_ratio_otp"] = otp["used_ratio"]
+            result["key_drawn_ratio_otp"] = otp["ratio"]
             if cpu_seconds > 0:
                 cpu = measure_endpoint_cpu(sample, cpu_seconds, kme_dir=kme).summary()
                 result["endpoint_cpu_fraction"] = cpu["endpoint_cpu_fraction"]
@@ -243,7 +246,7 @@ def format_table(result: dict[str, Any]) -> str:
             ok = "ok" if result[key] == 1.0 else "MISSED"
             rows.append(
                 (
-                    f"QKD bits consumed/expected ({mode})",
+                    f"QKD bits used/needed ({mode})",
                     "-",
                     "-",
                     f"{key} = {result[key]}",

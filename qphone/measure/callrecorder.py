@@ -20,11 +20,14 @@ class CallRecorder:
         self.played: list[PlayoutSlot] = []
         self.key_log: list[tuple[float, int]] = []
         """(time, QKD bits this end had consumed), every KEY_SAMPLE_FRAMES-th frame sent."""
+        self.drawn_log: list[tuple[float, int]] = []
+        """(time, QKD bits this end had taken from its KME), sampled likewise."""
 
     def on_sent(self, frame: SentFrame) -> None:
         self.sent.append(frame)
         if frame.index % KEY_SAMPLE_FRAMES == 0:
             self.key_log.append((frame.captured, frame.qkd_bits))
+            self.drawn_log.append((frame.captured, frame.qkd_fetched))
 
     def on_received(self, frame: ReceivedPayload) -> None:
         self.received.append(frame)

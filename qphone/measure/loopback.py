@@ -5,8 +5,9 @@ it plays out to OUT), real WebRTC transport on loopback with a seeded impairment
 receive path (:mod:`qphone.measure.impairmentfilter`), and the keyserver pair (started for the
 run unless profiles point at running KMEs).  A :class:`~qphone.measure.callrecorder.CallRecorder`
 observes each endpoint.  The report holds mouth-to-ear latency per frame and its parts, frame
-counters, QKD key consumed against the theory, handshake timing, voice quality against an
-unencrypted decode of the same packets, and the link's state.
+counters, QKD key drawn from the KMEs, used and wasted (per side and in total) against the
+theoretical need, handshake timing, voice quality against an unencrypted decode of the same
+packets, and the link's state.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from qphone.audio.opus import OpusConfig, OpusDecoder, decode_playout
 from qphone.audio.wav import read_wav, resample, wav_info
+from qphone.config.profile import Profile, load_profile
 from qphone.core.callparams import CallParams, Mode
 from qphone.core.errors import FrameReplayed
 from qphone.core.impairment import ImpairmentParams
@@ -41,7 +43,6 @@ from qphone.kmeclient import KmeClient, KmeError
 from qphone.measure.callrecorder import CallRecorder
 from qphone.measure.impairmentfilter import impairment_filter
 from qphone.measure.latency import percentiles
-from qphone.profile import Profile, load_profile
 from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 
 
@@ -67,6 +68,7 @@ class LoopbackOptions:
     profile_b: Path | None = None
     rotate_frames: int = 250
     rotate_seconds: float = 3600.0
+    pad_lookahead_s: float = 0.5
     tail_s: float = 1.0
     progress: bool = True
     workdir: Path | None = None
@@ -146,6 +148,7 @@ async def _run_call(opts: LoopbackOptions, pa: Profile, pb: Profile) -> tuple[Si
             frame_ms=opts.frame_ms,
             rotate_frames=opts.rotate_frames,
             rotate_seconds=opts.rotate_seconds,
+            pad_lookahead_s=opts.pad_lookahead_s,
             status=False,
             transport=TransportConfig(host_addresses=LOOPBACK_ADDRESSES),
             **kw,
@@ -306,6 +309,16 @@ def _theory(opts: LoopbackOptions, caller: Side, answerer: Side) -> dict[str, An
     return {"expected": int(expected), "nominal": int(nominal), "formula": formula}
 
 
+def _side_keys(s: CallSummary) -> dict[str, int]:
+    """One side's draw: every key its KME delivered, what of it was used, what was erased."""
+    return {
+        "qkd_bits_drawn": s.keys.drawn,
+        "qkd_bits_used": s.keys.used,
+        "qkd_bits_wasted": s.keys.wasted,
+        "erased_unused": s.qkd_bits.get("erased_unused", 0),
+    }
+
+
 def build_report(
     opts: LoopbackOptions, caller: Side, answerer: Side, link: dict[str, Any]
 ) -> dict[str, Any]:
@@ -320,10 +333,20 @@ def build_report(
     recv_by_ts = {r.rtp_timestamp: r for r in recv_log.received}
     t0 = sent_log.sent[0].captured if sent_log.sent else 0.0
 
+    # concealment inside the stream only: the slots after the last frame, while the call hangs
+    # up, are concealed too but conceal nothing (the counters and the plot both leave them out)
+    last_ts = max(sent_by_ts, key=lambda t: (t - (offset or 0)) % TS_MOD) if sent_by_ts else None
+
+    def inside(slot: Any) -> bool:
+        return (
+            last_ts is not None
+            and (slot.timestamp - (offset or 0)) % TS_MOD <= (last_ts - (offset or 0)) % TS_MOD
+        )
+
     m2e, parts_proc, parts_net, parts_jb, series = [], [], [], [], []
     loss_events = []
     for slot in recv_log.played:
-        if slot.kind in (PlayoutKind.PLC, PlayoutKind.FEC):
+        if slot.kind in (PlayoutKind.PLC, PlayoutKind.FEC) and inside(slot):
             loss_events.append([round(slot.played - t0, 3), slot.kind.value])
         s, r = sent_by_ts.get(slot.timestamp), recv_by_ts.get(slot.timestamp)
         if slot.kind is not PlayoutKind.NORMAL or s is None or r is None:
@@ -336,15 +359,7 @@ def build_report(
         parts_net.append((r.arrival - s.sent) * 1000)
         parts_jb.append((slot.played - r.arrival) * 1000)
 
-    # concealment inside the stream (the slots after the last frame, while the call hangs up,
-    # are concealed too but conceal nothing)
-    last_ts = max(sent_by_ts, key=lambda t: (t - (offset or 0)) % TS_MOD) if sent_by_ts else None
-    in_stream = [
-        slot.kind
-        for slot in recv_log.played
-        if last_ts is not None
-        and (slot.timestamp - (offset or 0)) % TS_MOD <= (last_ts - (offset or 0)) % TS_MOD
-    ]
+    in_stream = [slot.kind for slot in recv_log.played if inside(slot)]
     sent = sa.frames_sent
     received = sb.frames_received
     replays = sb.frames_rejected.get(FrameReplayed.__name__, 0)
@@ -373,18 +388,29 @@ def build_report(
         "pad": acc_a.get("pad", 0) + acc_b.get("pad", 0),
         "mac": acc_a.get("mac", 0) + acc_b.get("mac", 0),
     }
-    consumed = sum(by_purpose.values())
+    used = sum(by_purpose.values())
     theory = _theory(opts, caller, answerer)
+    need = theory["expected"]
+    # every key of the call is drawn first by the caller (the ETSI 014 master SAE, enc_keys) and
+    # the same key again by the answerer (dec_keys): the call's total is the caller's draw
+    drawn = sa.keys.drawn
     call_s = max(sa.duration_s, 1e-9)
     key = {
-        "qkd_bits_consumed": consumed,
-        "by_purpose": by_purpose,
-        "qkd_bits_expected": theory["expected"],
-        "ratio": round(consumed / theory["expected"], 6) if theory["expected"] else None,
-        "expected_formula": theory["formula"],
+        "ratio": round(drawn / need, 6) if need else None,
+        "ratio_definition": "QKD bits drawn from the KMEs for the call / the theoretical need",
+        "qkd_bits_needed": need,
+        "needed_formula": theory["formula"],
+        "total": {
+            "qkd_bits_drawn": drawn,
+            "qkd_bits_used": used,
+            "qkd_bits_wasted": drawn - used,
+        },
+        "alice": _side_keys(sa),
+        "bob": _side_keys(sb),
+        "used_ratio": round(used / need, 6) if need else None,
+        "qkd_bits_used_by_purpose": by_purpose,
         "qkd_bits_nominal_from_bitrate": theory["nominal"],
-        "bits_per_second": round(consumed / call_s, 1),
-        "fetched_bits": acc_a.get("fetched", 0),
+        "drawn_bits_per_second": round(drawn / call_s, 1),
         "pad_left_bits": {"alice": sa.pad_left_bits, "bob": sb.pad_left_bits}
         if opts.mode is Mode.OTP
         else None,
@@ -449,6 +475,7 @@ def build_report(
             "latency": series,
             "key_alice": [[round(t - t0, 3), b] for t, b in sent_log.key_log],
             "key_bob": [[round(t - t0, 3), b] for t, b in recv_log.key_log],
+            "key_drawn": [[round(t - t0, 3), b] for t, b in sent_log.drawn_log],
             "rotations": [[round(e.at - t0, 3), e.epoch] for e in sent_log.epochs if e.sending],
             "loss_events": loss_events,
         },

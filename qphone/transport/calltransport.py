@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import struct
 import time
@@ -57,7 +58,7 @@ from qphone.core.channelbinding import (
     check_certificate,
 )
 from qphone.core.sequencestats import SequenceStats
-from qphone.core.signalmessage import SignalKind, SignalMessage
+from qphone.core.signalmessage import RejectCode, SignalKind, SignalMessage
 from qphone.transport.aiortchooks import (
     DtlsSessionUnavailable,
     dtls_session,
@@ -78,6 +79,7 @@ from qphone.transport.heartbeat import Heartbeat
 from qphone.transport.payloadtrack import PayloadTrack
 from qphone.transport.sdp import checked_fingerprints, has_audio
 from qphone.transport.signaling import (
+    Refusal,
     SignalingChannel,
     SignalingError,
     SignalingListener,
@@ -140,18 +142,30 @@ class CallTransport:
         self._overflowed = 0
         self._dc_seq = 0
         self._connected = False
+        self._listener: SignalingListener | None = None
+        self._name = ""
+        self.peer_name = ""  # the SAE ID the peer gave in signaling (unauthenticated)
 
     # ------------------------------------------------------------------ setup
 
-    async def connect_as_caller(self, host: str, port: int) -> None:
+    async def connect_as_caller(
+        self, host: str, port: int, caller: str = "", callee: str = "", mode: str = ""
+    ) -> None:
         """Call the terminal answering on ``host:port`` and set up the connection.
 
-        Raises a :class:`~qphone.transport.signaling.SignalingError` subclass when signaling
-        fails and :class:`TransportError` when ICE/DTLS/SCTP setup fails; the
+        ``caller``, ``callee`` and ``mode`` go into the offer (its ``from``, ``to`` and ``mode``:
+        unauthenticated hints that let the answerer refuse a wrong call early); the answerer's
+        own ``from`` is :attr:`peer_name` afterwards.  Raises a
+        :class:`~qphone.transport.signaling.SignalingError` subclass when signaling fails
+        (:class:`~qphone.transport.signaling.SignalingRejectedError` with a code when the
+        answerer refused) and :class:`TransportError` when ICE/DTLS/SCTP setup fails; the
         transport is closed in both cases.
         """
         self._begin(CallRole.CALLER)
-        await self._guarded(self._call(host, port))
+        intro = SignalMessage(
+            SignalKind.OFFER, sdp="v=0\r\n", sender=caller, recipient=callee, mode=mode
+        )
+        await self._guarded(self._call(host, port, intro))
 
     async def _guarded(self, setup: Coroutine[Any, Any, None]) -> None:
         try:
@@ -160,7 +174,7 @@ class CallTransport:
             await self._shutdown(f"call setup failed: {exc}")
             raise
 
-    async def _call(self, host: str, port: int) -> None:
+    async def _call(self, host: str, port: int, intro: SignalMessage) -> None:
         pc = self._new_peer_connection()
         if self._media_path is MediaPath.RTP:
             transceiver = pc.addTransceiver(self._new_track(), direction="sendrecv")
@@ -170,8 +184,9 @@ class CallTransport:
         await pc.setLocalDescription(await pc.createOffer())
         channel = await connect_signaling(host, port, timeout=self.config.connect_timeout)
         async with channel:
-            await channel.send(SignalMessage(SignalKind.OFFER, sdp=pc.localDescription.sdp))
+            await channel.send(dataclasses.replace(intro, sdp=pc.localDescription.sdp))
             answer = await channel.recv((SignalKind.ANSWER,), timeout=self.config.signaling_timeout)
+            self.peer_name = answer.sender
             try:
                 self._remote_fps = checked_fingerprints(answer.sdp)
                 await pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
@@ -194,26 +209,64 @@ class CallTransport:
         port: int,
         on_listening: Callable[[SignalingListener], None] | None = None,
         accept_timeout: float | None = None,
+        screen: Callable[[SignalMessage], Refusal | None] | None = None,
+        name: str = "",
     ) -> None:
         """Listen on ``host:port``, take the first caller and set up the connection.
 
         ``on_listening`` is called once the socket listens (e.g. to print the port
-        when ``port`` is 0).  ``accept_timeout`` None waits for a caller forever.
+        when ``port`` is 0).  ``accept_timeout`` None waits for a caller forever.  ``screen``
+        sees each caller's offer first: a :class:`Refusal` is sent back to that caller and the
+        next one is awaited.  The listener stays open (telling later callers ``busy``; ``name``,
+        this terminal's SAE ID, goes into its replies) until the transport is closed.
         """
-        async with await SignalingListener.open(host, port) as listener:
+        listener = await SignalingListener.open(host, port, name)
+        self._listener = listener
+        self._name = name
+        try:
             if on_listening is not None:
                 on_listening(listener)
-            channel = await listener.accept(timeout=accept_timeout)
-        await self.answer_on(channel)
+            loop = asyncio.get_running_loop()
+            deadline = None if accept_timeout is None else loop.time() + accept_timeout
+            while True:
+                left = None if deadline is None else max(0.0, deadline - loop.time())
+                channel = await listener.accept(timeout=left)
+                offer = await channel.recv(
+                    (SignalKind.OFFER,), timeout=self.config.signaling_timeout
+                )
+                refusal = screen(offer) if screen is not None else None
+                if refusal is None:
+                    break
+                with contextlib.suppress(SignalingError):
+                    await channel.send(
+                        SignalMessage(
+                            SignalKind.REJECT,
+                            reason=refusal.reason,
+                            code=refusal.code,
+                            sender=name,
+                        )
+                    )
+                await channel.close()
+            listener.busy = True
+        except BaseException:
+            await listener.close()
+            self._listener = None
+            raise
+        self.peer_name = offer.sender
+        self._begin(CallRole.ANSWERER)
+        await self._guarded(self._answer(channel, offer))
 
     async def answer_on(self, channel: SignalingChannel) -> None:
         """Answer the caller on an accepted signaling connection (errors as for a caller)."""
         self._begin(CallRole.ANSWERER)
         await self._guarded(self._answer(channel))
 
-    async def _answer(self, channel: SignalingChannel) -> None:
+    async def _answer(self, channel: SignalingChannel, offer: SignalMessage | None = None) -> None:
         async with channel:
-            offer = await channel.recv((SignalKind.OFFER,), timeout=self.config.signaling_timeout)
+            if offer is None:
+                offer = await channel.recv(
+                    (SignalKind.OFFER,), timeout=self.config.signaling_timeout
+                )
             pc = self._new_peer_connection()
             try:
                 self._remote_fps = checked_fingerprints(offer.sdp)
@@ -231,7 +284,12 @@ class CallTransport:
                 reason = str(exc)[:400] or type(exc).__name__
                 with contextlib.suppress(SignalingError):
                     await channel.send(
-                        SignalMessage(SignalKind.REJECT, reason=f"bad offer: {reason}")
+                        SignalMessage(
+                            SignalKind.REJECT,
+                            reason=f"bad offer: {reason}",
+                            code=RejectCode.REFUSED,
+                            sender=self._name,
+                        )
                     )
                 if isinstance(exc, SignalingError):
                     raise
@@ -241,7 +299,9 @@ class CallTransport:
             self._create_channels(pc)
             self._restrict_candidates(pc)
             await pc.setLocalDescription(await pc.createAnswer())
-            await channel.send(SignalMessage(SignalKind.ANSWER, sdp=pc.localDescription.sdp))
+            await channel.send(
+                SignalMessage(SignalKind.ANSWER, sdp=pc.localDescription.sdp, sender=self._name)
+            )
         self._local_fps = checked_fingerprints(pc.localDescription.sdp)
         await self._wait_connected()
 
@@ -558,6 +618,9 @@ class CallTransport:
         await self._shutdown("closed locally")
 
     async def _shutdown(self, reason: str) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.close()
         if not self._closed.is_set():
             self._close_reason = reason
             self._closed.set()

@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+from dataclasses import dataclass
 from types import TracebackType
 
 from qphone.core.displaytext import printable
 from qphone.core.signalmessage import (
     HEADER_BYTES,
+    RejectCode,
     SignalingProtocolError,
     SignalKind,
     SignalMessage,
@@ -42,6 +44,7 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MESSAGE_TIMEOUT",
     "PeerClosedError",
+    "Refusal",
     "SignalingChannel",
     "SignalingConnectError",
     "SignalingError",
@@ -74,7 +77,22 @@ class SignalingMessageError(SignalingError):
 
 
 class SignalingRejectedError(SignalingError):
-    """The other terminal refused the call (``reject`` message)."""
+    """The other terminal refused the call (``reject`` message): ``code`` says why, ``sender``
+    is the SAE ID it gave (both unauthenticated, for the message to the user only)."""
+
+    def __init__(self, message: str, code: RejectCode, sender: str, reason: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.sender = sender
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An answerer's reason to refuse a caller: sent to it in a ``reject`` message."""
+
+    code: RejectCode
+    reason: str
 
 
 def _addr(host: str, port: int) -> str:
@@ -136,7 +154,10 @@ class SignalingChannel:
         if message.kind is SignalKind.REJECT and SignalKind.REJECT not in expect:
             raise SignalingRejectedError(
                 f"{self.peer} refused the call: {printable(message.reason)} (unauthenticated "
-                "signaling: it may come from anyone on the path)"
+                "signaling: it may come from anyone on the path)",
+                message.code or RejectCode.REFUSED,
+                message.sender,
+                message.reason,
             )
         if message.kind not in expect:
             raise SignalingMessageError(
@@ -189,18 +210,25 @@ async def connect_signaling(
 
 
 class SignalingListener:
-    """Listening socket of the answering terminal; accepts one caller at a time."""
+    """Listening socket of the answering terminal; accepts one caller at a time.
 
-    def __init__(self) -> None:
+    Once :attr:`busy` is set (the call is up), every further caller is told ``busy`` at once;
+    the listener stays open until it is closed, so a second caller hears "busy", not "nobody is
+    listening".  ``name`` (this terminal's SAE ID) goes into those replies."""
+
+    def __init__(self, name: str = "") -> None:
         self._server: asyncio.Server | None = None
         self._pending: asyncio.Queue[SignalingChannel] = asyncio.Queue(maxsize=1)
         self.host = ""
         self.port = 0
+        self.name = name
+        self.busy = False
+        self.busy_refused = 0  # callers told "busy"
 
     @classmethod
-    async def open(cls, host: str, port: int) -> SignalingListener:
+    async def open(cls, host: str, port: int, name: str = "") -> SignalingListener:
         """Listen on ``host:port`` (port 0 picks a free port, see :attr:`port`)."""
-        self = cls()
+        self = cls(name)
         try:
             self._server = await asyncio.start_server(self._on_connect, host, port)
         except OSError as exc:
@@ -228,15 +256,22 @@ class SignalingListener:
         peername = writer.get_extra_info("peername")
         peer = _addr(str(peername[0]), int(peername[1])) if peername else "caller"
         channel = SignalingChannel(reader, writer, peer)
-        try:
-            self._pending.put_nowait(channel)
-        except asyncio.QueueFull:
-            # Busy: one call at a time.
-            with contextlib.suppress(SignalingError):
-                await channel.send(
-                    SignalMessage(SignalKind.REJECT, reason="busy: already in a call")
+        if not self.busy:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._pending.put_nowait(channel)
+                return
+        # Busy: one call at a time.
+        self.busy_refused += 1
+        with contextlib.suppress(SignalingError):
+            await channel.send(
+                SignalMessage(
+                    SignalKind.REJECT,
+                    reason="busy: already in a call",
+                    code=RejectCode.BUSY,
+                    sender=self.name,
                 )
-            await channel.close()
+            )
+        await channel.close()
 
     async def accept(self, timeout: float | None = None) -> SignalingChannel:
         """Wait for the next caller (``timeout`` None waits forever)."""

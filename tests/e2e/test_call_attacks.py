@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from qphone.config.profile import load_profile
 from qphone.core.abort import Abort, AbortKind, decode_abort, is_abort
 from qphone.core.callparams import CallParams
 from qphone.core.handshake import ClientHello, Initiator
 from qphone.core.identity import Identity
 from qphone.endpoint.keysupply import retry_out_of_keys
 from qphone.kmeclient import KmeClient
-from qphone.profile import load_profile
 from qphone.transport.calltransport import CallTransport
 from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 from tests.support.keyserverdemo import private_profile

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from qphone.config.profile import load_profile
 from qphone.kmeclient import KmeClient
-from qphone.profile import load_profile
 from tests.support.audiocompare import wav_array
 from tests.support.keyserverdemo import keyserver_demo, private_profile
 from tests.support.paths import SAMPLES

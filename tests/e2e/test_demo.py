@@ -28,7 +28,20 @@ def test_demo_places_real_calls_in_both_modes(tmp_path: Path) -> None:
         assert a["frames_received"] > 50 and b["frames_received"] > 50
         assert a["qkd_bits_consumed"] > 0 and not a["pqc_only"]
         assert Path(summary[mode]["bob_heard"]).stat().st_size > 100_000
-    assert "MATCH" in out.stdout
+        for side in (a, b):  # every bit drawn was used or wasted, and the figures add up
+            assert side["qkd_bits_drawn"] == side["qkd_bits_used"] + side["qkd_bits_wasted"]
+            erased, dropped = side["qkd_bits"]["erased_unused"], side["qkd_bits"]["dropped"]
+            assert side["qkd_bits_wasted"] == erased + dropped >= 0
+        total = summary[mode]["total"]
+        assert total["qkd_bits_drawn"] == a["qkd_bits_drawn"] >= b["qkd_bits_drawn"]
+        hs_epoch = a["qkd_bits"]["handshake"] + a["qkd_bits"]["epoch"]
+        own = a["qkd_bits"]["pad"] + a["qkd_bits"]["mac"] + b["qkd_bits"]["pad"]
+        assert total["qkd_bits_used"] == hs_epoch + own + b["qkd_bits"]["mac"]
+        if mode == "aes":  # AES draws exactly what it mixes in
+            assert a["qkd_bits"]["erased_unused"] == 0
+            assert total["qkd_bits_drawn"] == hs_epoch + a["qkd_bits"]["dropped"]
+    assert "MATCH" in out.stdout and "ended by alice" in out.stdout
+    assert "call : QKD bits drawn" in out.stdout
 
 
 def test_core_demo_runs_in_memory() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from qphone.config.profile import load_profile
 from qphone.core.qkd import QkdKey
 from qphone.kmeclient import (
     KmeClient,
@@ -17,7 +18,6 @@ from qphone.kmeclient import (
     KmeRejected,
     KmeUnavailable,
 )
-from qphone.profile import load_profile
 from tests.support.kme_fixtures import (
     DeterministicSource,
     KmePki,

@@ -16,8 +16,7 @@ from tests.support.paths import ROOT
 QPHONE = ROOT / "qphone"
 ALLOWED: dict[str, set[str]] = {
     "qphone.core": set(),
-    "qphone.profile": set(),
-    "qphone.kmeclient": {"qphone.core", "qphone.profile"},
+    "qphone.kmeclient": {"qphone.core", "qphone.config"},
     "qphone.config": {"qphone.core"},
     "qphone.audio": {"qphone.core"},
     "qphone.transport": {"qphone.core"},
@@ -27,14 +26,13 @@ ALLOWED: dict[str, set[str]] = {
         "qphone.config",
         "qphone.transport",
         "qphone.kmeclient",
-        "qphone.profile",
     },
     "qphone.demo": {
         "qphone.core",
         "qphone.audio",
+        "qphone.config",
         "qphone.endpoint",
         "qphone.transport",
-        "qphone.profile",
     },
     "qphone.measure": {
         "qphone.core",
@@ -42,7 +40,7 @@ ALLOWED: dict[str, set[str]] = {
         "qphone.endpoint",
         "qphone.transport",
         "qphone.kmeclient",
-        "qphone.profile",
+        "qphone.config",
         "qphone.demo",
     },
 }

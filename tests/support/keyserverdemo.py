@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tomllib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from qphone.config.profile import Profile, load_profile
 from qphone.demo.keyserverprocess import running_keyserver
 from qphone.kmeclient import KmeClient, KmeError
-from qphone.profile import Profile, load_profile
 
 
 @contextlib.contextmanager
-def keyserver_demo(directory: Path, *extra: str, timeout: float = 90.0) -> Iterator[Path]:
+def keyserver_demo(directory: Path, *extra: str, timeout: float = 240.0) -> Iterator[Path]:
     """Run `qkd-keyserver demo` (two KME processes + the simulated link) until the block ends."""
     with running_keyserver(directory, ["--seed", "7", *extra], timeout) as d:
         yield d
@@ -40,10 +41,9 @@ def wait_for_key(demo: Path, timeout: float = 180.0) -> None:
 def private_profile(demo: Path, name: str, tmp: Path) -> Path:
     """A copy of the demo's profile for ``name`` with its own identity and pin files."""
     text = (demo / f"{name}.toml").read_text()
-    text = text.replace(str(demo / f"{name}.identity"), str(tmp / f"{name}.identity"))
-    text = text.replace(
-        str(demo / f"{name}.known_peers.json"), str(tmp / f"{name}.known_peers.json")
-    )
+    identity = tomllib.loads(text)["identity"]
+    text = text.replace(f'"{identity["file"]}"', f'"{tmp / f"{name}.identity"}"')
+    text = text.replace(f'"{identity["known_peers"]}"', f'"{tmp / f"{name}.known_peers.json"}"')
     out = tmp / f"{name}.toml"
     out.write_text(text)
     return out

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from keyserver.network.plan import free_ports
+from qphone.config.profile import load_profile
 from qphone.kmeclient import KmeClient
-from qphone.profile import load_profile
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -52,6 +52,16 @@ def test_resolve_device() -> None:
         resolve_device(DEVICES, "nothing", output=False)
 
 
+def test_default_and_missing_devices() -> None:
+    assert resolve_device(DEVICES, "default", output=False) == 2  # the device marked default
+    no_default = [DeviceInfo(0, "hw:Mic", 2, 0, 44100.0, "ALSA")]
+    with pytest.raises(AudioDeviceError, match=r"no default sound input device.*qphone devices"):
+        resolve_device(no_default, "default", output=False)
+    with pytest.raises(AudioDeviceError, match=r"no sound output device found.*--output FILE"):
+        resolve_device(no_default, "default", output=True)
+    assert format_devices([]).startswith("no sound devices found")
+
+
 def test_format_devices_marks_defaults() -> None:
     text = format_devices(DEVICES)
     assert "default (ALSA)<>" in text and "hw:Mic (ALSA)  " in text

@@ -110,3 +110,32 @@ def test_not_a_wav(tmp_path: Path) -> None:
         list(iter_frames(np.zeros(10, dtype=np.int16), 0))
     with pytest.raises(ValueError):
         write_wav(tmp_path / "odd.wav", b"\0\0\0", 8000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=200))
+def test_any_bytes_read_as_a_wav_file_raise_only_wav_format_error(
+    tmp_path_factory: pytest.TempPathFactory, body: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "x.wav"
+    for data in (body, b"RIFF" + body[:4] + b"WAVE" + body[4:]):
+        path.write_bytes(data)
+        for reader in (read_wav, wav_info):
+            try:
+                reader(path)
+            except WavFormatError as exc:
+                assert str(exc).startswith(f"{path}: ") and "WAV" in str(exc)
+
+
+def test_float_and_text_files_are_named_as_such(tmp_path: Path) -> None:
+    import struct
+
+    data = struct.pack("<4f", 0.1, 0.2, 0.3, 0.4)
+    fmt = struct.pack("<HHIIHH", 3, 1, 48000, 192000, 4, 32)
+    body = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", 16) + data
+    (tmp_path / "f.wav").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    with pytest.raises(WavFormatError, match="float WAV is not supported: convert it to 16-bit"):
+        read_wav(tmp_path / "f.wav")
+    (tmp_path / "t.wav").write_text("just text")
+    with pytest.raises(WavFormatError, match="not a WAV file"):
+        read_wav(tmp_path / "t.wav")

@@ -120,7 +120,16 @@ def test_otp_accounting_matches_theory() -> None:
     assert acc.mac == 64 * len(sizes) + 64  # a tag per frame + the session hash key
     left = call.initiator.pad_left_bytes
     call.initiator.close()
-    assert call.initiator.key_accounting().erased_unused == 8 * left
+    closed = call.initiator.key_accounting()
+    # every bit fetched was used or erased: the rest of this side's stream, and all of the
+    # responder's stream (it sent no frame)
+    assert closed.received == 0
+    assert closed.erased_unused >= 8 * left
+    assert closed.fetched == closed.used + closed.erased_unused
+    call.responder.close()
+    res = call.responder.key_accounting()
+    assert res.received == acc.pad + acc.mac  # the responder saw every frame
+    assert res.fetched == res.used + res.erased_unused
 
 
 def test_otp_pad_never_reused_and_exhaustion_refused() -> None:

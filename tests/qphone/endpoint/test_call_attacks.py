@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from qphone.config.profile import Policy
 from qphone.core.abort import Abort, AbortKind
 from qphone.core.callparams import Mode
 from qphone.core.qkd import QkdKey
@@ -31,7 +32,6 @@ from qphone.endpoint.outcome import (
 )
 from qphone.endpoint.state import CallPhase
 from qphone.endpoint.summary import CallSummary
-from qphone.profile import Policy
 from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 from qphone.transport.frames import RawFrame
 from tests.support.keyserverdemo import private_profiles

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 from collections.abc import Callable
 from dataclasses import replace
@@ -59,8 +60,13 @@ async def test_kme_unreachable_fails_closed_or_runs_pqc_only(
 ) -> None:
     pa, pb = private_profiles(keyserver_pair, tmp_path)
     dead = replace(pa, kme_url=f"https://127.0.0.1:{free_port()}")
-    with pytest.raises(KeySupplyFailed, match=r"unreachable.*--allow-pqc-only"):
-        await CallEndpoint(dead, opts()).call(HOST, free_port())
+    # the key is asked for once the answerer took the call; the answerer hears why it ends
+    ra, rb = await pair(
+        CallEndpoint(dead, opts()), CallEndpoint(pb, opts(duration=None)), free_port()
+    )
+    assert isinstance(ra, KeySupplyFailed), ra
+    assert re.search(r"unreachable.*--allow-pqc-only", str(ra)), ra
+    assert isinstance(rb, PeerAborted) and "could not get a QKD key" in str(rb), rb
     a = CallEndpoint(dead, opts(allow_pqc_only=True))
     b = CallEndpoint(pb, opts(allow_pqc_only=True, duration=None))
     ra, rb = await pair(a, b, free_port())

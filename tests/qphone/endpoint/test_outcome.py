@@ -29,7 +29,8 @@ def failure(exc: Exception) -> CallFailed:
 
 def test_call_end_reads_as_the_summary_end_reason() -> None:
     assert str(CallEnd.duration(5)) == "duration of 5 s reached"
-    assert str(CallEnd.interrupted()) == "hung up (interrupted)"
+    assert str(CallEnd.interrupted()) == "interrupted"
+    assert str(CallEnd.cancelled("connecting")) == "interrupted while connecting"
     assert str(CallEnd.peer_hung_up("input finished")) == "peer hung up (input finished)"
     assert CallEnd.interrupted().cause is EndCause.INTERRUPTED
     end = KeySupplyFailed("KME unreachable").end()

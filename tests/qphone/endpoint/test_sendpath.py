@@ -12,12 +12,12 @@ from tests.support.inmemorycalls import make_call
 
 def test_otp_warns_once_before_the_pad_runs_out() -> None:
     call = make_call(CallParams(mode=Mode.OTP, pad_block_bits=8192, lookahead=1))
-    counters = CallCounters(frames_sent=100, payload_bytes_sent=6000)  # 60 B/frame
+    counters = CallCounters(frames_sent=100, payload_bytes_sent=15000)  # 150 B/frame
     left = talk_seconds_left(call.initiator, counters, 20)
-    assert left == call.initiator.pad_left_bytes / ((60 + 8) * 50) < PAD_WARN_S
+    assert left == call.initiator.pad_left_bytes / ((150 + 8) * 50) < PAD_WARN_S
     warnings: list[str] = []
     watch = PadWatch(warnings.append, 20)
-    watch.check(call.initiator, counters)  # 1 KiB of pad = 0.3 s of talk at 60+8 B/frame
+    watch.check(call.initiator, counters)  # 1 KiB of pad = 0.13 s of talk at 150+8 B/frame
     watch.check(call.initiator, counters)
     assert len(warnings) == 1 and "one-time pad for only" in warnings[0]
 

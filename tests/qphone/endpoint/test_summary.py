@@ -19,8 +19,10 @@ FIELDS = [
     "frames_sent", "frames_received", "frames_unsent_no_key", "frames_lost", "frames_concealed",
     "frames_fec_recovered", "frames_late", "frames_rejected", "frames_misplaced",
     "duplicates_dropped", "control_ignored",
-    "epochs", "epochs_tx", "epochs_rx", "qkd_bits_consumed", "qkd_bits", "pad_left_bits",
-    "jitter_buffer_ms", "duration_s", "processing_us_per_frame", "end_reason", "warnings",
+    "epochs", "epochs_tx", "epochs_rx", "qkd_bits_consumed", "qkd_bits",
+    "qkd_bits_drawn", "qkd_bits_used", "qkd_bits_wasted", "pad_left_bits",
+    "jitter_buffer_ms", "duration_s", "processing_us_per_frame",
+    "end_reason", "ended_by", "end_cause", "warnings",
 ]  # fmt: skip
 
 
@@ -56,6 +58,8 @@ def test_fields_of_a_call_that_never_connected() -> None:
     assert out["mode"] == "otp" and out["role"] is None and out["epochs"] == 0
     assert out["end_reason"] == "failed: cannot get a QKD key from the KME: down"
     assert out["qkd_bits"] == {} and out["error"] == "x"
+    assert out["ended_by"] == "this side" and out["end_cause"] == "failure"
+    assert out["qkd_bits_drawn"] == out["qkd_bits_used"] == out["qkd_bits_wasted"] == 0
     json.dumps(out)
 
 
@@ -67,6 +71,7 @@ def test_fields_once_the_transport_ran() -> None:
     s = _summary(
         counters=counters,
         accounting=KeyAccounting(handshake=256, epoch=512, fetched=768),
+        drawn_bits=1024,  # 256 bits arrived after the session had closed
         transport=stats,
         end=CallEnd.duration(2),
     )
@@ -79,5 +84,6 @@ def test_fields_once_the_transport_ran() -> None:
     }
     assert out["duplicates_dropped"] == 2 and out["frames_rejected"] == {"FrameReplayed": 2}
     assert out["epochs"] == 2 and out["qkd_bits_consumed"] == 768
+    assert (out["qkd_bits_drawn"], out["qkd_bits_used"], out["qkd_bits_wasted"]) == (1024, 768, 256)
     assert out["qkd_bits"]["consumed"] == 768 and out["processing_us_per_frame"]["encode"] == 100.0
     assert out["end_reason"] == "duration of 2 s reached" == s.end_reason

@@ -213,7 +213,7 @@ def load_profile(path: str | Path) -> Profile:
     except FileNotFoundError:
         raise ProfileError(
             f"profile {p} not found: run `qkd-keyserver demo --dir DIR` and use DIR/alice.toml, "
-            "or write one (see qphone.profile)"
+            "or write one (see qphone.config.profile, or README: profiles)"
         ) from None
     except OSError as e:
         raise ProfileError(f"cannot read profile {p}: {e.strerror}") from None

@@ -1,4 +1,4 @@
-"""Profiles (qphone.profile): loading, relative paths, and errors that name the fix."""
+"""Profiles (qphone.config.profile): loading, relative paths, and errors that name the fix."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from qphone.profile import Policy, Profile, ProfileError, load_profile
+from qphone.config.profile import Policy, Profile, ProfileError, load_profile
 from tests.support.kme_fixtures import KmePki, make_pki
 from tests.support.profiles import write_profile
 

@@ -1,0 +1,57 @@
+"""How much one-time pad to hold ahead of need in one direction: a lookahead in talk time.
+
+The initiator (who fetches every pad block, as the ETSI 014 master SAE) keeps each direction's
+pad stream a little ahead of where its sender is: enough for ``seconds`` of talk at the rate the
+stream is actually used at, never less than one block.  Pad left over when the call ends is
+erased unused, so this lookahead (plus up to one block) is what an OTP call wastes; the rate is
+measured, not assumed from the codec's nominal bitrate, so a quieter stream (VBR, a pause, a
+peer at another bitrate) holds less, a faster one more.  Until a rate is known the initial
+lookahead (``initial_bytes``) is held.  Sans-I/O: positions and times are passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+SAMPLE_S = 0.05  # at most one position sample per this many seconds
+WINDOW_S = 1.0  # the rate is measured over the last second of positions
+MIN_SPAN_S = 0.25  # ... once that many seconds have been seen
+
+
+class PadDemand:
+    """Pad bytes to hold ahead of one stream's position (see the module docstring)."""
+
+    def __init__(self, block_bytes: int, initial_bytes: int, seconds: float | None) -> None:
+        if block_bytes <= 0 or initial_bytes < 0:
+            raise ValueError("block_bytes must be positive and initial_bytes not negative")
+        if seconds is not None and not seconds > 0:
+            raise ValueError("the lookahead must be a positive number of seconds")
+        self._block = block_bytes
+        self._seconds = seconds
+        self._samples: deque[tuple[float, int]] = deque()
+        self.bytes_ahead = initial_bytes  # what to hold now
+
+    @property
+    def rate(self) -> float | None:
+        """Bytes per second the stream was used at over the last second (None: not known)."""
+        if len(self._samples) < 2:
+            return None
+        (t0, p0), (t1, p1) = self._samples[0], self._samples[-1]
+        if t1 - t0 < MIN_SPAN_S:
+            return None
+        return max(0.0, (p1 - p0) / (t1 - t0))
+
+    def observe(self, position: int, now: float) -> None:
+        """The stream's sender has used it up to ``position`` at time ``now``."""
+        if self._seconds is None:
+            return
+        samples = self._samples
+        if samples and now - samples[-1][0] < SAMPLE_S:
+            return
+        samples.append((now, position))
+        while now - samples[0][0] > WINDOW_S:
+            samples.popleft()
+        rate = self.rate
+        if rate is not None:
+            self.bytes_ahead = max(self._block, math.ceil(rate * self._seconds))

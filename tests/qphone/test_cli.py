@@ -1,0 +1,76 @@
+"""The command line itself (in process): every default in --help, one-line usage errors with
+exit 2 and a --json summary, the same hang-up and exit-status words in every call's help."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from qphone.cli import build_parser, main
+
+
+def _help(*command: str) -> str:
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    return " ".join(sub[command[0]].format_help().split())
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        ("call", ["--bitrate BITRATE Opus bitrate, 6000..64000 bit/s (default: 24000)",
+                  "(default: 500)", "(default: 10.0)", "(default: 0.5)", "(default: 64)",
+                  "--connect-timeout", "default: 'default' in a terminal, else 'silence'",
+                  "default: 'default' in a terminal, else 'discard'"]),
+        ("answer", ["accept only this mode (default: either)", "(default: 500)"]),
+        ("loopback", ["(default: 250)", "half of a call's 500", "(default: 3600.0)",
+                      "(default: 0.5)", "(default: aes)"]),
+        ("demo", ["(default: 6.0)", "(default: both)", "(default: 10.0)"]),
+        ("bench", ["(default: 15)", "(default: all)"]),
+    ],
+)  # fmt: skip
+def test_help_shows_every_default(command: str, shown: list[str]) -> None:
+    text = _help(command)
+    for part in shown:
+        assert part in text, (part, text)
+    # an option with a value and a default but no word about it would read "(default: None)"
+    assert "(default: None)" not in text and "(default: [])" not in text
+
+
+def test_call_help_says_how_calls_end_and_the_exit_status() -> None:
+    for command in ("call", "answer"):
+        text = _help(command)
+        assert "Any hang-up ends the call for both sides" in text
+        assert "130 interrupted" in text and "2 a bad option" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--duration", "-1"], "argument --duration: -1 is out of range: give a positive number"),
+        (["--duration", "inf"], "argument --duration: inf is out of range"),
+        (["--rotate-frames", "0"], "argument --rotate-frames: 0 is out of range"),
+        (["--rotate-seconds", "0"], "argument --rotate-seconds: 0 is out of range"),
+        (["--tag-bits", "16"], "argument --tag-bits: invalid choice: 16 (choose from 32, 64, 128)"),
+        (["--bitrate", "fast"], "argument --bitrate: 'fast' is not an Opus bitrate"),
+        (["--reorder", "-0.1"], "argument --reorder: -0.1 is out of range"),
+    ],
+)
+def test_a_bad_value_is_one_line_exit_2_and_a_json_summary(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    rc = main(["call", "127.0.0.1:7000", "--profile", "p.toml", "--json", *args])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith(f"qphone call: {message}"), err
+    assert "see `qphone call --help`" in err
+    summary = json.loads(out)
+    assert summary["error"].startswith(message) and summary["end_cause"] == "failure"
+
+
+def test_a_missing_argument_is_one_line_too(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["answer", "--profile", "p.toml"]) == 2
+    _, err = capsys.readouterr()
+    assert re.fullmatch(r"qphone answer: the following arguments are required: --listen.*\n", err)
