@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from qphone.core.abort import Abort, AbortKind
+from qphone.core.displaytext import printable
 from qphone.core.errors import HandshakeFailed, PeerIdentityMismatch, ProposalRefused
 from qphone.core.signalmessage import RejectCode
 from qphone.kmeclient import KmeError, KmeOutOfKeys
@@ -116,12 +117,6 @@ class CallFailed(Exception):
 
 class IdentityChanged(CallFailed):
     """The peer presented another identity than the one pinned for it: this side refused."""
-
-
-class IdentityRefusedByPeer(CallFailed):
-    """The peer refused this terminal's identity: it has another one pinned for us."""
-
-    by = EndedBy.PEER
 
 
 class PeerAborted(CallFailed):
@@ -243,15 +238,17 @@ def refusal_failure(
     exc: SignalingRejectedError, *, own_sae_id: str, peer_sae_id: str
 ) -> CallFailed:
     """What the caller makes of an answerer's refusal (its code and the SAE ID it gave)."""
-    them = exc.sender or "the answerer"
+    # Signaling is unauthenticated: the name and reason are shown only as printable text.
+    them = printable(exc.sender, 128) if exc.sender else "the answerer"
+    reason = printable(exc.reason)
     if exc.code is RejectCode.BUSY:
         return PeerBusy(f"{them} is busy (in another call): try again later")
     if exc.code is RejectCode.MODE:
-        return ModeRefused(f"{them} refused the call: {exc.reason}")
+        return ModeRefused(f"{them} refused the call: {reason}")
     if exc.code is RejectCode.WRONG_PEER:
         if exc.sender and exc.sender == own_sae_id:
             return WrongPeer(calling_yourself(own_sae_id, peer_sae_id))
-        return WrongPeer(f"{them} refused the call: {exc.reason}")
+        return WrongPeer(f"{them} refused the call: {reason}")
     return CallFailed(str(exc))
 
 
