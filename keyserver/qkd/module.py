@@ -441,7 +441,7 @@ class _Session:
     def send(self, message: m.Message) -> None:
         if self._closed:
             raise SessionClosed("session closed")
-        frame = self.sealer.seal(m.encode(message))
+        frame = self.sealer.seal_parts(m.encode_parts(message))
         write_frame(self.cw, frame)
 
     async def _receive(self) -> m.Message:
