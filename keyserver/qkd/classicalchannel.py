@@ -240,8 +240,10 @@ class Sealer:
     def seal(self, payload: bytes) -> bytes:
         return self.seal_parts([payload])
 
-    def seal_parts(self, parts: list[bytes]) -> bytes:
-        """The frame of the payload ``b"".join(parts)`` (joined once, with header and tag)."""
+    def seal_parts(self, parts: list[bytes], *, length_prefix: bool = False) -> bytes:
+        """The frame of the payload ``b"".join(parts)`` (joined once, with header and tag);
+        ``length_prefix`` puts the frame's length (u32 big-endian) in front, as a stream
+        carries it."""
         length = sum(len(p) for p in parts)
         if length > MAX_PAYLOAD:
             raise ValueError("payload too large for one frame")
@@ -263,7 +265,8 @@ class Sealer:
         for p in parts:
             mac.update(p)
         self.frames += 1
-        return b"".join([header, *parts, mac.finalize()])
+        lead = [struct.pack(">I", HEADER.size + length + TAG_BYTES)] if length_prefix else []
+        return b"".join([*lead, header, *parts, mac.finalize()])
 
 
 @dataclass(frozen=True)

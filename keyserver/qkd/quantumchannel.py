@@ -312,12 +312,23 @@ class QuantumChannelError(ValueError):
     """A malformed quantum-channel frame."""
 
 
-def encode_frame(frame: QuantumFrame) -> bytes:
+def encode_frame(frame: QuantumFrame, *, length_prefix: bool = False) -> bytearray:
+    """Wire form: header, the photons' u32 positions, their states (one byte each); built in
+    one buffer (``length_prefix``: with the u32 big-endian length in front, as the stream
+    carries it)."""
     p = frame.photons
-    head = _FRAME_HEAD.pack(
-        FRAME_MAGIC, frame.block, frame.frame, frame.pulses, p.positions.shape[0], int(frame.last)
-    )
-    return head + p.positions.astype("<u4").tobytes() + p.states.astype(np.uint8).tobytes()
+    count = p.positions.shape[0]
+    lead = 4 if length_prefix else 0
+    size = _FRAME_HEAD.size + 5 * count
+    out = bytearray(lead + size)
+    if length_prefix:
+        struct.pack_into(">I", out, 0, size)
+    _FRAME_HEAD.pack_into(out, lead, FRAME_MAGIC, frame.block, frame.frame, frame.pulses, count,
+                          int(frame.last))
+    body = lead + _FRAME_HEAD.size
+    np.frombuffer(out, dtype="<u4", count=count, offset=body)[:] = p.positions
+    np.frombuffer(out, dtype=np.uint8, count=count, offset=body + 4 * count)[:] = p.states
+    return out
 
 
 def frame_header_size() -> int:
@@ -334,18 +345,30 @@ def frame_body_size(header: bytes) -> int:
     return int(count) * 5
 
 
-def decode_frame(data: bytes) -> QuantumFrame:
+@njit(cache=True, nogil=True)
+def _valid_photons(positions: U32Array, states: U8Array, pulses: int) -> bool:
+    """Positions strictly increasing and inside the frame, states basis << 1 | bit."""
+    prev = -1
+    for i in range(positions.shape[0]):
+        q = int(positions[i])
+        if q <= prev or states[i] > 3:
+            return False
+        prev = q
+    return prev < pulses
+
+
+def decode_frame(data: bytes | bytearray) -> QuantumFrame:
+    """Strict parse; the photon arrays are read-only views into ``data`` (no copies)."""
     if len(data) < _FRAME_HEAD.size:
         raise QuantumChannelError("short quantum-channel frame")
     _, block, frame, pulses, count, last = _FRAME_HEAD.unpack_from(data)
-    body = frame_body_size(data[: _FRAME_HEAD.size])
+    body = frame_body_size(bytes(data[: _FRAME_HEAD.size]))
     if len(data) != _FRAME_HEAD.size + body:
         raise QuantumChannelError("quantum-channel frame length does not match its header")
     off = _FRAME_HEAD.size
-    positions = np.frombuffer(data, dtype="<u4", count=count, offset=off).astype(np.uint32)
-    states = np.frombuffer(data, dtype=np.uint8, count=count, offset=off + 4 * count).copy()
-    if count and (np.any(np.diff(positions.astype(np.int64)) <= 0) or positions[-1] >= pulses):
-        raise QuantumChannelError("photon positions must be increasing and inside the frame")
-    if np.any(states > 3):
-        raise QuantumChannelError("photon state out of range")
+    positions = np.frombuffer(data, dtype="<u4", count=count, offset=off)
+    states = np.frombuffer(data, dtype=np.uint8, count=count, offset=off + 4 * count)
+    if not _valid_photons(positions, states, pulses):
+        raise QuantumChannelError("photon positions must be increasing and inside the frame, "
+                                  "states within 0..3")
     return QuantumFrame(block, frame, pulses, bool(last), Photons(positions, states))

@@ -206,3 +206,51 @@ def test_detector_draws_one_basis_word_per_click() -> None:
     thr = np.uint64(round(p_z * 2**32))
     assert np.array_equal(out.bases, (words.astype(np.uint64) >= thr).astype(np.uint8))
     assert a.bytes(16) == b.bytes(16)  # both streams at the same place
+
+
+# -- quantum-channel wire form ---------------------------------------------------------------
+
+
+def _frame(count: int, pulses: int = 1_000_000, seed: int = 1) -> qc.QuantumFrame:
+    rng = np.random.default_rng(seed)
+    pos = np.sort(rng.choice(pulses, count, replace=False)).astype(np.uint32)
+    states = rng.integers(0, 4, count).astype(np.uint8)
+    return qc.QuantumFrame(7, 3, pulses, True, qc.Photons(pos, states))
+
+
+@pytest.mark.parametrize("count", [0, 1, 1000])
+def test_quantum_frame_round_trip(count: int) -> None:
+    f = _frame(count)
+    data = bytes(qc.encode_frame(f))
+    g = qc.decode_frame(data)
+    assert (g.block, g.frame, g.pulses, g.last) == (7, 3, 1_000_000, True)
+    assert np.array_equal(g.photons.positions, f.photons.positions)
+    assert np.array_equal(g.photons.states, f.photons.states)
+    wire = qc.encode_frame(f, length_prefix=True)
+    assert int.from_bytes(wire[:4], "big") == len(data) and bytes(wire[4:]) == data
+
+
+def test_quantum_frame_parser_is_strict() -> None:
+    f = _frame(100)
+    data = bytearray(qc.encode_frame(f))
+    head = qc.frame_header_size()
+    with pytest.raises(qc.QuantumChannelError):
+        qc.decode_frame(bytes(data[:-1]))  # length does not match
+    with pytest.raises(qc.QuantumChannelError):
+        qc.decode_frame(bytes(data) + b"\0")
+    bad = bytearray(data)
+    bad[0] ^= 1  # magic
+    with pytest.raises(qc.QuantumChannelError):
+        qc.decode_frame(bytes(bad))
+    bad = bytearray(data)
+    bad[head + 4 * 100 + 5] = 4  # a state out of range
+    with pytest.raises(qc.QuantumChannelError):
+        qc.decode_frame(bytes(bad))
+    bad = bytearray(data)
+    bad[head : head + 8] = bad[head + 4 : head + 8] + bad[head : head + 4]  # not increasing
+    with pytest.raises(qc.QuantumChannelError):
+        qc.decode_frame(bytes(bad))
+    out = _frame(3, pulses=10)
+    out.photons.positions[-1] = 10  # beyond the frame
+    with pytest.raises(qc.QuantumChannelError):
+        qc.decode_frame(bytes(qc.encode_frame(out)))
