@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -99,6 +100,8 @@ def bench_command(args: argparse.Namespace) -> int:
     except ValueError:
         print("bench link: --distances must be comma-separated numbers", file=sys.stderr)
         return 2
+    if getattr(args, "processes", False):
+        return _processes_command(args, distances)
     results = {d: measure(d, args.blocks, args.seed) for d in distances}
     rows = targets(results)
     if args.json:
@@ -123,3 +126,22 @@ def bench_command(args: argparse.Namespace) -> int:
     for t in rows:
         print(f"{t.name:45s} {t.measured:10.4g}  target {t.target:8s} {'ok' if t.ok else 'MISSED'}")
     return 0
+
+
+def _processes_command(args: argparse.Namespace, distances: list[float]) -> int:
+    from keyserver.qkd.benchprocesses import print_table, run_pair
+
+    if not 10 <= args.seconds <= 86_400 or args.block_seconds < 0:
+        print("bench link: --seconds must be within 10..86400, --block-seconds >= 0",
+              file=sys.stderr)
+        return 2
+    load = os.getloadavg()
+    results = [run_pair(d, args.seconds, args.block_seconds, args.seed) for d in distances]
+    load_end = os.getloadavg()
+    if args.json:
+        print(json.dumps({"processes": results, "loadavg": [load, load_end]}))
+        return 0
+    print_table(results)
+    print(f"load average {load[0]:.1f} at the start, {load_end[0]:.1f} at the end "
+          f"({os.cpu_count()} CPUs)")
+    return 0 if all("core_per_link_realtime" in r for r in results) else 1

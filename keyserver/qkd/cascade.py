@@ -40,8 +40,10 @@ from numba import njit
 U8Array = npt.NDArray[np.uint8]
 I32Array = npt.NDArray[np.int32]
 I64Array = npt.NDArray[np.int64]
+U64Array = npt.NDArray[np.uint64]
 
 SEGMENT = 1 << 16
+MAX_BITS = 64 * SEGMENT  # a string of at most 64 segments: a row of the pass array is one word
 MAX_PASSES = 16
 
 
@@ -65,6 +67,17 @@ def schedule(qber: float, n: int) -> list[int]:
 
 
 # -- permutations -------------------------------------------------------------------------------
+#
+# A pass's permutation, from small tables: the string of n bits is cut into S = ceil(n / SEGMENT)
+# segments of F = ceil(n / S) bits (the last one padded with S F - n < S virtual zero bits, known
+# to both sides); bit l of segment s goes to row pi((l + delta_s) mod F) and column sigma(s) of
+# an F x S array read row by row: position q = row S + col of the shuffled string (length S F).
+# pi, sigma are uniform random permutations, delta_s uniform offsets, all from the public seed.
+# Bits of one segment land in distinct random rows (pi), bits of different segments in
+# independent random rows (their own offsets), so every pair of positions is separated as by a
+# uniform shuffle, also by blocks larger than a segment. S <= 64, so a row is one 64-bit word:
+# both sides hold each pass's string bit-packed by rows (``words[row]`` bit ``col``), built by
+# contiguous runs and F word gathers (:func:`_pack`) rather than by n random bit moves.
 
 
 @njit(cache=True, nogil=True)
@@ -84,146 +97,196 @@ def _words(seed: bytes, label: bytes, count: int) -> npt.NDArray[np.uint32]:
     return np.frombuffer(enc.update(bytes(4 * max(count, 1))), dtype=np.uint32)
 
 
-# A pass's permutation, without an n-entry table: the string is cut into S segments of F bits
-# (the last one r <= F bits); bit l of segment s goes to row pi((l + delta_s) mod F) and column
-# sigma(s) of an F x S array read row by row, skipping the F - r cells of the missing bits. Bits of
-# one segment land in random rows (pi), bits of different segments in random rows too (their own
-# offsets delta_s), so every pair of positions is separated as in a uniform shuffle, also for blocks
-# larger than a segment. Table layout (int64): [F, S, r, hole column, pi, pi^-1, sigma, sigma^-1,
-# delta, hole_row, holes_before_row].
-_H = 4
+def layout(n: int) -> tuple[int, int]:
+    """(S, F) for an n-bit string: S segments (columns) of F bits (rows); S F - n < S."""
+    if not 0 <= n <= MAX_BITS:
+        raise ValueError(f"Cascade strings hold at most {MAX_BITS} bits")
+    segs = max(1, -(-n // SEGMENT))
+    f = max(1, -(-n // segs))
+    return segs, f
 
 
-def pass_table(seed: bytes, pass_no: int, n: int) -> npt.NDArray[np.int64]:
-    f = min(SEGMENT, n)
-    segs = (n + f - 1) // f
-    r = n - (segs - 1) * f
-    pi = _fisher_yates(_words(seed, b"rows%d" % pass_no, f), f).astype(np.int64)
-    sigma = _fisher_yates(_words(seed, b"cols%d" % pass_no, segs), segs).astype(np.int64)
-    delta = (_words(seed, b"shift%d" % pass_no, segs)[:segs].astype(np.int64) % f) if segs > 1 \
-        else np.zeros(1, dtype=np.int64)
-    pi_inv = np.empty_like(pi)
-    pi_inv[pi] = np.arange(f, dtype=np.int64)
-    sigma_inv = np.empty_like(sigma)
-    sigma_inv[sigma] = np.arange(segs, dtype=np.int64)
-    hole_row = np.zeros(f, dtype=np.int64)
-    if r < f:
-        missing = np.arange(r, f, dtype=np.int64)
-        hole_row[pi[(missing + delta[segs - 1]) % f]] = 1
-    before = np.concatenate(([0], np.cumsum(hole_row)[:-1])).astype(np.int64)
-    head = np.array([f, segs, r, sigma[segs - 1]], dtype=np.int64)
-    return np.concatenate((head, pi, pi_inv, sigma, sigma_inv, delta, hole_row, before))
+@dataclass(frozen=True)
+class PassTables:
+    """The permutations of passes 0..P-1 for an n-bit string (arrays indexed [pass, ...])."""
+
+    n: int
+    segs: int
+    f: int
+    pi: I32Array  # (P, F): row of (l + delta_s) mod F
+    pi_inv: I32Array  # (P, F)
+    sigma: I32Array  # (P, S): column of segment s
+    sigma_inv: I32Array  # (P, S)
+    delta: I32Array  # (P, S): offset of segment s
+
+    @property
+    def padded(self) -> int:
+        """Length of the shuffled string (the last segment's virtual zeros included)."""
+        return self.segs * self.f
+
+
+def pass_tables(seed: bytes, passes: range, n: int) -> PassTables:
+    segs, f = layout(n)
+    count = len(passes)
+    pi = np.empty((count, f), dtype=np.int32)
+    pi_inv = np.empty((count, f), dtype=np.int32)
+    sigma = np.empty((count, segs), dtype=np.int32)
+    sigma_inv = np.empty((count, segs), dtype=np.int32)
+    delta = np.zeros((count, segs), dtype=np.int32)
+    for i, p in enumerate(passes):
+        pi[i] = _fisher_yates(_words(seed, b"rows%d" % p, f), f)
+        pi_inv[i, pi[i]] = np.arange(f, dtype=np.int32)
+        sigma[i] = _fisher_yates(_words(seed, b"cols%d" % p, segs), segs)
+        sigma_inv[i, sigma[i]] = np.arange(segs, dtype=np.int32)
+        if segs > 1:
+            delta[i] = (_words(seed, b"shift%d" % p, segs)[:segs] % np.uint32(f)).astype(np.int32)
+    return PassTables(n, segs, f, pi, pi_inv, sigma, sigma_inv, delta)
 
 
 @njit(cache=True, nogil=True)
-def _fwd(t: npt.NDArray[np.int64], j: int) -> int:
-    f = t[0]
-    segs = t[1]
-    hole_col = t[3]
+def _fwd(t_pi: I32Array, t_sigma: I32Array, t_delta: I32Array, f: int, j: int) -> tuple[int, int]:
+    """(row, column) of original position j."""
     s = j // f
-    loc = j - s * f
-    pi0 = _H
-    sig0 = _H + 2 * f
-    delta0 = sig0 + 2 * segs
-    hole0 = delta0 + segs
-    before0 = hole0 + f
-    row = t[pi0 + (loc + t[delta0 + s]) % f]
-    col = t[sig0 + s]
-    q = row * segs + col - t[before0 + row]
-    if t[hole0 + row] == 1 and hole_col < col:
-        q -= 1
-    return int(q)
+    t = j - s * f + t_delta[s]
+    if t >= f:
+        t -= f
+    return int(t_pi[t]), int(t_sigma[s])
 
 
 @njit(cache=True, nogil=True)
-def _inv(t: npt.NDArray[np.int64], q: int) -> int:
-    f = t[0]
-    segs = t[1]
-    hole_col = t[3]
-    pinv0 = _H + f
-    siginv0 = _H + 2 * f + segs
-    delta0 = _H + 2 * f + 2 * segs
-    hole0 = delta0 + segs
-    before0 = hole0 + f
-    lo = 0
-    hi = f - 1
-    while lo < hi:  # the last row whose start is <= q
-        mid = (lo + hi + 1) // 2
-        if mid * segs - t[before0 + mid] <= q:
-            lo = mid
-        else:
-            hi = mid - 1
-    row = lo
-    c = q - (row * segs - t[before0 + row])
-    if t[hole0 + row] == 1 and c >= hole_col:
-        c += 1
-    s = t[siginv0 + c]
-    loc = (t[pinv0 + row] - t[delta0 + s]) % f
+def _inv(t_pi_inv: I32Array, t_sigma_inv: I32Array, t_delta: I32Array, f: int, segs: int,
+         q: int) -> int:
+    """Original position of shuffled position q (>= n for a virtual bit)."""
+    row = q // segs
+    c = q - row * segs
+    s = t_sigma_inv[c]
+    loc = t_pi_inv[row] - t_delta[s]
+    if loc < 0:
+        loc += f
     return int(s * f + loc)
 
 
 @njit(cache=True, nogil=True)
-def _scatter(bits: U8Array, t: npt.NDArray[np.int64]) -> U8Array:
-    """The string in the pass's order (``out[fwd(j)] = bits[j]``), written row by row."""
+def _pack(bits: U8Array, f: int, segs: int, pi_inv: I32Array, sigma_inv: I32Array,
+          delta: I32Array, out: U64Array) -> None:
+    """``out[row]`` bit ``col`` = the bit at (row, col) of the pass's array (rows of S bits).
+
+    Two steps, both cache-friendly: ``m[t]`` bit ``col`` = bit ``(t - delta_s) mod F`` of the
+    segment s in that column (contiguous runs, one column after the other), then the rows are
+    ``out[row] = m[pi^-1(row)]`` (F word gathers instead of n bit gathers)."""
     n = bits.shape[0]
-    f = t[0]
-    segs = t[1]
-    hole_col = t[3]
-    pinv0 = _H + f
-    siginv0 = _H + 2 * f + segs
-    delta0 = _H + 2 * f + 2 * segs
-    hole0 = delta0 + segs
-    out = np.empty(n, dtype=np.uint8)
-    base = np.empty(segs, dtype=np.int64)  # per column: segment start and offset
-    shift = np.empty(segs, dtype=np.int64)
+    m = np.zeros(f, dtype=np.uint64)
     for c in range(segs):
-        sg = t[siginv0 + c]
-        base[c] = sg * f
-        shift[c] = f - t[delta0 + sg]
-    q = 0
+        s = sigma_inv[c]
+        base = s * f
+        d = delta[s]
+        cc = np.uint64(c)
+        length = min(f, n - base)
+        for loc in range(min(length, f - d)):  # t = loc + d
+            m[loc + d] |= np.uint64(bits[base + loc]) << cc
+        for loc in range(f - d, length):  # t = loc + d - F
+            m[loc + d - f] |= np.uint64(bits[base + loc]) << cc
     for row in range(f):
-        src = t[pinv0 + row]
-        hole = t[hole0 + row] == 1
-        for c in range(segs):
-            if hole and c == hole_col:
-                continue
-            loc = src + shift[c]
-            if loc >= f:
-                loc -= f
-            out[q] = bits[base[c] + loc]
-            q += 1
-    return out
+        out[row] = m[pi_inv[row]]
 
 
 @njit(cache=True, nogil=True)
-def _prefix_xor(a: U8Array) -> U8Array:
-    out = np.zeros(a.shape[0] + 1, dtype=np.uint8)
+def _parity64(x: np.uint64) -> np.uint8:
+    y = np.uint64(x)
+    y ^= y >> np.uint64(32)
+    y ^= y >> np.uint64(16)
+    y ^= y >> np.uint64(8)
+    y ^= y >> np.uint64(4)
+    y ^= y >> np.uint64(2)
+    y ^= y >> np.uint64(1)
+    return np.uint8(y & np.uint64(1))
+
+
+@njit(cache=True, nogil=True)
+def _row_prefix(words: U64Array, out: U8Array) -> None:
+    """``out[r]`` = parity of rows 0..r-1."""
     acc = np.uint8(0)
-    for i in range(a.shape[0]):
-        acc ^= a[i]
-        out[i + 1] = acc
-    return out
+    out[0] = 0
+    for r in range(words.shape[0]):
+        acc ^= _parity64(words[r])
+        out[r + 1] = acc
 
 
 @njit(cache=True, nogil=True)
-def _block_parities(a: U8Array, k: int) -> U8Array:
-    n = a.shape[0]
-    nb = (n + k - 1) // k
-    out = np.zeros(nb, dtype=np.uint8)
+def _low(c: int) -> np.uint64:
+    """The word of the c < 64 lowest bits."""
+    return (np.uint64(1) << np.uint64(c)) - np.uint64(1)
+
+
+@njit(cache=True, nogil=True)
+def _prefix_at(words: U64Array, rowpre: U8Array, p: int, segs: int, q: int) -> np.uint8:
+    """Parity of positions [0, q) of pass p's shuffled string (2-D arrays indexed by pass: no
+    views in the hot loops, whose reference counting would cost more than the lookup)."""
+    r = q // segs
+    c = q - r * segs
+    if c == 0:
+        return np.uint8(rowpre[p, r])
+    return np.uint8(rowpre[p, r] ^ _parity64(words[p, r] & _low(c)))
+
+
+@njit(cache=True, nogil=True)
+def _range_parity(words: U64Array, p: int, segs: int, lo: int, hi: int) -> np.uint8:
+    """Parity of positions [lo, hi) of pass p's packed string."""
+    r0 = lo // segs
+    c0 = lo - r0 * segs
+    r1 = hi // segs
+    c1 = hi - r1 * segs
+    if r0 == r1:
+        return _parity64(words[p, r0] & (_low(c1) ^ _low(c0)))
+    x = words[p, r0] & ~_low(c0)
+    for r in range(r0 + 1, r1):
+        x ^= words[p, r]
+    if c1 > 0:
+        x ^= words[p, r1] & _low(c1)
+    return _parity64(x)
+
+
+@njit(cache=True, nogil=True)
+def _top_parities(words: U64Array, rowpre: U8Array, p: int, segs: int, padded: int,
+                  k: int) -> U8Array:
+    nb = (padded + k - 1) // k
+    out = np.empty(nb, dtype=np.uint8)
+    prev = np.uint8(0)
     for b in range(nb):
-        acc = np.uint8(0)
-        for i in range(b * k, min(n, b * k + k)):
-            acc ^= a[i]
-        out[b] = acc
+        cur = _prefix_at(words, rowpre, p, segs, min(padded, (b + 1) * k))
+        out[b] = prev ^ cur
+        prev = cur
     return out
 
 
 @njit(cache=True, nogil=True)
-def _range_parity(a: U8Array, lo: int, hi: int) -> np.uint8:
-    acc = np.uint8(0)
-    for i in range(lo, hi):
-        acc ^= a[i]
-    return acc
+def _answer(words: U64Array, rowpre: U8Array, segs: int, passes: U8Array, lo: I64Array,
+            hi: I64Array) -> U8Array:
+    m = passes.shape[0]
+    out = np.empty(m, dtype=np.uint8)
+    for i in range(m):
+        p = passes[i]
+        out[i] = _prefix_at(words, rowpre, p, segs, hi[i]) ^ _prefix_at(
+            words, rowpre, p, segs, lo[i])
+    return out
+
+
+def shuffled(bits: U8Array, tables: PassTables, p: int) -> U8Array:
+    """Reference form of pass ``p``'s shuffled string (one byte per bit, length S F): the packed
+    kernels are tested against this."""
+    out = np.zeros(tables.padded, dtype=np.uint8)
+    for j in range(bits.shape[0]):
+        row, col = _fwd(tables.pi[p], tables.sigma[p], tables.delta[p], tables.f, j)
+        out[row * tables.segs + col] = bits[j]
+    return out
+
+
+def packed_pass(bits: U8Array, tables: PassTables, p: int) -> U64Array:
+    """Pass ``p``'s shuffled string, packed by rows (``words[row]`` bit ``col``)."""
+    out = np.empty(tables.f, dtype=np.uint64)
+    _pack(bits, tables.f, tables.segs, tables.pi_inv[p], tables.sigma_inv[p], tables.delta[p],
+          out)
+    return out
 
 
 # -- Alice ---------------------------------------------------------------------------------------
@@ -234,31 +297,33 @@ class CascadeAlice:
 
     def __init__(self, bits: U8Array, seed: bytes, max_leak: int) -> None:
         self.n = int(bits.shape[0])
-        self._bits = bits
+        self._bits = np.ascontiguousarray(bits, dtype=np.uint8)
         self._seed = seed
-        self._prefix: list[U8Array] = []
+        self._segs, self._f = layout(self.n)
+        self._padded = self._segs * self._f
+        # untouched rows of these cost no memory (calloc): only started passes are filled
+        self._words = np.zeros((MAX_PASSES, self._f), dtype=np.uint64)
+        self._rowpre = np.zeros((MAX_PASSES, self._f + 1), dtype=np.uint8)
         self._blocks: list[int] = []
         self.max_leak = max_leak
         self.leaked_bits = 0
 
     @property
     def passes(self) -> int:
-        return len(self._prefix)
+        return len(self._blocks)
 
     def start_pass(self, block: int) -> U8Array:
         """Top-level parities of the next pass with blocks of ``block`` bits."""
-        if len(self._prefix) >= MAX_PASSES:
+        p = len(self._blocks)
+        if p >= MAX_PASSES:
             raise CascadeError(f"more than {MAX_PASSES} Cascade passes")
         if not 2 <= block <= max(self.n, 2):
             raise CascadeError("Cascade block size out of range")
-        table = pass_table(self._seed, len(self._prefix), self.n)
-        shuffled = _scatter(self._bits, table)
-        prefix = _prefix_xor(shuffled)
-        self._prefix.append(prefix)
+        t = pass_tables(self._seed, range(p, p + 1), self.n)
+        _pack(self._bits, t.f, t.segs, t.pi_inv[0], t.sigma_inv[0], t.delta[0], self._words[p])
+        _row_prefix(self._words[p], self._rowpre[p])
         self._blocks.append(block)
-        nb = (self.n + block - 1) // block
-        bounds = np.minimum(np.arange(0, nb + 1, dtype=np.int64) * block, self.n)
-        out: U8Array = prefix[bounds[1:]] ^ prefix[bounds[:-1]]
+        out = _top_parities(self._words, self._rowpre, p, self._segs, self._padded, block)
         return self._disclose(out)
 
     def answer(self, passes: U8Array, lo: I64Array, hi: I64Array) -> U8Array:
@@ -267,16 +332,12 @@ class CascadeAlice:
             raise CascadeError("parity request arrays differ in length")
         if passes.shape[0] == 0:
             return np.zeros(0, dtype=np.uint8)
-        if int(passes.max()) >= len(self._prefix):
+        if int(passes.max()) >= len(self._blocks):
             raise CascadeError("parity request names a pass that has not started")
-        if int(lo.min()) < 0 or int(hi.max()) > self.n or bool(np.any(lo >= hi)):
+        if int(lo.min()) < 0 or int(hi.max()) > self._padded or bool(np.any(lo >= hi)):
             raise CascadeError("parity request range out of bounds")
-        out = np.empty(passes.shape[0], dtype=np.uint8)
-        for p in range(len(self._prefix)):
-            sel = passes == p
-            if np.any(sel):
-                pre = self._prefix[p]
-                out[sel] = pre[hi[sel]] ^ pre[lo[sel]]
+        out = _answer(self._words, self._rowpre, self._segs, passes.astype(np.uint8, copy=False),
+                      lo.astype(np.int64, copy=False), hi.astype(np.int64, copy=False))
         return self._disclose(out)
 
     def _disclose(self, parities: U8Array) -> U8Array:
@@ -291,108 +352,189 @@ class CascadeAlice:
 
 @njit(cache=True, nogil=True)
 def _descend(
-    work: U8Array,
+    work: U64Array,
+    segs: int,
     s_pass: I32Array,
     s_lo: I64Array,
     s_hi: I64Array,
     s_apar: U8Array,
+    s_bpar: U8Array,
     a_left: U8Array,
 ) -> None:
+    """One level of every binary search: keep the half whose parities differ."""
     for i in range(s_pass.shape[0]):
         p = s_pass[i]
         lo = s_lo[i]
         hi = s_hi[i]
         mid = (lo + hi) // 2
-        b_left = _range_parity(work[p], lo, mid)
+        b_left = _range_parity(work, p, segs, lo, mid)
         if a_left[i] != b_left:
             s_hi[i] = mid
             s_apar[i] = a_left[i]
+            s_bpar[i] = b_left
         else:
             s_lo[i] = mid
-            s_apar[i] = s_apar[i] ^ a_left[i]
+            s_apar[i] ^= a_left[i]
+            s_bpar[i] ^= b_left
+
+
+@njit(cache=True, nogil=True)
+def _begin(
+    work: U64Array,
+    segs: int,
+    padded: int,
+    k: int,
+    p: int,
+    off: int,
+    top: U8Array,
+    diff: U8Array,
+    search_of: I32Array,
+    alice_top: U8Array,
+    base: int,
+) -> tuple[I32Array, I64Array, I64Array, U8Array, U8Array]:
+    """Pass ``p`` starts (``work[p]`` holds Bob's string in its order): searches in odd blocks."""
+    rowpre = np.empty((p + 1, work.shape[1] + 1), dtype=np.uint8)
+    _row_prefix(work[p], rowpre[p])
+    mine = _top_parities(work, rowpre, p, segs, padded, k)
+    nb = top.shape[0]
+    odd = 0
+    for b in range(nb):
+        alice_top[off + b] = top[b]
+        d = top[b] ^ mine[b]
+        diff[off + b] = d
+        odd += d
+    n_p = np.empty(odd, dtype=np.int32)
+    n_lo = np.empty(odd, dtype=np.int64)
+    n_hi = np.empty(odd, dtype=np.int64)
+    n_a = np.empty(odd, dtype=np.uint8)
+    n_b = np.empty(odd, dtype=np.uint8)
+    c = 0
+    for b in range(nb):
+        if diff[off + b] == 1:
+            n_p[c] = p
+            n_lo[c] = b * k
+            n_hi[c] = min(padded, b * k + k)
+            n_a[c] = top[b]
+            n_b[c] = top[b] ^ 1
+            search_of[off + b] = base + c
+            c += 1
+    return n_p, n_lo, n_hi, n_a, n_b
 
 
 @njit(cache=True, nogil=True)
 def _settle(
-    work: U8Array,
+    work: U64Array,
+    cur: U8Array,
     diff: U8Array,
-    searching: npt.NDArray[np.bool_],
+    search_of: I32Array,
     alice_top: U8Array,
     block_off: I64Array,
     ks: I64Array,
     started: int,
-    tables: npt.NDArray[np.int64],
-    cur: U8Array,
+    pi: I32Array,
+    pi_inv: I32Array,
+    sigma: I32Array,
+    sigma_inv: I32Array,
+    delta: I32Array,
+    f: int,
+    segs: int,
+    padded: int,
     s_pass: I32Array,
     s_lo: I64Array,
     s_hi: I64Array,
     s_apar: U8Array,
-) -> tuple[I32Array, I64Array, I64Array, U8Array, int]:
-    """Flip the bits found, drop searches whose range became even, start searches in odd blocks.
+    s_bpar: U8Array,
+) -> tuple[I32Array, I64Array, I64Array, U8Array, U8Array, int, int]:
+    """Flip the bits found, drop searches whose range became even, start searches in blocks that
+    became odd. Returns the searches, the flips, and -1 if a search ended on a virtual bit.
 
-    ``work`` is (passes, n): Bob's string in each pass's order; ``diff``/``searching``/
-    ``alice_top`` are flat over all passes' top-level blocks (pass p starts at block_off[p]).
+    ``work`` is (passes, F): Bob's string in each pass's order, packed by rows; ``diff`` (Alice's
+    top-level parity xor Bob's), ``search_of`` (the search in a block, -1 none) and
+    ``alice_top`` are flat over all passes' top-level blocks (pass p starts at block_off[p]);
+    ``s_bpar`` is Bob's parity of each search's range, kept up to date through the flips.
     """
-    n = work.shape[1]
+    n = cur.shape[0]
     m = s_pass.shape[0]
     alive = np.ones(m, dtype=np.bool_)
-    touched_p = np.empty(m * started + 1, dtype=np.int32)
-    touched_b = np.empty(m * started + 1, dtype=np.int64)
+    touched = np.empty(m * started + 1, dtype=np.int64)
+    touched_r = np.empty(m * started + 1, dtype=np.int32)
     nt = 0
     flips = 0
     for i in range(m):
-        if s_hi[i] - s_lo[i] == 1:
-            p = s_pass[i]
-            q = s_lo[i]
-            alive[i] = False
-            searching[block_off[p] + q // ks[p]] = False
-            if work[p, q] == s_apar[i]:
-                continue  # already corrected through another search this round
-            j = _inv(tables[p], q)
-            cur[j] ^= 1
-            for r in range(started):
-                qr = _fwd(tables[r], j)
-                work[r, qr] ^= 1
-                b = qr // ks[r]
-                diff[block_off[r] + b] ^= 1
-                touched_p[nt] = r
-                touched_b[nt] = b
-                nt += 1
-            flips += 1
-    for i in range(m):
-        if alive[i]:
-            p = s_pass[i]
-            if _range_parity(work[p], s_lo[i], s_hi[i]) == s_apar[i]:
-                alive[i] = False
-                searching[block_off[p] + s_lo[i] // ks[p]] = False
+        if s_hi[i] - s_lo[i] != 1:
+            continue
+        p = s_pass[i]
+        q = s_lo[i]
+        alive[i] = False
+        search_of[block_off[p] + q // ks[p]] = -1
+        if s_bpar[i] == s_apar[i]:
+            continue  # already corrected through another search this round
+        row0 = q // segs
+        s0 = sigma_inv[p, q - row0 * segs]
+        j = pi_inv[p, row0] - delta[p, s0]
+        if j < 0:
+            j += f
+        j += s0 * f
+        if j >= n:
+            return s_pass[:0], s_lo[:0], s_hi[:0], s_apar[:0], s_bpar[:0], flips, -1
+        cur[j] ^= 1
+        s = j // f
+        loc = j - s * f
+        for r in range(started):
+            t = loc + delta[r, s]
+            if t >= f:
+                t -= f
+            row = pi[r, t]
+            col = sigma[r, s]
+            work[r, row] ^= np.uint64(1) << np.uint64(col)
+            qr = row * segs + col
+            fb = block_off[r] + qr // ks[r]
+            diff[fb] ^= 1
+            o = search_of[fb]
+            if o >= 0 and s_lo[o] <= qr and qr < s_hi[o]:
+                s_bpar[o] ^= 1
+            touched[nt] = fb
+            touched_r[nt] = r
+            nt += 1
+        flips += 1
     count = 0
     for i in range(m):
         if alive[i]:
-            count += 1
+            if s_bpar[i] == s_apar[i]:
+                alive[i] = False
+                p = s_pass[i]
+                search_of[block_off[p] + s_lo[i] // ks[p]] = -1
+            else:
+                count += 1
     new_p = np.empty(count + nt, dtype=np.int32)
     new_lo = np.empty(count + nt, dtype=np.int64)
     new_hi = np.empty(count + nt, dtype=np.int64)
     new_a = np.empty(count + nt, dtype=np.uint8)
+    new_b = np.empty(count + nt, dtype=np.uint8)
     c = 0
     for i in range(m):
         if alive[i]:
-            new_p[c] = s_pass[i]
+            p = s_pass[i]
+            new_p[c] = p
             new_lo[c] = s_lo[i]
             new_hi[c] = s_hi[i]
             new_a[c] = s_apar[i]
+            new_b[c] = s_bpar[i]
+            search_of[block_off[p] + s_lo[i] // ks[p]] = c
             c += 1
     for t in range(nt):
-        r = touched_p[t]
-        b = touched_b[t]
-        f = block_off[r] + b
-        if diff[f] == 1 and not searching[f]:
-            searching[f] = True
+        fb = touched[t]
+        if diff[fb] == 1 and search_of[fb] < 0:
+            r = touched_r[t]
+            b = fb - block_off[r]
+            search_of[fb] = c
             new_p[c] = r
             new_lo[c] = b * ks[r]
-            new_hi[c] = min(n, b * ks[r] + ks[r])
-            new_a[c] = alice_top[f]
+            new_hi[c] = min(padded, b * ks[r] + ks[r])
+            new_a[c] = alice_top[fb]
+            new_b[c] = alice_top[fb] ^ 1
             c += 1
-    return new_p[:c], new_lo[:c], new_hi[:c], new_a[:c], flips
+    return new_p[:c], new_lo[:c], new_hi[:c], new_a[:c], new_b[:c], flips, 0
 
 
 @dataclass(frozen=True)
@@ -414,23 +556,25 @@ class CascadeBob:
         self.n = int(bits.shape[0])
         self._seed = seed
         self._sizes = [max(2, min(k, max(self.n, 2))) for k in sizes]
-        self._orig = bits.copy()
         passes = len(self._sizes)
-        self._work = np.zeros((passes, self.n), dtype=np.uint8)
-        nbs = [(self.n + k - 1) // k for k in self._sizes]
+        self._t = pass_tables(seed, range(passes), self.n)
+        self._padded = self._t.padded
+        self._work = np.zeros((passes, self._t.f), dtype=np.uint64)
+        nbs = [(self._padded + k - 1) // k for k in self._sizes]
+        self._nbs = nbs
         self._block_off = np.concatenate(([0], np.cumsum(nbs)[:-1])).astype(np.int64)
         total = int(sum(nbs))
         self._diff = np.zeros(total, dtype=np.uint8)
-        self._searching = np.zeros(total, dtype=np.bool_)
+        self._search_of = np.full(total, -1, dtype=np.int32)
         self._alice_top = np.zeros(total, dtype=np.uint8)
         self._ks = np.array(self._sizes, dtype=np.int64)
-        self._tables = np.stack([pass_table(seed, p, max(self.n, 1)) for p in range(passes)])
-        self._cur = bits.copy()
+        self._cur = np.array(bits, dtype=np.uint8, copy=True)
         self._started = 0
         self._s_pass = np.zeros(0, dtype=np.int32)
         self._s_lo = np.zeros(0, dtype=np.int64)
         self._s_hi = np.zeros(0, dtype=np.int64)
         self._s_apar = np.zeros(0, dtype=np.uint8)
+        self._s_bpar = np.zeros(0, dtype=np.uint8)
         self._awaiting: str = "pass"
         self.leaked_bits = 0
         self.rounds = 0
@@ -448,8 +592,7 @@ class CascadeBob:
 
     def expected_answer_bits(self) -> int:
         if self._awaiting == "pass":
-            k = self._sizes[self._started]
-            return (self.n + k - 1) // k
+            return self._nbs[self._started]
         return int(self._s_pass.shape[0])
 
     def on_answer(self, parities: U8Array) -> ParityRequest | None:
@@ -460,15 +603,14 @@ class CascadeBob:
             raise CascadeError("Cascade answer has the wrong number of parities")
         self.rounds += 1
         self.leaked_bits += int(parities.shape[0])
+        answer = np.ascontiguousarray(parities, dtype=np.uint8)
         if self._awaiting == "pass":
-            self._begin_pass(parities)
+            self._begin_pass(answer)
         else:
-            _descend(
-                self._work, self._s_pass, self._s_lo, self._s_hi, self._s_apar,
-                parities.astype(np.uint8),
-            )
+            _descend(self._work, self._t.segs, self._s_pass, self._s_lo, self._s_hi,
+                     self._s_apar, self._s_bpar, answer)
         self._resolve()
-        while self._s_pass.shape[0] == 0:
+        if self._s_pass.shape[0] == 0:
             if self._started >= len(self._sizes):
                 self.done = True
                 return None
@@ -479,28 +621,30 @@ class CascadeBob:
 
     def _begin_pass(self, top: U8Array) -> None:
         p = self._started
-        self._work[p] = _scatter(self._cur, self._tables[p])
-        off = int(self._block_off[p])
-        nb = top.shape[0]
-        self._alice_top[off : off + nb] = top
-        self._diff[off : off + nb] = top ^ _block_parities(self._work[p], self._sizes[p])
+        t = self._t
+        _pack(self._cur, t.f, t.segs, t.pi_inv[p], t.sigma_inv[p], t.delta[p], self._work[p])
+        new = _begin(self._work, t.segs, self._padded, self._sizes[p], p,
+                     int(self._block_off[p]), top, self._diff, self._search_of, self._alice_top,
+                     int(self._s_pass.shape[0]))
         self._started += 1
-        odd = np.flatnonzero(self._diff[off : off + nb]).astype(np.int64)
-        self._searching[off + odd] = True
-        k = self._sizes[p]
-        self._s_pass = np.concatenate((self._s_pass, np.full(odd.shape[0], p, dtype=np.int32)))
-        self._s_lo = np.concatenate((self._s_lo, odd * k))
-        self._s_hi = np.concatenate((self._s_hi, np.minimum(odd * k + k, self.n)))
-        self._s_apar = np.concatenate((self._s_apar, self._alice_top[off + odd]))
+        self._s_pass = np.concatenate((self._s_pass, new[0]))
+        self._s_lo = np.concatenate((self._s_lo, new[1]))
+        self._s_hi = np.concatenate((self._s_hi, new[2]))
+        self._s_apar = np.concatenate((self._s_apar, new[3]))
+        self._s_bpar = np.concatenate((self._s_bpar, new[4]))
 
     def _resolve(self) -> None:
+        t = self._t
         while True:
             out = _settle(
-                self._work, self._diff, self._searching, self._alice_top, self._block_off,
-                self._ks, self._started, self._tables, self._cur, self._s_pass, self._s_lo,
-                self._s_hi, self._s_apar,
+                self._work, self._cur, self._diff, self._search_of, self._alice_top,
+                self._block_off, self._ks, self._started, t.pi, t.pi_inv, t.sigma, t.sigma_inv,
+                t.delta, t.f, t.segs, self._padded, self._s_pass, self._s_lo, self._s_hi,
+                self._s_apar, self._s_bpar,
             )
-            self._s_pass, self._s_lo, self._s_hi, self._s_apar, flips = out
+            self._s_pass, self._s_lo, self._s_hi, self._s_apar, self._s_bpar, flips, status = out
+            if status != 0:
+                raise CascadeError("a parity search ended outside the string")
             self.corrected += int(flips)
             if not np.any(self._s_hi - self._s_lo == 1):
                 return

@@ -33,6 +33,7 @@ Sans-I/O: :class:`AuthPad` is the pad state (persistence through :class:`AuthSto
 
 from __future__ import annotations
 
+import bisect
 import struct
 from dataclasses import dataclass
 from typing import Protocol
@@ -123,30 +124,41 @@ class AuthPad:
         self.send_pos = send_reserved  # restart at the reservation: never below a used byte
         self._reserved = send_reserved
         self.consumed_bytes = 0
+        self._index()
 
     # -- streams --------------------------------------------------------------------------------
+    def _index(self) -> None:
+        """Stream offsets of the chunks per direction, and the lengths usable (kept current on
+        every change of the chunk list, so a read costs O(log chunks), not O(chunks))."""
+        self._starts: tuple[list[int], list[int]] = ([], [])
+        self._usable: dict[tuple[int, bool], int] = {}
+        for d in (0, 1):
+            total = 0
+            sendable: int | None = None
+            for c in self._chunks:
+                if self.role == "receiver" and not c.committed and sendable is None:
+                    sendable = total
+                self._starts[d].append(total)
+                total += len(c.halves[d])
+            self._usable[(d, False)] = total
+            self._usable[(d, True)] = total if sendable is None else sendable
+
     def _length(self, direction: int, *, for_sending: bool) -> int:
-        total = 0
-        for c in self._chunks:
-            if for_sending and self.role == "receiver" and not c.committed:
-                break
-            total += len(c.halves[direction])
-        return total
+        return self._usable[(direction, for_sending)]
 
     def read(self, direction: int, position: int, size: int, *, for_sending: bool) -> bytes | None:
-        if position + size > self._length(direction, for_sending=for_sending):
+        if position < 0 or position + size > self._length(direction, for_sending=for_sending):
             return None
+        starts = self._starts[direction]
+        i = max(bisect.bisect_right(starts, position) - 1, 0)
         out = bytearray()
-        offset = 0
-        for c in self._chunks:
-            half = c.halves[direction]
-            lo = max(position - offset, 0)
-            hi = min(position + size - offset, len(half))
+        while len(out) < size and i < len(self._chunks):
+            half = self._chunks[i].halves[direction]
+            lo = max(position - starts[i], 0)
+            hi = min(position + size - starts[i], len(half))
             if lo < hi:
                 out += half[lo:hi]
-            offset += len(half)
-            if offset >= position + size:
-                break
+            i += 1
         return bytes(out)
 
     def available_bytes(self, direction: int) -> int:
@@ -167,6 +179,7 @@ class AuthPad:
         self._chunks.append(
             Chunk(block, (bytearray(to_receiver), bytearray(to_transmitter)), committed)
         )
+        self._index()
 
     def add_chunk_loaded(
         self, block: int, to_receiver: bytes, to_transmitter: bytes, committed: bool
@@ -177,12 +190,14 @@ class AuthPad:
         self._chunks.append(
             Chunk(block, (bytearray(to_receiver), bytearray(to_transmitter)), committed)
         )
+        self._index()
 
     def commit_chunk(self, block: int) -> None:
         for c in self._chunks:
             if c.block == block and not c.committed:
                 c.committed = True
                 self._store.commit_chunk(block)
+                self._index()
 
     def drop_uncommitted_after(self, block: int) -> None:
         """Forget refills of blocks above ``block`` that were never committed (receiver)."""
@@ -194,6 +209,7 @@ class AuthPad:
                         h[:] = bytes(len(h))
             self._chunks[:] = keep
             self._store.drop_chunks_after(block)
+            self._index()
 
     def has_chunk(self, block: int) -> bool:
         return any(c.block == block for c in self._chunks)
@@ -222,7 +238,14 @@ class Sealer:
         self.frames = 0
 
     def seal(self, payload: bytes) -> bytes:
-        if len(payload) > MAX_PAYLOAD:
+        return self.seal_parts([payload])
+
+    def seal_parts(self, parts: list[bytes], *, length_prefix: bool = False) -> bytes:
+        """The frame of the payload ``b"".join(parts)`` (joined once, with header and tag);
+        ``length_prefix`` puts the frame's length (u32 big-endian) in front, as a stream
+        carries it."""
+        length = sum(len(p) for p in parts)
+        if length > MAX_PAYLOAD:
             raise ValueError("payload too large for one frame")
         new_r = self._r is None or self._uses >= R_LIFETIME
         size = 2 * TAG_BYTES if new_r else TAG_BYTES
@@ -235,18 +258,23 @@ class Sealer:
         assert self._r is not None
         self._uses += 1
         header = HEADER.pack(
-            VERSION, FLAG_NEW_R if new_r else 0, self._pad.send_direction, pos, len(payload)
+            VERSION, FLAG_NEW_R if new_r else 0, self._pad.send_direction, pos, length
         )
-        data = header + payload
+        mac = Poly1305(self._r + s)
+        mac.update(header)
+        for p in parts:
+            mac.update(p)
         self.frames += 1
-        return data + Poly1305.generate_tag(self._r + s, data)
+        lead = [struct.pack(">I", HEADER.size + length + TAG_BYTES)] if length_prefix else []
+        return b"".join([*lead, header, *parts, mac.finalize()])
 
 
 @dataclass(frozen=True)
 class Opened:
-    """A frame whose tag verified; :meth:`Opener.accept` makes it count."""
+    """A frame whose tag verified; :meth:`Opener.accept` makes it count. ``payload`` is a view
+    into the frame (no copy)."""
 
-    payload: bytes
+    payload: memoryview
     position: int
     size: int
     new_r: bytes | None
@@ -283,12 +311,14 @@ class Opener:
         if r is None:
             raise AuthError("frame without a hash key on this connection")
         s = pad[TAG_BYTES:] if new_r else pad
-        data, tag = frame[:-TAG_BYTES], frame[-TAG_BYTES:]
+        view = memoryview(frame)
+        mac = Poly1305(r + s)
+        mac.update(view[:-TAG_BYTES])
         try:
-            Poly1305.verify_tag(r + s, data, tag)
+            mac.verify(bytes(view[-TAG_BYTES:]))
         except InvalidSignature:
             raise AuthError("authentication tag does not verify") from None
-        return Opened(frame[HEADER.size : -TAG_BYTES], pos, size, r if new_r else None)
+        return Opened(view[HEADER.size : -TAG_BYTES], pos, size, r if new_r else None)
 
     def accept(self, opened: Opened) -> None:
         if opened.new_r is not None:

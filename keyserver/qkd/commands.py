@@ -108,4 +108,11 @@ def _bench_link_arguments(link: argparse.ArgumentParser) -> None:
     link.add_argument("--blocks", type=int, default=1)
     link.add_argument("--seed", type=int, default=1)
     link.add_argument("--json", action="store_true")
+    link.add_argument("--processes", action="store_true",
+                      help="run a real transmitter/receiver pair on loopback per distance and "
+                           "report their CPU from /proc (cores per link in real time)")
+    link.add_argument("--seconds", type=float, default=300.0,
+                      help="--processes: real time to run after the first finished block")
+    link.add_argument("--block-seconds", type=float, default=0.0,
+                      help="--processes: block length in link seconds (default: the plan's)")
     link.set_defaults(func=_cmd_bench_link)

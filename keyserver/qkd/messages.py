@@ -232,35 +232,46 @@ def _check_spec() -> None:
 _check_spec()
 
 
+_PLANS: dict[type[Any], tuple[tuple[str, str], ...]] = {
+    cls: tuple((f.name, kind) for f, kind in zip(fields(cls), cls.SPEC, strict=True))
+    for cls in MESSAGE_CLASSES
+}
+
+
 def encode(message: Message) -> bytes:
     """Wire form of ``message`` (raises MessageError for a value its field cannot carry)."""
+    return b"".join(encode_parts(message))
+
+
+def encode_parts(message: Message) -> list[bytes]:
+    """The wire form as pieces (joined once by the caller, e.g. with the frame around it)."""
     out = [bytes([int(message.TYPE)])]
-    for f, kind in zip(fields(message), message.SPEC, strict=True):
-        value = getattr(message, f.name)
+    for name, kind in _PLANS[type(message)]:
+        value = getattr(message, name)
         if kind in _INTS:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise MessageError(f"{f.name} must be an integer")
+                raise MessageError(f"{name} must be an integer")
             try:
                 out.append(struct.pack(_INTS[kind], value))
             except struct.error:
-                raise MessageError(f"{f.name} out of range for {kind}") from None
+                raise MessageError(f"{name} out of range for {kind}") from None
         elif kind == "bool":
             out.append(b"\x01" if value else b"\x00")
         elif kind == "f64":
             if not math.isfinite(value):
-                raise MessageError(f"{f.name} must be finite")
+                raise MessageError(f"{name} must be finite")
             out.append(struct.pack(">d", value))
         else:
             data = value.encode("utf-8") if kind == "text" else bytes(value)
             bound = MAX_TEXT if kind == "text" else MAX_BLOB
             if len(data) > bound:
-                raise MessageError(f"{f.name} longer than {bound} bytes")
+                raise MessageError(f"{name} longer than {bound} bytes")
             out.append(struct.pack(">I", len(data)))
             out.append(data)
-    return b"".join(out)
+    return out
 
 
-def decode(data: bytes) -> Message:
+def decode(data: bytes | memoryview) -> Message:
     """Strictly decode one message; MessageError for anything malformed."""
     if not data:
         raise MessageError("empty message")
@@ -272,41 +283,41 @@ def decode(data: bytes) -> Message:
     pos = 1
     values: list[Any] = []
     view = memoryview(data)
-    for f, kind in zip(fields(cls), cls.SPEC, strict=True):
+    for name, kind in _PLANS[cls]:
         if kind in _INTS:
             size = struct.calcsize(_INTS[kind])
             if pos + size > len(data):
-                raise MessageError(f"{cls.__name__}.{f.name}: truncated")
+                raise MessageError(f"{cls.__name__}.{name}: truncated")
             values.append(struct.unpack_from(_INTS[kind], data, pos)[0])
             pos += size
         elif kind == "bool":
             if pos >= len(data) or data[pos] > 1:
-                raise MessageError(f"{cls.__name__}.{f.name}: not a boolean")
+                raise MessageError(f"{cls.__name__}.{name}: not a boolean")
             values.append(data[pos] == 1)
             pos += 1
         elif kind == "f64":
             if pos + 8 > len(data):
-                raise MessageError(f"{cls.__name__}.{f.name}: truncated")
+                raise MessageError(f"{cls.__name__}.{name}: truncated")
             v = struct.unpack_from(">d", data, pos)[0]
             if not math.isfinite(v):
-                raise MessageError(f"{cls.__name__}.{f.name}: not finite")
+                raise MessageError(f"{cls.__name__}.{name}: not finite")
             values.append(v)
             pos += 8
         else:
             if pos + 4 > len(data):
-                raise MessageError(f"{cls.__name__}.{f.name}: truncated")
+                raise MessageError(f"{cls.__name__}.{name}: truncated")
             (length,) = struct.unpack_from(">I", data, pos)
             pos += 4
             bound = MAX_TEXT if kind == "text" else MAX_BLOB
             if length > bound or pos + length > len(data):
-                raise MessageError(f"{cls.__name__}.{f.name}: bad length")
+                raise MessageError(f"{cls.__name__}.{name}: bad length")
             chunk = bytes(view[pos : pos + length])
             pos += length
             if kind == "text":
                 try:
                     values.append(chunk.decode("utf-8"))
                 except UnicodeDecodeError:
-                    raise MessageError(f"{cls.__name__}.{f.name}: not UTF-8") from None
+                    raise MessageError(f"{cls.__name__}.{name}: not UTF-8") from None
             else:
                 values.append(chunk)
     if pos != len(data):

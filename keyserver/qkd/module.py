@@ -74,9 +74,23 @@ MAX_WIRE_FRAME = 100 << 20
 NONCE_BYTES = 16
 HANDSHAKE_TIMEOUT = 10.0
 HEARTBEAT_SECONDS = 2.0
+IDLE_POLL_SECONDS = 1.0  # an idle source re-checks at least this often (else woken by events)
 RESUME_FRACTION = 0.8
 ALARM_WINDOW = 3
 MAX_IN_FLIGHT = 2  # blocks sent but not yet finished by post-processing
+
+
+QUICK_RANGES = 4096  # parity requests / answers up to this size are handled on the event loop
+
+
+def _quick(msg: m.Message) -> bool:
+    """Messages whose handling is cheap enough to run without a worker thread: Cascade rounds
+    with few ranges (no pass start, no new group), and the commit protocol's small messages."""
+    if isinstance(msg, m.ParityRequest):
+        return msg.start_block == 0 and msg.round > 0 and len(msg.passes) <= QUICK_RANGES
+    if isinstance(msg, m.ParityAnswer):
+        return msg.count <= QUICK_RANGES
+    return isinstance(msg, m.Commit | m.Confirm | m.Abort)
 
 
 class SessionClosed(Exception):
@@ -92,10 +106,6 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
         return await reader.readexactly(length)
     except (asyncio.IncompleteReadError, ConnectionError) as e:
         raise SessionClosed("connection closed") from e
-
-
-def write_frame(writer: asyncio.StreamWriter, data: bytes) -> None:
-    writer.write(_LEN.pack(len(data)) + data)
 
 
 @dataclass
@@ -173,6 +183,7 @@ class Module:
         self._block_seconds: dict[int, float] = {}
         self._pending_classical: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._pending_quantum: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.wake = asyncio.Event()  # stock or blocks in flight changed: an idle source looks
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -292,6 +303,7 @@ class Module:
         return fraction
 
     def _on_delivered(self) -> None:
+        self.wake.set()
         if self.role == "receiver" and self._session is not None:
             self._session.heartbeat_now.set()
 
@@ -365,11 +377,13 @@ class Module:
                     self._bob_stats = o.stats
                 queue.extend(self.machine.stored(o.block))
             elif isinstance(o, BlockAborted):
+                self.wake.set()
                 self._record(o.stats)
                 level = logging.WARNING
                 log(_LOG, level, "block_aborted", block=o.block, reason=o.reason.label,
                     qber_x=round(o.stats.qber_x, 5))
             elif isinstance(o, BlockCommitted):
+                self.wake.set()
                 if self.role == "receiver":
                     await asyncio.to_thread(self.store.commit_blocks_upto, o.block)
                     self.pad.commit_chunk(o.block)
@@ -441,8 +455,7 @@ class _Session:
     def send(self, message: m.Message) -> None:
         if self._closed:
             raise SessionClosed("session closed")
-        frame = self.sealer.seal(m.encode(message))
-        write_frame(self.cw, frame)
+        self.cw.write(self.sealer.seal_parts(m.encode_parts(message), length_prefix=True))
 
     async def _receive(self) -> m.Message:
         """The next authentic message (forged, replayed or malformed frames are refused)."""
@@ -583,13 +596,17 @@ class _Session:
             msg = await self._receive()
             if isinstance(msg, m.Heartbeat):
                 mod._peer_stock = msg.stock
+                mod.wake.set()
                 continue
             if isinstance(msg, m.Hello):
                 raise SessionClosed("unexpected Hello")
             if isinstance(msg, m.Confirm):
                 mod._peer_stock = msg.stock
             async with mod._lock:
-                outs = await asyncio.to_thread(mod.machine.receive, msg)
+                if _quick(msg):  # a few ms at most: a thread hand-off would cost more
+                    outs = mod.machine.receive(msg)
+                else:
+                    outs = await asyncio.to_thread(mod.machine.receive, msg)
                 await mod.handle(self, outs)
             await self.cw.drain()
 
@@ -608,9 +625,15 @@ class _Session:
         p = mod.params
         deadline = time.monotonic()
         while True:
-            while mod.production_paused() or len(alice.blocks_in_progress()) >= MAX_IN_FLIGHT:
-                # stock full, or post-processing behind the link: the source idles
-                await asyncio.sleep(0.05)
+            while True:
+                mod.wake.clear()
+                if not (mod.production_paused()
+                        or len(alice.blocks_in_progress()) >= MAX_IN_FLIGHT):
+                    break
+                # stock full, or post-processing behind the link: the source idles until a
+                # delivery, a finished block or the peer's stock wakes it (or the poll interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(mod.wake.wait(), IDLE_POLL_SECONDS)
                 deadline = time.monotonic()
             block = int(mod.store.get("next_block", 0))
             mod.store.put("next_block", block + 1)
@@ -628,8 +651,8 @@ class _Session:
                 async with mod._lock:
                     alice.on_frame(block, frame, offset, pulses, record)
                 last = offset + pulses >= p.block_pulses
-                write_frame(self.qw, encode_frame(QuantumFrame(block, frame, pulses, last,
-                                                               photons)))
+                self.qw.write(encode_frame(QuantumFrame(block, frame, pulses, last, photons),
+                                           length_prefix=True))
                 await self.qw.drain()
                 offset += pulses
                 frame += 1

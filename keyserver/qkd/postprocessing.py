@@ -55,12 +55,12 @@ from keyserver.qkd.quantumchannel import (
     Detections,
     SourceRecord,
     decode_states,
-    match_sorted,
     quantised_probabilities,
 )
 from keyserver.qkd.randomness import RandomSource
 
 U8Array = npt.NDArray[np.uint8]
+U32Array = npt.NDArray[np.uint32]
 U64Array = npt.NDArray[np.uint64]
 
 GROUP_BITS = 1 << 22  # Cascade runs on groups of at most this many bits, one after the other
@@ -214,74 +214,149 @@ def block_secret_length(params: LinkParams, counts: BasisCounts, leaked: int) ->
 
 
 @njit(cache=True, nogil=True)
+def _bit(packed: U8Array, i: int) -> int:
+    """Bit i of a string packed as by ``np.packbits`` (first bit in the high bit)."""
+    return int((np.int64(packed[i >> 3]) >> (7 - (i & 7))) & 1)
+
+
+@njit(cache=True, nogil=True)
+def _positions_from_gaps(
+    first: int, gaps: npt.NDArray[np.uint32], pulses: int
+) -> tuple[U64Array, int]:
+    """Positions ``first, first + g0, ...``; status 1 if a gap is 0, 2 if one is beyond the
+    pulses sent."""
+    n = gaps.shape[0] + 1
+    out = np.empty(n, dtype=np.uint64)
+    pos = np.uint64(first)
+    out[0] = pos
+    for i in range(n - 1):
+        g = gaps[i]
+        if g == 0:
+            return out, 1
+        pos += np.uint64(g)
+        out[i + 1] = pos
+    if first >= pulses or pos >= np.uint64(pulses):
+        return out, 2
+    return out, 0
+
+
+@njit(cache=True, nogil=True)
+def _lookup_states(
+    cand: U32Array | U64Array,
+    cand_states: U8Array,
+    offset: np.uint64,
+    positions: U64Array,
+    lo: int,
+    hi: int,
+    states: U8Array,
+    have: npt.NDArray[np.bool_],
+) -> None:
+    """Alice's states at ``positions[lo:hi]`` (all in one frame) from its candidate record
+    (sorted positions within the frame): a merge of the two sorted lists."""
+    i = 0
+    m = cand.shape[0]
+    for k in range(lo, hi):
+        q = positions[k] - offset
+        while i < m and np.uint64(cand[i]) < q:
+            i += 1
+        if i < m and np.uint64(cand[i]) == q:
+            states[k] = cand_states[i]
+            have[k] = True
+
+
+@njit(cache=True, nogil=True)
 def _sift_alice(
-    states: U8Array, bob_bases: U8Array
+    states: U8Array, bob_packed: U8Array
 ) -> tuple[U8Array, U8Array, U8Array, U8Array, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Alice's bases, the intensities of matched clicks, her Z bits, her X bits, counts."""
+    """Alice's bases (packed), the intensities of matched clicks, her Z bits, her X bits (packed),
+    counts per intensity; Bob's bases arrive packed (1 = X). Branch-free where it can be."""
     n = states.shape[0]
-    bases = np.empty(n, dtype=np.uint8)
+    nbytes = (n + 7) // 8
+    bases = np.zeros(nbytes, dtype=np.uint8)
     intens = np.empty(n, dtype=np.uint8)
     zb = np.empty(n, dtype=np.uint8)
-    xb = np.empty(n, dtype=np.uint8)
-    nz = np.zeros(3, dtype=np.int64)
-    nx = np.zeros(3, dtype=np.int64)
+    xb = np.zeros(nbytes, dtype=np.uint8)
+    counts = np.zeros(6, dtype=np.int64)  # matched Z per intensity, then matched X
     m = 0
     cz = 0
     cx = 0
-    for i in range(n):
-        st = states[i]
-        basis = (st >> 1) & 1
-        bases[i] = basis
-        if basis == bob_bases[i]:
+    x_acc = 0
+    for byte in range(nbytes):
+        bob = int(bob_packed[byte])
+        acc = 0
+        for t in range(8):
+            i = byte * 8 + t
+            if i >= n:
+                break
+            st = int(states[i])
+            basis = (st >> 1) & 1
+            acc |= basis << (7 - t)
+            match = 1 if basis == ((bob >> (7 - t)) & 1) else 0
             k = st >> 2
             intens[m] = k
-            m += 1
-            if basis == 0:
-                zb[cz] = st & 1
-                cz += 1
-                nz[k] += 1
-            else:
-                xb[cx] = st & 1
+            m += match
+            zb[cz] = st & 1
+            cz += match & (basis ^ 1)
+            counts[k + 3 * basis] += match
+            if match & basis:
+                x_acc |= (st & 1) << (7 - (cx & 7))
                 cx += 1
-                nx[k] += 1
-    return bases, intens[:m], zb[:cz], xb[:cx], nz, nx
+                if cx & 7 == 0:
+                    xb[(cx >> 3) - 1] = x_acc
+                    x_acc = 0
+        bases[byte] = acc
+    if cx & 7:
+        xb[cx >> 3] = x_acc
+    return bases, intens[:m], zb[:cz], xb[: (cx + 7) // 8], counts[:3].copy(), counts[3:].copy()
 
 
 @njit(cache=True, nogil=True)
 def _sift_bob(
-    alice_bases: U8Array, bob_bases: U8Array, bob_bits: U8Array, intens: U8Array, alice_x: U8Array
+    alice_packed: U8Array, bob_bases: U8Array, bob_bits: U8Array, intens: U8Array,
+    alice_x: U8Array,
 ) -> tuple[U8Array, npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
-    """Bob's Z bits and per-intensity counts (Z, X, X errors); -1 as last value if malformed."""
-    n = alice_bases.shape[0]
+    """Bob's Z bits and per-intensity counts (Z, X, X errors); -1 as last value if malformed
+    (the matched count, an intensity, or the X bits do not fit). Alice's bases and X bits arrive
+    packed."""
+    n = bob_bases.shape[0]
     zb = np.empty(n, dtype=np.uint8)
     nz = np.zeros(3, dtype=np.int64)
     nx = np.zeros(3, dtype=np.int64)
     mx = np.zeros(3, dtype=np.int64)
+    matched = 0
+    matched_x = 0
+    for i in range(n):
+        ok = 1 if _bit(alice_packed, i) == bob_bases[i] else 0
+        matched += ok
+        matched_x += ok & bob_bases[i]
+    if matched != intens.shape[0] or (matched_x + 7) // 8 != alice_x.shape[0]:
+        return zb[:0], nz, nx, mx, -1
+    for j in range(intens.shape[0]):
+        if intens[j] > 2:
+            return zb[:0], nz, nx, mx, -1
+    counts = np.zeros(9, dtype=np.int64)  # Z, X, X errors per intensity
+    lookup = np.zeros(matched + 1, dtype=np.int64)  # one spare entry: reads past the last match
+    lookup[:matched] = intens
+    x_pad = np.zeros(alice_x.shape[0] + 1, dtype=np.uint8)
+    x_pad[: alice_x.shape[0]] = alice_x
     m = 0
     cz = 0
     cx = 0
-    for i in range(n):
-        if alice_bases[i] != bob_bases[i]:
-            continue
-        if m >= intens.shape[0]:
-            return zb[:0], nz, nx, mx, -1
-        k = intens[m]
-        m += 1
-        if k > 2:
-            return zb[:0], nz, nx, mx, -1
-        if bob_bases[i] == 0:
-            zb[cz] = bob_bits[i]
-            cz += 1
-            nz[k] += 1
-        else:
-            if cx >= alice_x.shape[0]:
-                return zb[:0], nz, nx, mx, -1
-            nx[k] += 1
-            if alice_x[cx] != bob_bits[i]:
-                mx[k] += 1
-            cx += 1
-    if m != intens.shape[0] or cx != alice_x.shape[0]:
-        return zb[:0], nz, nx, mx, -1
+    for i in range(n):  # branch-free: every click is processed, counted only if matched
+        basis = int(bob_bases[i])
+        ok = 1 if _bit(alice_packed, i) == basis else 0
+        k = int(lookup[m])
+        bit = int(bob_bits[i])
+        zb[cz] = bit
+        cz += ok & (basis ^ 1)
+        counts[k + 3 * basis] += ok
+        counts[6 + k] += ok & basis & (_bit(x_pad, cx) ^ bit)
+        cx += ok & basis
+        m += ok
+    for k in range(3):
+        nz[k] = counts[k]
+        nx[k] = counts[3 + k]
+        mx[k] = counts[6 + k]
     return zb[:cz], nz, nx, mx, 0
 
 
@@ -380,7 +455,8 @@ class Alice(_Party):
         self._random = random
         self._sources: dict[int, RandomSource] = {}
         self._fresh: dict[int, RandomSource] = {}
-        self._records: dict[int, list[tuple[int, int, SourceRecord]]] = {}  # (frame, offset, rec)
+        # (frame, offset, pulses, record with positions within the frame)
+        self._records: dict[int, list[tuple[int, int, int, SourceRecord]]] = {}
         self._cascade: dict[int, CascadeAlice] = {}
         self.auth_available = (0, 0)  # bytes left per direction (set by the module)
         self.auth_used_per_block = 0
@@ -411,22 +487,18 @@ class Alice(_Party):
         if b is None:
             return
         b.stats.pulses += pulses
-        glob = SourceRecord(record.positions.astype(np.uint64) + np.uint64(offset), record.states)
-        self._records[block].append((frame, offset, glob))
+        self._records[block].append((frame, offset, pulses, record))
 
     def _states_at(self, block: int, positions: U64Array, frames_upto: int) -> U8Array:
         recs = self._records.get(block, [])
         states = np.zeros(positions.shape[0], dtype=np.uint8)
-        have = np.zeros(positions.shape[0], dtype=bool)
-        for _, _, rec in recs:
-            cand = rec.positions.astype(np.uint64, copy=False)
-            if cand.shape[0] == 0 or cand[0] > positions[-1] or cand[-1] < positions[0]:
-                continue
-            idx = match_sorted(cand, positions)
-            hit = idx >= 0
-            states[hit] = rec.states[idx[hit]]
-            have |= hit
-        missing = int(np.count_nonzero(~have))
+        have = np.zeros(positions.shape[0], dtype=np.bool_)
+        for _, offset, pulses, rec in recs:
+            lo, hi = np.searchsorted(positions, np.array((offset, offset + pulses), np.uint64))
+            if lo < hi:
+                _lookup_states(rec.positions, rec.states, np.uint64(offset), positions, int(lo),
+                               int(hi), states, have)
+        missing = int(have.shape[0] - np.count_nonzero(have))
         if missing:  # pulses that were no delivery candidates: their states are fresh draws
             states[~have] = decode_states(self._fresh[block].uint32(missing), self.params)
         self._records[block] = [r for r in recs if r[0] >= frames_upto]
@@ -460,26 +532,27 @@ class Alice(_Party):
             raise ProtocolError("detections out of order")
         if msg.count < 1 or len(msg.gaps) != 4 * (msg.count - 1):
             raise ProtocolError("detection count does not match its gaps")
-        gaps = np.frombuffer(msg.gaps, dtype="<u4").astype(np.uint64)
-        if gaps.size and int(gaps.min()) == 0:
-            raise ProtocolError("detection positions must increase")
-        positions = np.uint64(msg.first_position) + np.concatenate(
-            ([np.uint64(0)], np.cumsum(gaps, dtype=np.uint64))
+        if len(msg.bases) != (msg.count + 7) // 8:
+            raise ProtocolError(f"Detections.bases: {len(msg.bases)} bytes for {msg.count} bits")
+        positions, ok = _positions_from_gaps(
+            msg.first_position, np.frombuffer(msg.gaps, dtype="<u4"), b.stats.pulses
         )
-        if int(positions[-1]) >= b.stats.pulses:
+        if ok == 1:
+            raise ProtocolError("detection positions must increase")
+        if ok == 2:
             raise ProtocolError("detection at a pulse that was not sent")
-        bob_bases = _unpack(msg.bases, msg.count, "Detections.bases")
         states = self._states_at(msg.block, positions, msg.frames_upto)
-        alice_bases, intensity, z_bits, x_bits, nz, nx = _sift_alice(states, bob_bases)
+        alice_bases, intensity, z_bits, x_bits, nz, nx = _sift_alice(
+            states, np.frombuffer(msg.bases, dtype=np.uint8)
+        )
         b.z_bits.append(z_bits)
         for k in range(3):
             b.n_z[k] += int(nz[k])
             b.n_x[k] += int(nx[k])
         b.stats.detections += msg.count
         b.batches += 1
-        reply = m.Sifting(
-            msg.block, msg.batch, _pack(alice_bases), intensity.tobytes(), _pack(x_bits)
-        )
+        reply = m.Sifting(msg.block, msg.batch, alice_bases.tobytes(), intensity.tobytes(),
+                          x_bits.tobytes())
         if msg.last:
             b.sifting_done = True
             b.state = "estimate"
@@ -615,7 +688,7 @@ class Bob(_Party):
     ) -> None:
         super().__init__(params, link, key_size)
         self._random = random
-        self._pending: dict[int, list[Detections]] = {}
+        self._pending: dict[int, list[tuple[int, Detections]]] = {}  # (offset, frame's clicks)
         self._pending_frames: dict[int, int] = {}
         self._pending_pulses: dict[int, int] = {}
         self._bob_bits: dict[int, list[U8Array]] = {}
@@ -655,11 +728,10 @@ class Bob(_Party):
         if b.state != "sifting":
             return []
         b.stats.pulses += pulses
-        shifted = Detections(det.positions + np.uint64(offset), det.bases, det.bits)
-        self._pending[block].append(shifted)
+        self._pending[block].append((offset, det))
         self._pending_frames[block] = frame + 1
         self._pending_pulses[block] += pulses
-        held = sum(d.positions.shape[0] for d in self._pending[block])
+        held = sum(d.positions.shape[0] for _, d in self._pending[block])
         if last or held >= BATCH_DETECTIONS or self._pending_pulses[block] >= BATCH_PULSES:
             return self._flush(b, last)
         return []
@@ -668,27 +740,42 @@ class Bob(_Party):
         dets = self._pending[b.number]
         self._pending[b.number] = []
         self._pending_pulses[b.number] = 0
-        if not dets or sum(d.positions.shape[0] for d in dets) == 0:
+        count = sum(d.positions.shape[0] for _, d in dets)
+        if count == 0:
             if last:
                 return [self._abort(b, AbortReason.TOO_FEW_DETECTIONS),
                         Send(m.Abort(b.number, int(AbortReason.TOO_FEW_DETECTIONS)))]
             return []
-        pos = np.concatenate([d.positions for d in dets])
-        bases = np.concatenate([d.bases for d in dets])
-        bits = np.concatenate([d.bits for d in dets])
-        gaps = np.diff(pos)
-        if gaps.size and int(gaps.max()) >= 2**32:
-            return [self._abort(b, AbortReason.PROTOCOL_ERROR),
-                    Send(m.Abort(b.number, int(AbortReason.PROTOCOL_ERROR)))]
+        gaps = np.empty(count, dtype="<u4")  # gaps[0] holds nothing: the first position
+        first = -1
+        last_pos = -1
+        at = 0
+        for offset, d in dets:
+            k = d.positions.shape[0]
+            if k == 0:
+                continue
+            head = offset + int(d.positions[0])
+            if first < 0:
+                first = head
+            elif head - last_pos >= 2**32:
+                return [self._abort(b, AbortReason.PROTOCOL_ERROR),
+                        Send(m.Abort(b.number, int(AbortReason.PROTOCOL_ERROR)))]
+            else:
+                gaps[at] = head - last_pos
+            gaps[at + 1 : at + k] = np.diff(d.positions)
+            last_pos = offset + int(d.positions[-1])
+            at += k
+        bases = np.concatenate([d.bases for _, d in dets])
+        bits = np.concatenate([d.bits for _, d in dets])
         self._sent_bases[b.number].append((bases, bits))
         msg = m.Detections(
-            b.number, b.batches, self._pending_frames[b.number], last, int(pos[0]),
-            int(pos.shape[0]), gaps.astype("<u4").tobytes(), _pack(bases),
+            b.number, b.batches, self._pending_frames[b.number], last, first, count,
+            gaps[1:].tobytes(), _pack(bases),
         )
         b.batches += 1
         if last:
             b.sifting_done = True
-        b.stats.detections += int(pos.shape[0])
+        b.stats.detections += count
         return [Send(msg)]
 
     def receive(self, msg: m.Message) -> list[Output]:
@@ -718,12 +805,13 @@ class Bob(_Party):
             raise ProtocolError("sifting without detections")
         bob_bases, bob_bits = sent[0]
         count = bob_bases.shape[0]
-        alice_bases = _unpack(msg.bases, count, "Sifting.bases")
+        if len(msg.bases) != (count + 7) // 8:
+            raise ProtocolError(f"Sifting.bases: {len(msg.bases)} bytes for {count} bits")
         intensity = np.frombuffer(msg.intensities, dtype=np.uint8)
-        n_xm = int(np.count_nonzero((alice_bases == bob_bases) & (bob_bases == 1)))
-        alice_x = _unpack(msg.x_bits, n_xm, "Sifting.x_bits")
-        z_bits, nz, nx, mx, status = _sift_bob(alice_bases, bob_bases, bob_bits, intensity,
-                                               alice_x)
+        z_bits, nz, nx, mx, status = _sift_bob(
+            np.frombuffer(msg.bases, dtype=np.uint8), bob_bases, bob_bits, intensity,
+            np.frombuffer(msg.x_bits, dtype=np.uint8),
+        )
         if status != 0:
             raise ProtocolError("Sifting does not match the detections (intensities, X bits)")
         sent.pop(0)

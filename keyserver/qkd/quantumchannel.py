@@ -59,11 +59,17 @@ def quantised_probabilities(params: LinkParams) -> tuple[tuple[float, float, flo
     return ((t0 / _P16, (t1 - t0) / _P16, (_P16 - t1) / _P16), tz / _P15)
 
 
-def decode_states(words: U32Array, params: LinkParams) -> U8Array:
-    """Alice's pulse states from 32-bit random words: ``intensity << 2 | basis << 1 | bit``."""
+def _thresholds(params: LinkParams) -> tuple[int, int, int]:
+    """The source's grid: intensity mu below t0, nu below t1 (16 bits); Z below tz (15 bits)."""
     t0 = round(params.p_signal * _P16)
     t1 = round((params.p_signal + params.p_decoy) * _P16)
     tz = round(params.p_z * _P15)
+    return t0, t1, tz
+
+
+def decode_states(words: U32Array, params: LinkParams) -> U8Array:
+    """Alice's pulse states from 32-bit random words: ``intensity << 2 | basis << 1 | bit``."""
+    t0, t1, tz = _thresholds(params)
     low = words & np.uint32(0xFFFF)
     intensity: U8Array = ((low >= t0).astype(np.uint8) + (low >= t1).astype(np.uint8)).astype(
         np.uint8
@@ -78,117 +84,134 @@ def bernoulli_positions(rng: np.random.Generator, pulses: int, p: float) -> U32A
     """Sorted positions in ``[0, pulses)`` of a Bernoulli(p) process.
 
     The gaps are geometric, drawn exactly as ``1 + floor(E / -ln(1 - p))`` with E standard
-    exponential (numpy's ziggurat sampler, a few ns each)."""
+    exponential (numpy's ziggurat sampler, a few ns each), summed in one pass."""
     if p <= 0.0 or pulses <= 0:
         return np.zeros(0, dtype=np.uint32)
     if p >= 1.0:
         return np.arange(pulses, dtype=np.uint32)
     rate = -math.log1p(-p)
-    chunks: list[npt.NDArray[np.int64]] = []
+    chunks: list[U32Array] = []
     last = -1
     while True:
         expect = (pulses - 1 - last) * p
         size = int(expect + 6.0 * math.sqrt(expect + 1.0) + 16)
-        gaps = (rng.standard_exponential(size) / rate).astype(np.int64) + 1
-        pos = last + np.cumsum(gaps)
-        if pos[-1] >= pulses:
-            chunks.append(pos[: np.searchsorted(pos, pulses)])
-            break
+        pos, last, done = _gap_positions(rng.standard_exponential(size), rate, last, pulses)
         chunks.append(pos)
-        last = int(pos[-1])
-    out: U32Array = np.concatenate(chunks).astype(np.uint32)
+        if done:
+            break
+    out: U32Array = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
     return out
 
 
 @njit(cache=True, nogil=True)
-def _deliver(
+def _gap_positions(
+    exps: npt.NDArray[np.float64], rate: float, last: int, pulses: int
+) -> tuple[U32Array, int, bool]:
+    """Positions after ``last`` with gaps ``1 + floor(E / rate)``, below ``pulses``; whether the
+    exponentials sufficed to pass the end."""
+    out = np.empty(exps.shape[0], dtype=np.uint32)
+    pos = np.int64(last)
+    for i in range(exps.shape[0]):
+        nxt = pos + np.int64(exps[i] / rate) + 1
+        if nxt >= pulses:
+            return out[:i], int(pos), True
+        pos = nxt
+        out[i] = pos
+    return out, int(pos), False
+
+
+@njit(cache=True, nogil=True)
+def _source_and_fibre(
     rng: np.random.Generator,
-    states: U8Array,
+    cand: U32Array,
+    words: U32Array,
+    t0: int,
+    t1: int,
+    tz: int,
     clean: npt.NDArray[np.float64],
     eve: npt.NDArray[np.float64],
     p_eve: float,
     p_max: float,
-) -> tuple[npt.NDArray[np.bool_], U8Array]:
-    """Which candidates deliver a photon, and the photon's basis << 1 | bit (Eve included)."""
-    n = states.shape[0]
-    delivered = np.zeros(n, dtype=np.bool_)
-    photon = np.zeros(n, dtype=np.uint8)
+) -> tuple[U8Array, U32Array, U8Array]:
+    """Alice's states of the candidates (as :func:`decode_states`), and the photons the fibre
+    delivers: their positions and basis << 1 | bit (Eve included). A candidate whose delivery
+    probability is ``p_max`` itself is delivered without a draw (thinning by 1)."""
+    n = cand.shape[0]
+    states = np.empty(n, dtype=np.uint8)
+    ph_pos = np.empty(n, dtype=np.uint32)
+    ph = np.empty(n, dtype=np.uint8)
+    sure = np.empty(3, dtype=np.bool_)
+    for k in range(3):
+        sure[k] = clean[k] >= p_max
+    c = 0
     for i in range(n):
-        st = states[i]
-        k = st >> 2
-        basis = (st >> 1) & 1
-        bit = st & 1
+        w = np.int64(words[i])
+        low = w & 0xFFFF
+        k = (1 if low >= t0 else 0) + (1 if low >= t1 else 0)
+        basis = 1 if ((w >> 16) & 0x7FFF) >= tz else 0
+        bit = w >> 31
+        st = (k << 2) | (basis << 1) | bit
+        states[i] = st
         if p_eve > 0.0 and rng.random() < p_eve:
             if rng.random() * p_max < eve[k]:
-                delivered[i] = True
-                eve_basis = np.uint8(1) if rng.random() < 0.5 else np.uint8(0)
-                eve_bit = bit if eve_basis == basis else (
-                    np.uint8(1) if rng.random() < 0.5 else np.uint8(0))
-                photon[i] = (eve_basis << 1) | eve_bit
-        elif rng.random() * p_max < clean[k]:
-            delivered[i] = True
-            photon[i] = (basis << 1) | bit
-    return delivered, photon
+                eve_basis = 1 if rng.random() < 0.5 else 0
+                eve_bit = bit if eve_basis == basis else (1 if rng.random() < 0.5 else 0)
+                ph_pos[c] = cand[i]
+                ph[c] = (eve_basis << 1) | eve_bit
+                c += 1
+        elif sure[k] or rng.random() * p_max < clean[k]:
+            ph_pos[c] = cand[i]
+            ph[c] = (basis << 1) | bit
+            c += 1
+    return states, ph_pos[:c], ph[:c]
 
 
 @njit(cache=True, nogil=True)
-def _measure(
+def _detect(
     rng: np.random.Generator,
-    which: npt.NDArray[np.int64],
-    photon_states: U8Array,
-    bases: U8Array,
+    ph_pos: U32Array,
+    ph_states: U8Array,
+    dark: U32Array,
+    words: U32Array,
+    z_threshold: np.uint64,
     misalignment: float,
-) -> U8Array:
-    n = which.shape[0]
+) -> tuple[U32Array, U8Array, U8Array]:
+    """Bob's clicks: the sorted union of photon and dark-count positions (a photon wins where
+    both happen); his bases (Z when his word is below the threshold: as
+    ``RandomSource.bernoulli``) and his bits: a photon measured in its basis gives its bit
+    (flipped with probability e_d), anything else (other basis, dark count alone) a random bit."""
+    n = words.shape[0]
+    pos = np.empty(n, dtype=np.uint32)
+    bases = np.empty(n, dtype=np.uint8)
     bits = np.empty(n, dtype=np.uint8)
-    for i in range(n):
-        w = which[i]
-        if w >= 0 and (photon_states[w] >> 1) == bases[i]:
-            b = photon_states[w] & 1
-            if rng.random() < misalignment:
-                b ^= 1
-            bits[i] = b
-        else:
-            bits[i] = 1 if rng.random() < 0.5 else 0
-    return bits
-
-
-@njit(cache=True, nogil=True)
-def merge_union(photons: U32Array, dark: U32Array) -> tuple[U32Array, npt.NDArray[np.int64]]:
-    """Sorted union of two sorted position arrays, and for each position the index of the
-    photon there (-1 for a dark count alone)."""
-    out = np.empty(photons.shape[0] + dark.shape[0], dtype=np.uint32)
-    which = np.empty(photons.shape[0] + dark.shape[0], dtype=np.int64)
     i = 0
     j = 0
     k = 0
-    while i < photons.shape[0] or j < dark.shape[0]:
-        if j >= dark.shape[0] or (i < photons.shape[0] and photons[i] <= dark[j]):
-            if j < dark.shape[0] and photons[i] == dark[j]:
+    n_ph = ph_pos.shape[0]
+    n_dark = dark.shape[0]
+    while (i < n_ph or j < n_dark) and k < n:
+        if j >= n_dark or (i < n_ph and ph_pos[i] <= dark[j]):
+            if j < n_dark and ph_pos[i] == dark[j]:
                 j += 1
-            out[k] = photons[i]
-            which[k] = i
+            w = i
+            p = ph_pos[i]
             i += 1
         else:
-            out[k] = dark[j]
-            which[k] = -1
+            w = -1
+            p = dark[j]
             j += 1
+        basis = 0 if np.uint64(words[k]) < z_threshold else 1
+        pos[k] = p
+        bases[k] = basis
+        if w >= 0 and (ph_states[w] >> 1) == basis:
+            b = ph_states[w] & 1
+            if rng.random() < misalignment:
+                b ^= 1
+            bits[k] = b
+        else:
+            bits[k] = 1 if rng.random() < 0.5 else 0
         k += 1
-    return out[:k], which[:k]
-
-
-@njit(cache=True, nogil=True)
-def match_sorted(table: U64Array, queries: U64Array) -> npt.NDArray[np.int64]:
-    """For sorted ``queries``, the index of each in sorted ``table``, or -1."""
-    out = np.full(queries.shape[0], -1, dtype=np.int64)
-    i = 0
-    for k in range(queries.shape[0]):
-        q = queries[k]
-        while i < table.shape[0] and table[i] < q:
-            i += 1
-        if i < table.shape[0] and table[i] == q:
-            out[k] = i
-    return out
+    return pos[:k], bases[:k], bits[:k]
 
 
 @dataclass(frozen=True)
@@ -230,16 +253,18 @@ class Fibre:
         p_eve = self.eve_fraction
         p_max = float(max(clean.max(), eve.max() if p_eve > 0 else 0.0))
         cand = bernoulli_positions(rng, pulses, p_max)
-        states = decode_states(source.uint32(cand.shape[0]), self.params)
-        delivered, photon = _deliver(rng, states, clean, eve, p_eve, p_max)
-        return SourceRecord(cand, states), Photons(cand[delivered], photon[delivered])
+        t0, t1, tz = _thresholds(self.params)
+        states, positions, photon = _source_and_fibre(
+            rng, cand, source.uint32(cand.shape[0]), t0, t1, tz, clean, eve, p_eve, p_max
+        )
+        return SourceRecord(cand, states), Photons(positions, photon)
 
 
 @dataclass(frozen=True)
 class Detections:
-    """Bob's clicks in one frame or block: positions, his basis, his bit."""
+    """Bob's clicks in one frame: positions (within the frame), his basis, his bit."""
 
-    positions: U64Array
+    positions: U32Array
     bases: U8Array
     bits: U8Array
 
@@ -254,12 +279,17 @@ class Detector:
     def detect(self, photons: Photons, pulses: int, bob: RandomSource) -> Detections:
         rng = self._rng
         dark = bernoulli_positions(rng, pulses, self.params.dark_count)
-        positions, which = merge_union(photons.positions, dark)
-        n = positions.shape[0]
+        ph = photons.positions
+        both = 0
+        if dark.shape[0] and ph.shape[0]:
+            at = np.minimum(np.searchsorted(ph, dark), ph.shape[0] - 1)
+            both = int(np.count_nonzero(ph[at] == dark))
+        n = ph.shape[0] + dark.shape[0] - both  # clicks: photons and dark counts, once each
         _, p_z = quantised_probabilities(self.params)
-        bases = (1 - bob.bernoulli(n, p_z)).astype(np.uint8)  # 1 = X
-        bits = _measure(rng, which, photons.states, bases, self.params.misalignment)
-        return Detections(positions.astype(np.uint64), bases, bits)
+        threshold = np.uint64(round(min(max(p_z, 0.0), 1.0) * 2**32))  # RandomSource.bernoulli
+        positions, bases, bits = _detect(rng, ph, photons.states, dark, bob.uint32(n),
+                                         threshold, self.params.misalignment)  # bases: 1 = X
+        return Detections(positions, bases, bits)
 
 
 # -- wire form of one frame on the quantum channel ---------------------------------------------
@@ -282,12 +312,23 @@ class QuantumChannelError(ValueError):
     """A malformed quantum-channel frame."""
 
 
-def encode_frame(frame: QuantumFrame) -> bytes:
+def encode_frame(frame: QuantumFrame, *, length_prefix: bool = False) -> bytearray:
+    """Wire form: header, the photons' u32 positions, their states (one byte each); built in
+    one buffer (``length_prefix``: with the u32 big-endian length in front, as the stream
+    carries it)."""
     p = frame.photons
-    head = _FRAME_HEAD.pack(
-        FRAME_MAGIC, frame.block, frame.frame, frame.pulses, p.positions.shape[0], int(frame.last)
-    )
-    return head + p.positions.astype("<u4").tobytes() + p.states.astype(np.uint8).tobytes()
+    count = p.positions.shape[0]
+    lead = 4 if length_prefix else 0
+    size = _FRAME_HEAD.size + 5 * count
+    out = bytearray(lead + size)
+    if length_prefix:
+        struct.pack_into(">I", out, 0, size)
+    _FRAME_HEAD.pack_into(out, lead, FRAME_MAGIC, frame.block, frame.frame, frame.pulses, count,
+                          int(frame.last))
+    body = lead + _FRAME_HEAD.size
+    np.frombuffer(out, dtype="<u4", count=count, offset=body)[:] = p.positions
+    np.frombuffer(out, dtype=np.uint8, count=count, offset=body + 4 * count)[:] = p.states
+    return out
 
 
 def frame_header_size() -> int:
@@ -304,18 +345,30 @@ def frame_body_size(header: bytes) -> int:
     return int(count) * 5
 
 
-def decode_frame(data: bytes) -> QuantumFrame:
+@njit(cache=True, nogil=True)
+def _valid_photons(positions: U32Array, states: U8Array, pulses: int) -> bool:
+    """Positions strictly increasing and inside the frame, states basis << 1 | bit."""
+    prev = -1
+    for i in range(positions.shape[0]):
+        q = int(positions[i])
+        if q <= prev or states[i] > 3:
+            return False
+        prev = q
+    return prev < pulses
+
+
+def decode_frame(data: bytes | bytearray) -> QuantumFrame:
+    """Strict parse; the photon arrays are read-only views into ``data`` (no copies)."""
     if len(data) < _FRAME_HEAD.size:
         raise QuantumChannelError("short quantum-channel frame")
     _, block, frame, pulses, count, last = _FRAME_HEAD.unpack_from(data)
-    body = frame_body_size(data[: _FRAME_HEAD.size])
+    body = frame_body_size(bytes(data[: _FRAME_HEAD.size]))
     if len(data) != _FRAME_HEAD.size + body:
         raise QuantumChannelError("quantum-channel frame length does not match its header")
     off = _FRAME_HEAD.size
-    positions = np.frombuffer(data, dtype="<u4", count=count, offset=off).astype(np.uint32)
-    states = np.frombuffer(data, dtype=np.uint8, count=count, offset=off + 4 * count).copy()
-    if count and (np.any(np.diff(positions.astype(np.int64)) <= 0) or positions[-1] >= pulses):
-        raise QuantumChannelError("photon positions must be increasing and inside the frame")
-    if np.any(states > 3):
-        raise QuantumChannelError("photon state out of range")
+    positions = np.frombuffer(data, dtype="<u4", count=count, offset=off)
+    states = np.frombuffer(data, dtype=np.uint8, count=count, offset=off + 4 * count)
+    if not _valid_photons(positions, states, pulses):
+        raise QuantumChannelError("photon positions must be increasing and inside the frame, "
+                                  "states within 0..3")
     return QuantumFrame(block, frame, pulses, bool(last), Photons(positions, states))

@@ -164,7 +164,7 @@ class LinkRun:
             if isinstance(o, Send):
                 t0 = time.process_time()
                 sealer = self.seal_a if side == "alice" else self.seal_b
-                frame = sealer.seal(m.encode(o.message))
+                frame = sealer.seal_parts(m.encode_parts(o.message))
                 self.cpu[side] += time.process_time() - t0
                 self.messages += 1
                 if self.record:

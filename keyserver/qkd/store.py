@@ -62,6 +62,9 @@ class ModuleStore:
             "CREATE TABLE IF NOT EXISTS auth_chunks (block INTEGER PRIMARY KEY, "
             "to_receiver BLOB NOT NULL, to_transmitter BLOB NOT NULL, committed INTEGER NOT NULL)"
         )
+        # the number of keys, kept with every transaction that adds or removes keys (the stock
+        # is asked for on every heartbeat, status request and production decision)
+        self._keys = int(db.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
 
     @_locked
     def close(self) -> None:
@@ -158,6 +161,7 @@ class ModuleStore:
                 self.put("last_committed_block", block)
             else:
                 self.put("last_stored_block", block)
+        self._keys += len(keys)
 
     @_locked
     def commit_blocks_upto(self, block: int) -> list[int]:
@@ -187,11 +191,12 @@ class ModuleStore:
             self._db.execute(
                 "DELETE FROM auth_chunks WHERE committed = 0 AND block > ?", (block,)
             )
+        self._keys -= int(cur.rowcount)
         return int(cur.rowcount)
 
     @_locked
     def key_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
+        return self._keys
 
     @_locked
     def take_keys(self, number: int) -> list[tuple[uuid.UUID, bytes]]:
@@ -205,6 +210,7 @@ class ModuleStore:
             if len(rows) < number:
                 return []
             self._db.executemany("DELETE FROM keys WHERE id = ?", [(r[0],) for r in rows])
+        self._keys -= len(rows)
         return [(uuid.UUID(r[0]), bytes(r[1])) for r in rows]
 
     @_locked
@@ -221,4 +227,5 @@ class ModuleStore:
                     return None
                 out.append((kid, bytes(row[0])))
             self._db.executemany("DELETE FROM keys WHERE id = ?", [(str(k),) for k in ids])
+        self._keys -= len(set(ids))  # each distinct ID was present and is deleted once
         return out

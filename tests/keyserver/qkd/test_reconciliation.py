@@ -65,18 +65,21 @@ def test_pass_zero_length_and_tiny_strings() -> None:
 def test_pass_permutations_separate_pairs_like_a_shuffle() -> None:
     """Two positions of one 64 Ki segment (or of two) fall into the same half of the string in
     about half the passes: the large final passes can separate any pair of residual errors."""
-    from keyserver.qkd.cascade import SEGMENT, _fwd, _inv, pass_table
+    from keyserver.qkd.cascade import SEGMENT, _fwd, _inv, pass_tables
 
     n = 3 * SEGMENT + 1929
     rng = np.random.default_rng(5)
     same = 0
     trials = 0
     for p in range(40):
-        t = pass_table(rng.bytes(32), p, n)
+        t = pass_tables(rng.bytes(32), range(p, p + 1), n)
+        half = t.padded // 2
         for a, b in ((10, 20), (SEGMENT + 5, SEGMENT + 7), (3 * SEGMENT + 3, 3 * SEGMENT + 900),
                      (17, 2 * SEGMENT + 17)):
-            qa, qb = _fwd(t, a), _fwd(t, b)
-            assert _inv(t, qa) == a and _inv(t, qb) == b
-            same += int((qa < n // 2) == (qb < n // 2))
+            (ra, ca), (rb, cb) = (_fwd(t.pi[0], t.sigma[0], t.delta[0], t.f, x) for x in (a, b))
+            qa, qb = ra * t.segs + ca, rb * t.segs + cb
+            assert _inv(t.pi_inv[0], t.sigma_inv[0], t.delta[0], t.f, t.segs, qa) == a
+            assert _inv(t.pi_inv[0], t.sigma_inv[0], t.delta[0], t.f, t.segs, qb) == b
+            same += int((qa < half) == (qb < half))
             trials += 1
     assert 0.3 < same / trials < 0.7
