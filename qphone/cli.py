@@ -441,9 +441,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
         modes = ["aes", "otp"] if args.mode == "both" else [args.mode]
         kme_args = ["--distance-km", str(args.distance_km)]
+        if args.network is not None:
+            kme_args = ["--multipath", str(args.multipath)]
         try:
             summary = run_call_demo(
-                args.seconds, modes, Path(args.dir) if args.dir else None, kme_args
+                args.seconds,
+                modes,
+                Path(args.dir) if args.dir else None,
+                kme_args,
+                network=args.network,
             )
         except CallInterrupted:
             print("qphone demo: interrupted", file=sys.stderr)
@@ -486,6 +492,13 @@ def _cmd_loopback(args: argparse.Namespace) -> int:
     if (args.profile_a is None) != (args.profile_b is None):
         print("qphone loopback: give both --profile-a and --profile-b, or neither", file=sys.stderr)
         return 2
+    if args.network is not None and args.profile_a is not None:
+        print(
+            "qphone loopback: --network starts its own network; drop --profile-a/--profile-b "
+            "(or drop --network to use running KMEs)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         wav_info(args.sample)
     except (WavFormatError, OSError) as exc:
@@ -522,6 +535,8 @@ def _cmd_loopback(args: argparse.Namespace) -> int:
         eve_fraction=args.eve_fraction,
         profile_a=Path(args.profile_a) if args.profile_a else None,
         profile_b=Path(args.profile_b) if args.profile_b else None,
+        network=args.network,
+        multipath=args.multipath,
         rotate_frames=args.rotate_frames,
         rotate_seconds=args.rotate_seconds,
         pad_lookahead_s=args.pad_lookahead,
@@ -546,6 +561,8 @@ def _cmd_loopback(args: argparse.Namespace) -> int:
         f"wasted {total['qkd_bits_wasted']} | PESQ {q.get('pesq_wb')} STOI {q.get('stoi')} | "
         f"report {args.report}" + (f", plot {args.plot}" if args.plot else "")
     )
+    if run.caller.summary.route is not None:
+        print(run.caller.summary.route.describe())
     return 0
 
 
@@ -580,6 +597,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number(float, 0, 300, "a fibre length in km from 0 to 300", "10"),
         default=10.0,
         help="simulated fibre length",
+    )
+    d.add_argument(
+        "--network",
+        metavar="TOPOLOGY",
+        help="call across a network of trusted nodes instead of one link: beijing-hefei "
+        "(16 hops, 1,090 km), hefei-metro, pair, or a topology file",
+    )
+    d.add_argument(
+        "--multipath",
+        type=_number(int, 1, 8, "a number of node-disjoint routes from 1 to 8", "1"),
+        default=1,
+        help="with --network: split every key over this many node-disjoint routes",
     )
     d.add_argument(
         "--core", action="store_true", help="only the security core, in memory (no network)"
@@ -655,6 +684,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number(float, 0.05, 10, "seconds of talk from 0.05 to 10", "0.5"),
         default=0.5,
         help="OTP: pad held ahead of need, in seconds of talk",
+    )
+    lb.add_argument(
+        "--network",
+        metavar="TOPOLOGY",
+        help="start this network of trusted nodes (beijing-hefei, hefei-metro, pair or a "
+        "topology file) and call from alice's site to bob's; the report gives the key route",
+    )
+    lb.add_argument(
+        "--multipath",
+        type=_number(int, 1, 8, "a number of node-disjoint routes from 1 to 8", "1"),
+        default=1,
+        help="with --network: split every key over this many node-disjoint routes",
     )
     lb.add_argument("--profile-a", help="caller profile of running KMEs (default: start a pair)")
     lb.add_argument("--profile-b", help="answerer profile of running KMEs")

@@ -1,12 +1,15 @@
 """``qphone demo``: a real encrypted call on this machine with nothing to set up.
 
 Starts the keyserver demo pair (two ETSI 014 KMEs and the simulated BB84 link, with their PKI),
-then places calls between two qphone endpoints on loopback: alice (the caller) calls bob (the
-answerer), each plays one of the bundled speech samples to the other (repeated for as long as
-the call lasts) and records what it hears.  alice hangs up after ``seconds``.  On a terminal both
-endpoints share one :class:`~qphone.endpoint.console.StatusBoard`: their messages scroll with a
-``[alice]`` / ``[bob]`` prefix and each keeps one live status line below them.  The summary
-says, per side and for the call, the frames and the QKD key drawn, used and wasted.
+or with ``--network NAME`` a whole network of trusted nodes (``qkd-keyserver network``: alice
+at one end, bob at the other, every key relayed hop by hop), then places calls between two
+qphone endpoints on loopback: alice (the caller) calls bob (the answerer), each plays one of
+the bundled speech samples to the other (repeated for as long as the call lasts) and records
+what it hears.  alice hangs up after ``seconds``.  On a terminal both endpoints share one
+:class:`~qphone.endpoint.console.StatusBoard`: their messages scroll with a ``[alice]`` /
+``[bob]`` prefix and each keeps one live status line below them.  The summary says, per side
+and for the call, the frames and the QKD key drawn, used and wasted, and the key route: nodes,
+hops, time per relayed key request and the link key every link spent.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from qphone.demo.keyserverprocess import free_port, running_keyserver
+from qphone.demo.keyserverprocess import free_port, running_keyserver, running_network
 from qphone.endpoint.console import Console, StatusBoard
 from qphone.endpoint.summary import CallSummary
 
@@ -25,8 +28,14 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 
 def run_call_demo(
-    seconds: float, modes: list[str], directory: Path | None, kme_args: list[str]
+    seconds: float,
+    modes: list[str],
+    directory: Path | None,
+    kme_args: list[str],
+    network: str | None = None,
 ) -> dict[str, Any]:
+    """The demo's calls; with ``network`` (a topology name), over that network of trusted
+    nodes (``qkd-keyserver network``) from alice's site to bob's, instead of the KME pair."""
     from qphone.config.profile import load_profile
     from qphone.core.callparams import Mode
     from qphone.endpoint.endpoint import CallEndpoint
@@ -34,12 +43,25 @@ def run_call_demo(
     from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 
     work = directory or Path(tempfile.mkdtemp(prefix="qphone-demo-"))
-    print(f"qphone demo: starting the keyserver pair (KME A, KME B, BB84 link) in {work} ...")
     results: dict[str, Any] = {}
     board = StatusBoard(sys.stderr, sys.stderr.isatty())
-    waiting = "waiting for the QKD link's first key (a fresh link needs a while) ..."
-    with running_keyserver(work / "kme", kme_args, on_wait=lambda: print(waiting)) as kme:
-        print(f"keyserver ready: {kme / 'demo.json'}")
+    if network is None:
+        print(f"qphone demo: starting the keyserver pair (KME A, KME B, BB84 link) in {work} ...")
+        waiting = "waiting for the QKD link's first key (a fresh link needs a while) ..."
+        keyserver = running_keyserver(work / "kme", kme_args, on_wait=lambda: print(waiting))
+    else:
+        print(
+            f"qphone demo: starting the {network} network (a QKD module pair on every link, a "
+            f"KMS node per site) in {work / 'network'} ..."
+        )
+        waiting = (
+            "waiting until every link on the route holds key (a fresh network needs minutes) ..."
+        )
+        keyserver = running_network(
+            network, work / "network", kme_args, on_wait=lambda: print(waiting)
+        )
+    with keyserver as kme:
+        print(f"keyserver ready: profiles in {kme}")
         alice, bob = load_profile(kme / "alice.toml"), load_profile(kme / "bob.toml")
         for mode in modes:
             port = free_port()
@@ -93,6 +115,8 @@ def run_call_demo(
                 "alice_heard": str(heard_by_alice),
                 "bob_heard": str(heard_by_bob),
             }
+            if sa.route is not None:
+                results[mode]["route"] = sa.route.to_json()
             print(format_summary(sa, sb))
             print(
                 f"  recordings: {heard_by_alice} (alice heard bob), "
@@ -158,4 +182,15 @@ def format_summary(sa: CallSummary, sb: CallSummary) -> str:
         f"wasted {total['qkd_bits_wasted']} (drawn/used {total['drawn_over_used']}; the same "
         "keys reach both ends)"
     )
+    if sa.route is not None:
+        lines.append(f"  {sa.route.describe()}")
+        legs = sa.route.route.legs if sa.route.route else 1
+        for link, bits in sa.route.link_bits.items():
+            # each leg carries a full-size share of every key (multipath: k shares)
+            mac = bits - sa.keys.drawn
+            lines.append(
+                f"    link {link}: {bits} link bits = {sa.keys.drawn} key bits"
+                + (f" (one share of {legs})" if legs > 1 else "")
+                + f" + {mac} for the relays' one-time MAC keys"
+            )
     return "\n".join(lines)

@@ -1,8 +1,10 @@
-"""``qkd-keyserver demo`` as a child process: how qphone's demo, loopback and benchmarks get KMEs.
+"""The keyserver as a child process: how qphone's demo, loopback and benchmarks get KMEs.
 
-qphone never imports the keyserver: it starts ``qkd-keyserver demo`` (PKI, two KME processes
-and the simulated BB84 link) as a subprocess, waits for its ``demo.json``, and talks to the KMEs
-only through ETSI GS QKD 014 (:mod:`qphone.kmeclient`) with the profiles the demo writes.
+qphone never imports the keyserver: it starts ``qkd-keyserver demo`` (two KMS nodes joined by
+one QKD link, with their PKI) or ``qkd-keyserver network --topology NAME`` (a whole network of
+trusted nodes) as a subprocess, waits for its ``demo.json`` / ``network.json`` and for key, and
+talks to the KMEs only through ETSI GS QKD 014 (:mod:`qphone.kmeclient`) with the profiles the
+keyserver writes.
 """
 
 from __future__ import annotations
@@ -44,43 +46,68 @@ def running_keyserver(
 ) -> Iterator[Path]:
     """Run ``qkd-keyserver demo --dir DIRECTORY`` until the block ends; yield once its KMEs
     hold key (a fresh QKD link needs a while for its first) or report an eavesdropper.
-    ``on_wait`` is called once if that takes a moment."""
+    ``on_wait`` is called once if that takes a moment.  The profiles are ``DIRECTORY/*.toml``."""
+    cmd = ["demo", "--dir", str(directory), "--port-a", str(free_port())]
+    cmd += ["--port-b", str(free_port()), *extra]
+    with _running(cmd, directory, "demo.json", directory / "alice.toml", timeout, on_wait):
+        yield directory
+
+
+@contextlib.contextmanager
+def running_network(
+    topology: str,
+    directory: Path,
+    extra: list[str],
+    caller: str = "alice",
+    timeout: float = 900.0,
+    on_wait: Callable[[], None] | None = None,
+) -> Iterator[Path]:
+    """Run ``qkd-keyserver network --topology TOPOLOGY --dir DIRECTORY`` (a QKD module pair on
+    every link, a KMS node per site) until the block ends; yield the directory of its qphone
+    profiles (``DIRECTORY/saes``) once ``caller``'s KMS node can relay key to its peer's."""
+    cmd = ["network", "--topology", topology, "--dir", str(directory), *extra]
+    profile = directory / "saes" / f"{caller}.toml"
+    with _running(cmd, directory, "network.json", profile, timeout, on_wait, "network.log"):
+        yield directory / "saes"
+
+
+@contextlib.contextmanager
+def _running(
+    args: list[str],
+    directory: Path,
+    ready_file: str,
+    profile_path: Path,
+    timeout: float,
+    on_wait: Callable[[], None] | None,
+    log_name: str = "keyserver-demo.log",
+) -> Iterator[None]:
+    """``qkd-keyserver ARGS`` in its own process group, stopped (SIGTERM, then SIGKILL) at the
+    end; ready once ``DIRECTORY/READY_FILE`` exists and the profile's KME holds key."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "demo.json").unlink(missing_ok=True)
-    log = open(directory / "keyserver-demo.log", "wb")  # noqa: SIM115 - closed below
-    cmd = [
-        installed_script("qkd-keyserver"),
-        "demo",
-        "--dir",
-        str(directory),
-        "--port-a",
-        str(free_port()),
-        "--port-b",
-        str(free_port()),
-        *extra,
-    ]
+    (directory / ready_file).unlink(missing_ok=True)
+    log_path = directory / log_name
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
+    cmd = [installed_script("qkd-keyserver"), *args]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
-        while not (directory / "demo.json").exists():
+        while not (directory / ready_file).exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "the keyserver demo did not start; see " + str(directory / "keyserver-demo.log")
-                )
+                raise RuntimeError(f"`qkd-keyserver {args[0]}` did not start; see {log_path}")
             time.sleep(0.2)
         left = max(1.0, deadline - time.monotonic())
-        profile = load_profile(directory / "alice.toml")
+        profile = load_profile(profile_path)
         if asyncio.run(wait_for_key(profile, left, on_wait=on_wait)) is None:
             raise RuntimeError(
-                f"the keyserver demo delivered no key within {timeout:g} s; see "
-                + str(directory / "keyserver-demo.log")
+                f"`qkd-keyserver {args[0]}` delivered no key within {timeout:g} s; see {log_path}"
             )
-        yield directory
+        yield
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         log.close()

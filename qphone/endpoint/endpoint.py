@@ -65,6 +65,7 @@ from qphone.endpoint.callscreen import check_answerer, screen_offer
 from qphone.endpoint.console import Console, TextOut
 from qphone.endpoint.handshakedriver import HandshakeDriver
 from qphone.endpoint.identitycheck import PinCheck
+from qphone.endpoint.keyroute import RouteReport, route_report
 from qphone.endpoint.keysupply import KeySupply
 from qphone.endpoint.observer import CallObserver, EpochChange
 from qphone.endpoint.options import CallOptions
@@ -108,6 +109,7 @@ EARLY_FRAMES = 100  # frames kept that arrive before our side of the handshake i
 DRAIN_S = 0.15  # after the last frame is sent, before the bye
 BYE_LINGER_S = 0.2  # let the bye leave before the connection closes
 STATUS_INTERVAL_S = 0.5
+ROUTE_STATUS_TIMEOUT_S = 3.0  # the caller's KME status after the call (route report)
 
 
 class CallEndpoint:
@@ -163,6 +165,8 @@ class CallEndpoint:
         self._shut_down = False
         self._max_overdue = profile.policy.max_overdue_epochs
         self._interrupted = asyncio.Event()
+        self._route_before: dict[str, Any] | None = None  # the caller's KME status extension
+        self.route: RouteReport | None = None  # what the call used of the key network
 
     # ------------------------------------------------------------------ messages to the user
     def say(self, text: str) -> None:
@@ -343,9 +347,10 @@ class CallEndpoint:
     # ------------------------------------------------------------------ keys for the handshake
     async def _kme_limits(self) -> None:
         """The caller sizes its key requests by the KME's status (asked now unless known)."""
-        if self.opt.kme_limits is None:
-            with contextlib.suppress(KmeError):
-                status = await self.kme.status(self.profile.peer_sae_id)
+        with contextlib.suppress(KmeError):
+            status = await self.kme.status(self.profile.peer_sae_id)
+            self._route_before = status.status_extension or {}
+            if self.opt.kme_limits is None:
                 self.opt = dataclasses.replace(self.opt, kme_limits=status)
         if self.opt.kme_limits is not None:
             self.keys.max_keys_per_request = self.opt.kme_limits.max_key_per_request
@@ -629,11 +634,22 @@ class CallEndpoint:
             self._last_rtt = self._transport_stats.rtt_s
         with contextlib.suppress(Exception):
             await self.transport.close()
+        await self._route_after()
         with contextlib.suppress(Exception):
             await self.kme.aclose()
         self.console.clear_status()
         if self._failure is None:  # a failure was said already, in one line
             self.say(f"call ended: {self._end or 'hangup'}")
+
+    async def _route_after(self) -> None:
+        """The caller asks its KME again after the call: the relays the call's keys took."""
+        if self._route_before is None:
+            return
+        after: dict[str, Any] | None = None
+        with contextlib.suppress(KmeError, TimeoutError):
+            async with asyncio.timeout(ROUTE_STATUS_TIMEOUT_S):
+                after = (await self.kme.status(self.profile.peer_sae_id)).status_extension
+        self.route = route_report(self._route_before, after)
 
     def summary(self) -> CallSummary:
         s = self.session
@@ -656,4 +672,5 @@ class CallEndpoint:
             warnings=self.console.warnings,
             transport=self._transport_stats,
             error=str(self._failure) if self._failure is not None else None,
+            route=self.route,
         )

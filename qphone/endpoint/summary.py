@@ -14,6 +14,7 @@ from qphone.core.callparams import Mode
 from qphone.core.errors import FrameReplayed
 from qphone.core.handshake import HandshakeResult
 from qphone.core.keyaccounting import KeyAccounting
+from qphone.endpoint.keyroute import RouteReport
 from qphone.endpoint.outcome import CallEnd
 from qphone.endpoint.playout import Playout
 from qphone.endpoint.state import CallCounters
@@ -104,6 +105,7 @@ class CallSummary:
     rtt_ms: float | None = None
     transport: TransportCounts | None = None
     error: str | None = None
+    route: RouteReport | None = None  # the caller's: the KMS route of its keys and their cost
 
     @property
     def end_reason(self) -> str:
@@ -165,6 +167,8 @@ class CallSummary:
                 "frames_received": self.transport.frames_received,
                 "frames_lost": self.transport.frames_lost,
             }
+        if self.route is not None:
+            out["route"] = self.route.to_json()
         if self.error is not None:
             out["error"] = self.error
         return out
@@ -194,6 +198,7 @@ def summarize(
     warnings: list[str],
     transport: TransportStats | None,
     error: str | None,
+    route: RouteReport | None = None,
 ) -> CallSummary:
     """The summary of a call from what its endpoint holds (``accounting`` None: no session).
 
@@ -252,6 +257,7 @@ def summarize(
             else None
         ),
         error=error,
+        route=route,
     )
 
 

@@ -33,7 +33,7 @@ from qphone.core.callparams import CallParams, Mode
 from qphone.core.errors import FrameReplayed
 from qphone.core.impairment import ImpairmentParams
 from qphone.core.jitterbuffer import TS_MOD, PlayoutItem, PlayoutKind
-from qphone.demo.keyserverprocess import free_port, running_keyserver
+from qphone.demo.keyserverprocess import free_port, running_keyserver, running_network
 from qphone.endpoint.console import TextOut
 from qphone.endpoint.endpoint import CallEndpoint
 from qphone.endpoint.options import CallOptions
@@ -66,6 +66,8 @@ class LoopbackOptions:
     eve_fraction: float = 0.0
     profile_a: Path | None = None
     profile_b: Path | None = None
+    network: str | None = None  # a topology: start that network, call alice -> bob across it
+    multipath: int = 1
     rotate_frames: int = 250
     rotate_seconds: float = 3600.0
     pad_lookahead_s: float = 0.5
@@ -116,7 +118,11 @@ def _profiles(opts: LoopbackOptions, work: Path) -> Iterator[tuple[Profile, Prof
     kme_args = ["--distance-km", str(opts.distance_km), "--seed", str(opts.seed)]
     if opts.eve_fraction:
         kme_args += ["--eve-fraction", str(opts.eve_fraction)]
-    with running_keyserver(work / "kme", kme_args) as kme:
+    keyserver = running_keyserver(work / "kme", kme_args)
+    if opts.network is not None:
+        net_args = ["--seed", str(opts.seed), "--multipath", str(opts.multipath)]
+        keyserver = running_network(opts.network, work / "network", net_args)
+    with keyserver as kme:
         a, b = load_profile(kme / "alice.toml"), load_profile(kme / "bob.toml")
         # identities of this run only: no pins left behind from earlier runs
         yield (
@@ -471,6 +477,7 @@ def build_report(
         "handshake_ms": handshake,
         "quality": quality,
         "link": link,
+        "route": sa.route.to_json() if sa.route is not None else None,
         "series": {
             "latency": series,
             "key_alice": [[round(t - t0, 3), b] for t, b in sent_log.key_log],

@@ -36,10 +36,20 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     s = report["series"]
     cfg = report["config"]
     fig, ax = plt.subplots(2, 2, figsize=(12, 7.5))
-    fig.suptitle(
+    title = (
         f"qphone loopback: {cfg['mode']} mode, {cfg['bitrate'] // 1000} kbit/s, "
         f"{cfg['frame_ms']} ms frames, loss {cfg['loss']:.0%}, jitter {cfg['jitter_ms']} ms"
     )
+    route = report.get("route")
+    if route and route.get("nodes"):
+        mean = route.get("relay_ms_mean")
+        title += (
+            f"\nkey route {route['nodes'][0]} -> {route['nodes'][-1]}: {route['hops']} hops"
+            + (f", {route['distance_km']:g} km" if route.get("distance_km") is not None else "")
+            + f", {route['key_requests']} key requests relayed"
+            + (f", {mean:.0f} ms each" if mean is not None else "")
+        )
+    fig.suptitle(title)
 
     lat = np.asarray(s["latency"], dtype=float).reshape(-1, 2)
     a = ax[0][0]
