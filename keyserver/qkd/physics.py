@@ -217,7 +217,10 @@ def single_photon(params: LinkParams) -> SinglePhotonParams:
 
 
 def theory_key_rate(params: LinkParams) -> float:
-    """Asymptotic (infinite-decoy) GLLP key rate per signal pulse, REFERENCE.md section 5.
+    """Asymptotic (infinite-decoy) GLLP key rate per signal pulse.
+
+    Gottesman, Lo, Lutkenhaus, Preskill, QIC 4, 325 (2004), with the decoy-state estimates of
+    Lo, Ma, Chen, PRL 94, 230504 (2005):
 
     ``R = q (-Q_mu f H2(E_mu) + Q1 (1 - H2(e1)))`` with ``Q1 = Y1 mu exp(-mu)``, clipped at 0.
     """
@@ -251,7 +254,8 @@ def asymptotic_key_rate(params: LinkParams, ec_efficiency: float) -> float:
 
 
 def gys_reference(distance_km: float = 10.0, eve_fraction: float = 0.0) -> LinkParams:
-    """The GYS parameter set of REFERENCE-style textbook figures: mu 0.48, q = 1/2, f 1.22."""
+    """The parameter set of Gobby, Yuan, Shields, APL 84, 3762 (2004) (GYS), with mu 0.48,
+    q = 1/2 and f 1.22 as in the decoy-state figures of Lo, Ma, Chen, PRL 94, 230504 (2005)."""
     return LinkParams(
         distance_km=distance_km, mu=0.48, nu=0.1, p_signal=0.7, p_decoy=0.25, p_z=0.5,
         eve_fraction=eve_fraction, optimise=False,
