@@ -1,1 +1,2 @@
-"""ETSI GS QKD 014 key manager pair on a simulated decoy-state BB84 link."""
+"""The QKD network: QKD modules on every link (simulated decoy-state BB84), a KMS node per site
+relaying keys across trusted nodes, ETSI GS QKD 014 to the applications."""

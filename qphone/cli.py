@@ -492,6 +492,13 @@ def _cmd_loopback(args: argparse.Namespace) -> int:
     if (args.profile_a is None) != (args.profile_b is None):
         print("qphone loopback: give both --profile-a and --profile-b, or neither", file=sys.stderr)
         return 2
+    if args.network is not None and (args.eve_fraction or args.distance_km != 10.0):
+        print(
+            "qphone loopback: with --network the topology sets every link's length; drop "
+            "--distance-km/--eve-fraction (put Eve on a link with `qkd-keyserver network eve`)",
+            file=sys.stderr,
+        )
+        return 2
     if args.network is not None and args.profile_a is not None:
         print(
             "qphone loopback: --network starts its own network; drop --profile-a/--profile-b "

@@ -31,7 +31,7 @@ from pathlib import Path
 from keyserver.qkd.finitekey import optimised
 from keyserver.qkd.physics import LinkParams
 
-CORE_TARGET = 0.1  # issue 9: at most ~0.1 core per 70 km link in real time
+CORE_TARGET = 0.1  # target: at most ~0.1 core per 70 km link in real time
 
 
 def _free_port() -> int:

@@ -1,4 +1,4 @@
-"""The QKD module's config file (TOML), strictly validated (see /coord CONTRACT, docs/bb84.md).
+"""The QKD module's config file (TOML), strictly validated (format: docs/bb84.md, docs/network.md).
 
 Unknown keys are refused; relative paths are relative to the file. Every problem is one
 :class:`ConfigError` line that names the key and the fix.

@@ -1,8 +1,9 @@
 """Link parameters and the photon-level channel model of weak-coherent-pulse decoy-state BB84.
 
-Everything here is a closed-form probability; the simulator (``keyserver.qkd.simulator``) samples
-counts from these probabilities and the asymptotic key rate (``theory_key_rate``) is computed from
-the same model, so the simulation and the bound cannot drift apart.
+Everything here is a closed-form probability; the quantum channel
+(``keyserver.qkd.quantumchannel``) samples counts from these probabilities and the asymptotic key
+rate (``theory_key_rate``) is computed from the same model, so the simulation and the bound
+cannot drift apart.
 
 Model (GYS: Gobby-Yuan-Shields 2004 as used by Lo-Ma-Chen 2005 and Ma et al. 2005):
 

@@ -74,3 +74,21 @@ def test_a_missing_argument_is_one_line_too(capsys: pytest.CaptureFixture[str]) 
     assert main(["answer", "--profile", "p.toml"]) == 2
     _, err = capsys.readouterr()
     assert re.fullmatch(r"qphone answer: the following arguments are required: --listen.*\n", err)
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--profile-a", "a.toml", "--profile-b", "b.toml"], "--network starts its own network"),
+        (["--eve-fraction", "0.5"], "the topology sets every link's length"),
+        (["--distance-km", "50"], "`qkd-keyserver network eve`"),
+    ],
+)
+def test_loopback_network_refuses_what_the_topology_decides(
+    capsys: pytest.CaptureFixture[str], extra: list[str], words: str
+) -> None:
+    """With --network nothing is started and nothing written: one line naming the fix."""
+    args = ["loopback", "samples/speech_a_48k.wav", "--out", "/nonexistent/out.wav"]
+    rc = main([*args, "--report", "/nonexistent/r.json", "--network", "hefei-metro", *extra])
+    _, err = capsys.readouterr()
+    assert rc == 2 and err.count("\n") == 1 and words in err, err

@@ -1,4 +1,4 @@
-"""A relay that terminates DTLS on both legs, with the SDP trick of issue 10 (real aiortc).
+"""A relay that terminates DTLS on both legs, with the SDP fingerprint trick (real aiortc).
 
 The relay runs two RTCPeerConnections (one toward each end, as two CallTransports) and forwards
 the control channel and RTP between them. It rewrites the SDP on both signaling hops: the audio
