@@ -6,7 +6,10 @@ stream is actually used at, never less than one block.  Pad left over when the c
 erased unused, so this lookahead (plus up to one block) is what an OTP call wastes; the rate is
 measured, not assumed from the codec's nominal bitrate, so a quieter stream (VBR, a pause, a
 peer at another bitrate) holds less, a faster one more.  Until a rate is known the initial
-lookahead (``initial_bytes``) is held.  Sans-I/O: positions and times are passed in.
+lookahead (``initial_bytes``) is held.  Key that takes long to arrive (a key relayed across
+many trusted nodes) widens the lookahead: the caller reports each refill's latency and the
+horizon becomes ``seconds + 2 x latency``.  Sans-I/O: positions, times and latencies are
+passed in.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from collections import deque
 SAMPLE_S = 0.05  # at most one position sample per this many seconds
 WINDOW_S = 1.0  # the rate is measured over the last second of positions
 MIN_SPAN_S = 0.25  # ... once that many seconds have been seen
+LATENCY_FACTOR = 2.0  # seconds of talk held per second a refill takes
+LATENCY_DECAY = 0.9  # the latency peak decays by this per report
+MAX_LATENCY_S = 30.0  # a slower refill than this is counted as this
 
 
 class PadDemand:
@@ -29,8 +35,24 @@ class PadDemand:
             raise ValueError("the lookahead must be a positive number of seconds")
         self._block = block_bytes
         self._seconds = seconds
+        self._latency = 0.0  # how long a refill takes to arrive, as last reported
         self._samples: deque[tuple[float, int]] = deque()
         self.bytes_ahead = initial_bytes  # what to hold now
+
+    @property
+    def horizon_s(self) -> float | None:
+        """Seconds of talk held ahead: the lookahead, plus twice the time a refill takes (a
+        refill asked for now arrives that much later, possibly behind the other direction's)."""
+        return None if self._seconds is None else self._seconds + LATENCY_FACTOR * self._latency
+
+    def key_latency(self, seconds: float) -> None:
+        """A refill took ``seconds`` from request to delivery (a relayed key across many trusted
+        nodes takes far longer than one from the next room).  The horizon follows the slowest
+        recent one: a peak that decays by :data:`LATENCY_DECAY` per report."""
+        if not seconds >= 0:
+            raise ValueError("a key latency is a number of seconds, not negative")
+        self._latency = max(min(seconds, MAX_LATENCY_S), LATENCY_DECAY * self._latency)
+        self._update()
 
     @property
     def rate(self) -> float | None:
@@ -52,6 +74,9 @@ class PadDemand:
         samples.append((now, position))
         while now - samples[0][0] > WINDOW_S:
             samples.popleft()
-        rate = self.rate
-        if rate is not None:
-            self.bytes_ahead = max(self._block, math.ceil(rate * self._seconds))
+        self._update()
+
+    def _update(self) -> None:
+        rate, horizon = self.rate, self.horizon_s
+        if rate is not None and horizon is not None:
+            self.bytes_ahead = max(self._block, math.ceil(rate * horizon))

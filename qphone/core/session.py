@@ -353,6 +353,23 @@ class CallSession:
             missing = -(-(self._demand[purpose].bytes_ahead - have) // block)  # ceil
             self._request(purpose, missing - self._outstanding[purpose], p.pad_block_bits)
 
+    def key_latency(self, seconds: float) -> None:
+        """Initiator: a key request took ``seconds`` from asking the KME to delivery.  OTP holds
+        pad ahead for that long too (:meth:`PadDemand.key_latency`); AES is not affected (its
+        epochs are fetched ``lookahead`` epochs early)."""
+        self._check_open()
+        if self.role is Role.INITIATOR and self.mode is Mode.OTP:
+            for demand in self._demand.values():
+                demand.key_latency(seconds)
+            self._top_up()
+
+    @property
+    def pad_horizon_s(self) -> float | None:
+        """OTP initiator: seconds of talk held ahead per direction (None: not OTP, or blocks)."""
+        if self.mode is not Mode.OTP or self.role is not Role.INITIATOR:
+            return None
+        return self._demand[_PAD_TX].horizon_s
+
     def _pad_tx_position(self) -> int:
         return self._pad_tx.end - self._pad_tx.held
 

@@ -81,6 +81,7 @@ class KeySupply:
         self.max_keys_per_request = max_keys_per_request
         self.drawn_bits = 0  # every QKD bit the KME delivered for this call
         self.dropped_bits = 0  # delivered after the session closed: erased unused
+        self.latency_s: float | None = None  # the last mid-call request, asked to delivered
         self._in_request = False
         self._hanging_up = False
         self._session: CallSession | None = None
@@ -163,11 +164,15 @@ class KeySupply:
             self._in_request = True
             try:
                 if isinstance(req, FetchQkdKeys):
+                    loop = asyncio.get_running_loop()
+                    asked = loop.time()
                     keys = await self._enc_keys(req.count, req.bits)
                     if session.closed:
                         self.dropped_bits += sum(k.bits for k in keys)
                         return
                     session.add_qkd_keys(req.purpose, keys)
+                    self.latency_s = loop.time() - asked
+                    session.key_latency(self.latency_s)
                 else:
                     keys = self._drawn(await self._kme.dec_keys(self._peer, list(req.key_ids)))
                     if session.closed:

@@ -51,6 +51,53 @@ def test_without_a_lookahead_in_seconds_the_initial_one_stays() -> None:
         PadDemand(block_bytes=0, initial_bytes=0, seconds=1.0)
 
 
+def test_slow_key_widens_the_lookahead_and_the_widening_decays() -> None:
+    """A refill that takes 1.75 s (a relay across 16 trusted nodes) must not starve the pad:
+    the horizon grows to the lookahead plus twice the latency, and shrinks back slowly."""
+    d = PadDemand(block_bytes=100, initial_bytes=250, seconds=0.5)
+    for i in range(60):
+        d.observe(68 * i, 0.02 * i)  # 3 400 B/s
+    assert d.bytes_ahead == 1700 and d.horizon_s == 0.5
+    d.key_latency(1.75)
+    assert d.horizon_s == pytest.approx(4.0)
+    assert d.bytes_ahead == 13_600  # 4 s of talk
+    d.key_latency(0.01)  # a fast one: the peak decays, it does not vanish
+    assert d.horizon_s == pytest.approx(0.5 + 2 * 0.9 * 1.75)
+    for _ in range(100):
+        d.key_latency(0.01)
+    assert d.horizon_s == pytest.approx(0.52, abs=0.01)
+    d.key_latency(1e9)  # a stuck request counts as MAX_LATENCY_S, not forever
+    assert d.horizon_s == pytest.approx(60.5)
+    with pytest.raises(ValueError):
+        d.key_latency(-1.0)
+    with pytest.raises(ValueError):
+        d.key_latency(float("nan"))
+
+
+def test_the_session_asks_more_pad_once_key_is_slow() -> None:
+    """The caller's session turns a reported key latency into more pad requested at once."""
+    opts = CallOptions(mode=Mode.OTP)
+    kme = MemoryKmePair()
+    ini, res = handshake(Identity.generate(), Identity.generate(), opts.call_params(), kme)
+    call = InMemoryCall(ini, res, kme, pad_lookahead_s=opts.pad_lookahead_s)
+    call.pump()
+    payloads = _payloads("speech_a_48k.wav", 100)
+    for i, payload in enumerate(payloads):
+        t = 0.02 * (i + 1)
+        call.responder.unprotect(call.initiator.protect(payload, t), t + 0.005)
+        call.pump()
+    before = kme.issued_bits
+    assert call.initiator.pad_horizon_s == opts.pad_lookahead_s
+    call.initiator.key_latency(2.0)
+    call.pump()
+    assert call.initiator.pad_horizon_s == pytest.approx(opts.pad_lookahead_s + 4.0)
+    # about 4 s more of the measured rate in each direction, at once
+    assert kme.issued_bits - before > 4 * 8 * 1000, kme.issued_bits - before
+    assert call.responder.pad_horizon_s is None  # the responder fetches nothing
+    call.initiator.close()
+    call.responder.close()
+
+
 def _payloads(name: str, frames: int) -> list[bytes]:
     pcm, _ = read_wav(SAMPLES / name, 48000)
     enc = OpusEncoder(OpusConfig())
