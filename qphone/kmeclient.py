@@ -5,6 +5,7 @@ and Get key with key IDs, checks every reply (count, IDs, sizes, base64) and map
 
 * :class:`KmeUnavailable` - network/TLS failure, timeout, 503 (retry later)
 * :class:`KmeOutOfKeys` - the KME has not enough key material for the request now
+  (:class:`KmeNoRoute`: a KMS network has no route with good key to the peer's node now)
 * :class:`KmeRejected` - 400/401: the request or the caller's certificate was refused
 * :class:`KmeEavesdropperAlarm` - the QKD link discards its key blocks (error rate too high)
 * :class:`KmeProtocolError` - the KME answered something that is not ETSI 014
@@ -32,6 +33,9 @@ import httpx
 from qphone.config.profile import Profile
 from qphone.core.qkd import QkdKey
 
+# ETSI GS QKD 014 defines no error codes. qkd-keyserver puts a ``reason`` in the error's
+# details (out_of_keys, no_route); for other KMEs the message text is all there is, so only then
+# is it matched against the usual wordings of "out of key".
 _OUT_OF_KEYS = re.compile(
     r"not enough|insufficient|exhaust|no (more )?keys?|out of keys|keys? (are )?not available",
     re.I,
@@ -48,6 +52,11 @@ class KmeUnavailable(KmeError):
 
 class KmeOutOfKeys(KmeError):
     """The KME has not enough key material for this request right now."""
+
+
+class KmeNoRoute(KmeOutOfKeys):
+    """No route of trusted nodes with good key reaches the peer's KME now (links broken or
+    eavesdropped); like running out of key it may pass, so it is retried as that is."""
 
 
 class KmeRejected(KmeError):
@@ -171,6 +180,14 @@ def _error_message(resp: httpx.Response) -> tuple[str, list[Any]]:
     return str(body)[:200], []
 
 
+def _details_reason(details: list[Any]) -> str | None:
+    """The ``reason`` a qkd-keyserver KME gave in an error's details (None: none given)."""
+    for d in details:
+        if isinstance(d, dict) and isinstance(d.get("reason"), str):
+            return str(d["reason"])
+    return None
+
+
 def _details_alarm(details: list[Any]) -> bool:
     for d in details:
         if isinstance(d, dict):
@@ -185,6 +202,38 @@ _ALARM_HINT = (
     "(possible eavesdropper); no new QKD keys will come until the link is checked - "
     "fall back to calls without QKD or fix the link"
 )
+
+
+def kme_error(url: str, status: int, message: str, details: list[Any]) -> KmeError:
+    """The typed error for a KME's non-200 answer (its status, message and details)."""
+    if _details_alarm(details):
+        return KmeEavesdropperAlarm(f"KME at {url}: {message}; {_ALARM_HINT}")
+    reason = _details_reason(details)
+    if status == 503 and reason == "no_route":
+        return KmeNoRoute(
+            f"KME at {url}: {message} - the network is routing around broken or "
+            "eavesdropped links: retry later, or look at `qkd-keyserver network status`"
+        )
+    out_of_keys = (
+        reason == "out_of_keys" if reason is not None else bool(_OUT_OF_KEYS.search(message))
+    )
+    if status in (400, 503) and out_of_keys:
+        return KmeOutOfKeys(
+            f"KME at {url}: {message} - wait for the QKD link to produce key, ask for "
+            "fewer or smaller keys, or check the link's key rate (status)"
+        )
+    if status == 401:
+        return KmeRejected(
+            401,
+            message,
+            "check [kme] client_cert/client_key are this SAE's certificate, "
+            "signed by the KME's CA, and that the SAE IDs in the request are right",
+        )
+    if status == 400:
+        return KmeRejected(400, message, "the request does not fit the KME (see status)")
+    if status >= 500:
+        return KmeUnavailable(f"KME at {url} answered {status}: {message}; retry later")
+    return KmeProtocolError(f"KME at {url} answered {status}: {message}")
 
 
 class KmeClient:
@@ -262,27 +311,7 @@ class KmeClient:
             except ValueError:
                 raise KmeProtocolError(f"KME at {self.url} answered 200 without JSON") from None
         message, details = _error_message(resp)
-        if _details_alarm(details):
-            raise KmeEavesdropperAlarm(f"KME at {self.url}: {message}; {_ALARM_HINT}")
-        if resp.status_code in (400, 503) and _OUT_OF_KEYS.search(message):
-            raise KmeOutOfKeys(
-                f"KME at {self.url}: {message} - wait for the QKD link to produce key, ask for "
-                "fewer or smaller keys, or check the link's key rate (status)"
-            )
-        if resp.status_code == 401:
-            raise KmeRejected(
-                401,
-                message,
-                "check [kme] client_cert/client_key are this SAE's certificate, "
-                "signed by the KME's CA, and that the SAE IDs in the request are right",
-            )
-        if resp.status_code == 400:
-            raise KmeRejected(400, message, "the request does not fit the KME (see status)")
-        if resp.status_code == 503 or resp.status_code >= 500:
-            raise KmeUnavailable(
-                f"KME at {self.url} answered {resp.status_code}: {message}; retry later"
-            )
-        raise KmeProtocolError(f"KME at {self.url} answered {resp.status_code}: {message}")
+        raise kme_error(self.url, resp.status_code, message, details)
 
     @staticmethod
     def _sae(sae_id: str) -> str:

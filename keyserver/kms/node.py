@@ -73,6 +73,10 @@ from keyserver.pki.tls import server_context
 _LOG = logging.getLogger("keyserver.kms.node")
 MAX_NODE_BODY = 4 * 1024 * 1024
 MSG_OUT_OF_KEYS = "not enough key material available on KME; retry later"
+# ETSI GS QKD 014 defines no error codes; these go in an error's details so that clients can
+# tell a transient shortage from other failures without reading the message text
+REASON_OUT_OF_KEYS = "out_of_keys"
+REASON_NO_ROUTE = "no_route"
 FAIR_WINDOW_S = 10.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -685,7 +689,8 @@ class KmsNode:
             # links are up, but they hold too little key for this request: out of keys
             ext = self._status_extension(master, slave, dst)
             short = [{"link": v.link, "stock_bits": v.stock_bits} for v in decision.broken]
-            raise EtsiError(503, MSG_OUT_OF_KEYS, [{"qkd_link": ext["qkd_link"],
+            raise EtsiError(503, MSG_OUT_OF_KEYS, [{"reason": REASON_OUT_OF_KEYS,
+                                                    "qkd_link": ext["qkd_link"],
                                                     "needed_bits": 8 * need,
                                                     "short_links": short}])
         if not decision.ok:
@@ -694,7 +699,7 @@ class KmsNode:
                 503,
                 f"no route from {self.id} to {dst} with {self.config.multipath} node-disjoint "
                 f"path(s) and enough key: {decision.broken_text()}",
-                [{"qkd_link": ext["qkd_link"], "broken_links": [
+                [{"reason": REASON_NO_ROUTE, "qkd_link": ext["qkd_link"], "broken_links": [
                     {"link": v.link, "reasons": list(v.reasons)} for v in decision.broken]}],
             )
         routes = decision.routes
@@ -709,7 +714,8 @@ class KmsNode:
                 RelayOut(relay_id, master, slave, dst, key_ids, "pending", deadline_ms), spends
             )
         except OutOfLinkKey as e:
-            raise EtsiError(503, MSG_OUT_OF_KEYS, [{"link": e.link, "needed_bytes": e.need,
+            raise EtsiError(503, MSG_OUT_OF_KEYS, [{"reason": REASON_OUT_OF_KEYS,
+                                                    "link": e.link, "needed_bytes": e.need,
                                                     "stock_bytes": e.have}]) from None
         ack_url = self.config.node_urls[self.id] + "/kmapi/v1/ext_keys/ack"
         headers = [
@@ -789,7 +795,8 @@ class KmsNode:
                     f"{MSG_OUT_OF_KEYS}: {n} SAE pairs share link {lid}, and this request "
                     f"({8 * need} bits) is more than one pair's share ({8 * stock // n} bits); "
                     "ask for fewer or smaller keys",
-                    [{"link": lid, "active_pairs": n, "share_bits": 8 * stock // n}],
+                    [{"reason": REASON_OUT_OF_KEYS, "link": lid, "active_pairs": n,
+                      "share_bits": 8 * stock // n}],
                 )
 
     async def _send_hop(self, m: HopMessage) -> str | None:
@@ -851,7 +858,8 @@ class KmsNode:
         except SliceUnavailable as e:
             raise etsi014.bad_request(f"key not present: {e}") from None
         except OutOfLinkKey as e:
-            raise EtsiError(503, f"{MSG_OUT_OF_KEYS} (link {e.link})") from None
+            raise EtsiError(503, f"{MSG_OUT_OF_KEYS} (link {e.link})",
+                            [{"reason": REASON_OUT_OF_KEYS, "link": e.link}]) from None
         out_link.in_flight[out.start] = 1
         self._spent(out_link)
         self._spent(link)

@@ -89,7 +89,7 @@ class ModuleKeyService:
         self._check_peer(slave)
         keys = self._store.take_keys(request.number)
         if not keys:
-            raise EtsiError(503, MSG_OUT_OF_KEYS)
+            raise EtsiError(503, MSG_OUT_OF_KEYS, [{"reason": "out_of_keys"}])
         self._on_delivered()
         return keys
 

@@ -8,15 +8,21 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from qphone.config.profile import load_profile
 from qphone.core.qkd import QkdKey
 from qphone.kmeclient import (
     KmeClient,
     KmeEavesdropperAlarm,
+    KmeError,
+    KmeNoRoute,
     KmeOutOfKeys,
+    KmeProtocolError,
     KmeRejected,
     KmeUnavailable,
+    kme_error,
 )
 from tests.support.kme_fixtures import (
     DeterministicSource,
@@ -137,3 +143,49 @@ async def test_client_from_profile(pki: KmePki, pair: Pair, tmp_path: Path) -> N
     prof = load_profile(write_profile(tmp_path / "alice.toml", pki, **{"kme.url": a.url}))
     async with KmeClient.from_profile(prof) as c:
         assert (await c.status(prof.peer_sae_id)).master_sae_id == "alice"
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "details", "kind"),
+    [
+        # qkd-keyserver says why in the details: the words of the message do not matter
+        (503, "whatever the words", [{"reason": "out_of_keys"}], KmeOutOfKeys),
+        (503, "not enough key, but", [{"reason": "no_route"}], KmeNoRoute),
+        (503, "not enough key material", [{"reason": "overloaded"}], KmeUnavailable),
+        # an eavesdropper alarm wins over any reason: no key will come, fail closed
+        (503, "no route", [{"reason": "no_route", "qkd_link": {"eavesdropper_alarm": True}}],
+         KmeEavesdropperAlarm),
+        # a vendor KME without reasons: its message is all there is
+        (503, "Keys are not available", [], KmeOutOfKeys),
+        (400, "insufficient key material", [], KmeOutOfKeys),
+        (503, "maintenance", [], KmeUnavailable),
+        (401, "who are you", [], KmeRejected),
+        (400, "bad size", [], KmeRejected),
+        (418, "teapot", [], KmeProtocolError),
+    ],
+)  # fmt: skip
+def test_kme_errors_are_typed_by_reason_first(
+    status: int, message: str, details: list[object], kind: type[Exception]
+) -> None:
+    err = kme_error("https://kme", status, message, details)
+    assert type(err) is kind, err
+    assert message in str(err) or isinstance(err, KmeRejected)
+    if kind is KmeNoRoute:
+        assert isinstance(err, KmeOutOfKeys)  # retried as a shortage is
+        assert "qkd-keyserver network status" in str(err)
+
+
+@given(
+    st.integers(100, 599),
+    st.text(max_size=200),
+    st.lists(
+        st.dictionaries(
+            st.text(max_size=8), st.none() | st.text(max_size=8) | st.booleans(), max_size=3
+        ),
+        max_size=3,
+    ),
+)
+def test_any_error_answer_gives_one_typed_error(
+    status: int, message: str, details: list[object]
+) -> None:
+    assert isinstance(kme_error("https://kme", status, message, details), KmeError)
