@@ -650,6 +650,8 @@ class CallEndpoint:
             async with asyncio.timeout(ROUTE_STATUS_TIMEOUT_S):
                 after = (await self.kme.status(self.profile.peer_sae_id)).status_extension
         self.route = route_report(self._route_before, after)
+        if self._failure is None and self.route is not None and self.route.route is not None:
+            self.say(self.route.describe())
 
     def summary(self) -> CallSummary:
         s = self.session
