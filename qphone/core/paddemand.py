@@ -8,7 +8,8 @@ measured, not assumed from the codec's nominal bitrate, so a quieter stream (VBR
 peer at another bitrate) holds less, a faster one more.  Until a rate is known the initial
 lookahead (``initial_bytes``) is held.  Key that takes long to arrive (a key relayed across
 many trusted nodes) widens the lookahead: the caller reports each refill's latency and the
-horizon becomes ``seconds + 2 x latency``.  Sans-I/O: positions, times and latencies are
+horizon becomes ``seconds + 2 x latency``, the latency part held at the highest rate seen (a
+starved stream's measured rate falls, its need does not).  Sans-I/O: positions, times and latencies are
 passed in.
 """
 
@@ -36,6 +37,7 @@ class PadDemand:
         self._block = block_bytes
         self._seconds = seconds
         self._latency = 0.0  # how long a refill takes to arrive, as last reported
+        self._peak = 0.0  # the highest rate seen (bytes per second)
         self._samples: deque[tuple[float, int]] = deque()
         self.bytes_ahead = initial_bytes  # what to hold now
 
@@ -77,6 +79,11 @@ class PadDemand:
         self._update()
 
     def _update(self) -> None:
-        rate, horizon = self.rate, self.horizon_s
-        if rate is not None and horizon is not None:
-            self.bytes_ahead = max(self._block, math.ceil(rate * horizon))
+        rate = self.rate
+        if rate is None or self._seconds is None:
+            return
+        self._peak = max(self._peak, rate)
+        # the latency is covered at the highest rate seen: a stream starved of pad (frames
+        # dropped while a slow refill is on its way) shows a falling rate, not its need
+        cover = LATENCY_FACTOR * self._latency * self._peak
+        self.bytes_ahead = max(self._block, math.ceil(rate * self._seconds + cover))

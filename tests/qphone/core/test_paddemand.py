@@ -66,6 +66,14 @@ def test_slow_key_widens_the_lookahead_and_the_widening_decays() -> None:
     for _ in range(100):
         d.key_latency(0.01)
     assert d.horizon_s == pytest.approx(0.52, abs=0.01)
+    d.key_latency(1.0)
+    held = d.bytes_ahead
+    start = 68 * 59
+    for i in range(1, 80):  # starved: frames dropped, the position crawls (160 B/s)
+        d.observe(start + (16 * i) // 5, 1.18 + 0.02 * i)
+    assert d.rate == pytest.approx(160, rel=0.05)
+    # the latency is still covered at the 3 400 B/s the stream had: the need, not the crawl
+    assert d.bytes_ahead >= 2 * 3400 * 0.9 > held / 2
     d.key_latency(1e9)  # a stuck request counts as MAX_LATENCY_S, not forever
     assert d.horizon_s == pytest.approx(60.5)
     with pytest.raises(ValueError):
