@@ -9,8 +9,8 @@ peer at another bitrate) holds less, a faster one more.  Until a rate is known t
 lookahead (``initial_bytes``) is held.  Key that takes long to arrive (a key relayed across
 many trusted nodes) widens the lookahead: the caller reports each refill's latency and the
 horizon becomes ``seconds + 2 x latency``, the latency part held at the highest rate seen (a
-starved stream's measured rate falls, its need does not).  Sans-I/O: positions, times and latencies are
-passed in.
+starved stream's measured rate falls, its need does not).  Sans-I/O: positions, times and
+latencies are passed in.
 """
 
 from __future__ import annotations
