@@ -436,11 +436,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     else:
         from pathlib import Path
 
+        from qphone.config.profile import ProfileError
         from qphone.demo.calldemo import run_call_demo
         from qphone.endpoint.outcome import CallFailed, CallInterrupted
 
         modes = ["aes", "otp"] if args.mode == "both" else [args.mode]
-        kme_args = ["--distance-km", str(args.distance_km)]
+        if args.network is not None and args.distance_km is not None:
+            print(
+                "qphone demo: with --network the topology sets every link's length; drop "
+                "--distance-km",
+                file=sys.stderr,
+            )
+            return 2
+        if args.network is None and args.multipath != 1:
+            print("qphone demo: --multipath needs --network TOPOLOGY", file=sys.stderr)
+            return 2
+        kme_args = ["--distance-km", str(args.distance_km or 10.0)]
         if args.network is not None:
             kme_args = ["--multipath", str(args.multipath)]
         try:
@@ -454,7 +465,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         except CallInterrupted:
             print("qphone demo: interrupted", file=sys.stderr)
             return 130
-        except (CallFailed, RuntimeError, OSError) as exc:
+        except (CallFailed, ProfileError, RuntimeError, OSError) as exc:
             if args.debug:
                 raise
             print(f"qphone demo failed: {exc}", file=sys.stderr)
@@ -492,7 +503,10 @@ def _cmd_loopback(args: argparse.Namespace) -> int:
     if (args.profile_a is None) != (args.profile_b is None):
         print("qphone loopback: give both --profile-a and --profile-b, or neither", file=sys.stderr)
         return 2
-    if args.network is not None and (args.eve_fraction or args.distance_km != 10.0):
+    if args.network is None and args.multipath != 1:
+        print("qphone loopback: --multipath needs --network TOPOLOGY", file=sys.stderr)
+        return 2
+    if args.network is not None and (args.eve_fraction or args.distance_km is not None):
         print(
             "qphone loopback: with --network the topology sets every link's length; drop "
             "--distance-km/--eve-fraction (put Eve on a link with `qkd-keyserver network eve`)",
@@ -538,7 +552,7 @@ def _cmd_loopback(args: argparse.Namespace) -> int:
         reorder=args.reorder,
         duplicate=args.duplicate,
         seed=args.seed,
-        distance_km=args.distance_km,
+        distance_km=10.0 if args.distance_km is None else args.distance_km,
         eve_fraction=args.eve_fraction,
         profile_a=Path(args.profile_a) if args.profile_a else None,
         profile_b=Path(args.profile_b) if args.profile_b else None,
@@ -602,8 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--distance-km",
         type=_number(float, 0, 300, "a fibre length in km from 0 to 300", "10"),
-        default=10.0,
-        help="simulated fibre length",
+        help="simulated fibre length of the pair's link; a --network topology sets its own "
+        "(default: 10.0)",
     )
     d.add_argument(
         "--network",
@@ -668,8 +682,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument(
         "--distance-km",
         type=_number(float, 0, 300, "a fibre length in km from 0 to 300", "10"),
-        default=10.0,
-        help="simulated fibre length",
+        help="simulated fibre length of the pair's link; a --network topology sets its own "
+        "(default: 10.0)",
     )
     lb.add_argument("--eve-fraction", type=_PROB, default=0.0, help="intercept-resend fraction")
     lb.add_argument(

@@ -180,6 +180,9 @@ def _error_message(resp: httpx.Response) -> tuple[str, list[Any]]:
     return str(body)[:200], []
 
 
+KNOWN_REASONS = frozenset({"out_of_keys", "no_route"})  # what qkd-keyserver puts in details
+
+
 def _details_reason(details: list[Any]) -> str | None:
     """The ``reason`` a qkd-keyserver KME gave in an error's details (None: none given)."""
     for d in details:
@@ -205,10 +208,15 @@ _ALARM_HINT = (
 
 
 def kme_error(url: str, status: int, message: str, details: list[Any]) -> KmeError:
-    """The typed error for a KME's non-200 answer (its status, message and details)."""
-    if _details_alarm(details):
-        return KmeEavesdropperAlarm(f"KME at {url}: {message}; {_ALARM_HINT}")
+    """The typed error for a KME's non-200 answer (its status, message and details).
+
+    An eavesdropper alarm counts when the KME says there is no route (or gives no reason):
+    a shortage on a good route that merely lies near an alarmed link is still a shortage."""
     reason = _details_reason(details)
+    if reason not in KNOWN_REASONS:
+        reason = None  # a vendor's own word: fall back to the message
+    if _details_alarm(details) and reason in (None, "no_route"):
+        return KmeEavesdropperAlarm(f"KME at {url}: {message}; {_ALARM_HINT}")
     if status == 503 and reason == "no_route":
         return KmeNoRoute(
             f"KME at {url}: {message} - the network is routing around broken or "

@@ -689,8 +689,10 @@ class KmsNode:
             # links are up, but they hold too little key for this request: out of keys
             ext = self._status_extension(master, slave, dst)
             short = [{"link": v.link, "stock_bits": v.stock_bits} for v in decision.broken]
+            # a route with good links exists: this is a shortage, not an alarm
+            link = {**ext["qkd_link"], "eavesdropper_alarm": False}
             raise EtsiError(503, MSG_OUT_OF_KEYS, [{"reason": REASON_OUT_OF_KEYS,
-                                                    "qkd_link": ext["qkd_link"],
+                                                    "qkd_link": link,
                                                     "needed_bits": 8 * need,
                                                     "short_links": short}])
         if not decision.ok:

@@ -8,9 +8,9 @@ measured, not assumed from the codec's nominal bitrate, so a quieter stream (VBR
 peer at another bitrate) holds less, a faster one more.  Until a rate is known the initial
 lookahead (``initial_bytes``) is held.  Key that takes long to arrive (a key relayed across
 many trusted nodes) widens the lookahead: the caller reports each refill's latency and the
-horizon becomes ``seconds + 2 x latency``, the latency part held at the highest rate seen (a
-starved stream's measured rate falls, its need does not).  Sans-I/O: positions, times and
-latencies are passed in.
+horizon becomes ``seconds + 2 x latency``, the latency part held at the highest rate of the
+last few seconds (a starved stream's measured rate falls, its need does not).  Sans-I/O:
+positions, times and latencies are passed in.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ MIN_SPAN_S = 0.25  # ... once that many seconds have been seen
 LATENCY_FACTOR = 2.0  # seconds of talk held per second a refill takes
 LATENCY_DECAY = 0.9  # the latency peak decays by this per report
 MAX_LATENCY_S = 30.0  # a slower refill than this is counted as this
+PEAK_WINDOW_S = 5.0  # the latency is covered at the highest rate of this many seconds
 
 
 class PadDemand:
@@ -37,14 +38,15 @@ class PadDemand:
         self._block = block_bytes
         self._seconds = seconds
         self._latency = 0.0  # how long a refill takes to arrive, as last reported
-        self._peak = 0.0  # the highest rate seen (bytes per second)
+        self._peaks: deque[tuple[float, float]] = deque()  # (time, rate): recent maxima
         self._samples: deque[tuple[float, int]] = deque()
         self.bytes_ahead = initial_bytes  # what to hold now
 
     @property
     def horizon_s(self) -> float | None:
         """Seconds of talk held ahead: the lookahead, plus twice the time a refill takes (a
-        refill asked for now arrives that much later, possibly behind the other direction's)."""
+        refill asked for now arrives that much later, possibly behind the other direction's);
+        the latency part at the highest rate of the last :data:`PEAK_WINDOW_S` seconds."""
         return None if self._seconds is None else self._seconds + LATENCY_FACTOR * self._latency
 
     def key_latency(self, seconds: float) -> None:
@@ -76,14 +78,26 @@ class PadDemand:
         samples.append((now, position))
         while now - samples[0][0] > WINDOW_S:
             samples.popleft()
+        rate = self.rate
+        if rate is not None:
+            peaks = self._peaks
+            while peaks and peaks[-1][1] <= rate:  # a decreasing run of maxima
+                peaks.pop()
+            peaks.append((now, rate))
+            while now - peaks[0][0] > PEAK_WINDOW_S:
+                peaks.popleft()
         self._update()
+
+    @property
+    def peak(self) -> float:
+        """The highest rate of the last :data:`PEAK_WINDOW_S` seconds (0: none yet)."""
+        return self._peaks[0][1] if self._peaks else 0.0
 
     def _update(self) -> None:
         rate = self.rate
         if rate is None or self._seconds is None:
             return
-        self._peak = max(self._peak, rate)
-        # the latency is covered at the highest rate seen: a stream starved of pad (frames
+        # the latency is covered at the highest recent rate: a stream starved of pad (frames
         # dropped while a slow refill is on its way) shows a falling rate, not its need
-        cover = LATENCY_FACTOR * self._latency * self._peak
+        cover = LATENCY_FACTOR * self._latency * max(rate, self.peak)
         self.bytes_ahead = max(self._block, math.ceil(rate * self._seconds + cover))

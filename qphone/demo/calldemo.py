@@ -184,13 +184,9 @@ def format_summary(sa: CallSummary, sb: CallSummary) -> str:
     )
     if sa.route is not None:
         lines.append(f"  {sa.route.describe()}")
-        legs = sa.route.route.legs if sa.route.route else 1
+        # the node picks a route per request: a link carried every key the call drew (plus the
+        # relays' one-time MAC keys) or, if routes changed, some of them
         for link, bits in sa.route.link_bits.items():
-            # each leg carries a full-size share of every key (multipath: k shares)
-            mac = bits - sa.keys.drawn
-            lines.append(
-                f"    link {link}: {bits} link bits = {sa.keys.drawn} key bits"
-                + (f" (one share of {legs})" if legs > 1 else "")
-                + f" + {mac} for the relays' one-time MAC keys"
-            )
+            share = f"{bits / sa.keys.drawn:.3f}" if sa.keys.drawn else "-"
+            lines.append(f"    link {link}: {bits} link bits ({share} per end-to-end bit)")
     return "\n".join(lines)

@@ -346,7 +346,8 @@ class CallEndpoint:
 
     # ------------------------------------------------------------------ keys for the handshake
     async def _kme_limits(self) -> None:
-        """The caller sizes its key requests by the KME's status (asked now unless known)."""
+        """The caller asks its KME's status once: its key sizes (unless given) and, from a
+        qkd-keyserver node, the key route and relay counters the route report starts from."""
         with contextlib.suppress(KmeError):
             status = await self.kme.status(self.profile.peer_sae_id)
             self._route_before = status.status_extension or {}
@@ -405,6 +406,8 @@ class CallEndpoint:
         )
         self.session = session
         self.sas = session.sas
+        if self.keys.request_s > 0:  # the handshake key's request: how slow key comes
+            session.key_latency(self.keys.request_s)
         self.keys.attach(session, self._drain_session_events, self._key_supply_failed)
         cfg = self.opt.opus()
         source, paced, sink = self.audio.source, self.audio.paced, self.audio.sink
@@ -646,7 +649,7 @@ class CallEndpoint:
         if self._route_before is None:
             return
         after: dict[str, Any] | None = None
-        with contextlib.suppress(KmeError, TimeoutError):
+        with contextlib.suppress(Exception):  # a report, never a reason for shutdown to fail
             async with asyncio.timeout(ROUTE_STATUS_TIMEOUT_S):
                 after = (await self.kme.status(self.profile.peer_sae_id)).status_extension
         self.route = route_report(self._route_before, after)

@@ -81,7 +81,8 @@ class KeySupply:
         self.max_keys_per_request = max_keys_per_request
         self.drawn_bits = 0  # every QKD bit the KME delivered for this call
         self.dropped_bits = 0  # delivered after the session closed: erased unused
-        self.latency_s: float | None = None  # the last mid-call request, asked to delivered
+        self.latency_s: float | None = None  # the last mid-call fetch: its KME requests' time
+        self.request_s = 0.0  # the time the last _enc_keys spent in successful requests
         self._in_request = False
         self._hanging_up = False
         self._session: CallSession | None = None
@@ -110,16 +111,26 @@ class KeySupply:
         return keys
 
     async def _enc_keys(self, count: int, bits: int) -> list[QkdKey]:
-        """``count`` keys of ``bits``, in requests of at most ``max_keys_per_request``."""
+        """``count`` keys of ``bits``, in requests of at most ``max_keys_per_request``.
+
+        :attr:`request_s` becomes the time the successful requests took (waits for an empty
+        pool between attempts excluded: they measure the link's rate, not the route's delay)."""
         most = self.max_keys_per_request or count
         keys: list[QkdKey] = []
+        loop = asyncio.get_running_loop()
+        took = 0.0
+
+        async def attempt(n: int) -> list[QkdKey]:
+            nonlocal took
+            t0 = loop.time()
+            got = await self._kme.enc_keys(self._peer, n, bits)
+            took += loop.time() - t0
+            return got
+
         while len(keys) < count:
             n = min(most, count - len(keys))
-            keys += self._drawn(
-                await retry_out_of_keys(
-                    functools.partial(self._kme.enc_keys, self._peer, n, bits), self.wait_s
-                )
-            )
+            keys += self._drawn(await retry_out_of_keys(functools.partial(attempt, n), self.wait_s))
+        self.request_s = took
         return keys
 
     # ----------------------------------------------------------------- during the call
@@ -154,27 +165,47 @@ class KeySupply:
     def pending(self) -> int:
         return self._queue.qsize()
 
+    def _next_batch(self, first: KeyRequest) -> list[KeyRequest]:
+        """``first`` and, if it fetches keys, every fetch queued behind it for keys of the same
+        size: they go to the KME as one request (one relay across the network, not one per
+        pad block and direction). Resolves stay one by one, in announcement order."""
+        batch = [first]
+        if isinstance(first, FetchQkdKeys):
+            rest: list[KeyRequest] = []
+            while not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if isinstance(nxt, FetchQkdKeys) and nxt.bits == first.bits and not rest:
+                    batch.append(nxt)
+                else:
+                    rest.append(nxt)
+            for r in rest:  # back in order (nothing else touches the queue meanwhile)
+                self._queue.put_nowait(r)
+        return batch
+
     async def _run(self) -> None:
         session = self._session
         assert session is not None, "attach() first"
         while True:
-            req = await self._queue.get()
+            batch = self._next_batch(await self._queue.get())
             if session.closed:
                 return
             self._in_request = True
             try:
-                if isinstance(req, FetchQkdKeys):
-                    loop = asyncio.get_running_loop()
-                    asked = loop.time()
-                    keys = await self._enc_keys(req.count, req.bits)
+                head = batch[0]
+                if isinstance(head, FetchQkdKeys):
+                    fetches = [r for r in batch if isinstance(r, FetchQkdKeys)]
+                    keys = await self._enc_keys(sum(r.count for r in fetches), head.bits)
                     if session.closed:
                         self.dropped_bits += sum(k.bits for k in keys)
                         return
-                    session.add_qkd_keys(req.purpose, keys)
-                    self.latency_s = loop.time() - asked
-                    session.key_latency(self.latency_s)
+                    at = 0
+                    for r in fetches:  # each request gets its keys, in the order asked
+                        session.add_qkd_keys(r.purpose, keys[at : at + r.count])
+                        at += r.count
+                    self.latency_s = self.request_s
+                    session.key_latency(self.request_s)
                 else:
-                    keys = self._drawn(await self._kme.dec_keys(self._peer, list(req.key_ids)))
+                    keys = self._drawn(await self._kme.dec_keys(self._peer, list(head.key_ids)))
                     if session.closed:
                         self.dropped_bits += sum(k.bits for k in keys)
                         return

@@ -92,3 +92,20 @@ def test_loopback_network_refuses_what_the_topology_decides(
     rc = main([*args, "--report", "/nonexistent/r.json", "--network", "hefei-metro", *extra])
     _, err = capsys.readouterr()
     assert rc == 2 and err.count("\n") == 1 and words in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["demo", "--network", "pair", "--distance-km", "50"], "drop --distance-km"),
+        (["demo", "--multipath", "2"], "--multipath needs --network TOPOLOGY"),
+        (["loopback", "samples/speech_a_48k.wav", "--out", "o.wav", "--report", "r.json",
+          "--multipath", "2"], "--multipath needs --network TOPOLOGY"),
+    ],
+)  # fmt: skip
+def test_network_options_without_their_partner_are_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], args: list[str], words: str
+) -> None:
+    assert main(args) == 2
+    _, err = capsys.readouterr()
+    assert err.count("\n") == 1 and words in err, err

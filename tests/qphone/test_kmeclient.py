@@ -151,7 +151,12 @@ async def test_client_from_profile(pki: KmePki, pair: Pair, tmp_path: Path) -> N
         # qkd-keyserver says why in the details: the words of the message do not matter
         (503, "whatever the words", [{"reason": "out_of_keys"}], KmeOutOfKeys),
         (503, "not enough key, but", [{"reason": "no_route"}], KmeNoRoute),
-        (503, "not enough key material", [{"reason": "overloaded"}], KmeUnavailable),
+        # an unknown reason is a vendor's own word: the message decides, as with no reason
+        (503, "not enough key material", [{"reason": "Not enough keys"}], KmeOutOfKeys),
+        (503, "busy", [{"reason": "overloaded"}], KmeUnavailable),
+        # a shortage on a good route near an alarmed link is a shortage, retried
+        (503, "short", [{"reason": "out_of_keys", "qkd_link": {"eavesdropper_alarm": True}}],
+         KmeOutOfKeys),
         # an eavesdropper alarm wins over any reason: no key will come, fail closed
         (503, "no route", [{"reason": "no_route", "qkd_link": {"eavesdropper_alarm": True}}],
          KmeEavesdropperAlarm),

@@ -10,9 +10,9 @@ ALICE = Identity.generate()
 BOB = Identity.generate()
 
 
-def make_call(params: CallParams) -> InMemoryCall:
+def make_call(params: CallParams, pad_lookahead_s: float | None = None) -> InMemoryCall:
     kme = MemoryKmePair()
     ini, res = handshake(ALICE, BOB, params, kme)
-    call = InMemoryCall(ini, res, kme)
+    call = InMemoryCall(ini, res, kme, pad_lookahead_s=pad_lookahead_s)
     call.pump()
     return call

@@ -56,3 +56,27 @@ async def test_no_request_once_the_call_hangs_up_and_late_keys_count_as_dropped(
     await supply.aclose()
     assert kme.requests == [(1, 1024)]  # only the one in flight reached the KME
     assert supply.drawn_bits == 1024 and supply.dropped_bits == 1024  # counted, erased
+
+
+async def test_fetches_queued_behind_a_request_go_as_one_and_feed_the_latency() -> None:
+    """While a request is in flight, the session's next fetches queue up; they reach the KME as
+    one request (one relay across the network, not one per pad block and direction), each
+    purpose gets its own keys in order, and the request's time reaches the session."""
+    call = make_call(CallParams(mode=Mode.OTP, pad_block_bits=1024), pad_lookahead_s=0.5)
+    kme = RecordingKme(delay=0.05)
+    supply = _supply(kme)
+    supply.attach(call.initiator, lambda: None, lambda exc: None)
+    supply.submit(FetchQkdKeys(KeyPurpose.PAD_I2R, 1, 1024))
+    await asyncio.sleep(0.01)  # in flight
+    supply.submit(FetchQkdKeys(KeyPurpose.PAD_I2R, 1, 1024))
+    supply.submit(FetchQkdKeys(KeyPurpose.PAD_R2I, 2, 1024))
+    while len(kme.requests) < 2 or supply.pending or supply._in_request:
+        await asyncio.sleep(0.01)
+    assert kme.requests[:2] == [(1, 1024), (3, 1024)]
+    acc = call.initiator.key_accounting()
+    assert acc.fetched >= 4 * 1024
+    assert supply.latency_s is not None and supply.latency_s > 0
+    horizon = call.initiator.pad_horizon_s
+    assert horizon is not None and horizon > 0.5  # the lookahead grew by the latency
+    call.initiator.close()
+    await supply.aclose()
