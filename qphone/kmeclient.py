@@ -5,7 +5,8 @@ and Get key with key IDs, checks every reply (count, IDs, sizes, base64) and map
 
 * :class:`KmeUnavailable` - network/TLS failure, timeout, 503 (retry later)
 * :class:`KmeOutOfKeys` - the KME has not enough key material for the request now
-  (:class:`KmeNoRoute`: a KMS network has no route with good key to the peer's node now)
+  (:class:`KmeNoRoute`: a KMS network has no route with good key to the peer's node now;
+  :class:`KmeRelayFailed`: a relay failed mid-way and was voided), all retried for a while
 * :class:`KmeRejected` - 400/401: the request or the caller's certificate was refused
 * :class:`KmeEavesdropperAlarm` - the QKD link discards its key blocks (error rate too high)
 * :class:`KmeProtocolError` - the KME answered something that is not ETSI 014
@@ -57,6 +58,11 @@ class KmeOutOfKeys(KmeError):
 class KmeNoRoute(KmeOutOfKeys):
     """No route of trusted nodes with good key reaches the peer's KME now (links broken or
     eavesdropped); like running out of key it may pass, so it is retried as that is."""
+
+
+class KmeRelayFailed(KmeOutOfKeys):
+    """A relay across the KMS network failed (a node or link on the route went away mid-way);
+    its keys were voided at both ends and a new request may take another route: retried."""
 
 
 class KmeRejected(KmeError):
@@ -180,7 +186,9 @@ def _error_message(resp: httpx.Response) -> tuple[str, list[Any]]:
     return str(body)[:200], []
 
 
-KNOWN_REASONS = frozenset({"out_of_keys", "no_route"})  # what qkd-keyserver puts in details
+KNOWN_REASONS = frozenset(
+    {"out_of_keys", "no_route", "relay_failed"}
+)  # what qkd-keyserver puts in details
 
 
 def _details_reason(details: list[Any]) -> str | None:
@@ -221,6 +229,10 @@ def kme_error(url: str, status: int, message: str, details: list[Any]) -> KmeErr
         return KmeNoRoute(
             f"KME at {url}: {message} - the network is routing around broken or "
             "eavesdropped links: retry later, or look at `qkd-keyserver network status`"
+        )
+    if status == 503 and reason == "relay_failed":
+        return KmeRelayFailed(
+            f"KME at {url}: {message} - no key was delivered (voided at both ends); retry"
         )
     out_of_keys = (
         reason == "out_of_keys" if reason is not None else bool(_OUT_OF_KEYS.search(message))

@@ -77,6 +77,7 @@ MSG_OUT_OF_KEYS = "not enough key material available on KME; retry later"
 # tell a transient shortage from other failures without reading the message text
 REASON_OUT_OF_KEYS = "out_of_keys"
 REASON_NO_ROUTE = "no_route"
+REASON_RELAY_FAILED = "relay_failed"  # voided at both ends; a new request may succeed
 FAIR_WINDOW_S = 10.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -773,7 +774,8 @@ class KmsNode:
         log(_LOG, logging.WARNING, "relay_failed", relay_id=str(relay_id), reason=why,
             routes=[list(r.nodes) for r in routes])
         failed = ack is not None and ack.status is AckStatus.FAILED
-        raise _RetryRelay(EtsiError(503, f"key relay to {dst} failed ({why}); retry later"),
+        raise _RetryRelay(EtsiError(503, f"key relay to {dst} failed ({why}); retry later",
+                                    [{"reason": REASON_RELAY_FAILED}]),
                           retry=bool(errors) or failed)
 
     def _fair_share(self, master: str, slave: str, need: int, first_links: list[str]) -> None:

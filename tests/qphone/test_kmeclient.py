@@ -21,6 +21,7 @@ from qphone.kmeclient import (
     KmeOutOfKeys,
     KmeProtocolError,
     KmeRejected,
+    KmeRelayFailed,
     KmeUnavailable,
     kme_error,
 )
@@ -151,6 +152,7 @@ async def test_client_from_profile(pki: KmePki, pair: Pair, tmp_path: Path) -> N
         # qkd-keyserver says why in the details: the words of the message do not matter
         (503, "whatever the words", [{"reason": "out_of_keys"}], KmeOutOfKeys),
         (503, "not enough key, but", [{"reason": "no_route"}], KmeNoRoute),
+        (503, "relay failed", [{"reason": "relay_failed"}], KmeRelayFailed),
         # an unknown reason is a vendor's own word: the message decides, as with no reason
         (503, "not enough key material", [{"reason": "Not enough keys"}], KmeOutOfKeys),
         (503, "busy", [{"reason": "overloaded"}], KmeUnavailable),
