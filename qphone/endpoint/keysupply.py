@@ -166,21 +166,34 @@ class KeySupply:
         return self._queue.qsize()
 
     def _next_batch(self, first: KeyRequest) -> list[KeyRequest]:
-        """``first`` and, if it fetches keys, every fetch queued behind it for keys of the same
-        size: they go to the KME as one request (one relay across the network, not one per
-        pad block and direction). Resolves stay one by one, in announcement order."""
+        """``first`` and the requests of its kind queued right behind it: fetches of keys of
+        the same size go to the KME as one ``enc_keys`` (one relay across the network, not one
+        per pad block and direction), resolves as one ``dec_keys``, still in announcement
+        order."""
         batch = [first]
-        if isinstance(first, FetchQkdKeys):
-            rest: list[KeyRequest] = []
-            while not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if isinstance(nxt, FetchQkdKeys) and nxt.bits == first.bits and not rest:
-                    batch.append(nxt)
-                else:
-                    rest.append(nxt)
-            for r in rest:  # back in order (nothing else touches the queue meanwhile)
-                self._queue.put_nowait(r)
+        rest: list[KeyRequest] = []
+        while not self._queue.empty():
+            nxt = self._queue.get_nowait()
+            same = (
+                isinstance(nxt, FetchQkdKeys)
+                and isinstance(first, FetchQkdKeys)
+                and nxt.bits == first.bits
+            ) or (isinstance(nxt, ResolveQkdKeys) and isinstance(first, ResolveQkdKeys))
+            if same and not rest:
+                batch.append(nxt)
+            else:
+                rest.append(nxt)
+        for r in rest:  # back in order (nothing else touches the queue meanwhile)
+            self._queue.put_nowait(r)
         return batch
+
+    async def _dec_keys(self, key_ids: list[uuid.UUID]) -> list[QkdKey]:
+        """The keys of ``key_ids``, in requests of at most ``max_keys_per_request`` IDs."""
+        most = self.max_keys_per_request or len(key_ids) or 1
+        keys: list[QkdKey] = []
+        for at in range(0, len(key_ids), most):
+            keys += self._drawn(await self._kme.dec_keys(self._peer, key_ids[at : at + most]))
+        return keys
 
     async def _run(self) -> None:
         session = self._session
@@ -199,17 +212,21 @@ class KeySupply:
                         self.dropped_bits += sum(k.bits for k in keys)
                         return
                     at = 0
-                    for r in fetches:  # each request gets its keys, in the order asked
-                        session.add_qkd_keys(r.purpose, keys[at : at + r.count])
-                        at += r.count
+                    for f in fetches:  # each request gets its keys, in the order asked
+                        session.add_qkd_keys(f.purpose, keys[at : at + f.count])
+                        at += f.count
                     self.latency_s = self.request_s
                     session.key_latency(self.request_s)
                 else:
-                    keys = self._drawn(await self._kme.dec_keys(self._peer, list(head.key_ids)))
+                    resolves = [r for r in batch if isinstance(r, ResolveQkdKeys)]
+                    keys = await self._dec_keys([i for r in resolves for i in r.key_ids])
                     if session.closed:
                         self.dropped_bits += sum(k.bits for k in keys)
                         return
-                    session.provide_qkd_keys(keys)
+                    at = 0
+                    for r in resolves:  # each announcement its own keys, in order
+                        session.provide_qkd_keys(keys[at : at + len(r.key_ids)])
+                        at += len(r.key_ids)
             except Exception as exc:  # any failure ends the worker, never silently
                 log.warning("QKD key request failed: %s", exc)
                 self._on_failure(exc)

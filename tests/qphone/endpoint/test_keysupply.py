@@ -12,7 +12,7 @@ import uuid
 
 from qphone.core.callparams import CallParams, Mode
 from qphone.core.qkd import QkdKey
-from qphone.core.session import FetchQkdKeys, KeyPurpose
+from qphone.core.session import FetchQkdKeys, KeyPurpose, ResolveQkdKeys
 from qphone.endpoint.keysupply import KeySupply
 from tests.support.inmemorycalls import make_call
 
@@ -80,3 +80,35 @@ async def test_fetches_queued_behind_a_request_go_as_one_and_feed_the_latency() 
     assert horizon is not None and horizon > 0.5  # the lookahead grew by the latency
     call.initiator.close()
     await supply.aclose()
+
+
+def test_a_batch_is_one_kind_in_order_and_the_rest_stays_queued() -> None:
+    """Fetches of one key size go together, resolves go together, and whatever follows a
+    different request stays behind it in the queue (announcement order is kept)."""
+    supply = _supply(RecordingKme())
+    f = [FetchQkdKeys(KeyPurpose.PAD_I2R, 1, 1024), FetchQkdKeys(KeyPurpose.PAD_R2I, 2, 1024)]
+    other = FetchQkdKeys(KeyPurpose.PAD_I2R, 1, 2048)
+    r = [ResolveQkdKeys(KeyPurpose.PAD_R2I, (uuid.uuid4(),), 1024) for _ in range(3)]
+    for q in (f[1], other, f[0], r[0]):
+        supply._queue.put_nowait(q)
+    assert supply._next_batch(f[0]) == [f[0], f[1]]  # stops at the 2048-bit fetch
+    assert [supply._queue.get_nowait() for _ in range(3)] == [other, f[0], r[0]]
+    for q in (r[1], r[2], f[0]):
+        supply._queue.put_nowait(q)
+    assert supply._next_batch(r[0]) == r
+    assert supply._queue.get_nowait() == f[0] and supply._queue.empty()
+
+
+async def test_resolves_queued_together_go_as_one_dec_keys() -> None:
+    supply = _supply(RecordingKme(), most=2)
+    seen: list[list[uuid.UUID]] = []
+
+    async def dec_keys(peer: str, ids: list[uuid.UUID]) -> list[QkdKey]:
+        seen.append(list(ids))
+        return [QkdKey(i, os.urandom(128)) for i in ids]
+
+    supply._kme.dec_keys = dec_keys  # type: ignore[method-assign]
+    ids = [uuid.uuid4() for _ in range(5)]
+    keys = await supply._dec_keys(ids)
+    assert seen == [ids[:2], ids[2:4], ids[4:]] and [k.key_id for k in keys] == ids
+    assert supply.drawn_bits == 5 * 1024
