@@ -602,6 +602,23 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_network_options(p: argparse.ArgumentParser) -> None:
+    """``--network`` and ``--multipath`` of ``demo`` and ``loopback``."""
+    p.add_argument(
+        "--network",
+        metavar="TOPOLOGY",
+        help="start this network of trusted nodes instead of one link (beijing-hefei: 16 "
+        "hops, 1,070 km; hefei-metro; pair; or a topology file) and call from alice's site "
+        "to bob's; the summary gives the key route",
+    )
+    p.add_argument(
+        "--multipath",
+        type=_number(int, 1, 8, "a number of node-disjoint routes from 1 to 8", "1"),
+        default=1,
+        help="with --network: split every key over this many node-disjoint routes",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="qphone", description="Quantum-safe voice calls.", formatter_class=_Help)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -619,18 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulated fibre length of the pair's link; a --network topology sets its own "
         "(default: 10.0)",
     )
-    d.add_argument(
-        "--network",
-        metavar="TOPOLOGY",
-        help="call across a network of trusted nodes instead of one link: beijing-hefei "
-        "(16 hops, 1,090 km), hefei-metro, pair, or a topology file",
-    )
-    d.add_argument(
-        "--multipath",
-        type=_number(int, 1, 8, "a number of node-disjoint routes from 1 to 8", "1"),
-        default=1,
-        help="with --network: split every key over this many node-disjoint routes",
-    )
+    _add_network_options(d)
     d.add_argument(
         "--core", action="store_true", help="only the security core, in memory (no network)"
     )
@@ -706,18 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="OTP: pad held ahead of need, in seconds of talk",
     )
-    lb.add_argument(
-        "--network",
-        metavar="TOPOLOGY",
-        help="start this network of trusted nodes (beijing-hefei, hefei-metro, pair or a "
-        "topology file) and call from alice's site to bob's; the report gives the key route",
-    )
-    lb.add_argument(
-        "--multipath",
-        type=_number(int, 1, 8, "a number of node-disjoint routes from 1 to 8", "1"),
-        default=1,
-        help="with --network: split every key over this many node-disjoint routes",
-    )
+    _add_network_options(lb)
     lb.add_argument("--profile-a", help="caller profile of running KMEs (default: start a pair)")
     lb.add_argument("--profile-b", help="answerer profile of running KMEs")
     lb.add_argument("--quiet", action="store_true", help="no progress bar")
