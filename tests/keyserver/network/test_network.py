@@ -1,8 +1,8 @@
 """A whole QKD network in real processes (modules and nodes), on a 4-node diamond on loopback.
 
     a --- b
-    |     |      alice at a, bob at d, carol at c; two node-disjoint routes a-b-d and a-c-d
-    c --- d
+    |     |      alice at a, bob at d, carol at c, dave at b; two node-disjoint routes a-b-d
+    c --- d      and a-c-d
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ node = "d"
 [[saes]]
 id = "carol"
 node = "c"
+[[saes]]
+id = "dave"
+node = "b"
 """
 
 
@@ -88,18 +91,19 @@ def relay(net: RunningNetwork, n: int, number: int = 2, size: int = 512,
 
 
 class DemandLoop(threading.Thread):
-    """A call's key demand: alice asks for a key every `period` s and bob collects it."""
+    """A call's key demand: `src` (alice) asks for a key every `period` s for bob."""
 
-    def __init__(self, net: RunningNetwork, period: float = 0.1, size: int = 256) -> None:
+    def __init__(self, net: RunningNetwork, period: float = 0.1, size: int = 256,
+                 src: str = "alice") -> None:
         super().__init__(daemon=True)
-        self.net, self.period, self.size = net, period, size
+        self.net, self.period, self.size, self.src = net, period, size, src
         self.got: list[dict[str, str]] = []
         self.times: list[float] = []  # when each key arrived
         self.failures: list[tuple[float, int, str]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
-        with self.net.sae("alice") as alice:
+        with self.net.sae(self.src) as alice:
             while not self.stop.wait(self.period):
                 try:
                     r = alice.post("/api/v1/keys/bob/enc_keys", json={"number": 1,
@@ -223,6 +227,12 @@ def test_eve_and_fibre_cut_are_routed_around_while_a_call_goes_on(tmp_path: Path
             capture_output=True, text=True, timeout=30, check=True,
         )
         assert json.loads(out.stdout)["eve_fraction"] == 1.0
+        # the nodes may route alice's demand over the other route while it holds more key; the
+        # SAE at the far end of Eve's link (carol at c, dave at b) draws on that link alone, so
+        # it keeps running blocks and Eve is seen
+        near = {"b": "dave", "c": "carol"}[route[1]]
+        local = DemandLoop(net, period=0.05, size=2048, src=near)
+        local.start()
 
         def alarmed() -> bool:
             with net.sae("alice") as c:
@@ -231,7 +241,9 @@ def test_eve_and_fibre_cut_are_routed_around_while_a_call_goes_on(tmp_path: Path
             return eve_link in down and down[eve_link]["alarm"] and (
                 ext["route"] is not None and eve_link not in ext["route"]["links"])
 
-        net.wait(alarmed, timeout=90, what="the eavesdropped link to abort and be avoided")
+        net.wait(alarmed, timeout=120, what="the eavesdropped link to abort and be avoided")
+        local.stop.set()
+        local.join()
         status = json.loads(subprocess.run(
             [sys.executable, "-m", "keyserver.cli", "network", "status", "--dir",
              str(net.directory), "--json"], capture_output=True, text=True, timeout=30,
