@@ -28,7 +28,7 @@ from qphone.endpoint.endpoint import CallEndpoint
 from qphone.endpoint.options import CallOptions
 from qphone.endpoint.state import CallPhase
 from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
-from tests.keyserver.network.test_network import DIAMOND, link_between
+from tests.keyserver.network.test_network import DIAMOND, DemandLoop, link_between
 from tests.support.network_fixtures import running_network, stocked
 from tests.support.node_fixtures import topology
 
@@ -148,7 +148,27 @@ async def test_a_call_goes_on_when_an_eavesdropper_takes_its_route(tmp_path: Pat
         )
         got, _ = await asyncio.wait_for(eve.communicate(), 30)
         assert json.loads(got)["eve_fraction"] == 1.0
+        # the nodes may carry the call over the other route while it holds more key: an SAE at
+        # the far end of Eve's link draws on that link alone, so it runs blocks and Eve is seen
+        # (until the alarm is out: then it would only compete with the call for the detour)
+        local = DemandLoop(net, period=0.05, size=2048, src={"b": "dave", "c": "carol"}[first[1]])
+        local.start()
+
+        def alarmed() -> bool:
+            with net.sae("alice") as c:
+                ext = c.get("/api/v1/keys/bob/status").json()["status_extension"]
+            return any(d["link"] == eve_link and d["alarm"] for d in ext["network"]["down_links"])
+
+        def stop_local_at_the_alarm() -> None:
+            try:
+                net.wait(alarmed, timeout=60, what="the alarm")
+            finally:
+                local.stop.set()
+                local.join()
+
+        watcher = asyncio.ensure_future(asyncio.to_thread(stop_local_at_the_alarm))
         sa, sb = await asyncio.gather(call, answer)
+        await watcher
         shown = subprocess.run(
             [
                 sys.executable,
