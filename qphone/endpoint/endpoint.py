@@ -346,15 +346,17 @@ class CallEndpoint:
 
     # ------------------------------------------------------------------ keys for the handshake
     async def _kme_limits(self) -> None:
-        """The caller asks its KME's status once: its key sizes (unless given) and, from a
-        qkd-keyserver node, the key route and relay counters the route report starts from."""
-        with contextlib.suppress(KmeError):
-            status = await self.kme.status(self.profile.peer_sae_id)
-            self._route_before = status.status_extension or {}
-            if self.opt.kme_limits is None:
+        """The caller's KME status, asked once (unless the command line's check before dialing
+        gave it): its key sizes and, from a qkd-keyserver node, the key route and relay
+        counters the route report starts from."""
+        status = self.opt.kme_limits
+        if status is None:
+            with contextlib.suppress(KmeError):
+                status = await self.kme.status(self.profile.peer_sae_id)
                 self.opt = dataclasses.replace(self.opt, kme_limits=status)
-        if self.opt.kme_limits is not None:
-            self.keys.max_keys_per_request = self.opt.kme_limits.max_key_per_request
+        if status is not None:
+            self._route_before = status.status_extension or {}
+            self.keys.max_keys_per_request = status.max_key_per_request
 
     async def _handshake_keys(self) -> list[QkdKey]:
         """The caller's QKD key for the handshake (ETSI 014 enc_keys), or PQC-only fallback."""
