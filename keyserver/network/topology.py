@@ -12,6 +12,8 @@ A topology is a TOML file (documented in docs/network.md, examples shipped as pa
     [[nodes]]
     id = "a"                    # node ID: letters, digits, '-', '_' (also a certificate CN)
     city = "Alpha"              # optional display name
+    lat = 31.82                 # optional, with lon: WGS 84 degrees (for maps)
+    lon = 117.23
 
     [[links]]
     a = "a"                     # the node of the transmitter module
@@ -50,6 +52,8 @@ class TopologyError(ValueError):
 class NodeSpec:
     id: str
     city: str
+    lat: float | None = None  # WGS 84 degrees, both or neither (maps only)
+    lon: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ class Topology:
 
 
 _TOP_KEYS = {"name", "description", "defaults", "nodes", "links", "saes"}
-_NODE_KEYS = {"id", "city"}
+_NODE_KEYS = {"id", "city", "lat", "lon"}
 _LINK_KEYS = {"id", "a", "b", "distance_km", "params"}
 _SAE_KEYS = {"id", "node"}
 _DEFAULT_KEYS = {"distance_km", "params"}
@@ -138,6 +142,25 @@ def _km(where: str, value: Any) -> float:
     return float(value)
 
 
+def _degrees(nid: str, name: str, value: Any, limit: int) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not -limit <= value <= limit
+    ):
+        raise TopologyError(
+            f"[[nodes]] {nid}: {name} = {value!r}: give both lat and lon, in degrees "
+            "(lat within -90..90, lon within -180..180)"
+        )
+    return float(value)
+
+
+def _coordinates(nid: str, t: dict[str, Any]) -> tuple[float | None, float | None]:
+    if "lat" not in t and "lon" not in t:
+        return None, None
+    return _degrees(nid, "lat", t.get("lat"), 90), _degrees(nid, "lon", t.get("lon"), 180)
+
+
 def parse_topology(doc: dict[str, Any], default_name: str = "topology") -> Topology:
     _check_keys("the topology", doc, _TOP_KEYS)
     name = doc.get("name", default_name)
@@ -155,7 +178,7 @@ def parse_topology(doc: dict[str, Any], default_name: str = "topology") -> Topol
         city = t.get("city", nid)
         if not isinstance(city, str):
             raise TopologyError(f"[[nodes]] {nid}: city must be a string")
-        nodes.append(NodeSpec(nid, city))
+        nodes.append(NodeSpec(nid, city, *_coordinates(nid, t)))
     ids = [n.id for n in nodes]
     if len(nodes) < 2:
         raise TopologyError("a topology needs at least two [[nodes]]")
