@@ -129,7 +129,6 @@ async def test_play_into_null_sink_and_record_from_monitor(pulse_server: PulseSe
     # the null sink is lossless: what the monitor gives back is what was played, bit for bit up
     # to where the recording starts (the record stream may attach after playback has begun)
     assert a.correlation > 0.95, (a, pulse_server.log()[-2000:])
-    assert abs(a.delay_ms) < 1500
     ref, rec = overlap(clip, recording, a.delay)
     assert len(ref) > 0.8 * len(clip)
     assert np.array_equal(ref[FRAME:-FRAME], rec[FRAME:-FRAME]) or a.correlation > 0.99

@@ -30,8 +30,8 @@ def test_endpoint_cpu_of_a_short_call() -> None:
     assert r.end_reason in ("duration of 3 s reached", "peer hung up (duration of 3 s reached)")
     assert r.frames_sent > 0
     assert r.call_wall_s > 0
-    assert 0 < r.call_fraction < 1
-    assert 0 <= r.idle_fraction < 1
+    assert r.call_fraction > 0  # the call used CPU (how much: qphone bench cpu)
+    assert r.idle_fraction >= 0
     s = r.summary()
     assert s["endpoint_cpu_fraction"] == pytest.approx(r.call_fraction, abs=1e-4)
     assert s["bitrate"] == 24000 and s["bandwidth"] == "wb"
