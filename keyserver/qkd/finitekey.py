@@ -34,18 +34,16 @@ Concentration (``delta`` per count, each failing with probability ``eps``):
   which is much tighter than Hoeffding for the small vacuum and error counts.
 
 The plan (:func:`optimised`) maximises the *expected* finite-key length per pulse over
-``mu, nu, p_mu, p_nu, p_z`` with scipy, using the closed-form expected counts of the channel model,
-and picks the block length for the distance.
+``mu, nu, p_mu, p_nu, p_z`` (Nelder-Mead, :func:`nelder_mead`, plain Python), using the
+closed-form expected counts of the channel model, and picks the block length for the distance.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
-from scipy.optimize import minimize
 
 from keyserver.qkd.physics import LinkParams, binary_entropy, click_probabilities
 
@@ -249,7 +247,79 @@ def plan_block_pulses(params: LinkParams) -> int:
 _FIELDS = ("mu", "nu", "p_signal", "p_decoy", "p_z")
 
 
-def _from_vector(base: LinkParams, x: np.ndarray) -> LinkParams | None:
+def nelder_mead(
+    func: Callable[[Sequence[float]], float],
+    x0: Sequence[float],
+    *,
+    xatol: float,
+    fatol: float,
+    maxiter: int,
+) -> tuple[list[float], float]:
+    """The minimum of ``func`` near ``x0`` by the Nelder-Mead simplex method (J. A. Nelder,
+    R. Mead, Comput. J. 7, 308 (1965)), step for step as SciPy's ``minimize(method=
+    "Nelder-Mead")`` with its standard coefficients (reflection 1, expansion 2, contraction 1/2,
+    shrink 1/2) and initial simplex (+5 % per coordinate), in plain Python: the plan needs no
+    numpy or scipy, so a lean (emulated) module process can compute it."""
+    n = len(x0)
+    sim = [list(map(float, x0))]
+    for k in range(n):
+        y = list(map(float, x0))
+        y[k] = (1 + 0.05) * y[k] if y[k] != 0 else 0.00025
+        sim.append(y)
+    fsim = [func(x) for x in sim]
+
+    def order() -> None:
+        idx = sorted(range(n + 1), key=lambda i: fsim[i])
+        sim[:] = [sim[i] for i in idx]
+        fsim[:] = [fsim[i] for i in idx]
+
+    def towards(a: float, xbar: list[float], b: float) -> list[float]:
+        return [a * xb - b * w for xb, w in zip(xbar, sim[-1], strict=True)]
+
+    order()
+    iterations = 1
+    while iterations < maxiter:
+        spread = max(abs(sim[j][i] - sim[0][i]) for j in range(1, n + 1) for i in range(n))
+        if spread <= xatol and max(abs(fsim[0] - f) for f in fsim[1:]) <= fatol:
+            break
+        xbar = [0.0] * n
+        for row in sim[:-1]:
+            xbar = [a + b for a, b in zip(xbar, row, strict=True)]
+        xbar = [a / n for a in xbar]
+        xr = towards(2.0, xbar, 1.0)
+        fxr = func(xr)
+        shrink = False
+        if fxr < fsim[0]:
+            xe = towards(3.0, xbar, 2.0)
+            fxe = func(xe)
+            sim[-1], fsim[-1] = (xe, fxe) if fxe < fxr else (xr, fxr)
+        elif fxr < fsim[-2]:
+            sim[-1], fsim[-1] = xr, fxr
+        else:
+            if fxr < fsim[-1]:
+                xc = towards(1.5, xbar, 0.5)
+                fxc = func(xc)
+                if fxc <= fxr:
+                    sim[-1], fsim[-1] = xc, fxc
+                else:
+                    shrink = True
+            else:
+                xcc = [0.5 * xb + 0.5 * w for xb, w in zip(xbar, sim[-1], strict=True)]
+                fxcc = func(xcc)
+                if fxcc < fsim[-1]:
+                    sim[-1], fsim[-1] = xcc, fxcc
+                else:
+                    shrink = True
+            if shrink:
+                for j in range(1, n + 1):
+                    sim[j] = [s0 + 0.5 * (sj - s0) for s0, sj in zip(sim[0], sim[j], strict=True)]
+                    fsim[j] = func(sim[j])
+        iterations += 1
+        order()
+    return sim[0], min(fsim)
+
+
+def _from_vector(base: LinkParams, x: Sequence[float]) -> LinkParams | None:
     mu, nu, ps, pd, pz = (float(v) for v in x)
     if not (0.02 < nu < mu < 1.2 and ps > 0.05 and pd > 0.02 and ps + pd < 0.98):
         return None
@@ -275,7 +345,7 @@ def optimised(params: LinkParams) -> LinkParams:
     clean = dataclasses.replace(params, eve_fraction=0.0)
     fixed_block = params.block_pulses
 
-    def rate(x: np.ndarray) -> float:
+    def rate(x: Sequence[float]) -> float:
         cand = _from_vector(clean, x)
         if cand is None:
             return 1.0
@@ -283,7 +353,7 @@ def optimised(params: LinkParams) -> LinkParams:
         return -expected_key_length(cand, pulses, f) / pulses
 
     grid = [
-        np.array([mu, nu, ps, pd, pz])
+        [mu, nu, ps, pd, pz]
         for mu in (0.35, 0.45, 0.6)
         for nu in (0.1, 0.18)
         for ps in (0.5, 0.7, 0.85)
@@ -294,10 +364,9 @@ def optimised(params: LinkParams) -> LinkParams:
     starts = scored[:2]
     best_x, best = starts[0], rate(starts[0])
     for x0 in starts:
-        res = minimize(rate, x0, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-12,
-                                                                 "maxiter": 600})
-        if float(res.fun) < best:
-            best_x, best = res.x, float(res.fun)
+        x, fun = nelder_mead(rate, x0, xatol=1e-4, fatol=1e-12, maxiter=600)
+        if fun < best:
+            best_x, best = x, fun
     chosen = _from_vector(params, best_x)
     if chosen is None or best >= 0.0:
         chosen = params

@@ -42,6 +42,7 @@ class MessageType(enum.IntEnum):
     COMMIT = 10
     ABORT = 11
     HEARTBEAT = 12
+    BLOCK_REPORT = 13
 
 
 class AbortReason(enum.IntEnum):
@@ -212,13 +213,40 @@ class Heartbeat:
     stock: int
 
 
+@dataclass(frozen=True)
+class BlockReport:
+    """Transmitter -> receiver, emulated fidelity: a block's public statistics and decision
+    (``keyserver.qkd.emulation``). ``reason`` 0 = key; ``test`` = a block run while the stock
+    is full, whose key is discarded (its statistics still feed the alarm)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.BLOCK_REPORT
+    SPEC: ClassVar[tuple[str, ...]] = ("u64",) * 15 + ("u8", "bool")
+    block: int
+    pulses: int
+    n_z0: int
+    n_z1: int
+    n_z2: int
+    n_x0: int
+    n_x1: int
+    n_x2: int
+    m_x0: int
+    m_x1: int
+    m_x2: int
+    errors_z: int
+    leaked_bits: int
+    secret_bits: int
+    auth_refill_bits: int
+    reason: int
+    test: bool
+
+
 Message = (
     Hello | Detections | Sifting | Estimate | ParityRequest | ParityAnswer | Reconciled | Verify
-    | Confirm | Commit | Abort | Heartbeat
+    | Confirm | Commit | Abort | Heartbeat | BlockReport
 )
 MESSAGE_CLASSES: tuple[type[Any], ...] = (
     Hello, Detections, Sifting, Estimate, ParityRequest, ParityAnswer, Reconciled, Verify,
-    Confirm, Commit, Abort, Heartbeat,
+    Confirm, Commit, Abort, Heartbeat, BlockReport,
 )
 _BY_TYPE: dict[int, type[Any]] = {int(c.TYPE): c for c in MESSAGE_CLASSES}
 

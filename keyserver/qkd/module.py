@@ -22,10 +22,8 @@ import contextlib
 import dataclasses
 import logging
 import os
-import struct
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from keyserver.etsi014.server import HttpLimits, Listener, start_server
@@ -42,7 +40,9 @@ from keyserver.qkd.classicalchannel import (
 )
 from keyserver.qkd.config import ModuleConfig
 from keyserver.qkd.finitekey import optimised
-from keyserver.qkd.messages import AbortReason, MessageError
+from keyserver.qkd.framing import SessionClosed, read_frame
+from keyserver.qkd.linkstatus import LinkStatus
+from keyserver.qkd.messages import MessageError
 from keyserver.qkd.northbound import ModuleKeyService, build_app
 from keyserver.qkd.postprocessing import (
     Alice,
@@ -69,14 +69,11 @@ from keyserver.qkd.randomness import RandomSource, nature
 from keyserver.qkd.store import ModuleStore
 
 _LOG = logging.getLogger("keyserver.qkd.module")
-_LEN = struct.Struct(">I")
-MAX_WIRE_FRAME = 100 << 20
 NONCE_BYTES = 16
 HANDSHAKE_TIMEOUT = 10.0
 HEARTBEAT_SECONDS = 2.0
 IDLE_POLL_SECONDS = 1.0  # an idle source re-checks at least this often (else woken by events)
 RESUME_FRACTION = 0.8
-ALARM_WINDOW = 3
 MAX_IN_FLIGHT = 2  # blocks sent but not yet finished by post-processing
 
 
@@ -91,74 +88,6 @@ def _quick(msg: m.Message) -> bool:
     if isinstance(msg, m.ParityAnswer):
         return msg.count <= QUICK_RANGES
     return isinstance(msg, m.Commit | m.Confirm | m.Abort)
-
-
-class SessionClosed(Exception):
-    """The session ended (peer gone, bad handshake, protocol error)."""
-
-
-async def read_frame(reader: asyncio.StreamReader) -> bytes:
-    try:
-        head = await reader.readexactly(_LEN.size)
-        (length,) = _LEN.unpack(head)
-        if length > MAX_WIRE_FRAME:
-            raise SessionClosed(f"frame of {length} bytes is over the limit")
-        return await reader.readexactly(length)
-    except (asyncio.IncompleteReadError, ConnectionError) as e:
-        raise SessionClosed("connection closed") from e
-
-
-@dataclass
-class LinkStatus:
-    """What the status extension reports (persisted in the store's meta table)."""
-
-    blocks_ok: int = 0
-    blocks_aborted: int = 0
-    last_abort_reason: str | None = None
-    qber: float | None = None
-    qber_ewma: float | None = None
-    secret_bits_total: int = 0
-    recent: list[tuple[float, int, bool, str | None]] = field(default_factory=list)
-
-    def record(self, stats: BlockStats, seconds: float) -> None:
-        if stats.aborted:
-            self.blocks_aborted += 1
-            self.last_abort_reason = stats.reason.label if stats.reason else "protocol_error"
-        else:
-            self.blocks_ok += 1
-            self.secret_bits_total += stats.secret_bits
-        q = stats.qber
-        if q == q:  # not NaN
-            self.qber = q
-            self.qber_ewma = q if self.qber_ewma is None else 0.8 * self.qber_ewma + 0.2 * q
-        reason = stats.reason.label if stats.reason else None
-        self.recent.append((seconds, stats.key_bits_delivered, stats.aborted, reason))
-        self.recent = self.recent[-16:]
-
-    @property
-    def key_rate_bps(self) -> float:
-        secs = sum(r[0] for r in self.recent)
-        return sum(r[1] for r in self.recent) / secs if secs > 0 else 0.0
-
-    @property
-    def eavesdropper_alarm(self) -> bool:
-        last = self.recent[-ALARM_WINDOW:]
-        eve = {r.label for r in AbortReason if r.eavesdropper}
-        return bool(last) and any(r[2] and r[3] in eve for r in last) and last[-1][2]
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: Any) -> LinkStatus:
-        if not isinstance(obj, dict):
-            return cls()
-        try:
-            out = cls(**obj)
-            out.recent = [tuple(r) for r in out.recent]  # type: ignore[misc]
-            return out
-        except TypeError:
-            return cls()
 
 
 class Module:

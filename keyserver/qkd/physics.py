@@ -135,6 +135,17 @@ class LinkParams:
         return self.p_z**2 + (1.0 - self.p_z) ** 2
 
 
+def quantised_probabilities(params: LinkParams) -> tuple[tuple[float, float, float], float]:
+    """((p_mu, p_nu, p_vacuum), p_z) exactly as the source realises them: its intensity is drawn
+    on a 2^-16 grid and its basis on a 2^-15 grid (``keyserver.qkd.quantumchannel``); the
+    finite-key bound uses these values."""
+    p16, p15 = 1 << 16, 1 << 15
+    t0 = round(params.p_signal * p16)
+    t1 = round((params.p_signal + params.p_decoy) * p16)
+    tz = round(params.p_z * p15)
+    return ((t0 / p16, (t1 - t0) / p16, (p16 - t1) / p16), tz / p15)
+
+
 @dataclass(frozen=True)
 class ClickProbabilities:
     """Per-pulse probabilities of each kind of click for one intensity, with their error rates."""

@@ -38,9 +38,19 @@ import numpy.typing as npt
 from numba import njit
 
 from keyserver.qkd import messages as m
+from keyserver.qkd.blocks import (
+    AUTH_FLOOR_BYTES,
+    KEY_NAMESPACE,
+    BlockStats,
+    abort_decision,
+    block_secret_length,
+    key_id,
+    refill_bits,
+    split_key,
+)
 from keyserver.qkd.cascade import CascadeAlice, CascadeBob, CascadeError, schedule
 from keyserver.qkd.cascade import ParityRequest as CascadeRequest
-from keyserver.qkd.finitekey import BasisCounts, FiniteKey, asymptotic_rate, finite_key
+from keyserver.qkd.finitekey import BasisCounts, FiniteKey, asymptotic_rate
 from keyserver.qkd.messages import AbortReason
 from keyserver.qkd.physics import LinkParams, binary_entropy
 from keyserver.qkd.privacyamplification import (
@@ -55,7 +65,6 @@ from keyserver.qkd.quantumchannel import (
     Detections,
     SourceRecord,
     decode_states,
-    quantised_probabilities,
 )
 from keyserver.qkd.randomness import RandomSource
 
@@ -63,18 +72,14 @@ U8Array = npt.NDArray[np.uint8]
 U32Array = npt.NDArray[np.uint32]
 U64Array = npt.NDArray[np.uint64]
 
+__all__ = [
+    "AUTH_FLOOR_BYTES", "KEY_NAMESPACE", "BlockStats", "abort_decision", "block_secret_length",
+    "key_id", "split_key",
+]
+
 GROUP_BITS = 1 << 22  # Cascade runs on groups of at most this many bits, one after the other
 BATCH_DETECTIONS = 1 << 20  # Bob sends his detections when a batch holds this many
 BATCH_PULSES = 1_000_000_000  # ... or covers this many pulses
-KEY_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5c6d-9e0f-1a2b3c4d5e6f")
-AUTH_FLOOR_BYTES = 64 * 1024  # refill each direction's pad up to this much beyond the block's use
-
-
-def key_id(link: str, block: int, index: int) -> uuid.UUID:
-    """The key ID both modules give key ``index`` of ``block`` (public metadata)."""
-    return uuid.uuid5(KEY_NAMESPACE, f"{link}/{block}/{index}")
-
-
 PROTOCOL_FIELDS = (
     "mu", "nu", "p_signal", "p_decoy", "p_z", "eps_sec", "eps_cor", "concentration",
     "qber_abort", "block_pulses", "frame_pulses", "ec_efficiency_plan",
@@ -98,34 +103,6 @@ def adopt_protocol(params: LinkParams, text: str) -> LinkParams:
 
 
 # -- outputs -------------------------------------------------------------------------------------
-
-
-@dataclass
-class BlockStats:
-    block: int
-    pulses: int = 0
-    detections: int = 0
-    n_z: tuple[int, int, int] = (0, 0, 0)
-    n_x: tuple[int, int, int] = (0, 0, 0)
-    m_x: tuple[int, int, int] = (0, 0, 0)
-    qber: float = 0.0  # exact key-basis QBER (Cascade); X-basis signal QBER before that
-    qber_x: float = 0.0
-    cascade_leak: int = 0
-    verification_leak: int = 0
-    cascade_rounds: int = 0
-    secret_bits: int = 0
-    key_bits_delivered: int = 0
-    auth_refill_bits: int = 0
-    ec_efficiency: float = 0.0
-    phase_error: float = 0.0
-    s_z0: float = 0.0
-    s_z1: float = 0.0
-    aborted: bool = False
-    reason: AbortReason | None = None
-
-    @property
-    def sifted_bits(self) -> int:
-        return int(sum(self.n_z))
 
 
 @dataclass(frozen=True)
@@ -177,40 +154,6 @@ def _unpack(data: bytes, count: int, what: str) -> U8Array:
     return out
 
 
-def split_key(
-    link: str, block: int, key: bytes, secret_bits: int, refill_bits: int, key_size: int
-) -> tuple[list[tuple[uuid.UUID, bytes]], bytes, bytes]:
-    """Cut a block's final key: refill (half per direction) first, then keys of key_size."""
-    refill_bytes = refill_bits // 8
-    half = refill_bytes // 2
-    to_rx, to_tx = key[:half], key[half : 2 * half]
-    rest = (secret_bits - 16 * half) // key_size
-    kb = key_size // 8
-    keys = [
-        (key_id(link, block, i), key[2 * half + i * kb : 2 * half + (i + 1) * kb])
-        for i in range(rest)
-    ]
-    return keys, to_rx, to_tx
-
-
-def abort_decision(
-    params: LinkParams, counts: BasisCounts, expected_qber: float
-) -> AbortReason | None:
-    """The decision both parties take after parameter estimation (identical inputs)."""
-    if counts.n_x[0] <= 0 or counts.total_z < 100:
-        return AbortReason.TOO_FEW_DETECTIONS
-    if counts.m_x[0] / counts.n_x[0] > params.qber_abort:
-        return AbortReason.QBER_ABOVE_THRESHOLD
-    probs, _ = quantised_probabilities(params)
-    planned = params.ec_efficiency_plan * counts.total_z * binary_entropy(expected_qber)
-    if finite_key(counts, params, planned + TAG_BITS, probs).length <= 0:
-        return AbortReason.NO_KEY_BOUND
-    return None
-
-
-def block_secret_length(params: LinkParams, counts: BasisCounts, leaked: int) -> FiniteKey:
-    probs, _ = quantised_probabilities(params)
-    return finite_key(counts, params, leaked, probs)
 
 
 @njit(cache=True, nogil=True)
@@ -649,13 +592,8 @@ class Alice(_Party):
         return [Send(m.Verify(b.number, hash_key, tag, key.length, refill, pa_seed))]
 
     def _refill_bits(self, secret_bits: int) -> int:
-        """Refill for the authentication pad (bits, both directions): each direction back up to
-        ``max(AUTH_FLOOR_BYTES, 4 x the pad one block used)``, at most half the block's key."""
-        low = min(self.auth_available)
-        target = max(AUTH_FLOOR_BYTES, 4 * self.auth_used_per_block)
-        per_direction = min(max(target - low, 0), secret_bits // 32)
-        per_direction -= per_direction % 8
-        return 16 * per_direction
+        """Refill for the authentication pad (:func:`keyserver.qkd.blocks.refill_bits`)."""
+        return refill_bits(secret_bits, self.auth_available, self.auth_used_per_block)
 
     def _on_confirm(self, msg: m.Confirm) -> list[Output]:
         b = self._get(msg.block)

@@ -38,7 +38,12 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from keyserver.qkd.physics import LinkParams, eve_transmittance, transmittance
+from keyserver.qkd.physics import (
+    LinkParams,
+    eve_transmittance,
+    quantised_probabilities,
+    transmittance,
+)
 from keyserver.qkd.randomness import RandomSource
 
 U8Array = npt.NDArray[np.uint8]
@@ -49,14 +54,6 @@ BASIS_Z = 0
 BASIS_X = 1
 _P16 = 1 << 16
 _P15 = 1 << 15
-
-
-def quantised_probabilities(params: LinkParams) -> tuple[tuple[float, float, float], float]:
-    """((p_mu, p_nu, p_vacuum), p_z) exactly as the source realises them (2^-16, 2^-15 grid)."""
-    t0 = round(params.p_signal * _P16)
-    t1 = round((params.p_signal + params.p_decoy) * _P16)
-    tz = round(params.p_z * _P15)
-    return ((t0 / _P16, (t1 - t0) / _P16, (_P16 - t1) / _P16), tz / _P15)
 
 
 def _thresholds(params: LinkParams) -> tuple[int, int, int]:
