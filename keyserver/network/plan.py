@@ -77,10 +77,11 @@ class ModulePlan:
     data_dir: Path
     config: Path
     log: Path
+    host: str = HOST  # the address of its site (its node's)
 
     @property
     def url(self) -> str:
-        return f"https://{HOST}:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -91,14 +92,15 @@ class NodePlan:
     data_dir: Path
     config: Path
     log: Path
+    host: str = HOST  # the address of its site
 
     @property
     def sae_url(self) -> str:
-        return f"https://{HOST}:{self.sae_port}"
+        return f"https://{self.host}:{self.sae_port}"
 
     @property
     def node_url(self) -> str:
-        return f"https://{HOST}:{self.node_port}"
+        return f"https://{self.host}:{self.node_port}"
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,22 @@ class NetworkPlan:
     nodes: dict[str, NodePlan]
     modules: dict[str, ModulePlan]  # module ID -> plan
     channels: dict[str, tuple[int, int]]  # link -> (quantum, classical) port
+    # (from node, to node) -> the address at which `from` reaches `to`'s listeners when it is
+    # not `to`'s own address (a delaying forwarder at `from`'s site; keyserver.network.netns)
+    dial: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def dial_host(self, src: str, dst: str) -> str:
+        return self.dial.get((src, dst), self.nodes[dst].host)
+
+    def server_names(self) -> dict[str, tuple[str, ...]]:
+        """Addresses each node's and module's server certificate must name (none on loopback)."""
+        out: dict[str, tuple[str, ...]] = {}
+        for n in self.nodes.values():
+            names = {n.host} | {a for (_, dst), a in self.dial.items() if dst == n.id}
+            out[n.id] = tuple(sorted(names - {HOST}))
+        for m in self.modules.values():
+            out[m.id] = () if m.host == HOST else (m.host,)
+        return out
 
     def modules_of(self, link: str) -> list[ModulePlan]:
         return [m for m in self.modules.values() if m.link == link]
@@ -153,15 +171,27 @@ def make_plan(
     topology: Topology,
     options: Options,
     sae_ports: dict[str, int] | None = None,
+    *,
+    hosts: dict[str, str] | None = None,
+    dial: dict[tuple[str, str], str] | None = None,
+    port_base: int | None = None,
 ) -> NetworkPlan:
-    """Lay out the network; `sae_ports` pins some nodes' SAE API ports, the rest are free ports."""
+    """Lay out the network; `sae_ports` pins some nodes' SAE API ports, the rest are free ports
+    (or consecutive from `port_base`: sites on their own hosts or namespaces, where probing
+    this host's ports means nothing); `hosts` gives each node (site) its own address
+    (default: all on 127.0.0.1), `dial` the addresses that differ from it (NetworkPlan.dial)."""
     d = directory.resolve()
     pinned = sae_ports or {}
+    where = hosts or {}
     need = 2 * len(topology.nodes) + 4 * len(topology.links)
-    ports = iter(free_ports(need, set(pinned.values())))
+    if port_base is None:
+        ports = iter(free_ports(need, set(pinned.values())))
+    else:
+        ports = iter(p for p in range(port_base, 65536) if p not in set(pinned.values()))
     nodes = {
         n.id: NodePlan(n.id, pinned.get(n.id) or next(ports), next(ports), d / "nodes" / n.id,
-                       d / "nodes" / f"{n.id}.toml", d / "logs" / f"node-{n.id}.log")
+                       d / "nodes" / f"{n.id}.toml", d / "logs" / f"node-{n.id}.log",
+                       where.get(n.id, HOST))
         for n in topology.nodes
     }
     modules: dict[str, ModulePlan] = {}
@@ -172,8 +202,8 @@ def make_plan(
             mid = module_id(link.id, role)
             modules[mid] = ModulePlan(mid, link.id, role, node, remote, next(ports),
                                       d / "modules" / mid, d / "modules" / f"{mid}.toml",
-                                      d / "logs" / f"{mid}.log")
-    return NetworkPlan(d, topology, options, nodes, modules, channels)
+                                      d / "logs" / f"{mid}.log", where.get(node, HOST))
+    return NetworkPlan(d, topology, options, nodes, modules, channels, dict(dial or {}))
 
 
 def _s(v: Any) -> str:
@@ -196,6 +226,8 @@ def _distance(plan: NetworkPlan, link: LinkSpec) -> float:
 def module_config_text(plan: NetworkPlan, m: ModulePlan, pki: NetworkPki) -> str:
     link = plan.topology.link(m.link)
     q, c = plan.channels[m.link]
+    # the receiver listens on both channels at its site; the transmitter dials it
+    chost = m.host if m.role == "receiver" else plan.dial_host(m.node, m.remote_node)
     certs = pki.module(m.id)
     o = plan.options
     lines = [
@@ -211,7 +243,7 @@ def module_config_text(plan: NetworkPlan, m: ModulePlan, pki: NetworkPki) -> str
     lines += [
         "",
         "[northbound]",
-        f"host = {_s(HOST)}",
+        f"host = {_s(m.host)}",
         f"port = {m.port}",
         f"ca_cert = {_s(pki.ca_cert('module'))}",
         f"cert = {_s(certs.cert)}",
@@ -224,7 +256,7 @@ def module_config_text(plan: NetworkPlan, m: ModulePlan, pki: NetworkPki) -> str
         "max_key_per_request = 1024",
         "",
         "[quantum_channel]",
-        f"address = {_s(f'{HOST}:{q}')}",
+        f"address = {_s(f'{chost}:{q}')}",
         f"distance_km = {_distance(plan, link)!r}",
         f"eve_fraction = {float(o.eve.get(m.link, 0.0))!r}",
     ]
@@ -235,7 +267,7 @@ def module_config_text(plan: NetworkPlan, m: ModulePlan, pki: NetworkPki) -> str
     lines += [
         "",
         "[classical_channel]",
-        f"address = {_s(f'{HOST}:{c}')}",
+        f"address = {_s(f'{chost}:{c}')}",
         f"initial_auth_key = {_s(plan.directory / 'links' / f'{m.link}.authkey')}",
     ]
     return "\n".join(lines) + "\n"
@@ -257,14 +289,14 @@ def node_config_text(plan: NetworkPlan, n: NodePlan, pki: NetworkPki) -> str:
     lines += [
         "",
         "[sae_api]",
-        f"host = {_s(HOST)}",
+        f"host = {_s(n.host)}",
         f"port = {n.sae_port}",
         f"ca_cert = {_s(creds.sae_ca)}",
         f"cert = {_s(creds.sae_server.cert)}",
         f"key = {_s(creds.sae_server.key)}",
         "",
         "[node_api]",
-        f"host = {_s(HOST)}",
+        f"host = {_s(n.host)}",
         f"port = {n.node_port}",
         f"ca_cert = {_s(creds.node_ca)}",
         f"cert = {_s(creds.node.cert)}",
@@ -290,15 +322,16 @@ def node_config_text(plan: NetworkPlan, n: NodePlan, pki: NetworkPki) -> str:
         "",
         "[routing]",
         f"multipath = {o.multipath}",
-        "lsa_interval_seconds = 2.0",
-        "lsa_max_age_seconds = 7.0",
+        "lsa_interval_seconds = 1.0",  # the rest of [routing] and [timers]: defaults
     ]
     for m in plan.modules.values():
         if m.node == n.id:
             lines += ["", "[[modules]]", f"link = {_s(m.link)}", f"id = {_s(m.id)}",
                       f"url = {_s(m.url)}"]
     for other in plan.nodes.values():
-        lines += ["", "[[nodes]]", f"id = {_s(other.id)}", f"url = {_s(other.node_url)}"]
+        url = other.node_url if other.id == n.id else (
+            f"https://{plan.dial_host(n.id, other.id)}:{other.node_port}")
+        lines += ["", "[[nodes]]", f"id = {_s(other.id)}", f"url = {_s(url)}"]
     for link in plan.topology.links:
         lines += ["", "[[links]]", f"id = {_s(link.id)}", f"a = {_s(link.a)}",
                   f"b = {_s(link.b)}", f"distance_km = {_distance(plan, link)!r}"]
@@ -350,7 +383,7 @@ def write_configs(plan: NetworkPlan, pki: NetworkPki | None = None) -> NetworkPk
     d = plan.directory
     for sub in ("modules", "nodes", "logs", "saes", "links"):
         (d / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-    pki = pki or NetworkPki(d / "pki")
+    pki = pki or NetworkPki(d / "pki", plan.server_names())
     pki.node_admin()
     pki.module_admin()
     for link in plan.topology.links:

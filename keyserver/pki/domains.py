@@ -21,6 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+
 from keyserver.pki.certificates import LOCAL_NAMES, CertificateAuthority, CertPaths
 
 ADMIN_CN = "network-admin"
@@ -37,13 +39,29 @@ def _ca(root: Path, domain: str) -> CertificateAuthority:
 
 
 def _cert(
-    ca: CertificateAuthority, folder: Path, stem: str, cn: str, *, server: bool, client: bool
+    ca: CertificateAuthority, folder: Path, stem: str, cn: str, *, server: bool, client: bool,
+    extra_names: tuple[str, ...] = (),
 ) -> CertPaths:
+    """The certificate `stem` (issued if missing, or reissued when a server certificate lacks
+    one of `extra_names`, e.g. a site address of a network started in namespaces)."""
     paths = CertPaths(folder / f"{stem}.pem", folder / f"{stem}.key")
-    if paths.cert.exists() and paths.key.exists():
+    names = (*LOCAL_NAMES, *extra_names) if server else ()
+    if paths.cert.exists() and paths.key.exists() and (
+        not extra_names or set(extra_names) <= _san(paths.cert)
+    ):
         return paths
-    return ca.issue(
-        folder, stem, cn, server_names=LOCAL_NAMES if server else (), client=client
+    return ca.issue(folder, stem, cn, server_names=names, client=client)
+
+
+def _san(cert: Path) -> set[str]:
+    """The subject alternative names of a certificate, as text (empty if it has none)."""
+    c = x509.load_pem_x509_certificate(cert.read_bytes())
+    try:
+        ext = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(v) for v in ext.get_values_for_type(x509.IPAddress)} | set(
+        ext.get_values_for_type(x509.DNSName)
     )
 
 
@@ -62,8 +80,11 @@ class NodeCredentials:
 class NetworkPki:
     """The CAs and certificates of one network in ``root`` (``DIR/pki``)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, server_names: dict[str, tuple[str, ...]] | None = None) -> None:
+        """`server_names`: more names (addresses) for the server certificate of a node or module
+        ID, besides localhost (a network whose sites have their own addresses)."""
         self.root = root.resolve()
+        self._names = dict(server_names or {})
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._cas = {d: _ca(self.root, d) for d in DOMAINS}
 
@@ -78,10 +99,10 @@ class NetworkPki:
         return NodeCredentials(
             sae_ca=self.ca_cert("sae"),
             sae_server=_cert(self._cas["sae"], self.root / "sae", f"node-{node_id}", node_id,
-                             server=True, client=False),
+                             server=True, client=False, extra_names=self._names.get(node_id, ())),
             node_ca=self.ca_cert("node"),
             node=_cert(self._cas["node"], self.root / "node", node_id, node_id, server=True,
-                       client=True),
+                       client=True, extra_names=self._names.get(node_id, ())),
             module_ca=self.ca_cert("module"),
             module_client=_cert(self._cas["module"], self.root / "module", f"node-{node_id}",
                                 node_id, server=False, client=True),
@@ -89,7 +110,7 @@ class NetworkPki:
 
     def module(self, module_id: str) -> CertPaths:
         return _cert(self._cas["module"], self.root / "module", module_id, module_id,
-                     server=True, client=False)
+                     server=True, client=False, extra_names=self._names.get(module_id, ()))
 
     def node_admin(self) -> CertPaths:
         return _cert(self._cas["node"], self.root / "node", ADMIN_CN, ADMIN_CN, server=False,
