@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import logging
 import os
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -101,7 +102,8 @@ class LocalLink:
     desyncs: int = 0
     in_flight: dict[int, int] = field(default_factory=dict)  # spend start -> count
     announce_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # look at the module now
+    poke: asyncio.Event = field(default_factory=asyncio.Event)  # sync with the neighbour now
     last_sync: float = 0.0  # monotonic time of the last sync exchange
     bits_spent_payload: int = 0
     bits_spent_auth: int = 0
@@ -165,14 +167,20 @@ class KmsNode:
         self._waiting: dict[uuid.UUID, _Waiting] = {}
         self._wake_acks = asyncio.Event()
         self._wake_voids = asyncio.Event()
-        self._wake_lsa = asyncio.Event()
+        self._wake_lsa = asyncio.Event()  # something an LSA says may have changed
+        self._lsa_urgent = False  # ... and it is a link going up or down: flood it at once
         self._lsa_queue: dict[str, dict[str, Lsa]] = {}  # neighbour -> origin -> LSA to pass on
+        self._rng = random.Random()  # timer jitter only (no security use)
         self.pairs: dict[tuple[str, str], PairStats] = {}
         self._active: dict[str, dict[tuple[str, str], float]] = {}  # link -> pair -> last ask
         self.counters: dict[str, int] = {
             "relays_started": 0, "relays_delivered": 0, "relays_failed": 0, "hops_forwarded": 0,
             "hops_refused": 0, "relays_received": 0, "voids_sent": 0, "voids_received": 0,
             "held_expired": 0, "desyncs_repaired": 0, "announcements": 0,
+            # what the node does on its own (docs/network.md, "Timings"): these grow with
+            # change (keys drawn, links up/down, relays), not with time, while a network idles
+            "module_polls": 0, "syncs_sent": 0, "lsa_floods": 0, "lsa_posts": 0,
+            "wakeups": 0,
         }
         self.sae_port = config.sae_api.port
         self.node_port = config.node_api.port
@@ -266,10 +274,42 @@ class KmsNode:
     def _cap_bytes(self) -> int:
         return self.config.max_key_count * self._limits.key_size // 8
 
+    def _jittered(self, seconds: float) -> float:
+        j = self.config.timers.jitter
+        return seconds * self._rng.uniform(1.0 - j, 1.0 + j)
+
+    async def _sleep_or(self, event: asyncio.Event, seconds: float | None) -> None:
+        """Until `event` is set or `seconds` pass (None: until the event); clears the event."""
+        if seconds is None:
+            await event.wait()
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), seconds)
+        event.clear()
+        self.counters["wakeups"] += 1
+
+    def _hungry(self, link: LocalLink) -> bool:
+        """The link wants key soon: not in sync, module unknown, or below a quarter of its cap."""
+        if link.status is None or not link.synced:
+            return True
+        if not link.transmitter:
+            return False
+        lid = link.spec.id
+        low = min(self.store.stock_bytes(lid, o) for o in (link.spec.a, link.spec.b))
+        return low < self._cap_bytes() // 4
+
     async def _link_loop(self, link: LocalLink) -> None:
+        """Look at the module (its state, alarm, key) and draw key; event-driven when idle.
+
+        Keys are drawn as long as the module holds some and the stock is below its cap. Then
+        the loop sleeps until a relay spends key on the link (``link.wake``) or, with nothing
+        happening, ``timers.module_poll`` seconds (``hungry_poll`` while the link is below a
+        quarter of its cap or not in sync, so that the first keys come fast).
+        """
         while True:
             was = link.report(0)
             try:
+                self.counters["module_polls"] += 1
                 link.status = await link.module.status()
                 link.module_error = ""
             except (ModuleUnavailable, ModuleRefused) as e:
@@ -279,15 +319,17 @@ class KmsNode:
                 log(_LOG, logging.INFO if now.up else logging.WARNING, "link_state",
                     link=link.spec.id, up=now.up, reason=now.reason.value if now.reason else None,
                     error=link.module_error or None)
-                self._wake_lsa.set()
+                self._lsa_changed(urgent=True)
             drew = False
             if link.transmitter and link.status is not None:
                 with contextlib.suppress(NodeUnreachable, ModuleUnavailable, ModuleRefused):
                     drew = await self._draw(link, link.status)
-            if not drew:  # idle: poll the module once a second (a relay spend wakes us)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(link.wake.wait(), 1.0)
-            link.wake.clear()
+            if drew:
+                self._lsa_changed()
+                continue  # the module may hold more: draw until it is empty or we are full
+            t = self.config.timers
+            await self._sleep_or(link.wake, self._jittered(
+                t.hungry_poll if self._hungry(link) else t.module_poll))
 
     async def _draw(self, link: LocalLink, st: ModuleStatus) -> bool:
         async with link.announce_lock:
@@ -355,6 +397,7 @@ class KmsNode:
             owner_of = dict(entries)
             blocks = [Block(k, owner_of[k], m) for k, m in fetched]
             self.store.apply_announcement(link.spec.id, seq, blocks)
+            self._lsa_changed()  # flooded if the stock grew by a factor of two
         return json_response(200, {"seq": seq, "got": [str(b.key_id) for b in blocks]})
 
     async def _fetch(
@@ -444,35 +487,52 @@ class KmsNode:
 
     async def _sync_loop(self, link: LocalLink) -> None:
         """The transmitter side syncs (holding its announcement lock, so that no announcement
-        is between the nodes while they compare); the receiver side answers and watches."""
+        is between the nodes while they compare); the receiver side answers and watches.
+
+        In sync, the transmitter side syncs every ``timers.sync_heartbeat`` seconds (jittered)
+        and at once when a request to the neighbour failed (``link.poke``); out of sync it
+        retries after 0.3 s, doubling up to the heartbeat. The receiver side declares the
+        neighbour unreachable after ``timers.neighbour_timeout`` seconds without a sync.
+        """
+        t = self.config.timers
+        retry = 0.3
         while True:
             if not link.transmitter:
-                ok = time.monotonic() - link.last_sync < 6.0
+                left = link.last_sync + t.neighbour_timeout - time.monotonic()
+                ok = left > 0
                 if ok != link.neighbour_ok:
                     link.neighbour_ok = ok
                     if not ok:
                         link.synced = False
                         log(_LOG, logging.WARNING, "neighbour_unreachable", link=link.spec.id,
-                            neighbour=link.neighbour, error="no sync for 6 s")
-                    self._wake_lsa.set()
-                await asyncio.sleep(1.0)
+                            neighbour=link.neighbour,
+                            error=f"no sync for {t.neighbour_timeout:g} s")
+                    self._lsa_changed(urgent=True)
+                # asleep until the timeout would pass (a sync moves it) or a sync comes back
+                await self._sleep_or(link.poke, left if ok else None)
                 continue
             try:
                 async with link.announce_lock:
                     sent = self._sync_state(link)
+                    self.counters["syncs_sent"] += 1
                     reply = await self._post(link.neighbour, "/kms/v1/link/sync",
                                              self._sync_json(sent))
                     self._apply_sync(link, sent, self._sync_from(reply))
                 if not link.neighbour_ok:
                     link.neighbour_ok = True
-                    self._wake_lsa.set()
+                    self._lsa_changed(urgent=True)
             except (NodeUnreachable, EtsiError) as e:
                 if link.neighbour_ok:
                     log(_LOG, logging.WARNING, "neighbour_unreachable", link=link.spec.id,
                         neighbour=link.neighbour, error=str(e))
                     link.neighbour_ok = False
-                    self._wake_lsa.set()
-            await asyncio.sleep(2.0 if link.synced else 0.3)
+                    self._lsa_changed(urgent=True)
+            if link.synced and link.neighbour_ok:
+                retry = 0.3
+                await self._sleep_or(link.poke, self._jittered(t.sync_heartbeat))
+            else:
+                await self._sleep_or(link.poke, retry)
+                retry = min(2 * retry, t.sync_heartbeat)
 
     async def h_sync(self, request: web.Request) -> web.Response:
         obj = await self._node_body(request)
@@ -483,7 +543,8 @@ class KmsNode:
             self._apply_sync(link, mine, theirs)
         if not link.neighbour_ok:
             link.neighbour_ok = True
-            self._wake_lsa.set()
+            link.poke.set()  # the watcher goes back to timing the neighbour out
+            self._lsa_changed(urgent=True)
         return json_response(200, self._sync_json(mine))
 
     # -- link state ------------------------------------------------------------------------------
@@ -494,22 +555,63 @@ class KmsNode:
         )
         return Lsa(self.id, now_ms(), reports)
 
+    def _lsa_changed(self, urgent: bool = False) -> None:
+        """What this node's LSA says may have changed (urgent: a link went up or down)."""
+        self._lsa_urgent = self._lsa_urgent or urgent
+        self._wake_lsa.set()
+
+    @staticmethod
+    def _lsa_signature(lsa: Lsa) -> tuple[tuple[str, bool, bool, int], ...]:
+        """What neighbours need to hear about: up/down, alarm, and the stock to within a
+        factor of two (bucket 0: no key at all, which :func:`_flags` makes urgent)."""
+        return tuple((r.link, r.up, r.alarm, r.stock_bits.bit_length()) for r in lsa.links)
+
     async def _lsa_loop(self) -> None:
+        """Flood this node's LSA when it changes, pass on what neighbours sent, refresh.
+
+        A link going up or down (here or in an LSA received) is flooded at once, at most every
+        ``lsa_interval`` seconds; a stock that moved by a factor of two and LSAs passed on go
+        in batches at most every ``timers.lsa_batch`` seconds; with nothing changing, the own
+        LSA is re-flooded every ``timers.lsa_refresh`` seconds (jittered), well within
+        ``lsa_max_age``.
+        """
         from keyserver.kms.routing import lsa_to_json
 
+        t = self.config.timers
+        sent: Lsa | None = None
+        last_flood = -1e9
+        refresh_at = 0.0
         while True:
+            now = time.monotonic()
             mine = self.own_lsa()
-            self.lsdb.update(mine, time.monotonic())
-            sends = []
-            for n in sorted({link.neighbour for link in self.links.values()}):
-                queued = self._lsa_queue.pop(n, {})
-                lsas = [mine, *queued.values()]
-                sends.append(self._post_quiet(n, "/kms/v1/lsa",
-                                              {"lsas": [lsa_to_json(x) for x in lsas]}))
-            await asyncio.gather(*sends)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_lsa.wait(), self.config.lsa_interval)
-            self._wake_lsa.clear()
+            self.lsdb.update(mine, now)
+            sig = self._lsa_signature(mine)
+            own_due = sent is None or sig != self._lsa_signature(sent) or now >= refresh_at
+            forward = any(self._lsa_queue.values())
+            if own_due or forward:
+                urgent = self._lsa_urgent or sent is None or _flags(sent) != _flags(mine)
+                gap = self.config.lsa_interval if urgent else t.lsa_batch
+                if now - last_flood < gap:
+                    await self._sleep_or(self._wake_lsa, last_flood + gap - now)
+                    continue  # look again: it may have become urgent meanwhile
+                self._lsa_urgent = False
+                last_flood = now
+                if own_due:
+                    sent = mine
+                    refresh_at = now + self._jittered(t.lsa_refresh)
+                    self.counters["lsa_floods"] += 1
+                sends = []
+                for n in sorted({link.neighbour for link in self.links.values()}):
+                    queued = self._lsa_queue.pop(n, {})
+                    lsas = [mine] if own_due else []
+                    lsas += queued.values()
+                    if lsas:
+                        self.counters["lsa_posts"] += 1
+                        sends.append(self._post_quiet(
+                            n, "/kms/v1/lsa", {"lsas": [lsa_to_json(x) for x in lsas]}))
+                await asyncio.gather(*sends)
+                continue
+            await self._sleep_or(self._wake_lsa, max(0.0, refresh_at - now))
 
     async def _post_quiet(self, peer: str, path: str, body: dict[str, Any]) -> None:
         with contextlib.suppress(NodeUnreachable):
@@ -537,8 +639,8 @@ class KmsNode:
             if self.lsdb.update(lsa, now):
                 for n in {link.neighbour for link in self.links.values()} - {caller, lsa.origin}:
                     self._lsa_queue.setdefault(n, {})[lsa.origin] = lsa
-                if old is None or _flags(old) != _flags(lsa):
-                    self._wake_lsa.set()  # a link went up or down: pass it on at once
+                # a link went up or down: pass it on at once; anything else goes in a batch
+                self._lsa_changed(urgent=old is None or _flags(old) != _flags(lsa))
         return json_response(200, {"ok": True})
 
     def links_neighbours(self) -> set[str]:
@@ -876,6 +978,7 @@ class KmsNode:
         """A relay spent key on `link`: let its transmitter draw more now if below the cap."""
         if link.transmitter:
             link.wake.set()
+        self._lsa_changed()  # flooded if the stock fell by a factor of two
 
     def _spawn_hop(self, msg: HopMessage, out_link: LocalLink, start: int) -> None:
         async def run() -> None:
@@ -951,11 +1054,18 @@ class KmsNode:
                                    "status": status.value})
 
     # -- outboxes ------------------------------------------------------------------------------
+    @staticmethod
+    def _retry_after(left: bool, retry: float | None) -> float | None:
+        """An outbox's next look: on its event only when empty, else 0.5 s doubling to 10 s."""
+        if not left:
+            return None
+        return 0.5 if not retry else min(2 * retry, 10.0)
+
     async def _ack_loop(self) -> None:
+        retry: float | None = 0.0  # a restarted node sends what its outbox still holds
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_acks.wait(), 0.5)
-            self._wake_acks.clear()
+            await self._sleep_or(self._wake_acks, retry)
+            left = False
             for a in self.store.acks_out():
                 try:
                     await self._post(a.initiator_node, "/kmapi/v1/ext_keys/ack", relay.encode_ack(
@@ -963,27 +1073,35 @@ class KmsNode:
                 except NodeUnreachable as e:
                     if e.status == 401 or e.status == 400:
                         self.store.ack_done(a.relay_id)
+                    else:
+                        left = True
                     continue
                 self.store.ack_done(a.relay_id)
+            retry = self._retry_after(left, retry)
 
     async def _void_loop(self) -> None:
+        retry: float | None = 0.0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_voids.wait(), 0.5)
-            self._wake_voids.clear()
+            await self._sleep_or(self._wake_voids, retry)
+            left = False
             for v in self.store.voids_out():
                 try:
                     await self._post(v.target_node, "/kmapi/v1/ext_keys/void",
                                      relay.encode_void(relay.Void(v.relay_id, v.key_ids,
                                                                   v.until_ms)))
                 except NodeUnreachable:
+                    left = True
                     continue
                 self.store.void_done(v.relay_id)
                 self.counters["voids_sent"] += 1
+            retry = self._retry_after(left, retry)
 
     async def _expire_loop(self) -> None:
+        """Held keys expire within a tenth of ``hold_seconds`` (at most 30 s) of their time."""
+        period = min(30.0, self.config.hold_seconds / 10)
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self._jittered(period))
+            self.counters["wakeups"] += 1
             for rid, node, kids in self.store.expire(now_ms()):
                 self.counters["held_expired"] += len(kids)
                 log(_LOG, logging.INFO, "held_keys_expired", relay_id=str(rid), keys=len(kids))
@@ -1006,7 +1124,14 @@ class KmsNode:
         client = self.peers.get(peer)
         if client is None:
             raise NodeUnreachable(f"no URL for node {peer}")
-        return await client.post(path, body)
+        try:
+            return await client.post(path, body)
+        except NodeUnreachable as e:
+            if e.status == 0:  # no answer at all: is the neighbour still there? sync now
+                for link in self.links.values():
+                    if link.neighbour == peer and link.transmitter and path != "/kms/v1/link/sync":
+                        link.poke.set()
+            raise
 
     def _node_caller(self, request: web.Request) -> str:
         cn = caller_id(request)
@@ -1083,8 +1208,9 @@ class KmsNode:
         return app
 
 
-def _flags(lsa: Lsa) -> list[tuple[str, bool, bool]]:
-    return sorted((r.link, r.up, r.alarm) for r in lsa.links)
+def _flags(lsa: Lsa) -> list[tuple[str, bool, bool, bool]]:
+    """What makes an LSA urgent: a link up or down, an alarm, key there or none."""
+    return sorted((r.link, r.up, r.alarm, r.stock_bits > 0) for r in lsa.links)
 
 
 def _report_json(r: LinkReport) -> dict[str, Any]:

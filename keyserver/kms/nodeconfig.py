@@ -51,8 +51,17 @@ file, every error names the setting to fix. The format (see also docs/network.md
 
     [routing]
     multipath = 1                   # k: XOR shares over k node-disjoint routes
-    lsa_interval_seconds = 1.0
-    lsa_max_age_seconds = 5.0
+    lsa_interval_seconds = 1.0      # least time between two floods when a link goes up/down
+    lsa_batch_seconds = 5.0         # least time between floods of stock changes and forwards
+    lsa_refresh_seconds = 30.0      # own LSA re-flooded this often when nothing changes
+    lsa_max_age_seconds = 100.0     # an LSA older than this is silence (> 2 x refresh)
+
+    [timers]                        # optional: idle behaviour (seconds; defaults shown)
+    module_poll_seconds = 5.0       # module status while the link holds key and nothing happens
+    hungry_poll_seconds = 1.0       # ... while the link is below a quarter of its cap or unsynced
+    sync_heartbeat_seconds = 10.0   # transmitter-side sync when nothing else happens
+    neighbour_timeout_seconds = 30.0  # receiver side: no sync for this long = neighbour down
+    jitter = 0.1                    # every idle timer is drawn within +-10 % of its value
 
     [[modules]]                     # this node's QKD modules (any ETSI 014 KME works)
     link = "beijing-langfang"
@@ -115,6 +124,24 @@ class ModuleRef:
 
 
 @dataclass(frozen=True)
+class Timers:
+    """How often an idle node looks at things (docs/network.md, "Timings").
+
+    Nothing here runs while something else already tells the node: a relay's spend wakes the
+    transmitter side at once, an answered announcement or sync is proof of the neighbour, a
+    link going up or down is flooded at once (at most every ``lsa_interval`` seconds).
+    """
+
+    module_poll: float = 5.0
+    hungry_poll: float = 1.0
+    sync_heartbeat: float = 10.0
+    neighbour_timeout: float = 30.0
+    lsa_batch: float = 5.0
+    lsa_refresh: float = 30.0
+    jitter: float = 0.1
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     id: str
     data_dir: Path
@@ -138,6 +165,7 @@ class NodeConfig:
     node_urls: dict[str, str]
     topology: Topology
     http: HttpLimits = field(default_factory=HttpLimits)
+    timers: Timers = field(default_factory=lambda: Timers())
 
     def local_links(self) -> list[LinkSpec]:
         return self.topology.links_of(self.id)
@@ -156,7 +184,10 @@ _SECTIONS: dict[str, set[str]] = {
     "module_client": {"ca_cert", "cert", "key"},
     "keys": {"key_size", "min_key_size", "max_key_size", "max_key_per_request", "max_key_count",
              "hold_seconds", "relay_timeout_seconds", "quota_bits_per_pair"},
-    "routing": {"multipath", "lsa_interval_seconds", "lsa_max_age_seconds"},
+    "routing": {"multipath", "lsa_interval_seconds", "lsa_batch_seconds",
+                "lsa_refresh_seconds", "lsa_max_age_seconds"},
+    "timers": {"module_poll_seconds", "hungry_poll_seconds", "sync_heartbeat_seconds",
+               "neighbour_timeout_seconds", "jitter"},
     "http": {"tls_handshake_timeout", "header_timeout", "body_timeout", "idle_timeout",
              "max_connections", "max_connections_per_client"},
 }
@@ -291,6 +322,25 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
     multipath = positive("routing", "multipath", int, 1)
     if multipath > 8:
         raise ConfigError("[routing] multipath must be within 1..8")
+    num = (int, float)
+    timers = Timers(
+        module_poll=float(positive("timers", "module_poll_seconds", num, 5.0)),
+        hungry_poll=float(positive("timers", "hungry_poll_seconds", num, 1.0)),
+        sync_heartbeat=float(positive("timers", "sync_heartbeat_seconds", num, 10.0)),
+        neighbour_timeout=float(positive("timers", "neighbour_timeout_seconds", num, 30.0)),
+        lsa_batch=float(positive("routing", "lsa_batch_seconds", num, 5.0)),
+        lsa_refresh=float(positive("routing", "lsa_refresh_seconds", num, 30.0)),
+        jitter=float(_get(doc, "timers", "jitter", num, 0.1)),
+    )
+    if not 0 <= timers.jitter <= 0.5:
+        raise ConfigError("[timers] jitter must be within 0..0.5")
+    if timers.neighbour_timeout < 2 * timers.sync_heartbeat * (1 + timers.jitter):
+        raise ConfigError("[timers] neighbour_timeout_seconds must be at least twice "
+                          "sync_heartbeat_seconds (with jitter): raise it")
+    lsa_max_age = float(positive("routing", "lsa_max_age_seconds", num, 100.0))
+    if lsa_max_age < 2 * timers.lsa_refresh * (1 + timers.jitter) + timers.lsa_batch:
+        raise ConfigError("[routing] lsa_max_age_seconds must exceed twice lsa_refresh_seconds "
+                          "(with jitter) plus lsa_batch_seconds: raise it")
     return NodeConfig(
         id=node_id,
         data_dir=path("node", "data_dir", must_exist=False),
@@ -309,13 +359,14 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
         quota_bits_per_pair=positive("keys", "quota_bits_per_pair", int, 16 * 2**20),
         multipath=multipath,
         lsa_interval=float(positive("routing", "lsa_interval_seconds", (int, float), 1.0)),
-        lsa_max_age=float(positive("routing", "lsa_max_age_seconds", (int, float), 5.0)),
+        lsa_max_age=lsa_max_age,
         modules=tuple(modules),
         node_urls=urls,
         topology=Topology(topology.name, "", tuple(NodeSpec(n.id, n.city) for n in
                           topology.nodes), topology.links, tuple(SaeSpec(s.id, s.node) for s in
                           topology.saes)),
         http=http,
+        timers=timers,
     )
 
 
