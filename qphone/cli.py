@@ -13,11 +13,13 @@ failure) is printed on stdout in every case.  A traceback is shown only with ``-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -31,6 +33,12 @@ EXIT_CODES = (
     "1 a failure ended the call or kept it from starting; 2 a bad option, file, device or "
     "profile (nothing was attempted); 130 interrupted (Ctrl-C, SIGTERM) before a call was "
     "established."
+)
+RUN_EXIT_CODES = (
+    "exit status: 0 done; 1 a failure; 2 a bad option or file (nothing was started); 130 "
+    "interrupted by Ctrl-C or SIGTERM (`timeout`, `kill`): the call in progress is hung up, "
+    "the keyserver this command started is stopped with all its processes, and no summary or "
+    "report is written."
 )
 HANG_UP = (
     "Hang-up: a side hangs up when its --duration passes or, without --duration, when its WAV "
@@ -428,11 +436,45 @@ def _add_impairment_options(g: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ other commands
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops the command as Ctrl-C does (KeyboardInterrupt: every ``finally`` runs, so
+    the keyserver the command started is stopped); a call's endpoint takes the signal over
+    while it runs and hangs up."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _progress_stream(args: argparse.Namespace) -> Any:
+    """Where a command's progress and human summary go: stderr with --json (stdout holds the
+    JSON alone), else stdout."""
+    return sys.stderr if args.json else sys.stdout
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        with _sigterm_interrupts():
+            return _demo(args)
+    except KeyboardInterrupt:
+        print("qphone demo: interrupted (everything it started is stopped)", file=sys.stderr)
+        return 130
+
+
+def _demo(args: argparse.Namespace) -> int:
     if args.core:
         from qphone.demo.coredemo import run_core_demo
 
-        summary = run_core_demo(seconds=args.seconds)
+        stream = _progress_stream(args)
+        summary = run_core_demo(
+            seconds=args.seconds, out=lambda line: print(line, file=stream, flush=True)
+        )
     else:
         from pathlib import Path
 
@@ -461,6 +503,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 Path(args.dir) if args.dir else None,
                 kme_args,
                 network=args.network,
+                out=_progress_stream(args),
             )
         except CallInterrupted:
             print("qphone demo: interrupted", file=sys.stderr)
@@ -495,6 +538,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_loopback(args: argparse.Namespace) -> int:
+    try:
+        with _sigterm_interrupts():
+            return _loopback(args)
+    except KeyboardInterrupt:
+        print("qphone loopback: interrupted (everything it started is stopped)", file=sys.stderr)
+        return 130
+
+
+def _loopback(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from qphone.audio.streams import AudioSpecError, check_writable
@@ -571,6 +623,9 @@ def _cmd_loopback(args: argparse.Namespace) -> int:
         print(f"qphone loopback failed: {exc}", file=sys.stderr)
         return 1
     r = run.report
+    if args.json:
+        print(json.dumps(r), flush=True)
+    text = _progress_stream(args)
     lat, fr, key = r["latency_ms"], r["frames"], r["key"]
     q = r["quality"].get("encrypted", {})
     total = key["total"]
@@ -580,10 +635,11 @@ def _cmd_loopback(args: argparse.Namespace) -> int:
         f"{fr['fec_recovered']} | QKD drawn {total['qkd_bits_drawn']} bits for a need of "
         f"{key['qkd_bits_needed']} (ratio {key['ratio']}), used {total['qkd_bits_used']}, "
         f"wasted {total['qkd_bits_wasted']} | PESQ {q.get('pesq_wb')} STOI {q.get('stoi')} | "
-        f"report {args.report}" + (f", plot {args.plot}" if args.plot else "")
+        f"report {args.report}" + (f", plot {args.plot}" if args.plot else ""),
+        file=text,
     )
     if run.caller.summary.route is not None:
-        print(run.caller.summary.route.describe())
+        print(run.caller.summary.route.describe(), file=text)
     return 0
 
 
@@ -622,7 +678,12 @@ def _add_network_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="qphone", description="Quantum-safe voice calls.", formatter_class=_Help)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    d = _sub(sub, "demo", "a real encrypted call between two endpoints on this machine (no setup)")
+    d = _sub(
+        sub,
+        "demo",
+        "a real encrypted call between two endpoints on this machine (no setup)",
+        epilog=RUN_EXIT_CODES,
+    )
     d.add_argument("--seconds", type=_SECONDS, default=6.0, help="length of each call")
     d.add_argument("--mode", choices=["aes", "otp", "both"], default="both", help="which calls")
     d.add_argument(
@@ -640,7 +701,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--core", action="store_true", help="only the security core, in memory (no network)"
     )
-    d.add_argument("--json", action="store_true", help="print a JSON summary at the end")
+    d.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as one JSON object on stdout (progress goes to stderr)",
+    )
     d.set_defaults(func=_cmd_demo)
     b = _sub(sub, "bench", "benchmarks against same-run baselines")
     b.add_argument(
@@ -671,7 +736,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--listen", type=_hostport, required=True, help="HOST:PORT to listen on")
     _add_call_options(a, answer=True)
     a.set_defaults(func=_cmd_answer)
-    lb = _sub(sub, "loopback", "replay a recording through a full call and measure it")
+    lb = _sub(
+        sub,
+        "loopback",
+        "replay a recording through a full call and measure it",
+        epilog=RUN_EXIT_CODES,
+    )
     lb.add_argument("sample", help="WAV file to play through the call")
     lb.add_argument("--out", required=True, help="WAV file: what the far end played out")
     lb.add_argument("--report", required=True, help="JSON report")
@@ -716,6 +786,11 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--profile-a", help="caller profile of running KMEs (default: start a pair)")
     lb.add_argument("--profile-b", help="answerer profile of running KMEs")
     lb.add_argument("--quiet", action="store_true", help="no progress bar")
+    lb.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as one JSON object on stdout (the summary line goes to stderr)",
+    )
     lb.set_defaults(func=_cmd_loopback)
     dv = _sub(sub, "devices", "list sound devices")
     dv.add_argument("--json", action="store_true", help="one JSON array on stdout")

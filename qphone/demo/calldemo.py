@@ -18,10 +18,11 @@ import asyncio
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from qphone.demo.keyserverprocess import free_port, running_keyserver, running_network
 from qphone.endpoint.console import Console, StatusBoard
+from qphone.endpoint.outcome import EndCause
 from qphone.endpoint.summary import CallSummary
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -33,9 +34,12 @@ def run_call_demo(
     directory: Path | None,
     kme_args: list[str],
     network: str | None = None,
+    out: TextIO | None = None,
 ) -> dict[str, Any]:
     """The demo's calls; with ``network`` (a topology name), over that network of trusted
-    nodes (``qkd-keyserver network``) from alice's site to bob's, instead of the KME pair."""
+    nodes (``qkd-keyserver network``) from alice's site to bob's, instead of the KME pair.
+    Its progress and summaries go to ``out`` (default: stdout; ``--json`` passes stderr, so
+    that stdout holds the JSON object alone)."""
     from qphone.config.profile import load_profile
     from qphone.core.callparams import Mode
     from qphone.endpoint.endpoint import CallEndpoint
@@ -43,14 +47,19 @@ def run_call_demo(
     from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 
     work = directory or Path(tempfile.mkdtemp(prefix="qphone-demo-"))
+    text = sys.stdout if out is None else out
+
+    def say(line: str) -> None:
+        print(line, file=text, flush=True)
+
     results: dict[str, Any] = {}
     board = StatusBoard(sys.stderr, sys.stderr.isatty())
     if network is None:
-        print(f"qphone demo: starting the keyserver pair (KME A, KME B, BB84 link) in {work} ...")
+        say(f"qphone demo: starting the keyserver pair (KME A, KME B, BB84 link) in {work} ...")
         waiting = "waiting for the QKD link's first key (a fresh link needs a while) ..."
-        keyserver = running_keyserver(work / "kme", kme_args, on_wait=lambda: print(waiting))
+        keyserver = running_keyserver(work / "kme", kme_args, on_wait=lambda: say(waiting))
     else:
-        print(
+        say(
             f"qphone demo: starting the {network} network (a QKD module pair on every link, a "
             f"KMS node per site) in {work / 'network'} ..."
         )
@@ -58,18 +67,17 @@ def run_call_demo(
             "waiting until every link on the route holds key (a fresh network needs minutes) ..."
         )
         keyserver = running_network(
-            network, work / "network", kme_args, on_wait=lambda: print(waiting)
+            network, work / "network", kme_args, on_wait=lambda: say(waiting)
         )
     with keyserver as kme:
-        print(f"keyserver ready: profiles in {kme}")
+        say(f"keyserver ready: profiles in {kme}")
         alice, bob = load_profile(kme / "alice.toml"), load_profile(kme / "bob.toml")
         for mode in modes:
             port = free_port()
             transport = TransportConfig(host_addresses=LOOPBACK_ADDRESSES)
             heard_by_alice = work / f"alice_hears_{mode}.wav"
             heard_by_bob = work / f"bob_hears_{mode}.wav"
-            print(f"\n=== {mode.upper()} call: alice -> bob on 127.0.0.1:{port}, {seconds:g} s ===")
-            sys.stdout.flush()
+            say(f"\n=== {mode.upper()} call: alice -> bob on 127.0.0.1:{port}, {seconds:g} s ===")
             caller = CallEndpoint(
                 alice,
                 CallOptions(
@@ -108,6 +116,8 @@ def run_call_demo(
                 return await asyncio.gather(caller.call("127.0.0.1", port), answer)
 
             sa, sb = asyncio.run(both())
+            if interrupted(sa, sb):  # SIGINT/SIGTERM hung up this call: no further call
+                raise KeyboardInterrupt
             results[mode] = {
                 "alice": sa.to_json(),
                 "bob": sb.to_json(),
@@ -117,12 +127,17 @@ def run_call_demo(
             }
             if sa.route is not None:
                 results[mode]["route"] = sa.route.to_json()
-            print(format_summary(sa, sb))
-            print(
+            say(format_summary(sa, sb))
+            say(
                 f"  recordings: {heard_by_alice} (alice heard bob), "
                 f"{heard_by_bob} (bob heard alice)"
             )
     return results
+
+
+def interrupted(*summaries: CallSummary) -> bool:
+    """A side was hung up by SIGINT/SIGTERM (the command stops rather than go on)."""
+    return any(s.end is not None and s.end.cause is EndCause.INTERRUPTED for s in summaries)
 
 
 def call_totals(caller: CallSummary, answerer: CallSummary) -> dict[str, Any]:

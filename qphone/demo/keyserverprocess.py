@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -35,6 +36,14 @@ def installed_script(name: str) -> str:
     """The console script ``name`` of this Python environment (else: ``name`` on the PATH)."""
     local = Path(sys.executable).parent / name
     return str(local) if local.exists() else name
+
+
+def _stop_with_parent() -> None:  # runs in the child between fork and exec
+    """The keyserver gets SIGTERM if qphone dies without stopping it (SIGKILL, a crash): it
+    then stops its modules and nodes as on Ctrl-C (Linux ``PR_SET_PDEATHSIG``)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @contextlib.contextmanager
@@ -82,13 +91,21 @@ def _running(
     log_name: str = "keyserver-demo.log",
 ) -> Iterator[None]:
     """``qkd-keyserver ARGS`` in its own process group, stopped (SIGTERM, then SIGKILL) at the
-    end; ready once ``DIRECTORY/READY_FILE`` exists and the profile's KME holds key."""
+    end, also when the block ends by KeyboardInterrupt (``qphone`` turns SIGTERM into one);
+    and, should qphone die without that, by the kernel (see :func:`_stop_with_parent`).  Ready
+    once ``DIRECTORY/READY_FILE`` exists and the profile's KME holds key."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / ready_file).unlink(missing_ok=True)
     log_path = directory / log_name
     log = open(log_path, "wb")  # noqa: SIM115 - closed below
     cmd = [installed_script("qkd-keyserver"), *args]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_stop_with_parent,  # only prctl between fork and exec
+    )
     try:
         deadline = time.monotonic() + timeout
         while not (directory / ready_file).exists():

@@ -165,6 +165,8 @@ class CallEndpoint:
         self._shut_down = False
         self._max_overdue = profile.policy.max_overdue_epochs
         self._interrupted = asyncio.Event()
+        # the Python-level signal handlers this endpoint found (put back when it stops)
+        self._outer_handlers: dict[int, Any] = {}
         self._route_before: dict[str, Any] | None = None  # the caller's KME status extension
         self.route: RouteReport | None = None  # what the call used of the key network
 
@@ -235,13 +237,21 @@ class CallEndpoint:
         return self.summary()
 
     def _handle_signals(self, loop: asyncio.AbstractEventLoop, on: bool) -> None:
-        """SIGINT and SIGTERM interrupt this endpoint (once: a second one acts as usual)."""
+        """SIGINT and SIGTERM interrupt this endpoint (once: a second one acts as usual).
+        The handler found before (``qphone demo``'s and ``loopback``'s, which stop the command
+        and its keyserver) is put back afterwards, not the default one asyncio would leave."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 if on:
+                    before = signal.getsignal(sig)
                     loop.add_signal_handler(sig, self._interrupt, loop)
+                    if before is not signal.getsignal(sig):  # not another endpoint's
+                        self._outer_handlers[sig] = before
                 else:
                     loop.remove_signal_handler(sig)
+                    outer = self._outer_handlers.pop(sig, None)
+                    if outer is not None:
+                        signal.signal(sig, outer)
 
     async def _until_interrupted(self, setup: Coroutine[Any, Any, T]) -> T:
         """Run a set-up step; an interrupt cancels it and raises :class:`CallInterrupted`."""

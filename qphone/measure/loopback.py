@@ -33,6 +33,7 @@ from qphone.core.callparams import CallParams, Mode
 from qphone.core.errors import FrameReplayed
 from qphone.core.impairment import ImpairmentParams
 from qphone.core.jitterbuffer import TS_MOD, PlayoutItem, PlayoutKind
+from qphone.demo.calldemo import interrupted
 from qphone.demo.keyserverprocess import free_port, running_keyserver, running_network
 from qphone.endpoint.console import TextOut
 from qphone.endpoint.endpoint import CallEndpoint
@@ -219,6 +220,8 @@ def run_loopback(opts: LoopbackOptions) -> LoopbackRun:
     work.mkdir(parents=True, exist_ok=True)
     with _profiles(opts, work) as (pa, pb):
         caller, answerer = asyncio.run(_run_call(opts, pa, pb))
+        if interrupted(caller.summary, answerer.summary):
+            raise KeyboardInterrupt  # SIGINT/SIGTERM hung up the call: no report
         link = asyncio.run(_link_status(pa))
     report = build_report(opts, caller, answerer, link)
     if opts.report is not None:

@@ -145,14 +145,16 @@ def test_cli_with_plot_and_quality(
             str(private_profile(keyserver_pair, "alice", tmp_path)),
             "--profile-b",
             str(private_profile(keyserver_pair, "bob", tmp_path)),
+            "--json",
         ],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert "mouth-to-ear p50" in out.stdout
+    assert "mouth-to-ear p50" in out.stderr  # with --json the summary line goes to stderr
     r = json.loads((tmp_path / "r.json").read_text())
+    assert json.loads(out.stdout) == r  # and stdout holds the report alone
     q = r["quality"]
     assert q["encrypted"]["pesq_wb"] == q["unencrypted"]["pesq_wb"] > 1.0
     assert 0.5 < q["encrypted"]["stoi"] <= 1.0
