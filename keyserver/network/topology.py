@@ -107,7 +107,7 @@ class Topology:
         return sum(link.distance_km for link in self.links)
 
 
-_TOP_KEYS = {"name", "description", "defaults", "nodes", "links", "saes"}
+_TOP_KEYS = {"name", "description", "fidelity", "defaults", "nodes", "links", "saes"}
 _NODE_KEYS = {"id", "city", "lat", "lon"}
 _LINK_KEYS = {"id", "a", "b", "distance_km", "params"}
 _SAE_KEYS = {"id", "node"}
@@ -167,6 +167,8 @@ def parse_topology(doc: dict[str, Any], default_name: str = "topology") -> Topol
     description = doc.get("description", "")
     if not isinstance(name, str) or not isinstance(description, str):
         raise TopologyError("name and description must be strings")
+    if doc.get("fidelity", "physics") not in ("physics", "emulated"):
+        raise TopologyError('fidelity must be "physics" or "emulated"')
     defaults = doc.get("defaults", {})
     if not isinstance(defaults, dict):
         raise TopologyError("[defaults] must be a table")
