@@ -1,8 +1,15 @@
-"""A QKD module's durable store (SQLite, WAL): its final keys, authentication pad, block counters.
+"""A QKD module's durable store (SQLite): its final keys, authentication pad, block counters.
 
-Every write that must survive a SIGKILL is committed before the module acts on it (WAL with
-``synchronous=NORMAL`` survives a process kill; ``synchronous=FULL`` also a power cut).
-``secure_delete`` overwrites deleted key material in the file (best-effort erasure).
+Every write that must survive a SIGKILL is committed before the module acts on it (any
+``synchronous`` survives a process kill; the default ``NORMAL`` also a power cut on a journaling
+file system, ``FULL`` on any).
+
+Erasure: the database runs in rollback-journal mode (``journal_mode=DELETE``, never WAL: a WAL
+keeps every page a transaction wrote, key included, until it is checkpointed and reset) with
+``secure_delete=ON``, so a key handed to the node is overwritten with zeros in the database file
+within the transaction that removes it, and the journal (which holds the page as it was before
+the transaction) is deleted at commit. ``temp_store=MEMORY``: no temporary file. Files are 0600.
+No key leaves any file later than the commit that hands it out (docs/keyserver.md, "At rest").
 
 Keys: ``(id, block, idx, material, committed)``. A receiver stores a block *uncommitted* before it
 confirms it, and commits it on the transmitter's ``Commit`` (or the next Hello); a transmitter
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import uuid
@@ -45,13 +53,17 @@ def _locked(
 class ModuleStore:
     def __init__(self, data_dir: Path, *, synchronous: str = "NORMAL") -> None:
         self._lock = threading.RLock()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = data_dir / "module.sqlite"
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db = self._db
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={synchronous}")
         db.execute("PRAGMA secure_delete=ON")
+        # a store an older version left in WAL mode: this checkpoints it and removes the WAL
+        db.execute("PRAGMA journal_mode=DELETE")
+        db.execute("PRAGMA temp_store=MEMORY")
+        db.execute(f"PRAGMA synchronous={synchronous}")
         db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
         db.execute(
             "CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, block INTEGER NOT NULL, "
@@ -131,9 +143,7 @@ class ModuleStore:
 
     @_locked
     def drop_chunks_after(self, block: int) -> None:
-        self._db.execute(
-            "DELETE FROM auth_chunks WHERE block > ? AND committed = 0", (block,)
-        )
+        self._db.execute("DELETE FROM auth_chunks WHERE block > ? AND committed = 0", (block,))
 
     # -- blocks and keys ---------------------------------------------------------------------
     @_locked
@@ -173,8 +183,9 @@ class ModuleStore:
         ).fetchall()
         with self._db:
             self._db.execute("BEGIN")
-            self._db.execute("UPDATE keys SET committed = 1 WHERE committed = 0 AND block <= ?",
-                             (block,))
+            self._db.execute(
+                "UPDATE keys SET committed = 1 WHERE committed = 0 AND block <= ?", (block,)
+            )
             self._db.execute(
                 "UPDATE auth_chunks SET committed = 1 WHERE committed = 0 AND block <= ?", (block,)
             )
@@ -188,9 +199,7 @@ class ModuleStore:
         with self._db:
             self._db.execute("BEGIN")
             cur = self._db.execute("DELETE FROM keys WHERE committed = 0 AND block > ?", (block,))
-            self._db.execute(
-                "DELETE FROM auth_chunks WHERE committed = 0 AND block > ?", (block,)
-            )
+            self._db.execute("DELETE FROM auth_chunks WHERE committed = 0 AND block > ?", (block,))
         self._keys -= int(cur.rowcount)
         return int(cur.rowcount)
 

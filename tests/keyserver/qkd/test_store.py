@@ -3,6 +3,9 @@ while the event loop's northbound API takes keys (one SQLite connection, one loc
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import stat
 import threading
 import uuid
 from pathlib import Path
@@ -39,3 +42,42 @@ def test_blocks_stored_in_a_thread_while_keys_are_taken(tmp_path: Path) -> None:
     assert len(taken) + left == blocks * per_block
     assert len(set(taken)) == len(taken) and set(taken) <= made
     store.close()
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in directory.iterdir() if f.is_file()}
+
+
+def test_keys_handed_out_leave_every_file_at_commit(tmp_path: Path) -> None:
+    """Taken (transmitter) and got (receiver) keys are in no file of the store once the call
+    returns; keys still in stock are; no WAL, journal or temporary file is left; files 0600."""
+    store = ModuleStore(tmp_path)
+    keys = [(uuid.uuid4(), os.urandom(128)) for _ in range(40)]
+    store.store_block(0, keys[:20], (os.urandom(64), os.urandom(64)), committed=True)
+    store.store_block(1, keys[20:], (b"", b""), committed=True)
+    taken = store.take_keys(15)
+    got = store.get_keys([k for k, _ in keys[30:35]])
+    assert got is not None and len(taken) == 15
+    gone = [m for _, m in taken] + [m for _, m in got]
+    kept = [m for k, m in keys[15:30]]
+    files = _files(tmp_path)
+    assert set(files) == {"module.sqlite"}
+    assert not any(
+        m[i : i + 8] in data for m in gone for i in range(0, 121, 8) for data in files.values()
+    )
+    assert all(m in files["module.sqlite"] for m in kept)
+    assert stat.S_IMODE((tmp_path / "module.sqlite").stat().st_mode) == 0o600
+    store.close()
+
+
+def test_a_store_left_in_wal_mode_is_converted(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "module.sqlite")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('x', '1')")
+    db.commit()
+    db.close()
+    store = ModuleStore(tmp_path)
+    assert store.get("x") == 1
+    store.close()
+    assert set(_files(tmp_path)) == {"module.sqlite"}
