@@ -121,9 +121,13 @@ class Launcher:
         c.log.parent.mkdir(parents=True, exist_ok=True)
         with c.log.open("ab") as log:
             c.proc = subprocess.Popen(
-                [sys.executable, "-m", "keyserver.cli", c.kind, "--config", str(c.config)],
+                self.command(c),
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=_pdeathsig,
             )
+
+    def command(self, c: Child) -> list[str]:
+        """The command line of a child (a launcher of sites in namespaces wraps it)."""
+        return [sys.executable, "-m", "keyserver.cli", c.kind, "--config", str(c.config)]
 
     def start_all(self) -> None:
         for name in self.children:
