@@ -19,13 +19,16 @@ path paces it; a device delivers in real time by itself.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from qphone.audio.devices import DEFAULT_DEVICE, AudioDevice, AudioDeviceError, check_device
 from qphone.audio.opus import OpusConfig
-from qphone.audio.wav import WavFormatError, iter_frames, read_wav, write_wav
+from qphone.audio.wav import WavFormatError, iter_frames, read_wav
+from qphone.audio.wavrecording import WavRecording
 
 SILENCE = "silence"
 DISCARD = "discard"
@@ -98,22 +101,34 @@ class SilenceSource:
         return None
 
 
+def _to_stderr(text: str) -> None:
+    print(f"qphone: {text}", file=sys.stderr, flush=True)
+
+
 class WavSink:
-    """Collects played-out frames and writes them as a WAV file when closed."""
+    """Records played-out frames in a WAV file, written second by second
+    (:class:`~qphone.audio.wavrecording.WavRecording`: at most the last second is lost, and a
+    file or folder that vanishes moves the recording instead of failing the call).  ``warn``
+    (settable: the endpoint puts its console's) says where a recording had to move."""
 
     def __init__(self, path: str | Path, rate: int) -> None:
         self.path = Path(path)
         self.rate = rate
-        self.frames: list[bytes] = []
+        self.warn: Callable[[str], None] = _to_stderr
+        self._recording: WavRecording | None = None
 
     async def start(self) -> None:
-        return None
+        self._recording = WavRecording(self.path, self.rate, self.warn)
+        self._recording.open()
 
     def write_frame(self, pcm: bytes) -> None:
-        self.frames.append(pcm)
+        if self._recording is not None:
+            self._recording.append(pcm)
 
     async def close(self) -> None:
-        write_wav(self.path, b"".join(self.frames), self.rate)
+        if self._recording is not None:
+            self._recording.close()
+            self.path = self._recording.path
 
 
 class NullSink:

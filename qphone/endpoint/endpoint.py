@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from qphone.audio.streams import CallAudio, open_call_audio
+from qphone.audio.streams import CallAudio, WavSink, open_call_audio
 from qphone.config.identityfile import load_or_create_identity
 from qphone.config.pins import KnownPeers, PinStatus
 from qphone.config.profile import Profile
@@ -424,6 +424,8 @@ class CallEndpoint:
         cfg = self.opt.opus()
         source, paced, sink = self.audio.source, self.audio.paced, self.audio.sink
         await source.start()
+        if isinstance(sink, WavSink):
+            sink.warn = self.warn  # a recording that has to move says so on this console
         await sink.start()
         self.say(
             f"connected to {self.profile.peer_sae_id} ({self.result.peer.fingerprint()}), "
