@@ -78,6 +78,7 @@ MSG_OUT_OF_KEYS = "not enough key material available on KME; retry later"
 # tell a transient shortage from other failures without reading the message text
 REASON_OUT_OF_KEYS = "out_of_keys"
 REASON_NO_ROUTE = "no_route"
+MAX_ROUTES_KEPT = 32  # distinct routes counted per SAE pair in the status extension
 REASON_RELAY_FAILED = "relay_failed"  # voided at both ends; a new request may succeed
 FAIR_WINDOW_S = 10.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -147,6 +148,8 @@ class PairStats:
     total_ms: float = 0.0
     last_route: tuple[tuple[str, ...], ...] = ()
     link_bits: dict[str, int] = field(default_factory=dict)
+    # relays delivered per route taken (its legs' links; at most MAX_ROUTES_KEPT routes)
+    routes_used: dict[tuple[tuple[str, ...], ...], int] = field(default_factory=dict)
 
 
 class KmsNode:
@@ -706,6 +709,19 @@ class KmsNode:
             return []
         return [str(g.edges[u, v]["id"]) for u, v in itertools.pairwise(path)]
 
+    def _route_json(self, legs: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+        """A route taken (the links of each node-disjoint leg) as the status extension gives
+        a route: the first leg's nodes, links and fibre length, and the number of legs."""
+        node = self.id
+        nodes = [node]
+        for lid in legs[0]:
+            spec = self.config.topology.link(lid)
+            node = spec.b if spec.a == node else spec.a
+            nodes.append(node)
+        return {"nodes": nodes, "links": list(legs[0]), "hops": len(legs[0]), "legs": len(legs),
+                "distance_km": round(sum(self.config.topology.link(x).distance_km
+                                         for x in legs[0]), 1)}
+
     def _status_extension(self, master: str, slave: str, dst: str) -> dict[str, Any]:
         need = self._limits.key_size // 8 + relay.MAC_KEY_BYTES
         decision = self.routes(dst, need) if dst != self.id else RouteDecision(())
@@ -734,6 +750,9 @@ class KmsNode:
             "mean_relay_ms": round(p.total_ms / p.relays, 3) if p and p.relays else None,
             "last_routes": [list(x) for x in p.last_route] if p else [],
             "link_bits": dict(p.link_bits) if p else {},
+            # what the relays took (the route above is the one the next relay would take)
+            "routes_used": [{**self._route_json(legs), "relays": n}
+                            for legs, n in (p.routes_used.items() if p else ())],
         }
         ext["network"] = {
             "down_links": [{"link": v.link, "reasons": list(v.reasons), "alarm": v.alarm}
@@ -858,6 +877,9 @@ class KmsNode:
             stats.relays += 1
             stats.last_ms, stats.total_ms = ms, stats.total_ms + ms
             stats.last_route = tuple(r.nodes for r in routes)
+            taken = tuple(r.links for r in routes)
+            if taken in stats.routes_used or len(stats.routes_used) < MAX_ROUTES_KEPT:
+                stats.routes_used[taken] = stats.routes_used.get(taken, 0) + 1
             for r in routes:
                 for lid in r.links:
                     stats.link_bits[lid] = stats.link_bits.get(lid, 0) + 8 * need

@@ -199,6 +199,7 @@ def format_summary(sa: CallSummary, sb: CallSummary) -> str:
     )
     if sa.route is not None:
         lines.append(f"  {sa.route.describe()}")
+        lines.extend(f"    route {line}" for line in sa.route.describe_routes())
         # the node picks a route per request: a link carried every key the call drew (plus the
         # relays' one-time MAC keys) or, if routes changed, some of them
         for link, bits in sa.route.link_bits.items():

@@ -1,11 +1,14 @@
 """The key route of a call: which trusted nodes relayed its QKD keys, and what it cost each link.
 
 A KMS node of qkd-keyserver reports, in the ``status_extension`` of its ETSI GS QKD 014 Status
-for a (master SAE, slave SAE) pair, the route its relays take to the slave SAE's node
+for a (master SAE, slave SAE) pair, the route its next relay would take to the slave SAE's node
 (``route``: nodes, links, hops, node-disjoint legs, fibre distance) and what it relayed for the
 pair so far (``relay``: relays delivered and failed, their mean time, the link key each link
-spent).  The caller, the ETSI 014 master SAE whose node relays every key of the call, asks once
-before and once after the call; :func:`route_report` turns the two into what the call used.
+spent, and ``routes_used``: the relays delivered per route taken).  The report names the route
+the call's relays took (from ``routes_used``), not the one the node would take at hang-up: the
+node picks a route per request by the links' stock, so on a ring they may differ.  The caller,
+the ETSI 014 master SAE whose node relays every key of the call, asks once before and once
+after the call; :func:`route_report` turns the two into what the call used.
 
 The extension is parsed strictly and bounded: a KME that does not report it (a vendor KME, or a
 field of the wrong shape) gives no route, never an error.  The relay figures are the pair's: a
@@ -44,17 +47,21 @@ class RelayTotals:
     failures: int
     total_ms: float
     link_bits: Mapping[str, int]
+    routes_used: Mapping[KeyRoute, int]  # relays delivered per route taken (empty: unknown)
 
 
 @dataclass(frozen=True)
 class RouteReport:
     """What one call used of the key network (the caller's view)."""
 
-    route: KeyRoute | None
+    route: KeyRoute | None  # the route the relays took (the most used, if several)
     key_requests: int  # relays delivered during the call (one per enc_keys request)
     failed_requests: int
     relay_ms_mean: float | None  # time per key request, from the KMS node's own clock
     link_bits: dict[str, int]  # link key spent on each link during the call
+    # relays per route taken during the call, most used first (empty: the node did not say,
+    # or no key was relayed; then ``route`` is the one the node would take now)
+    routes_used: tuple[tuple[KeyRoute, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         r = self.route
@@ -68,6 +75,10 @@ class RouteReport:
             "failed_requests": self.failed_requests,
             "relay_ms_mean": self.relay_ms_mean,
             "link_bits": dict(self.link_bits),
+            "routes_used": [
+                {"nodes": list(x.nodes), "hops": x.hops, "legs": x.legs, "relays": n}
+                for x, n in self.routes_used
+            ],
         }
 
     def describe(self) -> str:
@@ -81,6 +92,9 @@ class RouteReport:
             if r
             else "route not reported by the KME"
         )
+        if len(self.routes_used) > 1:
+            others = len(self.routes_used) - 1
+            where += f" for {self.routes_used[0][1]} of them, {others} other route(s) for the rest"
         relay = (
             f"{self.key_requests} key request(s) relayed, {self.relay_ms_mean:.0f} ms each"
             if self.relay_ms_mean is not None
@@ -90,6 +104,17 @@ class RouteReport:
             relay += f", {self.failed_requests} failed"
         spent, links = sum(self.link_bits.values()), len(self.link_bits)
         return f"key route {where}; {relay}; link key spent {spent} bits on {links} link(s)"
+
+    def describe_routes(self) -> list[str]:
+        """One line per route the relays took (when they took more than one)."""
+        if len(self.routes_used) < 2:
+            return []
+        return [
+            f"{' -> '.join(x.nodes)} ({x.hops} hops"
+            + (f", {x.distance_km:g} km" if x.distance_km is not None else "")
+            + f"): {n} key request(s)"
+            for x, n in self.routes_used
+        ]
 
 
 def _name(v: Any) -> str | None:
@@ -115,7 +140,10 @@ def _number(v: Any) -> float | None:
 
 def key_route(extension: Mapping[str, Any] | None) -> KeyRoute | None:
     """The route in a Status extension, or None if it is absent or malformed."""
-    raw = (extension or {}).get("route")
+    return _route((extension or {}).get("route"))
+
+
+def _route(raw: Any) -> KeyRoute | None:
     if not isinstance(raw, dict):
         return None
     nodes, links = _names(raw.get("nodes")), _names(raw.get("links"))
@@ -143,7 +171,26 @@ def relay_totals(extension: Mapping[str, Any] | None) -> RelayTotals | None:
         if name is None or n is None:
             return None
         link_bits[name] = n
-    return RelayTotals(relays, failures, mean * relays, link_bits)
+    used = _routes_used(raw.get("routes_used"))
+    if used is None:
+        return None
+    return RelayTotals(relays, failures, mean * relays, link_bits, used)
+
+
+def _routes_used(raw: Any) -> dict[KeyRoute, int] | None:
+    """``relay.routes_used``: a list of routes with a ``relays`` count (absent: empty)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, list) or len(raw) > MAX_NODES:
+        return None
+    out: dict[KeyRoute, int] = {}
+    for item in raw:
+        route = _route(item)
+        n = _count(item.get("relays")) if isinstance(item, dict) else None
+        if route is None or n is None:
+            return None
+        out[route] = out.get(route, 0) + n
+    return out
 
 
 def route_report(
@@ -156,8 +203,11 @@ def route_report(
         return None if route is None else RouteReport(route, 0, 0, None, {})
     n = t1.relays - t0.relays
     spent = {k: v - t0.link_bits.get(k, 0) for k, v in t1.link_bits.items()}
+    taken = {r: c - t0.routes_used.get(r, 0) for r, c in t1.routes_used.items()}
+    used = tuple(sorted(((r, c) for r, c in taken.items() if c > 0), key=lambda rc: -rc[1]))
     return RouteReport(
-        route=route,
+        route=used[0][0] if used else route,
+        routes_used=used,
         key_requests=n,
         failed_requests=t1.failures - t0.failures,
         relay_ms_mean=round((t1.total_ms - t0.total_ms) / n, 1) if n else None,

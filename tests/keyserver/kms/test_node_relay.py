@@ -37,6 +37,9 @@ async def test_relay_over_two_hops_and_status(tmp_path: Path) -> None:
         assert ext["relay"]["relays"] == 1 and ext["relay"]["last_relay_ms"] > 0
         [used] = ext["relay"]["last_routes"]  # routes balance load, so may differ from now
         assert used[0] == "a" and used[-1] == "d" and len(ext["relay"]["link_bits"]) == 2
+        [taken] = ext["relay"]["routes_used"]  # the relays' route, with its relay count
+        assert taken["nodes"] == used and taken["relays"] == 1 and taken["hops"] == 2
+        assert set(taken["links"]) == set(ext["relay"]["link_bits"]) and taken["legs"] == 1
         assert all(b == 8 * (3 * 64 + 32) for b in ext["relay"]["link_bits"].values())
         assert not ext["qkd_link"]["eavesdropper_alarm"]
         async with net.sae("bob") as bob:  # delivered keys are gone; not yours == not there
@@ -95,6 +98,8 @@ async def test_multipath_shares(tmp_path: Path) -> None:
         assert st["route"]["legs"] == 2
         assert {tuple(r) for r in st["relay"]["last_routes"]} == {("a", "b", "d"),
                                                                   ("a", "c", "d")}
+        [taken] = st["relay"]["routes_used"]
+        assert taken["legs"] == 2 and taken["relays"] == 1
 
 
 async def test_sae_certificate_cannot_speak_for_a_node(tmp_path: Path) -> None:

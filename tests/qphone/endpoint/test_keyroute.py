@@ -85,3 +85,54 @@ def test_malformed_routes_are_refused() -> None:
 def test_any_extension_parses_or_is_refused_without_error(value: Any) -> None:
     for extension in ({"route": value, "relay": value}, {"route": value}, {"relay": value}):
         route_report(extension, extension)
+
+
+def _ring_ext(relays_short: int, relays_long: int, bits: dict[str, int]) -> dict[str, Any]:
+    """A node whose next relay would take the short way, while its relays went both ways."""
+    short = {"nodes": ["shushan", "jingkai", "binhu"], "links": ["s-j", "j-b"], "legs": 1}
+    long = {
+        "nodes": ["shushan", "a", "b", "c", "d", "binhu"],
+        "links": ["s-a", "a-b", "b-c", "c-d", "d-b"],
+        "legs": 1,
+        "distance_km": 80.0,
+    }
+    used = [{**short, "distance_km": 33.0, "relays": relays_short}]
+    used.append({**long, "relays": relays_long})
+    return {
+        "route": {**short, "distance_km": 33.0},
+        "relay": {
+            "relays": relays_short + relays_long,
+            "failures": 0,
+            "mean_relay_ms": 50.0,
+            "link_bits": bits,
+            "routes_used": used,
+        },
+    }
+
+
+def test_the_route_reported_is_the_one_the_relays_took() -> None:
+    """The node would now take the 2-hop way, but the call's 5 relays went round the ring."""
+    before = _ring_ext(4, 0, {"s-j": 4000, "j-b": 4000})
+    long_bits = {k: 5 * 1280 for k in ("s-a", "a-b", "b-c", "c-d", "d-b")}
+    after = _ring_ext(4, 5, {"s-j": 4000, "j-b": 4000, **long_bits})
+    r = route_report(before, after)
+    assert r is not None and r.route is not None
+    assert r.route.nodes == ("shushan", "a", "b", "c", "d", "binhu") and r.route.hops == 5
+    assert r.key_requests == 5 and set(r.link_bits) == set(long_bits)
+    assert "(5 hops, 80 km)" in r.describe() and "2 hops" not in r.describe()
+    assert r.to_json()["routes_used"] == [
+        {"nodes": list(r.route.nodes), "hops": 5, "legs": 1, "relays": 5}
+    ]
+
+
+def test_relays_on_two_routes_are_both_named() -> None:
+    r = route_report(_ring_ext(1, 0, {}), _ring_ext(3, 6, {}))
+    assert r is not None and [n for _, n in r.routes_used] == [6, 2]
+    assert "for 6 of them, 1 other route(s) for the rest" in r.describe()
+    assert len(r.describe_routes()) == 2
+
+
+def test_a_malformed_routes_used_gives_no_relay_figures() -> None:
+    bad = _ring_ext(1, 1, {})
+    bad["relay"]["routes_used"][0]["relays"] = -1
+    assert relay_totals(bad) is None
