@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -90,12 +91,30 @@ def _cmd_network(args: argparse.Namespace) -> int:
         return 2
     opts = Options(seed=args.seed, eve=eve, multipath=args.multipath,
                    max_key_count=args.max_key_count)
-    launcher = Launcher(make_plan(Path(args.dir), topo, opts))
+    if args.loss and not args.netns:
+        print(f"{prog}: --loss applies to the links between sites of --netns", file=sys.stderr)
+        return 2
+    if args.netns:
+        from keyserver.network.netns import NetnsError
+        from keyserver.network.netnslauncher import netns_launcher
+
+        try:
+            launcher: Launcher = netns_launcher(Path(args.dir), topo, opts, loss=args.loss)
+        except NetnsError as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            return 1
+    else:
+        launcher = Launcher(make_plan(Path(args.dir), topo, opts))
 
     def outputs(la: Launcher) -> tuple[Path, dict[str, Any]]:
         path = la.write_info()
+        extra = {}
+        if args.netns:
+            from keyserver.network.netnslauncher import describe
+
+            extra = {"netns": describe(la.info())}
         return path, {"network_json": str(path), "topology": topo.name,
-                      "nodes": len(topo.nodes), "links": len(topo.links)}
+                      "nodes": len(topo.nodes), "links": len(topo.links), **extra}
 
     def banner(la: Launcher, path: Path) -> list[str]:
         saes = ", ".join(f"{s.id}@{s.node}" for s in topo.saes)
@@ -103,10 +122,35 @@ def _cmd_network(args: argparse.Namespace) -> int:
                 f"links, {topo.total_km():g} km of fibre; SAEs {saes}",
                 f"  profiles in {la.plan.directory / 'saes'}; details in {path}",
                 f"  from another terminal: qkd-keyserver network status --dir {args.dir}",
+                *(_netns_banner(la) if args.netns else []),
                 "  Ctrl-C stops every module and node.", ""]
 
     return run_foreground(launcher, prog=prog, ready_event="network_ready", outputs=outputs,
                           banner=banner, exit_on_child_death=False)
+
+
+def _netns_banner(la: Any) -> list[str]:
+    """The namespaces, and a call across the network with its terminals in their sites'."""
+    from keyserver.network.netnslauncher import describe
+    from keyserver.network.plan import default_peer
+
+    info = la.info()
+    topo, d = la.plan.topology, la.plan.directory
+    lines = [f"  {describe(info)}"]
+    callee = next((s for s in topo.saes if s.id == "bob"), topo.saes[-1] if topo.saes else None)
+    if callee is None:
+        return lines
+    caller = default_peer(topo, callee.id)
+    sites = info["netns"]["sites"]
+    b, a = sites[callee.node], sites[topo.sae_node(caller) or callee.node]
+    listen = f"{b['address']}:7000"
+    lines += [f"  a call {caller} -> {callee.id}, each terminal in its site's namespace "
+              "(from this checkout; --mode aes or otp):",
+              f"    ip netns exec {b['ns']} .venv/bin/qphone answer --listen {listen} "
+              f"--profile {d / 'saes' / f'{callee.id}.toml'}",
+              f"    ip netns exec {a['ns']} .venv/bin/qphone call {listen} "
+              f"--profile {d / 'saes' / f'{caller}.toml'} --mode otp"]
+    return lines
 
 
 def _load_info(prog: str, directory: str | None) -> dict[str, Any]:
@@ -136,7 +180,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print("\n".join(render(summary)))
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        print("\n".join(render(summary, width)))
     return 0 if all(v["up"] for v in summary["nodes"].values()) else 1
 
 
@@ -195,6 +240,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="start with an eavesdropper on a link (repeatable)")
     n.add_argument("--max-key-count", type=int, default=16_384,
                    help="link-key stock cap per direction, keys of 256 bits (default 16384)")
+    n.add_argument("--netns", action="store_true",
+                   help="every site in its own network namespace, joined with the fibre's "
+                   "delay (needs root; docs/network.md)")
+    n.add_argument("--loss", type=float, default=0.0, metavar="P",
+                   help="with --netns: packet loss probability on every link between sites")
     acts = n.add_subparsers(dest="action", required=False)
     st = acts.add_parser("status", help="the state of a running network")
     st.add_argument("--dir", required=True)

@@ -1,19 +1,41 @@
 """The live state of a running network, from its nodes' ``/kms/v1/state`` (sans-I/O rendering).
 
-:func:`collect` asks every node; :func:`summarise` turns the answers into one JSON-able summary
-(per link: up or why not, key rate, stock each way, QBER, alarm; per node: answering, relays;
-per SAE pair: relays, routes, relay time); :func:`render` makes the terminal lines.
+:func:`collect` asks every node at once (a bounded pool of threads: a node's answer costs a TLS
+handshake and its state, and asking 167 nodes one after the other took seconds, mostly waiting
+on busy node processes); :func:`summarise` turns the answers into one JSON-able summary (per
+link: up or why not, key rate, stock each way, QBER, alarm; per node: answering, relays; per
+SAE pair: relays, routes, relay time); :func:`render` makes the terminal lines: a headline, a
+table whose columns are as wide as their widest cell (so they stay aligned whatever the
+values), and every reason a link is down in full on its own line (wrapped, never cut).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import textwrap
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
 
-from keyserver.network.stateclient import StateClient
+MAX_PARALLEL = 32  # state requests in flight at once
+GAP = "  "  # between table columns
 
 
-def collect(info: dict[str, Any], client: StateClient) -> dict[str, dict[str, Any] | None]:
-    return {n: client.get(v["node_url"]) for n, v in info["nodes"].items()}
+class StateSource(Protocol):
+    """Where node states come from (:class:`keyserver.network.stateclient.StateClient`)."""
+
+    def get(self, node_url: str) -> dict[str, Any] | None: ...
+
+
+def collect(
+    info: dict[str, Any], client: StateSource, parallel: int = MAX_PARALLEL
+) -> dict[str, dict[str, Any] | None]:
+    """Every node's state (None: it did not answer), asking up to `parallel` nodes at once."""
+    nodes = list(info["nodes"].items())
+    if not nodes:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(nodes)))) as pool:
+        states = list(pool.map(lambda nv: client.get(nv[1]["node_url"]), nodes))
+    return {n: st for (n, _), st in zip(nodes, states, strict=True)}
 
 
 def summarise(info: dict[str, Any], states: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
@@ -33,53 +55,162 @@ def summarise(info: dict[str, Any], states: dict[str, dict[str, Any] | None]) ->
         tx = ends.get(spec["a"])
         stock = tx["stock_bits"] if tx else {}
         links[lid] = {
-            "a": spec["a"], "b": spec["b"], "distance_km": spec["distance_km"],
-            "up": not reasons, "reasons": reasons,
+            "a": spec["a"],
+            "b": spec["b"],
+            "distance_km": spec["distance_km"],
+            "up": not reasons,
+            "reasons": reasons,
             "alarm": any(r and r["alarm"] for r in reports.values()),
             "key_rate_bps": module.get("key_rate_bps"),
             "qber": module.get("qber_ewma", module.get("qber")),
             "module_state": module.get("state", "unreachable" if not module else "running"),
             "stock_bits": stock,
-            "bits_spent": sum((v["bits_spent_payload"] + v["bits_spent_auth"]) for v in
-                              ends.values() if v) // 2,
+            "bits_spent": sum(
+                (v["bits_spent_payload"] + v["bits_spent_auth"]) for v in ends.values() if v
+            )
+            // 2,
         }
+        if "fidelity" in spec:
+            links[lid]["fidelity"] = spec["fidelity"]
     pairs: dict[str, Any] = {}
     nodes: dict[str, Any] = {}
     for n, st in states.items():
         nodes[n] = {"up": st is not None}
         if st is None:
             continue
-        nodes[n].update({"held_keys": st["held_keys"], **{
-            k: st["counters"][k] for k in ("relays_delivered", "relays_failed",
-                                          "hops_forwarded", "desyncs_repaired")}})
+        nodes[n].update(
+            {
+                "held_keys": st["held_keys"],
+                **{
+                    k: st["counters"][k]
+                    for k in (
+                        "relays_delivered",
+                        "relays_failed",
+                        "hops_forwarded",
+                        "desyncs_repaired",
+                    )
+                },
+            }
+        )
         for pair, p in st["pairs"].items():
             pairs[pair] = {"node": n, **p}
     return {"topology": info.get("topology"), "links": links, "nodes": nodes, "pairs": pairs}
 
 
-def _rate(v: Any) -> str:
-    if not isinstance(v, int | float):
+# -- rendering (pure) ------------------------------------------------------------------------
+
+
+def rate_text(bps: Any) -> str:
+    """A key rate in the unit that keeps 1-4 significant digits: 950 b/s, 41.0 kb/s, 2.31 Mb/s."""
+    if isinstance(bps, bool) or not isinstance(bps, int | float) or bps != bps or bps < 0:
         return "-"
-    return f"{v / 1000:.1f} kb/s"
+    if bps < 1000:
+        return f"{bps:.0f} b/s"
+    if bps < 1_000_000:
+        return f"{bps / 1000:.1f} kb/s"
+    return f"{bps / 1_000_000:.2f} Mb/s"
 
 
-def render(summary: dict[str, Any]) -> list[str]:
-    out = [f"{'link':<22} {'state':<26} {'rate':>10} {'stock a>b / b>a (kbit)':>24} "
-           f"{'QBER':>6}"]
-    for lid, v in summary["links"].items():
-        state = "up" if v["up"] else ("EAVESDROPPER " if v["alarm"] else "down: ") + (
-            "; ".join(v["reasons"])[:40] if not v["alarm"] else "")
-        st = v["stock_bits"]
-        stock = f"{st.get(v['a'], 0) / 1000:.1f} / {st.get(v['b'], 0) / 1000:.1f}" if st else "-"
-        q = f"{100 * v['qber']:.1f}%" if isinstance(v["qber"], int | float) else "-"
-        out.append(f"{lid:<22} {state[:26]:<26} {_rate(v['key_rate_bps']):>10} {stock:>24} "
-                   f"{q:>6}")
-    down = [n for n, v in summary["nodes"].items() if not v["up"]]
+def kbit_text(bits: Any) -> str:
+    if isinstance(bits, bool) or not isinstance(bits, int | float):
+        return "-"
+    return f"{bits / 1000:.1f}"
+
+
+def qber_text(q: Any) -> str:
+    if isinstance(q, bool) or not isinstance(q, int | float) or q != q:
+        return "-"
+    return f"{100 * q:.1f}%"
+
+
+def state_text(link: dict[str, Any]) -> str:
+    if link["up"]:
+        return "up"
+    return "EAVESDROPPER" if link["alarm"] else "down"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
+    """Rows under a header, each column as wide as its widest cell; `right`: right-aligned."""
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return GAP.join(
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
+        ).rstrip()
+
+    return [line(header), *(line(r) for r in rows)]
+
+
+def wrapped(text: str, width: int | None, indent: str) -> list[str]:
+    """`text` in full: one line, or wrapped at `width` (continuation lines indented further)."""
+    if width is None or len(indent) + len(text) <= width:
+        return [indent + text]
+    return textwrap.wrap(
+        text,
+        width=max(width, len(indent) + 20),
+        initial_indent=indent,
+        subsequent_indent=indent + "  ",
+        break_long_words=True,
+        break_on_hyphens=False,
+    )
+
+
+def headline(summary: dict[str, Any]) -> str:
+    links = summary["links"].values()
+    nodes = summary["nodes"].values()
+    up = sum(1 for v in links if v["up"])
+    alarms = sum(1 for v in links if v["alarm"])
+    answering = sum(1 for v in nodes if v["up"])
+    km = sum(float(v["distance_km"]) for v in links)
+    return (
+        f"{summary.get('topology') or 'network'}: {answering}/{len(nodes)} nodes answering, "
+        f"{up}/{len(links)} links up"
+        + (f", {alarms} with an eavesdropper alarm" if alarms else "")
+        + f", {km:,.0f} km of fibre"
+    )
+
+
+def render(summary: dict[str, Any], width: int | None = None) -> list[str]:
+    """The terminal lines; `width`: wrap long reasons and routes there (None: never wrap)."""
+    links: dict[str, dict[str, Any]] = summary["links"]
+    fidelity = any("fidelity" in v for v in links.values())
+    header = ["link", "km", "state", "rate", "stock a>b", "b>a (kbit)", "QBER"]
+    right = [False, True, False, True, True, True, True]
+    if fidelity:
+        header.append("fidelity")
+        right.append(False)
+    rows: list[list[str]] = []
+    for lid, v in links.items():
+        st = v["stock_bits"] or {}
+        row = [
+            lid,
+            f"{float(v['distance_km']):g}",
+            state_text(v),
+            rate_text(v["key_rate_bps"]),
+            kbit_text(st.get(v["a"])),
+            kbit_text(st.get(v["b"])),
+            qber_text(v["qber"]),
+        ]
+        if fidelity:
+            row.append(str(v.get("fidelity", "-")))
+        rows.append(row)
+    out = [*wrapped(headline(summary), width, ""), *table(header, rows, right)]
+    down = [(lid, v) for lid, v in links.items() if not v["up"]]
     if down:
-        out.append(f"nodes not answering: {', '.join(down)}")
+        out.append("why links are down:")
+        for lid, v in down:
+            why = "; ".join(v["reasons"]) or "-"
+            out += wrapped(f"{lid}: {why}", width, "  ")
+    gone = [n for n, v in summary["nodes"].items() if not v["up"]]
+    if gone:
+        out += wrapped(f"nodes not answering: {', '.join(gone)}", width, "")
     for pair, p in summary["pairs"].items():
         routes = " | ".join("-".join(r) for r in p.get("routes", []))
         ms = p.get("mean_ms")
-        out.append(f"relays {pair}: {p['relays']} ok, {p['failures']} failed, "
-                   f"mean {ms if ms is not None else '-'} ms, route {routes or '-'}")
+        out += wrapped(
+            f"relays {pair}: {p['relays']} ok, {p['failures']} failed, "
+            f"mean {ms if ms is not None else '-'} ms, route {routes or '-'}",
+            width,
+            "",
+        )
     return out

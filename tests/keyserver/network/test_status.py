@@ -1,0 +1,202 @@
+"""`network status`: every node asked at once (bounded), and the rendering (pure functions).
+
+The table's columns stay aligned whatever the values (rates under 1000, long IDs, missing
+figures), and the reasons a link is down appear in full (wrapped at the width, never cut).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keyserver.network.status import (
+    collect,
+    kbit_text,
+    qber_text,
+    rate_text,
+    render,
+    summarise,
+    wrapped,
+)
+
+HEADER = ["link", "km", "state", "rate", "stock a>b", "b>a (kbit)", "QBER"]
+RIGHT = {"km", "rate", "stock a>b", "b>a (kbit)", "QBER"}
+
+ids = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,40}", fullmatch=True)
+reason_text = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=300
+).filter(lambda s: s.strip() != "")
+maybe_number = st.none() | st.floats(min_value=0, max_value=5e7, allow_nan=False)
+
+
+@st.composite
+def link_summaries(draw: st.DrawFn) -> dict[str, Any]:
+    a, b = draw(ids), draw(ids)
+    up = draw(st.booleans())
+    reasons = [] if up else draw(st.lists(reason_text, min_size=1, max_size=3))
+    stock = draw(st.none() | st.tuples(st.integers(0, 10**9), st.integers(0, 10**9)))
+    return {
+        "a": a,
+        "b": b,
+        "distance_km": draw(st.floats(min_value=0, max_value=500)),
+        "up": up,
+        "reasons": reasons,
+        "alarm": (not up) and draw(st.booleans()),
+        "key_rate_bps": draw(maybe_number),
+        "qber": draw(st.none() | st.floats(min_value=0, max_value=0.5)),
+        "stock_bits": {} if stock is None else {a: stock[0], b: stock[1]},
+    }
+
+
+summaries = st.builds(
+    lambda links, nodes: {"topology": "t", "links": links, "nodes": nodes, "pairs": {}},
+    st.dictionaries(ids, link_summaries(), min_size=1, max_size=12),
+    st.dictionaries(ids, st.builds(lambda up: {"up": up}, st.booleans()), max_size=5),
+)
+
+
+def table_lines(lines: list[str], summary: dict[str, Any]) -> list[str]:
+    start = next(i for i, line in enumerate(lines) if line.startswith("link "))
+    return lines[start : start + 1 + len(summary["links"])]
+
+
+@settings(max_examples=80, deadline=None)
+@given(summaries)
+def test_columns_stay_aligned_whatever_the_values(summary: dict[str, Any]) -> None:
+    lines = render(summary)
+    rows = table_lines(lines, summary)
+    header = rows[0]
+    # the last column is right-aligned: every line of the table is as long as the header
+    assert all(len(r) == len(header) for r in rows)
+    for label in HEADER:
+        begin = header.index(label)
+        end = begin + len(label)
+        for row, (lid, v) in zip(rows[1:], summary["links"].items(), strict=True):
+            cell = {
+                "link": lid,
+                "km": f"{float(v['distance_km']):g}",
+                "state": "up" if v["up"] else ("EAVESDROPPER" if v["alarm"] else "down"),
+                "rate": rate_text(v["key_rate_bps"]),
+                "stock a>b": kbit_text(v["stock_bits"].get(v["a"])),
+                "b>a (kbit)": kbit_text(v["stock_bits"].get(v["b"])),
+                "QBER": qber_text(v["qber"]),
+            }[label]
+            if label in RIGHT:  # right-aligned: the cell ends where its label ends
+                assert row[:end].endswith(cell), (label, row)
+                assert row[end : end + 2].strip() == ""
+            else:  # left-aligned: the cell starts where its label starts
+                assert row[begin:].startswith(cell), (label, row)
+                assert begin == 0 or row[begin - 2 : begin] == "  "
+
+
+def squeeze(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+@settings(max_examples=80, deadline=None)
+@given(summaries, st.none() | st.integers(min_value=40, max_value=200))
+def test_reasons_are_shown_in_full_and_wrapped_at_the_width(
+    summary: dict[str, Any], width: int | None
+) -> None:
+    lines = render(summary, width)
+    table = set(table_lines(lines, summary))
+    rest = [line for line in lines if line not in table]
+    text = squeeze("".join(rest))
+    for lid, v in summary["links"].items():
+        if not v["up"]:
+            assert squeeze(f"{lid}: {'; '.join(v['reasons'])}") in text
+    if width is not None:
+        assert all(len(line) <= width for line in rest)
+
+
+def test_units_keep_rates_short_and_readable() -> None:
+    assert rate_text(0) == "0 b/s"
+    assert rate_text(950.4) == "950 b/s"
+    assert rate_text(41_000) == "41.0 kb/s"
+    assert rate_text(2_310_000) == "2.31 Mb/s"
+    assert rate_text(None) == rate_text(float("nan")) == rate_text(True) == "-"
+    assert qber_text(0.034) == "3.4%" and qber_text(None) == "-"
+    assert kbit_text(131072) == "131.1" and kbit_text(None) == "-"
+
+
+def test_a_long_word_is_broken_not_lost() -> None:
+    word = "x" * 150
+    lines = wrapped(f"l: {word}", 60, "  ")
+    assert all(len(line) <= 60 for line in lines)
+    assert squeeze("".join(lines)) == f"l:{word}"
+
+
+def node_state(node: str, links: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "node": node,
+        "links": links,
+        "held_keys": 0,
+        "pairs": {},
+        "counters": {
+            "relays_delivered": 0,
+            "relays_failed": 0,
+            "hops_forwarded": 0,
+            "desyncs_repaired": 0,
+        },
+    }
+
+
+def test_summary_names_every_reason_and_unanswering_node() -> None:
+    info = {
+        "topology": "t",
+        "links": {"a-b": {"a": "a", "b": "b", "distance_km": 5}},
+        "nodes": {
+            "a": {"node_url": "https://127.0.0.1:1"},
+            "b": {"node_url": "https://127.0.0.1:2"},
+        },
+    }
+    local = {
+        "report": {"up": False, "alarm": False, "reason": "module_unreachable"},
+        "module": {"error": "refused"},
+        "stock_bits": {"a": 8192, "b": 0},
+        "bits_spent_payload": 0,
+        "bits_spent_auth": 0,
+    }
+    summary = summarise(info, {"a": node_state("a", {"a-b": local}), "b": None})
+    link = summary["links"]["a-b"]
+    assert link["reasons"] == ["a: module_unreachable", "b: node not answering"]
+    assert not link["up"] and summary["nodes"]["b"] == {"up": False}
+    out = "\n".join(render(summary, 80))
+    assert "a-b: a: module_unreachable; b: node not answering" in out
+    assert "nodes not answering: b" in out
+
+
+class SlowNodes:
+    """A state source that answers after a while and counts the requests in flight."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most = 0
+
+    def get(self, node_url: str) -> dict[str, Any] | None:
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        time.sleep(self.delay)
+        with self.lock:
+            self.in_flight -= 1
+        port = int(node_url.rsplit(":", 1)[1])
+        return None if port % 7 == 0 else {"port": port}
+
+
+def test_collect_asks_many_nodes_at_once_within_its_bound() -> None:
+    info = {"nodes": {f"n{i}": {"node_url": f"https://127.0.0.1:{10000 + i}"} for i in range(167)}}
+    source = SlowNodes(0.02)
+    states = collect(info, source, parallel=16)
+    assert list(states) == list(info["nodes"])  # every node, in order
+    for i in range(167):
+        port = 10000 + i
+        assert states[f"n{i}"] == (None if port % 7 == 0 else {"port": port})
+    assert 2 <= source.most <= 16
