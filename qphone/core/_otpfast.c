@@ -122,6 +122,77 @@ done:
     return out;
 }
 
+/* seal_at(header, payload, stream, start, key, tag_bits) -> frame, as seal() with the pad read
+ * from the writable stream at [start, start + t/8 + len(payload)), which is then zeroed: the
+ * pad is taken and erased in one step, with no copy of it left behind. */
+static PyObject *seal_at(PyObject *self, PyObject *args) {
+    Py_buffer hd, pl, st;
+    Py_ssize_t start;
+    unsigned long long key;
+    unsigned int bits;
+    if (!PyArg_ParseTuple(args, "y*y*w*nKI", &hd, &pl, &st, &start, &key, &bits)) return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t tl = bits / 8;
+    if (!check_args(key, bits)) goto done;
+    if (start < 0 || start > st.len - tl - pl.len) {
+        PyErr_SetString(PyExc_ValueError, "pad range lies outside the stream");
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, hd.len + pl.len + tl);
+    if (out == NULL) goto done;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    unsigned char *pp = (unsigned char *)st.buf + start;
+    const unsigned char *x = pl.buf;
+    memcpy(o, hd.buf, hd.len);
+    for (Py_ssize_t i = 0; i < pl.len; i++) o[hd.len + i] = x[i] ^ pp[tl + i];
+    put_tag(o + hd.len + pl.len, poly_hash(o, hd.len + pl.len, key, bits), pp, bits);
+    memset(pp, 0, (size_t)(tl + pl.len));
+done:
+    PyBuffer_Release(&hd);
+    PyBuffer_Release(&pl);
+    PyBuffer_Release(&st);
+    return out;
+}
+
+/* open_at(frame, header_len, stream, start, key, tag_bits) -> payload or None, as open() with
+ * the pad read from the writable stream at start; on success the pad is zeroed there, on a bad
+ * tag (compared in constant time) the stream is left as it was. */
+static PyObject *open_at(PyObject *self, PyObject *args) {
+    Py_buffer fr, st;
+    Py_ssize_t hlen, start;
+    unsigned long long key;
+    unsigned int bits;
+    if (!PyArg_ParseTuple(args, "y*nw*nKI", &fr, &hlen, &st, &start, &key, &bits)) return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t tl = bits / 8;
+    if (!check_args(key, bits)) goto done;
+    Py_ssize_t n = fr.len - hlen - tl;
+    if (hlen < 0 || n < 0 || start < 0 || start > st.len - tl - n) {
+        PyErr_SetString(PyExc_ValueError, "frame, header length and pad range do not fit");
+        goto done;
+    }
+    const unsigned char *f = fr.buf;
+    unsigned char *pp = (unsigned char *)st.buf + start;
+    unsigned char expect[8];
+    put_tag(expect, poly_hash(f, hlen + n, key, bits), pp, bits);
+    unsigned char diff = 0;
+    for (Py_ssize_t j = 0; j < tl; j++) diff |= expect[j] ^ f[hlen + n + j];
+    if (diff) {
+        Py_INCREF(Py_None);
+        out = Py_None;
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, n);
+    if (out == NULL) goto done;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) o[i] = f[hlen + i] ^ pp[tl + i];
+    memset(pp, 0, (size_t)(tl + n));
+done:
+    PyBuffer_Release(&fr);
+    PyBuffer_Release(&st);
+    return out;
+}
+
 /* polyhash(message: bytes, key: int, tag_bits: 32|64) -> int
  * Blocks of tag_bits/8 - 1 bytes, each read little-endian with a 0x01 byte appended above it;
  * h = (h + c) * key mod p for every block (an empty message hashes one empty block). */
@@ -163,6 +234,8 @@ static PyMethodDef methods[] = {
     {"xor", xor_bytes, METH_VARARGS, "XOR data with pad bytes."},
     {"seal", seal, METH_VARARGS, "Encrypt and tag one OTP frame."},
     {"open", open_frame, METH_VARARGS, "Verify and decrypt one OTP frame (None: bad tag)."},
+    {"seal_at", seal_at, METH_VARARGS, "seal() with the pad taken from a stream and erased."},
+    {"open_at", open_at, METH_VARARGS, "open() with the pad taken from a stream and erased."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -104,6 +104,13 @@ class WegmanCarterMac:
         self._open: Callable[[bytes, int, bytes, int, int], bytes | None] | None = (
             fast.open if fast else None
         )
+        # taking the pad from the stream and erasing it in C too (None: an older build)
+        self._seal_at: Callable[[bytes, bytes, bytearray, int, int, int], bytes] | None = (
+            getattr(fast, "seal_at", None) if fast else None
+        )
+        self._open_at: Callable[[bytes, int, bytearray, int, int, int], bytes | None] | None = (
+            getattr(fast, "open_at", None) if fast else None
+        )
 
     def poly(self, message: bytes) -> int:
         """poly_k(message) in [0, p): the C accelerator when built, else the reference."""
@@ -136,6 +143,30 @@ class WegmanCarterMac:
             return None
         return _xor_reference(body[header_len:], pad[tl:])
 
+    def seal_at(self, header: bytes, payload: bytes, stream: bytearray, start: int) -> bytes:
+        """:meth:`seal` with the pad at ``stream[start:]``, which is zeroed (erased) there."""
+        if self._seal_at is not None:
+            return self._seal_at(header, payload, stream, start, self._k, self._bits)
+        stop = start + self._tag_len + len(payload)
+        if start < 0 or stop > len(stream):
+            raise ValueError("pad range lies outside the stream")
+        frame = self.seal(header, payload, bytes(stream[start:stop]))
+        stream[start:stop] = bytes(stop - start)
+        return frame
+
+    def open_at(self, frame: bytes, header_len: int, stream: bytearray, start: int) -> bytes | None:
+        """:meth:`open` with the pad at ``stream[start:]``, zeroed there when the tag is good
+        (left as it was when not)."""
+        if self._open_at is not None:
+            return self._open_at(frame, header_len, stream, start, self._k, self._bits)
+        stop = start + len(frame) - header_len
+        if start < 0 or stop > len(stream) or len(frame) < header_len + self._tag_len:
+            raise ValueError("frame, header length and pad range do not fit")
+        payload = self.open(frame, header_len, bytes(stream[start:stop]))
+        if payload is not None:
+            stream[start:stop] = bytes(stop - start)
+        return payload
+
     def tag(self, message: bytes, pad: bytes) -> bytes:
         s = int.from_bytes(pad, "big")
         return ((self.poly(message) + s) & self._mask).to_bytes(self._tag_len, "big")
@@ -164,8 +195,10 @@ class PadSender:
         self._tag_len = tag_bits // 8
         self._buf = bytearray()  # stream bytes [self._base, self._base + len(buf))
         self._base = 0
-        self._pos = 0  # next unused stream offset
+        self.position = 0  # next unused stream offset (read-only outside this class)
+        self.end = 0  # end of the pad held (read-only outside this class)
         self._usable_end = 0  # the peer holds pad up to here
+        self._limit = 0  # min(usable end, held end): this sender may use pad below it
         self._mac: WegmanCarterMac | None = None
         self.pad_bytes_used = 0
         self.mac_bytes_used = 0
@@ -178,62 +211,67 @@ class PadSender:
     @property
     def available(self) -> int:
         """Pad bytes this sender may still use (held by both ends)."""
-        return max(0, min(self._usable_end, self._base + len(self._buf)) - self._pos)
+        return max(0, self._limit - self.position)
 
     @property
     def held(self) -> int:
-        return self._base + len(self._buf) - self._pos
-
-    @property
-    def end(self) -> int:
-        return self._base + len(self._buf)
+        return self.end - self.position
 
     def append(self, material: bytes) -> None:
         self._buf += material
+        self.end += len(material)
+        self._limit = min(self._usable_end, self.end)
 
     def mark_usable(self, end: int) -> None:
         """The peer confirmed it holds the stream up to ``end``."""
         if end > self.end:
             raise ValueError("peer claims pad this side never announced")
         self._usable_end = max(self._usable_end, end)
+        self._limit = min(self._usable_end, self.end)
 
-    def _take(self, n: int) -> tuple[int, bytes]:
-        if self.available < n:
+    def _take(self, n: int) -> tuple[int, bytearray]:
+        """The next ``n`` pad bytes and their stream offset; erased from the stream at once."""
+        offset = self.position
+        if offset + n > self._limit:
             raise KeyExhausted(
                 f"one-time pad exhausted: need {n} bytes, {self.available} left (KME too slow or "
                 "empty)"
             )
-        start = self._pos - self._base
-        chunk = bytes(self._buf[start : start + n])
-        self._buf[start : start + n] = bytes(n)  # erase used pad at once
-        offset = self._pos
-        self._pos += n
-        if self._pos - self._base > 1 << 16:  # drop the erased prefix now and then
-            drop = self._pos - self._base
-            del self._buf[:drop]
-            self._base += drop
+        buf = self._buf
+        start = offset - self._base
+        stop = start + n
+        chunk = buf[start:stop]
+        buf[start:stop] = bytes(n)  # erase used pad at once
+        self.position = offset + n
+        if stop > 1 << 16:  # drop the erased prefix now and then
+            del buf[:stop]
+            self._base += stop
         return offset, chunk
 
     def protect(self, payload: bytes) -> bytes:
         """Protect the payload of the next frame slot. Without pad for it, raise KeyExhausted:
         the slot's frame number is spent all the same, so that frame numbers keep the sender's
-        timing (the receiver plays by them)."""
-        if len(payload) > MAX_PAYLOAD:
-            raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        timing (the receiver plays by them).  (Runs for every frame: kept to a few steps.)"""
+        n = len(payload)
+        if n > MAX_PAYLOAD:
+            raise ValueError(f"payload of {n} bytes exceeds {MAX_PAYLOAD}")
         number = self.frame_number
         if number > MAX_FRAME_NUMBER:
             raise KeyExhausted("OTP frame numbers exhausted")
         self.frame_number = number + 1
-        if self._mac is None:
-            if self.available < 2 * self._tag_len + len(payload):
+        mac = self._mac
+        tl = self._tag_len
+        if mac is None:
+            if self.available < 2 * tl + n:
                 raise KeyExhausted("one-time pad not yet available for the session hash key")
-            _, key = self._take(self._tag_len)
-            self._mac = WegmanCarterMac(self.tag_bits, key)
-            self.mac_bytes_used += self._tag_len
-        need = self._tag_len + len(payload)
-        if self.available < need:
-            raise KeyExhausted(f"one-time pad exhausted: need {need} bytes, {self.available} left")
-        offset, pad = self._take(need)
+            mac = self._mac = WegmanCarterMac(self.tag_bits, bytes(self._take(tl)[1]))
+            self.mac_bytes_used += tl
+        offset = self.position
+        if offset + tl + n > self._limit:
+            raise KeyExhausted(
+                f"one-time pad exhausted: need {tl + n} bytes, {self.available} left (KME too "
+                "slow or empty)"
+            )
         kid = number * 2 + MODE_BIT_OTP
         if 8 <= kid < self._kid_limit and 8 <= offset < self._off_limit:
             # the common case, without re-deriving the layout: as otp_header(number, offset)
@@ -241,9 +279,14 @@ class PadSender:
             header = value.to_bytes(self._hdr_len, "big")
         else:
             header = self._header(kid, offset)
-        frame = self._mac.seal(header, payload, pad)
-        self.pad_bytes_used += len(payload)
-        self.mac_bytes_used += self._tag_len
+        start = offset - self._base
+        frame = mac.seal_at(header, payload, self._buf, start)  # the pad is erased as it is used
+        self.position = offset + tl + n
+        if start > 1 << 16:  # drop the erased prefix now and then
+            del self._buf[:start]
+            self._base = offset
+        self.pad_bytes_used += n
+        self.mac_bytes_used += tl
         self.frames += 1
         return frame
 
@@ -263,6 +306,7 @@ class PadSender:
         unused = max(0, self.held)
         self._buf[:] = bytes(len(self._buf))
         self._buf.clear()
+        self._base = self.end = self._limit = self.position  # nothing held any more
         if self._mac is not None:
             self._mac.forget()
         return unused
@@ -282,16 +326,14 @@ class PadReceiver:
         self.last_end = 0  # end of the range of the frame accepted last
         self.last_frame = -1  # frame number of the frame accepted last
         self._window = window_bytes
+        self.end = 0  # end of the pad held (read-only outside this class)
         self._step = max(1, window_bytes // 8)
         self._mac: WegmanCarterMac | None = None
         self.frames = 0
 
-    @property
-    def end(self) -> int:
-        return self._base + len(self._buf)
-
     def append(self, material: bytes) -> None:
         self._buf += material
+        self.end += len(material)
         if self._mac is None and self.end >= self._tag_len:
             self._mac = WegmanCarterMac(self.tag_bits, bytes(self._buf[: self._tag_len]))
             self._buf[: self._tag_len] = bytes(self._tag_len)
@@ -318,11 +360,9 @@ class PadReceiver:
             raise FrameReplayed(f"pad range at offset {start} already used or out of window")
         if stop > self.end or self._mac is None:
             raise FrameKeyUnavailable(f"pad at offset {start} not received from the KME yet")
-        a, b = start - self._base, stop - self._base
-        payload = self._mac.open(frame, hlen, bytes(self._buf[a:b]))
+        payload = self._mac.open_at(frame, hlen, self._buf, start - self._base)  # pad erased
         if payload is None:
             raise FrameAuthFailed(f"OTP frame at pad offset {start}: tag invalid")
-        self._buf[a:b] = bytes(b - a)
         if in_order:
             self._used.append((start, stop))
             self._max_end = stop

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-SAMPLE_S = 0.05  # at most one position sample per this many seconds
+SAMPLE_S = 0.1  # at most one position sample per this many seconds (1 frame in 5)
 WINDOW_S = 1.0  # the rate is measured over the last second of positions
 MIN_SPAN_S = 0.25  # ... once that many seconds have been seen
 LATENCY_FACTOR = 2.0  # seconds of talk held per second a refill takes
@@ -41,6 +41,8 @@ class PadDemand:
         self._peaks: deque[tuple[float, float]] = deque()  # (time, rate): recent maxima
         self._samples: deque[tuple[float, int]] = deque()
         self.bytes_ahead = initial_bytes  # what to hold now
+        # observe() before this time records nothing: callers on the per-frame path may skip it
+        self.next_sample = -math.inf if seconds is not None else math.inf
 
     @property
     def horizon_s(self) -> float | None:
@@ -70,12 +72,11 @@ class PadDemand:
 
     def observe(self, position: int, now: float) -> None:
         """The stream's sender has used it up to ``position`` at time ``now``."""
-        if self._seconds is None:
+        if now < self.next_sample:  # also when there is no lookahead in seconds (inf)
             return
         samples = self._samples
-        if samples and now - samples[-1][0] < SAMPLE_S:
-            return
         samples.append((now, position))
+        self.next_sample = now + SAMPLE_S
         while now - samples[0][0] > WINDOW_S:
             samples.popleft()
         rate = self.rate
@@ -86,15 +87,16 @@ class PadDemand:
             peaks.append((now, rate))
             while now - peaks[0][0] > PEAK_WINDOW_S:
                 peaks.popleft()
-        self._update()
+            self._update(rate)
 
     @property
     def peak(self) -> float:
         """The highest rate of the last :data:`PEAK_WINDOW_S` seconds (0: none yet)."""
         return self._peaks[0][1] if self._peaks else 0.0
 
-    def _update(self) -> None:
-        rate = self.rate
+    def _update(self, rate: float | None = None) -> None:
+        if rate is None:
+            rate = self.rate
         if rate is None or self._seconds is None:
             return
         # the latency is covered at the highest recent rate: a stream starved of pad (frames

@@ -209,8 +209,11 @@ class CallSession:
                 purpose: PadDemand(block, self._low_water, pad_lookahead_s)
                 for purpose in (KeyPurpose.PAD_I2R, KeyPurpose.PAD_R2I)
             }
-            self.protect = self._protect_otp
-            self.unprotect = self._unprotect_otp
+            self._tx_demand = self._demand[_PAD_TX]
+            self._rx_demand = self._demand[KeyPurpose.PAD_R2I]
+            initiator = self.role is Role.INITIATOR
+            self.protect = self._protect_otp if initiator else self._protect_otp_responder
+            self.unprotect = self._unprotect_otp if initiator else self._unprotect_otp_responder
         self._peer_epoch = 0
 
     # ----------------------------------------------------------------- adapter API
@@ -273,30 +276,50 @@ class CallSession:
     # ----------------------------------------------------------------- media
     # ``protect(payload, now) -> frame`` and ``unprotect(frame, now) -> payload`` are bound per
     # mode in __init__ (and replaced by a refusal on close): they run for every 20 ms frame.
+    # OTP: one function per role, so that the per-frame path takes no branch it need not
     def _protect_otp(self, payload: bytes, now: float) -> bytes:
-        frame = self._pad_tx.protect(payload)
-        if self.role is Role.INITIATOR:
-            demand = self._demand[_PAD_TX]
-            demand.observe(self._pad_tx_position(), now)
-            if self._pad_tx.held < demand.bytes_ahead and not self._outstanding[_PAD_TX]:
-                self._top_up()
-        else:
-            position = self._pad_tx_position()
-            if position >= self._next_progress:
-                self._next_progress = position + self._progress_step
-                self._send(SenderProgress(0, position))
+        """Initiator: protect, note the stream's position, ask for pad when below the need."""
+        tx = self._pad_tx
+        frame = tx.protect(payload)
+        demand = self._tx_demand
+        position = tx.position
+        if now >= demand.next_sample:
+            demand.observe(position, now)
+        if tx.end - position < demand.bytes_ahead and not self._outstanding[_PAD_TX]:
+            self._top_up()
+        return frame
+
+    def _protect_otp_responder(self, payload: bytes, now: float) -> bytes:
+        """Responder: protect; tell the initiator how far this stream is used now and then."""
+        tx = self._pad_tx
+        frame = tx.protect(payload)
+        position = tx.position
+        if position >= self._next_progress:
+            self._next_progress = position + self._progress_step
+            self._send(SenderProgress(0, position))
         return frame
 
     def _unprotect_otp(self, frame: bytes, now: float) -> bytes:
-        payload = self._pad_rx.unprotect(frame)
-        end = self._pad_rx.last_end
+        """Initiator: unprotect; note the peer stream's position, ask for pad when needed."""
+        rx = self._pad_rx
+        payload = rx.unprotect(frame)
+        end = rx.last_end
         if end > self._rx_highest:
             self._rx_highest = end
-            if self.role is Role.INITIATOR:
-                demand = self._demand[KeyPurpose.PAD_R2I]
+            demand = self._rx_demand
+            if now >= demand.next_sample:
                 demand.observe(end, now)
-                if self._stream_end[self.recv_dir] - end < demand.bytes_ahead:
-                    self._top_up()
+            # the initiator holds its receive stream as announced: rx.end is its stream end
+            if rx.end - end < demand.bytes_ahead:
+                self._top_up()
+        return payload
+
+    def _unprotect_otp_responder(self, frame: bytes, now: float) -> bytes:
+        rx = self._pad_rx
+        payload = rx.unprotect(frame)
+        end = rx.last_end
+        if end > self._rx_highest:
+            self._rx_highest = end
         return payload
 
     def _on_new_recv_epoch(self, epoch: int) -> None:
@@ -371,7 +394,7 @@ class CallSession:
         return self._demand[_PAD_TX].horizon_s
 
     def _pad_tx_position(self) -> int:
-        return self._pad_tx.end - self._pad_tx.held
+        return self._pad_tx.position
 
     def _request(self, purpose: KeyPurpose, count: int, bits: int) -> None:
         if count > 0:

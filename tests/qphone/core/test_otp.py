@@ -83,7 +83,7 @@ def test_pad_streams_round_trip_and_never_reuse() -> None:
     with pytest.raises(FrameReplayed):
         rx.unprotect(frames[0])
     # used pad is zeroed on both sides
-    assert tx._buf[: tx._pos - tx._base].count(0) == tx._pos - tx._base
+    assert tx._buf[: tx.position - tx._base].count(0) == tx.position - tx._base
     held = tx.held
     assert tx.close() == held
     assert tx.held <= 0 and not tx._buf
@@ -141,3 +141,27 @@ def test_sender_headers_are_the_canonical_otp_headers(sizes: list[int], skip: in
         assert (kid >> 1, offset) == (skip + i, expected_offset)
         assert frame[:length] == otp_header(skip + i, offset)
         expected_offset += 8 + n
+
+
+@pytest.mark.parametrize("bits", [32, 64, 128])  # 32/64: the C accelerator; 128: Python
+def test_seal_at_and_open_at_take_the_pad_from_the_stream_and_erase_it(bits: int) -> None:
+    tl = bits // 8
+    mac = WegmanCarterMac(bits, os.urandom(tl))
+    payload, header = os.urandom(50), b"\x18\x05"
+    stream = bytearray(os.urandom(300))
+    pad = bytes(stream[100 : 100 + tl + 50])
+    frame = mac.seal_at(header, payload, stream, 100)
+    assert frame == mac.seal(header, payload, pad)
+    assert stream[100 : 100 + tl + 50] == bytes(tl + 50)  # erased where it was taken
+    rx = bytearray(stream)
+    rx[100 : 100 + tl + 50] = pad
+    bad = frame[:-1] + bytes([frame[-1] ^ 1])
+    assert mac.open_at(bad, len(header), rx, 100) is None
+    assert rx[100 : 100 + tl + 50] == pad  # a forgery consumes no pad
+    assert mac.open_at(frame, len(header), rx, 100) == payload
+    assert rx == stream  # erased on acceptance, nothing else touched
+    for start in (-1, 300 - tl - 49):  # outside the stream: refused, nothing written
+        with pytest.raises(ValueError):
+            mac.seal_at(header, payload, stream, start)
+        with pytest.raises(ValueError):
+            mac.open_at(frame, len(header), rx, start)
