@@ -82,6 +82,15 @@ class KmeProtocolError(KmeError):
     """The KME's reply is not valid ETSI GS QKD 014."""
 
 
+class KmeReusedKey(KmeError):
+    """The KME served a key ID this terminal has used before (qphone.config.usedkeys): the KME is
+    faulty, and none of the keys of that reply is used (a reused key would reuse a pad)."""
+
+    def __init__(self, message: str, key_id: uuid.UUID) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
 @dataclass(frozen=True)
 class KmeStatus:
     """ETSI 014 Status (sizes in bits)."""

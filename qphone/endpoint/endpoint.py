@@ -39,6 +39,7 @@ from qphone.audio.streams import CallAudio, WavSink, open_call_audio
 from qphone.config.identityfile import load_or_create_identity
 from qphone.config.pins import KnownPeers, PinStatus
 from qphone.config.profile import Profile
+from qphone.config.usedkeys import UsedKeys, used_keys_path
 from qphone.core.abort import AbortKind, decode_abort, is_abort
 from qphone.core.callparams import Mode
 from qphone.core.errors import (
@@ -141,7 +142,11 @@ class CallEndpoint:
         self.times = SetupTimes()
         self.identity, self.identity_created = load_or_create_identity(profile.identity_file)
         self.kme = KmeClient.from_profile(profile)
-        self.keys = KeySupply(self.kme, profile.peer_sae_id)
+        self.keys = KeySupply(
+            self.kme,
+            profile.peer_sae_id,
+            used=UsedKeys(used_keys_path(profile.source, profile.identity_file)),
+        )
         self.transport = CallTransport(options.transport, receive_filter)
         self.handshake = HandshakeDriver(self.transport, self.identity)
         self.pins = PinCheck(

@@ -11,6 +11,11 @@ says it is out of key is retried for a while (a QKD link fills its pool at its o
 other failure (a KME error, or keys the session refuses: wrong size, wrong IDs) is reported
 once to ``on_failure`` and the worker stops: it never dies silently.
 
+No key ID is used twice: with a record of used IDs (:class:`qphone.config.usedkeys.UsedKeys`),
+every key the KME hands over is claimed in it, durably, before the session sees it; a reply with
+an ID this terminal has seen before raises :class:`~qphone.kmeclient.KmeReusedKey` (the KME is
+faulty) and none of its keys is used.
+
 Every QKD bit the KME hands over is counted (:attr:`KeySupply.drawn_bits`); bits that arrive
 after the session closed (a request in flight at hang-up, which :meth:`KeySupply.aclose` lets
 finish for a moment so that nothing the KME delivered goes uncounted) are erased and counted in
@@ -26,11 +31,13 @@ import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
 
+from qphone.config.usedkeys import Reuse, Seen, UsedKeys
 from qphone.core.qkd import QkdKey
 from qphone.core.session import CallSession, FetchQkdKeys, ResolveQkdKeys
-from qphone.kmeclient import KmeClient, KmeOutOfKeys
+from qphone.kmeclient import KmeOutOfKeys, KmeReusedKey
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,36 @@ MID_CALL_WAIT_S = 5.0  # how long an empty KME pool is waited out during a call 
 CLOSE_WAIT_S = 0.5  # at hang-up, how long a KME request in flight may still finish
 
 T = TypeVar("T")
+
+
+class KeySource(Protocol):
+    """Where QKD keys come from: an ETSI GS QKD 014 KME (:class:`qphone.kmeclient.KmeClient`)."""
+
+    url: str
+
+    async def enc_keys(
+        self, slave_sae_id: str, number: int = 1, size_bits: int | None = None
+    ) -> list[QkdKey]: ...
+
+    async def dec_keys(self, master_sae_id: str, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]: ...
+
+
+def reused_key(url: str, reuse: Reuse, filter_false_alarm: float) -> KmeReusedKey:
+    """The one line that says the KME at ``url`` re-served a key and is faulty."""
+    if reuse.seen is Seen.RECORDED and reuse.when is not None:
+        when = datetime.fromtimestamp(reuse.when, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        before = f"which this terminal already used ({when})"
+    else:
+        before = (
+            "which this terminal has most likely used before (its record of older key IDs; "
+            f"chance of a false alarm {filter_false_alarm:.1e})"
+        )
+    return KmeReusedKey(
+        f"the KME at {url} is faulty: it served key ID {reuse.key_id}, {before}; a key used "
+        "twice would reuse a pad, so no key of that reply is used (fail closed): report it to "
+        "the KME's operator",
+        reuse.key_id,
+    )
 
 
 async def retry_out_of_keys(
@@ -70,12 +107,14 @@ class KeySupply:
 
     def __init__(
         self,
-        kme: KmeClient,
+        kme: KeySource,
         peer_sae_id: str,
         wait_s: float = MID_CALL_WAIT_S,
         max_keys_per_request: int | None = None,
+        used: UsedKeys | None = None,
     ) -> None:
         self._kme = kme
+        self._used = used
         self._peer = peer_sae_id
         self.wait_s = wait_s
         self.max_keys_per_request = max_keys_per_request
@@ -107,7 +146,13 @@ class KeySupply:
         return self._drawn(await self._kme.dec_keys(self._peer, list(key_ids)))
 
     def _drawn(self, keys: list[QkdKey]) -> list[QkdKey]:
+        """Keys the KME handed over: counted, and claimed in the record of used IDs (raises
+        :class:`KmeReusedKey`, using none of them, if one was seen before)."""
         self.drawn_bits += sum(k.bits for k in keys)
+        if self._used is not None:
+            reuse = self._used.claim([k.key_id for k in keys])
+            if reuse is not None:
+                raise reused_key(self._kme.url, reuse, self._used.filter_false_alarm())
         return keys
 
     async def _enc_keys(self, count: int, bits: int) -> list[QkdKey]:

@@ -18,7 +18,7 @@ from qphone.core.abort import Abort, AbortKind
 from qphone.core.displaytext import printable
 from qphone.core.errors import HandshakeFailed, PeerIdentityMismatch, ProposalRefused
 from qphone.core.signalmessage import RejectCode
-from qphone.kmeclient import KmeError, KmeOutOfKeys
+from qphone.kmeclient import KmeError, KmeOutOfKeys, KmeReusedKey
 from qphone.transport.errors import TransportError
 from qphone.transport.signaling import (
     SignalingConnectError,
@@ -154,6 +154,11 @@ class OutOfKey(KeySupplyFailed):
     """No fresh QKD key in time: the KME's pool was empty or the pad ran out (fail closed)."""
 
 
+class KeyReused(KeySupplyFailed):
+    """The KME served a key ID this terminal had used before: the KME is faulty; none of that
+    reply's keys was used (fail closed)."""
+
+
 class PeerFailed(CallFailed):
     """The peer ended the call because of a failure on its side (its authenticated bye)."""
 
@@ -196,7 +201,10 @@ class ControlMessageRefused(CallFailed):
 
 
 def key_supply_failure(message: str, exc: KmeError) -> KeySupplyFailed:
-    """OutOfKey when the KME was out of key, else KeySupplyFailed."""
+    """OutOfKey when the KME was out of key, KeyReused when it re-served a key, else
+    KeySupplyFailed."""
+    if isinstance(exc, KmeReusedKey):
+        return KeyReused(message)
     return OutOfKey(message) if isinstance(exc, KmeOutOfKeys) else KeySupplyFailed(message)
 
 

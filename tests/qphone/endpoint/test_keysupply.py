@@ -9,11 +9,18 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Sequence
+from pathlib import Path
 
+import pytest
+
+from qphone.config.usedkeys import UsedKeys
 from qphone.core.callparams import CallParams, Mode
 from qphone.core.qkd import QkdKey
 from qphone.core.session import FetchQkdKeys, KeyPurpose, ResolveQkdKeys
 from qphone.endpoint.keysupply import KeySupply
+from qphone.endpoint.outcome import KeyReused, call_failure
+from qphone.kmeclient import KmeReusedKey
 from tests.support.inmemorycalls import make_call
 
 
@@ -112,3 +119,71 @@ async def test_resolves_queued_together_go_as_one_dec_keys() -> None:
     keys = await supply._dec_keys(ids)
     assert seen == [ids[:2], ids[2:4], ids[4:]] and [k.key_id for k in keys] == ids
     assert supply.drawn_bits == 5 * 1024
+
+
+class ReservingKme:
+    """A faulty KME behind the key-source protocol: after ``fresh`` keys it serves the first
+    key's ID again (with its bytes), as a KME that allows re-reads would."""
+
+    url = "https://faulty-kme.test:8443"
+
+    def __init__(self, fresh: int) -> None:
+        self.fresh = fresh
+        self.served: list[QkdKey] = []
+
+    def _next(self, size_bits: int | None) -> QkdKey:
+        if len(self.served) < self.fresh:
+            key = QkdKey(uuid.uuid4(), os.urandom((size_bits or 256) // 8))
+        else:
+            key = self.served[0]
+        self.served.append(key)
+        return key
+
+    async def enc_keys(
+        self, slave_sae_id: str, number: int = 1, size_bits: int | None = None
+    ) -> list[QkdKey]:
+        return [self._next(size_bits) for _ in range(number)]
+
+    async def dec_keys(self, master_sae_id: str, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]:
+        by_id = {k.key_id: k for k in self.served}
+        return [by_id[k] for k in key_ids]
+
+
+async def test_a_key_id_served_twice_is_refused_and_names_the_kme_as_faulty(
+    tmp_path: Path,
+) -> None:
+    kme = ReservingKme(fresh=3)
+    with UsedKeys(tmp_path / "alice.usedkeys") as used:
+        supply = KeySupply(kme, "bob", used=used)
+        first = await supply.handshake_keys(256, 1.0)
+        assert len(await supply._enc_keys(2, 256)) == 2
+        with pytest.raises(KmeReusedKey) as caught:
+            await supply.handshake_keys(256, 1.0)
+    assert caught.value.key_id == first[0].key_id
+    msg = str(caught.value)
+    assert "\n" not in msg and kme.url in msg and "faulty" in msg and str(first[0].key_id) in msg
+    failed = call_failure(caught.value, peer_sae_id="bob", own_sae_id="alice")
+    assert isinstance(failed, KeyReused) and str(failed) == msg
+    # a new terminal process on the same profile still refuses it (the record is on disk)
+    with UsedKeys(tmp_path / "alice.usedkeys") as used:
+        again = KeySupply(kme, "bob", used=used)
+        with pytest.raises(KmeReusedKey):
+            await again.resolve_keys([first[0].key_id])
+
+
+async def test_a_reused_key_mid_call_ends_the_worker_and_reaches_no_session(
+    tmp_path: Path,
+) -> None:
+    call = make_call(CallParams(mode=Mode.OTP, pad_block_bits=1024))
+    kme = ReservingKme(fresh=1)
+    failures: list[Exception] = []
+    with UsedKeys(tmp_path / "u") as used:
+        supply = KeySupply(kme, "bob", used=used)
+        supply.attach(call.initiator, lambda: None, failures.append)
+        supply.submit(FetchQkdKeys(KeyPurpose.PAD_I2R, 1, 1024))
+        await asyncio.sleep(0.05)
+        supply.submit(FetchQkdKeys(KeyPurpose.PAD_R2I, 1, 1024))
+        await asyncio.sleep(0.05)
+        await supply.aclose()
+    assert len(failures) == 1 and isinstance(failures[0], KmeReusedKey)
+    assert len(kme.served) == 2 and kme.served[0] is kme.served[1]
