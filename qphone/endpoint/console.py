@@ -3,15 +3,17 @@
 Everything goes to a :class:`TextOut` (stderr by default, also with ``--json``, whose summary
 goes to stdout).  A :class:`StatusBoard` owns one terminal: messages scroll above, and below
 them every endpoint of the process that shows a live status has exactly one status line,
-truncated to the terminal's width and redrawn in place, so that two endpoints (``qphone
-demo``) never interleave.  Each endpoint talks through its own :class:`Console` (with a
+fitted to the width of the terminal it is written to (whole fields, the least important
+dropped: :mod:`qphone.endpoint.statuslinefit`) and redrawn in place, so that two endpoints
+(``qphone demo``) never interleave.  Each endpoint talks through its own :class:`Console` (with a
 prefix such as ``[bob] ``).
 """
 
 from __future__ import annotations
 
-import shutil
 from typing import Protocol
+
+from qphone.endpoint.statuslinefit import fit_status, status_width
 
 _ERASE_LINE = "\r\x1b[K"
 _UP = "\x1b[1A"
@@ -36,8 +38,8 @@ class StatusBoard:
         self._lines: dict[int, str] = {}  # by console, in the order they first showed a status
         self._drawn = 0  # status lines on the screen now
 
-    def _width(self) -> int:
-        return max(20, shutil.get_terminal_size((100, 24)).columns - 1)
+    def _width(self) -> int | None:
+        return status_width(self.out)
 
     def _erase(self) -> str:
         if not self._drawn:
@@ -46,7 +48,7 @@ class StatusBoard:
 
     def _draw(self) -> str:
         width = self._width()
-        lines = [line[:width] for line in self._lines.values()]
+        lines = [fit_status(line, width) for line in self._lines.values()]
         self._drawn = len(lines)
         return "\n".join(lines)
 
