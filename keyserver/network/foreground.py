@@ -4,19 +4,26 @@ On a terminal the state is redrawn every second (per link: state, key rate, stoc
 per SAE pair) under a short banner; otherwise only JSON event lines are printed (stdout:
 ``{"event": "<kind>_ready", ...}``; stderr: ``process_exited``). Ctrl-C / SIGTERM stop every
 process and exit 0; a failure to start exits 1 with one line.
+
+Once the processes answer, the network is not yet ready for calls: the links still have to
+produce key. Until a key can be relayed between the two farthest SAEs, a progress line (links
+holding key N/M, the route's state) fits the terminal's width under the state; then one line
+says ``READY FOR CALLS after T s`` and stdout gets ``{"event": "ready_for_calls", ...}``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from keyserver.network.launcher import Launcher, LaunchError
+from keyserver.network.launcher import Launcher, LaunchError, fit, progress_line, ready_line
 from keyserver.network.status import collect, render, summarise
 
 
@@ -53,8 +60,9 @@ def run_foreground(
                 print(f"{prog}: starting {len(launcher.children)} processes in "
                       f"{launcher.plan.directory} ...", file=out, flush=True)
             launcher.start_all()
+            width = shutil.get_terminal_size().columns
             launcher.wait_ready(stop=stop.is_set, first_key=first_key, progress=(
-                (lambda s: print(f"{prog}: {s}", file=out, flush=True)) if tty else
+                (lambda s: print(fit(f"{prog}: {s}", width), file=out, flush=True)) if tty else
                 (lambda s: None)))
             written, event = outputs(launcher)
         except LaunchError as e:
@@ -71,6 +79,12 @@ def run_foreground(
         shown = 0
         assert launcher.state is not None
         info = launcher.info()
+        waiting_for_calls = launcher.call_pair is not None
+        # the state display asks every node: at most ~20 nodes a second (a big network's
+        # display is redrawn less often rather than cost the machine a core)
+        redraw = max(1.0, len(info["nodes"]) / 20)
+        drawn = -redraw
+        table: list[str] = []
         while not stop.wait(1.0):
             for c in launcher.exited():
                 if c.name in reported:
@@ -81,8 +95,28 @@ def run_foreground(
                                   "code": code, "log": str(c.log)}), file=err, flush=True)
                 if exit_on_child_death:
                     return 1
+            extra: list[str] = []
+            if waiting_for_calls:
+                r = launcher.readiness()
+                if r is not None and r.ready:
+                    waiting_for_calls = False
+                    if tty and shown:
+                        out.write(f"\x1b[{shown}F\x1b[J")
+                        shown = 0
+                    if tty:
+                        print(ready_line(r), file=out)
+                    print(json.dumps({"event": "ready_for_calls", "from": r.pair.master,
+                                      "to": r.pair.slave, "route": list(r.route),
+                                      "hops": len(r.route) - 1,
+                                      "seconds": round(r.seconds, 1)}), file=out, flush=True)
+                elif r is not None:
+                    extra = [progress_line(r)]
             if tty:
-                lines = render(summarise(info, collect(info, launcher.state)))
+                if time.monotonic() - drawn >= redraw or not table:
+                    drawn = time.monotonic()
+                    table = render(summarise(info, collect(info, launcher.state)))
+                width = shutil.get_terminal_size().columns
+                lines = [fit(x, width) for x in table + extra]
                 if shown:
                     out.write(f"\x1b[{shown}F\x1b[J")
                 out.write("\n".join(lines) + "\n")

@@ -6,6 +6,11 @@ touches nothing), checks that every port it needs is free (naming the one that i
 the PKI and configs (:mod:`keyserver.network.plan`), starts the processes (modules first),
 waits until every node answers, then writes ``network.json``. Children get SIGTERM if the
 launcher dies (``PR_SET_PDEATHSIG``); :meth:`stop` stops them (SIGTERM, then SIGKILL).
+
+A network is *ready for calls* when a route between two SAEs (by default the two farthest
+apart, :func:`farthest_saes`) holds key for a first relayed key: :meth:`Launcher.readiness` asks
+the master SAE's node, as that SAE (ETSI GS QKD 014 ``status``: a route and
+``stored_key_count >= 1``), and reads the network's link state from the same node.
 """
 
 from __future__ import annotations
@@ -19,18 +24,91 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from keyserver.network.plan import HOST, NetworkPlan, port_free, write_configs
-from keyserver.network.stateclient import StateClient
+from keyserver.network.stateclient import KeyStatusClient, StateClient
+from keyserver.network.topology import Topology
 from keyserver.pki.domains import NetworkPki
 
 
 class LaunchError(Exception):
     """The network cannot start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class CallPair:
+    """Two SAEs a call is made between, and how far apart their nodes are."""
+
+    master: str
+    slave: str
+    master_node: str
+    slave_node: str
+    hops: int
+
+
+def _hops_from(topology: Topology, start: str) -> dict[str, int]:
+    seen = {start: 0}
+    todo = deque([start])
+    while todo:
+        u = todo.popleft()
+        for v in topology.neighbours(u):
+            if v not in seen:
+                seen[v] = seen[u] + 1
+                todo.append(v)
+    return seen
+
+
+def farthest_saes(topology: Topology) -> CallPair | None:
+    """The two SAEs whose nodes are the most hops apart (ties: file order), or None if no two
+    SAEs sit at different connected nodes."""
+    best: CallPair | None = None
+    saes = list(topology.saes)
+    for i, a in enumerate(saes):
+        hops = _hops_from(topology, a.node)
+        for b in saes[i + 1 :]:
+            h = hops.get(b.node)
+            if h is not None and h > 0 and (best is None or h > best.hops):
+                best = CallPair(a.id, b.id, a.node, b.node, h)
+    return best
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """How far a starting network is from carrying a call between `pair`."""
+
+    pair: CallPair
+    ready: bool
+    links: int
+    links_up: int
+    links_keyed: int  # links whose both streams hold key, as the master's node sees them
+    route: tuple[str, ...]  # the route a key would take now (empty: none yet)
+    why: str  # why not ready (empty when ready)
+    seconds: float  # since the launcher started
+
+
+def fit(line: str, width: int) -> str:
+    """`line` cut to `width` columns (an ellipsis marks the cut)."""
+    return line if len(line) <= width else line[: max(0, width - 1)] + "…"
+
+
+def progress_line(r: Readiness) -> str:
+    p = r.pair
+    state = "READY" if r.ready else r.why
+    return (f"{r.seconds:6.1f} s  links holding key {r.links_keyed}/{r.links}, up "
+            f"{r.links_up}/{r.links}; {p.master}@{p.master_node} -> {p.slave}@{p.slave_node} "
+            f"({p.hops} hops): {state}")
+
+
+def ready_line(r: Readiness) -> str:
+    p = r.pair
+    return (f"READY FOR CALLS after {r.seconds:.1f} s: a key can be relayed from "
+            f"{p.master}@{p.master_node} to {p.slave}@{p.slave_node} now "
+            f"({len(r.route) - 1} hops: {' - '.join(r.route)})")
 
 
 def _pdeathsig() -> None:  # runs in the child between fork and exec
@@ -61,6 +139,9 @@ class Launcher:
         self._lock_fd: int | None = None
         self.pki: NetworkPki | None = None
         self.state: StateClient | None = None
+        self.started = time.monotonic()  # the launcher's start (readiness is timed from it)
+        self.call_pair = farthest_saes(plan.topology)
+        self._key_status: KeyStatusClient | None = None
 
     # -- directory lock ------------------------------------------------------------------------
     def lock(self) -> None:
@@ -169,6 +250,8 @@ class Launcher:
         assert self.state is not None
         deadline = time.monotonic() + timeout
         waiting = "nodes"
+        states: dict[str, dict[str, Any] | None] = {n: None for n in self.plan.nodes}
+        done: set[str] = set()  # nodes whose state can no longer hold us back: not asked again
         while True:
             dead = self.exited()
             if dead:
@@ -178,7 +261,9 @@ class Launcher:
                     f"{c.kind} {c.name} exited with code {code}: see {c.log}"
                     + _last_line(c.log)
                 )
-            states = {n: self.state.get(p.node_url) for n, p in self.plan.nodes.items()}
+            for n, p in self.plan.nodes.items():
+                if n not in done:
+                    states[n] = self.state.get(p.node_url)
             missing = [n for n, s in states.items() if s is None]
             unsynced = sorted({
                 lid for s in states.values() if s is not None
@@ -189,6 +274,13 @@ class Launcher:
                 for lid, link in s["links"].items()
                 if min(link["stock_bits"].values()) <= 0 and not _aborted(link)
             }) if first_key else []
+            for n, st in states.items():
+                if st is not None and all(
+                    (link["synced"] or not synced)
+                    and (not first_key or min(link["stock_bits"].values()) > 0 or _aborted(link))
+                    for link in st["links"].values()
+                ):
+                    done.add(n)
             if not missing and (not synced or not unsynced) and not keyless:
                 return
             now_waiting = (
@@ -204,7 +296,59 @@ class Launcher:
                                   f"see the logs in {self.plan.directory / 'logs'}")
             if stop():
                 raise LaunchError("interrupted")
-            time.sleep(0.3)
+            time.sleep(0.5)
+
+    def readiness(self, pair: CallPair | None = None) -> Readiness | None:
+        """Can `pair` (default: the two farthest SAEs) be given a relayed key now? None if the
+        topology has no two SAEs at different nodes."""
+        pair = pair or self.call_pair
+        if pair is None or self.pki is None or self.state is None:
+            return None
+        if self._key_status is None:
+            self._key_status = KeyStatusClient(self.pki.ca_cert("sae"), self.pki.sae(pair.master))
+        node = self.plan.nodes[pair.master_node]
+        st = self._key_status.status(node.sae_url, pair.slave)
+        view = self.state.get(node.node_url)
+        links = len(self.plan.topology.links)
+        up = keyed = 0
+        for v in (view or {}).get("network", []):
+            up += bool(v.get("up"))
+            keyed += bool(v.get("stock_bits")) and min(v["stock_bits"].values()) > 0
+        route: tuple[str, ...] = ()
+        why = f"node {pair.master_node} does not answer"
+        if st is not None:
+            ext = st.get("status_extension") or {}
+            r = ext.get("route")
+            if r is None:
+                why = "no route with key yet: " + str(ext.get("no_route") or "links starting")
+            elif int(st.get("stored_key_count") or 0) < 1:
+                why = f"route of {r.get('hops')} hops found, waiting for key on all of it"
+            else:
+                route, why = tuple(str(x) for x in r.get("nodes", ())), ""
+        return Readiness(pair, not why, links, up, keyed, route, why,
+                         time.monotonic() - self.started)
+
+    def wait_call_ready(
+        self, timeout: float, stop: Callable[[], bool] = lambda: False,
+        progress: Callable[[Readiness], None] = lambda r: None, interval: float = 1.0,
+    ) -> Readiness | None:
+        """Until :meth:`readiness` says ready (None: no SAE pair to wait for)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.readiness()
+            if r is None or r.ready:
+                return r
+            progress(r)
+            dead = self.exited()
+            if dead:
+                c = dead[0]
+                raise LaunchError(f"{c.kind} {c.name} exited: see {c.log}" + _last_line(c.log))
+            if time.monotonic() > deadline:
+                raise LaunchError(f"no key between {r.pair.master} and {r.pair.slave} after "
+                                  f"{timeout:g} s: {r.why}")
+            if stop():
+                raise LaunchError("interrupted")
+            time.sleep(interval)
 
     # -- outputs -------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:

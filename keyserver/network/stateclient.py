@@ -47,6 +47,21 @@ class StateClient:
         return body if status == 200 and isinstance(body, dict) else None
 
 
+class KeyStatusClient:
+    """An SAE's view (ETSI GS QKD 014 ``GET .../status``): can a key reach its peer now?"""
+
+    def __init__(self, sae_ca: Path, sae: CertPaths) -> None:
+        self._ctx = client_context(sae_ca, sae.cert, sae.key)
+
+    def status(self, kme_url: str, slave: str) -> dict[str, Any] | None:
+        """The status towards SAE `slave`, or None if the KME does not answer 200."""
+        try:
+            status, body = _request(kme_url, self._ctx, "GET", f"/api/v1/keys/{slave}/status")
+        except (OSError, ssl.SSLError, http.client.HTTPException, ValueError):
+            return None
+        return body if status == 200 and isinstance(body, dict) else None
+
+
 def set_eve(module_url: str, module_id: str, module_ca: Path, admin: CertPaths,
             fraction: float) -> dict[str, Any]:
     ctx = client_context(module_ca, admin.cert, admin.key, expect_cn=module_id)
