@@ -188,6 +188,8 @@ async def serve(forwards: list[Forward], ready: Callable[[], None] = lambda: Non
                 # what is still on the line arrives before the connection closes
                 await asyncio.sleep(max(0.0, max(x.last for x in lines) - time.monotonic()))
                 await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                pass  # shutting down: asyncio's stream callback would log a cancelled handler
             finally:
                 for w in (w1, w2):
                     w.close()
