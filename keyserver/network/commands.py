@@ -117,11 +117,14 @@ def _cmd_network(args: argparse.Namespace) -> int:
                       "nodes": len(topo.nodes), "links": len(topo.links), **extra}
 
     def banner(la: Launcher, path: Path) -> list[str]:
+        from keyserver.consolescript import script_command
+
         saes = ", ".join(f"{s.id}@{s.node}" for s in topo.saes)
+        keyserver = script_command("qkd-keyserver")
         return ["", f"network {topo.name} ready: {len(topo.nodes)} nodes, {len(topo.links)} "
                 f"links, {topo.total_km():g} km of fibre; SAEs {saes}",
                 f"  profiles in {la.plan.directory / 'saes'}; details in {path}",
-                f"  from another terminal: qkd-keyserver network status --dir {args.dir}",
+                f"  from another terminal: {keyserver} network status --dir {args.dir}",
                 *(_netns_banner(la) if args.netns else []),
                 "  Ctrl-C stops every module and node.", ""]
 

@@ -69,14 +69,16 @@ def _outputs(launcher: Launcher, o: DemoOptions) -> tuple[Path, dict[str, Any]]:
 
 
 def _banner(launcher: Launcher, path: Path, o: DemoOptions) -> list[str]:
-    d = o.directory
+    from keyserver.consolescript import script_command
+
+    d, qphone = o.directory, script_command("qphone")
     return [
         "",
         f"QKD key servers ready: KME-A https://127.0.0.1:{o.port_a} (alice), "
         f"KME-B https://127.0.0.1:{o.port_b} (bob), {o.distance_km:g} km QKD link",
         f"  profiles: {d / 'alice.toml'}  {d / 'bob.toml'}   (details: {path})",
-        f"  call:     qphone answer --listen 127.0.0.1:7000 --profile {d / 'bob.toml'}",
-        f"            qphone call 127.0.0.1:7000 --profile {d / 'alice.toml'}",
+        f"  call:     {qphone} answer --listen 127.0.0.1:7000 --profile {d / 'bob.toml'}",
+        f"            {qphone} call 127.0.0.1:7000 --profile {d / 'alice.toml'}",
         "  Ctrl-C stops both nodes and both QKD modules.",
         "",
     ]
