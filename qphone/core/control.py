@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from qphone.core.displaytext import printable
 from qphone.core.errors import ControlRejected, ControlUnauthenticated, MalformedMessage
+from qphone.core.kdf import erase
 from qphone.core.keyschedule import Direction
 from qphone.core.wire import Reader, Writer
 
@@ -122,9 +123,10 @@ def _decode_body(r: Reader, kind: int) -> ControlMessage:
 
 
 class ControlChannel:
-    """Seals outgoing and opens incoming control messages; one key per direction."""
+    """Seals outgoing and opens incoming control messages; one key per direction (``bytearray``
+    keys are the channel's: :meth:`close` zeroes them)."""
 
-    def __init__(self, send_key: bytes, recv_key: bytes) -> None:
+    def __init__(self, send_key: bytes | bytearray, recv_key: bytes | bytearray) -> None:
         self._send_key, self._recv_key = send_key, recv_key
         self._send_seq = 0
         self._recv_seq = 0
@@ -160,4 +162,7 @@ class ControlChannel:
         return msg
 
     def close(self) -> None:
+        for key in (self._send_key, self._recv_key):
+            if isinstance(key, bytearray):
+                erase(key)
         self._send_key = self._recv_key = b""

@@ -54,7 +54,7 @@ from qphone.core.identity import (
     PublicIdentity,
     SignatureInvalid,
 )
-from qphone.core.kdf import hkdf_expand, hkdf_extract
+from qphone.core.kdf import erase, hkdf_expand, hkdf_extract
 from qphone.core.qkd import QkdKey
 from qphone.core.sas import SAS_BYTES, sas_words
 from qphone.core.wire import Reader, Writer
@@ -111,11 +111,22 @@ class NeedQkdKeys:
 
 @dataclass(frozen=True, repr=False)
 class SessionSecrets:
-    """Per-session secrets; the key schedule takes ownership and erases them."""
+    """Per-session secrets, all erasable buffers: the session's key schedule takes ownership of
+    ``chain0`` and its control channel of the control keys, and each erases them when the
+    session closes (hang-up); :meth:`erase` does it for a result no session was made of."""
 
     chain0: bytearray = field(repr=False)
-    control_i2r: bytes = field(repr=False)
-    control_r2i: bytes = field(repr=False)
+    control_i2r: bytearray = field(repr=False)
+    control_r2i: bytearray = field(repr=False)
+
+    def erase(self) -> None:
+        """Zero every secret (idempotent)."""
+        for buf in (self.chain0, self.control_i2r, self.control_r2i):
+            erase(buf)
+
+    @property
+    def erased(self) -> bool:
+        return not any(self.chain0) and not any(self.control_i2r) and not any(self.control_r2i)
 
 
 @dataclass(frozen=True)
@@ -310,8 +321,8 @@ def _session(
     prk = hkdf_extract(transcript, keys.master)
     secrets = SessionSecrets(
         bytearray(hkdf_expand(prk, b"qphone/1 chain 0")),
-        hkdf_expand(prk, b"qphone/1 control i2r"),
-        hkdf_expand(prk, b"qphone/1 control r2i"),
+        bytearray(hkdf_expand(prk, b"qphone/1 control i2r")),
+        bytearray(hkdf_expand(prk, b"qphone/1 control r2i")),
     )
     return HandshakeComplete(
         HandshakeResult(

@@ -264,3 +264,23 @@ def test_ephemeral_secrets_dropped_when_done_or_failed() -> None:
     for side in (ini, failed):
         assert side._x is None and side._kem is None and side._qkd == b""
     assert res._keys is None
+
+
+def test_hang_up_erases_every_session_secret_of_the_handshake_result() -> None:
+    """Chain 0 and both control MAC keys are zero in the handshake result once the session
+    closes (bye or close), in both modes; a result no session was made of erases itself."""
+    from qphone.core.session import CallSession
+
+    for mode in Mode:
+        a, b = run(CallParams(mode=mode))
+        assert not a.secrets.erased and any(a.secrets.control_i2r)
+        sa, sb = CallSession(a), CallSession(b)
+        sb.close()
+        assert b.secrets.erased
+        assert not a.secrets.erased  # each side's buffers are its own
+        sa.bye("hangup")
+        assert a.secrets.erased
+        assert a.secrets.control_i2r == bytearray(32) and a.secrets.control_r2i == bytearray(32)
+    c, _ = run()
+    c.secrets.erase()
+    assert c.secrets.erased
