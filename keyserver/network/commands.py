@@ -65,6 +65,8 @@ def _cmd_network(args: argparse.Namespace) -> int:
         return _cmd_status(args)
     if args.action == "eve":
         return _cmd_eve(args)
+    if args.action == "plan":
+        return _cmd_plan(args)
     from keyserver.network.foreground import run_foreground
     from keyserver.network.launcher import Launcher
     from keyserver.network.plan import Options, make_plan
@@ -130,6 +132,34 @@ def _cmd_network(args: argparse.Namespace) -> int:
 
     return run_foreground(launcher, prog=prog, ready_event="network_ready", outputs=outputs,
                           banner=banner, exit_on_child_death=False)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from keyserver.network.bundle import BundleError, parse_hosts, write_bundles
+    from keyserver.network.topology import TopologyError, load_topology
+
+    prog = "qkd-keyserver network plan"
+    try:
+        topo = load_topology(args.topology)
+        hosts = None
+        if args.hosts is not None:
+            try:
+                text = Path(args.hosts).read_text(encoding="utf-8")
+            except OSError as e:
+                raise BundleError(f"cannot read the hosts file {args.hosts}: {e.strerror}"
+                                  ) from None
+            hosts = parse_hosts(text, topo)
+        bundles = write_bundles(topo, Path(args.out), hosts, Path(args.install_dir))
+    except (TopologyError, BundleError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    print(f"{topo.name}: {len(bundles)} site bundles in {out} (the operator's copy, with the CA "
+          f"keys, in {out / 'operator'}: keep it off the sites)")
+    for b in bundles:
+        print(f"  {b.node:<16} {b.address:<16} {b.directory}  -> copy to {args.install_dir} on "
+              f"{b.address}, run start.sh")
+    return 0
 
 
 def _netns_banner(la: Any) -> list[str]:
@@ -256,6 +286,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ev.add_argument("--dir", required=True)
     ev.add_argument("--link", required=True)
     ev.add_argument("--fraction", type=float, required=True)
+    pl = acts.add_parser("plan", help="one deployment bundle per site (sites on their own hosts)")
+    pl.add_argument("--topology", required=True, help="shipped topology name or a TOML file")
+    pl.add_argument("--out", required=True, help="new directory for the bundles")
+    pl.add_argument("--hosts", help="file of `<node-id> <address>` lines (default: 10.200.0.1, "
+                    "10.200.0.2, ... in topology order; docs/network.md)")
+    pl.add_argument("--install-dir", default="/var/lib/qkd-keyserver",
+                    help="where the bundles go on the hosts (default /var/lib/qkd-keyserver)")
     n.set_defaults(func=_cmd_network, action=None)
 
     bench = command_group(sub, "bench", "benchmarks (bench network, bench link, bench pair)")
