@@ -105,6 +105,7 @@ class LocalLink:
     announce_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # look at the module now
     poke: asyncio.Event = field(default_factory=asyncio.Event)  # sync with the neighbour now
+    misses: int = 0  # module status requests in a row that failed (the next one backs off)
     last_sync: float = 0.0  # monotonic time of the last sync exchange
     bits_spent_payload: int = 0
     bits_spent_auth: int = 0
@@ -307,16 +308,18 @@ class KmsNode:
         Keys are drawn as long as the module holds some and the stock is below its cap. Then
         the loop sleeps until a relay spends key on the link (``link.wake``) or, with nothing
         happening, ``timers.module_poll`` seconds (``hungry_poll`` while the link is below a
-        quarter of its cap or not in sync, so that the first keys come fast).
+        quarter of its cap or not in sync, so that the first keys come fast; while the module
+        does not answer, from ``hungry_poll`` doubling up to ``module_poll``).
         """
         while True:
             was = link.report(0)
             try:
                 self.counters["module_polls"] += 1
                 link.status = await link.module.status()
-                link.module_error = ""
+                link.module_error, link.misses = "", 0
             except (ModuleUnavailable, ModuleRefused) as e:
                 link.status, link.module_error = None, str(e)
+                link.misses += 1
             now = link.report(0)
             if (was.up, was.reason) != (now.up, now.reason):
                 log(_LOG, logging.INFO if now.up else logging.WARNING, "link_state",
@@ -331,8 +334,10 @@ class KmsNode:
                 self._lsa_changed()
                 continue  # the module may hold more: draw until it is empty or we are full
             t = self.config.timers
-            await self._sleep_or(link.wake, self._jittered(
-                t.hungry_poll if self._hungry(link) else t.module_poll))
+            wait = t.hungry_poll if self._hungry(link) else t.module_poll
+            if link.misses:  # module down: back off from hungry_poll to module_poll
+                wait = min(t.module_poll, t.hungry_poll * 2 ** min(link.misses - 1, 16))
+            await self._sleep_or(link.wake, self._jittered(wait))
 
     async def _draw(self, link: LocalLink, st: ModuleStatus) -> bool:
         async with link.announce_lock:

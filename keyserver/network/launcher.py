@@ -33,6 +33,7 @@ from typing import Any
 from keyserver.network.plan import HOST, NetworkPlan, port_free, write_configs
 from keyserver.network.stateclient import KeyStatusClient, StateClient
 from keyserver.network.topology import Topology
+from keyserver.network.zygote import ForkedProcess, ForkServer
 from keyserver.pki.domains import NetworkPki
 
 
@@ -123,7 +124,7 @@ class Child:
     kind: str  # "module" | "node"
     config: Path
     log: Path
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | ForkedProcess | None = None
 
     @property
     def running(self) -> bool:
@@ -131,8 +132,11 @@ class Child:
 
 
 class Launcher:
-    def __init__(self, plan: NetworkPlan) -> None:
+    def __init__(self, plan: NetworkPlan, fork_server: bool = True) -> None:
+        """`fork_server`: fork the processes from one pre-imported zygote per kind
+        (:mod:`keyserver.network.zygote`) instead of starting a new interpreter for each."""
         self.plan = plan
+        self._zygotes: dict[str, ForkServer] | None = {} if fork_server else None
         self.children: dict[str, Child] = {
             name: Child(name, kind, cfg, log) for name, cfg, log, kind in plan.processes()
         }
@@ -200,6 +204,13 @@ class Launcher:
         if c.running:
             return
         c.log.parent.mkdir(parents=True, exist_ok=True)
+        if self._zygotes is not None:
+            z = self._zygotes.get(c.kind) or self._zygotes.setdefault(c.kind, ForkServer(c.kind))
+            try:
+                c.proc = z.spawn([c.kind, "--config", str(c.config)], c.log)
+                return
+            except OSError as e:
+                raise LaunchError(f"cannot start {c.kind} {name}: {e}") from None
         with c.log.open("ab") as log:
             c.proc = subprocess.Popen(
                 self.command(c),
@@ -238,6 +249,10 @@ class Launcher:
             except subprocess.TimeoutExpired:
                 c.proc.kill()
                 c.proc.wait()
+        for z in (self._zygotes or {}).values():
+            z.close()
+        if self._zygotes:
+            self._zygotes = {}
 
     def wait_ready(
         self, timeout: float = 90.0, stop: Callable[[], bool] = lambda: False,

@@ -1,0 +1,296 @@
+"""A fork server ("zygote"): processes of one kind forked from a process that imported their code.
+
+Starting hundreds of ``python -m keyserver.cli node ...`` processes costs each one the Python
+start and the imports (about 0.7 CPU-s for a node, more for a physics module), which on two
+cores is most of a large network's start-up. The launcher instead starts one zygote per kind
+(``python -m keyserver.network.zygote node``): it imports that kind's code once, freezes the
+garbage collector's view of it (:func:`gc.freeze`, so that the children do not touch, and
+copy, the shared pages) and forks a child per request. The children share the imported code's
+memory copy-on-write, which also lowers each one's proportional set size (PSS).
+
+Protocol on the socket the launcher passes (one JSON object per line):
+
+* launcher -> zygote: ``{"argv": [...], "log": PATH}``: fork, run ``keyserver.cli`` with
+  `argv`, stdout and stderr appended to PATH;
+* zygote -> launcher: ``{"pid": N}`` (the child's pid, in request order), then
+  ``{"exit": N, "code": C}`` when a child ends (C as :attr:`subprocess.Popen.returncode`:
+  negative for a signal).
+
+Lifetimes: the zygote gets SIGTERM when the launcher dies (``PR_SET_PDEATHSIG``) and a child
+gets SIGTERM when the zygote dies, so nothing outlives the launcher; the zygote exits when the
+launcher closes the socket. It is idle between requests (it sleeps in ``select`` and wakes on
+a request or a child's exit, never on a timer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# what each kind's children run; imported by that kind's zygote before it forks
+PRELOAD: dict[str, tuple[str, ...]] = {
+    "node": ("keyserver.cli", "keyserver.kms.commands", "keyserver.kms.node",
+             "keyserver.kms.nodeconfig"),
+    "module": ("keyserver.cli", "keyserver.qkd.commands"),
+}
+PR_SET_PDEATHSIG = 1
+
+
+def set_pdeathsig(sig: int = signal.SIGTERM) -> None:
+    """This process gets `sig` when its parent dies (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, sig)
+
+
+def _code(status: int) -> int:
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def _child(argv: list[str], log: str, ctl: socket.socket, wake_r: int, wake_w: int) -> None:
+    """In the forked child: become `qkd-keyserver ARGV`; never returns."""
+    code = 1
+    try:
+        set_pdeathsig()
+        ctl.close()
+        os.close(wake_r)
+        os.close(wake_w)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
+        gc.enable()
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.close(null)
+        sys.argv = ["qkd-keyserver", *argv]
+        from keyserver import cli
+
+        try:
+            code = cli.main(argv)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # the child must end here, whatever happens
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(kind: str, fd: int) -> int:
+    """The zygote's main loop on the inherited socket `fd`."""
+    set_pdeathsig()
+    for name in PRELOAD[kind]:
+        importlib.import_module(name)
+    gc.collect()
+    gc.freeze()  # what is imported now stays out of every child's garbage collections
+    ctl = socket.socket(fileno=fd)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    os.set_blocking(wake_r, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda s, f: None)  # wakes select through the wakeup fd
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
+    buf = b""
+    children: set[int] = set()
+
+    def send(msg: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):
+            ctl.sendall((json.dumps(msg) + "\n").encode())
+
+    def reap() -> None:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            children.discard(pid)
+            send({"exit": pid, "code": _code(status)})
+
+    while True:
+        ready, _, _ = select.select([ctl.fileno(), wake_r], [], [])
+        if wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 512)
+            reap()
+        if ctl.fileno() not in ready:
+            continue
+        data = ctl.recv(65536)
+        if not data:  # the launcher closed the socket (or died): end every child, then us
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            return 0
+        buf += data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            req = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                _child([str(a) for a in req["argv"]], str(req["log"]), ctl, wake_r, wake_w)
+            children.add(pid)
+            send({"pid": pid})
+
+
+@dataclass
+class ForkedProcess:
+    """A child of a zygote, with the part of :class:`subprocess.Popen` the launcher uses."""
+
+    server: ForkServer
+    pid: int
+    args: list[str] = field(default_factory=list)
+    returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.server.pump(0.0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else _now() + timeout
+        while self.poll() is None:
+            left = None if deadline is None else deadline - _now()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
+            self.server.pump(left if left is not None else 1.0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()
+
+
+class ForkServer:
+    """The launcher's end of one zygote (started on the first :meth:`spawn`)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._buf = b""
+        self._children: dict[int, ForkedProcess] = {}
+        self._early: dict[int, int] = {}  # exits reported before the pid was handed out
+
+    def _start(self) -> socket.socket:
+        ours, theirs = socket.socketpair()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "keyserver.network.zygote", self.kind, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, preexec_fn=set_pdeathsig,
+        )
+        theirs.close()
+        self._sock = ours
+        return ours
+
+    def spawn(self, argv: list[str], log: Path) -> ForkedProcess:
+        sock = self._sock or self._start()
+        sock.sendall((json.dumps({"argv": argv, "log": str(log)}) + "\n").encode())
+        while True:
+            msg = self._read(None)
+            if msg is None:
+                raise OSError(f"the {self.kind} zygote ended (see the launcher's stderr)")
+            if "pid" in msg:
+                pid = int(msg["pid"])
+                child = ForkedProcess(self, pid, argv)
+                self._children[pid] = child
+                if pid in self._early:
+                    child.returncode = self._early.pop(pid)
+                return child
+            self._exit(msg)
+
+    def _exit(self, msg: dict[str, Any]) -> None:
+        pid, code = int(msg["exit"]), int(msg["code"])
+        child = self._children.get(pid)
+        if child is None:
+            self._early[pid] = code
+        else:
+            child.returncode = code
+
+    def _read(self, timeout: float | None) -> dict[str, Any] | None:
+        """One message (None: nothing within `timeout`, or the zygote ended)."""
+        assert self._sock is not None
+        while b"\n" not in self._buf:
+            r, _, _ = select.select([self._sock], [], [], timeout)
+            if not r:
+                return None
+            data = self._sock.recv(65536)
+            if not data:
+                for child in self._children.values():  # the zygote died: so did its children
+                    if child.returncode is None:
+                        child.returncode = -signal.SIGTERM
+                return None
+            self._buf += data
+            timeout = 0.0
+        line, self._buf = self._buf.split(b"\n", 1)
+        msg: dict[str, Any] = json.loads(line)
+        return msg
+
+    def pump(self, timeout: float) -> None:
+        """Take in the exits the zygote reported (waiting up to `timeout` for the first)."""
+        if self._sock is None:
+            return
+        msg = self._read(timeout)
+        while msg is not None:
+            if "exit" in msg:
+                self._exit(msg)
+            msg = self._read(0.0)
+
+    def close(self) -> None:
+        """Close the socket: the zygote ends its remaining children and exits."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in PRELOAD or not argv[1].isdigit():
+        print(f"usage: python -m keyserver.network.zygote {{{'|'.join(PRELOAD)}}} FD",
+              file=sys.stderr)
+        return 2
+    return serve(argv[0], int(argv[1]))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
