@@ -65,6 +65,8 @@ def _cmd_network(args: argparse.Namespace) -> int:
         return _cmd_status(args)
     if args.action == "eve":
         return _cmd_eve(args)
+    if args.action == "map":
+        return _cmd_map(args)
     if args.action == "plan":
         return _cmd_plan(args)
     from keyserver.network.foreground import run_foreground
@@ -218,6 +220,53 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if all(v["up"] for v in summary["nodes"].values()) else 1
 
 
+def _cmd_map(args: argparse.Namespace) -> int:
+    from keyserver.network.map import draw, map_model, topology_of_network
+    from keyserver.network.topology import Topology, TopologyError, load_topology
+
+    prog = "qkd-keyserver network map"
+    out = Path(args.out)
+    if out.suffix.lower() != ".png" or not out.resolve().parent.is_dir():
+        print(f"{prog}: --out {args.out}: name a .png file in an existing directory",
+              file=sys.stderr)
+        return 2
+    if args.dir is None and args.topology is None:
+        print(f"{prog}: give --dir DIR (a running network) or --topology NAME (its plan)",
+              file=sys.stderr)
+        return 2
+    base: Topology | None = None
+    try:
+        if args.topology is not None:
+            base = load_topology(args.topology)
+    except TopologyError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    summary = None
+    if args.dir is not None:
+        from keyserver.network.stateclient import StateClient
+        from keyserver.network.status import collect, summarise
+        from keyserver.pki.certificates import CertPaths
+
+        info = _load_info(prog, args.dir)
+        if base is None:
+            try:
+                base = load_topology(str(info.get("topology")))
+            except TopologyError:
+                base = None  # not a shipped name: the map is laid out as a graph
+        topo = topology_of_network(info, base)
+        client = StateClient(Path(info["node_ca_cert"]),
+                             CertPaths(Path(info["admin"]["node_cert"]),
+                                       Path(info["admin"]["node_key"])))
+        summary = summarise(info, collect(info, client))
+    else:
+        assert base is not None
+        topo = base
+    draw(map_model(topo, summary), out)
+    print(json.dumps({"map": str(out), "topology": topo.name, "nodes": len(topo.nodes),
+                      "links": len(topo.links), "live": summary is not None}))
+    return 0
+
+
 def _cmd_eve(args: argparse.Namespace) -> int:
     from keyserver.network.stateclient import set_eve
     from keyserver.pki.certificates import CertPaths
@@ -279,9 +328,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     n.add_argument("--loss", type=float, default=0.0, metavar="P",
                    help="with --netns: packet loss probability on every link between sites")
     acts = n.add_subparsers(dest="action", required=False)
-    st = acts.add_parser("status", help="the state of a running network")
-    st.add_argument("--dir", required=True)
-    st.add_argument("--json", action="store_true")
+    st = acts.add_parser("status", help="the state of a running network",
+                         description="Every link (state, key rate, stock each way, QBER; why "
+                         "it is down, in full), every node that does not answer, the relays "
+                         "per SAE pair. Exit 1 if a node does not answer.")
+    st.add_argument("--dir", required=True, help="the directory of the running network")
+    st.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    mp = acts.add_parser("map", help="a PNG map of a running network, or of a topology",
+                         description="Nodes by lat/lon (or a graph layout), links coloured by "
+                         "key stock and drawn as wide as their rate, down and alarmed links "
+                         "marked, the routes the relays took highlighted; with --topology "
+                         "alone, the plan (links coloured by length).")
+    mp.add_argument("--dir", help="the directory of a running network (live map)")
+    mp.add_argument("--topology", help="shipped topology name or TOML file: the plan alone, or "
+                    "with --dir where to place the nodes")
+    mp.add_argument("--out", required=True, help="the PNG file to write")
     ev = acts.add_parser("eve", help="put an eavesdropper on a link (or take it off: 0)")
     ev.add_argument("--dir", required=True)
     ev.add_argument("--link", required=True)
