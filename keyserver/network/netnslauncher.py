@@ -12,8 +12,10 @@ on the same directory.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -43,6 +45,11 @@ from keyserver.pki.domains import NetworkPki
 
 PORT_BASE = 20_000  # ports inside the namespaces: every one is free there
 DELAY_CHILD = "delay-lines"
+
+
+def _pdeathsig() -> None:  # in the child between fork and exec: SIGTERM when the launcher dies
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -142,6 +149,17 @@ class NetnsLauncher(Launcher):
             return [sys.executable, "-m", "keyserver.network.linkdelay", str(c.config)]
         node = self.plan.modules[c.name].node if c.kind == "module" else c.name
         return self.layout.exec_prefix(node) + super().command(c)
+
+    def start(self, name: str) -> None:
+        """A new process in its site's namespace (``ip netns exec``): never one forked from a
+        zygote of the root namespace."""
+        c = self.children[name]
+        if c.running:
+            return
+        c.log.parent.mkdir(parents=True, exist_ok=True)
+        with c.log.open("ab") as log:
+            c.proc = subprocess.Popen(self.command(c), stdout=log, stderr=log,
+                                      stdin=subprocess.DEVNULL, preexec_fn=_pdeathsig)
 
     def start_all(self) -> None:
         super().start_all()
