@@ -1,7 +1,15 @@
-"""``qkd-keyserver bench network``: how many simultaneous calls a route sustains.
+"""``qkd-keyserver bench network``: what a network costs, how fast it is ready, what it carries.
 
-Starts the topology (seeded, link-key stock capped at a few seconds of demand so that stock
-cannot hide a rate shortfall), waits until the route carries key, then:
+**Footprint** (always, first): the time from the launcher's start until a key can be relayed
+between the two farthest SAEs (:meth:`Launcher.readiness`), then the memory (proportional set
+size, ``Pss:`` of ``/proc/PID/smaps_rollup``, per kind: node, module, zygote) and the CPU of
+every process over ``--seconds`` while nothing but key production goes on (``utime + stime``
+deltas of ``/proc/PID/stat``, in cores: robust to other load on the machine). ``--footprint``
+stops there; the network is started as ``qkd-keyserver network`` starts it (its stock cap).
+
+**Capacity** (without ``--footprint``): starts the topology (seeded, link-key stock capped at a
+few seconds of demand so that stock cannot hide a rate shortfall), waits until the route
+carries key, then:
 
 1. **CPU**: the CPU time of every module and node process over ``--seconds`` with no load
    (the network paced in real time), as a share of the machine's cores;
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import itertools
 import json
 import os
@@ -56,9 +65,43 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def measure_cpu(launcher: Launcher, seconds: float) -> dict[str, Any]:
+def pss_kb(pid: int) -> int:
+    """The proportional set size of process `pid` in KiB (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _processes(launcher: Launcher) -> dict[str, tuple[str, int]]:
+    """name -> (kind, pid) of every running child and of the fork servers ("zygote")."""
     procs = {c.name: (c.kind, c.proc.pid) for c in launcher.children.values()
              if c.proc is not None and c.proc.poll() is None}
+    for kind, pid in launcher.zygote_pids().items():
+        procs[f"zygote-{kind}"] = ("zygote", pid)
+    return procs
+
+
+def measure_memory(launcher: Launcher) -> dict[str, Any]:
+    """Total and per-kind PSS (MB), and the largest process of each kind."""
+    by_kind: dict[str, list[int]] = {}
+    for kind, pid in _processes(launcher).values():
+        by_kind.setdefault(kind, []).append(pss_kb(pid))
+    mb = 1024.0
+    return {
+        "total_pss_mb": round(sum(sum(v) for v in by_kind.values()) / mb, 1),
+        "by_kind": {k: {"processes": len(v), "pss_mb": round(sum(v) / mb, 1),
+                        "mean_pss_mb": round(sum(v) / len(v) / mb, 1),
+                        "max_pss_mb": round(max(v) / mb, 1)} for k, v in sorted(by_kind.items())},
+    }
+
+
+def measure_cpu(launcher: Launcher, seconds: float) -> dict[str, Any]:
+    procs = _processes(launcher)
     t0 = time.monotonic()
     before = {n: _cpu_seconds(pid) for n, (_, pid) in procs.items()}
     time.sleep(seconds)
@@ -68,8 +111,13 @@ def measure_cpu(launcher: Launcher, seconds: float) -> dict[str, Any]:
     for n, (kind, _) in procs.items():
         by_kind[kind] = by_kind.get(kind, 0.0) + used[n]
     cores = os.cpu_count() or 1
+    per = {k: [used[n] for n, (kind, _) in procs.items() if kind == k] for k in by_kind}
     return {
         "seconds": round(wall, 1), "processes": len(procs), "cores": cores,
+        "total_cores": round(sum(used.values()) / wall, 3),
+        "by_kind_cores": {k: round(v / wall, 3) for k, v in sorted(by_kind.items())},
+        "max_percent_of_one_core": {k: round(100 * max(v) / wall, 2) for k, v in per.items()
+                                    if v},
         "cpu_percent_of_one_core": round(100 * sum(used.values()) / wall, 1),
         "machine_share_percent": round(100 * sum(used.values()) / wall / cores, 1),
         "modules_percent_of_one_core": round(100 * by_kind.get("module", 0.0) / wall, 1),
@@ -205,23 +253,68 @@ async def _capacity(info: dict[str, Any], src: str, dst: str, seconds: float, mo
     return best, steps
 
 
+def _options(args: argparse.Namespace) -> Options:
+    extra: dict[str, Any] = {}
+    fidelity = getattr(args, "fidelity", None)
+    if fidelity is not None:
+        if "fidelity" not in {f.name for f in dataclasses.fields(Options)}:
+            raise LaunchError("this version has no link fidelities: leave out --fidelity")
+        extra["fidelity"] = fidelity
+    if getattr(args, "footprint", False):  # as `qkd-keyserver network` starts it
+        return Options(seed=args.seed, **extra)
+    # stock capped at ~4 s of one OTP call per stream: it cannot hide a rate shortfall
+    return Options(seed=args.seed, max_key_count=512, testing=True, **extra)
+
+
+def footprint(launcher: Launcher, seconds: float, wait: float) -> dict[str, Any]:
+    """Start the launcher's network; time to answer and to the first key on the farthest
+    route; then memory and idle CPU (the launcher must be locked and prepared)."""
+    launcher.start_all()
+    launcher.wait_ready(timeout=wait)
+    answered = time.monotonic() - launcher.started
+    print(json.dumps({"event": "bench_network_answering", "seconds": round(answered, 1)}),
+          file=sys.stderr, flush=True)
+    ready = launcher.wait_call_ready(timeout=wait, progress=lambda r: print(
+        json.dumps({"event": "bench_progress", "seconds": round(r.seconds, 1),
+                    "links_keyed": r.links_keyed, "links": r.links, "why": r.why}),
+        file=sys.stderr, flush=True), interval=2.0)
+    out: dict[str, Any] = {
+        "processes_answering_s": round(answered, 1),
+        "first_key_s": round(ready.seconds, 1) if ready else None,
+        "first_key_route": {"from": ready.pair.master, "to": ready.pair.slave,
+                            "hops": len(ready.route) - 1, "nodes": list(ready.route)}
+        if ready else None,
+    }
+    out["idle_cpu"] = measure_cpu(launcher, seconds)
+    out["memory"] = measure_memory(launcher)
+    return out
+
+
 def run_bench_network(args: argparse.Namespace) -> int:
     prog = "qkd-keyserver bench network"
     topo = load_topology(args.topology)
     directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="qkd-bench-"))
-    # stock capped at ~4 s of one OTP call per stream: it cannot hide a rate shortfall
-    opts = Options(seed=args.seed, max_key_count=512, testing=True)
+    try:
+        opts = _options(args)
+    except LaunchError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
     launcher = Launcher(make_plan(directory, topo, opts))
     try:
         launcher.lock()
         launcher.check_ports()
         launcher.prepare()
-        launcher.start_all()
-        launcher.wait_ready(timeout=180)
+        fp = footprint(launcher, args.seconds, args.wait)
+        fp.update({"topology": topo.name, "nodes": len(topo.nodes), "links": len(topo.links),
+                   "fidelity": getattr(args, "fidelity", None) or "topology default",
+                   "command": " ".join(["qkd-keyserver", "bench", "network", *sys.argv[3:]])
+                   if sys.argv[1:3] == ["bench", "network"] else None})
+        print(json.dumps({"event": "bench_footprint", **fp}), file=sys.stderr, flush=True)
+        if getattr(args, "footprint", False):
+            _print_footprint(fp, args.json)
+            return 0
         info = launcher.info()
-        print(json.dumps({"event": "bench_network_ready", "topology": topo.name}),
-              file=sys.stderr, flush=True)
-        cpu = measure_cpu(launcher, args.seconds)  # the network paced in real time, no load
+        cpu = fp["idle_cpu"]  # the network paced in real time, no load
         waited = asyncio.run(_wait_route(info, args.src, args.dst, args.wait))
         print(json.dumps({"event": "bench_route", "seconds_waited": waited}), file=sys.stderr,
               flush=True)
@@ -260,11 +353,38 @@ def run_bench_network(args: argparse.Namespace) -> int:
         "command": f"qkd-keyserver bench network --topology {args.topology} --seconds "
                    f"{args.seconds:g}",
     }
+    result["footprint"] = fp
     if args.json:
         print(json.dumps(result))
     else:
-        for k in ("topology", "route", "hops", "network_cpu_idle", "relay_time_256bit",
+        for k in ("topology", "footprint", "route", "hops", "network_cpu_idle",
+                  "relay_time_256bit",
                   "bottleneck_link_rate_bps", "otp_calls_sustained", "otp_calls_bound",
                   "aes_calls_sustained", "aes_calls_bound"):
             print(f"{k:>26}: {result[k]}")
     return 0
+
+
+def _print_footprint(fp: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(fp))
+        return
+    mem, cpu = fp["memory"], fp["idle_cpu"]
+    lines = [
+        f"topology {fp['topology']} ({fp['nodes']} nodes, {fp['links']} links), fidelity "
+        f"{fp['fidelity']}",
+        f"  processes answering after   {fp['processes_answering_s']} s",
+        f"  first key, farthest route   {fp['first_key_s']} s "
+        + (f"({fp['first_key_route']['from']} -> {fp['first_key_route']['to']}, "
+           f"{fp['first_key_route']['hops']} hops)" if fp["first_key_route"] else ""),
+        f"  memory (PSS)                {mem['total_pss_mb'] / 1024:.2f} GB",
+    ]
+    for k, v in mem["by_kind"].items():
+        lines.append(f"    {k:<8} {v['processes']:>4} x {v['mean_pss_mb']:>6.1f} MB "
+                     f"(max {v['max_pss_mb']:.1f}) = {v['pss_mb'] / 1024:.2f} GB")
+    lines.append(f"  CPU, idle but for key production, over {cpu['seconds']} s: "
+                 f"{cpu['total_cores']:.3f} cores")
+    for k, v in cpu["by_kind_cores"].items():
+        lines.append(f"    {k:<8} {v:.3f} cores (busiest process "
+                     f"{cpu['max_percent_of_one_core'].get(k, 0):.2f} % of a core)")
+    print("\n".join(lines))

@@ -370,4 +370,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--wait", type=float, default=900.0,
                    help="longest wait for the route to hold key, s (default 900)")
     b.add_argument("--json", action="store_true")
+    b.add_argument("--footprint", action="store_true",
+                   help="only start-up time to the first key on the farthest route, memory "
+                   "(PSS) and idle CPU, with the network as `network` starts it")
+    b.add_argument("--fidelity", choices=("emulated", "physics"), default=None,
+                   help="every link's fidelity (default: the topology's)")
     b.set_defaults(func=_cmd_bench_network)

@@ -232,6 +232,10 @@ class Launcher:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 c.proc.wait(timeout=10)
 
+    def zygote_pids(self) -> dict[str, int]:
+        """The fork servers' pids by kind (their memory is shared with their children)."""
+        return {k: z.pid for k, z in (self._zygotes or {}).items() if z.pid is not None}
+
     def exited(self) -> list[Child]:
         return [c for c in self.children.values() if c.proc is not None
                 and c.proc.poll() is not None]

@@ -207,6 +207,11 @@ class ForkServer:
         self._children: dict[int, ForkedProcess] = {}
         self._early: dict[int, int] = {}  # exits reported before the pid was handed out
 
+    @property
+    def pid(self) -> int | None:
+        """The zygote's own pid (None before the first spawn)."""
+        return self._proc.pid if self._proc is not None else None
+
     def _start(self) -> socket.socket:
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
