@@ -573,9 +573,13 @@ def _loopback(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        wav_info(args.sample)
-    except (WavFormatError, OSError) as exc:
-        print(f"qphone loopback: SAMPLE {args.sample}: {exc}", file=sys.stderr)
+        if wav_info(args.sample).frames == 0:
+            raise WavFormatError("a WAV file with no audio: give one with sound")
+    except WavFormatError as exc:
+        print(f"qphone loopback: SAMPLE {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"qphone loopback: SAMPLE {args.sample}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     for option, path in (("--out", args.out), ("--report", args.report), ("--plot", args.plot)):
         if path is None:
@@ -584,6 +588,23 @@ def _loopback(args: argparse.Namespace) -> int:
             check_writable(Path(path))
         except AudioSpecError as exc:
             print(f"qphone loopback: {option} {path}: {exc}", file=sys.stderr)
+            return 2
+    if args.plot is not None:
+        if Path(args.plot).suffix.lower() != ".png":
+            print(
+                f"qphone loopback: --plot {args.plot}: the plot is a PNG image: give a file "
+                "name ending in .png",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            import matplotlib  # noqa: F401 - the plot needs it: say so before the run
+        except ImportError:
+            print(
+                "qphone loopback: --plot needs matplotlib: install the measure extras "
+                "(`.venv/bin/pip install -e '.[measure]'`) or drop --plot",
+                file=sys.stderr,
+            )
             return 2
     from qphone.core.callparams import Mode
     from qphone.endpoint.outcome import CallFailed

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,9 +258,10 @@ def open_call_audio(
 
 
 def check_writable(path: Path) -> None:
-    """Raise :class:`AudioSpecError` unless a file can be written at ``path`` (nothing is
-    created: the directory must exist and be writable, an existing file writable).  The
-    message does not repeat ``path``: the caller names it with its option."""
+    """Raise :class:`AudioSpecError` unless a file can be written at ``path``: the directory
+    must exist and take a new file (a probe file is created in it and removed at once, which
+    catches what permissions do not say: /proc, a read-only mount), an existing file must be
+    writable.  The message does not repeat ``path``: the caller names it with its option."""
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise AudioSpecError(f"is a directory: give a file name, e.g. {path / 'out.wav'}")
@@ -271,3 +273,10 @@ def check_writable(path: Path) -> None:
         raise AudioSpecError("not writable: pick another file or fix its permissions")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise AudioSpecError(f"directory {parent} is not writable: pick another directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".qphone-probe-"):
+            pass
+    except OSError as exc:
+        raise AudioSpecError(
+            f"no file can be created in {parent} ({exc.strerror or exc}): pick another directory"
+        ) from None

@@ -1,14 +1,16 @@
 """WAV file input/output as mono int16 PCM at a chosen rate, and framing helpers.
 
-Reading accepts 8/16/24/32-bit integer PCM WAV (any rate, any channel count); channels are
-averaged to mono and the rate is converted with :func:`scipy.signal.resample_poly` (polyphase
+Reading accepts 8/16/24/32-bit integer PCM and 32/64-bit float WAV, plain or
+WAVE_FORMAT_EXTENSIBLE (any rate from 1 to 768 kHz, 1 to 32 channels; the header is parsed by
+:mod:`qphone.audio.wavheader`, strictly: a truncated file is refused); channels are averaged to
+mono and the rate is converted with :func:`scipy.signal.resample_poly` (polyphase
 FIR, Kaiser window), so a 48 kHz sample can feed a 16 kHz codec and vice versa.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import struct
+import os
 import wave
 from collections.abc import Iterator
 from fractions import Fraction
@@ -18,14 +20,32 @@ import numpy as np
 import numpy.typing as npt
 from scipy.signal import resample_poly
 
+from qphone.audio.wavheader import (
+    MAX_HEADER_BYTES,
+    Encoding,
+    WavFormatError,
+    WavLayout,
+    parse_header,
+)
+
+__all__ = [
+    "Encoding",
+    "Pcm",
+    "WavFormatError",
+    "WavInfo",
+    "frames_to_pcm",
+    "iter_frames",
+    "read_wav",
+    "resample",
+    "to_int16",
+    "wav_info",
+    "write_wav",
+]
+
 Pcm = npt.NDArray[np.int16]
 
 #: refuse WAV files longer than this (a bounded reader: samples and tests are seconds long)
 MAX_SECONDS = 3600
-
-
-class WavFormatError(ValueError):
-    """The file is not a PCM WAV this module can read."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,62 +56,29 @@ class WavInfo:
     channels: int
     sample_width: int
     frames: int
+    encoding: Encoding = Encoding.PCM
 
     @property
     def duration(self) -> float:
         return self.frames / self.sample_rate
 
 
-# what the wave module raises for a file that is not a (readable) WAV file
-_UNREADABLE = (wave.Error, EOFError, RuntimeError, ValueError, struct.error)
-_FORMAT_NAMES = {3: "32/64-bit float", 6: "A-law", 7: "mu-law", 0xFFFE: "WAVE_FORMAT_EXTENSIBLE"}
-
-
-def _format_tag(path: str | Path) -> int | None:
-    """The ``fmt `` chunk's format tag of a RIFF/WAVE file (None if it has none)."""
+def _layout(path: str | Path) -> WavLayout:
+    """The file's header, parsed (:func:`~qphone.audio.wavheader.parse_header`); a refusal
+    names the file.  OSError (missing, unreadable) passes through."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(MAX_HEADER_BYTES)
     try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-                return None
-            for _ in range(64):  # a bounded walk over the chunks
-                chunk = f.read(8)
-                if len(chunk) < 8:
-                    return None
-                size = int.from_bytes(chunk[4:], "little")
-                if chunk[:4] == b"fmt ":
-                    tag = f.read(2)
-                    return int.from_bytes(tag, "little") if len(tag) == 2 else None
-                f.seek(size + (size & 1), 1)
-    except OSError:
-        return None
-    return None
-
-
-def _not_pcm(path: str | Path, exc: Exception) -> WavFormatError:
-    tag = _format_tag(path)
-    if tag is not None and tag != 1:
-        name = _FORMAT_NAMES.get(tag, f"format {tag}")
-        return WavFormatError(
-            f"{path}: {name} WAV is not supported: convert it to 16-bit PCM "
-            f"(e.g. `sox {path} -b 16 -e signed-integer out.wav`)"
-        )
-    if tag is None:
-        return WavFormatError(
-            f"{path}: not a WAV file (no RIFF/WAVE header with a fmt chunk): give a PCM WAV file"
-        )
-    return WavFormatError(
-        f"{path}: not a readable PCM WAV file ({exc}): give a PCM WAV file (8/16/24/32-bit)"
-    )
+        return parse_header(head, size)
+    except WavFormatError as exc:
+        raise WavFormatError(f"{path}: {exc}") from None
 
 
 def wav_info(path: str | Path) -> WavInfo:
-    """Read only the header of a WAV file."""
-    try:
-        with wave.open(str(path), "rb") as w:
-            return WavInfo(w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes())
-    except _UNREADABLE as exc:
-        raise _not_pcm(path, exc) from exc
+    """Read only the header of a WAV file (and check the file holds what it promises)."""
+    h = _layout(path)
+    return WavInfo(h.sample_rate, h.channels, h.sample_width, h.frames, h.encoding)
 
 
 def read_wav(path: str | Path, rate: int | None = None) -> tuple[Pcm, int]:
@@ -99,21 +86,16 @@ def read_wav(path: str | Path, rate: int | None = None) -> tuple[Pcm, int]:
 
     Returns ``(samples, sample_rate)``.
     """
-    try:
-        with wave.open(str(path), "rb") as w:
-            src_rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
-            nframes = w.getnframes()
-            if nframes > MAX_SECONDS * src_rate:
-                raise WavFormatError(f"{path}: longer than {MAX_SECONDS} s")
-            raw = w.readframes(nframes)
-    except _UNREADABLE as exc:
-        raise _not_pcm(path, exc) from exc
-    if channels < 1 or src_rate <= 0:
-        raise WavFormatError(f"{path}: bad header ({channels} channels, {src_rate} Hz)")
-    data = _to_float(raw, width, path).reshape(-1, channels).mean(axis=1)
-    out_rate = src_rate if rate is None else rate
-    if out_rate != src_rate:
-        data = resample(data, src_rate, out_rate)
+    h = _layout(path)
+    if h.frames > MAX_SECONDS * h.sample_rate:
+        raise WavFormatError(f"{path}: a WAV file longer than {MAX_SECONDS} s: cut it shorter")
+    with open(path, "rb") as f:
+        f.seek(h.data_offset)
+        raw = f.read(h.frames * h.sample_width * h.channels)
+    data = _to_float(raw, h).reshape(-1, h.channels).mean(axis=1)
+    out_rate = h.sample_rate if rate is None else rate
+    if out_rate != h.sample_rate:
+        data = resample(data, h.sample_rate, out_rate)
     return to_int16(data), out_rate
 
 
@@ -167,17 +149,18 @@ def frames_to_pcm(frames: list[bytes] | Iterator[bytes]) -> Pcm:
     return np.frombuffer(b"".join(frames), dtype="<i2").astype(np.int16)
 
 
-def _to_float(raw: bytes, width: int, path: str | Path) -> npt.NDArray[np.float64]:
-    """Integer PCM bytes to float64 at int16 scale."""
-    if width == 1:  # unsigned 8-bit
+def _to_float(raw: bytes, h: WavLayout) -> npt.NDArray[np.float64]:
+    """Sample bytes to float64 at int16 scale (full scale +-32768)."""
+    if h.encoding is Encoding.FLOAT:
+        x = np.frombuffer(raw, dtype="<f4" if h.bits == 32 else "<f8").astype(np.float64)
+        return np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0) * 32768.0
+    if h.bits == 8:  # unsigned 8-bit
         return (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) * 256.0
-    if width == 2:
+    if h.bits == 16:
         return np.frombuffer(raw, dtype="<i2").astype(np.float64)
-    if width == 3:
+    if h.bits == 24:
         b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
         v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
         v = np.where(v >= 1 << 23, v - (1 << 24), v)
         return v.astype(np.float64) / 256.0
-    if width == 4:
-        return np.frombuffer(raw, dtype="<i4").astype(np.float64) / 65536.0
-    raise WavFormatError(f"{path}: unsupported sample width {width} bytes")
+    return np.frombuffer(raw, dtype="<i4").astype(np.float64) / 65536.0

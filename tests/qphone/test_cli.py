@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import struct
+from pathlib import Path
 
 import pytest
 
 from qphone.cli import build_parser, main
+from tests.support.paths import SAMPLES
 
 
 def _help(*command: str) -> str:
@@ -109,3 +112,34 @@ def test_network_options_without_their_partner_are_one_line_exit_2(
     assert main(args) == 2
     _, err = capsys.readouterr()
     assert err.count("\n") == 1 and words in err, err
+
+
+def _truncated_wav(path: Path) -> Path:
+    """A header promising 8 s of 16 kHz mono audio, followed by 100 bytes."""
+    fmt = struct.pack("<HHIIHH", 1, 1, 16000, 32000, 2, 16)
+    body = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", 8 * 32000)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body) + 100) + body + bytes(100))
+    return path
+
+
+@pytest.mark.parametrize("case", ["truncated", "report in /proc", "plot not png"])
+def test_loopback_checks_sample_and_outputs_before_the_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str
+) -> None:
+    """Refused at once in one line, exit 2, nothing started (no keyserver: it would take
+    seconds and print its directory), nothing written."""
+    sample, report, plot = str(SAMPLES / "speech_a_16k.wav"), str(tmp_path / "r.json"), None
+    if case == "truncated":
+        sample = str(_truncated_wav(tmp_path / "cut.wav"))
+        words = "truncated WAV file: its header says 8.00 s of audio but the file holds 0.00 s"
+    elif case == "report in /proc":
+        report, words = "/proc/r.json", "--report /proc/r.json: no file can be created in /proc"
+    else:
+        plot, words = str(tmp_path / "p.jpg"), "the plot is a PNG image"
+    args = ["loopback", sample, "--out", str(tmp_path / "o.wav"), "--report", report]
+    rc = main(args + (["--plot", plot] if plot else []))
+    out, err = capsys.readouterr()
+    assert rc == 2 and err.count("\n") == 1 and words in err, err
+    assert out == "" and sorted(p.name for p in tmp_path.iterdir()) == (
+        ["cut.wav"] if case == "truncated" else []
+    )

@@ -127,15 +127,14 @@ def test_any_bytes_read_as_a_wav_file_raise_only_wav_format_error(
                 assert str(exc).startswith(f"{path}: ") and "WAV" in str(exc)
 
 
-def test_float_and_text_files_are_named_as_such(tmp_path: Path) -> None:
+def test_alaw_and_text_files_are_named_as_such(tmp_path: Path) -> None:
     import struct
 
-    data = struct.pack("<4f", 0.1, 0.2, 0.3, 0.4)
-    fmt = struct.pack("<HHIIHH", 3, 1, 48000, 192000, 4, 32)
-    body = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", 16) + data
-    (tmp_path / "f.wav").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
-    with pytest.raises(WavFormatError, match="float WAV is not supported: convert it to 16-bit"):
-        read_wav(tmp_path / "f.wav")
+    fmt = struct.pack("<HHIIHH", 6, 1, 8000, 8000, 1, 8)
+    body = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", 4) + bytes(4)
+    (tmp_path / "a.wav").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    with pytest.raises(WavFormatError, match="A-law WAV is not supported: convert it to a 16-bit"):
+        read_wav(tmp_path / "a.wav")
     (tmp_path / "t.wav").write_text("just text")
     with pytest.raises(WavFormatError, match="not a WAV file"):
         read_wav(tmp_path / "t.wav")
