@@ -72,7 +72,7 @@ def _cmd_network(args: argparse.Namespace) -> int:
     from keyserver.network.foreground import run_foreground
     from keyserver.network.launcher import Launcher
     from keyserver.network.plan import Options, make_plan
-    from keyserver.network.topology import TopologyError, load_topology
+    from keyserver.network.topology import TopologyError, load_topology, with_fidelity
 
     prog = "qkd-keyserver network"
     if args.topology is None or args.dir is None:
@@ -81,6 +81,8 @@ def _cmd_network(args: argparse.Namespace) -> int:
         return 2
     try:
         topo = load_topology(args.topology)
+        if args.fidelity is not None:
+            topo = with_fidelity(topo, args.fidelity)
     except TopologyError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
@@ -316,6 +318,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "or a TOML file")
     n.add_argument("--dir", help="network directory")
     n.add_argument("--seed", type=int, default=None, help="seeded QKD simulation (testing)")
+    n.add_argument("--fidelity", choices=("emulated", "physics"), default=None,
+                   help="simulate every link this way, whatever the topology says: emulated "
+                   "(blocks sampled from the physics model, lean) or physics (per pulse); "
+                   "docs/network.md")
     n.add_argument("--multipath", type=int, default=1,
                    help="XOR shares over k node-disjoint routes (default 1)")
     n.add_argument("--eve", action="append", metavar="LINK=FRACTION",
@@ -344,9 +350,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "with --dir where to place the nodes")
     mp.add_argument("--out", required=True, help="the PNG file to write")
     ev = acts.add_parser("eve", help="put an eavesdropper on a link (or take it off: 0)")
-    ev.add_argument("--dir", required=True)
-    ev.add_argument("--link", required=True)
-    ev.add_argument("--fraction", type=float, required=True)
+    ev.add_argument("--dir", required=True, help="the directory of the running network")
+    ev.add_argument("--link", required=True,
+                    help="the link's ID, as `network status` lists it (e.g. taian-qufu)")
+    ev.add_argument("--fraction", type=float, required=True,
+                    help="intercept-resend on this fraction of the link's pulses, 0..1 (0 takes "
+                    "Eve off); she shows in the QBER of the link's next blocks")
     pl = acts.add_parser("plan", help="one deployment bundle per site (sites on their own hosts)")
     pl.add_argument("--topology", required=True, help="shipped topology name or a TOML file")
     pl.add_argument("--out", required=True, help="new directory for the bundles")
@@ -361,15 +370,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     register_bench(bench)
     b = bench.add_parser("network", help="concurrent AES/OTP call key demands over a route")
-    b.add_argument("--topology", default="beijing-hefei")
+    b.add_argument("--topology", default="beijing-hefei",
+                   help="shipped topology name or a TOML file (default beijing-hefei)")
     b.add_argument("--dir", required=True, help="work directory (a network is started there)")
     b.add_argument("--from", dest="src", default="alice", help="master SAE (default alice)")
     b.add_argument("--to", dest="dst", default="bob", help="slave SAE (default bob)")
     b.add_argument("--seconds", type=float, default=20.0, help="per load step (default 20)")
-    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--seed", type=int, default=1,
+                   help="seed of the network's QKD simulation (default 1)")
     b.add_argument("--wait", type=float, default=900.0,
                    help="longest wait for the route to hold key, s (default 900)")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--json", action="store_true",
+                   help="one JSON object on stdout (progress events go to stderr)")
     b.add_argument("--footprint", action="store_true",
                    help="only start-up time to the first key on the farthest route, memory "
                    "(PSS) and idle CPU, with the network as `network` starts it")

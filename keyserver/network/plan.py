@@ -7,6 +7,7 @@ every module and node config file (formats: the module config of the QKD layer's
 
     pki/{sae,node,module}-ca/   the three CAs      pki/{sae,node,module}/  certificates, keys
     links/<link>.authkey        pre-shared initial authentication key of each link (0600)
+    links/<link>.channelkey     key that seals each link's quantum channel (0600)
     modules/<module>.toml       module configs     modules/<module>/       their data
     nodes/<node>.toml           node configs       nodes/<node>/           their data
     logs/<process>.log          every process's log
@@ -23,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from keyserver.etsi014.server import HttpLimits
-from keyserver.network.topology import LinkSpec, Topology
+from keyserver.network.topology import LinkSpec, Topology, with_fidelity
 from keyserver.pki.domains import ADMIN_CN, NetworkPki, ensure_link_auth_key
+from keyserver.qkd.sealedchannel import new_channel_key
 
 HOST = "127.0.0.1"
 MODULE_KEY_BITS = 1024  # the key size the modules serve: the granularity of link keys
@@ -119,6 +121,7 @@ class Options:
     module_max_keys: int = MODULE_MAX_KEYS  # a module pauses when it holds this many keys
     module_params: dict[str, Any] = field(default_factory=dict)
     http: HttpLimits | None = None  # listener limits of the nodes (None: the defaults)
+    fidelity: str | None = None  # "physics" | "emulated": every link, whatever the topology says
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,8 @@ def make_plan(
     this host's ports means nothing); `hosts` gives each node (site) its own address
     (default: all on 127.0.0.1), `dial` the addresses that differ from it (NetworkPlan.dial)."""
     d = directory.resolve()
+    if options.fidelity is not None:
+        topology = with_fidelity(topology, options.fidelity)
     pinned = sae_ports or {}
     where = hosts or {}
     need = 2 * len(topology.nodes) + 4 * len(topology.links)
@@ -237,6 +242,7 @@ def module_config_text(plan: NetworkPlan, m: ModulePlan, pki: NetworkPki) -> str
         f"role = {_s(m.role)}",
         f"data_dir = {_s(m.data_dir)}",
         f"testing = {_value(o.testing or o.seed is not None)}",
+        f"fidelity = {_s(link.fidelity)}",
     ]
     if o.seed is not None:
         lines.append(f"seed = {int(o.seed) * 1000 + sorted(plan.channels).index(m.link)}")
@@ -257,6 +263,7 @@ def module_config_text(plan: NetworkPlan, m: ModulePlan, pki: NetworkPki) -> str
         "",
         "[quantum_channel]",
         f"address = {_s(f'{chost}:{q}')}",
+        f"channel_key = {_s(plan.directory / 'links' / f'{m.link}.channelkey')}",
         f"distance_km = {_distance(plan, link)!r}",
         f"eve_fraction = {float(o.eve.get(m.link, 0.0))!r}",
     ]
@@ -388,6 +395,7 @@ def write_configs(plan: NetworkPlan, pki: NetworkPki | None = None) -> NetworkPk
     pki.module_admin()
     for link in plan.topology.links:
         ensure_link_auth_key(d / "links" / f"{link.id}.authkey")
+        new_channel_key(d / "links" / f"{link.id}.channelkey")
     for m in plan.modules.values():
         m.config.write_text(module_config_text(plan, m, pki))
     for n in plan.nodes.values():

@@ -70,8 +70,9 @@ def summarise(info: dict[str, Any], states: dict[str, dict[str, Any] | None]) ->
             )
             // 2,
         }
-        if "fidelity" in spec:
-            links[lid]["fidelity"] = spec["fidelity"]
+        fidelity = spec.get("fidelity") or module.get("fidelity")  # the module says it too
+        if fidelity:
+            links[lid]["fidelity"] = fidelity
     pairs: dict[str, Any] = {}
     nodes: dict[str, Any] = {}
     for n, st in states.items():

@@ -5,6 +5,7 @@ A topology is a TOML file (documented in docs/network.md, examples shipped as pa
 
     name = "diamond"
     description = "four nodes, two routes"
+    fidelity = "physics"        # optional network default: "physics" (default) or "emulated"
 
     [defaults]                  # optional: applied to every link that does not say otherwise
     distance_km = 10.0
@@ -20,6 +21,7 @@ A topology is a TOML file (documented in docs/network.md, examples shipped as pa
     b = "b"                     # the node of the receiver module
     distance_km = 12.0          # fibre length
     id = "a-b"                  # optional; default "<a>-<b>"
+    fidelity = "emulated"       # optional; default: the network's fidelity
     [links.params]              # optional: QKD module physics parameters (passed through)
 
     [[saes]]
@@ -32,6 +34,7 @@ known nodes and at most one link may join the same two nodes.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -63,6 +66,7 @@ class LinkSpec:
     b: str  # node of the receiver module
     distance_km: float
     params: dict[str, Any] = field(default_factory=dict)
+    fidelity: str = "physics"  # "physics" | "emulated" (keyserver.qkd.config.Fidelity)
 
     def other(self, node: str) -> str:
         return self.b if node == self.a else self.a
@@ -109,7 +113,8 @@ class Topology:
 
 _TOP_KEYS = {"name", "description", "fidelity", "defaults", "nodes", "links", "saes"}
 _NODE_KEYS = {"id", "city", "lat", "lon"}
-_LINK_KEYS = {"id", "a", "b", "distance_km", "params"}
+_LINK_KEYS = {"id", "a", "b", "distance_km", "params", "fidelity"}
+FIDELITIES = ("physics", "emulated")
 _SAE_KEYS = {"id", "node"}
 _DEFAULT_KEYS = {"distance_km", "params"}
 
@@ -167,7 +172,8 @@ def parse_topology(doc: dict[str, Any], default_name: str = "topology") -> Topol
     description = doc.get("description", "")
     if not isinstance(name, str) or not isinstance(description, str):
         raise TopologyError("name and description must be strings")
-    if doc.get("fidelity", "physics") not in ("physics", "emulated"):
+    network_fidelity = doc.get("fidelity", "physics")
+    if network_fidelity not in FIDELITIES:
         raise TopologyError('fidelity must be "physics" or "emulated"')
     defaults = doc.get("defaults", {})
     if not isinstance(defaults, dict):
@@ -211,7 +217,10 @@ def parse_topology(doc: dict[str, Any], default_name: str = "topology") -> Topol
         if not isinstance(extra, dict):
             raise TopologyError(f"{where} ({lid}) params must be a table")
         params.update(extra)
-        links.append(LinkSpec(lid, a, b, km, params))
+        fidelity = t.get("fidelity", network_fidelity)
+        if fidelity not in FIDELITIES:
+            raise TopologyError(f'{where} ({lid}) fidelity must be "physics" or "emulated"')
+        links.append(LinkSpec(lid, a, b, km, params, fidelity))
     lids = [link.id for link in links]
     if len(set(lids)) != len(lids):
         dup = next(x for x in lids if lids.count(x) > 1)
@@ -234,6 +243,14 @@ def parse_topology(doc: dict[str, Any], default_name: str = "topology") -> Topol
         dup = next(x for x in names if names.count(x) > 1)
         raise TopologyError(f"{dup!r} is used twice: node, link and SAE IDs must all be distinct")
     return Topology(name, description, tuple(nodes), tuple(links), tuple(saes))
+
+
+def with_fidelity(topology: Topology, fidelity: str) -> Topology:
+    """``topology`` with every link at ``fidelity`` (``network --fidelity``)."""
+    if fidelity not in FIDELITIES:
+        raise TopologyError('fidelity must be "physics" or "emulated"')
+    links = tuple(dataclasses.replace(link, fidelity=fidelity) for link in topology.links)
+    return dataclasses.replace(topology, links=links)
 
 
 def shipped_topologies() -> list[str]:

@@ -58,6 +58,10 @@ def _write_pair(directory: Path, distance: float, block_pulses: int, seed: int |
         ca.issue(pki, cn, cn, server_names=LOCAL_NAMES)
     for cn in ("nodeA", "nodeB", "admin"):
         ca.issue(pki, cn, cn)
+    channel_key = directory / "link.channelkey"
+    fd = os.open(channel_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(os.urandom(32))
     authkey = directory / "link.authkey"
     fd = os.open(authkey, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -91,6 +95,7 @@ max_key_count = 10000000
 
 [quantum_channel]
 address = "127.0.0.1:{qport}"
+channel_key = "link.channelkey"
 distance_km = {distance}
 [quantum_channel.params]
 block_pulses = {block_pulses}

@@ -8,6 +8,8 @@ link (:mod:`keyserver.qkd.emulation`), so both fidelities decide, name and cut k
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -23,6 +25,38 @@ AUTH_FLOOR_BYTES = 64 * 1024  # refill each direction's pad up to this much beyo
 def key_id(link: str, block: int, index: int) -> uuid.UUID:
     """The key ID both modules give key ``index`` of ``block`` (public metadata)."""
     return uuid.uuid5(KEY_NAMESPACE, f"{link}/{block}/{index}")
+
+
+PROTOCOL_FIELDS = (
+    "mu",
+    "nu",
+    "p_signal",
+    "p_decoy",
+    "p_z",
+    "eps_sec",
+    "eps_cor",
+    "concentration",
+    "qber_abort",
+    "block_pulses",
+    "frame_pulses",
+    "ec_efficiency_plan",
+)
+
+
+def protocol_json(params: LinkParams) -> str:
+    """The transmitter's protocol parameters, canonical JSON (sent in its Hello)."""
+    return json.dumps({k: getattr(params, k) for k in PROTOCOL_FIELDS}, sort_keys=True)
+
+
+def adopt_protocol(params: LinkParams, text: str) -> LinkParams:
+    """``params`` with the transmitter's protocol parameters (ValueError if malformed)."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise ValueError("protocol parameters are not JSON") from None
+    if not isinstance(obj, dict) or set(obj) != set(PROTOCOL_FIELDS):
+        raise ValueError("protocol parameters have the wrong fields")
+    return dataclasses.replace(params, optimise=False, **obj)
 
 
 @dataclass

@@ -10,46 +10,67 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 
-async def _run_module(config_path: Path) -> int:
-    from keyserver.qkd.config import ConfigError, load_config
-    from keyserver.qkd.module import Module
+async def _run_modules(config_paths: list[Path]) -> int:
+    """One or more modules in this process (each with its own northbound listener, certificate
+    and store); emulated modules import no numpy, so a host of a site's emulated modules stays
+    small (docs/network.md, "Lean processes")."""
+    from keyserver.qkd.config import ConfigError, Fidelity, load_config
 
-    try:
-        config = load_config(config_path)
-    except ConfigError as e:
-        print(f"qkd-keyserver module: {e}", file=sys.stderr)
-        return 2
-    module = Module(config)
-    try:
-        await module.start()
-    except ValueError as e:
-        print(f"qkd-keyserver module: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"qkd-keyserver module: cannot start: {e}", file=sys.stderr)
-        return 1
+    configs = []
+    for path in config_paths:
+        try:
+            configs.append(load_config(path))
+        except ConfigError as e:
+            print(f"qkd-keyserver module: {e}", file=sys.stderr)
+            return 2
+    modules: list[Any] = []
+    for config in configs:
+        if config.fidelity is Fidelity.EMULATED:
+            from keyserver.qkd.emulatedmodule import EmulatedModule
+
+            modules.append(EmulatedModule(config))
+        else:
+            from keyserver.qkd.module import Module
+
+            modules.append(Module(config))
+    started: list[Any] = []
+    code = 0
+    for module in modules:
+        try:
+            await module.start()
+            started.append(module)
+        except ValueError as e:
+            print(f"qkd-keyserver module {module.config.id}: {e}", file=sys.stderr)
+            code = 2
+        except OSError as e:
+            print(f"qkd-keyserver module {module.config.id}: cannot start: {e}", file=sys.stderr)
+            code = 1
+        if code:
+            for done in started:
+                await done.stop()
+            return code
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for s in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(s, stop.set)
-    stopped = asyncio.create_task(stop.wait())
-    failed = asyncio.create_task(module.failed.wait())
-    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    failed.cancel()
-    await module.stop()
-    return 1 if module.failed.is_set() else 0
+    waits = {asyncio.create_task(stop.wait())}
+    waits |= {asyncio.create_task(mod.failed.wait()) for mod in started}
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for t in waits:
+        t.cancel()
+    for mod in started:
+        await mod.stop()
+    return 1 if any(mod.failed.is_set() for mod in started) else 0
 
 
 def _cmd_module(args: argparse.Namespace) -> int:
-    from keyserver.coredumps import forbid_core_dumps
     from keyserver.jsonlog import setup_logging
 
-    forbid_core_dumps()  # the process holds keys: none in a core file
     setup_logging(os.environ.get("QKD_LOG_LEVEL", "INFO").upper())
-    return asyncio.run(_run_module(Path(args.config)))
+    return asyncio.run(_run_modules([Path(c) for c in args.config]))
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -76,22 +97,24 @@ _BENCH_HELP = "QKD link targets against the theory of the same run"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from keyserver.qkd.simulate import add_simulate_arguments
+    from keyserver.qkd.simulateoptions import add_simulate_arguments
 
-    mod = sub.add_parser("module", help="run one QKD module (transmitter or receiver)")
-    mod.add_argument("--config", required=True, help="module config (TOML)")
+    mod = sub.add_parser(
+        "module",
+        help="run a QKD module (transmitter or receiver), or several in one process",
+        description="Run the QKD module of each --config in this process (each keeps its own "
+        "northbound listener, certificate and store). Emulated modules are lean: one process "
+        "may host all of a site's emulated modules.",
+    )
+    mod.add_argument("--config", required=True, action="append",
+                     help="module config (TOML); repeat to host several modules")
     mod.set_defaults(func=_cmd_module)
 
     sim = sub.add_parser("simulate", help="run the simulated BB84 link in one process")
     add_simulate_arguments(sim)
     sim.set_defaults(func=_cmd_simulate)
 
-    if "bench" in sub.choices:
-        # ``bench`` belongs to the KMS layer today (flat); until it becomes a group that calls
-        # register_bench, ``bench link`` is also reachable as ``bench-link``.
-        link = sub.add_parser("bench-link", help=_BENCH_HELP)
-        _bench_link_arguments(link)
-    else:
+    if "bench" not in sub.choices:  # the network layer registers ``bench link`` in its group
         bench = sub.add_parser("bench", help="benchmarks")
         register_bench(bench.add_subparsers(dest="bench_command", required=True))
 
@@ -107,9 +130,12 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _bench_link_arguments(link: argparse.ArgumentParser) -> None:
     link.add_argument("--distances", default="10,70,100", help="km, comma-separated")
-    link.add_argument("--blocks", type=int, default=1)
-    link.add_argument("--seed", type=int, default=1)
-    link.add_argument("--json", action="store_true")
+    link.add_argument("--blocks", type=int, default=1,
+                      help="post-processing blocks simulated per distance (default 1)")
+    link.add_argument("--seed", type=int, default=1,
+                      help="seed of the simulation: the same figures on every run (default 1)")
+    link.add_argument("--json", action="store_true",
+                      help="one JSON object (results and targets) instead of the tables")
     link.add_argument("--processes", action="store_true",
                       help="run a real transmitter/receiver pair on loopback per distance and "
                            "report their CPU from /proc (cores per link in real time)")

@@ -7,6 +7,7 @@ Unknown keys are refused; relative paths are relative to the file. Every problem
 from __future__ import annotations
 
 import dataclasses
+import enum
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -16,6 +17,13 @@ from keyserver.etsi014.messages import valid_sae_id
 from keyserver.qkd.physics import LinkParams
 
 ROLES = ("transmitter", "receiver")
+
+
+class Fidelity(enum.StrEnum):
+    """How a link is simulated (docs/network.md, "Link fidelity")."""
+
+    PHYSICS = "physics"  # per-pulse decoy-BB84 simulation with the full post-processing
+    EMULATED = "emulated"  # blocks sampled from the closed-form model (keyserver.qkd.emulation)
 
 
 class ConfigError(ValueError):
@@ -52,6 +60,8 @@ class ModuleConfig:
     classical_port: int
     initial_auth_key: Path
     params: LinkParams
+    channel_key: Path
+    fidelity: Fidelity = Fidelity.PHYSICS
     log_level: str = "info"
 
     @property
@@ -60,12 +70,12 @@ class ModuleConfig:
 
 
 _SECTIONS = {
-    "module": {"id", "link", "role", "data_dir", "testing", "seed", "log_level"},
+    "module": {"id", "link", "role", "data_dir", "testing", "seed", "log_level", "fidelity"},
     "northbound": {
         "host", "port", "ca_cert", "cert", "key", "local_node", "remote_node", "admin",
         "key_size", "max_key_count", "max_key_per_request",
     },
-    "quantum_channel": {"address", "distance_km", "eve_fraction", "params"},
+    "quantum_channel": {"address", "distance_km", "eve_fraction", "params", "channel_key"},
     "classical_channel": {"address", "initial_auth_key"},
 }
 
@@ -159,6 +169,11 @@ def parse_config(doc: dict[str, Any], base: Path) -> ModuleConfig:
             "[module] seed makes the key reproducible (not secret): remove it, or set "
             "testing = true (tests and benchmarks only)"
         )
+    fidelity_text = _get(doc, "module", "fidelity", str, Fidelity.PHYSICS.value)
+    try:
+        fidelity = Fidelity(fidelity_text)
+    except ValueError:
+        raise ConfigError('[module] fidelity must be "physics" or "emulated"') from None
     log_level = _get(doc, "module", "log_level", str, "info")
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("[module] log_level must be debug, info, warning or error")
@@ -193,6 +208,12 @@ def parse_config(doc: dict[str, Any], base: Path) -> ModuleConfig:
         max_key_count=max_key_count,
         max_key_per_request=per_request,
     )
+    if "channel_key" not in doc["quantum_channel"]:
+        raise ConfigError(
+            "[quantum_channel] channel_key is required: the file of 32 random bytes (mode 0600) "
+            "that seals the link's quantum channel, the same for both modules "
+            "(e.g. head -c 32 /dev/urandom > link.channelkey)"
+        )
     qhost, qport = _address(doc, "quantum_channel")
     chost, cport = _address(doc, "classical_channel")
     return ModuleConfig(
@@ -209,6 +230,8 @@ def parse_config(doc: dict[str, Any], base: Path) -> ModuleConfig:
         classical_port=cport,
         initial_auth_key=path("classical_channel", "initial_auth_key"),
         params=_params(doc),
+        channel_key=path("quantum_channel", "channel_key"),
+        fidelity=fidelity,
         log_level=log_level,
     )
 

@@ -151,8 +151,9 @@ def sample_block(
         n_z.append(nz)
         n_x.append(nx)
         m_x.append(binomial(rng, nx, clicks.qber))
-    counts = BasisCounts((n_z[0], n_z[1], n_z[2]), (n_x[0], n_x[1], n_x[2]),
-                         (m_x[0], m_x[1], m_x[2]))
+    counts = BasisCounts(
+        (n_z[0], n_z[1], n_z[2]), (n_x[0], n_x[1], n_x[2]), (m_x[0], m_x[1], m_x[2])
+    )
     if expected_qber is None:
         expected_qber = m_x[0] / n_x[0] if n_x[0] else 0.05
     reason = abort_decision(params, counts, expected_qber)
@@ -163,8 +164,9 @@ def sample_block(
     leak = math.ceil(cascade_efficiency(qber) * total * binary_entropy(qber)) + TAG_BITS
     key = block_secret_length(params, counts, leak)
     if key.length <= 0:
-        return BlockOutcome(block, pulses, counts, errors, leak, 0,
-                            AbortReason.NO_SECRET_KEY, key.phase_error)
+        return BlockOutcome(
+            block, pulses, counts, errors, leak, 0, AbortReason.NO_SECRET_KEY, key.phase_error
+        )
     return BlockOutcome(block, pulses, counts, errors, leak, key.length, None, key.phase_error)
 
 
@@ -178,12 +180,23 @@ def report(outcome: BlockOutcome, refill_bits: int, test: bool) -> m.BlockReport
     n_x = [int(v) for v in c.n_x]
     m_x = [int(v) for v in c.m_x]
     return m.BlockReport(
-        block=outcome.block, pulses=outcome.pulses,
-        n_z0=n_z[0], n_z1=n_z[1], n_z2=n_z[2], n_x0=n_x[0], n_x1=n_x[1], n_x2=n_x[2],
-        m_x0=m_x[0], m_x1=m_x[1], m_x2=m_x[2], errors_z=outcome.errors_z,
-        leaked_bits=outcome.leaked_bits, secret_bits=outcome.secret_bits,
+        block=outcome.block,
+        pulses=outcome.pulses,
+        n_z0=n_z[0],
+        n_z1=n_z[1],
+        n_z2=n_z[2],
+        n_x0=n_x[0],
+        n_x1=n_x[1],
+        n_x2=n_x[2],
+        m_x0=m_x[0],
+        m_x1=m_x[1],
+        m_x2=m_x[2],
+        errors_z=outcome.errors_z,
+        leaked_bits=outcome.leaked_bits,
+        secret_bits=outcome.secret_bits,
         auth_refill_bits=refill_bits,
-        reason=int(outcome.reason) if outcome.reason is not None else 0, test=test,
+        reason=int(outcome.reason) if outcome.reason is not None else 0,
+        test=test,
     )
 
 
@@ -191,12 +204,16 @@ class ReportError(ValueError):
     """A block report the receiver does not accept (the block is aborted)."""
 
 
-def check_report(params: LinkParams, msg: m.BlockReport, expected_qber: float | None
-                 ) -> BlockOutcome:
+def check_report(
+    params: LinkParams, msg: m.BlockReport, expected_qber: float | None
+) -> BlockOutcome:
     """The receiver recomputes the decision and the secret length from the reported counts
     (as the physics pair does from its own) and refuses a report that disagrees."""
-    counts = BasisCounts((msg.n_z0, msg.n_z1, msg.n_z2), (msg.n_x0, msg.n_x1, msg.n_x2),
-                         (msg.m_x0, msg.m_x1, msg.m_x2))
+    counts = BasisCounts(
+        (msg.n_z0, msg.n_z1, msg.n_z2),
+        (msg.n_x0, msg.n_x1, msg.n_x2),
+        (msg.m_x0, msg.m_x1, msg.m_x2),
+    )
     if msg.pulses != params.block_pulses:
         raise ReportError("block size differs from the plan")
     if msg.errors_z > counts.total_z or any(
@@ -218,8 +235,9 @@ def check_report(params: LinkParams, msg: m.BlockReport, expected_qber: float | 
         raise ReportError("the block's decision or secret length differs from the counts")
     if msg.auth_refill_bits % 128 or msg.auth_refill_bits > msg.secret_bits:
         raise ReportError("bad authentication refill")
-    return BlockOutcome(msg.block, msg.pulses, counts, msg.errors_z, msg.leaked_bits, secret,
-                        reason, phase)
+    return BlockOutcome(
+        msg.block, msg.pulses, counts, msg.errors_z, msg.leaked_bits, secret, reason, phase
+    )
 
 
 # -- the emulated quantum channel's frame (sealed on the wire) ---------------------------------

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
+
+from keyserver.qkd.sealedchannel import (
+    NONCE_BYTES,
+    TO_RECEIVER,
+    TO_TRANSMITTER,
+    ChannelOpener,
+    ChannelSealer,
+    session_key,
+)
 
 _LEN = struct.Struct(">I")
 MAX_WIRE_FRAME = 100 << 20
@@ -26,3 +36,26 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
         return await reader.readexactly(length)
     except (asyncio.IncompleteReadError, ConnectionError) as e:
         raise SessionClosed("connection closed") from e
+
+
+async def open_sealed_channel(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    channel_key: bytes | bytearray,
+    link: str,
+    transmitter: bool,
+    timeout: float,
+) -> tuple[ChannelSealer, ChannelOpener]:
+    """Exchange the connection nonces of the sealed quantum channel and derive its session key
+    (:mod:`keyserver.qkd.sealedchannel`); the transmitter seals, the receiver opens, frames
+    towards the receiver (the other direction is available for replies)."""
+    mine = os.urandom(NONCE_BYTES)
+    writer.write(mine)
+    try:
+        theirs = await asyncio.wait_for(reader.readexactly(NONCE_BYTES), timeout)
+    except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
+        raise SessionClosed("no quantum-channel handshake") from e
+    tx, rx = (mine, theirs) if transmitter else (theirs, mine)
+    key = session_key(channel_key, link, tx, rx)
+    out = TO_RECEIVER if transmitter else TO_TRANSMITTER
+    return ChannelSealer(key, out), ChannelOpener(key, 1 - out)

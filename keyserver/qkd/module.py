@@ -40,7 +40,7 @@ from keyserver.qkd.classicalchannel import (
 )
 from keyserver.qkd.config import ModuleConfig
 from keyserver.qkd.finitekey import optimised
-from keyserver.qkd.framing import SessionClosed, read_frame
+from keyserver.qkd.framing import SessionClosed, length_prefixed, open_sealed_channel, read_frame
 from keyserver.qkd.linkstatus import LinkStatus
 from keyserver.qkd.messages import MessageError
 from keyserver.qkd.northbound import ModuleKeyService, build_app
@@ -66,6 +66,7 @@ from keyserver.qkd.quantumchannel import (
     encode_frame,
 )
 from keyserver.qkd.randomness import RandomSource, nature
+from keyserver.qkd.sealedchannel import SealError, read_channel_key
 from keyserver.qkd.store import ModuleStore
 
 _LOG = logging.getLogger("keyserver.qkd.module")
@@ -123,6 +124,7 @@ class Module:
             raise ValueError(f"[classical_channel] initial_auth_key: cannot read "
                              f"{cfg.initial_auth_key}: {e.strerror}") from None
         halves = split_initial_key(key)
+        self.channel_key = read_channel_key(cfg.channel_key)
         self.store = ModuleStore(cfg.data_dir)
         self.store.init_auth(*halves)
         send_dir = 0 if self.role == "transmitter" else 1
@@ -193,6 +195,7 @@ class Module:
             await self._listener.cleanup()
         self._save_status()
         self.store.close()
+        self.channel_key[:] = bytes(len(self.channel_key))
 
     # -- status -----------------------------------------------------------------------------
     def status_extension(self) -> dict[str, Any]:
@@ -202,6 +205,7 @@ class Module:
         return {
             "link": self.config.link,
             "role": self.role,
+            "fidelity": "physics",
             "state": self.state,
             "qber": st.qber,
             "qber_ewma": st.qber_ewma,
@@ -405,6 +409,10 @@ class _Session:
 
     async def _handshake(self) -> None:
         cfg = self.m.config
+        self.qseal, self.qopen = await open_sealed_channel(
+            self.qr, self.qw, self.m.channel_key, cfg.link, self.m.role == "transmitter",
+            HANDSHAKE_TIMEOUT,
+        )
         self.cw.write(self.nonce)
         try:
             peer_nonce = await asyncio.wait_for(self.cr.readexactly(NONCE_BYTES),
@@ -580,8 +588,8 @@ class _Session:
                 async with mod._lock:
                     alice.on_frame(block, frame, offset, pulses, record)
                 last = offset + pulses >= p.block_pulses
-                self.qw.write(encode_frame(QuantumFrame(block, frame, pulses, last, photons),
-                                           length_prefix=True))
+                plain = encode_frame(QuantumFrame(block, frame, pulses, last, photons))
+                self.qw.write(length_prefixed(self.qseal.seal(plain)))
                 await self.qw.drain()
                 offset += pulses
                 frame += 1
@@ -594,7 +602,12 @@ class _Session:
         expected_frame = 0
         offset = 0
         while True:
-            data = await read_frame(self.qr)
+            try:
+                data = self.qopen.open(await read_frame(self.qr))
+            except SealError as e:
+                log(_LOG, logging.ERROR, "quantum_frame_refused", error=str(e),
+                    message="the sealed quantum channel was tampered with: session closed")
+                raise SessionClosed("quantum frame refused") from None
             frame = decode_frame(data)
             if frame.block != current:
                 if frame.frame != 0 or frame.block < current:

@@ -27,8 +27,6 @@ One block (all messages carry its number; several blocks may be in flight):
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -41,10 +39,13 @@ from keyserver.qkd import messages as m
 from keyserver.qkd.blocks import (
     AUTH_FLOOR_BYTES,
     KEY_NAMESPACE,
+    PROTOCOL_FIELDS,
     BlockStats,
     abort_decision,
+    adopt_protocol,
     block_secret_length,
     key_id,
+    protocol_json,
     refill_bits,
     split_key,
 )
@@ -73,35 +74,21 @@ U32Array = npt.NDArray[np.uint32]
 U64Array = npt.NDArray[np.uint64]
 
 __all__ = [
-    "AUTH_FLOOR_BYTES", "KEY_NAMESPACE", "BlockStats", "abort_decision", "block_secret_length",
-    "key_id", "split_key",
+    "AUTH_FLOOR_BYTES",
+    "KEY_NAMESPACE",
+    "PROTOCOL_FIELDS",
+    "BlockStats",
+    "abort_decision",
+    "adopt_protocol",
+    "block_secret_length",
+    "key_id",
+    "protocol_json",
+    "split_key",
 ]
 
 GROUP_BITS = 1 << 22  # Cascade runs on groups of at most this many bits, one after the other
 BATCH_DETECTIONS = 1 << 20  # Bob sends his detections when a batch holds this many
 BATCH_PULSES = 1_000_000_000  # ... or covers this many pulses
-PROTOCOL_FIELDS = (
-    "mu", "nu", "p_signal", "p_decoy", "p_z", "eps_sec", "eps_cor", "concentration",
-    "qber_abort", "block_pulses", "frame_pulses", "ec_efficiency_plan",
-)
-
-
-def protocol_json(params: LinkParams) -> str:
-    """The transmitter's protocol parameters, canonical JSON (sent in its Hello)."""
-    return json.dumps({k: getattr(params, k) for k in PROTOCOL_FIELDS}, sort_keys=True)
-
-
-def adopt_protocol(params: LinkParams, text: str) -> LinkParams:
-    """``params`` with the transmitter's protocol parameters (ValueError if malformed)."""
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        raise ValueError("protocol parameters are not JSON") from None
-    if not isinstance(obj, dict) or set(obj) != set(PROTOCOL_FIELDS):
-        raise ValueError("protocol parameters have the wrong fields")
-    return dataclasses.replace(params, optimise=False, **obj)
-
-
 # -- outputs -------------------------------------------------------------------------------------
 
 

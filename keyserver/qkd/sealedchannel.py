@@ -62,21 +62,26 @@ def read_channel_key(path: Path) -> bytearray:
     try:
         data = bytearray(path.read_bytes())
     except OSError as e:
-        raise ValueError(f"[quantum_channel] channel_key: cannot read {path}: {e.strerror}"
-                         ) from None
+        raise ValueError(
+            f"[quantum_channel] channel_key: cannot read {path}: {e.strerror}"
+        ) from None
     if len(data) != CHANNEL_KEY_BYTES:
-        raise ValueError(f"[quantum_channel] channel_key: {path} must hold exactly "
-                         f"{CHANNEL_KEY_BYTES} random bytes (the launcher's plan writes it)")
+        raise ValueError(
+            f"[quantum_channel] channel_key: {path} must hold exactly "
+            f"{CHANNEL_KEY_BYTES} random bytes (the launcher's plan writes it)"
+        )
     return data
 
 
-def session_key(channel_key: bytes | bytearray, link: str, tx_nonce: bytes,
-                rx_nonce: bytes) -> bytes:
+def session_key(
+    channel_key: bytes | bytearray, link: str, tx_nonce: bytes, rx_nonce: bytes
+) -> bytes:
     """The key of one connection (HKDF over both sides' fresh nonces)."""
     if len(tx_nonce) != NONCE_BYTES or len(rx_nonce) != NONCE_BYTES:
         raise ValueError("connection nonces must be 16 bytes")
-    hkdf = HKDF(hashes.SHA256(), CHANNEL_KEY_BYTES, tx_nonce + rx_nonce,
-                _INFO + link.encode("utf-8"))
+    hkdf = HKDF(
+        hashes.SHA256(), CHANNEL_KEY_BYTES, tx_nonce + rx_nonce, _INFO + link.encode("utf-8")
+    )
     return hkdf.derive(bytes(channel_key))
 
 
@@ -117,7 +122,9 @@ class ChannelOpener:
         try:
             out = self._aead.decrypt(_nonce(self._direction, self.frames), bytes(frame), None)
         except InvalidTag:
-            raise SealError("sealed quantum-channel frame does not open (modified, replayed, "
-                            "reordered, or not sealed by the peer)") from None
+            raise SealError(
+                "sealed quantum-channel frame does not open (modified, replayed, "
+                "reordered, or not sealed by the peer)"
+            ) from None
         self.frames += 1
         return out

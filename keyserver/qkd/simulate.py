@@ -41,6 +41,7 @@ from keyserver.qkd.postprocessing import (
 )
 from keyserver.qkd.quantumchannel import Detector, Fibre
 from keyserver.qkd.randomness import RandomSource, nature
+from keyserver.qkd.simulateoptions import PHYSICS_OPTIONS, add_simulate_arguments
 
 INITIAL_KEY_BYTES = 1 << 20
 
@@ -276,41 +277,8 @@ def _h2(q: float) -> float:
 
 # -- command line ------------------------------------------------------------------------------
 
-_PHYSICS_OPTIONS: tuple[tuple[str, str], ...] = (
-    ("alpha_db_per_km", "fibre attenuation, dB/km"),
-    ("detector_efficiency", "Bob's detection efficiency eta_Bob"),
-    ("dark_count", "dark-count probability per pulse Y0"),
-    ("misalignment", "misalignment error e_d"),
-    ("clock_hz", "pulse rate, Hz"),
-    ("qber_abort", "abort threshold on the X-basis signal error rate"),
-    ("eps_sec", "secrecy parameter per block"),
-    ("eps_cor", "correctness parameter per block"),
-)
-
-
-def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = LinkParams()
-    parser.add_argument("--distance-km", type=float, default=defaults.distance_km)
-    parser.add_argument("--blocks", type=int, default=1, help="blocks to run (default 1)")
-    parser.add_argument("--pulses", type=float, default=0,
-                        help="total pulses to send (overrides --blocks)")
-    parser.add_argument("--block-pulses", type=float, default=0,
-                        help="pulses per block (default: planned for the distance)")
-    for name, text in _PHYSICS_OPTIONS:
-        parser.add_argument(
-            "--" + name.replace("_", "-"), type=float, default=getattr(defaults, name),
-            help=f"{text} (default {getattr(defaults, name)})",
-        )
-    parser.add_argument("--eve-fraction", type=float, default=0.0, help="intercept-resend fraction")
-    parser.add_argument("--concentration", choices=("chernoff", "hoeffding"),
-                        default=defaults.concentration)
-    parser.add_argument("--seed", type=int, default=None,
-                        help="reproducible (NOT secret) randomness, for tests and benchmarks")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
 def params_from_args(args: argparse.Namespace) -> LinkParams:
-    values = {name: getattr(args, name) for name, _ in _PHYSICS_OPTIONS}
+    values = {name: getattr(args, name) for name, _ in PHYSICS_OPTIONS}
     bp = args.block_pulses
     if bp and (not math.isfinite(bp) or bp < 10_000 or bp > 1e13):
         raise ValueError("--block-pulses must be between 1e4 and 1e13")

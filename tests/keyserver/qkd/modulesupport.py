@@ -111,6 +111,9 @@ def make_pair(
     extra_params: str = "",
     classical_connect_port: int | None = None,
     classical_port: int | None = None,
+    quantum_connect_port: int | None = None,
+    quantum_port: int | None = None,
+    fidelity: str = "physics",
 ) -> Pair:
     pki = directory / "pki"
     ca = CertificateAuthority.create(pki, "module CA")
@@ -118,12 +121,16 @@ def make_pair(
         ca.issue(pki, cn, cn, server_names=LOCAL_NAMES)
     for cn in ("nodeA", "nodeB", "admin", "intruder"):
         ca.issue(pki, cn, cn)
+    channel_key = directory / "link.channelkey"
+    fd = os.open(channel_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(os.urandom(32))
     authkey = directory / "link.authkey"
     fd = os.open(authkey, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(os.urandom(256 * 1024))
-    qport, cport = free_port(), classical_port or free_port()
-    ports_extra = {"classical": cport}
+    qport, cport = quantum_port or free_port(), classical_port or free_port()
+    ports_extra = {"classical": cport, "quantum": qport}
     ports = {"transmitter": free_port(), "receiver": free_port()}
     configs: dict[str, Path] = {}
     logs: dict[str, Path] = {}
@@ -134,6 +141,9 @@ def make_pair(
         c_port = cport
         if role == "transmitter" and classical_connect_port is not None:
             c_port = classical_connect_port
+        q_port = qport
+        if role == "transmitter" and quantum_connect_port is not None:
+            q_port = quantum_connect_port
         text = f"""
 [module]
 id = "{mid}"
@@ -141,6 +151,7 @@ link = "{LINK}"
 role = "{role}"
 data_dir = "data-{role}"
 testing = {"true" if testing else "false"}
+fidelity = "{fidelity}"
 {seed_line}
 
 [northbound]
@@ -157,7 +168,8 @@ max_key_count = {max_key_count}
 max_key_per_request = 64
 
 [quantum_channel]
-address = "127.0.0.1:{qport}"
+address = "127.0.0.1:{q_port}"
+channel_key = "link.channelkey"
 distance_km = {distance_km}
 eve_fraction = 0.0
 [quantum_channel.params]
