@@ -78,8 +78,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = command_group(sub, "bench", "benchmarks (bench network, bench pair, bench link)")
     b = bench.add_parser("pair", help="enc_keys at KME-A + dec_keys at KME-B of a running demo")
     b.add_argument("--dir", required=True, help="the demo directory (reads demo.json)")
-    b.add_argument("--seconds", type=float, default=10.0)
+    b.add_argument("--seconds", type=float, default=10.0,
+                   help="how long to draw key pairs (default 10)")
     b.add_argument("--workers", type=int, default=6, help="client processes")
     b.add_argument("--size", type=int, default=256, help="key size in bits")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     b.set_defaults(func=_cmd_bench)

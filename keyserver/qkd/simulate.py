@@ -309,9 +309,9 @@ def simulate_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        for key, value in out.items():
-            shown = f"{value:.6g}" if isinstance(value, float) else str(value)
-            print(f"{key:40s} {shown}")
+        from keyserver.qkd.simulatetable import simulation_table
+
+        print("\n".join(simulation_table(out)))
     return 0
 
 

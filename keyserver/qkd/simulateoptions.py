@@ -21,7 +21,12 @@ PHYSICS_OPTIONS: tuple[tuple[str, str], ...] = (
 
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = LinkParams()
-    parser.add_argument("--distance-km", type=float, default=defaults.distance_km)
+    parser.add_argument(
+        "--distance-km",
+        type=float,
+        default=defaults.distance_km,
+        help=f"fibre length of the link, km (default {defaults.distance_km:g})",
+    )
     parser.add_argument("--blocks", type=int, default=1, help="blocks to run (default 1)")
     parser.add_argument(
         "--pulses", type=float, default=0, help="total pulses to send (overrides --blocks)"
@@ -41,7 +46,11 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         )
     parser.add_argument("--eve-fraction", type=float, default=0.0, help="intercept-resend fraction")
     parser.add_argument(
-        "--concentration", choices=("chernoff", "hoeffding"), default=defaults.concentration
+        "--concentration",
+        choices=("chernoff", "hoeffding"),
+        default=defaults.concentration,
+        help="finite-key bound on the decoy estimates: chernoff (tighter) or hoeffding "
+        f"(default {defaults.concentration})",
     )
     parser.add_argument(
         "--seed",

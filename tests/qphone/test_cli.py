@@ -143,3 +143,11 @@ def test_loopback_checks_sample_and_outputs_before_the_run(
     assert out == "" and sorted(p.name for p in tmp_path.iterdir()) == (
         ["cut.wav"] if case == "truncated" else []
     )
+
+
+def test_every_subcommand_and_option_has_help() -> None:
+    from tests.support.clihelp import help_gaps, subcommands
+
+    found = {" ".join(path): help_gaps(p) for path, p in subcommands(build_parser())}
+    assert {"call", "answer", "demo", "loopback", "devices", "bench"} <= set(found)
+    assert {path: gaps for path, gaps in found.items() if gaps} == {}
