@@ -133,7 +133,7 @@ class SignalingChannel:
         except TimeoutError as exc:
             raise SignalingTimeoutError(
                 f"no {wanted} from {self.peer} within {timeout:.1f} s; is the other side "
-                "still running? (raise the signaling timeout for slow links)"
+                "still running? (over a slow link, give more time with --connect-timeout)"
             ) from exc
         except asyncio.IncompleteReadError as exc:
             raise PeerClosedError(
@@ -197,7 +197,8 @@ async def connect_signaling(
     except TimeoutError as exc:
         raise SignalingTimeoutError(
             f"no reply from {where} within {timeout:.1f} s: check the address, that the host is "
-            "reachable and that no firewall drops the port"
+            "reachable and that no firewall drops the port (or give more time with "
+            "--connect-timeout)"
         ) from exc
     except ConnectionRefusedError as exc:
         raise SignalingConnectError(

@@ -133,6 +133,7 @@ def test_connect_timeout_ends_the_wait_with_one_line(
     rc, summary, err = alice.finish(timeout=30)
     assert rc == 1, err
     assert summary["error"].startswith(f"no answer from {HOST}:{port} within 1.0 s"), summary
+    assert "give more time with --connect-timeout" in summary["error"]  # the option to change
     assert summary["ended_by"] == "network" and summary["qkd_bits_drawn"] == 0
     failures = [line for line in err.splitlines() if "no answer from" in line]
     assert failures == [f"call failed: {summary['error']}"], err
