@@ -19,14 +19,15 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
 from qphone.audio.opus import OpusConfig, OpusDecoder, decode_playout
+from qphone.audio.timestretch import stretch
 from qphone.audio.wav import read_wav, resample, wav_info
 from qphone.config.profile import Profile, load_profile
 from qphone.core.callparams import CallParams, Mode
@@ -112,17 +113,26 @@ def _pct(values: list[float]) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def _profiles(opts: LoopbackOptions, work: Path) -> Iterator[tuple[Profile, Profile]]:
+def _profiles(
+    opts: LoopbackOptions, work: Path, say: Callable[[str], None]
+) -> Iterator[tuple[Profile, Profile]]:
     if opts.profile_a and opts.profile_b:
         yield load_profile(opts.profile_a), load_profile(opts.profile_b)
         return
     kme_args = ["--distance-km", str(opts.distance_km), "--seed", str(opts.seed)]
     if opts.eve_fraction:
         kme_args += ["--eve-fraction", str(opts.eve_fraction)]
-    keyserver = running_keyserver(work / "kme", kme_args)
-    if opts.network is not None:
+    if opts.network is None:
+        say(f"qphone loopback: starting the keyserver pair in {work / 'kme'} ...")
+        waiting = "qphone loopback: waiting for the QKD link's first key ..."
+        keyserver = running_keyserver(work / "kme", kme_args, on_wait=lambda: say(waiting))
+    else:
+        say(f"qphone loopback: starting the {opts.network} network in {work / 'network'} ...")
+        waiting = "qphone loopback: waiting until every link on the route holds key ..."
         net_args = ["--seed", str(opts.seed), "--multipath", str(opts.multipath)]
-        keyserver = running_network(opts.network, work / "network", net_args)
+        keyserver = running_network(
+            opts.network, work / "network", net_args, on_wait=lambda: say(waiting)
+        )
     with keyserver as kme:
         a, b = load_profile(kme / "alice.toml"), load_profile(kme / "bob.toml")
         # identities of this run only: no pins left behind from earlier runs
@@ -132,18 +142,23 @@ def _profiles(opts: LoopbackOptions, work: Path) -> Iterator[tuple[Profile, Prof
         )
 
 
-async def _progress(total: float, started: asyncio.Event, done: asyncio.Event) -> None:
+def progress_bar(elapsed: float, total: float, width: int = 30) -> str:
+    """``[#####     ]   4.5/9.0 s``: the call's progress, always the same length."""
+    frac = min(1.0, max(0.0, elapsed / total)) if total > 0 else 1.0
+    return f"[{'#' * int(frac * width):<{width}}] {frac * total:5.1f}/{total:.1f} s"
+
+
+async def _progress(total: float, started: asyncio.Event, done: asyncio.Event, out: TextIO) -> None:
+    """The bar, redrawn in place every 0.25 s from the call's start until ``done``."""
     await started.wait()
     t0 = time.monotonic()
-    width = 30
     while not done.is_set():
-        frac = min(1.0, (time.monotonic() - t0) / total)
-        bar = "#" * int(frac * width)
-        sys.stderr.write(f"\r[{bar:<{width}}] {frac * total:5.1f}/{total:.1f} s")
-        sys.stderr.flush()
+        out.write("\r\x1b[K" + progress_bar(time.monotonic() - t0, total))
+        out.flush()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), 0.25)
-    sys.stderr.write(f"\r[{'#' * width}] {total:.1f}/{total:.1f} s\n")
+    out.write("\r\x1b[K" + progress_bar(total, total) + "\n")
+    out.flush()
 
 
 async def _run_call(opts: LoopbackOptions, pa: Profile, pb: Profile) -> tuple[Side, Side]:
@@ -179,7 +194,14 @@ async def _run_call(opts: LoopbackOptions, pa: Profile, pb: Profile) -> tuple[Si
     port = free_port()
     started, done = asyncio.Event(), asyncio.Event()
     show = opts.progress and sys.stderr.isatty()
-    bar = asyncio.ensure_future(_progress(duration, started, done)) if show else None
+    bar = asyncio.ensure_future(_progress(duration, started, done, sys.stderr)) if show else None
+    if opts.progress:
+        print(
+            f"qphone loopback: calling alice -> bob on 127.0.0.1:{port} ({opts.mode.label}, "
+            f"{duration:.1f} s) ...",
+            file=sys.stderr,
+            flush=True,
+        )
     caller.phase.subscribe(lambda phase: started.set() if phase is CallPhase.IN_CALL else None)
 
     async def call() -> CallSummary:
@@ -218,7 +240,12 @@ class _Quiet(TextOut):
 def run_loopback(opts: LoopbackOptions) -> LoopbackRun:
     work = opts.workdir or Path(tempfile.mkdtemp(prefix="qphone-loopback-"))
     work.mkdir(parents=True, exist_ok=True)
-    with _profiles(opts, work) as (pa, pb):
+
+    def say(line: str) -> None:
+        if opts.progress:
+            print(line, file=sys.stderr, flush=True)
+
+    with _profiles(opts, work, say) as (pa, pb):
         caller, answerer = asyncio.run(_run_call(opts, pa, pb))
         if interrupted(caller.summary, answerer.summary):
             raise KeyboardInterrupt  # SIGINT/SIGTERM hung up the call: no report
@@ -281,7 +308,10 @@ def replay_unencrypted(
                 packet = packets[slot.timestamp]
             elif slot.kind is PlayoutKind.FEC:
                 packet = packets[(slot.timestamp + step) % TS_MOD]
-        out.append(decode_playout(dec, PlayoutItem(slot.kind, slot.timestamp, 0.0, payload=packet)))
+        pcm = decode_playout(dec, PlayoutItem(slot.kind, slot.timestamp, 0.0, payload=packet))
+        if slot.stretch:  # as the receiver time-stretched it (the same function, deterministic)
+            pcm = stretch(pcm, slot.stretch * config.sample_rate // 48000, config.channels)
+        out.append(pcm)
     return b"".join(out)
 
 
