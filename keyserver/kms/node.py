@@ -207,11 +207,11 @@ class KmsNode:
                 cfg.module_for(spec.id), cfg.module_tls, neighbour
             )
             self.links[spec.id] = LocalLink(spec, neighbour, spec.a == self.id, module)
-        node_tls = cfg.node_api.tls
-        self.peers = {
-            n: NodeClient(n, cfg.node_urls[n], node_tls, self.recorder)
-            for n in cfg.topology.node_ids() if n != self.id and n in cfg.node_urls
-        }
+        # a client (TLS context, connection pool) per peer node, made on the first message to
+        # it: most nodes of a large network never talk to most others
+        self._peer_ids = {n for n in cfg.topology.node_ids()
+                          if n != self.id and n in cfg.node_urls}
+        self.peers: dict[str, NodeClient] = {}
         voided = self.store.void_pending_relays(now_ms() + int(2 * cfg.relay_timeout * 1000))
         if voided:
             log(_LOG, logging.WARNING, "relays_voided_after_restart", count=voided)
@@ -1150,7 +1150,10 @@ class KmsNode:
     async def _post(self, peer: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         client = self.peers.get(peer)
         if client is None:
-            raise NodeUnreachable(f"no URL for node {peer}")
+            if peer not in self._peer_ids:
+                raise NodeUnreachable(f"no URL for node {peer}")
+            client = self.peers[peer] = NodeClient(peer, self.config.node_urls[peer],
+                                                   self.config.node_api.tls, self.recorder)
         try:
             return await client.post(path, body)
         except NodeUnreachable as e:
@@ -1162,7 +1165,7 @@ class KmsNode:
 
     def _node_caller(self, request: web.Request) -> str:
         cn = caller_id(request)
-        if cn is None or cn not in self.peers:
+        if cn is None or cn not in self._peer_ids:
             raise EtsiError(401, "node endpoints are for the nodes of this network only")
         return cn
 

@@ -102,6 +102,7 @@ def serve(kind: str, fd: int) -> int:
     set_pdeathsig()
     for name in PRELOAD[kind]:
         importlib.import_module(name)
+    importlib.import_module("keyserver.cli").build_parser()  # what its layers import for it
     gc.collect()
     gc.freeze()  # what is imported now stays out of every child's garbage collections
     ctl = socket.socket(fileno=fd)
