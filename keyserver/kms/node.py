@@ -68,6 +68,7 @@ from keyserver.kms.nodestore import (
 from keyserver.kms.recorder import Recorder
 from keyserver.kms.relay import Ack, AckStatus, HopMessage, RelayFormatError, RelayHeader
 from keyserver.kms.routing import DownReason, LinkReport, LinkStateDb, Lsa, RouteDecision
+from keyserver.kms.stockshare import StockShares
 from keyserver.network.topology import LinkSpec
 from keyserver.pki.tls import server_context
 
@@ -80,7 +81,6 @@ REASON_OUT_OF_KEYS = "out_of_keys"
 REASON_NO_ROUTE = "no_route"
 MAX_ROUTES_KEPT = 32  # distinct routes counted per SAE pair in the status extension
 REASON_RELAY_FAILED = "relay_failed"  # voided at both ends; a new request may succeed
-FAIR_WINDOW_S = 10.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -176,7 +176,12 @@ class KmsNode:
         self._lsa_queue: dict[str, dict[str, Lsa]] = {}  # neighbour -> origin -> LSA to pass on
         self._rng = random.Random()  # timer jitter only (no security use)
         self.pairs: dict[tuple[str, str], PairStats] = {}
-        self._active: dict[str, dict[tuple[str, str], float]] = {}  # link -> pair -> last ask
+        # each local SAE's share of the stock of every link (keyserver/kms/stockshare.py)
+        saes = config.local_saes()
+        self.shares = (
+            StockShares(saes, config.max_key_count * config.limits.key_size // 8)
+            if saes and config.sae_stock_share else None
+        )
         self.counters: dict[str, int] = {
             "relays_started": 0, "relays_delivered": 0, "relays_failed": 0, "hops_forwarded": 0,
             "hops_refused": 0, "relays_received": 0, "voids_sent": 0, "voids_received": 0,
@@ -832,7 +837,7 @@ class KmsNode:
                     {"link": v.link, "reasons": list(v.reasons)} for v in decision.broken]}],
             )
         routes = decision.routes
-        self._fair_share(master, slave, need, [r.links[0] for r in routes])
+        charged = self._charge_share(master, [(r.links[0], need) for r in routes])
         relay_id = uuid.uuid4()
         key_ids = tuple(uuid.uuid4() for _ in range(req.number))
         t_ms = now_ms()
@@ -843,6 +848,8 @@ class KmsNode:
                 RelayOut(relay_id, master, slave, dst, key_ids, "pending", deadline_ms), spends
             )
         except OutOfLinkKey as e:
+            if self.shares is not None:
+                self.shares.refund(master, charged)
             raise EtsiError(503, MSG_OUT_OF_KEYS, [{"reason": REASON_OUT_OF_KEYS,
                                                     "link": e.link, "needed_bytes": e.need,
                                                     "stock_bytes": e.have}]) from None
@@ -907,30 +914,27 @@ class KmsNode:
                                     [{"reason": REASON_RELAY_FAILED}]),
                           retry=bool(errors) or failed)
 
-    def _fair_share(self, master: str, slave: str, need: int, first_links: list[str]) -> None:
-        """While several SAE pairs draw on the same first link, none takes more than its share.
+    def _charge_share(self, master: str, needs: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Charge a relay to ``master``'s share of the stock of each first link, or refuse it
+        (503, reason out_of_keys, ``quota`` sae_stock_share in the details, with the share)."""
+        if self.shares is None:
+            return needs
+        refusal = self.shares.draw(
+            master, [(lid, need, self.store.stock_bytes(lid, self.id)) for lid, need in needs]
+        )
+        if refusal is not None:
+            raise EtsiError(503, f"{MSG_OUT_OF_KEYS}: {refusal.text()}",
+                            [{"reason": REASON_OUT_OF_KEYS, **refusal.details()}])
+        return needs
 
-        A pair is active for FAIR_WINDOW_S after its last request; with n active pairs on a link,
-        one request may take at most 1/n of the key this node holds on it.
-        """
-        now = time.monotonic()
-        for lid in first_links:
-            seen = self._active.setdefault(lid, {})
-            seen[(master, slave)] = now
-            for pair, t in list(seen.items()):
-                if now - t > FAIR_WINDOW_S:
-                    del seen[pair]
-            n = len(seen)
-            stock = self.store.stock_bytes(lid, self.id)
-            if n > 1 and need > stock // n:
-                raise EtsiError(
-                    503,
-                    f"{MSG_OUT_OF_KEYS}: {n} SAE pairs share link {lid}, and this request "
-                    f"({8 * need} bits) is more than one pair's share ({8 * stock // n} bits); "
-                    "ask for fewer or smaller keys",
-                    [{"reason": REASON_OUT_OF_KEYS, "link": lid, "active_pairs": n,
-                      "share_bits": 8 * stock // n}],
-                )
+    def held_quota_bits(self) -> int:
+        """Most uncollected key one (master, slave) pair may hold at this node: the configured
+        quota, capped by one local SAE's share of a link's stock cap (a pair cannot park more
+        than its slave's share of what a link could supply)."""
+        share = self.config.max_key_count * self._limits.key_size // max(
+            1, len(self.config.local_saes())
+        )
+        return min(share, self.config.quota_bits_per_pair)
 
     async def _send_hop(self, m: HopMessage) -> str | None:
         """POST one hop; the error text, or None once the next node accepted it."""
@@ -1028,7 +1032,7 @@ class KmsNode:
         f = FinalHop(h.relay_id, h.key_ids, h.leg, h.legs, h.initiator_sae, h.target_sae,
                      h.initiator_node, h.ack_url, tuple(shares), h.deadline_ms,
                      now_ms() + int(self.config.hold_seconds * 1000),
-                     self.config.quota_bits_per_pair)
+                     self.held_quota_bits())
         if h.target_sae not in self.config.local_saes():
             raise etsi014.bad_request(f"SAE {h.target_sae} is not at node {self.id}")
         if self.config.topology.sae_node(h.initiator_sae) != h.initiator_node:

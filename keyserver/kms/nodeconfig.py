@@ -39,7 +39,10 @@ file, every error names the setting to fix. The format (see also docs/network.md
     max_key_count = 100000          # link-key stock cap per stream, in keys of key_size
     hold_seconds = 300              # a key not collected by its slave SAE is voided after this
     relay_timeout_seconds = 10      # a master SAE waits at most this for the far end's ack
-    quota_bits_per_pair = 16777216  # most uncollected key held for one (master, slave) pair
+    quota_bits_per_pair = 16777216  # most uncollected key held for one (master, slave) pair,
+                                    # capped by one local SAE's share of max_key_count
+    sae_stock_share = true          # each local SAE draws at most its 1/n share of a link's
+                                    # stock (docs/keyserver.md, "Quotas")
 
     [http]                          # optional: limits of both listeners (seconds; defaults shown)
     tls_handshake_timeout = 10
@@ -166,6 +169,7 @@ class NodeConfig:
     topology: Topology
     http: HttpLimits = field(default_factory=HttpLimits)
     timers: Timers = field(default_factory=lambda: Timers())
+    sae_stock_share: bool = True  # each local SAE its share of every link's stock
 
     def local_links(self) -> list[LinkSpec]:
         return self.topology.links_of(self.id)
@@ -183,7 +187,7 @@ _SECTIONS: dict[str, set[str]] = {
     "node_api": {"host", "port", "ca_cert", "cert", "key", "admin"},
     "module_client": {"ca_cert", "cert", "key"},
     "keys": {"key_size", "min_key_size", "max_key_size", "max_key_per_request", "max_key_count",
-             "hold_seconds", "relay_timeout_seconds", "quota_bits_per_pair"},
+             "hold_seconds", "relay_timeout_seconds", "quota_bits_per_pair", "sae_stock_share"},
     "routing": {"multipath", "lsa_interval_seconds", "lsa_batch_seconds",
                 "lsa_refresh_seconds", "lsa_max_age_seconds"},
     "timers": {"module_poll_seconds", "hungry_poll_seconds", "sync_heartbeat_seconds",
@@ -367,6 +371,7 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
                           topology.saes)),
         http=http,
         timers=timers,
+        sae_stock_share=_get(doc, "keys", "sae_stock_share", bool, True),
     )
 
 
