@@ -28,7 +28,7 @@ from typing import Protocol
 
 from qphone.audio.devices import DEFAULT_DEVICE, AudioDevice, AudioDeviceError, check_device
 from qphone.audio.opus import OpusConfig
-from qphone.audio.wav import WavFormatError, iter_frames, read_wav
+from qphone.audio.wav import Encoding, WavFormatError, WavInfo, iter_frames, read_wav, wav_info
 from qphone.audio.wavrecording import WavRecording
 
 SILENCE = "silence"
@@ -41,6 +41,9 @@ class AudioSpecError(ValueError):
 
 
 class AudioSource(Protocol):
+    #: what the input is, for the user: the file or device and any conversion applied
+    description: str
+
     async def start(self) -> None:
         """Open the input (a sound device starts capturing)."""
 
@@ -51,6 +54,9 @@ class AudioSource(Protocol):
 
 
 class AudioSink(Protocol):
+    #: what the output is, for the user
+    description: str
+
     async def start(self) -> None:
         """Open the output (a sound device starts playing)."""
 
@@ -64,12 +70,14 @@ class WavSource:
     ``loop``, the file again from the start)."""
 
     def __init__(self, path: str | Path, rate: int, frame_samples: int, loop: bool = False) -> None:
+        info = wav_info(path)
         pcm, _ = read_wav(path, rate)
         self._frames = list(iter_frames(pcm, frame_samples))
         if not self._frames:
             raise WavFormatError(f"{path} holds no audio")
         self._loop = loop
         self._i = 0
+        self.description = describe_wav_input(path, info, rate, loop)
 
     async def start(self) -> None:
         return None
@@ -86,8 +94,30 @@ class WavSource:
         return None
 
 
+def describe_wav_input(path: str | Path, info: WavInfo, rate: int, loop: bool) -> str:
+    """``WAV file x.wav (44.1 kHz, 2 channels, 24-bit PCM: downmixed to mono, resampled to
+    48 kHz)``: the file and every conversion the call applies to it."""
+    kind = "float" if info.encoding is Encoding.FLOAT else "PCM"
+    channels = "mono" if info.channels == 1 else f"{info.channels} channels"
+    done = []
+    if info.channels > 1:
+        done.append("downmixed to mono")
+    if info.sample_rate != rate:
+        done.append(f"resampled to {rate / 1000:g} kHz")
+    if info.sample_width != 2 or info.encoding is Encoding.FLOAT:
+        done.append("converted to 16-bit")
+    if loop:
+        done.append("repeated")
+    return (
+        f"WAV file {path} ({info.sample_rate / 1000:g} kHz, {channels}, "
+        f"{8 * info.sample_width}-bit {kind}{': ' + ', '.join(done) if done else ''})"
+    )
+
+
 class SilenceSource:
     """Digital silence, for ever."""
+
+    description = "silence"
 
     def __init__(self, frame_samples: int) -> None:
         self._frame = bytes(2 * frame_samples)
@@ -115,6 +145,7 @@ class WavSink:
     def __init__(self, path: str | Path, rate: int) -> None:
         self.path = Path(path)
         self.rate = rate
+        self.description = f"WAV file {self.path} (mono 16-bit PCM, {rate / 1000:g} kHz)"
         self.warn: Callable[[str], None] = _to_stderr
         self._recording: WavRecording | None = None
 
@@ -135,6 +166,8 @@ class WavSink:
 class NullSink:
     """Discards what is played out."""
 
+    description = "discarded"
+
     async def start(self) -> None:
         return None
 
@@ -148,8 +181,9 @@ class NullSink:
 class DeviceSource:
     """Capture from a sound device (PortAudio)."""
 
-    def __init__(self, device: AudioDevice) -> None:
+    def __init__(self, device: AudioDevice, description: str = "a sound device") -> None:
         self.device = device
+        self.description = description
 
     async def start(self) -> None:
         await self.device.start()
@@ -164,8 +198,9 @@ class DeviceSource:
 class DeviceSink:
     """Playback on a sound device (PortAudio)."""
 
-    def __init__(self, device: AudioDevice) -> None:
+    def __init__(self, device: AudioDevice, description: str = "a sound device") -> None:
         self.device = device
+        self.description = description
 
     async def start(self) -> None:
         await self.device.start()
@@ -187,17 +222,30 @@ def _is_file_spec(spec: str) -> bool:
     return is_wav(spec) or os.sep in spec or os.path.exists(spec)
 
 
-def _device(spec: str, config: OpusConfig, capture: bool) -> AudioDevice:
-    """A sound device for capture or playback, checked now (found, format supported)."""
+def _device(spec: str, config: OpusConfig, capture: bool) -> tuple[AudioDevice, str]:
+    """A sound device for capture or playback, checked now (found, format supported), and
+    what it is for the user."""
     name = spec.removeprefix(DEVICE_PREFIX)
     kind = "input" if capture else "output"
     try:
-        check_device(name, output=not capture, rate=config.sample_rate)
+        info = check_device(name, output=not capture, rate=config.sample_rate)
     except AudioDeviceError as exc:
         if name == DEFAULT_DEVICE:
             raise AudioSpecError(f"the default sound {kind} device cannot be used: {exc}") from None
         raise AudioSpecError(str(exc)) from None
-    return AudioDevice(
+    default = info.is_default_input if capture else info.is_default_output
+    description = (
+        f"sound {kind} device {info.name!r} (#{info.index}, {info.host_api}"
+        f"{', the system default' if default else ''}), mono 16-bit at "
+        f"{config.sample_rate / 1000:g} kHz"
+        + (
+            f" (the device runs at {info.default_sample_rate / 1000:g} kHz: the sound "
+            "system resamples)"
+            if round(info.default_sample_rate) != config.sample_rate
+            else ""
+        )
+    )
+    device = AudioDevice(
         rate=config.sample_rate,
         frame_samples=config.samples_per_frame,
         capture=capture,
@@ -205,6 +253,7 @@ def _device(spec: str, config: OpusConfig, capture: bool) -> AudioDevice:
         input_device=name if capture else None,
         output_device=None if capture else name,
     )
+    return device, description
 
 
 def open_source(
@@ -227,7 +276,7 @@ def open_source(
         except OSError as exc:
             raise AudioSpecError(f"cannot read it: {exc.strerror or exc}") from None
         return source, True
-    return DeviceSource(_device(spec, config, capture=True)), False
+    return DeviceSource(*_device(spec, config, capture=True)), False
 
 
 def open_sink(spec: str | None, config: OpusConfig) -> AudioSink:
@@ -237,7 +286,7 @@ def open_sink(spec: str | None, config: OpusConfig) -> AudioSink:
     if not spec.startswith(DEVICE_PREFIX) and _is_file_spec(spec):
         check_writable(Path(spec))
         return WavSink(spec, config.sample_rate)
-    return DeviceSink(_device(spec, config, capture=False))
+    return DeviceSink(*_device(spec, config, capture=False))
 
 
 @dataclass

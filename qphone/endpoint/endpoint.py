@@ -213,6 +213,7 @@ class CallEndpoint:
         if self.identity_created:
             self.say(f"created identity {self.profile.identity_file}")
         self.say(f"identity {self.identity.public.fingerprint()} (SAE {self.profile.sae_id})")
+        self.say(f"audio in: {self.audio.source.description}; out: {self.audio.sink.description}")
         try:
             self.result = await self._until_interrupted(
                 self._setup(role, host, port, on_listening, accept_timeout)

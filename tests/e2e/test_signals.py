@@ -223,6 +223,12 @@ def test_sigterm_in_a_call_hangs_up_on_both_sides(
         alice.kill()
         bob.kill()
     assert rc_b == 0 and sb["end_reason"] == "interrupted", err_b
+    # each side said at the start what it plays and records, and how the input is converted
+    wav = SAMPLES / "speech_b_48k.wav"
+    assert f"audio in: WAV file {wav} (48 kHz, mono, 16-bit PCM: repeated); out: discarded" in (
+        err_b
+    )
+    assert "audio in: silence; out: discarded" in err_a
     assert sb["end_cause"] == "interrupted" and sb["ended_by"] == "this side"
     assert rc_a == 0 and sa["end_reason"] == "peer hung up (interrupted)", err_a
     assert sa["ended_by"] == "peer" and sa["end_cause"] == "peer bye"

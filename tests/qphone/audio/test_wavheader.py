@@ -145,3 +145,18 @@ def test_headers_built_to_the_spec_parse_back(
             parse_header(raw, len(raw) - 1)
         else:
             raise WavFormatError("truncated WAV file (nothing to cut)")
+
+
+def test_a_call_names_the_conversions_of_its_wav_input(tmp_path: Path) -> None:
+    from qphone.audio.opus import OpusConfig
+    from qphone.audio.streams import open_sink, open_source
+
+    path = tmp_path / "in.wav"
+    path.write_bytes(_wav(Encoding.PCM, 24, 2, extensible=True))
+    source, _ = open_source(str(path), OpusConfig())
+    assert source.description == (
+        f"WAV file {path} (16 kHz, 2 channels, 24-bit PCM: downmixed to mono, resampled to "
+        "48 kHz, converted to 16-bit)"
+    )
+    sink = open_sink(str(tmp_path / "out.wav"), OpusConfig())
+    assert sink.description == f"WAV file {tmp_path / 'out.wav'} (mono 16-bit PCM, 48 kHz)"
