@@ -7,7 +7,8 @@ semantics those of :mod:`keyserver.kms.relay` and docs/network.md.
 Erasure: the database runs in rollback-journal mode (``journal_mode=DELETE``) with
 ``secure_delete=ON``: a spent or delivered key is overwritten in place in the database file
 within the transaction that spends it, and the journal holding the old page is deleted at
-commit, so key material leaves every file at once. Files are created 0600. The directory is
+commit, so key material leaves every file at once; ``temp_store=MEMORY``: no temporary
+file. Files are created 0600. The directory is
 locked (flock) so two processes never share a store. ``synchronous`` is ``OFF`` by default
 (safe against a process crash, not against power loss; ``FULL`` is safe against both).
 """
@@ -219,6 +220,7 @@ class NodeStore:
         self._db.execute("PRAGMA journal_mode=DELETE")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute("PRAGMA temp_store=MEMORY")  # no temporary file ever holds key
         self._db.executescript(_SCHEMA)
         with self._tx():
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('node_id', ?)", (node_id,))
