@@ -43,7 +43,9 @@ from typing import Any
 PRELOAD: dict[str, tuple[str, ...]] = {
     "node": ("keyserver.cli", "keyserver.kms.commands", "keyserver.kms.node",
              "keyserver.kms.nodeconfig"),
-    "module": ("keyserver.cli", "keyserver.qkd.commands"),
+    # emulated modules' code (lean: no numpy); a physics module imports its own after the fork
+    "module": ("keyserver.cli", "keyserver.qkd.commands", "keyserver.qkd.config",
+               "keyserver.qkd.emulatedmodule"),
 }
 PR_SET_PDEATHSIG = 1
 
