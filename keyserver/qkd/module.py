@@ -109,6 +109,7 @@ class Module:
         self._session_lock = asyncio.Lock()
         self._peer_stock = 0
         self._paused = False
+        self._probe = False  # run one block even at a full stock (Eve was just set)
         self._session: _Session | None = None
         self._block_seconds: dict[int, float] = {}
         self._pending_classical: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
@@ -233,6 +234,10 @@ class Module:
     def _set_eve(self, fraction: float) -> float:
         self.fibre.eve_fraction = fraction
         log(_LOG, logging.WARNING, "eavesdropper_set", fraction=fraction)
+        # a full stock pauses production: run one block anyway, so the alarm shows within a
+        # block time (the emulated fidelity runs test blocks all the time instead)
+        self._probe = True
+        self.wake.set()
         return fraction
 
     def _on_delivered(self) -> None:
@@ -349,6 +354,8 @@ class Module:
 
     # -- stock ------------------------------------------------------------------------------
     def production_paused(self) -> bool:
+        if self._probe:
+            return False
         cap = self.config.northbound.max_key_count
         stock = max(self.store.key_count(), self._peer_stock)
         if self._paused:
@@ -572,6 +579,7 @@ class _Session:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(mod.wake.wait(), IDLE_POLL_SECONDS)
                 deadline = time.monotonic()
+            mod._probe = False
             block = int(mod.store.get("next_block", 0))
             mod.store.put("next_block", block + 1)
             async with mod._lock:

@@ -245,6 +245,7 @@ class RecordingProxy:
         self._lock = threading.Lock()
         self._to_rx: list[socket.socket] = []
         self._stop = False
+        self.tamper_next_tx = False  # flip a bit of the next transmitter frame in flight
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -287,6 +288,9 @@ class RecordingProxy:
                 with self._lock:
                     self.frames.append((who, body))
                     self.raw.append(body)
+                    if who == "tx" and self.tamper_next_tx:
+                        self.tamper_next_tx = False
+                        body = body[:-1] + bytes([body[-1] ^ 1])
                     dst.sendall(head + body)
         except OSError:
             pass

@@ -1,0 +1,79 @@
+"""Link fidelity in the topology file, its override, and what the plan writes for each module."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keyserver.network.plan import Options, make_plan, write_configs
+from keyserver.network.topology import (
+    TopologyError,
+    load_topology,
+    parse_topology,
+    with_fidelity,
+)
+from keyserver.qkd.config import Fidelity, load_config
+
+
+def _doc(**top: Any) -> dict[str, Any]:
+    return {
+        **top,
+        "nodes": [{"id": "a"}, {"id": "b"}, {"id": "c"}],
+        "links": [
+            {"a": "a", "b": "b", "distance_km": 10.0},
+            {"a": "b", "b": "c", "distance_km": 20.0, "fidelity": "physics"},
+        ],
+    }
+
+
+def test_a_file_that_says_nothing_is_physics() -> None:
+    topo = parse_topology(_doc())
+    assert [link.fidelity for link in topo.links] == ["physics", "physics"]
+    for name in ("beijing-hefei", "hefei-metro", "pair"):
+        assert {link.fidelity for link in load_topology(name).links} == {"physics"}
+
+
+def test_network_default_and_per_link_fidelity() -> None:
+    topo = parse_topology(_doc(fidelity="emulated"))
+    assert [link.fidelity for link in topo.links] == ["emulated", "physics"]
+    doc = _doc()
+    doc["links"][0]["fidelity"] = "emulated"
+    assert [link.fidelity for link in parse_topology(doc).links] == ["emulated", "physics"]
+
+
+def test_override_sets_every_link() -> None:
+    topo = with_fidelity(parse_topology(_doc(fidelity="emulated")), "physics")
+    assert {link.fidelity for link in topo.links} == {"physics"}
+    with pytest.raises(TopologyError):
+        with_fidelity(topo, "fast")
+
+
+@pytest.mark.parametrize("where", ["top", "link"])
+def test_a_wrong_fidelity_is_one_clear_line(where: str) -> None:
+    doc = _doc(fidelity="quantum") if where == "top" else _doc()
+    if where == "link":
+        doc["links"][0]["fidelity"] = 3
+    with pytest.raises(TopologyError, match='fidelity must be "physics" or "emulated"') as e:
+        parse_topology(doc)
+    assert "\n" not in str(e.value)
+
+
+def test_plan_writes_each_modules_fidelity_and_a_private_channel_key(tmp_path: Path) -> None:
+    doc = _doc(fidelity="emulated")
+    topo = parse_topology(doc)
+    plan = make_plan(tmp_path / "net", topo, Options())
+    write_configs(plan)
+    for m in plan.modules.values():
+        cfg = load_config(m.config)
+        want = Fidelity(topo.link(m.link).fidelity)
+        assert cfg.fidelity is want
+        key = cfg.channel_key
+        assert key == plan.directory / "links" / f"{m.link}.channelkey"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
+    keys = {p.read_bytes() for p in (plan.directory / "links").glob("*.channelkey")}
+    assert len(keys) == len(topo.links)  # one key per link
+    forced = make_plan(tmp_path / "net2", topo, Options(fidelity="physics"))
+    assert {link.fidelity for link in forced.topology.links} == {"physics"}
