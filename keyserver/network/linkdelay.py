@@ -65,14 +65,15 @@ def load_forwards(path: Path) -> list[Forward]:
         out.append(Forward(str(r["link"]), str(r["what"]), str(r["ns"]),
                            (str(r["listen"][0]), int(r["listen"][1])),
                            (str(r["target"][0]), int(r["target"][1])),
-                           float(r["delay_s"]), float(r["loss"])))
+                           float(r["delay_s"]), float(r["loss"]), str(r["source"])))
     return out
 
 
 def dump_forwards(forwards: list[Forward], path: Path) -> None:
     path.write_text(json.dumps([
         {"link": f.link, "what": f.what, "ns": f.ns, "listen": list(f.listen),
-         "target": list(f.target), "delay_s": f.delay_s, "loss": f.loss} for f in forwards
+         "target": list(f.target), "delay_s": f.delay_s, "loss": f.loss, "source": f.source}
+        for f in forwards
     ], indent=1) + "\n")
 
 
@@ -171,6 +172,9 @@ async def serve(forwards: list[Forward], ready: Callable[[], None] = lambda: Non
             s = netns.socket(f.ns)
             s.setblocking(False)
             try:
+                # from the site's address: routed out of its interface (netns.line_commands),
+                # though the target is a local address here too
+                s.bind((f.source, 0))
                 await loop.sock_connect(s, f.target)
                 r2, w2 = await asyncio.open_connection(sock=s)
             except OSError:

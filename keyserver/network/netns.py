@@ -15,12 +15,18 @@ namespace (nodes send acknowledgements straight to a relay's initiator, whatever
 
 * with ``tc netem`` (when the kernel has it): on each site's ``eth0``, an HTB class per fibre
   neighbour with a netem child (the link's delay and loss), chosen by destination address;
-* without it (this machine's kernel): a **delay line** (:mod:`keyserver.network.linkdelay`) at
+* without it (this machine's kernel): a **delay line** (:mod:`keyserver.network.linkdelay`) in
   the dialling site holds every byte for the fibre's delay before sending it on to the far
   site, for everything that crosses the fibre: the link's two QKD channels (the transmitter
-  dials) and node-to-node calls between the link's two nodes (each way). Loss on a TCP stream
-  is what TCP makes of it, a retransmission: each chunk is held one more minimum
-  retransmission timeout (200 ms, Linux's TCP_RTO_MIN) with the loss probability.
+  dials) and node-to-node calls between the link's two nodes (each way). It is transparent:
+  every process dials the far site's own address. In the dialling site's namespace each fibre
+  neighbour's address is also a local address (on ``lo``; ``arp_ignore`` keeps the site from
+  answering for it on the bridge), where the line listens; packets from the site's own
+  address to a neighbour's (the line's own connection, which it makes from there, and the
+  site's answers to the neighbour's lines) are routed, by a rule ahead of the local table, out
+  of ``eth0``. Loss on a TCP stream is what TCP makes of it, a retransmission: each chunk
+  is held one more minimum retransmission timeout (200 ms, Linux's TCP_RTO_MIN) with the loss
+  probability.
 
 Messages between nodes that share no fibre (a relay's acknowledgement to its initiator, a void)
 cross the bridge without added delay in both cases. Namespaces are named ``<prefix>-<node>``,
@@ -47,6 +53,7 @@ TCP_RTO_MIN_S = 0.2  # Linux TCP_RTO_MIN (include/net/tcp.h): a lost segment's r
 SUBNET_POOL = ipaddress.IPv4Network("10.200.0.0/16")
 SUBNET_PREFIXLEN = 20  # 4094 addresses per network, 16 networks in the pool
 HUB_BRIDGE = "br0"
+LINE_TABLE = 51  # routing table of packets from a site to a fibre neighbour: out of eth0
 SITE_IF = "eth0"
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
@@ -80,6 +87,7 @@ class Forward:
     target: tuple[str, int]
     delay_s: float
     loss: float
+    source: str = ""  # the dialling site's address (its connection leaves from there)
 
 
 @dataclass(frozen=True)
@@ -144,24 +152,13 @@ def plan_layout(
                        loss)
 
 
-def dial_addresses(layout: NetnsLayout, topology: Topology) -> dict[tuple[str, str], str]:
-    """(from node, to node) -> where `from` dials `to` (NetworkPlan.dial): with delay lines,
-    at its own address, where the line for that fibre listens; with netem, `to` directly."""
-    if layout.method is DelayMethod.NETEM:
-        return {}
-    out: dict[tuple[str, str], str] = {}
-    for link in topology.links:
-        out[(link.a, link.b)] = layout.sites[link.a].address
-        out[(link.b, link.a)] = layout.sites[link.b].address
-    return out
-
-
 def forwards(
     layout: NetnsLayout, topology: Topology, node_ports: dict[str, int],
     channels: dict[str, tuple[int, int]], distance_km: dict[str, float],
 ) -> list[Forward]:
-    """The delay lines of every fibre (none with netem): the two QKD channels of each link at
-    its transmitter's site, and each node's calls to its fibre neighbours at its own site."""
+    """The delay lines of every fibre (none with netem): the two QKD channels of each link in
+    its transmitter's site, and each node's calls to its fibre neighbours in its own site, each
+    listening on the far end's address (a local address in the dialling site)."""
     if layout.method is DelayMethod.NETEM:
         return []
     out: list[Forward] = []
@@ -169,12 +166,13 @@ def forwards(
         d = fibre_delay_s(distance_km[link.id])
         a, b = layout.sites[link.a], layout.sites[link.b]
         for port, what in zip(channels[link.id], ("quantum", "classical"), strict=True):
-            out.append(Forward(link.id, what, a.ns, (a.address, port), (b.address, port), d,
-                               layout.loss))
+            out.append(Forward(link.id, what, a.ns, (b.address, port), (b.address, port), d,
+                               layout.loss, a.address))
         for src, dst in ((a, b), (b, a)):
             port = node_ports[dst.node]
             out.append(Forward(link.id, f"node {src.node}->{dst.node}", src.ns,
-                               (src.address, port), (dst.address, port), d, layout.loss))
+                               (dst.address, port), (dst.address, port), d, layout.loss,
+                               src.address))
     return out
 
 
@@ -205,6 +203,34 @@ def setup_commands(layout: NetnsLayout) -> list[list[str]]:
         ["ip", "addr", "add", f"{layout.root_address}/{plen}", "dev", layout.root_if],
         ["ip", "link", "set", layout.root_if, "up"],
     ]
+    return cmds
+
+
+def line_commands(layout: NetnsLayout, topology: Topology) -> list[list[str]]:
+    """With delay lines: in each site, its fibre neighbours' addresses on ``lo`` (where the lines
+    listen), and what goes from the site's address to theirs routed out of ``eth0``."""
+    if layout.method is not DelayMethod.FORWARDER:
+        return []
+    cmds: list[list[str]] = []
+    for node, s in layout.sites.items():
+        ip = ["ip", "-n", s.ns]
+        sysctl = ["ip", "netns", "exec", s.ns, "sysctl", "-qw"]
+        cmds += [
+            # answer ARP only for eth0's own address; accept replies from a far end whose
+            # address is also local here; no reverse-path filter on them
+            [*sysctl, "net.ipv4.conf.all.arp_ignore=1", f"net.ipv4.conf.{SITE_IF}.arp_ignore=1",
+             "net.ipv4.conf.all.accept_local=1", f"net.ipv4.conf.{SITE_IF}.accept_local=1",
+             "net.ipv4.conf.all.rp_filter=0", f"net.ipv4.conf.{SITE_IF}.rp_filter=0"],
+            [*ip, "rule", "add", "pref", "100", "lookup", "local"],
+            [*ip, "rule", "del", "pref", "0", "lookup", "local"],
+            [*ip, "route", "add", str(layout.subnet), "dev", SITE_IF, "src", s.address, "table",
+             str(LINE_TABLE)],
+        ]
+        for other in topology.neighbours(node):
+            far = layout.sites[other].address
+            cmds += [[*ip, "addr", "add", f"{far}/32", "dev", "lo"],
+                     [*ip, "rule", "add", "pref", "50", "from", s.address, "to", far, "lookup",
+                      str(LINE_TABLE)]]
     return cmds
 
 

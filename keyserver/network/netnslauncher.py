@@ -30,8 +30,8 @@ from keyserver.network.netns import (
     NetnsError,
     NetnsLayout,
     choose_subnet,
-    dial_addresses,
     forwards,
+    line_commands,
     missing_capabilities,
     netem_commands,
     plan_layout,
@@ -129,9 +129,9 @@ class NetnsLauncher(Launcher):
         remove(self.layout)  # what a killed launcher on this directory left behind
         self._made = True
         try:
-            for cmd in setup_commands(self.layout) + netem_commands(
-                self.layout, self.plan.topology, self._distances()
-            ):
+            topo = self.plan.topology
+            for cmd in [*setup_commands(self.layout), *line_commands(self.layout, topo),
+                        *netem_commands(self.layout, topo, self._distances())]:
                 _run(cmd)
         except NetnsError as e:
             raise LaunchError(str(e)) from None
@@ -212,8 +212,7 @@ def netns_launcher(
     prefix = prefix_for(directory)
     method = DelayMethod.NETEM if netem_available(prefix) else DelayMethod.FORWARDER
     layout = plan_layout(topology, prefix, choose_subnet(subnets_in_use()), method, loss)
-    plan = make_plan(directory, topology, options, hosts=layout.hosts(),
-                     dial=dial_addresses(layout, topology), port_base=PORT_BASE)
+    plan = make_plan(directory, topology, options, hosts=layout.hosts(), port_base=PORT_BASE)
     o = options.distance_km
     km = {x.id: x.distance_km if o is None else float(o) for x in topology.links}
     lines = forwards(layout, topology, {n: p.node_port for n, p in plan.nodes.items()},

@@ -132,22 +132,11 @@ class NetworkPlan:
     nodes: dict[str, NodePlan]
     modules: dict[str, ModulePlan]  # module ID -> plan
     channels: dict[str, tuple[int, int]]  # link -> (quantum, classical) port
-    # (from node, to node) -> the address at which `from` reaches `to`'s listeners when it is
-    # not `to`'s own address (a delaying forwarder at `from`'s site; keyserver.network.netns)
-    dial: dict[tuple[str, str], str] = field(default_factory=dict)
-
-    def dial_host(self, src: str, dst: str) -> str:
-        return self.dial.get((src, dst), self.nodes[dst].host)
-
     def server_names(self) -> dict[str, tuple[str, ...]]:
         """Addresses each node's and module's server certificate must name (none on loopback)."""
-        out: dict[str, tuple[str, ...]] = {}
-        for n in self.nodes.values():
-            names = {n.host} | {a for (_, dst), a in self.dial.items() if dst == n.id}
-            out[n.id] = tuple(sorted(names - {HOST}))
-        for m in self.modules.values():
-            out[m.id] = () if m.host == HOST else (m.host,)
-        return out
+        hosts = {n.id: n.host for n in self.nodes.values()}
+        hosts |= {m.id: m.host for m in self.modules.values()}
+        return {x: () if h == HOST else (h,) for x, h in hosts.items()}
 
     def modules_of(self, link: str) -> list[ModulePlan]:
         return [m for m in self.modules.values() if m.link == link]
@@ -176,13 +165,12 @@ def make_plan(
     sae_ports: dict[str, int] | None = None,
     *,
     hosts: dict[str, str] | None = None,
-    dial: dict[tuple[str, str], str] | None = None,
     port_base: int | None = None,
 ) -> NetworkPlan:
     """Lay out the network; `sae_ports` pins some nodes' SAE API ports, the rest are free ports
     (or consecutive from `port_base`: sites on their own hosts or namespaces, where probing
     this host's ports means nothing); `hosts` gives each node (site) its own address
-    (default: all on 127.0.0.1), `dial` the addresses that differ from it (NetworkPlan.dial)."""
+    (default: all on 127.0.0.1)."""
     d = directory.resolve()
     if options.fidelity is not None:
         topology = with_fidelity(topology, options.fidelity)
@@ -208,7 +196,7 @@ def make_plan(
             modules[mid] = ModulePlan(mid, link.id, role, node, remote, next(ports),
                                       d / "modules" / mid, d / "modules" / f"{mid}.toml",
                                       d / "logs" / f"{mid}.log", where.get(node, HOST))
-    return NetworkPlan(d, topology, options, nodes, modules, channels, dict(dial or {}))
+    return NetworkPlan(d, topology, options, nodes, modules, channels)
 
 
 def _s(v: Any) -> str:
@@ -231,8 +219,8 @@ def _distance(plan: NetworkPlan, link: LinkSpec) -> float:
 def module_config_text(plan: NetworkPlan, m: ModulePlan, pki: NetworkPki) -> str:
     link = plan.topology.link(m.link)
     q, c = plan.channels[m.link]
-    # the receiver listens on both channels at its site; the transmitter dials it
-    chost = m.host if m.role == "receiver" else plan.dial_host(m.node, m.remote_node)
+    # the receiver listens on both channels at its site; the transmitter dials it there
+    chost = m.host if m.role == "receiver" else plan.nodes[m.remote_node].host
     certs = pki.module(m.id)
     o = plan.options
     lines = [
@@ -336,9 +324,7 @@ def node_config_text(plan: NetworkPlan, n: NodePlan, pki: NetworkPki) -> str:
             lines += ["", "[[modules]]", f"link = {_s(m.link)}", f"id = {_s(m.id)}",
                       f"url = {_s(m.url)}"]
     for other in plan.nodes.values():
-        url = other.node_url if other.id == n.id else (
-            f"https://{plan.dial_host(n.id, other.id)}:{other.node_port}")
-        lines += ["", "[[nodes]]", f"id = {_s(other.id)}", f"url = {_s(url)}"]
+        lines += ["", "[[nodes]]", f"id = {_s(other.id)}", f"url = {_s(other.node_url)}"]
     for link in plan.topology.links:
         lines += ["", "[[links]]", f"id = {_s(link.id)}", f"a = {_s(link.a)}",
                   f"b = {_s(link.b)}", f"distance_km = {_distance(plan, link)!r}"]

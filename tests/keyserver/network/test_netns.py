@@ -21,9 +21,9 @@ from keyserver.network.netns import (
     Forward,
     NetnsError,
     choose_subnet,
-    dial_addresses,
     fibre_delay_s,
     forwards,
+    line_commands,
     missing_capabilities,
     netem_commands,
     plan_layout,
@@ -107,23 +107,27 @@ def test_delay_lines_cover_both_channels_and_both_node_directions_of_every_fibre
     assert len(lines) == 4 * len(topo.links)
     a, b, c = (lay.sites[x] for x in "abc")
     by = {(f.ns, f.listen): f for f in lines}
-    # the transmitter's site dials the receiver's channels through its own line
-    q = by[(a.ns, (a.address, 2001))]
-    assert q.target == (b.address, 2001) and q.delay_s == pytest.approx(100 * DELAY_S_PER_KM)
-    # each node reaches a fibre neighbour's node API at its own address, delayed
-    assert by[(b.ns, (b.address, 1003))].target == (c.address, 1003)
-    assert by[(c.ns, (c.address, 1002))].delay_s == pytest.approx(fibre_delay_s(50))
+    # transparent: a line listens, inside the dialling site, on the far end's own address
+    assert all(f.listen == f.target for f in lines)
+    # the transmitter's site dials the receiver's channels through its line, from its address
+    q = by[(a.ns, (b.address, 2001))]
+    assert q.source == a.address and q.delay_s == pytest.approx(100 * DELAY_S_PER_KM)
+    # each node reaches a fibre neighbour's node API through a line in its own site
+    assert by[(b.ns, (c.address, 1003))].source == b.address
+    assert by[(c.ns, (b.address, 1002))].delay_s == pytest.approx(fibre_delay_s(50))
+    assert not [f for f in lines if f.ns == a.ns and f.target[0] == c.address]  # no fibre a-c
     assert all(f.loss == 0.01 for f in lines)
-    dial = dial_addresses(lay, topo)
-    assert dial[("a", "b")] == a.address and dial[("b", "a")] == b.address
-    assert ("a", "c") not in dial  # no fibre: straight across the bridge
+    # the far ends' addresses are local in the dialling site (lo), only for fibre neighbours
+    aliases = {(c[2], c[5]) for c in line_commands(lay, topo) if c[3:5] == ["addr", "add"]}
+    assert aliases == {(a.ns, f"{b.address}/32"), (b.ns, f"{a.address}/32"),
+                       (b.ns, f"{c.address}/32"), (c.ns, f"{b.address}/32")}
 
 
 def test_netem_mode_has_no_delay_lines_and_a_netem_class_per_neighbour() -> None:
     topo = line3()
     lay = plan_layout(topo, "qk1", SUBNET, DelayMethod.NETEM, loss=0.02)
     km = {"a-b": 100.0, "c-b": 50.0}
-    assert forwards(lay, topo, {}, {}, km) == [] and dial_addresses(lay, topo) == {}
+    assert forwards(lay, topo, {}, {}, km) == [] and line_commands(lay, topo) == []
     cmds = netem_commands(lay, topo, km)
     netems = [c for c in cmds if "netem" in c]
     assert len(netems) == 2 * len(topo.links)
@@ -168,7 +172,8 @@ def test_delay_line_loss_costs_one_retransmission_timeout() -> None:
 
 
 def test_forwards_file_round_trip(tmp_path: Path) -> None:
-    f = [Forward("a-b", "quantum", "qk1-a", ("10.0.0.1", 5), ("10.0.0.2", 5), 0.1, 0.0)]
+    f = [Forward("a-b", "quantum", "qk1-a", ("10.0.0.2", 5), ("10.0.0.2", 5), 0.1, 0.0,
+                 "10.0.0.1")]
     dump_forwards(f, tmp_path / "l.json")
     assert load_forwards(tmp_path / "l.json") == f
 
@@ -212,12 +217,13 @@ def test_a_delay_line_between_two_namespaces_holds_each_way_for_the_fibre(tmp_pa
                       DelayMethod.FORWARDER)
     a, b = lay.sites["a"], lay.sites["b"]
     delay = 0.02  # 4,000 km of fibre: well above the machine's scheduling noise
-    lines = [Forward("a-b", "test", a.ns, (a.address, 7100), (b.address, 7100), delay, 0.0)]
+    lines = [Forward("a-b", "test", a.ns, (b.address, 7100), (b.address, 7100), delay, 0.0,
+                     a.address)]
     dump_forwards(lines, tmp_path / "lines.json")
     procs: list[subprocess.Popen[str]] = []
     try:
         remove(lay)
-        for cmd in setup_commands(lay):
+        for cmd in setup_commands(lay) + line_commands(lay, topo):
             subprocess.run(cmd, check=True, capture_output=True)
         echo = subprocess.Popen(["ip", "netns", "exec", b.ns, sys.executable, "-c", _ECHO,
                                  b.address, "7100"], stdout=subprocess.PIPE, text=True)
@@ -229,13 +235,13 @@ def test_a_delay_line_between_two_namespaces_holds_each_way_for_the_fibre(tmp_pa
         assert dl.stdout is not None and "delay_lines_ready" in dl.stdout.readline()
         before = _tx_bytes(a.ns)
         out = subprocess.run(["ip", "netns", "exec", a.ns, sys.executable, "-c",
-                              textwrap.dedent(_PING), a.address, "7100"], check=True,
+                              textwrap.dedent(_PING), b.address, "7100"], check=True,
                              capture_output=True, text=True, timeout=30).stdout
         got = json.loads(out)
         # the fibre's delay each way (a lower bound: the line never delivers early)
         assert got["min"] >= 2 * delay
-        assert got["peer"] == a.address == got["me"]  # the site dials its own line...
-        assert _tx_bytes(a.ns) > before  # ...which sends on out of the site's interface
+        assert got["peer"] == b.address  # the site dials the far end's own address...
+        assert _tx_bytes(a.ns) > before  # ...and the line sends on out of its interface
     finally:
         for p in procs:
             p.terminate()
