@@ -787,7 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rotate-frames",
         type=_number(int, 1, 1 << 31, "a number of frames from 1 to 2^31", "250"),
         default=250,
-        help="AES: new key after N frames (250, half of a call's 500, so that a bundled 9 s "
+        help="AES: new key after N frames (250, half of a call's 500, so that a bundled 8 s "
         "sample rotates; with --rotate-seconds 3600 rotation is counted in frames only, which "
         "makes the report's key figures the same on every run)",
     )
