@@ -1,0 +1,210 @@
+"""How long `network status` takes to ask N nodes: one after the other vs the command's bound.
+
+Serves, in this one process, a stand-in of every node's ``GET /kms/v1/state`` on its own HTTPS
+port (the node trust domain's certificates, client certificates required, as a node does) with
+a state of the size a real node of that topology returns (its links, the link-state view of
+every link of the network), then times, in a separate process, the collection and summary
+sequentially (``parallel=1``: what the command did before) and with the command's bound, and
+the whole ``qkd-keyserver network status`` command, and the CPU time the collection costs the
+command's process (the figure that does not depend on how loaded the machine is). The
+stand-ins all share this process; real nodes answer in their own, and on a loaded machine
+late, which is what the parallel requests hide.
+
+    .venv/bin/python bench/status_speed.py --topology hefei-metro-full
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from keyserver.network.plan import free_ports
+from keyserver.network.topology import Topology, load_topology
+from keyserver.pki.domains import NetworkPki
+from keyserver.pki.tls import server_context
+
+TIMING = """
+import json, resource, sys, time
+from pathlib import Path
+from keyserver.network.stateclient import StateClient
+from keyserver.network.status import collect, summarise
+from keyserver.pki.certificates import CertPaths
+info = json.loads(Path(sys.argv[1]).read_text())
+client = StateClient(Path(info["node_ca_cert"]), CertPaths(Path(info["admin"]["node_cert"]),
+                                                           Path(info["admin"]["node_key"])))
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+out, used = {}, {}
+for parallel in (1, 32, 1, 32, 1, 32):
+    t, c = time.perf_counter(), cpu()
+    states = collect(info, client, parallel=parallel)
+    summarise(info, states)
+    out.setdefault(parallel, []).append(time.perf_counter() - t)
+    used.setdefault(parallel, []).append(cpu() - c)
+    assert all(s is not None for s in states.values()), "a node did not answer"
+med = lambda v: sorted(v)[len(v) // 2]
+if len(sys.argv) > 2:
+    import cProfile, pstats
+    cProfile.run("[client.get(v['node_url']) for v in info['nodes'].values()]", sys.argv[2])
+print(json.dumps({"wall": {str(k): med(v) for k, v in out.items()},
+                  "cpu": {str(k): med(v) for k, v in used.items()}}))
+"""
+
+
+def state_of(topo: Topology, node: str) -> dict[str, Any]:
+    """A node's state as the node serves it, with plausible figures."""
+    report = {
+        "up": True,
+        "alarm": False,
+        "reason": "",
+        "qber": 0.02,
+        "rate_bps": 41000.0,
+        "stock_bits": 131072,
+        "module_state": "running",
+    }
+    links = {
+        x.id: {
+            "neighbour": x.other(node),
+            "role": "transmitter" if x.a == node else "receiver",
+            "synced": True,
+            "neighbour_ok": True,
+            "report": report,
+            "stock_bits": {x.a: 131072, x.b: 131072},
+            "module": {
+                "state": "running",
+                "key_rate_bps": 41000.0,
+                "qber_ewma": 0.02,
+                "blocks_ok": 12,
+                "blocks_aborted": 0,
+                "eavesdropper_alarm": False,
+            },
+            "bits_drawn": 0,
+            "bits_spent_payload": 0,
+            "bits_spent_auth": 0,
+            "desyncs_repaired": 0,
+        }
+        for x in topo.links_of(node)
+    }
+    network = [
+        {
+            "link": x.id,
+            "up": True,
+            "reasons": [],
+            "alarm": False,
+            "qber": 0.02,
+            "rate_bps": 41000.0,
+            "stock_bits": 131072,
+        }
+        for x in topo.links
+    ]
+    return {
+        "node": node,
+        "time": time.time(),
+        "links": links,
+        "network": network,
+        "counters": {
+            "relays_delivered": 0,
+            "relays_failed": 0,
+            "hops_forwarded": 0,
+            "desyncs_repaired": 0,
+        },
+        "held_keys": 0,
+        "pending_relays": 0,
+        "pairs": {},
+    }
+
+
+async def main(topology: str, profile: list[str]) -> None:
+    topo = load_topology(topology)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        pki = NetworkPki(d / "pki")
+        creds = pki.node("standin")  # one server certificate for every stand-in (127.0.0.1)
+        ctx = server_context(creds.node_ca, creds.node.cert, creds.node.key)
+        admin = pki.node_admin()
+        ports = free_ports(len(topo.nodes), set())
+        runners = []
+        for n, port in zip(topo.node_ids(), ports, strict=True):
+            body = json.dumps(state_of(topo, n))
+
+            async def handler(_: web.Request, body: str = body) -> web.Response:
+                return web.Response(text=body, content_type="application/json")
+
+            app = web.Application()
+            app.router.add_get("/kms/v1/state", handler)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+            runners.append(runner)
+        try:
+            info = {
+                "topology": topo.name,
+                "node_ca_cert": str(pki.ca_cert("node")),
+                "admin": {"node_cert": str(admin.cert), "node_key": str(admin.key)},
+                "nodes": {
+                    n: {"node_url": f"https://127.0.0.1:{p}"}
+                    for n, p in zip(topo.node_ids(), ports, strict=True)
+                },
+                "links": {
+                    x.id: {"a": x.a, "b": x.b, "distance_km": x.distance_km} for x in topo.links
+                },
+            }
+            (d / "network.json").write_text(json.dumps(info))
+            timing = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                TIMING,
+                str(d / "network.json"),
+                *profile,
+                stdout=subprocess.PIPE,
+            )
+            out, _ = await timing.communicate()
+            t = time.perf_counter()
+            cmd = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "keyserver.cli",
+                "network",
+                "status",
+                "--dir",
+                str(d),
+                stdout=subprocess.DEVNULL,
+            )
+            await cmd.wait()
+            whole = time.perf_counter() - t
+            got = json.loads(out)
+            print(
+                json.dumps(
+                    {
+                        "topology": topo.name,
+                        "nodes": len(topo.nodes),
+                        "collect_sequential_s": round(got["wall"]["1"], 3),
+                        "collect_parallel_32_s": round(got["wall"]["32"], 3),
+                        "ratio": round(got["wall"]["1"] / got["wall"]["32"], 2),
+                        "collect_client_cpu_s": round(got["cpu"]["32"], 3),
+                        "command_s": round(whole, 3),
+                        "command_exit": cmd.returncode,
+                    }
+                )
+            )
+        finally:
+            for r in runners:
+                await r.cleanup()
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--topology", default="hefei-metro-full")
+    p.add_argument("--profile", help="also write a cProfile of one sequential collection here")
+    a = p.parse_args()
+    asyncio.run(main(a.topology, [a.profile] if a.profile else []))
