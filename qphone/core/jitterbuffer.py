@@ -20,13 +20,22 @@ frame slot (:meth:`JitterBuffer.pop`). Playout is driven by timestamps, like Web
     nothing has arrived for longer than ``max_plc_frames``; play comfort noise/silence.
 
 * Late packets (their slot has already been played) and duplicates are dropped and counted.
-* Target delay: the ``quantile`` of the relative transit delay over the last ``window`` packets
-  (transit = arrival - timestamp/clock, relative to the window's minimum), plus ``margin_ms``,
-  clamped to ``[min_delay_ms, max_delay_ms]``. With this target a fraction ``1 - quantile`` of
-  packets arrives late under a stationary delay distribution. The playout delay grows by
-  inserting one concealment slot when it is more than half a frame short, and shrinks when it is
-  more than 1.5 frames long by skipping a silent slot, or by discarding a frame when the excess
-  exceeds 2.5 frames (at most once every ``shrink_interval`` slots).
+* Target delay, as NetEq sets it: the ``quantile`` of the relative transit delay over the last
+  ``window`` packets (transit = arrival - timestamp/clock, relative to the window's minimum),
+  plus ``margin_ms``, clamped to ``[min_delay_ms, max_delay_ms]`` (and not below
+  ``initial_delay_ms`` for the first ``warmup`` packets).  With this target a fraction
+  ``1 - quantile`` of packets arrives late under a stationary delay distribution.  It grows as
+  soon as more than that fraction of the window is slow (a few hundred milliseconds of jitter
+  at 20 ms frames) and shrinks only once the slow packets have left the window (seconds).  A
+  lone late packet (a scheduling hiccup of a busy machine) is concealed rather than paid for
+  with delay for seconds.
+* Reaching the target without dropping speech: each slot may be played up to
+  ``max_stretch_ms`` shorter or longer than a frame (``PlayoutItem.stretch``: the decoded frame
+  is time-stretched by the player, like NetEq's accelerate and preemptive expand), whole
+  milliseconds at a time, when the delay is off the target by a millisecond or more.  When the
+  delay is more than half a frame short, one concealment slot is inserted at once (NetEq's
+  expand); when it is more than 1.5 frames long a silent slot is skipped, or a frame discarded
+  when the excess exceeds 2.5 frames (at most once every ``shrink_interval`` slots).
 * The RFC 3550 interarrival jitter estimate is kept for statistics.
 
 Accounting invariants (checked by the property tests): every distinct packet pushed ends up exactly
@@ -76,6 +85,10 @@ class PlayoutItem:
     ext_seq: int | None = None
     #: NORMAL: the packet to decode; FEC: the following packet, to decode with FEC; else None
     payload: bytes | None = None
+    #: play the slot this many clock ticks longer (> 0) or shorter (< 0) than a frame
+    #: (time-stretch the decoded PCM by exactly as much: the next slot is due that much later
+    #: or earlier)
+    stretch: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +108,10 @@ class JitterBufferConfig:
     capacity: int = 256
     #: until this many packets have been seen the target never drops below initial_delay_ms
     warmup: int = 25
+    #: a slot may be played this many whole milliseconds shorter or longer (0: never)
+    max_stretch_ms: int = 0
+    #: ... when the delay is off the target by at least this many milliseconds
+    stretch_threshold_ms: float = 2.0
 
     def __post_init__(self) -> None:
         if self.clock_rate <= 0 or self.frame_ticks <= 0:
@@ -111,6 +128,12 @@ class JitterBufferConfig:
             raise ValueError("window must be >= 1 and capacity >= 2")
         if self.max_plc_frames < 0 or self.shrink_interval < 1 or self.warmup < 0:
             raise ValueError("need max_plc_frames >= 0, shrink_interval >= 1, warmup >= 0")
+        if self.clock_rate % 1000:
+            raise ValueError("clock_rate must be a whole number of ticks per millisecond")
+        if not 0 <= 4 * self.max_stretch_ms * self.clock_rate // 1000 <= self.frame_ticks:
+            raise ValueError("max_stretch_ms must lie within 0 .. a quarter of a frame")
+        if self.stretch_threshold_ms < 1:
+            raise ValueError("stretch_threshold_ms must be >= 1")
 
     @classmethod
     def for_frame_ms(cls, frame_ms: int, clock_rate: int = 48000) -> JitterBufferConfig:
@@ -118,9 +141,13 @@ class JitterBufferConfig:
         return cls(
             clock_rate=clock_rate,
             frame_ticks=clock_rate * frame_ms // 1000,
-            min_delay_ms=float(frame_ms),
-            initial_delay_ms=max(30.0, 1.5 * frame_ms),  # 30 ms at 20 ms frames: grows on jitter
+            # a packet need not wait a frame in the buffer: it is played when its slot is due,
+            # so the floor is the margin; the start is one frame (the first packets' jitter is
+            # unknown), then the target follows the measured jitter
+            min_delay_ms=5.0,
+            initial_delay_ms=float(frame_ms),
             max_delay_ms=max(200.0, 4.0 * frame_ms),
+            max_stretch_ms=max(1, frame_ms // 8),  # 2 ms per 20 ms frame: 10 %
         )
 
     @property
@@ -141,6 +168,8 @@ class JitterBufferStats:
     fec_recovered: int = 0  # FEC items
     concealed: int = 0  # PLC items (lost, underrun and delay-growth slots)
     expanded: int = 0  # of which slots inserted to grow the delay
+    stretched: int = 0  # slots played longer or shorter than a frame (time-stretched)
+    stretched_ms: float = 0.0  # by this much in all (lengthened + shortened)
     dtx: int = 0  # DTX items
     skipped: int = 0  # silent slots skipped to shrink the delay
     discarded: int = 0  # frames dropped to shrink the delay
@@ -185,6 +214,8 @@ class JitterBuffer:
         self._last_transit: float | None = None
         self._jitter = 0.0
         self._target = self.config.initial_delay_ms / 1000.0
+        self._stretch_unit = self.config.clock_rate // 1000  # ticks per millisecond
+        self._last_item: PlayoutItem | None = None  # popped last (see stretched())
         self._in_talkspurt = False
         self._underrun_plc = 0
         self._since_shrink = 0
@@ -274,6 +305,7 @@ class JitterBuffer:
 
             if excess < -cfg.frame_seconds / 2:
                 return self._expand(slot)
+            stretch = self._stretch_for(excess)
 
             if excess > 1.5 * cfg.frame_seconds and self._since_shrink >= cfg.shrink_interval:
                 if self._is_silent_slot(slot, head):
@@ -294,7 +326,22 @@ class JitterBuffer:
                     self._play_ts += cfg.frame_ticks
                     self._since_shrink = 0
                     continue
-            return self._play_slot(slot, head)
+            return self._play_slot(slot, head, stretch)
+
+    def stretched(self, item: PlayoutItem, done: int) -> None:
+        """The player stretched ``item`` by ``done`` ticks, not the ``item.stretch`` asked for
+        (0: it found no quiet part to stretch): the next slot is due accordingly.  Only for
+        the item popped last; ``done`` lies between 0 and ``item.stretch``."""
+        if not (min(0, item.stretch) <= done <= max(0, item.stretch)) or done % self._stretch_unit:
+            raise ValueError(f"stretched {done} ticks where {item.stretch} were asked")
+        if item is not self._last_item:
+            raise ValueError("only the slot popped last can be stretched otherwise")
+        if done == item.stretch:
+            return
+        self._due += (done - item.stretch) / self.config.clock_rate
+        self._counts["stretched_ticks"] -= abs(item.stretch) - abs(done)
+        if not done:
+            self._counts["stretched"] -= 1
 
     def pop_all(self, now: float) -> list[PlayoutItem]:
         """Every item due at ``now`` (several if the caller fell behind)."""
@@ -321,6 +368,8 @@ class JitterBuffer:
             fec_recovered=c["fec"],
             concealed=c["plc"],
             expanded=c["expanded"],
+            stretched=c["stretched"],
+            stretched_ms=c["stretched_ticks"] * 1000.0 / self.config.clock_rate,
             dtx=c["dtx"],
             skipped=c["skipped"],
             discarded=c["discarded"],
@@ -349,6 +398,7 @@ class JitterBuffer:
             self._seen.discard(self._seen_order.popleft())
 
     def _observe_transit(self, transit: float) -> None:
+        cfg = self.config
         if self._last_transit is not None:
             d = abs(transit - self._last_transit)
             self._jitter += (d - self._jitter) / 16.0
@@ -356,13 +406,24 @@ class JitterBuffer:
         self._transits.append(transit)
         base = min(self._transits)
         rel = sorted(t - base for t in self._transits)
-        idx = min(len(rel) - 1, max(0, math.ceil(self.config.quantile * len(rel)) - 1))
-        target = rel[idx] + self.config.margin_ms / 1000.0
+        idx = min(len(rel) - 1, max(0, math.ceil(cfg.quantile * len(rel)) - 1))
+        target = rel[idx] + cfg.margin_ms / 1000.0
         self._observed += 1
-        lo, hi = self.config.min_delay_ms / 1000.0, self.config.max_delay_ms / 1000.0
-        if self._observed < self.config.warmup:
-            lo = self.config.initial_delay_ms / 1000.0
+        lo, hi = cfg.min_delay_ms / 1000.0, cfg.max_delay_ms / 1000.0
+        if self._observed < cfg.warmup:
+            lo = cfg.initial_delay_ms / 1000.0
         self._target = min(hi, max(lo, target))
+
+    def _stretch_for(self, excess: float) -> int:
+        """Ticks to play the next slot longer (> 0) or shorter (< 0) to move the delay toward
+        the target: whole milliseconds, at most ``max_stretch_ms``, none within
+        ``stretch_threshold_ms`` of it."""
+        cfg = self.config
+        ms = excess * 1000.0
+        if not cfg.max_stretch_ms or abs(ms) < cfg.stretch_threshold_ms:
+            return 0
+        step = min(cfg.max_stretch_ms, int(abs(ms))) * self._stretch_unit
+        return -step if ms > 0 else step
 
     def _delay(self) -> float:
         """Current playout delay: how long after the fastest recent packet a slot is played."""
@@ -394,7 +455,12 @@ class JitterBuffer:
         return head.ext_seq == self._next_seq and head.ext_ts >= slot + self.config.frame_ticks
 
     def _emit(
-        self, kind: PlayoutKind, slot: int, entry_seq: int | None, payload: bytes | None
+        self,
+        kind: PlayoutKind,
+        slot: int,
+        entry_seq: int | None,
+        payload: bytes | None,
+        stretch: int = 0,
     ) -> PlayoutItem:
         item = PlayoutItem(
             kind=kind,
@@ -403,8 +469,14 @@ class JitterBuffer:
             seq=None if entry_seq is None else entry_seq % SEQ_MOD,
             ext_seq=entry_seq,
             payload=payload,
+            stretch=stretch,
         )
-        self._due += self.config.frame_seconds
+        cfg = self.config
+        self._last_item = item
+        self._due += (cfg.frame_ticks + stretch) / cfg.clock_rate
+        if stretch:
+            self._counts["stretched"] += 1
+            self._counts["stretched_ticks"] += abs(stretch)
         self._emitted = True
         return item
 
@@ -417,7 +489,7 @@ class JitterBuffer:
         self._counts["dtx"] += 1
         return self._emit(PlayoutKind.DTX, slot, None, None)
 
-    def _play_slot(self, slot: int, head: _Entry | None) -> PlayoutItem:
+    def _play_slot(self, slot: int, head: _Entry | None, stretch: int = 0) -> PlayoutItem:
         cfg = self.config
         self._play_ts = slot + cfg.frame_ticks
         self._since_shrink += 1
@@ -427,7 +499,7 @@ class JitterBuffer:
             self._next_seq = head.ext_seq + 1
             self._counts["played"] += 1
             self._in_talkspurt, self._underrun_plc = True, 0
-            return self._emit(PlayoutKind.NORMAL, slot, head.ext_seq, head.payload)
+            return self._emit(PlayoutKind.NORMAL, slot, head.ext_seq, head.payload, stretch)
         if head is not None:
             # No packet for this slot, but a later one is buffered. Assuming the missing packets
             # sat in the slots right before it, this slot held sequence number ``label``.
@@ -438,17 +510,17 @@ class JitterBuffer:
                 self._in_talkspurt, self._underrun_plc = True, 0
                 if slots_ahead == 1:
                     self._counts["fec"] += 1
-                    return self._emit(PlayoutKind.FEC, slot, label, head.payload)
+                    return self._emit(PlayoutKind.FEC, slot, label, head.payload, stretch)
                 self._counts["plc"] += 1
-                return self._emit(PlayoutKind.PLC, slot, label, None)
+                return self._emit(PlayoutKind.PLC, slot, label, None, stretch)
             # otherwise the sender was silent (DTX) before the buffered packet
             self._in_talkspurt = False
             self._counts["dtx"] += 1
-            return self._emit(PlayoutKind.DTX, slot, None, None)
+            return self._emit(PlayoutKind.DTX, slot, None, None, stretch)
         if head is None and self._in_talkspurt and self._underrun_plc < cfg.max_plc_frames:
             self._underrun_plc += 1
             self._counts["plc"] += 1
-            return self._emit(PlayoutKind.PLC, slot, None, None)
+            return self._emit(PlayoutKind.PLC, slot, None, None, stretch)
         self._in_talkspurt = False
         self._counts["dtx"] += 1
-        return self._emit(PlayoutKind.DTX, slot, None, None)
+        return self._emit(PlayoutKind.DTX, slot, None, None, stretch)

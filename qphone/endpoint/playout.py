@@ -11,7 +11,10 @@ import time
 from dataclasses import dataclass, field
 
 from qphone.audio.opus import OpusConfig, OpusDecoder, decode_playout
+from qphone.audio.timestretch import stretch
 from qphone.core.jitterbuffer import JitterBuffer, JitterBufferConfig, PlayoutKind
+
+RTP_CLOCK = 48000  # Opus RTP timestamps count 48 kHz samples (RFC 7587), whatever the rate
 
 
 @dataclass(frozen=True)
@@ -21,8 +24,9 @@ class PlayoutSlot:
     timestamp: int  # the slot's RTP timestamp (as received: sender's + aiortc's offset)
     played: float  # monotonic time it was handed to the sink
     kind: PlayoutKind
-    decode_s: float  # time spent decoding or concealing it
+    decode_s: float  # time spent decoding or concealing it (and time-stretching)
     pcm: bytes = field(repr=False)
+    stretch: int = 0  # RTP clock ticks it was played longer (> 0) or shorter than a frame
 
 
 @dataclass
@@ -35,6 +39,18 @@ class PlayoutStats:
     dtx: int = 0
     decode_errors: int = 0
     decode_seconds: float = 0.0
+
+
+def stretch_slot(
+    pcm: bytes, kind: PlayoutKind, ticks: int, config: OpusConfig
+) -> tuple[bytes, int]:
+    """A slot's PCM stretched by ``ticks`` of the 48 kHz RTP clock where it is quiet (anywhere
+    in concealment and comfort noise), and the ticks it was stretched by (0: not at all)."""
+    samples = ticks * config.sample_rate // RTP_CLOCK
+    out = stretch(
+        pcm, samples, config.channels, anywhere=kind in (PlayoutKind.PLC, PlayoutKind.DTX)
+    )
+    return out, ticks if out is not pcm else 0
 
 
 class Playout:
@@ -53,13 +69,18 @@ class Playout:
         """Decode every slot due at ``now``; return them in playout order."""
         out = []
         counts = self.stats
-        for item in self.jb.pop_all(now):
+        jb = self.jb
+        while (item := jb.pop(now)) is not None:
             t0 = time.perf_counter()
             try:
                 pcm = decode_playout(self.decoder, item)
             except ValueError:
                 pcm = self.decoder.conceal()
                 counts.decode_errors += 1
+            done = 0
+            if item.stretch:  # the buffer asks for a longer or shorter slot: where it is quiet
+                pcm, done = stretch_slot(pcm, item.kind, item.stretch, self.config)
+                jb.stretched(item, done)
             if item.kind is PlayoutKind.NORMAL:
                 counts.normal += 1
             elif item.kind is PlayoutKind.FEC:
@@ -70,7 +91,7 @@ class Playout:
                 counts.dtx += 1
             spent = time.perf_counter() - t0
             counts.decode_seconds += spent
-            out.append(PlayoutSlot(item.timestamp, now, item.kind, spent, pcm))
+            out.append(PlayoutSlot(item.timestamp, now, item.kind, spent, pcm, done))
         return out
 
     def next_due(self) -> float | None:

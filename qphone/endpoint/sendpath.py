@@ -6,6 +6,8 @@ the frame is dropped and counted, and the call ends (fail closed) after ``STARVE
 fresh key.  In OTP mode it waits for the first pad before it starts, and :class:`PadWatch`
 warns while the pad held covers less than ``PAD_WARN_S`` of talk (the caller keeps about half
 a second ahead, :mod:`qphone.core.paddemand`: less means the KME or the peer is not keeping up).
+When it starts sending it raises the media thread's priority where the system permits
+(:mod:`qphone.endpoint.priority`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from qphone.core.errors import KeyExhausted
 from qphone.core.session import CallSession
 from qphone.endpoint.observer import CallObserver, SentFrame
 from qphone.endpoint.outcome import CallEnd, CallFailed, OutOfKey
+from qphone.endpoint.priority import raise_priority
 from qphone.endpoint.state import CallCounters
 from qphone.transport.calltransport import CallTransport
 
@@ -87,6 +90,7 @@ class SendPath:
         self._observer = observer
         self._pad_watch = PadWatch(warn, config.frame_ms)
         self.input_ended = False
+        self.nice: int | None = None  # the media thread's nice value once sending (priority)
 
     async def run(self, source: AudioSource, paced: bool) -> None:
         """Send until cancelled (or until the call fails for want of key)."""
@@ -98,6 +102,8 @@ class SendPath:
         starved: float | None = None
         if not await self._wait_for_first_pad():
             return
+        # the media path is on time even on a busy machine where the system lets it be
+        self.nice = raise_priority()
         start = time.monotonic()  # the pacing clock starts when talking can start (no burst)
         protect = session.protect
         while True:

@@ -203,8 +203,15 @@ def bench_latency(
                 stock_p.append(stock)
                 run = loop(Mode.AES, f"aes{i}")
                 pout, _ = read_wav(work / f"aes{i}.wav", 48000)
+                played = run.answerer.log.played
                 tl = timelines_from_call_logs(
-                    48000, pin, 960, run.caller.log.send_log, pout, run.answerer.log.playout_log
+                    48000,
+                    pin,
+                    960,
+                    run.caller.log.send_log,
+                    pout,
+                    run.answerer.log.playout_log,
+                    output_lengths=[len(p.pcm) // 2 for p in played],
                 )
                 ours_p.append(measure_latency(tl).summary())
                 processing_p99.append(run.report["latency_ms"]["parts"]["processing"]["p99"])

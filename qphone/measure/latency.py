@@ -355,6 +355,7 @@ def timelines_from_call_logs(
     output_pcm: npt.ArrayLike,
     playout_log: Sequence[tuple[int, float, str]],
     rtp_step: int | None = None,
+    output_lengths: Sequence[int] | None = None,
 ) -> Timelines:
     """Timelines of a qphone call from what a :class:`~qphone.measure.callrecorder.CallRecorder`
     on each endpoint recorded.
@@ -364,7 +365,9 @@ def timelines_from_call_logs(
     silence after its input ends) was captured from ``frame_samples / rate`` seconds before.
     Frames not sent (no key) get times interpolated between their neighbours.  ``output_pcm`` is
     what the receiver played (its OUT WAV), one ``frame_samples`` frame per entry of its
-    ``CallRecorder.playout_log`` (timestamp, playout time, kind), in the same order.
+    ``CallRecorder.playout_log`` (timestamp, playout time, kind), in the same order; a slot the
+    jitter buffer time-stretched is longer or shorter: ``output_lengths`` gives every slot's
+    length in samples then (default: all ``frame_samples``).
     """
     step = rtp_step if rtp_step is not None else frame_samples * 48000 // rate
     if not send_log:
@@ -379,14 +382,16 @@ def timelines_from_call_logs(
     src = np.asarray(input_pcm, dtype=np.int16)[: n * frame_samples]
     pcm[: len(src)] = src
     out = np.asarray(output_pcm, dtype=np.int16)
-    frames = min(len(playout_log), len(out) // frame_samples)
+    lengths = [frame_samples] * len(playout_log) if output_lengths is None else output_lengths
+    if len(lengths) != len(playout_log):
+        raise TimelineError(f"{len(lengths)} output lengths for {len(playout_log)} slots")
+    starts = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
+    frames = int(np.searchsorted(starts[1:], len(out), side="right"))
     return Timelines(
         rate=rate,
         input_pcm=pcm,
         input_frame_samples=frame_samples,
         input_times=first_sample,
         output_times=np.asarray([t for _, t, _ in playout_log[:frames]], dtype=np.float64),
-        output_frames=tuple(
-            out[k * frame_samples : (k + 1) * frame_samples] for k in range(frames)
-        ),
+        output_frames=tuple(out[starts[k] : starts[k + 1]] for k in range(frames)),
     )

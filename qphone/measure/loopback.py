@@ -27,7 +27,6 @@ from typing import Any, TextIO
 import numpy as np
 
 from qphone.audio.opus import OpusConfig, OpusDecoder, decode_playout
-from qphone.audio.timestretch import stretch
 from qphone.audio.wav import read_wav, resample, wav_info
 from qphone.config.profile import Profile, load_profile
 from qphone.core.callparams import CallParams, Mode
@@ -39,6 +38,7 @@ from qphone.demo.keyserverprocess import free_port, running_keyserver, running_n
 from qphone.endpoint.console import TextOut
 from qphone.endpoint.endpoint import CallEndpoint
 from qphone.endpoint.options import CallOptions
+from qphone.endpoint.playout import stretch_slot
 from qphone.endpoint.state import CallPhase
 from qphone.endpoint.summary import CallSummary
 from qphone.kmeclient import KmeClient, KmeError
@@ -310,7 +310,7 @@ def replay_unencrypted(
                 packet = packets[(slot.timestamp + step) % TS_MOD]
         pcm = decode_playout(dec, PlayoutItem(slot.kind, slot.timestamp, 0.0, payload=packet))
         if slot.stretch:  # as the receiver time-stretched it (the same function, deterministic)
-            pcm = stretch(pcm, slot.stretch * config.sample_rate // 48000, config.channels)
+            pcm, _ = stretch_slot(pcm, slot.kind, slot.stretch, config)
         out.append(pcm)
     return b"".join(out)
 

@@ -20,7 +20,8 @@ from qphone.core.jitterbuffer import (
 
 FRAME = 0.02
 TICKS = 960
-MAX_EXAMPLES = 400
+MAX_EXAMPLES = 250
+ADAPTIVE = JitterBufferConfig.for_frame_ms(20)  # what a call uses: starts low, time-stretches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +129,14 @@ def check_invariants(jb: JitterBuffer, items: list[PlayoutItem], packets: list[P
     assert all(s_ % TICKS == 0 and s_ <= 2 * TICKS for s_ in steps)
     assert sum(s_ // TICKS - 1 for s_ in steps if s_) == st_.skipped + st_.discarded
     assert steps.count(0) in (st_.expanded, st_.expanded - 1)
-    assert all(b.due - a.due == pytest.approx(FRAME) for a, b in itertools.pairwise(items))
+    # each slot lasts a frame, give or take the time-stretch it was played with
+    limit = jb.config.max_stretch_ms * 48
+    assert all(abs(i.stretch) <= limit and i.stretch % 48 == 0 for i in items)
+    assert all(
+        b.due - a.due == pytest.approx((TICKS + a.stretch) / 48000)
+        for a, b in itertools.pairwise(items)
+    )
+    assert st_.stretched == sum(1 for i in items if i.stretch)
 
 
 def gaps_filled(items: list[PlayoutItem]) -> None:
@@ -172,14 +180,15 @@ def test_any_arrival_pattern_keeps_order_and_accounts_everything(p: dict[str, fl
     dups = {i: [rng.random() * 0.2] for i in range(n) if rng.random() < p["dup"]}
     gaps = {i: rng.randint(1, 30) for i in range(1, n) if rng.random() < p["dtx"]}
     packets = make_stream(n, int(p["seq0"]), int(p["ts0"]), delays, lost, dups, gaps)
-    jb = JitterBuffer()
-    end = (n + sum(gaps.values())) * FRAME + 1.0
-    items = run(jb, packets, end=end, phase=p["phase"])
-    if packets:
-        check_invariants(jb, items, packets)
-        assert jb.stats().buffered == 0  # everything drained by the end
-    else:
-        assert items == []
+    for config in (JitterBufferConfig(), ADAPTIVE):  # whole slots only; and time-stretching
+        jb = JitterBuffer(config)
+        end = (n + sum(gaps.values())) * FRAME + 1.0
+        items = run(jb, packets, end=end, phase=p["phase"])
+        if packets:
+            check_invariants(jb, items, packets)
+            assert jb.stats().buffered == 0  # everything drained by the end
+        else:
+            assert items == []
 
 
 @settings(max_examples=100, deadline=None)
@@ -397,5 +406,84 @@ def test_config_validation(kwargs: dict[str, float]) -> None:
 
 def test_config_for_frame_ms() -> None:
     cfg = JitterBufferConfig.for_frame_ms(60)
-    assert cfg.frame_ticks == 2880 and cfg.min_delay_ms == 60 and cfg.max_delay_ms == 240
+    # starts at one frame, may go down to the margin, stretches up to 1/8 of a frame per slot
+    assert cfg.frame_ticks == 2880 and cfg.min_delay_ms == 5 and cfg.max_delay_ms == 240
+    assert cfg.initial_delay_ms == 60 and cfg.max_stretch_ms == 7
     assert cfg.frame_seconds == pytest.approx(0.06)
+    with pytest.raises(ValueError):
+        JitterBufferConfig(max_stretch_ms=6)  # more than a quarter of a 20 ms frame
+
+
+def test_calm_network_delay_settles_low_by_time_stretching_alone() -> None:
+    """Jitter of 2 ms: the delay starts at one frame and comes down to the jitter plus the
+    margin by playing frames a little shorter: no frame dropped, none concealed, none late."""
+    rng = random.Random(5)
+    n = 300
+    packets = make_stream(n, 7, 9, [0.03 + rng.random() * 0.002 for _ in range(n)], set())
+    jb = JitterBuffer(ADAPTIVE)
+    items = run(jb, packets, end=n * FRAME + 0.05, phase=0.003)
+    st_ = jb.stats()
+    assert st_.played == n and st_.late == st_.lost == st_.discarded == 0
+    last = max(k for k, i in enumerate(items) if i.kind is PlayoutKind.NORMAL)
+    assert all(i.kind is PlayoutKind.NORMAL for i in items[: last + 1])  # none concealed
+    assert st_.target_delay_ms == pytest.approx(7.0, abs=0.6)  # p95 of 2 ms jitter + 5 ms
+    assert st_.playout_delay_ms == pytest.approx(st_.target_delay_ms, abs=1.0)
+    shorter = [i.stretch for i in items if i.stretch < 0]
+    assert shorter and st_.stretched_ms == pytest.approx(-sum(shorter) / 48)
+    assert st_.stretched_ms == pytest.approx(20 - st_.playout_delay_ms, abs=1.5)
+    check_invariants(jb, items, packets)
+
+
+def test_jitter_grows_the_delay_within_a_fraction_of_a_second_and_it_shrinks_later() -> None:
+    """40 ms of extra jitter for 4 s: the delay covers it once more than 5 % of the window is
+    slow (about a second), by time-stretching and at most a few inserted slots; a lone late
+    packet before it costs no delay; after the spike the delay comes back down, once the slow
+    packets have left the 5 s window."""
+    rng = random.Random(8)
+    n = 800
+    delays = [
+        0.03 + (rng.random() * 0.04 if 200 <= i < 400 else 0.0) + (0.05 if i == 100 else 0.0)
+        for i in range(n)
+    ]
+    packets = make_stream(n, 0, 0, delays, set())
+    jb = JitterBuffer(ADAPTIVE)
+    targets: list[float] = []
+    events = sorted([(p.arrival, p.index, p) for p in packets])
+    k = 0
+    for t, _, p in events:
+        while k * FRAME <= t:
+            jb.pop_all(k * FRAME)
+            k += 1
+        jb.push(p.seq, p.ts, p.payload, t)
+        targets.append(jb.stats().target_delay_ms)
+    assert max(targets[90:199]) < 10  # the lone late packet (100) did not raise it
+    assert jb.stats().late >= 1
+    grown = next(i for i in range(200, 400) if targets[i] > 35)
+    assert grown < 260  # within about a second of the jitter's start
+    assert targets[399] > 35 and targets[-1] < 10  # and down again after it
+    st_ = jb.stats()
+    assert st_.stretched > 0 and st_.expanded <= 3
+    assert st_.late < 20  # few of the 200 jittered packets late
+
+
+def test_a_stretch_the_player_declines_is_not_counted_and_moves_no_slot() -> None:
+    jb = JitterBuffer(ADAPTIVE)
+    for i in range(40):  # steady, then a frame's worth of excess for the buffer to remove
+        jb.push(i, i * TICKS, b"x", 0.001 + i * FRAME + (0.02 if i < 30 else 0.0))
+    asked = None
+    t = 0.0
+    while asked is None and t < 2.0:
+        item = jb.pop(t)
+        if item is None:
+            t += 0.001
+        elif item.stretch:
+            asked = item
+    assert asked is not None and asked.stretch < 0
+    before = jb.next_due
+    assert before is not None
+    with pytest.raises(ValueError):
+        jb.stretched(asked, -asked.stretch)  # the other way: refused, nothing changed
+    assert jb.next_due == before
+    jb.stretched(asked, 0)  # no quiet part: played as a whole frame
+    assert jb.next_due == pytest.approx(before - asked.stretch / 48000)
+    assert jb.stats().stretched == 0 and jb.stats().stretched_ms == 0
