@@ -122,6 +122,8 @@ def test_china_backbone_has_the_published_scale() -> None:
     bh = load_topology("beijing-hefei")
     for link in bh.links:
         assert g.has_edge(link.a, link.b) and g[link.a][link.b]["km"] == link.distance_km
+    # Beijing-Hefei has a second, node-disjoint route there (via Zhengzhou and Wuhan)
+    assert len(list(nx.node_disjoint_paths(g, "beijing", "hefei"))) == 2
     # alice and bob at the two named cities farthest apart; the route is long and exists
     alice, bob = t.sae_node("alice"), t.sae_node("bob")
     assert alice is not None and bob is not None
