@@ -80,6 +80,7 @@ def test_generated_topologies_are_reproduced_by_their_generator() -> None:
 def test_hefei_metro_full_has_the_published_size() -> None:
     t = load_topology("hefei-metro-full")
     assert raw("hefei-metro-full")["fidelity"] == "emulated"
+    assert {link.fidelity for link in t.links} == {"emulated"}
     ids = set(t.node_ids())
     assert ids >= HEFEI_CORES and len(ids) == 8 + 159
     core = graph(t).subgraph(HEFEI_CORES)
@@ -103,6 +104,7 @@ def test_hefei_metro_full_has_the_published_size() -> None:
 def test_china_backbone_has_the_published_scale() -> None:
     t = load_topology("china-backbone")
     assert raw("china-backbone")["fidelity"] == "emulated"
+    assert {link.fidelity for link in t.links} == {"emulated"}
     metro = {n for n in t.node_ids() if n.endswith(("-m1", "-m2"))}
     backbone = set(t.node_ids()) - metro
     assert len(backbone) >= 145
