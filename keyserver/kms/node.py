@@ -386,10 +386,12 @@ class KmsNode:
         link = self._link_from(obj, request, transmitter_caller=True)
         seq = obj.get("seq")
         keys = obj.get("keys")
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1 or not isinstance(
-            keys, list
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= 2**62 or (
+            set(obj) != {"link", "seq", "keys"} or not isinstance(keys, list)
         ) or not 1 <= len(keys) <= 4096:
-            raise etsi014.bad_request("announcement must be {link, seq >= 1, keys[1..4096]}")
+            raise etsi014.bad_request(
+                "announcement must be exactly {link, seq: 1..2^62, keys[1..4096]}"
+            )
         owners = {link.spec.a, link.spec.b}
         entries: list[tuple[uuid.UUID, str]] = []
         for k in keys:
@@ -457,19 +459,49 @@ class KmsNode:
 
     @staticmethod
     def _sync_from(obj: Any) -> SyncState:
-        try:
-            streams = tuple(
-                StreamView(str(v["owner"]), int(v["end"]), bytes.fromhex(v["layout"]),
-                           int(v["cursor"]))
-                for v in obj["streams"]
-            )
-            if len(streams) != 2 or not isinstance(obj["announce_seq"], int):
-                raise ValueError
-            return SyncState(str(obj["link"]), str(obj["sender"]), obj["announce_seq"], streams)
-        except (KeyError, TypeError, ValueError):
-            raise etsi014.bad_request(
-                "sync must be {link, sender, announce_seq, streams[2]}"
-            ) from None
+        """A sync message, strictly (anything else is a 400 and changes nothing): exactly
+        {link, sender, announce_seq, streams}, two streams of distinct owners, each exactly
+        {owner, end, layout, cursor} with integer positions 0 <= cursor <= end <= 2^62 and a
+        32-byte layout hash in hex."""
+        bad = etsi014.bad_request(
+            "sync must be {link, sender, announce_seq: 0..2^62, streams: two of {owner, "
+            "end: 0..2^62, layout: 64 hex digits, cursor: 0..end}}"
+        )
+
+        def pos(v: Any) -> int:
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 2**62:
+                raise bad
+            return v
+
+        def name(v: Any) -> str:
+            if not isinstance(v, str) or not etsi014.valid_sae_id(v):
+                raise bad
+            return v
+
+        if not isinstance(obj, dict) or set(obj) != {"link", "sender", "announce_seq", "streams"}:
+            raise bad
+        raw = obj["streams"]
+        if not isinstance(raw, list) or len(raw) != 2:
+            raise bad
+        streams = []
+        for v in raw:
+            if not isinstance(v, dict) or set(v) != {"owner", "end", "layout", "cursor"}:
+                raise bad
+            layout = v["layout"]
+            if not isinstance(layout, str) or len(layout) != 64:
+                raise bad
+            try:
+                digest = bytes.fromhex(layout)
+            except ValueError:
+                raise bad from None
+            end, cursor = pos(v["end"]), pos(v["cursor"])
+            if cursor > end:
+                raise bad
+            streams.append(StreamView(name(v["owner"]), end, digest, cursor))
+        if streams[0].owner == streams[1].owner:
+            raise bad
+        return SyncState(name(obj["link"]), name(obj["sender"]), pos(obj["announce_seq"]),
+                         tuple(streams))
 
     def _apply_sync(self, link: LocalLink, mine: SyncState, theirs: SyncState) -> None:
         """Compare two snapshots taken while no announcement was between the nodes."""
@@ -551,6 +583,10 @@ class KmsNode:
         obj = await self._node_body(request)
         link = self._link_from(obj, request, transmitter_caller=True)
         theirs = self._sync_from(obj)
+        if theirs.link != link.spec.id or {v.owner for v in theirs.streams} != {
+            link.spec.a, link.spec.b
+        }:
+            raise etsi014.bad_request(f"a sync on link {link.spec.id} is about its two streams")
         async with link.announce_lock:  # not in the middle of applying an announcement
             mine = self._sync_state(link)
             self._apply_sync(link, mine, theirs)

@@ -10,7 +10,6 @@ transmitter, which hosts the simulated fibre) sets the intercept-resend fraction
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -123,16 +122,13 @@ def build_app(
                 "the eavesdropper sits on the simulated fibre at the transmitter module: send "
                 "this to the transmitter"
             )
-        body = await request.read()
-        try:
-            obj = json.loads(body.decode("utf-8")) if body else None
-        except (UnicodeDecodeError, ValueError):
-            obj = None
-        if not isinstance(obj, dict) or set(obj) != {"fraction"}:
+        obj = etsi014.parse_json_object(await request.read(), 1024)  # bounded, strict
+        if set(obj) != {"fraction"}:
             raise etsi014.bad_request('body must be {"fraction": 0.0..1.0}')
         value = obj["fraction"]
+        # compared before any float(): a huge integer is refused, not an overflow (500)
         if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            0.0 <= float(value) <= 1.0
+            0 <= value <= 1
         ):
             raise etsi014.bad_request("fraction must be a number within 0..1")
         return json_response(200, {"eve_fraction": set_eve(float(value))})
