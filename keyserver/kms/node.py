@@ -908,11 +908,16 @@ class KmsNode:
                 self._spent(self.links[h.link])
             sends = [self._send_hop(relay.seal(h, None, s.material))
                      for h, s in zip(headers, slices, strict=True)]
-            errors = [e for e in await asyncio.gather(*sends) if e is not None]
+            replies = await asyncio.gather(*sends)
+            errors = [e for e, _ in replies if e is not None]
             for h, s in zip(headers, slices, strict=True):
                 self.links[h.link].in_flight.pop(s.start, None)
-            ack: Ack | None = None
-            if not errors:
+            # a leg that went straight to the target: the target's reply is its ack (one hop:
+            # one node-to-node request in all, no ack message, no outbox)
+            ack = None if errors else _ack_in_reply(
+                relay_id, key_ids, [st for (_, st), h in zip(replies, headers, strict=True)
+                                    if h.is_last])
+            if not errors and ack is None:
                 with contextlib.suppress(TimeoutError):
                     ack = await asyncio.wait_for(fut, max(0.05, deadline - time.monotonic()))
         finally:
@@ -972,14 +977,15 @@ class KmsNode:
         )
         return min(share, self.config.quota_bits_per_pair)
 
-    async def _send_hop(self, m: HopMessage) -> str | None:
-        """POST one hop; the error text, or None once the next node accepted it."""
+    async def _send_hop(self, m: HopMessage) -> tuple[str | None, str]:
+        """POST one hop: (None, the reply's status) once the next node accepted it, else
+        (the error text, "")."""
         h = m.header
         try:
-            await self._post(h.receiver, "/kmapi/v1/ext_keys", relay.encode_hop(m))
+            reply = await self._post(h.receiver, "/kmapi/v1/ext_keys", relay.encode_hop(m))
         except NodeUnreachable as e:
-            return f"hop {h.sender} -> {h.receiver} refused: {e}"
-        return None
+            return f"hop {h.sender} -> {h.receiver} refused: {e}", ""
+        return None, str(reply.get("status", ""))
 
     # -- relay handlers (node API) --------------------------------------------------------------
     async def h_ext_keys(self, request: web.Request) -> web.Response:
@@ -1042,14 +1048,19 @@ class KmsNode:
         return json_response(202, {"status": "accepted"})
 
     def _spent(self, link: LocalLink) -> None:
-        """A relay spent key on `link`: let its transmitter draw more now if below the cap."""
+        """A relay spent key on `link`: wake its transmitter side to draw more once the stock
+        is a quarter below the cap (then it draws a batch), not after every relay."""
         if link.transmitter:
-            link.wake.set()
+            lid, cap = link.spec.id, self._cap_bytes()
+            if min(self.store.stock_bytes(lid, o) for o in (link.spec.a, link.spec.b)) <= (
+                cap - cap // 4
+            ):
+                link.wake.set()
         self._lsa_changed()  # flooded if the stock fell by a factor of two
 
     def _spawn_hop(self, msg: HopMessage, out_link: LocalLink, start: int) -> None:
         async def run() -> None:
-            err = await self._send_hop(msg)
+            err, _ = await self._send_hop(msg)
             out_link.in_flight.pop(start, None)
             out_link.bits_spent_payload += 8 * msg.header.total
             out_link.bits_spent_auth += 8 * relay.MAC_KEY_BYTES
@@ -1068,7 +1079,7 @@ class KmsNode:
         f = FinalHop(h.relay_id, h.key_ids, h.leg, h.legs, h.initiator_sae, h.target_sae,
                      h.initiator_node, h.ack_url, tuple(shares), h.deadline_ms,
                      now_ms() + int(self.config.hold_seconds * 1000),
-                     self.held_quota_bits())
+                     self.held_quota_bits(), ack_in_reply=h.hop == 1)
         if h.target_sae not in self.config.local_saes():
             raise etsi014.bad_request(f"SAE {h.target_sae} is not at node {self.id}")
         if self.config.topology.sae_node(h.initiator_sae) != h.initiator_node:
@@ -1081,7 +1092,8 @@ class KmsNode:
             raise etsi014.bad_request(f"key not present: {e}") from None
         if outcome is FinalOutcome.COMPLETE:
             self.counters["relays_received"] += 1
-        self._wake_acks.set()
+        if not f.ack_in_reply:
+            self._wake_acks.set()
         return json_response(202, {"status": outcome.value})
 
     async def h_ack(self, request: web.Request) -> web.Response:
@@ -1281,6 +1293,18 @@ class KmsNode:
 def _flags(lsa: Lsa) -> list[tuple[str, bool, bool, bool]]:
     """What makes an LSA urgent: a link up or down, an alarm, key there or none."""
     return sorted((r.link, r.up, r.alarm, r.stock_bits > 0) for r in lsa.links)
+
+
+def _ack_in_reply(
+    relay_id: uuid.UUID, key_ids: tuple[uuid.UUID, ...], statuses: Sequence[str]
+) -> Ack | None:
+    """The ack that the target's replies to legs sent straight to it amount to, if any."""
+    if FinalOutcome.COMPLETE.value in statuses:
+        return Ack(relay_id, key_ids, AckStatus.RELAYED)
+    if FinalOutcome.QUOTA.value in statuses:
+        return Ack(relay_id, key_ids, AckStatus.FAILED, "the slave SAE's pair holds too much "
+                   "key not yet collected")
+    return None
 
 
 def _report_json(r: LinkReport) -> dict[str, Any]:

@@ -25,6 +25,9 @@ class NodeUnreachable(Exception):
 
 
 class NodeClient:
+    """One keep-alive connection pool (one aiohttp session) per peer node, for the node's life:
+    a relay hop costs a request, not a TLS handshake. ``sent`` counts requests by path."""
+
     def __init__(
         self, peer: str, url: str, tls: Tls, recorder: Recorder | None, timeout: float = 3.0
     ) -> None:
@@ -34,11 +37,12 @@ class NodeClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(2.0, timeout))
         self._session: aiohttp.ClientSession | None = None
         self._rec = recorder
+        self.sent: dict[str, int] = {}
 
     def _s(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=8),
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=16),
                 timeout=self._timeout,
             )
         return self._session
@@ -48,6 +52,7 @@ class NodeClient:
             await self._session.close()
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.sent[path] = self.sent.get(path, 0) + 1
         if self._rec is not None:
             self._rec.message("out", self.peer, path, body)
         try:

@@ -173,6 +173,8 @@ class FinalHop:
     deadline_ms: int
     expires_ms: int
     quota_bits: int  # most key bits held for one (master, slave) pair
+    # the leg came straight from the initiator, so the reply to it is the ack: nothing queued
+    ack_in_reply: bool = False
 
 
 class FinalOutcome(Enum):
@@ -216,6 +218,10 @@ class NodeStore:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         os.chmod(path, 0o600)
         self.path = path
+        # unspent bytes per (link, owner) stream, kept in step with the blocks table by every
+        # write (dropped on a rollback): a relay asks for it several times per request
+        self._stock: dict[tuple[str, str], int] = {}
+        self.transactions = 0  # write transactions committed (benchmarks and tests count them)
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=DELETE")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
@@ -242,8 +248,10 @@ class NodeStore:
             yield
         except BaseException:
             self._db.execute("ROLLBACK")
+            self._stock.clear()
             raise
         self._db.execute("COMMIT")
+        self.transactions += 1
 
     # -- streams -----------------------------------------------------------------------------
     def init_link(self, link: str, owners: Sequence[str]) -> None:
@@ -271,10 +279,18 @@ class NodeStore:
 
     def stock_bytes(self, link: str, owner: str) -> int:
         """Unspent bytes of `owner`'s stream on `link` in this store."""
-        row = self._db.execute(
-            "SELECT COALESCE(SUM(unspent), 0) FROM blocks WHERE link=? AND owner=?", (link, owner)
-        ).fetchone()
-        return int(row[0])
+        n = self._stock.get((link, owner))
+        if n is None:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(unspent), 0) FROM blocks WHERE link=? AND owner=?",
+                (link, owner),
+            ).fetchone()
+            n = self._stock[(link, owner)] = int(row[0])
+        return n
+
+    def _stock_add(self, link: str, owner: str, delta: int) -> None:
+        if (link, owner) in self._stock:
+            self._stock[(link, owner)] += delta
 
     def _append(self, link: str, block: Block) -> None:
         end, _, layout, _ = self._stream(link, block.owner)
@@ -288,6 +304,7 @@ class NodeStore:
             "UPDATE streams SET end_pos=?, layout=? WHERE link=? AND owner=?",
             (end + n, extend_layout(layout, end, n, block.key_id), link, block.owner),
         )
+        self._stock_add(link, block.owner, n)
 
     # -- drawing (transmitter side) ----------------------------------------------------------
     def next_announce_seq(self, link: str) -> int:
@@ -368,16 +385,23 @@ class NodeStore:
             self._set_announce(link, seq, [b.key_id for b in blocks])
 
     # -- spending and consuming --------------------------------------------------------------
-    def _take(self, link: str, owner: str, start: int, length: int) -> bytes:
-        """Bytes [start, start+length) of a stream, all unspent: read, erase, mark spent."""
+    def _collect(
+        self, link: str, owner: str, start: int, length: int
+    ) -> tuple[bytes, list[tuple[bytes, bytes, int, int]], list[int]]:
+        """Bytes [start, start+length) of a stream, all unspent (else SliceUnavailable), and the
+        block updates and deletions that spend them; reads only."""
         if length <= 0:
             raise SliceUnavailable("empty slice")
         stop = start + length
-        rows = self._db.execute(
+        first = self._db.execute(  # the block holding `start` (blocks never overlap)
+            "SELECT MAX(start) FROM blocks WHERE link=? AND owner=? AND start <= ?",
+            (link, owner, start),
+        ).fetchone()[0]
+        rows = [r for r in self._db.execute(
             "SELECT start, material, spent, unspent FROM blocks WHERE link=? AND owner=? "
-            "AND start < ? AND start + LENGTH(material) > ? ORDER BY start",
-            (link, owner, stop, start),
-        ).fetchall()
+            "AND start >= ? AND start < ? ORDER BY start",
+            (link, owner, start if first is None else int(first), stop),
+        ).fetchall() if int(r[0]) + len(r[1]) > start]
         parts: list[bytes] = []
         pos = start
         updates: list[tuple[bytes, bytes, int, int]] = []
@@ -402,6 +426,11 @@ class NodeStore:
             pos = bstart + hi
         if pos < stop:
             raise SliceUnavailable(f"link {link}: bytes {pos}..{stop} are not held")
+        return b"".join(parts), updates, deletes
+
+    def _take(self, link: str, owner: str, start: int, length: int) -> bytes:
+        """Bytes [start, start+length) of a stream, all unspent: read, erase, mark spent."""
+        material, updates, deletes = self._collect(link, owner, start, length)
         for zeroed, bm_bytes, left, bstart in updates:
             self._db.execute(
                 "UPDATE blocks SET material=?, spent=?, unspent=? WHERE link=? AND owner=? "
@@ -412,18 +441,26 @@ class NodeStore:
             self._db.execute(
                 "DELETE FROM blocks WHERE link=? AND owner=? AND start=?", (link, owner, bstart)
             )
-        return b"".join(parts)
+        self._stock_add(link, owner, -length)
+        return material
 
     def _spend(self, s: Spend) -> Slice:
         if s.owner != self.node_id:
             raise StoreError("a node spends only its own streams")
         end, cursor, _, _ = self._stream(s.link, s.owner)
-        row = self._db.execute(
-            "SELECT MIN(start) FROM blocks WHERE link=? AND owner=? "
-            "AND start + LENGTH(material) > ?",
+        held = self._db.execute(  # the block holding the cursor, if any (index seeks only)
+            "SELECT start + LENGTH(material) FROM blocks WHERE link=? AND owner=? AND start <= ? "
+            "ORDER BY start DESC LIMIT 1",
             (s.link, s.owner, cursor),
         ).fetchone()
-        start = cursor if row[0] is None else max(cursor, int(row[0]))
+        if held is not None and int(held[0]) > cursor:
+            start = cursor
+        else:
+            row = self._db.execute(
+                "SELECT MIN(start) FROM blocks WHERE link=? AND owner=? AND start > ?",
+                (s.link, s.owner, cursor),
+            ).fetchone()
+            start = cursor if row[0] is None else int(row[0])
         if end - start < s.nbytes:
             raise OutOfLinkKey(s.link, s.nbytes, max(0, end - start))
         material = self._take(s.link, s.owner, start, s.nbytes)
@@ -443,12 +480,7 @@ class NodeStore:
 
     def peek(self, link: str, owner: str, start: int, length: int) -> bytes:
         """The bytes of a slice without spending them (to check a MAC first); raises if used."""
-        self._db.execute("SAVEPOINT peek")
-        try:
-            return self._take(link, owner, start, length)
-        finally:
-            self._db.execute("ROLLBACK TO peek")
-            self._db.execute("RELEASE peek")
+        return self._collect(link, owner, start, length)[0]
 
     def forward(self, incoming: tuple[str, str, int, int], out: Spend) -> tuple[bytes, Slice]:
         """Intermediate hop: consume the incoming slice and spend the next link's, atomically."""
@@ -465,6 +497,7 @@ class NodeStore:
         """The owner reports its cursor: everything below it is spent or abandoned; erase it."""
         with self._tx():
             self._stream(link, owner)  # raises if unknown
+            self._stock.pop((link, owner), None)
             self._db.execute(
                 "UPDATE streams SET cursor=MAX(cursor, ?), max_cursor_seen=MAX(max_cursor_seen, ?) "
                 "WHERE link=? AND owner=?",
@@ -499,6 +532,7 @@ class NodeStore:
         """Desync repair: erase the stream and restart it at `new_end` (both sides do the same)."""
         with self._tx():
             end, cursor, _, seen = self._stream(link, owner)
+            self._stock.pop((link, owner), None)
             new_end = max(new_end, end, cursor)
             self._db.execute("DELETE FROM blocks WHERE link=? AND owner=?", (link, owner))
             self._db.execute(
@@ -592,21 +626,24 @@ class NodeStore:
                 return FinalOutcome.VOIDED
             if self._db.execute("SELECT 1 FROM held WHERE relay_id=? LIMIT 1", (rid,)).fetchone():
                 return FinalOutcome.COMPLETE  # a duplicate of a leg already assembled
-            self._db.execute(
-                "INSERT OR IGNORE INTO shares VALUES (?, ?, ?, ?, ?)",
-                (rid, f.leg, f.legs, b"".join(f.shares), f.deadline_ms),
-            )
-            rows = self._db.execute(
-                "SELECT leg, material FROM shares WHERE relay_id=? ORDER BY leg", (rid,)
-            ).fetchall()
-            if len(rows) < f.legs:
-                return FinalOutcome.PARTIAL
             size = len(f.shares[0])
-            total = int.from_bytes(rows[0][1], "big")
-            for _, mat in rows[1:]:
-                total ^= int.from_bytes(mat, "big")
-            joined = total.to_bytes(len(rows[0][1]), "big")
-            self._db.execute("DELETE FROM shares WHERE relay_id=?", (rid,))
+            if f.legs == 1:  # nothing to wait for or combine
+                joined = b"".join(f.shares)
+            else:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO shares VALUES (?, ?, ?, ?, ?)",
+                    (rid, f.leg, f.legs, b"".join(f.shares), f.deadline_ms),
+                )
+                rows = self._db.execute(
+                    "SELECT leg, material FROM shares WHERE relay_id=? ORDER BY leg", (rid,)
+                ).fetchall()
+                if len(rows) < f.legs:
+                    return FinalOutcome.PARTIAL
+                total = int.from_bytes(rows[0][1], "big")
+                for _, mat in rows[1:]:
+                    total ^= int.from_bytes(mat, "big")
+                joined = total.to_bytes(len(rows[0][1]), "big")
+                self._db.execute("DELETE FROM shares WHERE relay_id=?", (rid,))
             held_bits = 8 * int(self._db.execute(
                 "SELECT COALESCE(SUM(LENGTH(material)), 0) FROM held WHERE master=? AND slave=?",
                 (f.master, f.slave),
@@ -614,9 +651,9 @@ class NodeStore:
             if held_bits + 8 * len(joined) > f.quota_bits:
                 self._db.execute("INSERT OR IGNORE INTO tombstones VALUES (?, ?)",
                                  (rid, f.deadline_ms + 60_000))
-                self._queue_ack(f, AckStatus.FAILED,
-                                f"quota: pair ({f.master}, {f.slave}) holds {held_bits} bits "
-                                "not yet collected")
+                if not f.ack_in_reply:
+                    self._queue_ack(f, AckStatus.FAILED, f"quota: pair ({f.master}, {f.slave}) "
+                                    f"holds {held_bits} bits not yet collected")
                 return FinalOutcome.QUOTA
             for i, kid in enumerate(f.key_ids):
                 self._db.execute(
@@ -624,7 +661,8 @@ class NodeStore:
                     (str(kid), rid, f.master, f.slave, f.initiator_node,
                      joined[i * size : (i + 1) * size], f.expires_ms),
                 )
-            self._queue_ack(f, AckStatus.RELAYED, "")
+            if not f.ack_in_reply:
+                self._queue_ack(f, AckStatus.RELAYED, "")
             return FinalOutcome.COMPLETE
 
     def _queue_ack(self, f: FinalHop, status: AckStatus, reason: str) -> None:
