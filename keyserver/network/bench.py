@@ -266,10 +266,14 @@ def _options(args: argparse.Namespace) -> Options:
     return Options(seed=args.seed, max_key_count=512, testing=True, **extra)
 
 
-def footprint(launcher: Launcher, seconds: float, wait: float) -> dict[str, Any]:
+def footprint(launcher: Launcher, seconds: float, wait: float, settle: float = 0.0
+              ) -> dict[str, Any]:
     """Start the launcher's network; time to answer and to the first key on the farthest
-    route; then memory and idle CPU (the launcher must be locked and prepared)."""
+    route; then memory and CPU over `seconds` while the links fill up after the first key,
+    and again `settle` seconds later (the launcher must be locked and prepared)."""
+    prepared = time.monotonic() - launcher.started
     launcher.start_all()
+    spawned = time.monotonic() - launcher.started
     launcher.wait_ready(timeout=wait)
     answered = time.monotonic() - launcher.started
     print(json.dumps({"event": "bench_network_answering", "seconds": round(answered, 1)}),
@@ -279,6 +283,8 @@ def footprint(launcher: Launcher, seconds: float, wait: float) -> dict[str, Any]
                     "links_keyed": r.links_keyed, "links": r.links, "why": r.why}),
         file=sys.stderr, flush=True), interval=2.0)
     out: dict[str, Any] = {
+        "pki_and_configs_s": round(prepared, 1),
+        "processes_started_s": round(spawned, 1),
         "processes_answering_s": round(answered, 1),
         "first_key_s": round(ready.seconds, 1) if ready else None,
         "first_key_route": {"from": ready.pair.master, "to": ready.pair.slave,
@@ -287,6 +293,11 @@ def footprint(launcher: Launcher, seconds: float, wait: float) -> dict[str, Any]
     }
     out["idle_cpu"] = measure_cpu(launcher, seconds)
     out["memory"] = measure_memory(launcher)
+    if settle > 0:  # the links full: what the network costs when nothing happens
+        time.sleep(settle)
+        out["settled_after_s"] = round(time.monotonic() - launcher.started, 1)
+        out["settled_cpu"] = measure_cpu(launcher, seconds)
+        out["settled_memory"] = measure_memory(launcher)
     return out
 
 
@@ -304,7 +315,7 @@ def run_bench_network(args: argparse.Namespace) -> int:
         launcher.lock()
         launcher.check_ports()
         launcher.prepare()
-        fp = footprint(launcher, args.seconds, args.wait)
+        fp = footprint(launcher, args.seconds, args.wait, getattr(args, "settle", 0.0))
         fp.update({"topology": topo.name, "nodes": len(topo.nodes), "links": len(topo.links),
                    "fidelity": getattr(args, "fidelity", None) or "topology default",
                    "command": " ".join(["qkd-keyserver", "bench", "network", *sys.argv[3:]])
@@ -373,6 +384,8 @@ def _print_footprint(fp: dict[str, Any], as_json: bool) -> None:
     lines = [
         f"topology {fp['topology']} ({fp['nodes']} nodes, {fp['links']} links), fidelity "
         f"{fp['fidelity']}",
+        f"  PKI and configs written     {fp['pki_and_configs_s']} s",
+        f"  processes started           {fp['processes_started_s']} s",
         f"  processes answering after   {fp['processes_answering_s']} s",
         f"  first key, farthest route   {fp['first_key_s']} s "
         + (f"({fp['first_key_route']['from']} -> {fp['first_key_route']['to']}, "
@@ -382,9 +395,13 @@ def _print_footprint(fp: dict[str, Any], as_json: bool) -> None:
     for k, v in mem["by_kind"].items():
         lines.append(f"    {k:<8} {v['processes']:>4} x {v['mean_pss_mb']:>6.1f} MB "
                      f"(max {v['max_pss_mb']:.1f}) = {v['pss_mb'] / 1024:.2f} GB")
-    lines.append(f"  CPU, idle but for key production, over {cpu['seconds']} s: "
-                 f"{cpu['total_cores']:.3f} cores")
-    for k, v in cpu["by_kind_cores"].items():
-        lines.append(f"    {k:<8} {v:.3f} cores (busiest process "
-                     f"{cpu['max_percent_of_one_core'].get(k, 0):.2f} % of a core)")
+    for title, c in (("after the first key, links filling", cpu),
+                     (f"settled ({fp.get('settled_after_s')} s after start)",
+                      fp.get("settled_cpu"))):
+        if not c:
+            continue
+        lines.append(f"  CPU {title}, over {c['seconds']} s: {c['total_cores']:.3f} cores")
+        for k, v in c["by_kind_cores"].items():
+            lines.append(f"    {k:<8} {v:.3f} cores (busiest process "
+                         f"{c['max_percent_of_one_core'].get(k, 0):.2f} % of a core)")
     print("\n".join(lines))

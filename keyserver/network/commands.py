@@ -387,4 +387,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "(PSS) and idle CPU, with the network as `network` starts it")
     b.add_argument("--fidelity", choices=("emulated", "physics"), default=None,
                    help="every link's fidelity (default: the topology's)")
+    b.add_argument("--settle", type=float, default=0.0,
+                   help="with --footprint: measure the CPU again this many seconds later "
+                   "(the links full)")
     b.set_defaults(func=_cmd_bench_network)
