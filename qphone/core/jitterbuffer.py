@@ -21,7 +21,8 @@ frame slot (:meth:`JitterBuffer.pop`). Playout is driven by timestamps, like Web
 
 * Late packets (their slot has already been played) and duplicates are dropped and counted.
 * Target delay, as NetEq sets it: the ``quantile`` of the relative transit delay over the last
-  ``window`` packets (transit = arrival - timestamp/clock, relative to the window's minimum),
+  ``window`` packets (transit = arrival - timestamp/clock, relative to the window's minimum;
+  until the window is full, the packets still to come count as fast ones),
   plus ``margin_ms``, clamped to ``[min_delay_ms, max_delay_ms]`` (and not below
   ``initial_delay_ms`` for the first ``warmup`` packets).  With this target a fraction
   ``1 - quantile`` of packets arrives late under a stationary delay distribution.  It grows as
@@ -147,7 +148,7 @@ class JitterBufferConfig:
             min_delay_ms=5.0,
             initial_delay_ms=float(frame_ms),
             max_delay_ms=max(200.0, 4.0 * frame_ms),
-            max_stretch_ms=max(1, frame_ms // 8),  # 2 ms per 20 ms frame: 10 %
+            max_stretch_ms=max(1, frame_ms // 4),  # 5 ms per 20 ms frame (where it is quiet)
         )
 
     @property
@@ -406,8 +407,10 @@ class JitterBuffer:
         self._transits.append(transit)
         base = min(self._transits)
         rel = sorted(t - base for t in self._transits)
-        idx = min(len(rel) - 1, max(0, math.ceil(cfg.quantile * len(rel)) - 1))
-        target = rel[idx] + cfg.margin_ms / 1000.0
+        # the quantile as of a full window, the packets not seen yet counted as fast ones: at
+        # the start of a call a lone stall (a few slow packets) is not 5 % of the packets
+        above = cfg.window - math.ceil(cfg.quantile * cfg.window)  # packets allowed above it
+        target = rel[max(0, len(rel) - 1 - above)] + cfg.margin_ms / 1000.0
         self._observed += 1
         lo, hi = cfg.min_delay_ms / 1000.0, cfg.max_delay_ms / 1000.0
         if self._observed < cfg.warmup:

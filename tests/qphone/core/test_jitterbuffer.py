@@ -406,9 +406,9 @@ def test_config_validation(kwargs: dict[str, float]) -> None:
 
 def test_config_for_frame_ms() -> None:
     cfg = JitterBufferConfig.for_frame_ms(60)
-    # starts at one frame, may go down to the margin, stretches up to 1/8 of a frame per slot
+    # starts at one frame, may go down to the margin, stretches up to 1/4 of a frame per slot
     assert cfg.frame_ticks == 2880 and cfg.min_delay_ms == 5 and cfg.max_delay_ms == 240
-    assert cfg.initial_delay_ms == 60 and cfg.max_stretch_ms == 7
+    assert cfg.initial_delay_ms == 60 and cfg.max_stretch_ms == 15
     assert cfg.frame_seconds == pytest.approx(0.06)
     with pytest.raises(ValueError):
         JitterBufferConfig(max_stretch_ms=6)  # more than a quarter of a 20 ms frame
