@@ -521,15 +521,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from qphone.measure import bench
 
-    which = ["crypto", "handshake", "latency"] if args.what == "all" else [args.what]
-    result: dict[str, object] = {}
-    for name in which:
-        if name == "crypto":
-            result.update(bench.bench_crypto(rounds=args.rounds))
-        elif name == "handshake":
-            result.update(bench.bench_handshake())
-        elif name == "latency":
-            result.update(bench.bench_latency(rounds=max(1, args.rounds // 5)))
+    result = bench.run_benchmarks([args.what], rounds=args.rounds)
     if args.json:
         print(json.dumps(result))
     else:
@@ -655,7 +647,9 @@ def _loopback(args: argparse.Namespace) -> int:
         f"sent {fr['sent']}, lost {fr['lost']}, concealed {fr['concealed']}, FEC "
         f"{fr['fec_recovered']} | QKD drawn {total['qkd_bits_drawn']} bits for a need of "
         f"{key['qkd_bits_needed']} (ratio {key['ratio']}), used {total['qkd_bits_used']}, "
-        f"wasted {total['qkd_bits_wasted']} | PESQ {q.get('pesq_wb')} STOI {q.get('stoi')} | "
+        f"wasted {total['qkd_bits_wasted']} | "
+        + ("PESQ-NB " + str(q["pesq_nb"]) if "pesq_nb" in q else f"PESQ {q.get('pesq_wb')}")
+        + f" STOI {q.get('stoi')} | "
         f"report {args.report}" + (f", plot {args.plot}" if args.plot else ""),
         file=text,
     )
@@ -733,8 +727,9 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         nargs="?",
         default="all",
-        choices=["crypto", "handshake", "latency", "all"],
-        help="which benchmark",
+        choices=["crypto", "handshake", "latency", "speech", "load", "all"],
+        help="which benchmark (speech: PESQ on recorded human speech; load: both modes beside "
+        "two busy-loop processes)",
     )
     b.add_argument("--json", action="store_true", help="one JSON object on stdout")
     b.add_argument(

@@ -236,6 +236,118 @@ def bench_latency(
     return result
 
 
+def _loopbacks(runs: list[tuple[str, Mode, Any]], busy: int = 0) -> dict[str, dict[str, Any]]:
+    """Loopback calls (name, mode, sample), each against one keyserver pair started here, with
+    ``busy`` busy-loop processes beside them; each call's report."""
+    import tempfile
+    from pathlib import Path
+
+    from qphone.demo.keyserverprocess import running_keyserver
+    from qphone.measure.busyload import busy_loops
+    from qphone.measure.loopback import LoopbackOptions, run_loopback
+
+    reports: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="qphone-bench-") as tmp:
+        work = Path(tmp)
+        with running_keyserver(work / "kme", []) as kme, busy_loops(busy):
+            for name, mode, sample in runs:
+                opts = LoopbackOptions(
+                    sample=sample,
+                    out=work / f"{name}.wav",
+                    mode=mode,
+                    progress=False,
+                    workdir=work / name,
+                    profile_a=kme / "alice.toml",
+                    profile_b=kme / "bob.toml",
+                )
+                run = run_loopback(opts)
+                report = run.report
+                report["frames_unsent_no_key"] = run.caller.summary.frames_unsent_no_key
+                reports[name] = report
+    return reports
+
+
+def _pesq(report: dict[str, Any], key: str) -> float:
+    value = report["quality"].get("encrypted", {}).get(key)
+    return float("nan") if value is None else float(value)
+
+
+def bench_speech() -> dict[str, Any]:
+    """Voice quality of an AES and an OTP call on recorded human speech (narrow-band PESQ:
+    the recording is 8 kHz) beside the bundled synthetic sample (wide-band PESQ)."""
+    import tempfile
+    from pathlib import Path
+
+    from qphone.demo.calldemo import SAMPLES
+    from qphone.measure.naturalspeech import natural_speech_sample
+
+    with tempfile.TemporaryDirectory(prefix="qphone-speech-") as tmp:
+        natural = natural_speech_sample(Path(tmp))
+        synthetic = SAMPLES / "speech_a_48k.wav"
+        reports = _loopbacks(
+            [
+                ("natural_aes", Mode.AES, natural),
+                ("natural_otp", Mode.OTP, natural),
+                ("synthetic_aes", Mode.AES, synthetic),
+            ]
+        )
+    out: dict[str, Any] = {}
+    for mode in ("aes", "otp"):
+        out[f"pesq_nb_natural_{mode}"] = _pesq(reports[f"natural_{mode}"], "pesq_nb")
+    out["pesq_wb_synthetic_aes"] = _pesq(reports["synthetic_aes"], "pesq_wb")
+    out["natural_minus_synthetic"] = round(
+        out["pesq_nb_natural_aes"] - out["pesq_wb_synthetic_aes"], 3
+    )
+    return out
+
+
+LOAD_PROCESSES = 2  # busy loops: both cores of the 2-core machines this runs on
+
+
+def bench_load(busy: int = LOAD_PROCESSES) -> dict[str, Any]:
+    """An AES and an OTP call of the same sample with ``busy`` busy-loop processes beside them
+    (started here): both modes' PESQ-WB, their difference, latency, frames concealed and OTP
+    frames unsent for want of pad."""
+    from qphone.demo.calldemo import SAMPLES
+
+    sample = SAMPLES / "speech_a_48k.wav"
+    reports = _loopbacks([("aes", Mode.AES, sample), ("otp", Mode.OTP, sample)], busy=busy)
+    out: dict[str, Any] = {"load_busy_processes": busy}
+    for mode in ("aes", "otp"):
+        r = reports[mode]
+        out[f"load_pesq_wb_{mode}"] = _pesq(r, "pesq_wb")
+        out[f"load_m2e_ms_p50_{mode}"] = r["latency_ms"]["p50"]
+        out[f"load_m2e_ms_p99_{mode}"] = r["latency_ms"]["p99"]
+        out[f"load_concealed_{mode}"] = r["frames"]["concealed"]
+    out["load_unsent_otp"] = reports["otp"]["frames_unsent_no_key"]
+    out["load_pesq_aes_minus_otp"] = round(
+        abs(out["load_pesq_wb_aes"] - out["load_pesq_wb_otp"]), 3
+    )
+    return out
+
+
+BENCHMARKS = ("crypto", "handshake", "latency", "speech", "load")
+
+
+def run_benchmarks(names: tuple[str, ...] | list[str], rounds: int = 15) -> dict[str, Any]:
+    """The benchmarks named (``all``: every one), merged into one result."""
+    result: dict[str, Any] = {}
+    for name in BENCHMARKS if "all" in names else names:
+        if name == "crypto":
+            result.update(bench_crypto(rounds=rounds))
+        elif name == "handshake":
+            result.update(bench_handshake())
+        elif name == "latency":
+            result.update(bench_latency(rounds=max(1, rounds // 5)))
+        elif name == "speech":
+            result.update(bench_speech())
+        elif name == "load":
+            result.update(bench_load())
+        else:
+            raise ValueError(f"no benchmark {name!r}: one of {', '.join(BENCHMARKS)} or all")
+    return result
+
+
 # (what, our figure, baseline figure, figure checked, target: at most (a float), at least
 # (">= x"), or None (shown only: the cost of one step, where a regression shows first))
 _TABLE: tuple[tuple[str, str, str | None, str, float | str | None], ...] = (
@@ -256,6 +368,26 @@ _TABLE: tuple[tuple[str, str, str | None, str, float | str | None], ...] = (
     ("mouth-to-ear p50 (ms)", "m2e_ms_p50", None, "m2e_ms_p50", 40.0),
     ("mouth-to-ear p99 (ms)", "m2e_ms_p99", "stock_m2e_ms_p99", "m2e_ms_p99", 60.0),
     ("processing per frame p99 (ms)", "processing_ms_p99", None, "processing_ms_p99", 2.0),
+    (
+        "PESQ-NB natural speech, AES",
+        "pesq_nb_natural_aes",
+        "pesq_wb_synthetic_aes",
+        "pesq_nb_natural_aes",
+        None,
+    ),
+    ("PESQ-NB natural speech, OTP", "pesq_nb_natural_otp", None, "pesq_nb_natural_otp", None),
+    ("PESQ-WB 2 busy loops, AES", "load_pesq_wb_aes", None, "load_pesq_wb_aes", ">= 3.8"),
+    ("PESQ-WB 2 busy loops, OTP", "load_pesq_wb_otp", None, "load_pesq_wb_otp", ">= 3.8"),
+    (
+        "PESQ-WB |AES - OTP| busy",
+        "load_pesq_aes_minus_otp",
+        None,
+        "load_pesq_aes_minus_otp",
+        0.05,
+    ),
+    ("OTP frames unsent (busy)", "load_unsent_otp", None, "load_unsent_otp", 0.0),
+    ("mouth-to-ear p99 busy, AES (ms)", "load_m2e_ms_p99_aes", None, "load_m2e_ms_p99_aes", None),
+    ("mouth-to-ear p99 busy, OTP (ms)", "load_m2e_ms_p99_otp", None, "load_m2e_ms_p99_otp", None),
     ("CPU of one endpoint (core)", "endpoint_cpu_fraction", None, "endpoint_cpu_fraction", 0.05),
 )
 

@@ -526,14 +526,17 @@ def build_report(
 def _quality(sample: Path, got: bytes, clear: bytes, rate: int) -> dict[str, Any]:
     from qphone.measure.quality import MeasurementUnavailable, measure
 
-    ref, _ = read_wav(sample, 16000)
+    # a narrow-band recording (8 kHz) is scored narrow-band (P.862), anything wider wide-band
+    at = 8000 if wav_info(sample).sample_rate <= 8000 else 16000
+    key = "pesq_nb" if at == 8000 else "pesq_wb"
+    ref, _ = read_wav(sample, at)
     out: dict[str, Any] = {}
     try:
         for name, pcm in (("encrypted", got), ("unencrypted", clear)):
-            deg = resample(np.frombuffer(pcm, dtype="<i2"), rate, 16000)
-            q = measure(ref, deg, 16000)
+            deg = resample(np.frombuffer(pcm, dtype="<i2"), rate, at)
+            q = measure(ref, deg, at)
             out[name] = {
-                "pesq_wb": None if q.pesq is None else round(q.pesq, 3),
+                key: None if q.pesq is None else round(q.pesq, 3),
                 "stoi": None if q.stoi is None else round(q.stoi, 4),
                 "delay_ms": round(q.delay_ms, 1),
                 "correlation": round(q.correlation, 4),

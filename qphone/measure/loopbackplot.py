@@ -117,7 +117,8 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     text = []
     for kind in ("encrypted", "unencrypted"):
         if kind in q:
-            text.append(f"{kind}: PESQ {q[kind]['pesq_wb']}, STOI {q[kind]['stoi']}")
+            pesq = q[kind].get("pesq_wb", q[kind].get("pesq_nb"))
+            text.append(f"{kind}: PESQ {pesq}, STOI {q[kind]['stoi']}")
     if "bit_identical_to_unencrypted" in q:
         text.append(f"bit-identical to unencrypted: {q['bit_identical_to_unencrypted']}")
     a.text(0.98, 0.95, "\n".join(text), transform=a.transAxes, ha="right", va="top", fontsize=8)
