@@ -177,15 +177,18 @@ def _netns_banner(la: Any) -> list[str]:
     callee = next((s for s in topo.saes if s.id == "bob"), topo.saes[-1] if topo.saes else None)
     if callee is None:
         return lines
+    from keyserver.consolescript import script_command
+
+    qphone = script_command("qphone")
     caller = default_peer(topo, callee.id)
     sites = info["netns"]["sites"]
     b, a = sites[callee.node], sites[topo.sae_node(caller) or callee.node]
     listen = f"{b['address']}:7000"
     lines += [f"  a call {caller} -> {callee.id}, each terminal in its site's namespace "
-              "(from this checkout; --mode aes or otp):",
-              f"    ip netns exec {b['ns']} .venv/bin/qphone answer --listen {listen} "
-              f"--profile {d / 'saes' / f'{callee.id}.toml'}",
-              f"    ip netns exec {a['ns']} .venv/bin/qphone call {listen} "
+              "(--mode aes or otp):",
+              f"    ip netns exec {b['ns']} {qphone} answer --listen {listen} "
+              f"--ice-host {b['address']} --profile {d / 'saes' / f'{callee.id}.toml'}",
+              f"    ip netns exec {a['ns']} {qphone} call {listen} --ice-host {a['address']} "
               f"--profile {d / 'saes' / f'{caller}.toml'} --mode otp"]
     return lines
 
@@ -219,6 +222,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     else:
         width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
         print("\n".join(render(summary, width)))
+        if "netns" in info:
+            from keyserver.network.netnslauncher import describe
+
+            print(describe(info))
     return 0 if all(v["up"] for v in summary["nodes"].values()) else 1
 
 
