@@ -277,7 +277,7 @@ def _run_call(args: argparse.Namespace, answer: bool) -> int:
     host, port = args.listen if answer else args.target
     try:
         if answer:
-            summary = asyncio.run(endpoint.answer(host, port))
+            summary = asyncio.run(endpoint.answer(host, port, keep_waiting=True))
         else:
             summary = asyncio.run(endpoint.call(host, port))
     except CallFailed:
@@ -748,7 +748,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("target", type=_hostport, help="HOST:PORT of the answering terminal")
     _add_call_options(c, answer=False)
     c.set_defaults(func=_cmd_call)
-    a = _sub(sub, "answer", "wait for a call", epilog=HANG_UP + "\n\n" + EXIT_CODES)
+    a = _sub(
+        sub,
+        "answer",
+        "wait for a call",
+        description="Wait for a call and take it. A call that fails before it is up because of "
+        "the caller (options this side's policy refuses, the caller hanging up or vanishing in "
+        "the handshake) is said in one line, the caller is told which option to change, and "
+        "the terminal waits for the next call; a changed identity of the caller ends it.",
+        epilog=HANG_UP + "\n\n" + EXIT_CODES,
+    )
     a.add_argument("--listen", type=_hostport, required=True, help="HOST:PORT to listen on")
     _add_call_options(a, answer=True)
     a.set_defaults(func=_cmd_answer)

@@ -42,6 +42,7 @@ from qphone.config.profile import Profile
 from qphone.config.usedkeys import UsedKeys, used_keys_path
 from qphone.core.abort import AbortKind, decode_abort, is_abort
 from qphone.core.callparams import Mode
+from qphone.core.displaytext import printable
 from qphone.core.errors import (
     ControlRejected,
     ControlUnauthenticated,
@@ -147,11 +148,12 @@ class CallEndpoint:
             profile.peer_sae_id,
             used=UsedKeys(used_keys_path(profile.source, profile.identity_file)),
         )
+        self._receive_filter = receive_filter
         self.transport = CallTransport(options.transport, receive_filter)
         self.handshake = HandshakeDriver(self.transport, self.identity)
         self.pins = PinCheck(
             KnownPeers(profile.known_peers), profile.peer_sae_id, options.trust_new_identity
-        )
+        )  # _run() sets its .answering: an alarm then advises the side that saw it
         self.playout = Playout(options.opus())
         self.session: CallSession | None = None
         self.result: HandshakeResult | None = None
@@ -192,8 +194,17 @@ class CallEndpoint:
         port: int,
         on_listening: Callable[[SignalingListener], None] | None = None,
         accept_timeout: float | None = None,
+        *,
+        keep_waiting: bool = False,
     ) -> CallSummary:
-        return await self._run(Role.RESPONDER, host, port, on_listening, accept_timeout)
+        """Wait for a call and take it.  With ``keep_waiting`` (``qphone answer``), a call that
+        fails before it is up because of the caller (a proposal this side's policy refuses, the
+        caller hanging up or vanishing in the handshake) is said in one line and the endpoint
+        waits for the next caller; a changed identity or this side's own KME failing still end
+        it."""
+        return await self._run(
+            Role.RESPONDER, host, port, on_listening, accept_timeout, keep_waiting
+        )
 
     @property
     def end(self) -> CallEnd | None:
@@ -207,6 +218,7 @@ class CallEndpoint:
         port: int,
         on_listening: Callable[[SignalingListener], None] | None,
         accept_timeout: float | None,
+        keep_waiting: bool = False,
     ) -> CallSummary:
         loop = asyncio.get_running_loop()
         self._handle_signals(loop, True)
@@ -214,10 +226,19 @@ class CallEndpoint:
             self.say(f"created identity {self.profile.identity_file}")
         self.say(f"identity {self.identity.public.fingerprint()} (SAE {self.profile.sae_id})")
         self.say(f"audio in: {self.audio.source.description}; out: {self.audio.sink.description}")
+        answering = role is Role.RESPONDER
+        self.pins.answering = answering
         try:
-            self.result = await self._until_interrupted(
-                self._setup(role, host, port, on_listening, accept_timeout)
-            )
+            while True:
+                try:
+                    self.result = await self._until_interrupted(
+                        self._setup(role, host, port, on_listening, accept_timeout)
+                    )
+                    break
+                except HANDLED_FAILURES as exc:
+                    if not (keep_waiting and answering and self._callers_mistake(exc)):
+                        raise
+                    await self._next_caller(exc)
             self._check_pin(self.result)
             await self._media()
         except CallInterrupted:
@@ -225,7 +246,10 @@ class CallEndpoint:
             raise
         except HANDLED_FAILURES as exc:
             failure = call_failure(
-                exc, peer_sae_id=self.profile.peer_sae_id, own_sae_id=self.profile.sae_id
+                exc,
+                peer_sae_id=self.profile.peer_sae_id,
+                own_sae_id=self.profile.sae_id,
+                answering=answering,
             )
             self._failure = failure
             if self._end is None:
@@ -241,6 +265,29 @@ class CallEndpoint:
         if self._end is not None and self._end.cause is EndCause.CANCELLED:
             raise CallInterrupted(self._end)  # interrupted between the handshake and the call
         return self.summary()
+
+    def _callers_mistake(self, exc: Exception) -> bool:
+        """A failed set-up that the caller caused, after it reached this answerer: a proposal
+        the policy refuses, its abort (Ctrl-C in its handshake), its connection lost.  Not: a
+        changed identity (the alarm must be seen), this side's KME, nothing reached us yet."""
+        reached = self.phase.current is CallPhase.HANDSHAKE or bool(self.transport.peer_name)
+        failure = call_failure(exc, peer_sae_id=self.profile.peer_sae_id, own_sae_id="")
+        return reached and not isinstance(failure, IdentityChanged | KeySupplyFailed)
+
+    async def _next_caller(self, exc: Exception) -> None:
+        """Say why the call was not taken, drop its connection and start afresh."""
+        failure = call_failure(
+            exc, peer_sae_id=self.profile.peer_sae_id, own_sae_id=self.profile.sae_id
+        )
+        caller = printable(self.transport.peer_name, 128) or "a caller"
+        self.say(f"call from {caller} not taken: {failure}")
+        with contextlib.suppress(Exception):
+            await self.transport.close()
+        self.transport = CallTransport(self.opt.transport, self._receive_filter)
+        self.handshake = HandshakeDriver(self.transport, self.identity)
+        self._early.clear()
+        self.times = SetupTimes()
+        self.pqc_only = False
 
     def _handle_signals(self, loop: asyncio.AbstractEventLoop, on: bool) -> None:
         """SIGINT and SIGTERM interrupt this endpoint (once: a second one acts as usual).

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from qphone.core.abort import Abort, AbortKind, decode_abort, is_abort
 from qphone.core.callparams import CallParams
-from qphone.core.errors import HandshakeFailed
+from qphone.core.errors import HandshakeFailed, ProposalRefused
 from qphone.core.handshake import (
     HandshakeComplete,
     HandshakeResult,
@@ -31,6 +31,7 @@ from qphone.core.handshake import (
 from qphone.core.identity import Identity, PublicIdentity
 from qphone.core.qkd import QkdKey
 from qphone.endpoint.outcome import KeySupplyFailed, PeerAborted, abort_kind, key_supply_failure
+from qphone.endpoint.policy import caller_fix
 from qphone.kmeclient import KmeError
 from qphone.transport.calltransport import CallTransport
 from qphone.transport.errors import TransportError
@@ -109,6 +110,12 @@ class HandshakeDriver:
                     events = res.provide_qkd_keys(await self._resolve(res, resolve, nxt))
                     continue
                 events = res.receive(await self._receive())
+        except ProposalRefused as exc:  # the caller is told which of its options to change
+            if res is not None and not res.closed:
+                with contextlib.suppress(HandshakeFailed):
+                    res.fail(str(exc))
+            self.abort(AbortKind.POLICY_REFUSED, caller_fix(exc, policy))
+            raise
         except Exception as exc:
             if res is not None and not res.closed:
                 with contextlib.suppress(HandshakeFailed):

@@ -17,10 +17,17 @@ from qphone.endpoint.outcome import identity_changed, identity_changed_banner
 
 
 class PinCheck:
-    def __init__(self, known_peers: KnownPeers, peer_sae_id: str, trust_new_identity: bool) -> None:
+    def __init__(
+        self,
+        known_peers: KnownPeers,
+        peer_sae_id: str,
+        trust_new_identity: bool,
+        answering: bool = False,
+    ) -> None:
         self._pins = known_peers
         self._peer = peer_sae_id
         self._trust = trust_new_identity
+        self.answering = answering  # the advice names the answerer's next step, not the caller's
 
     def expected(self) -> PublicIdentity | None:
         if self._trust:
@@ -36,7 +43,7 @@ class PinCheck:
             say(f"first call with {self._peer}: pinned identity {pin.fingerprint}")
         elif pin.status is PinStatus.CHANGED:
             if not self._trust:
-                raise identity_changed(self._peer, pin.pinned, pin.fingerprint)
+                raise identity_changed(self._peer, pin.pinned, pin.fingerprint, self.answering)
             warn(
                 identity_changed_banner(self._peer, pin.pinned, pin.fingerprint)
                 + " Re-pinned because --trust-new-identity was given."

@@ -32,9 +32,14 @@ EXIT_FAILED = 1  # a failure ended the call or kept it from starting
 EXIT_USAGE = 2  # a bad option, file, device or profile: nothing was attempted
 EXIT_INTERRUPTED = 130  # interrupted (SIGINT/SIGTERM) before a call was established
 
-_TRUST_HINT = (
-    "Verify the new fingerprint out of band, then call again with --trust-new-identity to pin it."
-)
+
+def trust_hint(answering: bool = False) -> str:
+    """What to do about a changed identity, for the side that saw it: the caller calls again,
+    the answerer answers again, with --trust-new-identity once the fingerprint is verified."""
+    again = "answer the next call" if answering else "call again"
+    return (
+        f"Verify the new fingerprint out of band, then {again} with --trust-new-identity to pin it."
+    )
 
 
 class EndCause(Enum):
@@ -219,7 +224,9 @@ HANDLED_FAILURES: tuple[type[Exception], ...] = (
 )
 
 
-def call_failure(exc: Exception, *, peer_sae_id: str, own_sae_id: str) -> CallFailed:
+def call_failure(
+    exc: Exception, *, peer_sae_id: str, own_sae_id: str, answering: bool = False
+) -> CallFailed:
     """The :class:`CallFailed` for any exception that ended a call's set-up or the call.
 
     Identity advice (``--trust-new-identity``) comes only from this side's own authenticated
@@ -229,7 +236,7 @@ def call_failure(exc: Exception, *, peer_sae_id: str, own_sae_id: str) -> CallFa
     if isinstance(exc, PeerIdentityMismatch):
         return IdentityChanged(
             f"!!! IDENTITY OF {peer_sae_id} CHANGED ({exc}). Someone may be impersonating the "
-            f"peer. {_TRUST_HINT}"
+            f"peer. {trust_hint(answering)}"
         )
     if isinstance(exc, ProposalRefused):
         return PolicyRefused(str(exc), exc.setting)
@@ -285,7 +292,9 @@ def identity_changed_banner(peer_sae_id: str, pinned: str | None, presented: str
     )
 
 
-def identity_changed(peer_sae_id: str, pinned: str | None, presented: str) -> IdentityChanged:
+def identity_changed(
+    peer_sae_id: str, pinned: str | None, presented: str, answering: bool = False
+) -> IdentityChanged:
     return IdentityChanged(
-        identity_changed_banner(peer_sae_id, pinned, presented) + " " + _TRUST_HINT
+        identity_changed_banner(peer_sae_id, pinned, presented) + " " + trust_hint(answering)
     )

@@ -1,10 +1,12 @@
 """The answering side's policy: the profile's ``[policy]`` and the call's options, as the core's
 :class:`~qphone.core.handshake.ResponderPolicy`; a refusal as a :class:`PolicyRefused` that names
-the setting to change."""
+the setting to change, and for the caller (:func:`caller_fix`) the option that would be
+accepted."""
 
 from __future__ import annotations
 
 from qphone.config.profile import Policy, Profile
+from qphone.core.callparams import TAG_BITS
 from qphone.core.errors import ProposalRefused
 from qphone.core.handshake import ResponderPolicy
 from qphone.core.identity import PublicIdentity
@@ -37,3 +39,26 @@ def policy_refused(exc: ProposalRefused, profile: Profile) -> PolicyRefused:
     else:
         fix = f"refused by [policy] {exc.setting} in {where}; change it there to accept such calls"
     return PolicyRefused(f"{exc}; {fix}", exc.setting)
+
+
+def caller_fix(exc: ProposalRefused, policy: ResponderPolicy) -> str:
+    """What the answerer tells the caller when its policy refuses the proposal: the refusal and
+    the caller's option that would be accepted (sent in the handshake's abort message, which
+    the caller shows as unauthenticated text)."""
+    if exc.setting == "min_otp_tag_bits":
+        bits = min(b for b in TAG_BITS if b >= policy.min_otp_tag_bits)
+        fix = f"call with --tag-bits {bits} (or more)"
+    elif exc.setting == "max_epoch_seconds":
+        fix = (
+            f"call with --rotate-seconds {policy.max_epoch_ms / 1000:g} or less (and "
+            f"--rotate-frames {policy.max_epoch_frames} or less)"
+        )
+    elif exc.setting == "max_epoch_frames":
+        fix = f"call with --rotate-frames {policy.max_epoch_frames} or less"
+    elif exc.setting == "allow_pqc_only":
+        fix = "call once your KME delivers QKD key (this side takes no PQC-only call)"
+    elif exc.setting == "mode" and policy.required_mode is not None:
+        fix = f"call with --mode {policy.required_mode.label}"
+    else:
+        fix = "call with the defaults"
+    return f"{exc}: {fix}"

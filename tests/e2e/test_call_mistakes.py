@@ -30,12 +30,21 @@ HOST = "127.0.0.1"
 LOOP = ["--ice-host", HOST]
 
 
-def _float_wav(path: Path) -> Path:
-    """A 32-bit float WAV (format tag 3), which the `wave` module cannot read."""
-    data = struct.pack("<100f", *([0.25] * 100))
-    fmt = struct.pack("<HHIIHH", 3, 1, 48000, 48000 * 4, 4, 32)
+def _alaw_wav(path: Path) -> Path:
+    """An A-law WAV (format tag 6): a WAV, but not PCM."""
+    data = bytes(100)
+    fmt = struct.pack("<HHIIHH", 6, 1, 8000, 8000, 1, 8)
     body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data"
     body += struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def _truncated_wav(path: Path) -> Path:
+    """A header that promises 8 s of 48 kHz audio, and 100 bytes of it."""
+    fmt = struct.pack("<HHIIHH", 1, 1, 48000, 96000, 2, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data"
+    body += struct.pack("<I", 8 * 96000) + bytes(100)
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
     return path
 
@@ -87,7 +96,8 @@ LOCAL_MISTAKES = [
     (["--connect-timeout", "0"], "argument --connect-timeout: 0 is out of range"),
     (["--pad-lookahead", "x"], "argument --pad-lookahead: 'x' is not seconds of talk"),
     (["--input", "{corrupt}"], "--input {corrupt}: not a WAV file"),
-    (["--input", "{float}"], "--input {float}: 32/64-bit float WAV is not supported"),
+    (["--input", "{alaw}"], "--input {alaw}: A-law WAV is not supported: convert it"),
+    (["--input", "{cut}"], "--input {cut}: truncated WAV file: its header says 8.00 s"),
     (["--input", "{text}"], "--input {text}: not a WAV file"),
     (["--input", "{missing}"], "--input {missing}: no such file"),
     (["--output", "{nodir}"], "--output {nodir}: directory"),
@@ -105,7 +115,8 @@ def test_a_local_mistake_is_one_line_before_any_network_activity(
 ) -> None:
     files = {
         "corrupt": tmp_path / "corrupt.wav",
-        "float": _float_wav(tmp_path / "float.wav"),
+        "alaw": _alaw_wav(tmp_path / "alaw.wav"),
+        "cut": _truncated_wav(tmp_path / "cut.wav"),
         "text": tmp_path / "notes.txt",
         "missing": tmp_path / "missing.wav",
         "nodir": tmp_path / "no" / "such" / "dir" / "heard.wav",
@@ -352,3 +363,62 @@ def test_the_other_mode_says_which_mode_the_answerer_accepts(
     ), summary
     assert "refused an aes call from alice: this terminal accepts only otp" in note
     assert log.keys_taken == 0
+
+
+def test_the_answerer_keeps_waiting_after_a_callers_mistake(
+    keyserver_pair: Path, tmp_path: Path, free_port: Callable[[], int]
+) -> None:
+    """32-bit OTP tags against the default policy: the caller is told the option to change
+    (as the unauthenticated text it is), the answerer says why it did not take the call and
+    takes the next one."""
+    port = free_port()
+    bob = _answerer(_own(keyserver_pair, "bob", tmp_path / "b"), port, "--json")
+    alice = _own(keyserver_pair, "alice", tmp_path / "a")
+    try:
+        rc, summary, err = Running(
+            "call",
+            f"{HOST}:{port}",
+            "--profile",
+            str(alice),
+            "--mode",
+            "otp",
+            "--tag-bits",
+            "32",
+            "--json",
+            *LOOP,
+        ).finish(timeout=60)
+        refused = bob.wait_for("not taken")
+        bob.wait_for("waiting for a call")  # listening again
+        assert bob.proc.poll() is None
+        rc_ok, ok, err_ok = Running(
+            "call",
+            f"{HOST}:{port}",
+            "--profile",
+            str(alice),
+            "--duration",
+            "2",
+            "--json",
+            *LOOP,
+        ).finish(timeout=60)
+        rc_bob, bob_summary, bob_err = bob.finish(timeout=30)
+    finally:
+        bob.kill()
+    assert rc == 1, err
+    error = summary["error"]
+    assert error.startswith("the handshake was ended by an unauthenticated abort message"), error
+    assert "nothing in it is verified" in error and "call with --tag-bits 64" in error
+    assert "call from alice not taken: caller proposes 32-bit OTP tags" in refused
+    assert "[policy] min_otp_tag_bits" in refused
+    assert rc_ok == 0 and ok["frames_received"] > 0, err_ok
+    assert rc_bob == 0 and bob_summary["sas"] == ok["sas"], bob_err
+    assert bob_summary["ended_by"] == "peer" and "error" not in bob_summary
+
+
+def test_the_answerers_identity_alarm_advises_the_answerer() -> None:
+    from qphone.endpoint.outcome import identity_changed
+
+    answerer = str(identity_changed("alice", "aaaa", "bbbb", answering=True))
+    caller = str(identity_changed("bob", "aaaa", "bbbb"))
+    assert "then answer the next call with --trust-new-identity" in answerer
+    assert "call again" not in answerer
+    assert "then call again with --trust-new-identity" in caller
