@@ -29,7 +29,9 @@ frame slot (:meth:`JitterBuffer.pop`). Playout is driven by timestamps, like Web
   soon as more than that fraction of the window is slow (a few hundred milliseconds of jitter
   at 20 ms frames) and shrinks only once the slow packets have left the window (seconds).  A
   lone late packet (a scheduling hiccup of a busy machine) is concealed rather than paid for
-  with delay for seconds.
+  with delay for seconds.  While at least ``fec_loss_fraction`` of the window's packets were
+  lost, the target holds one frame more, so that a lost frame's successor arrives in time to
+  recover it with in-band FEC.
 * Reaching the target without dropping speech: each slot may be played up to
   ``max_stretch_ms`` shorter or longer than a frame (``PlayoutItem.stretch``: the decoded frame
   is time-stretched by the player, like NetEq's accelerate and preemptive expand), whole
@@ -113,6 +115,9 @@ class JitterBufferConfig:
     max_stretch_ms: int = 0
     #: ... when the delay is off the target by at least this many milliseconds
     stretch_threshold_ms: float = 2.0
+    #: hold a frame more while at least this fraction of the window's packets was lost, so
+    #: that a lost frame is recovered from its successor's FEC (None: never)
+    fec_loss_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if self.clock_rate <= 0 or self.frame_ticks <= 0:
@@ -135,6 +140,8 @@ class JitterBufferConfig:
             raise ValueError("max_stretch_ms must lie within 0 .. a quarter of a frame")
         if self.stretch_threshold_ms < 1:
             raise ValueError("stretch_threshold_ms must be >= 1")
+        if self.fec_loss_fraction is not None and not 0 < self.fec_loss_fraction <= 1:
+            raise ValueError("fec_loss_fraction must lie within (0, 1]")
 
     @classmethod
     def for_frame_ms(cls, frame_ms: int, clock_rate: int = 48000) -> JitterBufferConfig:
@@ -149,6 +156,7 @@ class JitterBufferConfig:
             initial_delay_ms=float(frame_ms),
             max_delay_ms=max(200.0, 4.0 * frame_ms),
             max_stretch_ms=max(1, frame_ms // 4),  # 5 ms per 20 ms frame (where it is quiet)
+            fec_loss_fraction=0.01,  # 3 losses in the last 250 frames (5 s)
         )
 
     @property
@@ -217,6 +225,7 @@ class JitterBuffer:
         self._target = self.config.initial_delay_ms / 1000.0
         self._stretch_unit = self.config.clock_rate // 1000  # ticks per millisecond
         self._last_item: PlayoutItem | None = None  # popped last (see stretched())
+        self._losses: collections.deque[int] = collections.deque()  # recent lost ext seqs
         self._in_talkspurt = False
         self._underrun_plc = 0
         self._since_shrink = 0
@@ -411,6 +420,14 @@ class JitterBuffer:
         # the start of a call a lone stall (a few slow packets) is not 5 % of the packets
         above = cfg.window - math.ceil(cfg.quantile * cfg.window)  # packets allowed above it
         target = rel[max(0, len(rel) - 1 - above)] + cfg.margin_ms / 1000.0
+        if cfg.fec_loss_fraction is not None:
+            # on a lossy path, hold one frame more: a lost frame's successor is then here in
+            # time to recover it from its in-band FEC instead of concealing it
+            losses, oldest = self._losses, self._highest_seq - cfg.window
+            while losses and losses[0] <= oldest:
+                losses.popleft()
+            if len(losses) >= cfg.fec_loss_fraction * cfg.window:
+                target += cfg.frame_seconds
         self._observed += 1
         lo, hi = cfg.min_delay_ms / 1000.0, cfg.max_delay_ms / 1000.0
         if self._observed < cfg.warmup:
@@ -450,6 +467,10 @@ class JitterBuffer:
         """Mark sequence numbers in [next_seq, upto) as passed without a packet."""
         if upto > self._next_seq:
             self._counts["lost"] += upto - self._next_seq
+            losses = self._losses
+            losses.extend(range(max(self._next_seq, upto - self.config.window), upto))
+            while len(losses) > self.config.window:
+                losses.popleft()
             self._next_seq = upto
 
     def _is_silent_slot(self, slot: int, head: _Entry | None) -> bool:

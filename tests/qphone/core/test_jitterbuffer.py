@@ -487,3 +487,23 @@ def test_a_stretch_the_player_declines_is_not_counted_and_moves_no_slot() -> Non
     jb.stretched(asked, 0)  # no quiet part: played as a whole frame
     assert jb.next_due == pytest.approx(before - asked.stretch / 48000)
     assert jb.stats().stretched == 0 and jb.stats().stretched_ms == 0
+
+
+def test_on_a_lossy_path_the_delay_holds_a_frame_more_for_fec() -> None:
+    """5 % loss, 2 ms of jitter: the target holds one frame more than jitter alone needs, so
+    every lost frame whose successor arrived is recovered from that successor's FEC."""
+    rng = random.Random(11)
+    n = 400
+    lost = {i for i in range(20, n - 1) if rng.random() < 0.05}
+    packets = make_stream(n, 0, 0, [0.03 + rng.random() * 0.002 for _ in range(n)], lost)
+    jb = JitterBuffer(ADAPTIVE)
+    items = run(jb, packets, end=n * FRAME + 0.2, phase=0.003)
+    st_ = jb.stats()
+    assert st_.target_delay_ms == pytest.approx(27.0, abs=0.7)  # 2 ms + 5 ms margin + a frame
+    late = {i for i in lost if i > 150}  # once the delay has grown
+    fec = {i.ext_seq for i in items if i.kind is PlayoutKind.FEC}
+    assert {i for i in late if i + 1 not in lost} <= fec
+    calm = JitterBuffer(ADAPTIVE)  # the same path without loss: no frame more
+    run(calm, make_stream(n, 0, 0, [0.03 + rng.random() * 0.002 for _ in range(n)], set()), 9)
+    assert calm.stats().target_delay_ms < 8
+    check_invariants(jb, items, packets)
