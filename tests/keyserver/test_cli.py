@@ -28,3 +28,20 @@ def test_simulate_prints_a_table_not_a_dict() -> None:
     assert lines[1].endswith(" no") and lines[2].endswith(" -") and lines[3].endswith(" 0.0330951")
     assert lines[4] == "protocol:" and lines[5].startswith("  mu ") and lines[5].endswith("0.4187")
     assert not any("{" in line for line in lines)
+
+
+def test_simulate_json_is_the_json_object_alone() -> None:
+    """stdout parses as one JSON object; the seeded-source notice goes to stderr."""
+    import json
+    import subprocess
+
+    from tests.support.paths import BIN
+
+    out = subprocess.run(
+        [str(BIN / "qkd-keyserver"), "simulate", "--block-pulses", "1e6", "--blocks", "1",
+         "--seed", "1", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["blocks"] == 1 and "seeded source" in out.stderr
