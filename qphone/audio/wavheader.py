@@ -7,7 +7,8 @@ sub-format GUID is PCM or IEEE float; any rate from 1 kHz to 768 kHz, 1 to 32 ch
 chunks before ``data`` must lie in the first :data:`MAX_HEADER_BYTES` of the file (unknown
 chunks such as ``LIST`` or ``fact`` are skipped, at most :data:`MAX_CHUNKS` of them); the
 ``data`` chunk must hold what its header says (a truncated file is refused, naming how much of
-it is missing); it may be empty (a file with no sound: the caller decides what that means).  Every refusal is a :class:`WavFormatError` whose message names the fix.
+it is missing); it may be empty (a file with no sound: the caller decides what that means).
+Every refusal is a :class:`WavFormatError` whose message names the fix.
 
 Format reference: Microsoft, "Multiple Channel Audio Data and WAVE Files" (WAVEFORMATEXTENSIBLE,
 KSDATAFORMAT_SUBTYPE_PCM / _IEEE_FLOAT), and the RIFF WAVE ``fmt ``/``data`` chunk layout.
