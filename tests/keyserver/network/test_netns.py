@@ -31,7 +31,7 @@ from keyserver.network.netns import (
     setup_commands,
     teardown_commands,
 )
-from keyserver.network.netnslauncher import check_rights, remove, subnets_in_use
+from keyserver.network.netnslauncher import check_rights, netem_available, remove, subnets_in_use
 from keyserver.network.topology import Topology
 from tests.support.node_fixtures import topology
 
@@ -249,3 +249,33 @@ def test_a_delay_line_between_two_namespaces_holds_each_way_for_the_fibre(tmp_pa
         remove(lay)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert lay.prefix not in listed
+
+
+@pytest.mark.timeout(60)
+def test_netem_layout_is_accepted_by_tc(tmp_path: Path) -> None:
+    """The HTB classes and destination filters of netem mode, on real namespaces (with pfifo
+    standing in for netem where the kernel has none, as on the development machine)."""
+    reason = _can_make_namespaces()
+    if reason is not None:
+        pytest.skip(f"needs the right to make network namespaces: {reason}")
+    topo = line3()
+    lay = plan_layout(topo, prefix_for(tmp_path), choose_subnet(subnets_in_use()),
+                      DelayMethod.NETEM, loss=0.01)
+    have_netem = netem_available(lay.prefix)
+    try:
+        remove(lay)
+        for cmd in setup_commands(lay):
+            subprocess.run(cmd, check=True, capture_output=True)
+        for cmd in netem_commands(lay, topo, {"a-b": 100.0, "c-b": 50.0}):
+            if "netem" in cmd and not have_netem:
+                cmd = [*cmd[: cmd.index("netem")], "pfifo"]
+            subprocess.run(cmd, check=True, capture_output=True)
+        b = lay.sites["b"].ns
+        filters = subprocess.run(["tc", "-n", b, "filter", "show", "dev", "eth0"], check=True,
+                                 capture_output=True, text=True).stdout
+        # one class per fibre neighbour of b (a and c), chosen by destination address
+        for site in (lay.sites["a"], lay.sites["c"]):
+            assert ipaddress.ip_address(site.address).packed.hex() in filters
+        assert filters.count("flowid") == 2
+    finally:
+        remove(lay)
