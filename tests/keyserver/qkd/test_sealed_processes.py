@@ -32,7 +32,7 @@ def _recorded(tmp_path: Path, **kw: Any) -> tuple[Pair, RecordingProxy]:
     return pair, proxy
 
 
-def _blocks(pair: Pair, n: int, timeout: float = 60.0) -> int:
+def _blocks(pair: Pair, n: int, timeout: float = 120.0) -> int:
     st = pair.wait_status("transmitter", lambda s: _link(s)["blocks_ok"] >= n, timeout)
     return int(_link(st)["blocks_ok"])
 
@@ -53,7 +53,7 @@ def _keys(pair: Pair, number: int) -> list[bytes]:
     return [base64.b64decode(k["key"]) for k in keys]
 
 
-def _refused(pair: Pair, count: int, timeout: float = 30.0) -> None:
+def _refused(pair: Pair, count: int, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pair.logs["receiver"].read_text().count('"quantum_frame_refused"') >= count:
@@ -101,13 +101,37 @@ def test_emulated_pair_keys_never_cross_in_the_clear_and_tampering_is_refused(
 def test_physics_quantum_channel_is_sealed_too(tmp_path: Path) -> None:
     pair, proxy = _recorded(tmp_path, block_pulses=300_000_000, max_key_count=1_000_000)
     try:
-        _blocks(pair, 1, 120)
+        _blocks(pair, 1, 180)
         record = b"".join(proxy.raw)
         assert len(record) > 100_000
         assert b"QCF1" not in record  # the photon records' frames are not readable
         proxy.tamper_next_tx = True
-        _refused(pair, 1, 60)
+        _refused(pair, 1, 120)
         assert _link(pair.status("receiver"))["fidelity"] == "physics"
     finally:
         pair.stop()
         proxy.close()
+
+
+def test_emulated_pair_shows_eve_within_a_block_while_its_stock_is_full(tmp_path: Path) -> None:
+    pair = make_pair(tmp_path, fidelity="emulated", block_pulses=1_000_000_000, max_key_count=64)
+    pair.start("receiver")
+    pair.start("transmitter")
+    try:
+        # the first block fills the stock (a block already started may add to it); from then
+        # on only test blocks run
+        _blocks(pair, 2)
+        assert pair.status("receiver")["stored_key_count"] >= 64
+        with pair.client("admin") as c:
+            r = c.post(f"{pair.url('transmitter')}/admin/v1/eve", json={"fraction": 0.5})
+            assert r.status_code == 200
+        st = pair.wait_status("receiver", lambda s: _link(s)["eavesdropper_alarm"] is True, 60)
+        assert _link(st)["last_abort_reason"] == "qber_above_threshold"
+        aborted = _link(st)["blocks_aborted"]
+        after = pair.wait_status("receiver", lambda s: _link(s)["blocks_aborted"] > aborted, 60)
+        assert after["stored_key_count"] == st["stored_key_count"]  # no key from her blocks
+        with pair.client("admin") as c:
+            c.post(f"{pair.url('transmitter')}/admin/v1/eve", json={"fraction": 0.0})
+        pair.wait_status("receiver", lambda s: _link(s)["eavesdropper_alarm"] is False, 60)
+    finally:
+        pair.stop()
