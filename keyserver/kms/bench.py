@@ -1,23 +1,49 @@
-"""``qkd-keyserver bench``: key-pair throughput and latency against a running demo pair.
+"""``qkd-keyserver bench pair``: ETSI 014 key pairs/s through real KMS nodes beside a bare server.
 
-Each worker process holds one keep-alive mTLS connection to KME A (as alice) and one to KME B (as
-bob) and loops: enc_keys at A, then dec_keys at B for the key it got, checking both copies match.
-A pair's latency is from sending enc_keys to receiving dec_keys.
+One run measures, with the same client and the same mutual TLS:
+
+* **real**: ``enc_keys`` at the master SAE's node, then ``dec_keys`` at the slave SAE's node for
+  the key it got (checking both copies match): a relay over the route between them (``pair``:
+  one hop; ``line5``: four hops);
+* **bare**: the same two requests against two minimal aiohttp servers (one process each, as the
+  two end nodes are) with the end nodes' own SAE-API certificates and CA, that answer a fixed
+  ETSI 014 key container: what the HTTP and TLS stack alone costs;
+
+and prints pairs/s, p50/p99 of both and their ratio. Each worker process holds one keep-alive
+mTLS connection to each end and loops; a pair's latency is from sending ``enc_keys`` to
+receiving ``dec_keys``. Then **relay time**: one client, one 256-bit key at a time, the
+``enc_keys`` latency (median and p99, and per hop), and the route's **call capacity**
+(:mod:`keyserver.kms.callcapacity`) from the bottleneck link's rate and the measured pairs/s.
+
+The network is a running ``qkd-keyserver demo`` (``--dir`` holding ``demo.json``) or one the
+bench starts itself (``--topology``, emulated links by default so that the QKD modules leave the
+CPU to the nodes) and stops at the end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
 import json
 import multiprocessing
+import socket
 import statistics
+import sys
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from keyserver.pki.tls import client_context
+from keyserver.kms.callcapacity import route_capacity
+from keyserver.pki.tls import client_context, server_context
+
+TARGET_RATIO = 0.5  # real pairs/s at least half the bare server's (issue: KME throughput)
+FIXED_KEY = (uuid.UUID(int=1, version=4), bytes(32))
 
 
 @dataclass(frozen=True)
@@ -27,23 +53,57 @@ class BenchTarget:
     ca: str
     alice: tuple[str, str]
     bob: tuple[str, str]
+    master: str = "alice"
+    slave: str = "bob"
 
 
-def load_target(directory: Path) -> BenchTarget:
-    path = directory / "demo.json"
-    try:
-        info = json.loads(path.read_text())
-    except OSError:
-        raise SystemExit(
-            f"{path} not found: start `qkd-keyserver demo --dir {directory}` first"
-        ) from None
+@dataclass(frozen=True)
+class ServerTls:
+    ca_cert: str
+    cert: str
+    key: str
+
+
+def target_from_info(info: dict[str, Any], master: str, slave: str) -> BenchTarget:
     s = info["saes"]
     return BenchTarget(
-        s["alice"]["kme_url"], s["bob"]["kme_url"], info["ca_cert"],
-        (s["alice"]["cert"], s["alice"]["key"]), (s["bob"]["cert"], s["bob"]["key"]),
+        s[master]["kme_url"],
+        s[slave]["kme_url"],
+        info["ca_cert"],
+        (s[master]["cert"], s[master]["key"]),
+        (s[slave]["cert"], s[slave]["key"]),
+        master,
+        slave,
     )
 
 
+def load_target(directory: Path) -> BenchTarget:
+    """The alice -> bob target of a running ``qkd-keyserver demo`` in `directory`."""
+    return target_from_info(_demo_info(directory), "alice", "bob")
+
+
+def _demo_info(directory: Path) -> dict[str, Any]:
+    """What a running ``qkd-keyserver demo`` (demo.json) or ``network`` (network.json) wrote."""
+    for name in ("demo.json", "network.json"):
+        with contextlib.suppress(OSError):
+            info: dict[str, Any] = json.loads((directory / name).read_text())
+            return info
+    raise SystemExit(
+        f"{directory}/demo.json not found: start `qkd-keyserver demo --dir "
+        f"{directory}` (or `qkd-keyserver network --dir {directory}`) first"
+    )
+
+
+def _sae_tls(info: dict[str, Any], sae: str) -> ServerTls:
+    """The SAE-API TLS files of the node serving `sae` (what the bare server presents)."""
+    from keyserver.kms.nodeconfig import load_node_config
+
+    node = info["saes"][sae]["node"]
+    tls = load_node_config(Path(info["nodes"][node]["config"])).sae_api.tls
+    return ServerTls(str(tls.ca_cert), str(tls.cert), str(tls.key))
+
+
+# -- the client (the same for the real nodes and the bare servers) --------------------------------
 def _conn(url: str, ca: str, cert: tuple[str, str]) -> http.client.HTTPSConnection:
     u = urlsplit(url)
     ctx = client_context(Path(ca), Path(cert[0]), Path(cert[1]))
@@ -57,12 +117,14 @@ def _call(conn: http.client.HTTPSConnection, path: str) -> tuple[int, Any]:
     return resp.status, json.loads(body) if body else None
 
 
-def _worker(target: BenchTarget, start_at: float, deadline: float, size: int) -> dict[str, Any]:
+def _worker(target: BenchTarget, seconds: float, size: int, ready: Any, out: Any) -> None:
+    """Connect, wait until every worker has (`ready`: a barrier), loop for `seconds`."""
     a = _conn(target.url_a, target.ca, target.alice)
     b = _conn(target.url_b, target.ca, target.bob)
     a.connect()
     b.connect()
-    time.sleep(max(0.0, start_at - time.time()))
+    ready.wait(60)
+    deadline = time.time() + seconds
     lat: list[float] = []
     ids: list[str] = []
     errors: dict[str, int] = {}
@@ -73,13 +135,13 @@ def _worker(target: BenchTarget, start_at: float, deadline: float, size: int) ->
     while time.time() < deadline:
         t0 = time.perf_counter()
         try:
-            st, enc = _call(a, f"/api/v1/keys/bob/enc_keys?size={size}")
+            st, enc = _call(a, f"/api/v1/keys/{target.slave}/enc_keys?size={size}")
             if st != 200:
                 err(f"enc_{st}")
                 time.sleep(0.01)
                 continue
             key = enc["keys"][0]
-            st, dec = _call(b, f"/api/v1/keys/alice/dec_keys?key_ID={key['key_ID']}")
+            st, dec = _call(b, f"/api/v1/keys/{target.master}/dec_keys?key_ID={key['key_ID']}")
             if st != 200:
                 err(f"dec_{st}")
                 continue
@@ -97,7 +159,7 @@ def _worker(target: BenchTarget, start_at: float, deadline: float, size: int) ->
         ids.append(key["key_ID"])
     a.close()
     b.close()
-    return {"latencies_ms": lat, "ids": ids, "errors": errors}
+    out.put({"latencies_ms": lat, "ids": ids, "errors": errors})
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -107,13 +169,23 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[i]
 
 
-def run_bench(directory: Path, seconds: float, workers: int, size: int = 256) -> dict[str, Any]:
-    target = load_target(directory)
+def run_workers(target: BenchTarget, seconds: float, workers: int, size: int) -> dict[str, Any]:
+    """`workers` client processes loop enc_keys + dec_keys against `target` for `seconds`."""
     ctx = multiprocessing.get_context("spawn")
-    start_at = time.time() + 1.5  # let the workers import and connect first
-    deadline = start_at + seconds
-    with ctx.Pool(workers) as pool:
-        results = pool.starmap(_worker, [(target, start_at, deadline, size)] * workers)
+    ready, out = ctx.Barrier(workers), ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker, args=(target, seconds, size, ready, out), daemon=True)
+        for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        results = [out.get(timeout=seconds + 120) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
     lat = sorted(x for r in results for x in r["latencies_ms"])
     ids = [i for r in results for i in r["ids"]]
     errors: dict[str, int] = {}
@@ -121,9 +193,6 @@ def run_bench(directory: Path, seconds: float, workers: int, size: int = 256) ->
         for k, v in r["errors"].items():
             errors[k] = errors.get(k, 0) + v
     return {
-        "seconds": seconds,
-        "workers": workers,
-        "key_size_bits": size,
         "pairs": len(lat),
         "pairs_per_s": round(len(lat) / seconds, 1),
         "p50_ms": round(_percentile(lat, 0.50), 3),
@@ -133,3 +202,287 @@ def run_bench(directory: Path, seconds: float, workers: int, size: int = 256) ->
         "error_kinds": errors,
         "duplicates": len(ids) - len(set(ids)),
     }
+
+
+def run_bench(directory: Path, seconds: float, workers: int, size: int = 256) -> dict[str, Any]:
+    """The real demo pair alone (no bare server): pairs/s and latency."""
+    return {
+        "seconds": seconds,
+        "workers": workers,
+        "key_size_bits": size,
+        **run_workers(load_target(directory), seconds, workers, size),
+    }
+
+
+# -- the bare server ------------------------------------------------------------------------------
+def bare_app(container: bytes) -> Any:
+    """An aiohttp application answering enc_keys and dec_keys with `container` (fixed JSON)."""
+    from aiohttp import web
+
+    async def keys(request: web.Request) -> web.Response:
+        return web.Response(body=container, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/keys/{sae}/enc_keys", keys)
+    app.router.add_get("/api/v1/keys/{sae}/dec_keys", keys)
+    return app
+
+
+async def _serve_bare(tls: ServerTls, ports: Any, stop: Any) -> None:
+    from aiohttp import web
+
+    from keyserver.etsi014.messages import key_container
+
+    container = json.dumps(key_container([FIXED_KEY])).encode()
+    runner = web.AppRunner(bare_app(container), access_log=None, handle_signals=False)
+    await runner.setup()
+    ctx = server_context(Path(tls.ca_cert), Path(tls.cert), Path(tls.key))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    await web.SockSite(runner, sock, ssl_context=ctx).start()
+    ports.put(int(sock.getsockname()[1]))
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, stop.wait)
+    await runner.cleanup()
+
+
+def _bare_main(tls: ServerTls, ports: Any, stop: Any) -> None:
+    try:  # the loop a node runs (`qkd-keyserver node` uses uvloop when it is installed)
+        import uvloop
+    except ImportError:
+        asyncio.run(_serve_bare(tls, ports, stop))
+        return
+    uvloop.run(_serve_bare(tls, ports, stop))
+
+
+@contextlib.contextmanager
+def bare_servers(tls: tuple[ServerTls, ServerTls]) -> Iterator[tuple[str, str]]:
+    """Two bare server processes (the master's end, the slave's end): their URLs."""
+    ctx = multiprocessing.get_context("spawn")
+    ports = ctx.Queue()
+    stop = ctx.Event()
+    procs = [ctx.Process(target=_bare_main, args=(t, ports, stop), daemon=True) for t in tls]
+    for p in procs:
+        p.start()
+    try:
+        urls = [f"https://127.0.0.1:{ports.get(timeout=30)}" for _ in procs]
+        yield urls[0], urls[1]
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+
+
+# -- relay time and the route ---------------------------------------------------------------------
+def relay_times(target: BenchTarget, requests: int, hops: int | None) -> dict[str, Any]:
+    """One client, one 256-bit key at a time: enc_keys latency (the relay); each key is then
+    collected at the far end (not timed) so that nothing piles up there."""
+    a = _conn(target.url_a, target.ca, target.alice)
+    b = _conn(target.url_b, target.ca, target.bob)
+    lat: list[float] = []
+    errors = 0
+    try:
+        for _ in range(requests):
+            t0 = time.perf_counter()
+            st, enc = _call(a, f"/api/v1/keys/{target.slave}/enc_keys?size=256")
+            t1 = time.perf_counter()
+            if st != 200:
+                errors += 1
+                time.sleep(0.05)
+                continue
+            lat.append(1000 * (t1 - t0))
+            _call(b, f"/api/v1/keys/{target.master}/dec_keys?key_ID={enc['keys'][0]['key_ID']}")
+    finally:
+        a.close()
+        b.close()
+    lat.sort()
+    p50, p99 = _percentile(lat, 0.5), _percentile(lat, 0.99)
+    return {
+        "requests": requests,
+        "errors": errors,
+        "hops": hops,
+        "p50_ms": round(p50, 2),
+        "p99_ms": round(p99, 2),
+        "p50_ms_per_hop": round(p50 / hops, 2) if hops else None,
+        "p99_ms_per_hop": round(p99 / hops, 2) if hops else None,
+    }
+
+
+def route_status(target: BenchTarget) -> dict[str, Any]:
+    """The master's node's status for the slave: route, hops, keys in stock, bottleneck rate."""
+    a = _conn(target.url_a, target.ca, target.alice)
+    try:
+        st, body = _call(a, f"/api/v1/keys/{target.slave}/status")
+    finally:
+        a.close()
+    if st != 200 or not isinstance(body, dict):
+        return {"stored_key_count": 0, "route": None, "hops": None, "bottleneck_bps": None}
+    ext = body.get("status_extension") or {}
+    route = ext.get("route") or {}
+    return {
+        "stored_key_count": int(body.get("stored_key_count", 0)),
+        "max_key_count": int(body.get("max_key_count", 0)),
+        "route": route.get("nodes"),
+        "hops": route.get("hops"),
+        "bottleneck_bps": (ext.get("qkd_link") or {}).get("key_rate_bps"),
+    }
+
+
+def wait_for_stock(target: BenchTarget, keys: int, timeout: float) -> dict[str, Any]:
+    """Until the route holds `keys` keys (or `timeout` s): the last status."""
+    t0 = time.monotonic()
+    while True:
+        st = route_status(target)
+        if st["stored_key_count"] >= keys or time.monotonic() - t0 > timeout:
+            return {**st, "seconds_waited": round(time.monotonic() - t0, 1)}
+        time.sleep(1.0)
+
+
+# -- one comparison -------------------------------------------------------------------------------
+def compare(
+    info: dict[str, Any],
+    seconds: float,
+    workers: int,
+    size: int,
+    relay_requests: int,
+    rounds: int = 1,
+    master: str = "alice",
+    slave: str = "bob",
+) -> dict[str, Any]:
+    """Bare and real, alternating `rounds` times (each `seconds`), then relay time and capacity."""
+    real_t = target_from_info(info, master, slave)
+    route = route_status(real_t)
+    with bare_servers((_sae_tls(info, master), _sae_tls(info, slave))) as (url_a, url_b):
+        bare_t = BenchTarget(url_a, url_b, real_t.ca, real_t.alice, real_t.bob, master, slave)
+        bare_runs, real_runs = [], []
+        for _ in range(rounds):
+            bare_runs.append(run_workers(bare_t, seconds, workers, size))
+            real_runs.append(run_workers(real_t, seconds, workers, size))
+    bare, real = _merge(bare_runs), _merge(real_runs)
+    relay = relay_times(real_t, relay_requests, route["hops"])
+    after = route_status(real_t)
+    bottleneck = after["bottleneck_bps"] or route["bottleneck_bps"]
+    ratio = round(real["pairs_per_s"] / bare["pairs_per_s"], 3) if bare["pairs_per_s"] else None
+    return {
+        "topology": info.get("topology"),
+        "route": route["route"],
+        "hops": route["hops"],
+        "seconds": seconds,
+        "rounds": rounds,
+        "workers": workers,
+        "key_size_bits": size,
+        "real": real,
+        "bare": bare,
+        "ratio_pairs_per_s": ratio,
+        "ratio_p50_latency": round(real["p50_ms"] / bare["p50_ms"], 2) if bare["pairs"] else None,
+        "target_ratio": TARGET_RATIO,
+        "meets_target": ratio is not None and ratio >= TARGET_RATIO,
+        "relay_time": relay,
+        "bottleneck_link_rate_bps": bottleneck,
+        "call_capacity": route_capacity(bottleneck, route["hops"] or 1, real["pairs_per_s"]),
+    }
+
+
+def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(runs) == 1:
+        return runs[0]
+    out = {k: sum(r[k] for r in runs) for k in ("pairs", "errors", "duplicates")}
+    out["pairs_per_s"] = round(statistics.fmean(r["pairs_per_s"] for r in runs), 1)
+    for k in ("p50_ms", "p99_ms", "mean_ms"):  # the worst round (a conservative figure)
+        out[k] = max((r[k] for r in runs if r[k] is not None), default=None)
+    kinds: dict[str, int] = {}
+    for r in runs:
+        for k, v in r["error_kinds"].items():
+            kinds[k] = kinds.get(k, 0) + v
+    return {**out, "error_kinds": kinds, "per_round_pairs_per_s": [r["pairs_per_s"] for r in runs]}
+
+
+# -- whole runs -----------------------------------------------------------------------------------
+def bench_running_demo(
+    directory: Path, seconds: float, workers: int, size: int, relay_requests: int, rounds: int
+) -> dict[str, Any]:
+    info = _demo_info(directory)
+    info.setdefault("topology", "pair")
+    return {
+        **compare(info, seconds, workers, size, relay_requests, rounds),
+        "network": f"running demo in {directory}",
+    }
+
+
+def bench_topology(
+    topology: str,
+    directory: Path | None,
+    seconds: float,
+    workers: int,
+    size: int,
+    relay_requests: int,
+    rounds: int,
+    fidelity: str | None,
+    seed: int | None,
+) -> dict[str, Any]:
+    """Start `topology` (alice -> bob), wait until its route holds key for the run, compare."""
+    from keyserver.network.launcher import Launcher
+    from keyserver.network.plan import Options, make_plan
+    from keyserver.network.topology import load_topology
+
+    topo = load_topology(topology)
+    d = directory or Path(tempfile.mkdtemp(prefix=f"qkd-bench-pair-{topo.name}-"))
+    opts = Options(seed=seed, fidelity=fidelity, testing=seed is not None)
+    launcher = Launcher(make_plan(d, topo, opts))
+    try:
+        launcher.lock()
+        launcher.check_ports()
+        launcher.prepare()
+        launcher.start_all()
+        launcher.wait_ready(timeout=180)
+        info = launcher.info()
+        # key for about 600 pairs a second over the whole run, or 90 % of the stock cap
+        want = min(int(0.9 * opts.max_key_count), int(2 * 600 * seconds * rounds))
+        stock = wait_for_stock(target_from_info(info, "alice", "bob"), want, 240)
+        print(
+            json.dumps(
+                {
+                    "event": "bench_pair_ready",
+                    "topology": topo.name,
+                    "stock_keys": stock["stored_key_count"],
+                    "seconds_waited": stock["seconds_waited"],
+                }
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+        result = compare(info, seconds, workers, size, relay_requests, rounds)
+    finally:
+        launcher.stop()
+        launcher.unlock()
+    return {
+        **result,
+        "fidelity": fidelity or "the topology's",
+        "stock_keys_at_start": stock["stored_key_count"],
+    }
+
+
+def summary_lines(r: dict[str, Any]) -> list[str]:
+    """The human-readable form of one comparison."""
+    real, bare, rt = r["real"], r["bare"], r["relay_time"]
+    lines = [
+        f"{r['topology']}: route {' -> '.join(r['route'] or ['?'])} ({r['hops']} hops)",
+        f"  real  {real['pairs_per_s']:8.1f} pairs/s  p50 {real['p50_ms']:7.2f} ms  "
+        f"p99 {real['p99_ms']:7.2f} ms  errors {real['errors']}  duplicates {real['duplicates']}",
+        f"  bare  {bare['pairs_per_s']:8.1f} pairs/s  p50 {bare['p50_ms']:7.2f} ms  "
+        f"p99 {bare['p99_ms']:7.2f} ms",
+        f"  ratio real/bare {r['ratio_pairs_per_s']} (target >= {r['target_ratio']}: "
+        f"{'met' if r['meets_target'] else 'NOT met'})",
+        f"  relay time (one 256-bit key, one client): p50 {rt['p50_ms']} ms, p99 {rt['p99_ms']}"
+        f" ms; per hop p50 {rt['p50_ms_per_hop']} ms, p99 {rt['p99_ms_per_hop']} ms",
+    ]
+    for mode, c in r["call_capacity"].items():
+        lines.append(
+            f"  {mode} calls: {c['calls']} (link bound {c['calls_link_bound']} at "
+            f"{r['bottleneck_link_rate_bps']} bit/s, KMS bound {c['calls_kms_bound']}; "
+            f"limited by {c['limited_by']})"
+        )
+    return lines
