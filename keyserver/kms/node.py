@@ -173,6 +173,7 @@ class KmsNode:
         self._wake_voids = asyncio.Event()
         self._wake_lsa = asyncio.Event()  # something an LSA says may have changed
         self._lsa_urgent = False  # ... and it is a link going up or down: flood it at once
+        self._spent_bucket: dict[str, int] = {}  # link -> own stock's bit length at the last spend
         self._lsa_queue: dict[str, dict[str, Lsa]] = {}  # neighbour -> origin -> LSA to pass on
         self._rng = random.Random()  # timer jitter only (no security use)
         self.pairs: dict[tuple[str, str], PairStats] = {}
@@ -1056,7 +1057,10 @@ class KmsNode:
                 cap - cap // 4
             ):
                 link.wake.set()
-        self._lsa_changed()  # flooded if the stock fell by a factor of two
+        bucket = (8 * self.store.stock_bytes(link.spec.id, self.id)).bit_length()
+        if self._spent_bucket.get(link.spec.id) != bucket:  # not every relay: the LSA flood
+            self._spent_bucket[link.spec.id] = bucket  # looks at the stock to a factor of two
+            self._lsa_changed()
 
     def _spawn_hop(self, msg: HopMessage, out_link: LocalLink, start: int) -> None:
         async def run() -> None:
