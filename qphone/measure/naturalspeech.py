@@ -48,3 +48,24 @@ def natural_speech_sample(directory: Path, sounds: Path = SOUNDS) -> Path:
     path = directory / NAME
     write_wav(path, np.concatenate(parts), RATE)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m qphone.measure.naturalspeech DIR``: write the sample into DIR, print its
+    path (for ``qphone loopback PATH``)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m qphone.measure.naturalspeech DIR", file=sys.stderr)
+        return 2
+    try:
+        print(natural_speech_sample(Path(args[0])))
+    except NaturalSpeechUnavailable as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
