@@ -1,6 +1,7 @@
 """A 4-site line network with every site in its own network namespace (``network --netns``):
-a key relayed end to end, every site's traffic leaving its namespace through its veth (nothing
-on 127.0.0.1), every namespace removed afterwards. Needs CAP_NET_ADMIN (CI runs as root).
+a key relayed end to end and a qphone call between terminals in the end sites' namespaces,
+every site's traffic leaving its namespace through its veth (nothing on 127.0.0.1), every
+namespace removed afterwards. Needs CAP_NET_ADMIN (CI runs as root).
 
     a --20 km-- b --20 km-- c --20 km-- d        alice at a, bob at d
 """
@@ -30,6 +31,7 @@ from keyserver.network.netnslauncher import check_rights, describe, netns_launch
 from keyserver.network.plan import Options
 from keyserver.pki.tls import client_context
 from tests.support.node_fixtures import topology
+from tests.support.paths import BIN
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -151,10 +153,51 @@ def test_line_of_four_sites_in_namespaces_relays_a_key_across_their_veths(
             assert peers & addresses, (node, conns)
             # and its traffic went out of its namespace through its veth
             assert _tx_bytes(site["ns"]) > before[node], node
+        # a call, each terminal in its site's namespace, media only on the sites' addresses
+        summaries = _call(info, sites["a"], sites["d"])
+        for who, summary in summaries.items():
+            assert summary["mode"] == "aes" and summary["frames_received"] > 0, (who, summary)
     finally:
         launcher.stop()
         launcher.unlock()
     _assert_removed(prefix)
+
+
+def _call(
+    info: dict[str, Any], a: dict[str, str], d: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """A 3 s AES call alice (site a) -> bob (site d): the README's commands, run in the sites'
+    namespaces; the summaries of both ends."""
+    listen = f"{d['address']}:7000"
+    common = ["--input", "silence", "--output", "discard", "--json"]
+
+    def qphone(ns: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(["ip", "netns", "exec", ns, str(BIN / "qphone"), *args, *common],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    bob = qphone(d["ns"], "answer", "--listen", listen, "--ice-host", d["address"],
+                 "--profile", info["saes"]["bob"]["profile"])
+    alice = None
+    try:
+        assert bob.stderr is not None
+        seen = ""
+        while "waiting for a call" not in seen:
+            line = bob.stderr.readline()
+            assert line, f"qphone answer did not listen: {seen}"
+            seen += line
+        alice = qphone(a["ns"], "call", listen, "--ice-host", a["address"], "--profile",
+                       info["saes"]["alice"]["profile"], "--mode", "aes", "--duration", "3")
+        out = {}
+        for who, proc in (("alice", alice), ("bob", bob)):
+            stdout, stderr = proc.communicate(timeout=90)
+            assert proc.returncode == 0, (who, stderr)
+            out[who] = json.loads(stdout.strip().splitlines()[-1])
+        return out
+    finally:
+        for proc in (alice, bob):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def _assert_removed(prefix: str) -> None:
