@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from qphone.measure.bench import bench_crypto, bench_handshake, format_table
 
 
@@ -35,3 +37,28 @@ def test_table_marks_missed_targets() -> None:
     assert aes.rstrip().endswith("MISSED") and otp.rstrip().endswith("ok")
     assert any("key_ratio_otp = 1.0" in line and line.rstrip().endswith("ok") for line in lines)
     assert not any(line.startswith("mouth-to-ear") for line in lines)  # not run: not shown
+
+
+def test_table_checks_floors_and_the_load_figures() -> None:
+    result = {
+        "load_pesq_wb_aes": 3.9,
+        "load_pesq_wb_otp": 3.7,
+        "load_pesq_aes_minus_otp": 0.2,
+        "load_unsent_otp": 0,
+    }
+    lines = format_table(result).splitlines()
+    aes = next(line for line in lines if "busy loops, AES" in line)
+    otp = next(line for line in lines if "busy loops, OTP" in line)
+    diff = next(line for line in lines if "|AES - OTP|" in line)
+    unsent = next(line for line in lines if "unsent" in line)
+    assert aes.rstrip().endswith("ok") and ">= 3.8" in aes  # a floor: at least
+    assert otp.rstrip().endswith("MISSED") and diff.rstrip().endswith("MISSED")
+    assert unsent.rstrip().endswith("ok")
+
+
+def test_unknown_benchmark_is_refused_by_name() -> None:
+    from qphone.measure.bench import BENCHMARKS, run_benchmarks
+
+    with pytest.raises(ValueError, match="crypto"):
+        run_benchmarks(["nonsense"])
+    assert {"crypto", "latency", "speech", "load"} <= set(BENCHMARKS)

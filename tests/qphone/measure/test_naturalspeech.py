@@ -49,3 +49,14 @@ def test_missing_prompts_say_how_to_install_them(tmp_path: Path) -> None:
     with pytest.raises(NaturalSpeechUnavailable, match=PACKAGE):
         natural_speech_sample(tmp_path / "out", sounds=tmp_path / "nowhere")
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+@needs_prompts
+def test_module_writes_the_sample_for_qphone_loopback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qphone.measure.naturalspeech import main
+
+    assert main([str(tmp_path)]) == 0
+    assert Path(capsys.readouterr().out.strip()) == tmp_path / "natural_en_8k.wav"
+    assert main([]) == 2
