@@ -34,6 +34,7 @@ import dataclasses
 import itertools
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -311,6 +312,11 @@ def run_bench_network(args: argparse.Namespace) -> int:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     launcher = Launcher(make_plan(directory, topo, opts))
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # the network is stopped below, as on Ctrl-C
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         launcher.lock()
         launcher.check_ports()
@@ -342,6 +348,9 @@ def run_bench_network(args: argparse.Namespace) -> int:
     except LaunchError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
     finally:
         launcher.stop()
         launcher.unlock()

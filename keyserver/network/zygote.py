@@ -16,10 +16,12 @@ Protocol on the socket the launcher passes (one JSON object per line):
   ``{"exit": N, "code": C}`` when a child ends (C as :attr:`subprocess.Popen.returncode`:
   negative for a signal).
 
-Lifetimes: the zygote gets SIGTERM when the launcher dies (``PR_SET_PDEATHSIG``) and a child
-gets SIGTERM when the zygote dies, so nothing outlives the launcher; the zygote exits when the
-launcher closes the socket. It is idle between requests (it sleeps in ``select`` and wakes on
-a request or a child's exit, never on a timer).
+Lifetimes: the zygote gets SIGTERM when the launcher dies (``PR_SET_PDEATHSIG``), and on SIGTERM
+or when the launcher closes the socket it sends its children SIGTERM, gives them
+:data:`GRACE_S` seconds and SIGKILLs the rest before it exits (a child whose shutdown hangs
+does not outlive the network); a child also gets SIGTERM if the zygote dies. It is idle
+between requests (it sleeps in ``select`` and wakes on a request or a child's exit, never on a
+timer).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,7 @@ PRELOAD: dict[str, tuple[str, ...]] = {
                "keyserver.qkd.emulatedmodule"),
 }
 PR_SET_PDEATHSIG = 1
+GRACE_S = 5.0  # a child's time to stop after SIGTERM before the zygote SIGKILLs it
 
 
 def set_pdeathsig(sig: int = signal.SIGTERM) -> None:
@@ -71,7 +75,7 @@ def _child(argv: list[str], log: str, ctl: socket.socket, wake_r: int, wake_w: i
         os.close(wake_w)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (the zygote's handler is not theirs)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
         gc.enable()
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -114,6 +118,8 @@ def serve(kind: str, fd: int) -> int:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda s, f: None)  # wakes select through the wakeup fd
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
+    terminate: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda s, f: terminate.append(True))
     buf = b""
     children: set[int] = set()
 
@@ -132,20 +138,34 @@ def serve(kind: str, fd: int) -> int:
             children.discard(pid)
             send({"exit": pid, "code": _code(status)})
 
+    def end_children() -> int:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + GRACE_S
+        while children and time.monotonic() < deadline:
+            select.select([wake_r], [], [], max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 512)
+            reap()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return 0
+
     while True:
         ready, _, _ = select.select([ctl.fileno(), wake_r], [], [])
         if wake_r in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 512)
             reap()
+        if terminate:  # the launcher died (or someone stops us): end every child, then us
+            return end_children()
         if ctl.fileno() not in ready:
             continue
         data = ctl.recv(65536)
         if not data:  # the launcher closed the socket (or died): end every child, then us
-            for pid in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-            return 0
+            return end_children()
         buf += data
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
@@ -194,8 +214,6 @@ class ForkedProcess:
 
 
 def _now() -> float:
-    import time
-
     return time.monotonic()
 
 
