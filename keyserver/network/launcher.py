@@ -64,6 +64,24 @@ def _hops_from(topology: Topology, start: str) -> dict[str, int]:
     return seen
 
 
+def _path(topology: Topology, src: str, dst: str) -> list[str]:
+    """A shortest path (in hops) from `src` to `dst`, or [] if none."""
+    back: dict[str, str | None] = {src: None}
+    todo = deque([src])
+    while todo:
+        u = todo.popleft()
+        if u == dst:
+            out = [u]
+            while (p := back[out[-1]]) is not None:
+                out.append(p)
+            return out[::-1]
+        for v in topology.neighbours(u):
+            if v not in back:
+                back[v] = u
+                todo.append(v)
+    return []
+
+
 def farthest_saes(topology: Topology) -> CallPair | None:
     """The two SAEs whose nodes are the most hops apart (ties: file order), or None if no two
     SAEs sit at different connected nodes."""
@@ -194,6 +212,10 @@ class Launcher:
 
     def prepare(self) -> NetworkPki:
         (self.plan.directory / "network.json").unlink(missing_ok=True)
+        if self._zygotes is not None:  # their imports overlap with writing the PKI
+            for kind in sorted({c.kind for c in self.children.values()}):
+                if kind in ("node", "module"):
+                    self._zygotes.setdefault(kind, ForkServer(kind)).warm()
         self.pki = write_configs(self.plan)
         self.state = StateClient(self.pki.ca_cert("node"), self.pki.node_admin())
         return self.pki
@@ -221,8 +243,31 @@ class Launcher:
         """The command line of a child (a launcher of sites in namespaces wraps it)."""
         return [sys.executable, "-m", "keyserver.cli", c.kind, "--config", str(c.config)]
 
+    def start_order(self) -> list[str]:
+        """Nodes first (cheap: they answer within a fraction of a second and sync while the
+        modules start), then the modules on a shortest route between the two farthest SAEs
+        (their first QKD blocks gate the network's first relayed key), then the rest."""
+        route_nodes: set[str] = set()
+        if self.call_pair is not None:
+            route_nodes = set(_path(self.plan.topology, self.call_pair.master_node,
+                                    self.call_pair.slave_node))
+        route_links = {x.id for x in self.plan.topology.links
+                       if x.a in route_nodes and x.b in route_nodes}
+
+        def rank(name: str) -> int:
+            c = self.children[name]
+            if c.kind == "node":
+                return 0
+            m = self.plan.modules.get(name)
+            if m is not None:
+                return 1 if m.link in route_links else 2
+            host = name.partition("@")[2]  # a site's host of its emulated modules
+            return 1 if host in route_nodes else 2
+
+        return sorted(self.children, key=rank)
+
     def start_all(self) -> None:
-        for name in self.children:
+        for name in self.start_order():
             self.start(name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -411,7 +456,7 @@ class Launcher:
         }
 
     def _pid(self, name: str) -> int | None:
-        c = self.children[name]
+        c = self.children[self.plan.process_of(name)]
         return c.proc.pid if c.proc is not None else None
 
     def write_info(self, name: str = "network.json", extra: dict[str, Any] | None = None) -> Path:

@@ -168,6 +168,7 @@ class Options:
     module_params: dict[str, Any] = field(default_factory=dict)
     http: HttpLimits | None = None  # listener limits of the nodes (None: the defaults)
     fidelity: str | None = None  # "physics" | "emulated": every link, whatever the topology says
+    site_hosts: bool = False  # one process per site for its emulated modules (where 2 or more)
 
 
 @dataclass(frozen=True)
@@ -193,9 +194,37 @@ class NetworkPlan:
     def profile(self, sae: str) -> Path:
         return self.directory / "saes" / f"{sae}.toml"
 
+    def site_hosts(self) -> dict[str, list[ModulePlan]]:
+        """With ``Options.site_hosts``: per node (site), its emulated modules where there are
+        two or more; one process hosts them (``modules@<node>``, docs/network.md)."""
+        if not self.options.site_hosts:
+            return {}
+        by_node: dict[str, list[ModulePlan]] = {}
+        for m in self.modules.values():
+            if self.topology.link(m.link).fidelity == "emulated":
+                by_node.setdefault(m.node, []).append(m)
+        return {n: ms for n, ms in by_node.items() if len(ms) >= 2}
+
+    def site_host_files(self, node: str) -> tuple[Path, Path]:
+        """(host file, log) of the process that hosts `node`'s emulated modules."""
+        return (self.directory / "modules" / f"site-{node}.toml",
+                self.directory / "logs" / f"site-{node}.log")
+
+    def process_of(self, name: str) -> str:
+        """The process that runs module or node `name` (its own, or its site's host)."""
+        m = self.modules.get(name)
+        if m is not None and any(m in ms for ms in self.site_hosts().values()):
+            return f"modules@{m.node}"
+        return name
+
     def processes(self) -> list[tuple[str, Path, Path, str]]:
-        """(name, config, log, subcommand) of every process, modules first."""
-        out = [(m.id, m.config, m.log, "module") for m in self.modules.values()]
+        """(name, config, log, subcommand) of every process, modules first (a site host's
+        config is a file naming its modules' configs, keyserver.qkd.config)."""
+        hosts = self.site_hosts()
+        hosted = {m.id for ms in hosts.values() for m in ms}
+        out = [(m.id, m.config, m.log, "module") for m in self.modules.values()
+               if m.id not in hosted]
+        out += [(f"modules@{n}", *self.site_host_files(n), "module") for n in hosts]
         out += [(n.id, n.config, n.log, "node") for n in self.nodes.values()]
         return out
 
@@ -430,6 +459,9 @@ def write_configs(plan: NetworkPlan, pki: NetworkPki | None = None) -> NetworkPk
         new_channel_key(d / "links" / f"{link.id}.channelkey")
     for m in plan.modules.values():
         m.config.write_text(module_config_text(plan, m, pki))
+    for node, hosted in plan.site_hosts().items():
+        names = ", ".join(_s(m.config) for m in hosted)
+        plan.site_host_files(node)[0].write_text(f"[site_host]\nmodules = [{names}]\n")
     for n in plan.nodes.values():
         n.config.write_text(node_config_text(plan, n, pki))
     for sae in plan.topology.saes:

@@ -17,15 +17,16 @@ async def _run_modules(config_paths: list[Path]) -> int:
     """One or more modules in this process (each with its own northbound listener, certificate
     and store); emulated modules import no numpy, so a host of a site's emulated modules stays
     small (docs/network.md, "Lean processes")."""
-    from keyserver.qkd.config import ConfigError, Fidelity, load_config
+    from keyserver.qkd.config import ConfigError, Fidelity, load_config, module_config_files
 
     configs = []
-    for path in config_paths:
-        try:
-            configs.append(load_config(path))
-        except ConfigError as e:
-            print(f"qkd-keyserver module: {e}", file=sys.stderr)
-            return 2
+    try:
+        for given in config_paths:
+            for path in module_config_files(given):
+                configs.append(load_config(path))
+    except ConfigError as e:
+        print(f"qkd-keyserver module: {e}", file=sys.stderr)
+        return 2
     modules: list[Any] = []
     for config in configs:
         if config.fidelity is Fidelity.EMULATED:
@@ -107,7 +108,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "may host all of a site's emulated modules.",
     )
     mod.add_argument("--config", required=True, action="append",
-                     help="module config (TOML); repeat to host several modules")
+                     help="module config (TOML), or a site host file naming several; repeat "
+                     "to host several modules")
     mod.set_defaults(func=_cmd_module)
 
     sim = sub.add_parser("simulate", help="run the simulated BB84 link in one process")

@@ -246,5 +246,34 @@ def load_config(file: Path) -> ModuleConfig:
     return parse_config(doc, file.resolve().parent)
 
 
+def module_config_files(file: Path) -> list[Path]:
+    """``[file]``, or the module configs a *site host file* names: a TOML file with only
+    ``[site_host] modules = ["a.toml", ...]`` (relative to the file), which
+    ``qkd-keyserver module --config`` runs in one process (docs/network.md, "Lean processes")."""
+    try:
+        doc = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config {file}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{file} is not valid TOML: {e}") from None
+    if "site_host" not in doc:
+        return [file]
+    host = doc["site_host"]
+    names = host.get("modules") if isinstance(host, dict) else None
+    if (
+        set(doc) != {"site_host"}
+        or not isinstance(host, dict)
+        or set(host) != {"modules"}
+        or not isinstance(names, list)
+        or not names
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise ConfigError(
+            f"{file}: a site host file has only [site_host] modules = [\"module.toml\", ...]"
+        )
+    base = file.resolve().parent
+    return [Path(n) if Path(n).is_absolute() else base / n for n in names]
+
+
 def with_port(config: ModuleConfig, **changes: Any) -> ModuleConfig:
     return dataclasses.replace(config, **changes)

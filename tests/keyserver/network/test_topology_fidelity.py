@@ -15,7 +15,7 @@ from keyserver.network.topology import (
     parse_topology,
     with_fidelity,
 )
-from keyserver.qkd.config import Fidelity, load_config
+from keyserver.qkd.config import ConfigError, Fidelity, load_config, module_config_files
 
 
 def _doc(**top: Any) -> dict[str, Any]:
@@ -77,3 +77,30 @@ def test_plan_writes_each_modules_fidelity_and_a_private_channel_key(tmp_path: P
     assert len(keys) == len(topo.links)  # one key per link
     forced = make_plan(tmp_path / "net2", topo, Options(fidelity="physics"))
     assert {link.fidelity for link in forced.topology.links} == {"physics"}
+
+
+def test_site_hosts_group_a_sites_emulated_modules_into_one_process(tmp_path: Path) -> None:
+    doc = _doc(fidelity="emulated")  # a-b emulated, b-c physics: b holds one emulated module
+    doc["nodes"].append({"id": "d"})
+    doc["links"].append({"a": "b", "b": "d", "distance_km": 5.0})
+    topo = parse_topology(doc)
+    plain = make_plan(tmp_path / "p", topo, Options())
+    assert plain.site_hosts() == {} and len(plain.processes()) == 6 + 4
+    plan = make_plan(tmp_path / "n", topo, Options(site_hosts=True))
+    hosts = plan.site_hosts()
+    assert list(hosts) == ["b"]  # b: rx of a-b and tx of b-d (its physics module stays apart)
+    assert {m.link for m in hosts["b"]} == {"a-b", "b-d"}
+    names = [p[0] for p in plan.processes()]
+    assert "modules@b" in names and "QKD-b-c-tx" in names and "QKD-a-b-rx" not in names
+    assert len(names) == len(set(names)) == 4 + 1 + 4
+    assert plan.process_of("QKD-a-b-rx") == "modules@b" and plan.process_of("a") == "a"
+    write_configs(plan)
+    host_file = plan.site_host_files("b")[0]
+    files = module_config_files(host_file)
+    assert sorted(f.name for f in files) == ["QKD-a-b-rx.toml", "QKD-b-d-tx.toml"]
+    assert all(load_config(f).fidelity is Fidelity.EMULATED for f in files)
+    module = plan.modules["QKD-b-c-tx"].config
+    assert module_config_files(module) == [module]
+    host_file.write_text('[site_host]\nmodules = "x.toml"\n')
+    with pytest.raises(ConfigError, match="a site host file has only"):
+        module_config_files(host_file)
