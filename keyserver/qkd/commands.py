@@ -68,8 +68,10 @@ async def _run_modules(config_paths: list[Path]) -> int:
 
 
 def _cmd_module(args: argparse.Namespace) -> int:
+    from keyserver.coredumps import forbid_core_dumps
     from keyserver.jsonlog import setup_logging
 
+    forbid_core_dumps()  # the process holds keys: none in a core file
     setup_logging(os.environ.get("QKD_LOG_LEVEL", "INFO").upper())
     return asyncio.run(_run_modules([Path(c) for c in args.config]))
 
