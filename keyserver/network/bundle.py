@@ -37,8 +37,10 @@ from keyserver.network.topology import Topology
 
 DEFAULT_INSTALL_DIR = Path("/var/lib/qkd-keyserver")
 PORT_BASE = 20_000  # each site is its own host: the same consecutive ports suit all of them
-_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 
 
 class BundleError(ValueError):
@@ -80,8 +82,10 @@ def parse_hosts(text: str, topology: Topology) -> dict[str, str]:
         out[node] = _address(where, addr)
     missing = [n for n in topology.node_ids() if n not in out]
     if missing:
-        raise BundleError(f"the hosts file has no address for {', '.join(missing[:5])}: add a "
-                          "line `<node-id> <address>` for each")
+        raise BundleError(
+            f"the hosts file has no address for {', '.join(missing[:5])}: add a "
+            "line `<node-id> <address>` for each"
+        )
     return out
 
 
@@ -98,8 +102,11 @@ def site_files(plan: NetworkPlan, node: str) -> list[Path]:
     d = plan.directory
     pki = d / "pki"
     out = [pki / f"{dom}-ca" / "ca.pem" for dom in ("sae", "node", "module")]
-    for stem in (pki / "sae" / f"node-{node}", pki / "node" / node,
-                 pki / "module" / f"node-{node}"):
+    for stem in (
+        pki / "sae" / f"node-{node}",
+        pki / "node" / node,
+        pki / "module" / f"node-{node}",
+    ):
         out += [stem.with_suffix(".pem"), stem.with_suffix(".key")]
     out.append(plan.nodes[node].config)
     for m in plan.modules.values():
@@ -128,15 +135,21 @@ def start_script(plan: NetworkPlan, node: str, install: Path) -> str:
         if m.node == node:
             lines.append(f'"$KS" module --config "{rel(m.config)}" >> "{rel(m.log)}" 2>&1 &')
     n = plan.nodes[node]
-    lines += [f'"$KS" node --config "{rel(n.config)}" >> "{rel(n.log)}" 2>&1 &',
-              f'echo "site {node}: node and modules started; logs in {install}/logs"',
-              "wait", ""]
+    lines += [
+        f'"$KS" node --config "{rel(n.config)}" >> "{rel(n.log)}" 2>&1 &',
+        f'echo "site {node}: node and modules started; logs in {install}/logs"',
+        "wait",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def write_bundles(
-    topology: Topology, out: Path, hosts: dict[str, str] | None = None,
-    install_dir: Path = DEFAULT_INSTALL_DIR, options: Options | None = None,
+    topology: Topology,
+    out: Path,
+    hosts: dict[str, str] | None = None,
+    install_dir: Path = DEFAULT_INSTALL_DIR,
+    options: Options | None = None,
 ) -> list[Bundle]:
     """The operator's copy in ``out/operator`` and one bundle per site in ``out/<node>``."""
     out = out.resolve()
@@ -145,8 +158,9 @@ def write_bundles(
     if not install_dir.is_absolute():
         raise BundleError(f"--install-dir {install_dir} must be an absolute path")
     where = hosts or default_hosts(topology)
-    plan = make_plan(out / "operator", topology, options or Options(), hosts=where,
-                     port_base=PORT_BASE)
+    plan = make_plan(
+        out / "operator", topology, options or Options(), hosts=where, port_base=PORT_BASE
+    )
     write_configs(plan)
     staging = str(plan.directory)
     bundles = []

@@ -62,19 +62,41 @@ class DelayLine:
 def load_forwards(path: Path) -> list[Forward]:
     out = []
     for r in json.loads(path.read_text()):
-        out.append(Forward(str(r["link"]), str(r["what"]), str(r["ns"]),
-                           (str(r["listen"][0]), int(r["listen"][1])),
-                           (str(r["target"][0]), int(r["target"][1])),
-                           float(r["delay_s"]), float(r["loss"]), str(r["source"])))
+        out.append(
+            Forward(
+                str(r["link"]),
+                str(r["what"]),
+                str(r["ns"]),
+                (str(r["listen"][0]), int(r["listen"][1])),
+                (str(r["target"][0]), int(r["target"][1])),
+                float(r["delay_s"]),
+                float(r["loss"]),
+                str(r["source"]),
+            )
+        )
     return out
 
 
 def dump_forwards(forwards: list[Forward], path: Path) -> None:
-    path.write_text(json.dumps([
-        {"link": f.link, "what": f.what, "ns": f.ns, "listen": list(f.listen),
-         "target": list(f.target), "delay_s": f.delay_s, "loss": f.loss, "source": f.source}
-        for f in forwards
-    ], indent=1) + "\n")
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "link": f.link,
+                    "what": f.what,
+                    "ns": f.ns,
+                    "listen": list(f.listen),
+                    "target": list(f.target),
+                    "delay_s": f.delay_s,
+                    "loss": f.loss,
+                    "source": f.source,
+                }
+                for f in forwards
+            ],
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 class _Netns:
@@ -140,8 +162,9 @@ class _Timer:
                     self._loop.call_soon_threadsafe(action)
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: DelayLine,
-                timer: _Timer) -> None:
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: DelayLine, timer: _Timer
+) -> None:
     def send(data: bytes) -> Callable[[], None]:
         return lambda: None if writer.is_closing() else writer.write(data)
 
@@ -187,8 +210,7 @@ async def serve(forwards: list[Forward], ready: Callable[[], None] = lambda: Non
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             lines = (DelayLine(f.delay_s, f.loss), DelayLine(f.delay_s, f.loss))
             try:
-                await asyncio.gather(_pump(r1, w2, lines[0], timer),
-                                     _pump(r2, w1, lines[1], timer))
+                await asyncio.gather(_pump(r1, w2, lines[0], timer), _pump(r2, w1, lines[1], timer))
                 # what is still on the line arrives before the connection closes
                 await asyncio.sleep(max(0.0, max(x.last for x in lines) - time.monotonic()))
                 await asyncio.sleep(0.05)

@@ -130,31 +130,40 @@ def choose_subnet(in_use: Iterable[ipaddress.IPv4Network]) -> ipaddress.IPv4Netw
     for net in SUBNET_POOL.subnets(new_prefix=SUBNET_PREFIXLEN):
         if not any(net.overlaps(u) for u in used):
             return net
-    raise NetnsError(f"every /{SUBNET_PREFIXLEN} of {SUBNET_POOL} is in use on this host: stop "
-                     "other --netns networks or give --netns-subnet")
+    raise NetnsError(
+        f"every /{SUBNET_PREFIXLEN} of {SUBNET_POOL} is in use on this host: stop "
+        "other --netns networks or give --netns-subnet"
+    )
 
 
 def plan_layout(
-    topology: Topology, prefix: str, subnet: ipaddress.IPv4Network, method: DelayMethod,
+    topology: Topology,
+    prefix: str,
+    subnet: ipaddress.IPv4Network,
+    method: DelayMethod,
     loss: float = 0.0,
 ) -> NetnsLayout:
     hosts = list(subnet.hosts())
     if len(hosts) < len(topology.nodes) + 1:
-        raise NetnsError(f"subnet {subnet} has {len(hosts)} addresses; {topology.name} needs "
-                         f"{len(topology.nodes) + 1}: give a larger one")
+        raise NetnsError(
+            f"subnet {subnet} has {len(hosts)} addresses; {topology.name} needs "
+            f"{len(topology.nodes) + 1}: give a larger one"
+        )
     if not 0.0 <= loss < 1.0:
         raise NetnsError("--loss must be within 0..1 (a probability per packet)")
     sites = {
         n.id: Site(n.id, f"{prefix}-{n.id}", str(hosts[i]), f"s{i}")
         for i, n in enumerate(topology.nodes)
     }
-    return NetnsLayout(prefix, subnet, f"{prefix}-hub", prefix, str(hosts[-1]), sites, method,
-                       loss)
+    return NetnsLayout(prefix, subnet, f"{prefix}-hub", prefix, str(hosts[-1]), sites, method, loss)
 
 
 def forwards(
-    layout: NetnsLayout, topology: Topology, node_ports: dict[str, int],
-    channels: dict[str, tuple[int, int]], distance_km: dict[str, float],
+    layout: NetnsLayout,
+    topology: Topology,
+    node_ports: dict[str, int],
+    channels: dict[str, tuple[int, int]],
+    distance_km: dict[str, float],
 ) -> list[Forward]:
     """The delay lines of every fibre (none with netem): the two QKD channels of each link in
     its transmitter's site, and each node's calls to its fibre neighbours in its own site, each
@@ -166,13 +175,32 @@ def forwards(
         d = fibre_delay_s(distance_km[link.id])
         a, b = layout.sites[link.a], layout.sites[link.b]
         for port, what in zip(channels[link.id], ("quantum", "classical"), strict=True):
-            out.append(Forward(link.id, what, a.ns, (b.address, port), (b.address, port), d,
-                               layout.loss, a.address))
+            out.append(
+                Forward(
+                    link.id,
+                    what,
+                    a.ns,
+                    (b.address, port),
+                    (b.address, port),
+                    d,
+                    layout.loss,
+                    a.address,
+                )
+            )
         for src, dst in ((a, b), (b, a)):
             port = node_ports[dst.node]
-            out.append(Forward(link.id, f"node {src.node}->{dst.node}", src.ns,
-                               (dst.address, port), (dst.address, port), d, layout.loss,
-                               src.address))
+            out.append(
+                Forward(
+                    link.id,
+                    f"node {src.node}->{dst.node}",
+                    src.ns,
+                    (dst.address, port),
+                    (dst.address, port),
+                    d,
+                    layout.loss,
+                    src.address,
+                )
+            )
     return out
 
 
@@ -190,15 +218,27 @@ def setup_commands(layout: NetnsLayout) -> list[list[str]]:
         cmds += [
             ["ip", "netns", "add", s.ns],
             ["ip", "-n", s.ns, "link", "set", "lo", "up"],
-            ["ip", "link", "add", SITE_IF, "netns", s.ns, "type", "veth", "peer", "name",
-             s.hub_if, "netns", hub],
+            [
+                "ip",
+                "link",
+                "add",
+                SITE_IF,
+                "netns",
+                s.ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                s.hub_if,
+                "netns",
+                hub,
+            ],
             ["ip", "-n", hub, "link", "set", s.hub_if, "master", HUB_BRIDGE, "up"],
             ["ip", "-n", s.ns, "addr", "add", f"{s.address}/{plen}", "dev", SITE_IF],
             ["ip", "-n", s.ns, "link", "set", SITE_IF, "up"],
         ]
     cmds += [
-        ["ip", "link", "add", layout.root_if, "type", "veth", "peer", "name", "root", "netns",
-         hub],
+        ["ip", "link", "add", layout.root_if, "type", "veth", "peer", "name", "root", "netns", hub],
         ["ip", "-n", hub, "link", "set", "root", "master", HUB_BRIDGE, "up"],
         ["ip", "addr", "add", f"{layout.root_address}/{plen}", "dev", layout.root_if],
         ["ip", "link", "set", layout.root_if, "up"],
@@ -218,19 +258,48 @@ def line_commands(layout: NetnsLayout, topology: Topology) -> list[list[str]]:
         cmds += [
             # answer ARP only for eth0's own address; accept replies from a far end whose
             # address is also local here; no reverse-path filter on them
-            [*sysctl, "net.ipv4.conf.all.arp_ignore=1", f"net.ipv4.conf.{SITE_IF}.arp_ignore=1",
-             "net.ipv4.conf.all.accept_local=1", f"net.ipv4.conf.{SITE_IF}.accept_local=1",
-             "net.ipv4.conf.all.rp_filter=0", f"net.ipv4.conf.{SITE_IF}.rp_filter=0"],
+            [
+                *sysctl,
+                "net.ipv4.conf.all.arp_ignore=1",
+                f"net.ipv4.conf.{SITE_IF}.arp_ignore=1",
+                "net.ipv4.conf.all.accept_local=1",
+                f"net.ipv4.conf.{SITE_IF}.accept_local=1",
+                "net.ipv4.conf.all.rp_filter=0",
+                f"net.ipv4.conf.{SITE_IF}.rp_filter=0",
+            ],
             [*ip, "rule", "add", "pref", "100", "lookup", "local"],
             [*ip, "rule", "del", "pref", "0", "lookup", "local"],
-            [*ip, "route", "add", str(layout.subnet), "dev", SITE_IF, "src", s.address, "table",
-             str(LINE_TABLE)],
+            [
+                *ip,
+                "route",
+                "add",
+                str(layout.subnet),
+                "dev",
+                SITE_IF,
+                "src",
+                s.address,
+                "table",
+                str(LINE_TABLE),
+            ],
         ]
         for other in topology.neighbours(node):
             far = layout.sites[other].address
-            cmds += [[*ip, "addr", "add", f"{far}/32", "dev", "lo"],
-                     [*ip, "rule", "add", "pref", "50", "from", s.address, "to", far, "lookup",
-                      str(LINE_TABLE)]]
+            cmds += [
+                [*ip, "addr", "add", f"{far}/32", "dev", "lo"],
+                [
+                    *ip,
+                    "rule",
+                    "add",
+                    "pref",
+                    "50",
+                    "from",
+                    s.address,
+                    "to",
+                    far,
+                    "lookup",
+                    str(LINE_TABLE),
+                ],
+            ]
     return cmds
 
 
@@ -247,8 +316,20 @@ def netem_commands(
         tc = ["tc", "-n", site.ns]
         cmds += [
             [*tc, "qdisc", "add", "dev", SITE_IF, "root", "handle", "1:", "htb", "default", "1"],
-            [*tc, "class", "add", "dev", SITE_IF, "parent", "1:", "classid", "1:1", "htb",
-             "rate", "10gbit"],
+            [
+                *tc,
+                "class",
+                "add",
+                "dev",
+                SITE_IF,
+                "parent",
+                "1:",
+                "classid",
+                "1:1",
+                "htb",
+                "rate",
+                "10gbit",
+            ],
         ]
         classes[node] = 1
     for link in topology.links:
@@ -262,13 +343,52 @@ def netem_commands(
             if layout.loss > 0:
                 netem += ["loss", f"{layout.loss * 100:g}%"]
             cmds += [
-                [*tc, "class", "add", "dev", SITE_IF, "parent", "1:", "classid", f"1:{k:x}",
-                 "htb", "rate", "10gbit"],
-                [*tc, "qdisc", "add", "dev", SITE_IF, "parent", f"1:{k:x}", "handle", f"{k:x}:",
-                 *netem],
-                [*tc, "filter", "add", "dev", SITE_IF, "parent", "1:", "protocol", "ip", "prio",
-                 "1", "u32", "match", "ip", "dst", f"{layout.sites[dst].address}/32", "flowid",
-                 f"1:{k:x}"],
+                [
+                    *tc,
+                    "class",
+                    "add",
+                    "dev",
+                    SITE_IF,
+                    "parent",
+                    "1:",
+                    "classid",
+                    f"1:{k:x}",
+                    "htb",
+                    "rate",
+                    "10gbit",
+                ],
+                [
+                    *tc,
+                    "qdisc",
+                    "add",
+                    "dev",
+                    SITE_IF,
+                    "parent",
+                    f"1:{k:x}",
+                    "handle",
+                    f"{k:x}:",
+                    *netem,
+                ],
+                [
+                    *tc,
+                    "filter",
+                    "add",
+                    "dev",
+                    SITE_IF,
+                    "parent",
+                    "1:",
+                    "protocol",
+                    "ip",
+                    "prio",
+                    "1",
+                    "u32",
+                    "match",
+                    "ip",
+                    "dst",
+                    f"{layout.sites[dst].address}/32",
+                    "flowid",
+                    f"1:{k:x}",
+                ],
             ]
     return cmds
 

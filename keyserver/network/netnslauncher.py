@@ -70,8 +70,10 @@ def check_rights() -> None:
                 cap = line.split()[1]
     missing = missing_capabilities(cap)
     if missing:
-        raise NetnsError(f"--netns makes network namespaces, which needs {' and '.join(missing)}"
-                         ": run it as root (sudo), or leave out --netns")
+        raise NetnsError(
+            f"--netns makes network namespaces, which needs {' and '.join(missing)}"
+            ": run it as root (sudo), or leave out --netns"
+        )
 
 
 def netem_available(prefix: str) -> bool:
@@ -81,8 +83,10 @@ def netem_available(prefix: str) -> bool:
     _run(["ip", "netns", "add", ns])
     try:
         _run(["ip", "-n", ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1"])
-        r = _run(["tc", "-n", ns, "qdisc", "add", "dev", "d0", "root", "netem", "delay", "1ms"],
-                 check=False)
+        r = _run(
+            ["tc", "-n", ns, "qdisc", "add", "dev", "d0", "root", "netem", "delay", "1ms"],
+            check=False,
+        )
         return r.returncode == 0
     finally:
         _run(["ip", "netns", "del", ns], check=False)
@@ -117,8 +121,9 @@ class NetnsLauncher(Launcher):
         if lines:  # the delay lines first, so the first connections already see the fibre
             d = plan.directory
             self.children = {
-                DELAY_CHILD: Child(DELAY_CHILD, "delay", d / "netns" / "lines.json",
-                                   d / "logs" / "delay-lines.log"),
+                DELAY_CHILD: Child(
+                    DELAY_CHILD, "delay", d / "netns" / "lines.json", d / "logs" / "delay-lines.log"
+                ),
                 **self.children,
             }
 
@@ -130,8 +135,11 @@ class NetnsLauncher(Launcher):
         self._made = True
         try:
             topo = self.plan.topology
-            for cmd in [*setup_commands(self.layout), *line_commands(self.layout, topo),
-                        *netem_commands(self.layout, topo, self._distances())]:
+            for cmd in [
+                *setup_commands(self.layout),
+                *line_commands(self.layout, topo),
+                *netem_commands(self.layout, topo, self._distances()),
+            ]:
                 _run(cmd)
         except NetnsError as e:
             raise LaunchError(str(e)) from None
@@ -158,8 +166,13 @@ class NetnsLauncher(Launcher):
             return
         c.log.parent.mkdir(parents=True, exist_ok=True)
         with c.log.open("ab") as log:
-            c.proc = subprocess.Popen(self.command(c), stdout=log, stderr=log,
-                                      stdin=subprocess.DEVNULL, preexec_fn=_pdeathsig)
+            c.proc = subprocess.Popen(
+                self.command(c),
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_pdeathsig,
+            )
 
     def start_all(self) -> None:
         super().start_all()
@@ -189,8 +202,11 @@ class NetnsLauncher(Launcher):
 
 
 def netns_info(layout: NetnsLayout, lines: int) -> dict[str, Any]:
-    how = ("tc netem on each site's interface" if layout.method is DelayMethod.NETEM else
-           "the launcher's delay lines (this kernel has no tc netem)")
+    how = (
+        "tc netem on each site's interface"
+        if layout.method is DelayMethod.NETEM
+        else "the launcher's delay lines (this kernel has no tc netem)"
+    )
     return {
         "prefix": layout.prefix,
         "subnet": str(layout.subnet),
@@ -215,8 +231,9 @@ def netns_launcher(
     plan = make_plan(directory, topology, options, hosts=layout.hosts(), port_base=PORT_BASE)
     o = options.distance_km
     km = {x.id: x.distance_km if o is None else float(o) for x in topology.links}
-    lines = forwards(layout, topology, {n: p.node_port for n, p in plan.nodes.items()},
-                     plan.channels, km)
+    lines = forwards(
+        layout, topology, {n: p.node_port for n, p in plan.nodes.items()}, plan.channels, km
+    )
     return NetnsLauncher(plan, layout, lines)
 
 
@@ -224,5 +241,7 @@ def describe(info: dict[str, Any]) -> str:
     """One line for the banner and the status: where the sites are and how the fibre is made."""
     n = info["netns"]
     loss = f", loss {n['loss']:g} per packet" if n["loss"] else ""
-    return (f"sites in namespaces {n['prefix']}-<node> on {n['subnet']}; fibre delay 4.9 us/km "
-            f"by {n['delay_how']}{loss}")
+    return (
+        f"sites in namespaces {n['prefix']}-<node> on {n['subnet']}; fibre delay 4.9 us/km "
+        f"by {n['delay_how']}{loss}"
+    )

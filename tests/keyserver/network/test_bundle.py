@@ -35,7 +35,8 @@ def _sans(pem: Path) -> set[str]:
     cert = x509.load_pem_x509_certificate(pem.read_bytes())
     ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return {str(v) for v in ext.get_values_for_type(x509.IPAddress)} | set(
-        ext.get_values_for_type(x509.DNSName))
+        ext.get_values_for_type(x509.DNSName)
+    )
 
 
 def test_each_bundle_holds_its_own_keys_only_and_configs_point_at_the_hosts(
@@ -47,8 +48,9 @@ def test_each_bundle_holds_its_own_keys_only_and_configs_point_at_the_hosts(
     bundles = write_bundles(topo, tmp_path / "out", hosts, Path("/opt/qkd"))
     assert {b.node for b in bundles} == set(topo.node_ids())
     for b in bundles:
-        mine = {b.node} | {f"QKD-{link.id}-{'tx' if link.a == b.node else 'rx'}"
-                           for link in topo.links_of(b.node)}
+        mine = {b.node} | {
+            f"QKD-{link.id}-{'tx' if link.a == b.node else 'rx'}" for link in topo.links_of(b.node)
+        }
         mine |= {s.id for s in topo.saes if s.node == b.node}
         keys = sorted(b.directory.rglob("*.key"))
         assert keys, b.node
@@ -61,7 +63,8 @@ def test_each_bundle_holds_its_own_keys_only_and_configs_point_at_the_hosts(
         node = tomllib.loads((b.directory / "nodes" / f"{b.node}.toml").read_text())
         assert node["sae_api"]["host"] == node["node_api"]["host"] == hosts[b.node]
         assert {n["url"] for n in node["nodes"]} == {
-            f"https://{hosts[n['id']]}:{n['url'].rsplit(':', 1)[1]}" for n in node["nodes"]}
+            f"https://{hosts[n['id']]}:{n['url'].rsplit(':', 1)[1]}" for n in node["nodes"]
+        }
         assert node["sae_api"]["cert"].startswith("/opt/qkd/pki/")
         assert hosts[b.node] in _sans(b.directory / "pki" / "node" / f"{b.node}.pem")
         for mod in (b.directory / "modules").glob("*.toml"):
@@ -81,8 +84,12 @@ def test_hosts_file_format_and_its_errors() -> None:
     topo = load_topology("beijing-hefei")
     small = topo.__class__(topo.name, "", topo.nodes[:4], (), ())
     got = parse_hosts(HOSTS, small)
-    assert got == {"beijing": "192.0.2.10", "langfang": "192.0.2.11",
-                   "tianjin": "kms.tianjin.example", "qingxian": "2001:db8::4"}
+    assert got == {
+        "beijing": "192.0.2.10",
+        "langfang": "192.0.2.11",
+        "tianjin": "kms.tianjin.example",
+        "qingxian": "2001:db8::4",
+    }
     with pytest.raises(BundleError, match="no address for qingxian"):
         parse_hosts("beijing 1.2.3.4\nlangfang 1.2.3.5\ntianjin 1.2.3.6", small)
     with pytest.raises(BundleError, match="line 1: 'paris' is not a node"):
@@ -112,9 +119,12 @@ def test_plan_command_refuses_a_used_directory_and_a_bad_hosts_file(tmp_path: Pa
     (tmp_path / "hosts").write_text("KME-A 10.0.0.1\n")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "keyserver.cli", "network", "plan",
-                               "--topology", "pair", *args], capture_output=True, text=True,
-                              timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "keyserver.cli", "network", "plan", "--topology", "pair", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     r = run("--out", str(tmp_path / "used"))
     assert r.returncode == 2 and "not empty" in r.stderr

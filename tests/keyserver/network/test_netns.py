@@ -102,8 +102,9 @@ def test_delay_lines_cover_both_channels_and_both_node_directions_of_every_fibre
     topo = line3()
     lay = plan_layout(topo, "qk1", SUBNET, DelayMethod.FORWARDER, loss=0.01)
     ports = {"a": 1001, "b": 1002, "c": 1003}
-    lines = forwards(lay, topo, ports, {"a-b": (2001, 2002), "c-b": (2003, 2004)},
-                     {"a-b": 100.0, "c-b": 50.0})
+    lines = forwards(
+        lay, topo, ports, {"a-b": (2001, 2002), "c-b": (2003, 2004)}, {"a-b": 100.0, "c-b": 50.0}
+    )
     assert len(lines) == 4 * len(topo.links)
     a, b, c = (lay.sites[x] for x in "abc")
     by = {(f.ns, f.listen): f for f in lines}
@@ -119,8 +120,12 @@ def test_delay_lines_cover_both_channels_and_both_node_directions_of_every_fibre
     assert all(f.loss == 0.01 for f in lines)
     # the far ends' addresses are local in the dialling site (lo), only for fibre neighbours
     aliases = {(c[2], c[5]) for c in line_commands(lay, topo) if c[3:5] == ["addr", "add"]}
-    assert aliases == {(a.ns, f"{b.address}/32"), (b.ns, f"{a.address}/32"),
-                       (b.ns, f"{c.address}/32"), (c.ns, f"{b.address}/32")}
+    assert aliases == {
+        (a.ns, f"{b.address}/32"),
+        (b.ns, f"{a.address}/32"),
+        (b.ns, f"{c.address}/32"),
+        (c.ns, f"{b.address}/32"),
+    }
 
 
 def test_netem_mode_has_no_delay_lines_and_a_netem_class_per_neighbour() -> None:
@@ -150,8 +155,7 @@ def test_missing_capabilities() -> None:
     assert missing_capabilities(hex(1 << 12)[2:]) == ["CAP_SYS_ADMIN"]
 
 
-@given(st.lists(st.floats(0, 10), min_size=1, max_size=50), st.floats(0, 0.1),
-       st.floats(0, 1))
+@given(st.lists(st.floats(0, 10), min_size=1, max_size=50), st.floats(0, 0.1), st.floats(0, 1))
 def test_delay_line_keeps_order_and_never_delivers_early(
     gaps: list[float], delay: float, loss: float
 ) -> None:
@@ -172,8 +176,7 @@ def test_delay_line_loss_costs_one_retransmission_timeout() -> None:
 
 
 def test_forwards_file_round_trip(tmp_path: Path) -> None:
-    f = [Forward("a-b", "quantum", "qk1-a", ("10.0.0.2", 5), ("10.0.0.2", 5), 0.1, 0.0,
-                 "10.0.0.1")]
+    f = [Forward("a-b", "quantum", "qk1-a", ("10.0.0.2", 5), ("10.0.0.2", 5), 0.1, 0.0, "10.0.0.1")]
     dump_forwards(f, tmp_path / "l.json")
     assert load_forwards(tmp_path / "l.json") == f
 
@@ -202,8 +205,12 @@ print(json.dumps({"min": min(rtts), "peer": s.getpeername()[0], "me": s.getsockn
 
 
 def _tx_bytes(ns: str, dev: str = "eth0") -> int:
-    out = subprocess.run(["ip", "-n", ns, "-j", "-s", "link", "show", dev], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["ip", "-n", ns, "-j", "-s", "link", "show", dev],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return int(json.loads(out)[0]["stats64"]["tx"]["bytes"])
 
 
@@ -213,30 +220,52 @@ def test_a_delay_line_between_two_namespaces_holds_each_way_for_the_fibre(tmp_pa
     if reason is not None:
         pytest.skip(f"needs the right to make network namespaces: {reason}")
     topo = line3()
-    lay = plan_layout(topo, prefix_for(tmp_path), choose_subnet(subnets_in_use()),
-                      DelayMethod.FORWARDER)
+    lay = plan_layout(
+        topo, prefix_for(tmp_path), choose_subnet(subnets_in_use()), DelayMethod.FORWARDER
+    )
     a, b = lay.sites["a"], lay.sites["b"]
     delay = 0.02  # 4,000 km of fibre: well above the machine's scheduling noise
-    lines = [Forward("a-b", "test", a.ns, (b.address, 7100), (b.address, 7100), delay, 0.0,
-                     a.address)]
+    lines = [
+        Forward("a-b", "test", a.ns, (b.address, 7100), (b.address, 7100), delay, 0.0, a.address)
+    ]
     dump_forwards(lines, tmp_path / "lines.json")
     procs: list[subprocess.Popen[str]] = []
     try:
         remove(lay)
         for cmd in setup_commands(lay) + line_commands(lay, topo):
             subprocess.run(cmd, check=True, capture_output=True)
-        echo = subprocess.Popen(["ip", "netns", "exec", b.ns, sys.executable, "-c", _ECHO,
-                                 b.address, "7100"], stdout=subprocess.PIPE, text=True)
+        echo = subprocess.Popen(
+            ["ip", "netns", "exec", b.ns, sys.executable, "-c", _ECHO, b.address, "7100"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         procs.append(echo)
         assert echo.stdout is not None and echo.stdout.readline().strip() == "up"
-        dl = subprocess.Popen([sys.executable, "-m", "keyserver.network.linkdelay",
-                               str(tmp_path / "lines.json")], stdout=subprocess.PIPE, text=True)
+        dl = subprocess.Popen(
+            [sys.executable, "-m", "keyserver.network.linkdelay", str(tmp_path / "lines.json")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         procs.append(dl)
         assert dl.stdout is not None and "delay_lines_ready" in dl.stdout.readline()
         before = _tx_bytes(a.ns)
-        out = subprocess.run(["ip", "netns", "exec", a.ns, sys.executable, "-c",
-                              textwrap.dedent(_PING), b.address, "7100"], check=True,
-                             capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                a.ns,
+                sys.executable,
+                "-c",
+                textwrap.dedent(_PING),
+                b.address,
+                "7100",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
         got = json.loads(out)
         # the fibre's delay each way (a lower bound: the line never delivers early)
         assert got["min"] >= 2 * delay
@@ -259,8 +288,9 @@ def test_netem_layout_is_accepted_by_tc(tmp_path: Path) -> None:
     if reason is not None:
         pytest.skip(f"needs the right to make network namespaces: {reason}")
     topo = line3()
-    lay = plan_layout(topo, prefix_for(tmp_path), choose_subnet(subnets_in_use()),
-                      DelayMethod.NETEM, loss=0.01)
+    lay = plan_layout(
+        topo, prefix_for(tmp_path), choose_subnet(subnets_in_use()), DelayMethod.NETEM, loss=0.01
+    )
     have_netem = netem_available(lay.prefix)
     try:
         remove(lay)
@@ -271,8 +301,12 @@ def test_netem_layout_is_accepted_by_tc(tmp_path: Path) -> None:
                 cmd = [*cmd[: cmd.index("netem")], "pfifo"]
             subprocess.run(cmd, check=True, capture_output=True)
         b = lay.sites["b"].ns
-        filters = subprocess.run(["tc", "-n", b, "filter", "show", "dev", "eth0"], check=True,
-                                 capture_output=True, text=True).stdout
+        filters = subprocess.run(
+            ["tc", "-n", b, "filter", "show", "dev", "eth0"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         # one class per fibre neighbour of b (a and c), chosen by destination address
         for site in (lay.sites["a"], lay.sites["c"]):
             assert ipaddress.ip_address(site.address).packed.hex() in filters

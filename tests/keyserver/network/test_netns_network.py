@@ -82,8 +82,12 @@ def _tx_bytes(ns: str) -> int:
 
 def _sockets(ns: str, *flags: str) -> list[tuple[str, str]]:
     """(local, peer) address:port of the TCP sockets in a namespace."""
-    out = subprocess.run(["ip", "netns", "exec", ns, "ss", "-Htn", *flags], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "ss", "-Htn", *flags],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     rows = [line.split() for line in out.splitlines() if line.strip()]
     return [(r[3], r[4]) for r in rows]
 
@@ -101,11 +105,15 @@ def _relay(info: dict[str, Any], deadline: float) -> tuple[str, bytes, bytes]:
             r = m.post("/api/v1/keys/bob/enc_keys", json={"number": 1, "size": 256})
             if r.status_code == 200:
                 k = r.json()["keys"][0]
-                got = s.post("/api/v1/keys/alice/dec_keys", json={"key_IDs": [
-                    {"key_ID": k["key_ID"]}]})
+                got = s.post(
+                    "/api/v1/keys/alice/dec_keys", json={"key_IDs": [{"key_ID": k["key_ID"]}]}
+                )
                 assert got.status_code == 200, got.text
-                return (k["key_ID"], base64.b64decode(k["key"]),
-                        base64.b64decode(got.json()["keys"][0]["key"]))
+                return (
+                    k["key_ID"],
+                    base64.b64decode(k["key"]),
+                    base64.b64decode(got.json()["keys"][0]["key"]),
+                )
             assert r.status_code == 503, r.text  # a shortage while the first blocks run
             assert time.monotonic() < deadline, f"no key relayed a -> d: {r.text}"
             time.sleep(1.0)
@@ -116,8 +124,13 @@ def test_line_of_four_sites_in_namespaces_relays_a_key_across_their_veths(
 ) -> None:
     _skip_without_rights()
     # the network tests' settings: small stocks, QKD blocks of 0.3 s of link time
-    opts = Options(seed=5, testing=True, max_key_count=256, module_max_keys=128,
-                   module_params={"block_pulses": 300_000_000})
+    opts = Options(
+        seed=5,
+        testing=True,
+        max_key_count=256,
+        module_max_keys=128,
+        module_params={"block_pulses": 300_000_000},
+    )
     launcher = netns_launcher(tmp_path / "net", topology(LINE4), opts)
     prefix = launcher.layout.prefix
     launcher.lock()
@@ -163,20 +176,30 @@ def test_line_of_four_sites_in_namespaces_relays_a_key_across_their_veths(
     _assert_removed(prefix)
 
 
-def _call(
-    info: dict[str, Any], a: dict[str, str], d: dict[str, str]
-) -> dict[str, dict[str, Any]]:
+def _call(info: dict[str, Any], a: dict[str, str], d: dict[str, str]) -> dict[str, dict[str, Any]]:
     """A 3 s AES call alice (site a) -> bob (site d): the README's commands, run in the sites'
     namespaces; the summaries of both ends."""
     listen = f"{d['address']}:7000"
     common = ["--input", "silence", "--output", "discard", "--json"]
 
     def qphone(ns: str, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(["ip", "netns", "exec", ns, str(BIN / "qphone"), *args, *common],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            ["ip", "netns", "exec", ns, str(BIN / "qphone"), *args, *common],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
-    bob = qphone(d["ns"], "answer", "--listen", listen, "--ice-host", d["address"],
-                 "--profile", info["saes"]["bob"]["profile"])
+    bob = qphone(
+        d["ns"],
+        "answer",
+        "--listen",
+        listen,
+        "--ice-host",
+        d["address"],
+        "--profile",
+        info["saes"]["bob"]["profile"],
+    )
     alice = None
     try:
         assert bob.stderr is not None
@@ -185,8 +208,19 @@ def _call(
             line = bob.stderr.readline()
             assert line, f"qphone answer did not listen: {seen}"
             seen += line
-        alice = qphone(a["ns"], "call", listen, "--ice-host", a["address"], "--profile",
-                       info["saes"]["alice"]["profile"], "--mode", "aes", "--duration", "3")
+        alice = qphone(
+            a["ns"],
+            "call",
+            listen,
+            "--ice-host",
+            a["address"],
+            "--profile",
+            info["saes"]["alice"]["profile"],
+            "--mode",
+            "aes",
+            "--duration",
+            "3",
+        )
         out = {}
         for who, proc in (("alice", alice), ("bob", bob)):
             stdout, stderr = proc.communicate(timeout=90)
@@ -211,18 +245,34 @@ def test_sigterm_while_starting_removes_every_namespace(tmp_path: Path) -> None:
     net = tmp_path / "net"
     prefix = prefix_for(net)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "keyserver.cli", "network", "--topology", "pair", "--dir",
-         str(net), "--netns", "--seed", "5"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "keyserver.cli",
+            "network",
+            "--topology",
+            "pair",
+            "--dir",
+            str(net),
+            "--netns",
+            "--seed",
+            "5",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
         deadline = time.monotonic() + 60
         while not (net / "logs" / "node-KME-B.log").exists():  # namespaces made, all started
             assert proc.poll() is None and time.monotonic() < deadline, (
-                proc.stderr.read() if proc.stderr else "")
+                proc.stderr.read() if proc.stderr else ""
+            )
             time.sleep(0.1)
-        assert f"{prefix}-KME-A" in subprocess.run(["ip", "netns", "list"], capture_output=True,
-                                                   text=True).stdout
+        assert (
+            f"{prefix}-KME-A"
+            in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
@@ -236,9 +286,24 @@ def test_sigterm_while_starting_removes_every_namespace(tmp_path: Path) -> None:
 def test_without_the_right_to_make_namespaces_one_line_names_the_fix(tmp_path: Path) -> None:
     _skip_without_rights()  # to drop the right, the test needs it
     r = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
-         "keyserver.cli", "network", "--topology", "pair", "--dir", str(tmp_path / "n"),
-         "--netns"], capture_output=True, text=True, timeout=60,
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "keyserver.cli",
+            "network",
+            "--topology",
+            "pair",
+            "--dir",
+            str(tmp_path / "n"),
+            "--netns",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "CAP_NET_ADMIN" in r.stderr and "root" in r.stderr
