@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PKGS := libopus0 libopus-dev portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins sox espeak-ng asterisk-core-sounds-en-wav
+APT_PKGS := libopus0 libopus-dev portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins sox espeak-ng asterisk-core-sounds-en-wav iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
