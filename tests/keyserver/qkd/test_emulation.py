@@ -182,3 +182,18 @@ def test_key_frame_parser_refuses_garbage_without_crashing(data: bytes) -> None:
     except KeyFrameError:
         return
     assert encode_key_frame(block, key) == data
+
+
+def test_an_emulated_module_process_imports_no_numeric_libraries() -> None:
+    """What ``qkd-keyserver module --config emulated.toml`` imports (the CLI, then the module)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, keyserver.cli as c; c.build_parser(); "
+        "import keyserver.qkd.commands, keyserver.qkd.emulatedmodule; "
+        "print(sorted(m for m in ('numpy', 'numba', 'scipy', 'matplotlib', 'networkx', 'gmpy2') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
