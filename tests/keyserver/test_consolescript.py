@@ -32,3 +32,14 @@ def test_a_script_under_the_current_directory_is_named_relative_to_it(
     monkeypatch.chdir("/")
     assert script_command("qphone") == str(venv_bin.absolute() / "qphone")
     assert script_command("no-such-script") == "no-such-script"
+
+
+def test_the_demo_banner_names_qphone_by_its_path(tmp_path: Path) -> None:
+    """`qkd-keyserver demo`'s banner: its call commands run when pasted from the checkout."""
+    from keyserver.network.demo import DemoOptions, _banner
+
+    lines = _banner(None, tmp_path / "demo.json", DemoOptions(directory=tmp_path))  # type: ignore[arg-type]
+    calls = [line.split(":", 1)[-1].strip() for line in lines if " answer --listen " in line]
+    calls += [line.strip() for line in lines if " call 127.0.0.1:7000 " in line]
+    assert len(calls) == 2
+    assert all(c.startswith(script_command("qphone") + " ") for c in calls), calls
