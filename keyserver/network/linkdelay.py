@@ -189,9 +189,16 @@ async def serve(forwards: list[Forward], ready: Callable[[], None] = lambda: Non
     netns = _Netns()
     timer = _Timer(loop)
     servers = []
+    # asyncio holds a connection's handler task only through its transport while that reads:
+    # the lines hold every handler until it ends, so none is collected mid-stream
+    handlers: set[asyncio.Task[Any]] = set()
 
     def handler(f: Forward) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
         async def on_connect(r1: asyncio.StreamReader, w1: asyncio.StreamWriter) -> None:
+            me = asyncio.current_task()
+            if me is not None:
+                handlers.add(me)
+                me.add_done_callback(handlers.discard)
             s = netns.socket(f.ns)
             s.setblocking(False)
             try:

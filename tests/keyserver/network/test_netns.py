@@ -200,7 +200,16 @@ for _ in range(5):
     while len(got) < 100:
         got += s.recv(4096)
     rtts.append(time.monotonic() - t)
-print(json.dumps({"min": min(rtts), "peer": s.getpeername()[0], "me": s.getsockname()[0]}))
+# a bulk stream through the line, echoed: every byte back, in order
+import hashlib, os, threading
+blob = os.urandom(8 << 20)
+threading.Thread(target=s.sendall, args=(blob,), daemon=True).start()
+back = bytearray()
+while len(back) < len(blob):
+    back += s.recv(1 << 16)
+same = hashlib.sha256(back).digest() == hashlib.sha256(blob).digest()
+print(json.dumps({"min": min(rtts), "peer": s.getpeername()[0], "me": s.getsockname()[0],
+                  "bulk_intact": same}))
 """
 
 
@@ -269,6 +278,7 @@ def test_a_delay_line_between_two_namespaces_holds_each_way_for_the_fibre(tmp_pa
         got = json.loads(out)
         # the fibre's delay each way (a lower bound: the line never delivers early)
         assert got["min"] >= 2 * delay
+        assert got["bulk_intact"]  # 8 MiB through the line and back, every byte in order
         assert got["peer"] == b.address  # the site dials the far end's own address...
         assert _tx_bytes(a.ns) > before  # ...and the line sends on out of its interface
     finally:
