@@ -233,3 +233,35 @@ def test_sigterm_in_a_call_hangs_up_on_both_sides(
     assert rc_a == 0 and sa["end_reason"] == "peer hung up (interrupted)", err_a
     assert sa["ended_by"] == "peer" and sa["end_cause"] == "peer bye"
     assert "Traceback" not in err_a + err_b
+
+
+def test_an_answerer_outlives_a_caller_that_goes_silent_in_the_handshake(
+    keyserver_pair: Path, tmp_path: Path, free_port: Callable[[], int]
+) -> None:
+    """The caller connects and never speaks the handshake (frozen, or gone without a word):
+    the answerer gives up on that call after its handshake timeout, tells the caller, says
+    why, and waits for the next call; Ctrl-C then ends it as usual."""
+    port = free_port()
+    bob = Running(
+        "answer",
+        "--listen",
+        f"{HOST}:{port}",
+        "--profile",
+        str(private_profile(keyserver_pair, "bob", tmp_path)),
+        "--json",
+        *LOOP,
+    )
+    bob.wait_for("waiting for a call")
+    peer = SilentPeer("call", str(port))
+    try:
+        peer.until("connected")
+        assert "did not answer the handshake in time" in peer.until("abort")["abort"]
+        note = bob.wait_for("not taken", timeout=60)
+        bob.wait_for("waiting for a call")
+        assert bob.proc.poll() is None  # still there for the next caller
+        bob.signal(signal.SIGINT)
+        _clean_exit(*bob.finish(timeout=10), "waiting for a call")
+    finally:
+        peer.stop()
+        bob.kill()
+    assert note.startswith("call from alice not taken: ")
