@@ -6,7 +6,7 @@ Three messages on a reliable channel::
     ClientHello  {random, SAS commitment, params,
                   X25519 pk, ML-KEM ek, identity,
                   QKD key IDs}                   ---->
-                                                       (NeedQkdKeys -> dec_keys -> provide_qkd_keys)
+                                              (ResolveQkdKeys -> dec_keys -> provide_qkd_keys)
                                                  <----  ServerHello {random, X25519 pk, ML-KEM ct,
                                                                      identity, signature, confirm}
     ClientFinish {SAS nonce, signature, confirm} ---->
@@ -46,6 +46,13 @@ from qphone.core.errors import (
     PeerIdentityMismatch,
     ProposalRefused,
     UnexpectedMessage,
+)
+from qphone.core.events import (
+    HandshakeComplete,
+    HandshakeEvent,
+    KeyPurpose,
+    ResolveQkdKeys,
+    SendControl,
 )
 from qphone.core.identity import (
     PUBLIC_LEN,
@@ -88,25 +95,10 @@ class HandshakeState(Enum):
     START = "start"  # initiator: ClientHello built, not sent
     WAIT_SERVER_HELLO = "wait_server_hello"  # initiator
     WAIT_CLIENT_HELLO = "wait_client_hello"  # responder
-    WAIT_QKD = "wait_qkd"  # responder: NeedQkdKeys emitted, waiting for provide_qkd_keys
+    WAIT_QKD = "wait_qkd"  # responder: ResolveQkdKeys emitted, waiting for provide_qkd_keys
     WAIT_FINISH = "wait_finish"  # responder: ServerHello sent
     DONE = "done"
     FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class SendMessage:
-    """Send these bytes to the peer on the reliable channel."""
-
-    data: bytes
-
-
-@dataclass(frozen=True)
-class NeedQkdKeys:
-    """Responder: resolve these key IDs at the local KME (dec_keys), then call provide_qkd_keys."""
-
-    key_ids: tuple[uuid.UUID, ...]
-    bits: int
 
 
 @dataclass(frozen=True, repr=False)
@@ -141,12 +133,6 @@ class HandshakeResult:
     secrets: SessionSecrets = field(repr=False)
 
 
-@dataclass(frozen=True)
-class HandshakeComplete:
-    result: HandshakeResult
-
-
-Event = SendMessage | NeedQkdKeys | HandshakeComplete
 _FINAL = (HandshakeState.DONE, HandshakeState.FAILED)
 
 
@@ -419,7 +405,7 @@ class Initiator:
         self._state = HandshakeState.WAIT_SERVER_HELLO
         return self._hello
 
-    def receive(self, data: bytes) -> list[Event]:
+    def receive(self, data: bytes) -> list[HandshakeEvent]:
         """Take the ServerHello; any failure (of a parser, of the crypto library, of a check)
         raises HandshakeFailed and closes the handshake."""
         if self._state is not HandshakeState.WAIT_SERVER_HELLO:
@@ -447,7 +433,7 @@ class Initiator:
         self._sas_nonce = b""
         self._x = self._kem = None
 
-    def _on_server_hello(self, data: bytes) -> list[Event]:
+    def _on_server_hello(self, data: bytes) -> list[HandshakeEvent]:
         sh = ServerHello.decode(data)
         _check_peer(self._expected_peer, sh.identity)
         core = sh.encode_core()
@@ -488,7 +474,7 @@ class Initiator:
         )
         self._state = HandshakeState.DONE
         self._forget()
-        return [SendMessage(finish), done]
+        return [SendControl(finish), done]
 
 
 MAX_FRAME_MS = 60  # the longest frame qphone sends: an epoch of n frames lasts at most n x this
@@ -583,7 +569,7 @@ class Responder:
         self._state = HandshakeState.FAILED
         self._keys = None
 
-    def receive(self, data: bytes) -> list[Event]:
+    def receive(self, data: bytes) -> list[HandshakeEvent]:
         handlers = {
             HandshakeState.WAIT_CLIENT_HELLO: self._on_client_hello,
             HandshakeState.WAIT_FINISH: self._on_finish,
@@ -602,7 +588,7 @@ class Responder:
             self._fail()
             raise HandshakeFailed(f"handshake message rejected: {_describe(exc)}") from exc
 
-    def _on_client_hello(self, data: bytes) -> list[Event]:
+    def _on_client_hello(self, data: bytes) -> list[HandshakeEvent]:
         ch = ClientHello.decode(data)
         params, policy = ch.params, self._policy
         policy.check(params)
@@ -613,10 +599,11 @@ class Responder:
         if params.pqc_only:
             return self._reply(b"")
         self._state = HandshakeState.WAIT_QKD
-        return [NeedQkdKeys(ch.qkd_key_ids, params.handshake_qkd_bits)]
+        return [ResolveQkdKeys(KeyPurpose.HANDSHAKE, ch.qkd_key_ids, params.handshake_qkd_bits)]
 
-    def provide_qkd_keys(self, keys: Sequence[QkdKey]) -> list[Event]:
-        """Hand in the QKD keys resolved for :class:`NeedQkdKeys`; returns the ServerHello."""
+    def provide_qkd_keys(self, keys: Sequence[QkdKey]) -> list[HandshakeEvent]:
+        """Hand in the QKD keys resolved for the :class:`~qphone.core.events.ResolveQkdKeys`;
+        returns the ServerHello."""
         if self._state is not HandshakeState.WAIT_QKD or self._ch is None:
             raise UnexpectedMessage(f"no QKD keys expected in state {self._state.value}")
         try:
@@ -636,7 +623,7 @@ class Responder:
         self._fail()
         raise HandshakeFailed(reason)
 
-    def _reply(self, qkd: bytes) -> list[Event]:
+    def _reply(self, qkd: bytes) -> list[HandshakeEvent]:
         assert self._ch is not None
         ch = self._ch
         x = x25519.X25519PrivateKey.generate()
@@ -655,9 +642,9 @@ class Responder:
         self._sh = core + sig + confirm.digest()
         self._keys = keys
         self._state = HandshakeState.WAIT_FINISH
-        return [SendMessage(self._sh)]
+        return [SendControl(self._sh)]
 
-    def _on_finish(self, data: bytes) -> list[Event]:
+    def _on_finish(self, data: bytes) -> list[HandshakeEvent]:
         assert self._ch is not None and self._keys is not None
         fin = ClientFinish.decode(data)
         if not hmac.compare_digest(sas_commitment(fin.sas_nonce), self._ch.sas_commitment):

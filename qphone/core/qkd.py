@@ -1,8 +1,8 @@
 """QKD key material as the core sees it: key IDs and bytes, never where they came from.
 
 The core never talks to a KME. The initiator's adapter fetches keys (ETSI 014 enc_keys) and hands
-them in; the responder's core asks for key IDs with a :class:`NeedQkdKeys` event and its adapter
-answers with the material resolved through its own KME (dec_keys).
+them in; the responder's core asks for key IDs with a :class:`~qphone.core.events.ResolveQkdKeys`
+event and its adapter answers with the material resolved through its own KME (dec_keys).
 """
 
 from __future__ import annotations

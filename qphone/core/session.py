@@ -28,7 +28,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 
 from qphone.core.callparams import Mode
 from qphone.core.control import (
@@ -42,6 +41,17 @@ from qphone.core.control import (
     SenderProgress,
 )
 from qphone.core.errors import ControlRejected, QphoneError
+from qphone.core.events import (
+    EpochStarted,
+    FetchQkdKeys,
+    KeyPurpose,
+    PeerBye,
+    ResolveQkdKeys,
+    RotationFailed,
+    RotationOverdue,
+    SendControl,
+    SessionEvent,
+)
 from qphone.core.frameprotection import (
     DEFAULT_MAX_COUNTER,
     AesFrameReceiver,
@@ -55,82 +65,7 @@ from qphone.core.otp import PadReceiver, PadSender
 from qphone.core.paddemand import PadDemand
 from qphone.core.qkd import QkdKey
 
-
-class KeyPurpose(Enum):
-    EPOCH = "epoch"
-    PAD_I2R = "pad-i2r"
-    PAD_R2I = "pad-r2i"
-
-
 _PAD_TX = KeyPurpose.PAD_I2R  # the initiator's own sending direction
-
-
-@dataclass(frozen=True)
-class SendControl:
-    """Send these bytes on the reliable control channel."""
-
-    data: bytes
-
-
-@dataclass(frozen=True)
-class FetchQkdKeys:
-    """Initiator: take ``count`` keys of ``bits`` from the KME (enc_keys), then add_qkd_keys."""
-
-    purpose: KeyPurpose
-    count: int
-    bits: int
-
-
-@dataclass(frozen=True)
-class ResolveQkdKeys:
-    """Responder: resolve these key IDs at the KME (dec_keys), then provide_qkd_keys."""
-
-    purpose: KeyPurpose
-    key_ids: tuple[uuid.UUID, ...]
-    bits: int
-
-
-@dataclass(frozen=True)
-class EpochStarted:
-    direction: Direction
-    epoch: int
-
-
-@dataclass(frozen=True)
-class RotationOverdue:
-    """The epoch is over but the next key is not ready on both sides yet (KME slow/empty)."""
-
-    epoch: int
-
-
-@dataclass(frozen=True)
-class RotationFailed:
-    """Rotation is ``overdue`` epochs overdue (the limit): the sender stopped (fail closed).
-
-    The peer never confirmed the next epoch (its EpochReady, or the initiator's EpochAnnounce,
-    did not arrive) or the KME did not deliver the next block in time."""
-
-    epoch: int
-    overdue: int
-
-
-@dataclass(frozen=True)
-class PeerBye:
-    """The peer ended the call with an authenticated bye (``failed``: a failure ended it)."""
-
-    reason: str
-    failed: bool
-
-
-SessionEvent = (
-    SendControl
-    | FetchQkdKeys
-    | ResolveQkdKeys
-    | EpochStarted
-    | RotationOverdue
-    | RotationFailed
-    | PeerBye
-)
 
 DEFAULT_MAX_OVERDUE_EPOCHS = 2  # the current key may outlast its epoch by this many epochs
 
@@ -401,11 +336,17 @@ class CallSession:
             self._outstanding[purpose] += count
             self._events.append(FetchQkdKeys(purpose, count, bits))
 
-    def add_qkd_keys(self, purpose: KeyPurpose, keys: Sequence[QkdKey]) -> None:
-        """Initiator: keys taken from the KME for a :class:`FetchQkdKeys` request."""
+    def provide_qkd_keys(self, purpose: KeyPurpose, keys: Sequence[QkdKey]) -> None:
+        """Hand in the keys for ``purpose``: the initiator's taken from the KME for a
+        :class:`FetchQkdKeys` request, the responder's resolved for the oldest
+        :class:`ResolveQkdKeys` event (whose purpose must be ``purpose``)."""
         self._check_open()
-        if self.role is not Role.INITIATOR:
-            raise QphoneError("only the initiator adds QKD keys; the responder resolves IDs")
+        if self.role is Role.INITIATOR:
+            self._add_fetched(purpose, keys)
+        else:
+            self._add_resolved(purpose, keys)
+
+    def _add_fetched(self, purpose: KeyPurpose, keys: Sequence[QkdKey]) -> None:
         p = self.params
         want_bits = p.epoch_block_bits if purpose is KeyPurpose.EPOCH else p.pad_block_bits
         if (purpose is KeyPurpose.EPOCH) != (self.mode is Mode.AES):
@@ -433,12 +374,14 @@ class CallSession:
         self._receiver.install(FrameKey.derive(keys.epoch, keys.for_direction(self.recv_dir)))
         self._send_keys[keys.epoch] = FrameKey.derive(keys.epoch, keys.for_direction(self.send_dir))
 
-    def provide_qkd_keys(self, keys: Sequence[QkdKey]) -> None:
-        """Responder: the keys resolved for the oldest :class:`ResolveQkdKeys` event."""
-        self._check_open()
+    def _add_resolved(self, purpose: KeyPurpose, keys: Sequence[QkdKey]) -> None:
         if not self._pending:
             raise QphoneError("no QKD keys are awaited")
         head = self._pending[0]
+        if head.purpose is not purpose:
+            raise QphoneError(
+                f"{purpose.value} keys handed in while {head.purpose.value} keys are awaited"
+            )
         if tuple(k.key_id for k in keys) != head.key_ids:
             raise QphoneError("QKD keys do not match the announced key IDs")
         p = self.params

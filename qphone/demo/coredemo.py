@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 
 from qphone.core.callparams import CallParams, Mode
+from qphone.core.events import EpochStarted, FetchQkdKeys, ResolveQkdKeys
 from qphone.core.identity import Identity
 from qphone.core.keyschedule import Direction
-from qphone.core.session import EpochStarted, FetchQkdKeys, ResolveQkdKeys
 from qphone.demo.inmemorycall import InMemoryCall, MemoryKmePair, handshake
 
 

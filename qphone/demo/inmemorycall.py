@@ -14,24 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from qphone.core.callparams import CallParams
-from qphone.core.handshake import (
-    HandshakeComplete,
-    HandshakeResult,
-    Initiator,
-    NeedQkdKeys,
-    Responder,
-    ResponderPolicy,
-    SendMessage,
-)
-from qphone.core.identity import Identity
-from qphone.core.qkd import QkdKey
-from qphone.core.session import (
-    CallSession,
+from qphone.core.events import (
     FetchQkdKeys,
+    HandshakeComplete,
     ResolveQkdKeys,
     SendControl,
     SessionEvent,
 )
+from qphone.core.handshake import HandshakeResult, Initiator, Responder, ResponderPolicy
+from qphone.core.identity import Identity
+from qphone.core.qkd import QkdKey
+from qphone.core.session import CallSession
 
 
 @dataclass
@@ -70,11 +63,11 @@ def handshake(
     ini = Initiator(a, params, keys, binding_a or binding)
     res = Responder(b, binding_b or binding, policy or ResponderPolicy.anything_valid())
     events = res.receive(ini.start())
-    if isinstance(events[0], NeedQkdKeys):
+    if isinstance(events[0], ResolveQkdKeys):
         events = res.provide_qkd_keys(kme.dec_keys(list(events[0].key_ids)))
-    assert isinstance(events[0], SendMessage)
+    assert isinstance(events[0], SendControl)
     out_i = ini.receive(events[0].data)
-    assert isinstance(out_i[0], SendMessage) and isinstance(out_i[1], HandshakeComplete)
+    assert isinstance(out_i[0], SendControl) and isinstance(out_i[1], HandshakeComplete)
     out_r = res.receive(out_i[0].data)
     assert isinstance(out_r[0], HandshakeComplete)
     return out_i[1].result, out_r[0].result
@@ -106,9 +99,9 @@ class InMemoryCall:
             if isinstance(ev, SendControl):
                 self._inbox[id(self.peer(s))].append(ev.data)
             elif isinstance(ev, FetchQkdKeys):
-                s.add_qkd_keys(ev.purpose, self.kme.enc_keys(ev.count, ev.bits))
+                s.provide_qkd_keys(ev.purpose, self.kme.enc_keys(ev.count, ev.bits))
             elif isinstance(ev, ResolveQkdKeys):
-                s.provide_qkd_keys(self.kme.dec_keys(list(ev.key_ids)))
+                s.provide_qkd_keys(ev.purpose, self.kme.dec_keys(list(ev.key_ids)))
 
     def pump(self) -> None:
         """Deliver queued control messages both ways and act on every event until quiet."""

@@ -49,10 +49,7 @@ from qphone.core.errors import (
     ProposalRefused,
     QphoneError,
 )
-from qphone.core.handshake import HandshakeResult, Role
-from qphone.core.qkd import QkdKey
-from qphone.core.session import (
-    CallSession,
+from qphone.core.events import (
     EpochStarted,
     FetchQkdKeys,
     PeerBye,
@@ -62,6 +59,9 @@ from qphone.core.session import (
     SendControl,
     SessionEvent,
 )
+from qphone.core.handshake import HandshakeResult, Role
+from qphone.core.qkd import QkdKey
+from qphone.core.session import CallSession
 from qphone.core.signalmessage import SignalMessage
 from qphone.endpoint.callscreen import check_answerer, screen_offer
 from qphone.endpoint.console import Console, TextOut

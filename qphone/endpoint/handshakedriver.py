@@ -19,15 +19,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from qphone.core.abort import Abort, AbortKind, decode_abort, is_abort
 from qphone.core.callparams import CallParams
 from qphone.core.errors import HandshakeFailed, ProposalRefused
-from qphone.core.handshake import (
-    HandshakeComplete,
-    HandshakeResult,
-    Initiator,
-    NeedQkdKeys,
-    Responder,
-    ResponderPolicy,
-    SendMessage,
-)
+from qphone.core.events import HandshakeComplete, ResolveQkdKeys, SendControl
+from qphone.core.handshake import HandshakeResult, Initiator, Responder, ResponderPolicy
 from qphone.core.identity import Identity, PublicIdentity
 from qphone.core.qkd import QkdKey
 from qphone.endpoint.outcome import KeySupplyFailed, PeerAborted, abort_kind, key_supply_failure
@@ -79,7 +72,7 @@ class HandshakeDriver:
             transport.send_control(ini.start())
             events = ini.receive(await self._receive())
             for ev in events:
-                if isinstance(ev, SendMessage):
+                if isinstance(ev, SendControl):
                     transport.send_control(ev.data)
                 elif isinstance(ev, HandshakeComplete):
                     return ev.result
@@ -103,10 +96,10 @@ class HandshakeDriver:
                 for ev in events:
                     if isinstance(ev, HandshakeComplete):
                         return ev.result
-                    if isinstance(ev, SendMessage):
+                    if isinstance(ev, SendControl):
                         self._transport.send_control(ev.data)
                 nxt = events[0] if events else None
-                if isinstance(nxt, NeedQkdKeys):
+                if isinstance(nxt, ResolveQkdKeys):
                     events = res.provide_qkd_keys(await self._resolve(res, resolve, nxt))
                     continue
                 events = res.receive(await self._receive())
@@ -137,7 +130,7 @@ class HandshakeDriver:
         return failure
 
     async def _resolve(
-        self, res: Responder, resolve: ResolveKeys, need: NeedQkdKeys
+        self, res: Responder, resolve: ResolveKeys, need: ResolveQkdKeys
     ) -> list[QkdKey]:
         try:
             return await resolve(need.key_ids)

@@ -1,10 +1,10 @@
 """The key supply: QKD keys from the local KME (ETSI GS QKD 014) when the call needs them.
 
 The caller is the ETSI 014 master SAE: it takes keys with ``enc_keys`` (for the handshake:
-:meth:`KeySupply.handshake_keys`; during the call: :class:`~qphone.core.session.FetchQkdKeys`)
+:meth:`KeySupply.handshake_keys`; during the call: :class:`~qphone.core.events.FetchQkdKeys`)
 and announces their IDs.  The answerer is the slave SAE: it resolves announced IDs with
 ``dec_keys`` (:meth:`KeySupply.resolve_keys` in the handshake;
-:class:`~qphone.core.session.ResolveQkdKeys` during the call), strictly in announcement order.
+:class:`~qphone.core.events.ResolveQkdKeys` during the call), strictly in announcement order.
 During the call, requests run in one background worker, ahead of need (the session asks
 ``lookahead`` epochs or pad blocks early), so a rotation never waits on the network.  A KME that
 says it is out of key is retried for a while (a QKD link fills its pool at its own rate); any
@@ -35,8 +35,9 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from qphone.config.usedkeys import Reuse, Seen, UsedKeys
+from qphone.core.events import FetchQkdKeys, ResolveQkdKeys
 from qphone.core.qkd import QkdKey
-from qphone.core.session import CallSession, FetchQkdKeys, ResolveQkdKeys
+from qphone.core.session import CallSession
 from qphone.kmeclient import KmeOutOfKeys, KmeReusedKey
 
 log = logging.getLogger(__name__)
@@ -258,7 +259,7 @@ class KeySupply:
                         return
                     at = 0
                     for f in fetches:  # each request gets its keys, in the order asked
-                        session.add_qkd_keys(f.purpose, keys[at : at + f.count])
+                        session.provide_qkd_keys(f.purpose, keys[at : at + f.count])
                         at += f.count
                     self.latency_s = self.request_s
                     session.key_latency(self.request_s)
@@ -270,7 +271,7 @@ class KeySupply:
                         return
                     at = 0
                     for r in resolves:  # each announcement its own keys, in order
-                        session.provide_qkd_keys(keys[at : at + len(r.key_ids)])
+                        session.provide_qkd_keys(r.purpose, keys[at : at + len(r.key_ids)])
                         at += len(r.key_ids)
             except Exception as exc:  # any failure ends the worker, never silently
                 log.warning("QKD key request failed: %s", exc)

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from qphone.core.callparams import CallParams, Mode
-from qphone.core.handshake import Initiator, NeedQkdKeys, Responder, SendMessage
+from qphone.core.events import ResolveQkdKeys, SendControl
+from qphone.core.handshake import Initiator, Responder
 from qphone.core.identity import Identity
 from qphone.core.qkd import QkdKey
 from qphone.demo.inmemorycall import InMemoryCall, MemoryKmePair, handshake
@@ -139,11 +140,11 @@ def bench_handshake(runs: int = 60) -> dict[str, Any]:
         ini = Initiator(a, CallParams(), [key], binding)
         res = Responder(b, binding)
         ev = res.receive(ini.start())
-        assert isinstance(ev[0], NeedQkdKeys)
+        assert isinstance(ev[0], ResolveQkdKeys)
         sh = res.provide_qkd_keys([key])[0]
-        assert isinstance(sh, SendMessage)
+        assert isinstance(sh, SendControl)
         fin = ini.receive(sh.data)[0]
-        assert isinstance(fin, SendMessage)
+        assert isinstance(fin, SendControl)
         res.receive(fin.data)
         samples.append((time.perf_counter() - t0) * 1e3)
     # baseline in the same run: one ML-DSA-65 signature (the handshake makes two)

@@ -11,15 +11,8 @@ import pytest
 
 from qphone.core.callparams import CallParams, Mode
 from qphone.core.errors import HandshakeFailed, UnexpectedMessage
-from qphone.core.handshake import (
-    HandshakeComplete,
-    HandshakeResult,
-    Initiator,
-    NeedQkdKeys,
-    Responder,
-    ResponderPolicy,
-    SendMessage,
-)
+from qphone.core.events import HandshakeComplete, ResolveQkdKeys, SendControl
+from qphone.core.handshake import HandshakeResult, Initiator, Responder, ResponderPolicy
 from qphone.core.identity import Identity
 from qphone.core.qkd import QkdKey
 
@@ -53,9 +46,9 @@ def run(
     )
     res = Responder(BOB, cb_b, policy)
     ev = res.receive(ini.start())
-    if isinstance(ev[0], NeedQkdKeys):
+    if isinstance(ev[0], ResolveQkdKeys):
         ev = res.provide_qkd_keys([bob_key or key])
-    assert isinstance(ev[0], SendMessage)
+    assert isinstance(ev[0], SendControl)
     out = ini.receive(ev[0].data)
     assert isinstance(out[1], HandshakeComplete)
     fin = res.receive(out[0].data)
@@ -111,7 +104,7 @@ def test_identity_swapped_in_message_fails() -> None:
     res = Responder(BOB, b"B" * 32)
     res.receive(forged)
     sh = res.provide_qkd_keys([key])[0]
-    assert isinstance(sh, SendMessage)
+    assert isinstance(sh, SendControl)
     # Alice's view of the transcript differs: she rejects Bob's signature
     with pytest.raises(HandshakeFailed, match="signature failed"):
         ini.receive(sh.data)
@@ -128,7 +121,7 @@ def test_mode_downgrade_detected(forced: Mode) -> None:
     res = Responder(BOB, b"B" * 32)
     res.receive(bytes(ch))
     sh = res.provide_qkd_keys([key])[0]
-    assert isinstance(sh, SendMessage)
+    assert isinstance(sh, SendControl)
     with pytest.raises(HandshakeFailed):
         ini.receive(sh.data)
 
@@ -152,7 +145,7 @@ def test_replayed_messages_fail_closed() -> None:
     res = Responder(BOB, b"B" * 32)
     res.receive(ch)
     sh = res.provide_qkd_keys([key])[0]
-    assert isinstance(sh, SendMessage)
+    assert isinstance(sh, SendControl)
     # ClientHello replayed to the same responder
     res2 = copy.deepcopy(res)
     with pytest.raises(HandshakeFailed):
@@ -169,7 +162,7 @@ def test_replayed_messages_fail_closed() -> None:
         ini2.receive(sh.data)
     # Finish of this call replayed to a new responder that answered a new hello
     fin = out[0]
-    assert isinstance(fin, SendMessage)
+    assert isinstance(fin, SendControl)
     res3 = Responder(BOB, b"B" * 32)
     res3.receive(
         ini2.start() if False else Initiator(ALICE, CallParams(), [key], b"B" * 32).start()
@@ -188,11 +181,11 @@ def test_every_byte_of_every_message_is_protected() -> None:
     res = Responder(BOB, b"B" * 32)
     res.receive(ch)
     sh_ev = res.provide_qkd_keys([key])[0]
-    assert isinstance(sh_ev, SendMessage)
+    assert isinstance(sh_ev, SendControl)
     sh = sh_ev.data
     res_waiting = copy.deepcopy(res)
     fin_ev = copy.deepcopy(ini).receive(sh)[0]
-    assert isinstance(fin_ev, SendMessage)
+    assert isinstance(fin_ev, SendControl)
     fin = fin_ev.data
 
     def flip(msg: bytes, i: int) -> bytes:
@@ -203,11 +196,11 @@ def test_every_byte_of_every_message_is_protected() -> None:
         r = Responder(BOB, b"B" * 32)
         try:
             ev = r.receive(flip(ch, i))
-            assert isinstance(ev[0], NeedQkdKeys)
+            assert isinstance(ev[0], ResolveQkdKeys)
             if ev[0].key_ids != (key.key_id,):
                 continue  # the KME finds no such key: the responder aborts (tested below)
             reply = r.provide_qkd_keys([key])[0]
-            assert isinstance(reply, SendMessage)
+            assert isinstance(reply, SendControl)
             copy.deepcopy(ini).receive(reply.data)
         except HandshakeFailed:
             continue
@@ -254,12 +247,12 @@ def test_ephemeral_secrets_dropped_when_done_or_failed() -> None:
     res = Responder(BOB, b"B" * 32)
     res.receive(ini.start())
     sh = res.provide_qkd_keys([key])[0]
-    assert isinstance(sh, SendMessage)
+    assert isinstance(sh, SendControl)
     failed = copy.deepcopy(ini)
     with pytest.raises(HandshakeFailed):
         failed.receive(sh.data[:-1] + bytes([sh.data[-1] ^ 1]))
     fin = ini.receive(sh.data)[0]
-    assert isinstance(fin, SendMessage)
+    assert isinstance(fin, SendControl)
     res.receive(fin.data)
     for side in (ini, failed):
         assert side._x is None and side._kem is None and side._qkd == b""

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 
 from qphone.core.callparams import CallParams
 from qphone.core.errors import HandshakeFailed
+from qphone.core.events import SendControl
 from qphone.core.handshake import (
     ClientHello,
     HandshakeState,
     Initiator,
     Responder,
     ResponderPolicy,
-    SendMessage,
     ServerHello,
 )
 from qphone.core.identity import Identity
@@ -71,7 +71,7 @@ def test_a_low_order_x25519_key_on_the_pqc_path_and_in_the_server_hello(public: 
     res = Responder(BOB, BINDING)
     res.receive(ini.start())
     reply = res.provide_qkd_keys([key])[0]
-    assert isinstance(reply, SendMessage)
+    assert isinstance(reply, SendControl)
     sh = ServerHello.decode(reply.data)
     forged = replace(sh, x25519=public).encode()
     with pytest.raises(HandshakeFailed, match="invalid X25519 public key"):
@@ -97,7 +97,7 @@ def test_any_exception_of_the_crypto_library_is_a_handshake_failure(
     assert waiting.closed
     monkeypatch.undo()
     reply = res.provide_qkd_keys([key])[0]
-    assert isinstance(reply, SendMessage)
+    assert isinstance(reply, SendControl)
     monkeypatch.setattr(ALICE, "sign", broken)
     with pytest.raises(HandshakeFailed, match="RuntimeError"):
         ini.receive(reply.data)

@@ -9,13 +9,8 @@ import pytest
 from qphone.core.callparams import CallParams
 from qphone.core.control import EPOCH_ANNOUNCE, EPOCH_READY
 from qphone.core.errors import ControlUnauthenticated, KeyExhausted
-from qphone.core.session import (
-    CallSession,
-    RotationFailed,
-    RotationOverdue,
-    SendControl,
-    SessionEvent,
-)
+from qphone.core.events import RotationFailed, RotationOverdue, SendControl, SessionEvent
+from qphone.core.session import CallSession
 from qphone.demo.inmemorycall import InMemoryCall, MemoryKmePair, handshake
 from tests.support.inmemorycalls import ALICE, BOB
 

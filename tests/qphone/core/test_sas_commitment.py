@@ -16,13 +16,12 @@ import pytest
 
 from qphone.core.callparams import CallParams
 from qphone.core.errors import HandshakeFailed
+from qphone.core.events import HandshakeComplete, SendControl
 from qphone.core.handshake import (
     ClientFinish,
     ClientHello,
-    HandshakeComplete,
     Initiator,
     Responder,
-    SendMessage,
     derive_sas,
     sas_commitment,
 )
@@ -40,13 +39,13 @@ def up_to_server_hello() -> tuple[Initiator, Responder, bytes]:
     res = Responder(BOB, BINDING)
     res.receive(ini.start())
     reply = res.provide_qkd_keys([key])[0]
-    assert isinstance(reply, SendMessage)
+    assert isinstance(reply, SendControl)
     return ini, res, reply.data
 
 
 def finish(ini: Initiator, sh: bytes) -> tuple[bytes, str]:
     out = ini.receive(sh)
-    assert isinstance(out[0], SendMessage) and isinstance(out[1], HandshakeComplete)
+    assert isinstance(out[0], SendControl) and isinstance(out[1], HandshakeComplete)
     return out[0].data, out[1].result.sas
 
 

@@ -19,7 +19,7 @@ from qphone.core.errors import (
     KeyExhausted,
     QphoneError,
 )
-from qphone.core.session import EpochStarted, PeerBye, RotationOverdue
+from qphone.core.events import EpochStarted, PeerBye, RotationOverdue
 from tests.support.inmemorycalls import make_call
 
 

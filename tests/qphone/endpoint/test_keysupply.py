@@ -16,8 +16,8 @@ import pytest
 
 from qphone.config.usedkeys import UsedKeys
 from qphone.core.callparams import CallParams, Mode
+from qphone.core.events import FetchQkdKeys, KeyPurpose, ResolveQkdKeys
 from qphone.core.qkd import QkdKey
-from qphone.core.session import FetchQkdKeys, KeyPurpose, ResolveQkdKeys
 from qphone.endpoint.keysupply import KeySupply
 from qphone.endpoint.outcome import KeyReused, call_failure
 from qphone.kmeclient import KmeReusedKey
