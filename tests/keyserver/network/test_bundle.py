@@ -3,8 +3,6 @@ configs that point at the hosts file's addresses."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
+from keyserver.cli import main
 from keyserver.network.bundle import BundleError, default_hosts, parse_hosts, write_bundles
 from keyserver.network.topology import load_topology
 
@@ -42,7 +41,7 @@ def _sans(pem: Path) -> set[str]:
 def test_each_bundle_holds_its_own_keys_only_and_configs_point_at_the_hosts(
     tmp_path: Path,
 ) -> None:
-    topo = load_topology("beijing-hefei")
+    topo = load_topology("hefei-metro")  # 8 sites, chords: several links per site
     lines = [f"{n} 198.51.100.{i + 1}" for i, n in enumerate(topo.node_ids())]
     hosts = parse_hosts("\n".join(lines), topo)
     bundles = write_bundles(topo, tmp_path / "out", hosts, Path("/opt/qkd"))
@@ -113,21 +112,21 @@ def test_hosts_parser_accepts_or_refuses_with_a_bundle_error(text: str) -> None:
     assert set(got) == set(topo.node_ids())
 
 
-def test_plan_command_refuses_a_used_directory_and_a_bad_hosts_file(tmp_path: Path) -> None:
+def test_plan_command_refuses_a_used_directory_and_a_bad_hosts_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x").write_text("")
     (tmp_path / "hosts").write_text("KME-A 10.0.0.1\n")
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "keyserver.cli", "network", "plan", "--topology", "pair", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+    def run(*args: str) -> tuple[int, str]:
+        rc = main(["network", "plan", "--topology", "pair", *args])
+        return rc, capsys.readouterr().err
 
-    r = run("--out", str(tmp_path / "used"))
-    assert r.returncode == 2 and "not empty" in r.stderr
-    r = run("--out", str(tmp_path / "new"), "--hosts", str(tmp_path / "hosts"))
-    assert r.returncode == 2 and "no address for KME-B" in r.stderr
+    rc, err = run("--out", str(tmp_path / "used"))
+    assert rc == 2 and "not empty" in err and err.count("\n") == 1
+    rc, err = run("--out", str(tmp_path / "new"), "--hosts", str(tmp_path / "hosts"))
+    assert rc == 2 and "no address for KME-B" in err
     assert not (tmp_path / "new").exists()
+    rc, err = run("--out", str(tmp_path / "ok"))
+    assert rc == 0 and (tmp_path / "ok" / "KME-A" / "start.sh").exists()
