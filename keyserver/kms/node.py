@@ -81,6 +81,7 @@ REASON_OUT_OF_KEYS = "out_of_keys"
 REASON_NO_ROUTE = "no_route"
 MAX_ROUTES_KEPT = 32  # distinct routes counted per SAE pair in the status extension
 REASON_RELAY_FAILED = "relay_failed"  # voided at both ends; a new request may succeed
+BATCH_MAX_BYTES = 65_536  # key bytes of one merged relay (enc_keys requests queued together)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -142,6 +143,15 @@ class _Waiting:
 
 
 @dataclass
+class _Batch:
+    """enc_keys requests of one (master, slave, key size) waiting for the relay in flight: they
+    go together as the next relay (one transaction and one hop message per node for all)."""
+
+    waiting: list[tuple[int, asyncio.Future[list[Key]]]] = field(default_factory=list)
+    running: bool = False
+
+
+@dataclass
 class PairStats:
     relays: int = 0
     failures: int = 0
@@ -174,6 +184,7 @@ class KmsNode:
         self._wake_lsa = asyncio.Event()  # something an LSA says may have changed
         self._lsa_urgent = False  # ... and it is a link going up or down: flood it at once
         self._spent_bucket: dict[str, int] = {}  # link -> own stock's bit length at the last spend
+        self._batches: dict[tuple[str, str, int], _Batch] = {}  # (master, slave, size) -> queue
         self._lsa_queue: dict[str, dict[str, Lsa]] = {}  # neighbour -> origin -> LSA to pass on
         self._rng = random.Random()  # timer jitter only (no security use)
         self.pairs: dict[tuple[str, str], PairStats] = {}
@@ -837,6 +848,68 @@ class KmsNode:
             keys = [HeldKey(uuid.uuid4(), os.urandom(req.size_bytes)) for _ in range(req.number)]
             self.store.issue_local(master, slave, keys, expires)
             return [(k.key_id, k.material) for k in keys]
+        batch = self._batches.setdefault((master, slave, req.size), _Batch())
+        fut: asyncio.Future[list[Key]] = asyncio.get_running_loop().create_future()
+        batch.waiting.append((req.number, fut))
+        if not batch.running:
+            batch.running = True
+            task = asyncio.create_task(self._relay_batches(master, slave, dst, req.size, batch))
+            self._tasks.append(task)
+            task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+        return await fut
+
+    async def _relay_batches(
+        self, master: str, slave: str, dst: str, size: int, batch: _Batch
+    ) -> None:
+        """Relay what waits in `batch`, merged, until nothing does (requests arriving meanwhile
+        wait for the next round). A merged relay that fails is retried request by request."""
+        try:
+            while batch.waiting:
+                take: list[tuple[int, asyncio.Future[list[Key]]]] = []
+                n = 0
+                while batch.waiting and (not take or (
+                    n + batch.waiting[0][0] <= relay.MAX_KEYS
+                    and (n + batch.waiting[0][0]) * size // 8 <= BATCH_MAX_BYTES
+                )):
+                    take.append(batch.waiting.pop(0))
+                    n += take[-1][0]
+                take = [t for t in take if not t[1].done()]  # callers that went away
+                if len(take) > 1:
+                    try:
+                        keys = await self._relay_retrying(
+                            master, slave, dst, KeyRequest(sum(t[0] for t in take), size))
+                    except EtsiError:
+                        pass  # one at a time below: the merged size may be what failed
+                    else:
+                        for number, f in take:
+                            if not f.done():
+                                f.set_result(list(keys[:number]))
+                            keys = keys[number:]
+                        continue
+                for number, f in take:
+                    try:
+                        got = await self._relay_retrying(master, slave, dst,
+                                                         KeyRequest(number, size))
+                    except Exception as e:  # EtsiError, or internal: the caller's 503
+                        if not f.done():
+                            f.set_exception(e)
+                    else:
+                        if not f.done():
+                            f.set_result(list(got))
+        except BaseException as e:
+            for _, f in batch.waiting:
+                if not f.done():
+                    f.set_exception(EtsiError(503, f"key relay to {dst} stopped: {e!r}"))
+            batch.waiting.clear()
+            raise
+        finally:
+            batch.running = False
+            if self._batches.get((master, slave, size)) is batch:
+                del self._batches[(master, slave, size)]
+
+    async def _relay_retrying(
+        self, master: str, slave: str, dst: str, req: KeyRequest
+    ) -> Sequence[Key]:
         deadline = time.monotonic() + self.config.relay_timeout
         last: EtsiError | None = None
         for _attempt in range(3):

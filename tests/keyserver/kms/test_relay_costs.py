@@ -207,7 +207,7 @@ async def test_bench_pair_compares_real_and_bare_with_one_client(tmp_path: Path)
     sides served pairs without error, the ratio and the relay time per hop are reported."""
     os.environ.setdefault("QKD_LOG_LEVEL", "WARNING")
     async with running_network(tmp_path, topology(DIAMOND)) as net:
-        r = await asyncio.to_thread(bench.compare, _bench_info(net), 0.5, 1, 256, 20)
+        r = await asyncio.to_thread(bench.compare, _bench_info(net), 1.0, 1, 256, 20)
     assert r["hops"] == 2 and r["route"][0] == "a" and r["route"][-1] == "d"
     for side in ("real", "bare"):
         assert r[side]["pairs"] > 0 and r[side]["errors"] == 0, r[side]
@@ -217,3 +217,29 @@ async def test_bench_pair_compares_real_and_bare_with_one_client(tmp_path: Path)
     assert rt["errors"] == 0 and rt["p50_ms_per_hop"] == round(rt["p50_ms"] / 2, 2)
     assert set(r["call_capacity"]) == {"otp", "aes"}
     assert any("ratio real/bare" in line for line in bench.summary_lines(r))
+
+
+async def test_concurrent_requests_of_one_pair_go_as_fewer_relays(tmp_path: Path) -> None:
+    """16 enc_keys at once for alice -> carol: every caller gets its own keys (all distinct, all
+    collected once by carol), in fewer relays (hop messages) than requests."""
+    async with running_network(tmp_path, topology(DIAMOND)) as net:
+        async with net.sae("alice") as alice, net.sae("carol") as carol:
+            replies = await asyncio.gather(
+                *(
+                    alice.post("/api/v1/keys/carol/enc_keys", json={"number": 1 + i % 3})
+                    for i in range(16)
+                )
+            )
+            assert [r.status_code for r in replies] == [200] * 16
+            keys = [r.json()["keys"] for r in replies]
+            assert [len(k) for k in keys] == [1 + i % 3 for i in range(16)]
+            flat = [k for ks in keys for k in ks]
+            assert len({k["key_ID"] for k in flat}) == len({k["key"] for k in flat}) == len(flat)
+            r = await carol.post(
+                "/api/v1/keys/alice/dec_keys",
+                json={"key_IDs": [{"key_ID": k["key_ID"]} for k in flat]},
+            )
+            assert r.status_code == 200 and r.json()["keys"] == flat
+        relays = _sent(net, "a", "b", EXT_KEYS)
+        assert 1 <= relays < 16
+        assert net.nodes["a"].counters["relays_delivered"] == relays
