@@ -150,10 +150,11 @@ class JitterBufferConfig:
             clock_rate=clock_rate,
             frame_ticks=clock_rate * frame_ms // 1000,
             # a packet need not wait a frame in the buffer: it is played when its slot is due,
-            # so the floor is the margin; the start is one frame (the first packets' jitter is
-            # unknown), then the target follows the measured jitter
+            # so the floor is the margin; the start is one frame and the margin (the first
+            # packets' jitter is unknown), then the target follows the measured jitter
             min_delay_ms=5.0,
-            initial_delay_ms=float(frame_ms),
+            initial_delay_ms=frame_ms + 5.0,  # one frame + the margin
+            quantile=0.97,  # 3 % of packets late under stationary jitter
             max_delay_ms=max(200.0, 4.0 * frame_ms),
             max_stretch_ms=max(1, frame_ms // 4),  # 5 ms per 20 ms frame (where it is quiet)
             fec_loss_fraction=0.01,  # 3 losses in the last 250 frames (5 s)
@@ -285,6 +286,8 @@ class JitterBuffer:
             if ext_seq >= self._next_seq:
                 # its slot is gone: the sequence numbers up to it can no longer be played
                 self._pass_seqs(ext_seq + 1)
+            if ext_seq in self._losses:  # late, not lost: no reason to wait for FEC
+                self._losses.remove(ext_seq)
             return PushOutcome.LATE
 
         horizon = self._play_ts + (cfg.capacity + 1) * cfg.frame_ticks
