@@ -243,6 +243,11 @@ class ForkServer:
         self._sock = ours
         return ours
 
+    def warm(self) -> None:
+        """Start the zygote now (it imports while the caller does other work)."""
+        if self._sock is None:
+            self._start()
+
     def spawn(self, argv: list[str], log: Path) -> ForkedProcess:
         sock = self._sock or self._start()
         sock.sendall((json.dumps({"argv": argv, "log": str(log)}) + "\n").encode())
