@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from qphone.core.callparams import CallParams, Mode
-from qphone.core.errors import HandshakeFailed, UnexpectedMessage
+from qphone.core.errors import HandshakeFailed, MalformedMessage, UnexpectedMessage
 from qphone.core.events import HandshakeComplete, ResolveQkdKeys, SendControl
-from qphone.core.handshake import HandshakeResult, Initiator, Responder, ResponderPolicy
-from qphone.core.identity import Identity
+from qphone.core.handshake import (
+    ClientFinish,
+    ClientHello,
+    HandshakeResult,
+    Initiator,
+    Responder,
+    ResponderPolicy,
+    ServerHello,
+)
+from qphone.core.identity import ED25519_SIG, Identity
 from qphone.core.qkd import QkdKey
 
 ALICE = Identity.generate()
@@ -173,8 +184,71 @@ def test_replayed_messages_fail_closed() -> None:
     assert res3.closed
 
 
+def _fields(msg: Any, prefix: str = "") -> dict[str, object]:
+    """The leaf fields of a decoded message (nested dataclasses flattened, e.g. ``params.mode``;
+    a hybrid signature split into its Ed25519 and ML-DSA-65 halves)."""
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(msg):
+        value = getattr(msg, f.name)
+        name = prefix + f.name
+        if dataclasses.is_dataclass(value):
+            out.update(_fields(value, name + "."))
+        elif f.name == "signature" and isinstance(value, bytes):
+            out[name + ".ed25519"] = value[:ED25519_SIG]
+            out[name + ".mldsa65"] = value[ED25519_SIG:]
+        else:
+            out[name] = value
+    return out
+
+
+def _flip(msg: bytes, i: int) -> bytes:
+    return msg[:i] + bytes([msg[i] ^ (1 << (i % 8))]) + msg[i + 1 :]
+
+
+def _byte_groups(msg: bytes, parse: Callable[[bytes], object]) -> dict[tuple[str, ...], list[int]]:
+    """Flip one bit in every byte of ``msg`` and group the positions by what the receiver's
+    parse makes of it: ``("refused",)`` when it raises, else the names of the fields whose value
+    changed. Asserts that every byte the parse accepts changes some field: no byte is ignored."""
+    before = _fields(parse(msg))
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i in range(len(msg)):
+        try:
+            after = _fields(parse(_flip(msg, i)))
+        except (HandshakeFailed, MalformedMessage):
+            key: tuple[str, ...] = ("refused",)
+        else:
+            key = tuple(sorted(n for n in before if after[n] != before[n]))
+            assert key, f"byte {i} changed no field of the message: the parse ignores it"
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
+def _ends(groups: dict[tuple[str, ...], list[int]]) -> list[int]:
+    """The first and the last byte of every group: one tamper per field at each end (hybrid
+    parts and length-prefixed lists are laid end to end, so both ends reach both kinds)."""
+    return sorted({p for positions in groups.values() for p in (positions[0], positions[-1])})
+
+
 def test_every_byte_of_every_message_is_protected() -> None:
-    """Flip one bit at every position of each message: the handshake must never complete."""
+    """Every byte of each handshake message is protected: tampering with any one is refused.
+
+    Flipping a bit in every byte and running a whole handshake each time costs an ML-DSA
+    signature per ClientHello byte and a verification per ServerHello/ClientFinish byte (tens of
+    seconds), so the check is split along the wire format, which is what the handshake's
+    protection rests on: each side signs and MACs a transcript of the messages' raw bytes.
+
+    1. Per byte (cheap: the receiver's parse): a flipped bit in any byte of a message is refused
+       by the receiver's parse (for the ClientHello: by the responder, policy included) or changes
+       the value of a field of the parsed message, never nothing; this also derives which bytes
+       belong to which field.
+    2. Per field (end to end): for the first and the last byte of every field and of the refused
+       bytes, the tampered message is sent in a real handshake and the handshake never completes
+       (ClientHello: the responder refuses it or the initiator refuses the ServerHello signed over
+       a transcript that differs from its own; ServerHello and ClientFinish: their receiver
+       refuses). A tampered QKD key ID is left to the KME, which finds no such key (see
+       test_unresolvable_key_ids_abort).
+    3. Truncated and extended messages are refused.
+    """
     key = qkd()
     ini = Initiator(ALICE, CallParams(), [key], b"B" * 32)
     ch = ini.start()
@@ -188,14 +262,18 @@ def test_every_byte_of_every_message_is_protected() -> None:
     assert isinstance(fin_ev, SendControl)
     fin = fin_ev.data
 
-    def flip(msg: bytes, i: int) -> bytes:
-        return msg[:i] + bytes([msg[i] ^ (1 << (i % 8))]) + msg[i + 1 :]
+    def responder_parse(data: bytes) -> ClientHello:
+        Responder(BOB, b"B" * 32).receive(data)  # refuses what the responder's policy refuses
+        return ClientHello.decode(data)
 
-    # ClientHello: the responder either refuses it, or the initiator refuses the reply
-    for i in range(len(ch)):
+    ch_groups = _byte_groups(ch, responder_parse)
+    assert {"random", "sas_commitment", "x25519", "mlkem_ek", "qkd_key_ids"} <= {
+        n for names in ch_groups for n in names
+    }
+    for i in _ends(ch_groups):
         r = Responder(BOB, b"B" * 32)
         try:
-            ev = r.receive(flip(ch, i))
+            ev = r.receive(_flip(ch, i))
             assert isinstance(ev[0], ResolveQkdKeys)
             if ev[0].key_ids != (key.key_id,):
                 continue  # the KME finds no such key: the responder aborts (tested below)
@@ -205,12 +283,23 @@ def test_every_byte_of_every_message_is_protected() -> None:
         except HandshakeFailed:
             continue
         raise AssertionError(f"ClientHello byte {i} tampered but the handshake completed")
-    for i in range(len(sh)):
+
+    sh_groups = _byte_groups(sh, ServerHello.decode)
+    assert {"signature.ed25519", "signature.mldsa65", "confirm", "mlkem_ct"} <= {
+        n for names in sh_groups for n in names
+    }
+    for i in _ends(sh_groups):
         with pytest.raises(HandshakeFailed):
-            copy.deepcopy(ini).receive(flip(sh, i))
-    for i in range(len(fin)):
+            copy.deepcopy(ini).receive(_flip(sh, i))
+
+    fin_groups = _byte_groups(fin, ClientFinish.decode)
+    assert {"refused", "sas_nonce", "signature.ed25519", "signature.mldsa65", "confirm"} <= {
+        n for names in fin_groups for n in names
+    }
+    for i in _ends(fin_groups):
         with pytest.raises(HandshakeFailed):
-            copy.deepcopy(res_waiting).receive(flip(fin, i))
+            copy.deepcopy(res_waiting).receive(_flip(fin, i))
+
     # truncated and extended messages
     for bad in (sh[:-1], sh + b"\x00"):
         with pytest.raises(HandshakeFailed):
