@@ -66,7 +66,7 @@ def test_demo_calls_across_the_network_and_reports_the_route(tmp_path: Path) -> 
         timeout=400,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    summary = json.loads(out.stdout)
     assert set(summary) == {"aes", "otp"}
     for mode, call in summary.items():
         alice, bob = call["alice"], call["bob"]
@@ -83,8 +83,14 @@ def test_demo_calls_across_the_network_and_reports_the_route(tmp_path: Path) -> 
         assert set(bits) <= {"a-b", "b-d", "a-c", "c-d"}, bits
         assert bits.get("a-b") == bits.get("b-d") and bits.get("a-c") == bits.get("c-d"), bits
         assert bits.get("a-b", 0) + bits.get("a-c", 0) > drawn, (mode, bits, drawn)
+        # the route reported is one the relays took (its links spent key), with their count
+        assert route_links(route["nodes"]) <= set(bits), (route, bits)
+        used = route["routes_used"]
+        assert sum(r["relays"] for r in used) == route["key_requests"], route
+        assert used[0]["nodes"] == route["nodes"], route
         assert "route" not in bob  # only the caller's node relays
-    assert "key route a -> " in out.stdout and "2 hops" in out.stdout
+    # with --json stdout is the JSON object alone: the human summary went to stderr
+    assert "key route a -> " in out.stderr and "2 hops" in out.stderr
 
 
 async def test_a_call_goes_on_when_an_eavesdropper_takes_its_route(tmp_path: Path) -> None:
