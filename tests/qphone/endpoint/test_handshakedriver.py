@@ -95,7 +95,10 @@ async def test_a_refusal_reaches_the_caller_as_a_typed_abort(
         )
     assert isinstance(res, refusal), res
     assert isinstance(ini, PeerAborted) and ini.abort.kind is kind, ini
-    assert ini.abort.reason == str(res)
+    if refusal is ProposalRefused:  # the refusal and the caller's option that would be taken
+        assert ini.abort.reason == f"{res}: call with --mode otp"
+    else:
+        assert ini.abort.reason == str(res)
 
 
 async def test_a_kme_failure_on_the_answering_side_is_a_key_supply_failure() -> None:
