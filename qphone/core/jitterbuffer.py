@@ -155,6 +155,7 @@ class JitterBufferConfig:
             min_delay_ms=5.0,
             initial_delay_ms=frame_ms + 5.0,  # one frame + the margin
             quantile=0.97,  # 3 % of packets late under stationary jitter
+            warmup=2000 // frame_ms,  # the first 2 s (a call's busiest) at one frame at least
             max_delay_ms=max(200.0, 4.0 * frame_ms),
             max_stretch_ms=max(1, frame_ms // 4),  # 5 ms per 20 ms frame (where it is quiet)
             fec_loss_fraction=0.01,  # 3 losses in the last 250 frames (5 s)
