@@ -566,7 +566,7 @@ def _loopback(args: argparse.Namespace) -> int:
         return 2
     try:
         if wav_info(args.sample).frames == 0:
-            raise WavFormatError("a WAV file with no audio: give one with sound")
+            raise WavFormatError(f"{args.sample}: a WAV file with no audio: give one with sound")
     except WavFormatError as exc:
         print(f"qphone loopback: SAMPLE {exc}", file=sys.stderr)
         return 2

@@ -114,24 +114,28 @@ def test_network_options_without_their_partner_are_one_line_exit_2(
     assert err.count("\n") == 1 and words in err, err
 
 
-def _truncated_wav(path: Path) -> Path:
-    """A header promising 8 s of 16 kHz mono audio, followed by 100 bytes."""
+def _wav(path: Path, promised_s: float, data: bytes) -> Path:
+    """A 16 kHz mono 16-bit WAV whose header promises ``promised_s`` seconds, with ``data``."""
     fmt = struct.pack("<HHIIHH", 1, 1, 16000, 32000, 2, 16)
-    body = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", 8 * 32000)
-    path.write_bytes(b"RIFF" + struct.pack("<I", len(body) + 100) + body + bytes(100))
+    size = int(promised_s * 32000)
+    body = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", size) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
     return path
 
 
-@pytest.mark.parametrize("case", ["truncated", "report in /proc", "plot not png"])
+@pytest.mark.parametrize("case", ["truncated", "silent", "report in /proc", "plot not png"])
 def test_loopback_checks_sample_and_outputs_before_the_run(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str
 ) -> None:
     """Refused at once in one line, exit 2, nothing started (no keyserver: it would take
     seconds and print its directory), nothing written."""
     sample, report, plot = str(SAMPLES / "speech_a_16k.wav"), str(tmp_path / "r.json"), None
-    if case == "truncated":
-        sample = str(_truncated_wav(tmp_path / "cut.wav"))
+    if case == "truncated":  # the header says 8 s, the file holds 100 bytes
+        sample = str(_wav(tmp_path / "cut.wav", 8, bytes(100)))
         words = "truncated WAV file: its header says 8.00 s of audio but the file holds 0.00 s"
+    elif case == "silent":  # a complete file holding no samples
+        sample = str(_wav(tmp_path / "empty.wav", 0, b""))
+        words = f"SAMPLE {sample}: a WAV file with no audio: give one with sound"
     elif case == "report in /proc":
         report, words = "/proc/r.json", "--report /proc/r.json: no file can be created in /proc"
     else:
@@ -140,9 +144,8 @@ def test_loopback_checks_sample_and_outputs_before_the_run(
     rc = main(args + (["--plot", plot] if plot else []))
     out, err = capsys.readouterr()
     assert rc == 2 and err.count("\n") == 1 and words in err, err
-    assert out == "" and sorted(p.name for p in tmp_path.iterdir()) == (
-        ["cut.wav"] if case == "truncated" else []
-    )
+    inputs = {"truncated": ["cut.wav"], "silent": ["empty.wav"]}
+    assert out == "" and sorted(p.name for p in tmp_path.iterdir()) == inputs.get(case, [])
 
 
 def test_every_subcommand_and_option_has_help() -> None:
