@@ -141,7 +141,7 @@ def _collect(net: RunningNetwork, src: str, dst: str, n: int) -> list[bytes]:
 
 def test_no_delivered_key_on_disk_after_sigkill_and_after_a_clean_stop(tmp_path: Path) -> None:
     directory = tmp_path / "net"
-    with running_network(directory, topology(LINE)) as net:
+    with running_network(directory, topology(LINE), fidelity="emulated") as net:
         for c in net.launcher.children.values():  # no process of the network can dump core
             assert c.proc is not None
             limits = Path(f"/proc/{c.proc.pid}/limits").read_text()
