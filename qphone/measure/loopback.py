@@ -27,6 +27,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from qphone.audio.opus import OpusConfig, OpusDecoder, decode_playout
+from qphone.audio.streams import WavSink
 from qphone.audio.wav import read_wav, resample, wav_info
 from qphone.config.profile import Profile, load_profile
 from qphone.core.callparams import CallParams, Mode
@@ -106,6 +107,12 @@ class LoopbackRun:
     report: dict[str, Any]
     caller: Side  # alice: plays the sample
     answerer: Side  # bob: plays out into OUT
+
+
+def recording_path(answerer: Side, asked: Path) -> Path:
+    """Where the answerer's recording is: OUT, or where it moved if OUT's folder vanished."""
+    sink = answerer.endpoint.audio.sink
+    return sink.path if isinstance(sink, WavSink) else asked
 
 
 def _pct(values: list[float]) -> dict[str, float]:
@@ -466,7 +473,7 @@ def build_report(
     quality: dict[str, Any] = {}
     if offset is not None:
         clear = replay_unencrypted(sent_log, recv_log, cfg, offset)
-        out_pcm, _ = read_wav(opts.out, cfg.sample_rate)
+        out_pcm, _ = read_wav(recording_path(answerer, opts.out), cfg.sample_rate)
         got = np.asarray(out_pcm, dtype=np.int16).tobytes()
         quality["bit_identical_to_unencrypted"] = got == clear
         if opts.quality:
@@ -475,7 +482,7 @@ def build_report(
     m = sorted(m2e)
     report = {
         "sample": str(opts.sample),
-        "out": str(opts.out),
+        "out": str(recording_path(answerer, opts.out)),
         "config": {
             "mode": opts.mode.label,
             "bitrate": opts.bitrate,
