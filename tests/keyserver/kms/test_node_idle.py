@@ -64,7 +64,7 @@ async def test_a_quiet_network_makes_no_requests_and_a_relay_a_bounded_few(
                 for node in nodes.values() for lid, link in node.links.items()
             ) and all(v.up for node in nodes.values() for v in node.lsdb.views(now))
 
-        await wait_for(settled, what="links full and every link up everywhere")
+        await wait_for(settled, timeout=60, what="links full and every link up everywhere")
         await asyncio.sleep(1.0)  # the last floods of the start go out
         # quiet: nothing changes, so nothing is asked, however long we wait
         before = _actions(nodes)
