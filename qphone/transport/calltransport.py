@@ -2,23 +2,25 @@
 
 One :class:`CallTransport` per call.  It signals directly over TCP
 (:mod:`qphone.transport.signaling`), then runs one aiortc ``RTCPeerConnection`` (BUNDLE:
-a single ICE/DTLS transport) carrying:
+a single ICE/DTLS transport), and composes the parts that use it, each in its own module:
 
-* media: one Opus/48 kHz audio transceiver; each :meth:`CallTransport.send_frame`
-  payload becomes one RTP packet (DTLS-SRTP is the hop layer), and each RTP
-  packet received is delivered as a :class:`ReceivedFrame` *before* aiortc's
-  jitter buffer and decoder (which are disabled, see :mod:`qphone.transport.aiortchooks`).
-  ``MediaPath.DATACHANNEL`` carries the frames on an unreliable, unordered data
-  channel instead (fallback, and the comparison point of the benchmark);
-* control: a reliable ordered data channel (negotiated id 0) for the
-  handshake/rekey/bye messages of the layer above (:meth:`send_control` /
-  :meth:`recv_control`);
-* heartbeat: an unreliable data channel (negotiated id 1) whose ping/pong gives
-  an RTT and detects a vanished peer within ``peer_timeout`` seconds
-  (:mod:`qphone.transport.heartbeat`).
+* media (:mod:`qphone.transport.mediapath`): each :meth:`CallTransport.send_frame` payload
+  becomes one RTP packet of an Opus/48 kHz audio transceiver (DTLS-SRTP is the hop layer), read
+  back *before* aiortc's jitter buffer and decoder (:mod:`qphone.transport.aiortchooks`); or,
+  with ``MediaPath.DATACHANNEL``, one message of an unreliable, unordered data channel
+  (fallback, and the comparison point of the benchmark);
+* received frames (:mod:`qphone.transport.receivedframes`): through an optional
+  :class:`~qphone.transport.frames.ReceiveFilter` given by the caller (e.g. a seeded network
+  impairment for tests and measurements), counted, to a callback or :meth:`frames`;
+* control (:mod:`qphone.transport.controlchannel`): a reliable ordered data channel
+  (negotiated id 0) for the handshake/rekey/bye messages of the layer above
+  (:meth:`send_control` / :meth:`recv_control`);
+* heartbeat (:mod:`qphone.transport.heartbeat`): an unreliable data channel (negotiated id 1)
+  whose ping/pong gives an RTT and detects a vanished peer within ``peer_timeout`` seconds;
+* statistics (:mod:`qphone.transport.stats`): :meth:`stats` gathers their counters and RTCP.
 
-Received frames go through an optional :class:`~qphone.transport.frames.ReceiveFilter`
-given by the caller (e.g. a seeded network impairment for tests and measurements).
+This module keeps the call set-up (signaling, the peer connection, the DTLS check) and the
+transport's lifecycle (state, close reason, shutdown).
 The transport moves bytes and knows nothing about keys.  Every m-section of an offer or answer
 must carry the same DTLS fingerprints (else the SDP is refused), and once DTLS is up the peer's
 certificate must match all of them; :meth:`channel_binding` is computed from the DTLS session
@@ -32,23 +34,16 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import struct
-import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
-    RTCDataChannel,
     RTCIceServer,
     RTCPeerConnection,
-    RTCRtpSender,
-    RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.rtp import RtpPacket
 
 from qphone.core.channelbinding import (
     CallRole,
@@ -57,26 +52,19 @@ from qphone.core.channelbinding import (
     binding_for_role,
     check_certificate,
 )
-from qphone.core.sequencestats import SequenceStats
 from qphone.core.signalmessage import RejectCode, SignalKind, SignalMessage
 from qphone.transport.aiortchooks import (
     DtlsSessionUnavailable,
     dtls_session,
     restrict_host_candidates,
-    tap_rtp_receiver,
 )
-from qphone.transport.config import (
-    MAX_CONTROL_BACKLOG,
-    MAX_CONTROL_BYTES,
-    MAX_PAYLOAD_BYTES,
-    MediaPath,
-    TransportConfig,
-)
-from qphone.transport.controlinbox import ControlInbox
+from qphone.transport.config import MAX_PAYLOAD_BYTES, MediaPath, TransportConfig
+from qphone.transport.controlchannel import ControlChannel
 from qphone.transport.errors import TransportClosedError, TransportError
-from qphone.transport.frames import RawFrame, ReceivedFrame, ReceiveFilter
+from qphone.transport.frames import ReceivedFrame, ReceiveFilter
 from qphone.transport.heartbeat import Heartbeat
-from qphone.transport.payloadtrack import PayloadTrack
+from qphone.transport.mediapath import DataChannelMediaPath, MediaPathSender, RtpMediaPath
+from qphone.transport.receivedframes import ReceivedFrames
 from qphone.transport.sdp import checked_fingerprints, has_audio
 from qphone.transport.signaling import (
     Refusal,
@@ -86,13 +74,9 @@ from qphone.transport.signaling import (
     SignalingMessageError,
     connect_signaling,
 )
-from qphone.transport.stats import TransportStats
+from qphone.transport.stats import TransportStats, read_rtcp
 
 logger = logging.getLogger(__name__)
-
-CONTROL_CHANNEL_ID = 0
-HEARTBEAT_CHANNEL_ID = 1
-MEDIA_CHANNEL_ID = 2
 
 _ICE_HINT = (
     "Check that each side can reach the other's addresses (firewall, NAT: configure "
@@ -102,7 +86,6 @@ _DTLS_HINT = (
     "the peer's certificate did not match the fingerprint received over signaling, "
     "which is what a relay in the middle of the signaling path would cause"
 )
-_DC_MEDIA_HEADER = struct.Struct(">HI")  # data channel media path: sequence, timestamp
 
 
 class CallTransport:
@@ -114,33 +97,25 @@ class CallTransport:
         self.config = config or TransportConfig()
         self._role: CallRole | None = None
         self._pc: RTCPeerConnection | None = None
-        self._track: PayloadTrack | None = None
-        self._sender: RTCRtpSender | None = None
-        self._control: RTCDataChannel | None = None
-        self._media_dc: RTCDataChannel | None = None
         self._media_path = self.config.media_path
+        self._media: MediaPathSender | None = None
         self._local_fps: tuple[Fingerprint, ...] = ()
         self._remote_fps: tuple[Fingerprint, ...] = ()
         self._binding: bytes | None = None
-        self._frames: deque[ReceivedFrame] = deque()
-        self._frames_event = asyncio.Event()
-        self._frame_callback: Callable[[ReceivedFrame], None] | None = None
         self._closed = asyncio.Event()
         self._close_reason = ""
-        self._control_in = ControlInbox(self._closed, lambda: self._close_reason)
         self._heartbeat = Heartbeat(self.config.heartbeat_interval, self.config.peer_timeout)
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._control = ControlChannel(
+            self._closed, lambda: self._close_reason, self._heartbeat.heard, self._spawn_shutdown
+        )
+        self._received = ReceivedFrames(
+            self.config.receive_queue_frames, receive_filter, self._heartbeat.heard
+        )
         self._background: set[asyncio.Task[None]] = set()
         self._pc_close: asyncio.Task[None] | None = None
-        self._filter = receive_filter
-        if receive_filter is not None:
-            receive_filter.start(self._deliver)
-        self._seq = SequenceStats()
         self._frames_sent = 0
         self._bytes_sent = 0
-        self._bytes_received = 0
-        self._overflowed = 0
-        self._dc_seq = 0
         self._connected = False
         self._listener: SignalingListener | None = None
         self._name = ""
@@ -177,8 +152,9 @@ class CallTransport:
     async def _call(self, host: str, port: int, intro: SignalMessage) -> None:
         pc = self._new_peer_connection()
         if self._media_path is MediaPath.RTP:
-            transceiver = pc.addTransceiver(self._new_track(), direction="sendrecv")
-            self._prepare_transceiver(transceiver)
+            rtp = RtpMediaPath(self._received.ingest)
+            rtp.attach(pc.addTransceiver(rtp.track, direction="sendrecv"))
+            self._media = rtp
         self._create_channels(pc)
         self._restrict_candidates(pc)
         await pc.setLocalDescription(await pc.createOffer())
@@ -277,9 +253,11 @@ class CallTransport:
                     audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
                     if len(audio) != 1:
                         raise SignalingMessageError("the offer must hold exactly one audio stream")
-                    audio[0].sender.replaceTrack(self._new_track())
+                    rtp = RtpMediaPath(self._received.ingest)
+                    audio[0].sender.replaceTrack(rtp.track)
                     audio[0].direction = "sendrecv"
-                    self._prepare_transceiver(audio[0])
+                    rtp.attach(audio[0])
+                    self._media = rtp
             except Exception as exc:
                 reason = str(exc)[:400] or type(exc).__name__
                 with contextlib.suppress(SignalingError):
@@ -323,49 +301,22 @@ class CallTransport:
         self._pc = pc
         return pc
 
-    def _new_track(self) -> PayloadTrack:
-        self._track = PayloadTrack()
-        return self._track
-
-    def _prepare_transceiver(self, transceiver: RTCRtpTransceiver) -> None:
-        caps = RTCRtpSender.getCapabilities("audio")
-        opus = [c for c in caps.codecs if c.mimeType.lower() == "audio/opus"]
-        transceiver.setCodecPreferences(opus)
-        self._sender = transceiver.sender
-        tap_rtp_receiver(transceiver.receiver, self._on_rtp)
-
     def _create_channels(self, pc: RTCPeerConnection) -> None:
-        self._control = pc.createDataChannel(
-            "qphone-control", negotiated=True, id=CONTROL_CHANNEL_ID, ordered=True
-        )
-        self._control.on("message", self._on_control)
-        heartbeat = pc.createDataChannel(
-            "qphone-heartbeat",
-            negotiated=True,
-            id=HEARTBEAT_CHANNEL_ID,
-            ordered=False,
-            maxRetransmits=0,
-        )
-        heartbeat.on("message", self._heartbeat.on_message)
-        self._heartbeat.channel = heartbeat
+        self._control.open(pc)
+        self._heartbeat.open(pc)
         if self._media_path is MediaPath.DATACHANNEL:
-            self._media_dc = pc.createDataChannel(
-                "qphone-media",
-                negotiated=True,
-                id=MEDIA_CHANNEL_ID,
-                ordered=False,
-                maxRetransmits=0,
-            )
-            self._media_dc.on("message", self._on_dc_media)
+            media = DataChannelMediaPath(self._received.ingest)
+            media.open(pc)
+            self._media = media
 
     def _restrict_candidates(self, pc: RTCPeerConnection) -> None:
         if self.config.host_addresses is not None:
             restrict_host_candidates(pc, self.config.host_addresses)
 
     async def _wait_connected(self) -> None:
-        assert self._pc is not None and self._control is not None
+        assert self._pc is not None and self._control.channel is not None
         timeout = self.config.connect_timeout
-        control = self._control
+        control = self._control.channel
         opened = asyncio.Event()
         if control.readyState == "open":
             opened.set()
@@ -427,86 +378,29 @@ class CallTransport:
             raise ValueError(f"payload must be 1..{MAX_PAYLOAD_BYTES} bytes, got {len(payload)}")
         if not 0 <= timestamp < 1 << 63:
             raise ValueError("timestamp must be a non-negative 63-bit integer")
-        if self._media_path is MediaPath.RTP:
-            assert self._track is not None
-            self._track.push(payload, timestamp)
-        else:
-            assert self._media_dc is not None
-            header = _DC_MEDIA_HEADER.pack(self._dc_seq, timestamp & 0xFFFFFFFF)
-            self._dc_seq = (self._dc_seq + 1) & 0xFFFF
-            self._media_dc.send(header + payload)
+        assert self._media is not None
+        self._media.send(payload, timestamp)
         self._frames_sent += 1
         self._bytes_sent += len(payload)
 
     def set_frame_callback(self, callback: Callable[[ReceivedFrame], None] | None) -> None:
         """Deliver frames to ``callback`` (called on the event loop) instead of frames()."""
-        self._frame_callback = callback
+        self._received.set_callback(callback)
 
-    async def frames(self) -> AsyncIterator[ReceivedFrame]:
+    def frames(self) -> AsyncIterator[ReceivedFrame]:
         """Received frames in arrival order; ends when the transport closes."""
-        while True:
-            while self._frames:
-                yield self._frames.popleft()
-            if self._closed.is_set():
-                return
-            self._frames_event.clear()
-            await self._frames_event.wait()
-
-    def _on_rtp(self, packet: RtpPacket) -> None:
-        self._ingest(RawFrame(packet.payload, packet.sequence_number, packet.timestamp))
-
-    def _on_dc_media(self, message: bytes | str) -> None:
-        if not isinstance(message, bytes) or len(message) <= _DC_MEDIA_HEADER.size:
-            logger.debug("dropping malformed media data channel message")
-            return
-        seq, ts = _DC_MEDIA_HEADER.unpack_from(message)
-        self._ingest(RawFrame(message[_DC_MEDIA_HEADER.size :], seq, ts))
-
-    def _ingest(self, raw: RawFrame) -> None:
-        self._heartbeat.heard()
-        if self._closed.is_set():
-            return
-        if self._filter is None:
-            self._deliver(raw)
-        else:
-            self._filter.offer(raw)
-
-    def _deliver(self, raw: RawFrame) -> None:
-        self._seq.add(raw.sequence)
-        self._bytes_received += len(raw.payload)
-        frame = ReceivedFrame(raw.payload, raw.sequence, raw.timestamp, time.monotonic())
-        if self._frame_callback is not None:
-            self._frame_callback(frame)
-            return
-        if len(self._frames) >= self.config.receive_queue_frames:
-            self._frames.popleft()
-            self._overflowed += 1
-        self._frames.append(frame)
-        self._frames_event.set()
+        return self._received.frames()
 
     # ---------------------------------------------------------------- control
 
     def send_control(self, data: bytes) -> None:
         """Send one message on the reliable ordered control channel."""
         self._require_open()
-        assert self._control is not None
-        if not isinstance(data, bytes) or not 0 < len(data) <= MAX_CONTROL_BYTES:
-            raise ValueError(f"control messages are 1..{MAX_CONTROL_BYTES} bytes")
         self._control.send(data)
 
     async def recv_control(self, timeout: float | None = None) -> bytes:
         """Next control message; raises TransportClosedError once closed and drained."""
-        return await self._control_in.get(timeout)
-
-    def _on_control(self, message: bytes | str) -> None:
-        self._heartbeat.heard()
-        if not isinstance(message, bytes) or len(message) > MAX_CONTROL_BYTES:
-            logger.warning("dropping a malformed or oversized control message")
-            return
-        if not self._control_in.put(message):
-            self._spawn_shutdown(
-                f"peer sent more than {MAX_CONTROL_BACKLOG} control messages that were not read"
-            )
+        return await self._control.recv(timeout)
 
     # ------------------------------------------------------------- liveness
 
@@ -558,34 +452,27 @@ class CallTransport:
         return self._binding
 
     async def stats(self) -> TransportStats:
-        seq = self._seq.snapshot()
-        rtcp_rtt: float | None = None
-        remote_lost: int | None = None
-        remote_fraction: float | None = None
-        if self._sender is not None and not self._closed.is_set():
-            report = await self._sender.getStats()
-            for item in report.values():
-                if getattr(item, "type", "") == "remote-inbound-rtp":
-                    rtcp_rtt = item.roundTripTime
-                    remote_lost = int(item.packetsLost)
-                    remote_fraction = float(item.fractionLost) / 256.0
+        seq = self._received.sequence()
+        media = self._media
+        sender = media.sender if media is not None and not self._closed.is_set() else None
+        rtcp = await read_rtcp(sender)
         return TransportStats(
             state=self.state,
             media_path=self._media_path.value,
             frames_sent=self._frames_sent,
             bytes_sent=self._bytes_sent,
             frames_received=seq.received,
-            bytes_received=self._bytes_received,
+            bytes_received=self._received.bytes_received,
             frames_lost=seq.lost,
             loss_fraction=seq.loss_fraction,
             duplicates=seq.duplicates,
             reordered=seq.reordered,
-            frames_overflowed=self._overflowed,
-            send_queue_dropped=self._track.dropped if self._track is not None else 0,
+            frames_overflowed=self._received.overflowed,
+            send_queue_dropped=media.dropped if media is not None else 0,
             rtt_s=self._heartbeat.rtt,
-            rtcp_rtt_s=rtcp_rtt,
-            remote_frames_lost=remote_lost,
-            remote_fraction_lost=remote_fraction,
+            rtcp_rtt_s=rtcp.rtt_s,
+            remote_frames_lost=rtcp.frames_lost,
+            remote_fraction_lost=rtcp.fraction_lost,
         )
 
     # ----------------------------------------------------------------- close
@@ -624,15 +511,13 @@ class CallTransport:
         if not self._closed.is_set():
             self._close_reason = reason
             self._closed.set()
-            self._frames_event.set()
             logger.info("transport closed: %s", reason)
-        if self._filter is not None:
-            self._filter.close()
+        self._received.close()
         task = self._heartbeat_task
         if task is not None and task is not asyncio.current_task() and not task.done():
             task.cancel()
-        if self._track is not None:
-            self._track.stop()
+        if self._media is not None:
+            self._media.close()
         if self._pc is not None:
             # One close for everybody; shielded so that a cancelled waiter cannot
             # cancel aiortc's shared "closed" future under another waiter.

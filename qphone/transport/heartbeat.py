@@ -1,10 +1,12 @@
 """Heartbeat: ping/pong on an unreliable data channel, for the RTT and to notice a vanished peer.
 
-Message: ``kind (u8: 1 ping, 2 pong) || stamp (u64, the pinger's monotonic ns)``.  Each side pings
-every ``interval`` seconds and answers pings with a pong carrying the same stamp; a pong gives one
-RTT sample (smoothed, EWMA 0.2).  Any packet from the peer (media, control, heartbeat) counts as
-a sign of life: :meth:`Heartbeat.heard`.  :meth:`Heartbeat.run` returns the reason when nothing
-was heard for ``peer_timeout`` seconds.
+It runs on an unreliable, unordered data channel (negotiated id 1, ``maxRetransmits=0``) that
+:meth:`Heartbeat.open` creates on the peer connection.  Message: ``kind (u8: 1 ping, 2 pong) ||
+stamp (u64, the pinger's monotonic ns)``.  Each side pings every ``interval`` seconds and answers
+pings with a pong carrying the same stamp; a pong gives one RTT sample (smoothed, EWMA 0.2).  Any
+packet from the peer (media, control, heartbeat) counts as a sign of life:
+:meth:`Heartbeat.heard`.  :meth:`Heartbeat.run` returns the reason when nothing was heard for
+``peer_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import contextlib
 import struct
 import time
 
-from aiortc import RTCDataChannel
+from aiortc import RTCDataChannel, RTCPeerConnection
 
+HEARTBEAT_CHANNEL_ID = 1
 _MESSAGE = struct.Struct(">BQ")
 _PING, _PONG = 1, 2
 
@@ -28,6 +31,18 @@ class Heartbeat:
         self.rtt: float | None = None
         """Smoothed round-trip time in seconds (None before the first pong)."""
         self.last_heard = time.monotonic()
+
+    def open(self, pc: RTCPeerConnection) -> None:
+        """Create the heartbeat data channel on ``pc`` (both ends, negotiated id 1)."""
+        channel = pc.createDataChannel(
+            "qphone-heartbeat",
+            negotiated=True,
+            id=HEARTBEAT_CHANNEL_ID,
+            ordered=False,
+            maxRetransmits=0,
+        )
+        channel.on("message", self.on_message)
+        self.channel = channel
 
     def heard(self) -> None:
         self.last_heard = time.monotonic()
