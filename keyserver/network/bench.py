@@ -45,7 +45,7 @@ from typing import Any
 
 import httpx
 
-from keyserver.network.launcher import Launcher, LaunchError
+from keyserver.network.launcher import Launcher, LaunchError, Readiness
 from keyserver.network.plan import Options, make_plan
 from keyserver.network.status import collect, summarise
 from keyserver.network.topology import load_topology
@@ -279,15 +279,29 @@ def footprint(launcher: Launcher, seconds: float, wait: float, settle: float = 0
     answered = time.monotonic() - launcher.started
     print(json.dumps({"event": "bench_network_answering", "seconds": round(answered, 1)}),
           file=sys.stderr, flush=True)
-    ready = launcher.wait_call_ready(timeout=wait, progress=lambda r: print(
-        json.dumps({"event": "bench_progress", "seconds": round(r.seconds, 1),
-                    "links_keyed": r.links_keyed, "links": r.links, "why": r.why}),
-        file=sys.stderr, flush=True), interval=2.0)
+    last: list[Readiness] = []
+
+    def progress(r: Readiness) -> None:
+        last[:] = [r]
+        print(json.dumps({"event": "bench_progress", "seconds": round(r.seconds, 1),
+                          "links_keyed": r.links_keyed, "links": r.links, "why": r.why}),
+              file=sys.stderr, flush=True)
+
+    try:
+        ready = launcher.wait_call_ready(timeout=wait, progress=progress, interval=2.0)
+    except LaunchError as e:  # still measure what the network costs, and say why
+        if launcher.exited():
+            raise
+        ready = None
+        print(json.dumps({"event": "bench_no_first_key", "error": str(e)}), file=sys.stderr,
+              flush=True)
     out: dict[str, Any] = {
         "pki_and_configs_s": round(prepared, 1),
         "processes_started_s": round(spawned, 1),
         "processes_answering_s": round(answered, 1),
         "first_key_s": round(ready.seconds, 1) if ready else None,
+        "links_keyed_at_end_of_wait": None if ready or not last else
+        f"{last[0].links_keyed}/{last[0].links}",
         "first_key_route": {"from": ready.pair.master, "to": ready.pair.slave,
                             "hops": len(ready.route) - 1, "nodes": list(ready.route)}
         if ready else None,
