@@ -19,8 +19,12 @@ a single ICE/DTLS transport), and composes the parts that use it, each in its ow
   whose ping/pong gives an RTT and detects a vanished peer within ``peer_timeout`` seconds;
 * statistics (:mod:`qphone.transport.stats`): :meth:`stats` gathers their counters and RTCP.
 
-This module keeps the call set-up (signaling, the peer connection, the DTLS check) and the
-transport's lifecycle (state, close reason, shutdown).
+The peer connection itself, its failure reasons and the DTLS check are
+:mod:`qphone.transport.peerconnection`; the answerer's screening of callers is
+:func:`qphone.transport.signaling.accept_offer`.  This module sequences the call set-up (offer
+and answer, then waiting for the control channel to open) and keeps the transport's lifecycle
+(state, close reason, shutdown).
+
 The transport moves bytes and knows nothing about keys.  Every m-section of an offer or answer
 must carry the same DTLS fingerprints (else the SDP is refused), and once DTLS is up the peer's
 certificate must match all of them; :meth:`channel_binding` is computed from the DTLS session
@@ -37,33 +41,24 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from aiortc import (
-    RTCBundlePolicy,
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCSessionDescription,
-)
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from qphone.core.channelbinding import (
-    CallRole,
-    Fingerprint,
-    FingerprintError,
-    binding_for_role,
-    check_certificate,
-)
+from qphone.core.channelbinding import CallRole, Fingerprint, FingerprintError
 from qphone.core.signalmessage import RejectCode, SignalKind, SignalMessage
-from qphone.transport.aiortchooks import (
-    DtlsSessionUnavailable,
-    dtls_session,
-    restrict_host_candidates,
-)
 from qphone.transport.config import MAX_PAYLOAD_BYTES, MediaPath, TransportConfig
 from qphone.transport.controlchannel import ControlChannel
 from qphone.transport.errors import TransportClosedError, TransportError
 from qphone.transport.frames import ReceivedFrame, ReceiveFilter
 from qphone.transport.heartbeat import Heartbeat
 from qphone.transport.mediapath import DataChannelMediaPath, MediaPathSender, RtpMediaPath
+from qphone.transport.peerconnection import (
+    SessionBindingError,
+    connection_failure,
+    new_peer_connection,
+    restrict_candidates,
+    session_binding,
+    setup_failure,
+)
 from qphone.transport.receivedframes import ReceivedFrames
 from qphone.transport.sdp import checked_fingerprints, has_audio
 from qphone.transport.signaling import (
@@ -72,20 +67,12 @@ from qphone.transport.signaling import (
     SignalingError,
     SignalingListener,
     SignalingMessageError,
+    accept_offer,
     connect_signaling,
 )
 from qphone.transport.stats import TransportStats, read_rtcp
 
 logger = logging.getLogger(__name__)
-
-_ICE_HINT = (
-    "Check that each side can reach the other's addresses (firewall, NAT: configure "
-    "STUN/TURN servers)"
-)
-_DTLS_HINT = (
-    "the peer's certificate did not match the fingerprint received over signaling, "
-    "which is what a relay in the middle of the signaling path would cause"
-)
 
 
 class CallTransport:
@@ -156,7 +143,7 @@ class CallTransport:
             rtp.attach(pc.addTransceiver(rtp.track, direction="sendrecv"))
             self._media = rtp
         self._create_channels(pc)
-        self._restrict_candidates(pc)
+        restrict_candidates(pc, self.config)
         await pc.setLocalDescription(await pc.createOffer())
         channel = await connect_signaling(host, port, timeout=self.config.connect_timeout)
         async with channel:
@@ -202,27 +189,9 @@ class CallTransport:
         try:
             if on_listening is not None:
                 on_listening(listener)
-            loop = asyncio.get_running_loop()
-            deadline = None if accept_timeout is None else loop.time() + accept_timeout
-            while True:
-                left = None if deadline is None else max(0.0, deadline - loop.time())
-                channel = await listener.accept(timeout=left)
-                offer = await channel.recv(
-                    (SignalKind.OFFER,), timeout=self.config.signaling_timeout
-                )
-                refusal = screen(offer) if screen is not None else None
-                if refusal is None:
-                    break
-                with contextlib.suppress(SignalingError):
-                    await channel.send(
-                        SignalMessage(
-                            SignalKind.REJECT,
-                            reason=refusal.reason,
-                            code=refusal.code,
-                            sender=name,
-                        )
-                    )
-                await channel.close()
+            channel, offer = await accept_offer(
+                listener, screen, accept_timeout, self.config.signaling_timeout
+            )
             listener.busy = True
         except BaseException:
             await listener.close()
@@ -275,7 +244,7 @@ class CallTransport:
                     f"{channel.peer} sent an unusable offer: {exc}"
                 ) from exc
             self._create_channels(pc)
-            self._restrict_candidates(pc)
+            restrict_candidates(pc, self.config)
             await pc.setLocalDescription(await pc.createAnswer())
             await channel.send(
                 SignalMessage(SignalKind.ANSWER, sdp=pc.localDescription.sdp, sender=self._name)
@@ -289,14 +258,7 @@ class CallTransport:
         self._role = role
 
     def _new_peer_connection(self) -> RTCPeerConnection:
-        servers = [
-            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
-            for s in self.config.ice_servers
-        ]
-        # iceServers=[] (not None): aiortc would otherwise add a public STUN server.
-        pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        )
+        pc = new_peer_connection(self.config)
         pc.on("connectionstatechange", self._on_connection_state)
         self._pc = pc
         return pc
@@ -308,10 +270,6 @@ class CallTransport:
             media = DataChannelMediaPath(self._received.ingest)
             media.open(pc)
             self._media = media
-
-    def _restrict_candidates(self, pc: RTCPeerConnection) -> None:
-        if self.config.host_addresses is not None:
-            restrict_host_candidates(pc, self.config.host_addresses)
 
     async def _wait_connected(self) -> None:
         assert self._pc is not None and self._control.channel is not None
@@ -331,40 +289,19 @@ class CallTransport:
             closed_wait.cancel()
             open_wait.cancel()
         if open_wait in done and not self._closed.is_set():
-            reason = self._bind_session()
-            if reason:
-                await self._shutdown(reason)
-                raise TransportError(f"call setup failed: {reason}")
+            assert self._role is not None
+            try:
+                self._binding = session_binding(self._pc, self._role, self._remote_fps)
+            except SessionBindingError as exc:
+                await self._shutdown(str(exc))
+                raise TransportError(f"call setup failed: {exc}") from None
             self._connected = True
             self._heartbeat.heard()
             self._heartbeat_task = asyncio.ensure_future(self._watch_peer())
             return
-        if self._close_reason:
-            reason = self._close_reason
-        elif self._pc.iceConnectionState != "completed":
-            reason = f"ICE found no working network path within {timeout:.1f} s. " + _ICE_HINT
-        else:
-            reason = (
-                f"the encrypted channel did not open within {timeout:.1f} s after ICE "
-                "connected (the peer's DTLS check probably failed: " + _DTLS_HINT + ")"
-            )
+        reason = self._close_reason or setup_failure(self._pc, timeout)
         await self._shutdown(reason)
         raise TransportError(f"call setup failed: {reason}")
-
-    def _bind_session(self) -> str:
-        """Check the peer's DTLS certificate against every SDP fingerprint and compute the
-        channel binding from the DTLS session; returns why not ("" when done)."""
-        assert self._pc is not None and self._role is not None
-        try:
-            session = dtls_session(self._pc)
-            check_certificate(session.peer_certificate, self._remote_fps)
-        except (DtlsSessionUnavailable, FingerprintError) as exc:
-            return (
-                f"DTLS check failed: {exc} (which is what a relay in the middle of the "
-                "signaling path would cause)"
-            )
-        self._binding = binding_for_role(self._role, session)
-        return ""
 
     # ------------------------------------------------------------------ media
 
@@ -411,14 +348,8 @@ class CallTransport:
 
     def _on_connection_state(self) -> None:
         assert self._pc is not None
-        state = self._pc.connectionState
-        if state in ("failed", "closed") and not self._closed.is_set():
-            if state == "closed":
-                reason = "the peer closed the connection"
-            elif self._pc.iceConnectionState == "failed":
-                reason = "ICE failed: the network path to the peer broke. " + _ICE_HINT
-            else:
-                reason = "DTLS failed: " + _DTLS_HINT
+        reason = connection_failure(self._pc)
+        if reason is not None and not self._closed.is_set():
             self._spawn_shutdown(reason)
 
     def _spawn_shutdown(self, reason: str) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -52,6 +53,7 @@ __all__ = [
     "SignalingMessageError",
     "SignalingRejectedError",
     "SignalingTimeoutError",
+    "accept_offer",
     "connect_signaling",
 ]
 
@@ -305,3 +307,38 @@ class SignalingListener:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def accept_offer(
+    listener: SignalingListener,
+    screen: Callable[[SignalMessage], Refusal | None] | None,
+    accept_timeout: float | None,
+    message_timeout: float,
+) -> tuple[SignalingChannel, SignalMessage]:
+    """Take callers from ``listener`` until one's offer passes ``screen``; return its channel
+    and offer.
+
+    ``screen`` sees each caller's offer first: a :class:`Refusal` is sent back to that caller
+    (a reject from :attr:`SignalingListener.name`), its connection closed and the next caller
+    awaited.  ``accept_timeout`` bounds the whole wait (None: forever), ``message_timeout`` the
+    wait for each offer.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if accept_timeout is None else loop.time() + accept_timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - loop.time())
+        channel = await listener.accept(timeout=left)
+        offer = await channel.recv((SignalKind.OFFER,), timeout=message_timeout)
+        refusal = screen(offer) if screen is not None else None
+        if refusal is None:
+            return channel, offer
+        with contextlib.suppress(SignalingError):
+            await channel.send(
+                SignalMessage(
+                    SignalKind.REJECT,
+                    reason=refusal.reason,
+                    code=refusal.code,
+                    sender=listener.name,
+                )
+            )
+        await channel.close()
