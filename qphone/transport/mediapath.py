@@ -76,7 +76,7 @@ class DataChannelMediaPath:
         self._channel: RTCDataChannel | None = None
         self._seq = 0
 
-    def open(self, pc: RTCPeerConnection) -> None:
+    def open(self, pc: RTCPeerConnection) -> RTCDataChannel:
         """Create the media data channel on ``pc`` (both ends, negotiated id 2)."""
         self._channel = pc.createDataChannel(
             "qphone-media",
@@ -86,6 +86,7 @@ class DataChannelMediaPath:
             maxRetransmits=0,
         )
         self._channel.on("message", self._on_message)
+        return self._channel
 
     def send(self, payload: bytes, timestamp: int) -> None:
         assert self._channel is not None
