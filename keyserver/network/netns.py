@@ -205,45 +205,66 @@ def forwards(
 
 
 def setup_commands(layout: NetnsLayout) -> list[list[str]]:
-    """`ip` commands that make the namespaces, the bridge and every site's veth."""
+    """`ip` commands that make the namespaces, the bridge and every site's veth, in phases (all
+    namespaces, all veths, the hub, each site) so that :func:`batches` joins most of them."""
     plen = layout.subnet.prefixlen
     hub = layout.hub_ns
-    cmds = [
-        ["ip", "netns", "add", hub],
+    sites = list(layout.sites.values())
+    cmds = [["ip", "netns", "add", ns] for ns in [hub, *(x.ns for x in sites)]]
+    cmds += [
+        [
+            "ip",
+            "link",
+            "add",
+            SITE_IF,
+            "netns",
+            x.ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            x.hub_if,
+            "netns",
+            hub,
+        ]
+        for x in sites
+    ]
+    cmds += [
+        ["ip", "link", "add", layout.root_if, "type", "veth", "peer", "name", "root", "netns", hub],
+        ["ip", "addr", "add", f"{layout.root_address}/{plen}", "dev", layout.root_if],
+        ["ip", "link", "set", layout.root_if, "up"],
         ["ip", "-n", hub, "link", "set", "lo", "up"],
         ["ip", "-n", hub, "link", "add", HUB_BRIDGE, "type", "bridge"],
         ["ip", "-n", hub, "link", "set", HUB_BRIDGE, "up"],
-    ]
-    for s in layout.sites.values():
-        cmds += [
-            ["ip", "netns", "add", s.ns],
-            ["ip", "-n", s.ns, "link", "set", "lo", "up"],
-            [
-                "ip",
-                "link",
-                "add",
-                SITE_IF,
-                "netns",
-                s.ns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                s.hub_if,
-                "netns",
-                hub,
-            ],
-            ["ip", "-n", hub, "link", "set", s.hub_if, "master", HUB_BRIDGE, "up"],
-            ["ip", "-n", s.ns, "addr", "add", f"{s.address}/{plen}", "dev", SITE_IF],
-            ["ip", "-n", s.ns, "link", "set", SITE_IF, "up"],
-        ]
-    cmds += [
-        ["ip", "link", "add", layout.root_if, "type", "veth", "peer", "name", "root", "netns", hub],
         ["ip", "-n", hub, "link", "set", "root", "master", HUB_BRIDGE, "up"],
-        ["ip", "addr", "add", f"{layout.root_address}/{plen}", "dev", layout.root_if],
-        ["ip", "link", "set", layout.root_if, "up"],
     ]
+    cmds += [["ip", "-n", hub, "link", "set", x.hub_if, "master", HUB_BRIDGE, "up"] for x in sites]
+    for x in sites:
+        cmds += [
+            ["ip", "-n", x.ns, "link", "set", "lo", "up"],
+            ["ip", "-n", x.ns, "addr", "add", f"{x.address}/{plen}", "dev", SITE_IF],
+            ["ip", "-n", x.ns, "link", "set", SITE_IF, "up"],
+        ]
     return cmds
+
+
+def batches(cmds: list[list[str]]) -> list[tuple[list[str], list[str]]]:
+    """(argv, stdin lines) that run `cmds` in order: consecutive ``ip`` commands for the same
+    namespace become one ``ip [-n NS] -batch -`` (one process instead of one per command: 2,362
+    commands at hefei-metro-full's 167 sites); anything else runs as it is."""
+    out: list[tuple[list[str], list[str]]] = []
+    for cmd in cmds:
+        if cmd[0] != "ip" or cmd[1:3] == ["netns", "exec"]:
+            out.append((cmd, []))
+            continue
+        head = cmd[:3] if cmd[1] == "-n" else cmd[:1]
+        line = " ".join(cmd[len(head) :])
+        last = out[-1] if out else None
+        if last is not None and last[1] and last[0] == [*head, "-batch", "-"]:
+            last[1].append(line)
+        else:
+            out.append(([*head, "-batch", "-"], [line]))
+    return out
 
 
 def line_commands(layout: NetnsLayout, topology: Topology) -> list[list[str]]:

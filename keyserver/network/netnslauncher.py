@@ -29,6 +29,7 @@ from keyserver.network.netns import (
     Forward,
     NetnsError,
     NetnsLayout,
+    batches,
     choose_subnet,
     forwards,
     line_commands,
@@ -52,8 +53,10 @@ def _pdeathsig() -> None:  # in the child between fork and exec: SIGTERM when th
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+def _run(
+    cmd: list[str], check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, input=stdin)
     if check and r.returncode != 0:
         raise NetnsError(f"`{' '.join(cmd)}` failed: {r.stderr.strip() or r.returncode}")
     return r
@@ -118,6 +121,18 @@ class NetnsLauncher(Launcher):
         self.layout = layout
         self.lines = lines
         self._made = False
+        # receivers (which listen on both channels) before transmitters (which dial them): a
+        # transmitter's line accepts at once even while the far end is not up yet
+        rank = {"receiver": 0, "transmitter": 1}
+        self.children = dict(
+            sorted(
+                self.children.items(),
+                key=lambda kv: (
+                    kv[1].kind != "module",
+                    rank[plan.modules[kv[0]].role] if kv[1].kind == "module" else 0,
+                ),
+            )
+        )
         if lines:  # the delay lines first, so the first connections already see the fibre
             d = plan.directory
             self.children = {
@@ -135,12 +150,14 @@ class NetnsLauncher(Launcher):
         self._made = True
         try:
             topo = self.plan.topology
-            for cmd in [
-                *setup_commands(self.layout),
-                *line_commands(self.layout, topo),
-                *netem_commands(self.layout, topo, self._distances()),
-            ]:
-                _run(cmd)
+            for argv, lines in batches(
+                [
+                    *setup_commands(self.layout),
+                    *line_commands(self.layout, topo),
+                    *netem_commands(self.layout, topo, self._distances()),
+                ]
+            ):
+                _run(argv, stdin="".join(f"{x}\n" for x in lines) if lines else None)
         except NetnsError as e:
             raise LaunchError(str(e)) from None
         if self.lines:

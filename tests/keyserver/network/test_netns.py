@@ -20,6 +20,7 @@ from keyserver.network.netns import (
     DelayMethod,
     Forward,
     NetnsError,
+    batches,
     choose_subnet,
     fibre_delay_s,
     forwards,
@@ -323,3 +324,20 @@ def test_netem_layout_is_accepted_by_tc(tmp_path: Path) -> None:
         assert filters.count("flowid") == 2
     finally:
         remove(lay)
+
+
+def test_batches_keep_every_command_in_order_in_few_processes() -> None:
+    topo = line3()
+    lay = plan_layout(topo, "qk1", SUBNET, DelayMethod.FORWARDER)
+    cmds = setup_commands(lay) + line_commands(lay, topo)
+    runs = batches(cmds)
+    assert len(runs) < len(cmds) / 3
+    again = []  # each batch line is the command without its `ip [-n NS]`
+    for argv, lines in runs:
+        if not lines:
+            again.append(argv)
+            continue
+        head = argv[: argv.index("-batch")]
+        again += [[*head, *line.split()] for line in lines]
+    assert again == cmds
+    assert all(argv[:3] == ["ip", "netns", "exec"] for argv, lines in runs if not lines)
