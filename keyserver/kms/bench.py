@@ -406,6 +406,7 @@ def bench_running_demo(
 ) -> dict[str, Any]:
     info = _demo_info(directory)
     info.setdefault("topology", "pair")
+    wait_for_stock(target_from_info(info, "alice", "bob"), 2000, 60)  # refilled after a run
     return {
         **compare(info, seconds, workers, size, relay_requests, rounds),
         "network": f"running demo in {directory}",

@@ -50,8 +50,8 @@ def capacity(
 ) -> dict[str, Any]:
     """Calls of `demand` a route of `hops` hops carries: the link bound (bottleneck link rate),
     the KMS bound (key requests/s the route serves), and the smaller, rounded down."""
-    link = bottleneck_bps / demand.link_bits_per_s if bottleneck_bps else None
-    kms = requests_per_s / demand.requests_per_s if requests_per_s else None
+    link = None if bottleneck_bps is None else bottleneck_bps / demand.link_bits_per_s
+    kms = None if requests_per_s is None else requests_per_s / demand.requests_per_s
     bounds = [b for b in (link, kms) if b is not None]
     calls = math.floor(min(bounds)) if bounds else None
     return {

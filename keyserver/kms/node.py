@@ -82,6 +82,7 @@ REASON_NO_ROUTE = "no_route"
 MAX_ROUTES_KEPT = 32  # distinct routes counted per SAE pair in the status extension
 REASON_RELAY_FAILED = "relay_failed"  # voided at both ends; a new request may succeed
 BATCH_MAX_BYTES = 65_536  # key bytes of one merged relay (enc_keys requests queued together)
+ROUTE_CACHE_S = 0.1  # a route found serves the requests of the next 100 ms (see routes())
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -185,6 +186,7 @@ class KmsNode:
         self._lsa_urgent = False  # ... and it is a link going up or down: flood it at once
         self._spent_bucket: dict[str, int] = {}  # link -> own stock's bit length at the last spend
         self._batches: dict[tuple[str, str, int], _Batch] = {}  # (master, slave, size) -> queue
+        self._route_cache: dict[str, tuple[float, int, RouteDecision]] = {}  # dst -> (t, need, r)
         self._lsa_queue: dict[str, dict[str, Lsa]] = {}  # neighbour -> origin -> LSA to pass on
         self._rng = random.Random()  # timer jitter only (no security use)
         self.pairs: dict[tuple[str, str], PairStats] = {}
@@ -708,9 +710,21 @@ class KmsNode:
         return {link.neighbour for link in self.links.values()}
 
     def routes(self, dst: str, need_bytes: int) -> RouteDecision:
-        self.lsdb.update(self.own_lsa(), time.monotonic())
-        return self.lsdb.routes(self.id, dst, 8 * need_bytes, self.config.multipath,
-                                time.monotonic())
+        """Routes to `dst` for a hop spending `need_bytes`. A route found is reused for
+        ROUTE_CACHE_S for requests needing no more (a graph of the whole network is not rebuilt
+        for every key request; link state itself moves at the pace of LSAs, and the first
+        link's stock is checked again by the spend)."""
+        now = time.monotonic()
+        hit = self._route_cache.get(dst)
+        if hit is not None and now - hit[0] < ROUTE_CACHE_S and need_bytes <= hit[1]:
+            return hit[2]
+        self.lsdb.update(self.own_lsa(), now)
+        decision = self.lsdb.routes(self.id, dst, 8 * need_bytes, self.config.multipath, now)
+        if decision.ok:
+            self._route_cache[dst] = (now, need_bytes, decision)
+        else:
+            self._route_cache.pop(dst, None)
+        return decision
 
     # -- ETSI 014 key service ----------------------------------------------------------------
     @property
