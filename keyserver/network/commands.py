@@ -104,6 +104,10 @@ def _cmd_network(args: argparse.Namespace) -> int:
     if args.loss and not args.netns:
         print(f"{prog}: --loss applies to the links between sites of --netns", file=sys.stderr)
         return 2
+    if not 0 <= args.loss < 1:
+        print(f"{prog}: --loss must be at least 0 and below 1 (a probability per packet)",
+              file=sys.stderr)
+        return 2
     if args.netns:
         from keyserver.network.netns import NetnsError
         from keyserver.network.netnslauncher import netns_launcher

@@ -150,7 +150,7 @@ def plan_layout(
             f"{len(topology.nodes) + 1}: give a larger one"
         )
     if not 0.0 <= loss < 1.0:
-        raise NetnsError("--loss must be within 0..1 (a probability per packet)")
+        raise NetnsError("--loss must be at least 0 and below 1 (a probability per packet)")
     sites = {
         n.id: Site(n.id, f"{prefix}-{n.id}", str(hosts[i]), f"s{i}")
         for i, n in enumerate(topology.nodes)
