@@ -129,7 +129,7 @@ class NetnsLauncher(Launcher):
                 self.children.items(),
                 key=lambda kv: (
                     kv[1].kind != "module",
-                    rank[plan.modules[kv[0]].role] if kv[1].kind == "module" else 0,
+                    rank.get(getattr(plan.modules.get(kv[0]), "role", ""), 0),
                 ),
             )
         )
