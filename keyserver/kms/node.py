@@ -892,8 +892,13 @@ class KmsNode:
                     try:
                         keys = await self._relay_retrying(
                             master, slave, dst, KeyRequest(sum(t[0] for t in take), size))
-                    except EtsiError:
-                        pass  # one at a time below: the merged size may be what failed
+                    except EtsiError as e:
+                        if not any(d.get("reason") == REASON_OUT_OF_KEYS for d in e.details):
+                            for _, f in take:  # no route, relay failed: the same for each
+                                if not f.done():
+                                    f.set_exception(e)
+                            continue
+                        # out of keys: one at a time below, the merged size may be what failed
                     else:
                         for number, f in take:
                             if not f.done():
