@@ -27,6 +27,7 @@ import contextlib
 import http.client
 import json
 import multiprocessing
+import shutil
 import socket
 import statistics
 import sys
@@ -459,6 +460,8 @@ def bench_topology(
     finally:
         launcher.stop()
         launcher.unlock()
+        if directory is None:
+            shutil.rmtree(d, ignore_errors=True)
     return {
         **result,
         "fidelity": fidelity or "the topology's",
