@@ -267,8 +267,25 @@ class Launcher:
         return sorted(self.children, key=rank)
 
     def start_all(self) -> None:
-        for name in self.start_order():
-            self.start(name)
+        order = self.start_order()
+        if self._zygotes is not None:  # each kind's children in one batch to its zygote
+            for kind in ("node", "module"):
+                todo = [n for n in order if self.children[n].kind == kind
+                        and not self.children[n].running]
+                if not todo:
+                    continue
+                for n in todo:
+                    self.children[n].log.parent.mkdir(parents=True, exist_ok=True)
+                z = self._zygotes.get(kind) or self._zygotes.setdefault(kind, ForkServer(kind))
+                try:
+                    procs = z.spawn_many([([kind, "--config", str(self.children[n].config)],
+                                           self.children[n].log) for n in todo])
+                except OSError as e:
+                    raise LaunchError(f"cannot start the {kind}s: {e}") from None
+                for n, proc in zip(todo, procs, strict=True):
+                    self.children[n].proc = proc
+        for name in order:
+            self.start(name)  # what is left (other kinds), in order
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         c = self.children[name]

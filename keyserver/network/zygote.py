@@ -249,20 +249,30 @@ class ForkServer:
             self._start()
 
     def spawn(self, argv: list[str], log: Path) -> ForkedProcess:
+        [child] = self.spawn_many([(argv, log)])
+        return child
+
+    def spawn_many(self, requests: list[tuple[list[str], Path]]) -> list[ForkedProcess]:
+        """Fork a child per (argv, log), all requests sent at once (no round trip each: on a
+        loaded machine a round trip to the zygote can take a large part of a second)."""
         sock = self._sock or self._start()
-        sock.sendall((json.dumps({"argv": argv, "log": str(log)}) + "\n").encode())
-        while True:
+        sock.sendall(b"".join((json.dumps({"argv": argv, "log": str(log)}) + "\n").encode()
+                              for argv, log in requests))
+        out: list[ForkedProcess] = []
+        while len(out) < len(requests):
             msg = self._read(None)
             if msg is None:
                 raise OSError(f"the {self.kind} zygote ended (see the launcher's stderr)")
-            if "pid" in msg:
-                pid = int(msg["pid"])
-                child = ForkedProcess(self, pid, argv)
-                self._children[pid] = child
-                if pid in self._early:
-                    child.returncode = self._early.pop(pid)
-                return child
-            self._exit(msg)
+            if "pid" not in msg:
+                self._exit(msg)
+                continue
+            pid = int(msg["pid"])
+            child = ForkedProcess(self, pid, requests[len(out)][0])
+            self._children[pid] = child
+            if pid in self._early:
+                child.returncode = self._early.pop(pid)
+            out.append(child)
+        return out
 
     def _exit(self, msg: dict[str, Any]) -> None:
         pid, code = int(msg["exit"]), int(msg["code"])
