@@ -44,11 +44,19 @@ from typing import Any
 
 # what each kind's children run; imported by that kind's zygote before it forks
 PRELOAD: dict[str, tuple[str, ...]] = {
-    "node": ("keyserver.cli", "keyserver.kms.commands", "keyserver.kms.node",
-             "keyserver.kms.nodeconfig"),
+    "node": (
+        "keyserver.cli",
+        "keyserver.kms.commands",
+        "keyserver.kms.node",
+        "keyserver.kms.nodeconfig",
+    ),
     # emulated modules' code (lean: no numpy); a physics module imports its own after the fork
-    "module": ("keyserver.cli", "keyserver.qkd.commands", "keyserver.qkd.config",
-               "keyserver.qkd.emulatedmodule"),
+    "module": (
+        "keyserver.cli",
+        "keyserver.qkd.commands",
+        "keyserver.qkd.config",
+        "keyserver.qkd.emulatedmodule",
+    ),
 }
 PR_SET_PDEATHSIG = 1
 GRACE_S = 5.0  # a child's time to stop after SIGTERM before the zygote SIGKILLs it
@@ -237,7 +245,9 @@ class ForkServer:
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "keyserver.network.zygote", self.kind, str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, preexec_fn=set_pdeathsig,
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            preexec_fn=set_pdeathsig,
         )
         theirs.close()
         self._sock = ours
@@ -256,8 +266,12 @@ class ForkServer:
         """Fork a child per (argv, log), all requests sent at once (no round trip each: on a
         loaded machine a round trip to the zygote can take a large part of a second)."""
         sock = self._sock or self._start()
-        sock.sendall(b"".join((json.dumps({"argv": argv, "log": str(log)}) + "\n").encode()
-                              for argv, log in requests))
+        sock.sendall(
+            b"".join(
+                (json.dumps({"argv": argv, "log": str(log)}) + "\n").encode()
+                for argv, log in requests
+            )
+        )
         out: list[ForkedProcess] = []
         while len(out) < len(requests):
             msg = self._read(None)
@@ -327,8 +341,9 @@ class ForkServer:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] not in PRELOAD or not argv[1].isdigit():
-        print(f"usage: python -m keyserver.network.zygote {{{'|'.join(PRELOAD)}}} FD",
-              file=sys.stderr)
+        print(
+            f"usage: python -m keyserver.network.zygote {{{'|'.join(PRELOAD)}}} FD", file=sys.stderr
+        )
         return 2
     return serve(argv[0], int(argv[1]))
 

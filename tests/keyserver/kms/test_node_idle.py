@@ -49,19 +49,24 @@ async def test_a_quiet_network_makes_no_requests_and_a_relay_a_bounded_few(
         n.config.write_text(text + LONG_TIMERS)
     links = {link.id: MemoryLink(seed=i + 1) for i, link in enumerate(topo.links)}
     nodes = {
-        n: KmsNode(load_node_config(plan.nodes[n].config),
-                   {x.id: links[x.id].end(x.a == n) for x in topo.links_of(n)})
+        n: KmsNode(
+            load_node_config(plan.nodes[n].config),
+            {x.id: links[x.id].end(x.a == n) for x in topo.links_of(n)},
+        )
         for n in topo.node_ids()
     }
     await asyncio.gather(*(node.start() for node in nodes.values()))
     try:
+
         def settled() -> bool:
             now = time.monotonic()
             return all(
-                link.synced and link.neighbour_ok
+                link.synced
+                and link.neighbour_ok
                 and min(node.store.stock_bytes(lid, o) for o in (link.spec.a, link.spec.b))
                 >= node.config.max_key_count * node.config.limits.key_size // 8
-                for node in nodes.values() for lid, link in node.links.items()
+                for node in nodes.values()
+                for lid, link in node.links.items()
             ) and all(v.up for node in nodes.values() for v in node.lsdb.views(now))
 
         await wait_for(settled, timeout=60, what="links full and every link up everywhere")

@@ -107,9 +107,22 @@ def test_ready_for_calls_line_and_sigterm_leaves_no_process(tmp_path: Path) -> N
     topo_file.write_text(CHAIN)
     d = tmp_path / "net"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "keyserver.cli", "network", "--topology", str(topo_file),
-         "--dir", str(d), "--seed", "3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "keyserver.cli",
+            "network",
+            "--topology",
+            str(topo_file),
+            "--dir",
+            str(d),
+            "--seed",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
     )
     try:
         first = _events(proc, "network_ready", 60)
@@ -133,12 +146,14 @@ def test_ready_for_calls_line_and_sigterm_leaves_no_process(tmp_path: Path) -> N
             r = a.post("/api/v1/keys/bob/enc_keys", json={"number": 1, "size": 256})
             assert r.status_code == 200, r.text
             [key] = r.json()["keys"]
-            r2 = b.post("/api/v1/keys/alice/dec_keys", json={"key_IDs": [
-                {"key_ID": key["key_ID"]}]})
+            r2 = b.post(
+                "/api/v1/keys/alice/dec_keys", json={"key_IDs": [{"key_ID": key["key_ID"]}]}
+            )
             assert r2.status_code == 200 and r2.json()["keys"] == [key], r2.text
         started = _descendants(proc.pid)
         pids = {v["pid"] for v in info["nodes"].values()} | {
-            v["pid"] for v in info["modules"].values()}
+            v["pid"] for v in info["modules"].values()
+        }
         assert pids <= started, (pids, started)
         assert len(started) >= len(pids) + 2  # the zygotes too
         proc.send_signal(signal.SIGTERM)
@@ -159,9 +174,16 @@ def test_farthest_saes_and_a_progress_line_that_fits() -> None:
 
     topo = parse_topology(tomllib.loads(CHAIN), "chain3")
     assert farthest_saes(topo) == CallPair("alice", "bob", "west", "east", 2)
-    r = Readiness(CallPair("alice", "bob", "west", "east", 2), False, 2, 2, 1, (),
-                  "no route with key yet: middle-east (too little key: middle holds 0 bits)",
-                  12.34)
+    r = Readiness(
+        CallPair("alice", "bob", "west", "east", 2),
+        False,
+        2,
+        2,
+        1,
+        (),
+        "no route with key yet: middle-east (too little key: middle holds 0 bits)",
+        12.34,
+    )
     line = progress_line(r)
     assert "links holding key 1/2" in line and "alice@west -> bob@east" in line
     assert len(fit(line, 60)) == 60 and fit(line, 60).endswith("…")
