@@ -108,7 +108,9 @@ class LocalLink:
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # look at the module now
     poke: asyncio.Event = field(default_factory=asyncio.Event)  # sync with the neighbour now
     misses: int = 0  # module status requests in a row that failed (the next one backs off)
-    last_sync: float = 0.0  # monotonic time of the last sync exchange
+    # monotonic time of the last sync exchange (from creation: a starting node gives its
+    # neighbour the whole timeout before calling it unreachable)
+    last_sync: float = field(default_factory=time.monotonic)
     bits_spent_payload: int = 0
     bits_spent_auth: int = 0
     bits_drawn: int = 0

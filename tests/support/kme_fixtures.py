@@ -173,12 +173,15 @@ async def running_pair(
                 ),
                 what="key pool to fill",
             )
+        def heard(node: KmsNode, origin: KmsNode) -> bool:
+            """`node` holds `origin`'s LSA saying what `origin` now says of each link's state."""
+            lsa = node.lsdb.fresh(origin.id, time.monotonic())
+            now = [(r.link, r.up) for r in origin.own_lsa().links]
+            return lsa is not None and [(r.link, r.up) for r in lsa.links] == now
+
         await wait_for(
-            lambda: (
-                a.node.lsdb.fresh("KME-B", time.monotonic()) is not None
-                and b.node.lsdb.fresh("KME-A", time.monotonic()) is not None
-            ),
-            what="link-state advertisements",
+            lambda: heard(a.node, b.node) and heard(b.node, a.node),
+            what="link-state advertisements of the links' current state",
         )
         yield a, b
     finally:

@@ -476,7 +476,8 @@ async def test_50_concurrent_clients_drain_the_pool_without_duplicates(
                 while True:
                     r = await c.post(ENC, json={"number": 3})
                     if r.status_code == 503:
-                        assert r.json()["message"] == MSG_OUT_OF_KEYS
+                        assert r.json()["message"].startswith(MSG_OUT_OF_KEYS)
+                        assert r.json()["details"][0]["reason"] == "out_of_keys"
                         one = await c.get(ENC)  # single keys until truly empty
                         if one.status_code == 503:
                             return
@@ -583,8 +584,13 @@ async def test_logs_are_json_and_never_carry_key_material(
 async def test_one_pair_cannot_drain_the_pool_while_another_draws(pair: Pair) -> None:
     sa = (await pair.alice.get(STATUS)).json()["stored_key_count"]
     assert (await pair.carol.post(ENC, json={"number": 1})).status_code == 200
-    # alice alone could take it all; with carol active, at most half of it per request
+    # alice alone could take it all; with carol registered at the node, half of the link's
+    # stock is hers: a request for three quarters of it is refused, naming the quota and share
     big = {"number": 128, "size": 256 * (sa // 128 * 3 // 4)}
     r = await pair.alice.post(ENC, json=big)
-    assert r.status_code == 503 and "2 SAE pairs share link A-B" in r.json()["message"]
+    assert r.status_code == 503
+    (detail,) = r.json()["details"]
+    assert detail["reason"] == "out_of_keys" and detail["quota"] == "sae_stock_share"
+    assert detail["sae"] == "alice" and detail["link"] == "A-B" and detail["saes"] == 2
+    assert detail["needed_bits"] > detail["balance_bits"]
     assert (await pair.alice.post(ENC, json={"number": 4})).status_code == 200
