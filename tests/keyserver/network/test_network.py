@@ -91,19 +91,22 @@ def relay(net: RunningNetwork, n: int, number: int = 2, size: int = 512,
 
 
 class DemandLoop(threading.Thread):
-    """A call's key demand: `src` (alice) asks for a key every `period` s for bob."""
+    """A call's key demand: `src` (alice) asks for a key every `period` s for bob; with
+    `collect`, bob takes each key from his node as it comes, as a call's answerer does (a pair
+    may not leave more than its share of uncollected key at the far node)."""
 
     def __init__(self, net: RunningNetwork, period: float = 0.1, size: int = 256,
-                 src: str = "alice") -> None:
+                 src: str = "alice", collect: bool = False) -> None:
         super().__init__(daemon=True)
         self.net, self.period, self.size, self.src = net, period, size, src
+        self.collect = collect
         self.got: list[dict[str, str]] = []
         self.times: list[float] = []  # when each key arrived
         self.failures: list[tuple[float, int, str]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
-        with self.net.sae(self.src) as alice:
+        with self.net.sae(self.src) as alice, self.net.sae("bob") as bob:
             while not self.stop.wait(self.period):
                 try:
                     r = alice.post("/api/v1/keys/bob/enc_keys", json={"number": 1,
@@ -114,6 +117,11 @@ class DemandLoop(threading.Thread):
                 if r.status_code == 200:
                     self.got += r.json()["keys"]
                     self.times.append(time.monotonic())
+                    if self.collect:
+                        ids = [{"key_ID": k["key_ID"]} for k in r.json()["keys"]]
+                        taken = bob.post(f"/api/v1/keys/{self.src}/dec_keys",
+                                         json={"key_IDs": ids})
+                        assert taken.status_code == 200, taken.text
                 else:
                     self.failures.append((time.monotonic(), r.status_code, r.text))
 
@@ -215,7 +223,7 @@ def test_eve_and_fibre_cut_are_routed_around_while_a_call_goes_on(tmp_path: Path
         net.wait(lambda: stocked(net), what="link keys on every link")
         # the call's demand keeps the links producing (an idle, full link runs no QKD blocks,
         # so an eavesdropper there is noticed only when it runs again)
-        loop = DemandLoop(net, period=0.05, size=2048)
+        loop = DemandLoop(net, period=0.05, size=2048, collect=True)
         loop.start()
         net.wait(lambda: len(loop.got) >= 5, what="keys flowing")
         route = net.route("alice", "bob")
@@ -231,7 +239,7 @@ def test_eve_and_fibre_cut_are_routed_around_while_a_call_goes_on(tmp_path: Path
         # SAE at the far end of Eve's link (carol at c, dave at b) draws on that link alone, so
         # it keeps running blocks and Eve is seen
         near = {"b": "dave", "c": "carol"}[route[1]]
-        local = DemandLoop(net, period=0.05, size=2048, src=near)
+        local = DemandLoop(net, period=0.05, size=2048, src=near, collect=True)
         local.start()
 
         def alarmed() -> bool:
