@@ -21,7 +21,8 @@ from qphone.core.jitterbuffer import (
 FRAME = 0.02
 TICKS = 960
 MAX_EXAMPLES = 250
-ADAPTIVE = JitterBufferConfig.for_frame_ms(20)  # what a call uses: starts low, time-stretches
+# starts low and time-stretches (a call's defaults, with stretching on: it is off by default)
+ADAPTIVE = dataclasses.replace(JitterBufferConfig.for_frame_ms(20), max_stretch_ms=5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,9 +407,10 @@ def test_config_validation(kwargs: dict[str, float]) -> None:
 
 def test_config_for_frame_ms() -> None:
     cfg = JitterBufferConfig.for_frame_ms(60)
-    # starts at one frame, may go down to the margin, stretches up to 1/4 of a frame per slot
+    # starts at one frame, may go down to the margin, no time-stretching unless asked for
     assert cfg.frame_ticks == 2880 and cfg.min_delay_ms == 5 and cfg.max_delay_ms == 240
-    assert cfg.initial_delay_ms == 65 and cfg.max_stretch_ms == 15 and cfg.quantile == 0.97
+    assert cfg.initial_delay_ms == 65 and cfg.max_stretch_ms == 0 and cfg.quantile == 0.97
+    assert dataclasses.replace(cfg, max_stretch_ms=15).max_stretch_ms == 15  # a quarter frame
     assert cfg.frame_seconds == pytest.approx(0.06)
     with pytest.raises(ValueError):
         JitterBufferConfig(max_stretch_ms=6)  # more than a quarter of a 20 ms frame
