@@ -26,7 +26,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check qphone keyserver tests bench
-	$(BIN)/ruff format --check qphone tests/qphone tests/e2e tests/support tests/conftest.py bench
+	$(BIN)/ruff format --check qphone keyserver tests bench
 
 typecheck: setup
 	$(BIN)/mypy qphone keyserver

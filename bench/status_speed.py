@@ -28,9 +28,9 @@ from typing import Any
 from aiohttp import web
 
 from keyserver.network.plan import free_ports
-from keyserver.network.topology import Topology, load_topology
 from keyserver.pki.domains import NetworkPki
 from keyserver.pki.tls import server_context
+from keyserver.topology import Topology, load_topology
 
 TIMING = """
 import json, resource, sys, time

@@ -15,10 +15,14 @@ def _errors() -> dict[str, Any]:
     err = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     return {
         "400": {"description": "Bad request format", "content": err},
-        "401": {"description": "Unauthorized (no, unknown or wrong client certificate)",
-                "content": err},
-        "503": {"description": "Error on server side (no key material, peer KME down)",
-                "content": err},
+        "401": {
+            "description": "Unauthorized (no, unknown or wrong client certificate)",
+            "content": err,
+        },
+        "503": {
+            "description": "Error on server side (no key material, peer KME down)",
+            "content": err,
+        },
     }
 
 
@@ -64,8 +68,10 @@ def openapi_document(limits: Limits, kme_id: str) -> dict[str, Any]:
                     "summary": "This document (needs a client certificate like every call)",
                     "operationId": "getOpenApi",
                     "responses": {
-                        "200": {"description": "The OpenAPI document",
-                                "content": {"application/json": {"schema": {"type": "object"}}}},
+                        "200": {
+                            "description": "The OpenAPI document",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
                         **{k: v for k, v in _errors().items() if k != "400"},
                     },
                 }
@@ -84,12 +90,27 @@ def openapi_document(limits: Limits, kme_id: str) -> dict[str, Any]:
                     "operationId": "getKeyGet",
                     "parameters": [
                         _sae_param("slave_SAE_ID"),
-                        {"name": "number", "in": "query", "required": False,
-                         "schema": {"type": "integer", "minimum": 1,
-                                    "maximum": limits.max_key_per_request}},
-                        {"name": "size", "in": "query", "required": False,
-                         "schema": {"type": "integer", "minimum": limits.min_key_size,
-                                    "maximum": limits.max_key_size, "multipleOf": 8}},
+                        {
+                            "name": "number",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": limits.max_key_per_request,
+                            },
+                        },
+                        {
+                            "name": "size",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": limits.min_key_size,
+                                "maximum": limits.max_key_size,
+                                "multipleOf": 8,
+                            },
+                        },
                     ],
                     "responses": _ok("KeyContainer"),
                 },
@@ -107,8 +128,12 @@ def openapi_document(limits: Limits, kme_id: str) -> dict[str, Any]:
                     "operationId": "getKeyWithKeyIdsGet",
                     "parameters": [
                         _sae_param("master_SAE_ID"),
-                        {"name": "key_ID", "in": "query", "required": True,
-                         "schema": {"type": "string", "format": "uuid"}},
+                        {
+                            "name": "key_ID",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "format": "uuid"},
+                        },
                     ],
                     "responses": _ok("KeyContainer"),
                 },
@@ -126,9 +151,17 @@ def openapi_document(limits: Limits, kme_id: str) -> dict[str, Any]:
                 "Status": {
                     "type": "object",
                     "required": [
-                        "source_KME_ID", "target_KME_ID", "master_SAE_ID", "slave_SAE_ID",
-                        "key_size", "stored_key_count", "max_key_count", "max_key_per_request",
-                        "max_key_size", "min_key_size", "max_SAE_ID_count",
+                        "source_KME_ID",
+                        "target_KME_ID",
+                        "master_SAE_ID",
+                        "slave_SAE_ID",
+                        "key_size",
+                        "stored_key_count",
+                        "max_key_count",
+                        "max_key_per_request",
+                        "max_key_size",
+                        "min_key_size",
+                        "max_SAE_ID_count",
                     ],
                     "properties": {
                         "source_KME_ID": {"type": "string"},
@@ -153,21 +186,31 @@ def openapi_document(limits: Limits, kme_id: str) -> dict[str, Any]:
                     "type": "object",
                     "additionalProperties": False,
                     "properties": {
-                        "number": {"type": "integer", "minimum": 1,
-                                   "maximum": limits.max_key_per_request},
-                        "size": {"type": "integer", "minimum": limits.min_key_size,
-                                 "maximum": limits.max_key_size, "multipleOf": 8},
+                        "number": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": limits.max_key_per_request,
+                        },
+                        "size": {
+                            "type": "integer",
+                            "minimum": limits.min_key_size,
+                            "maximum": limits.max_key_size,
+                            "multipleOf": 8,
+                        },
                         "additional_slave_SAE_IDs": {
-                            "type": "array", "items": {"type": "string"},
+                            "type": "array",
+                            "items": {"type": "string"},
                             "maxItems": limits.max_sae_id_count,
                         },
                         "extension_mandatory": {
-                            "type": "array", "items": {"type": "object"},
+                            "type": "array",
+                            "items": {"type": "object"},
                             "description": "No extension is supported: a non-empty array is "
                             "refused with 400.",
                         },
                         "extension_optional": {
-                            "type": "array", "items": {"type": "object"},
+                            "type": "array",
+                            "items": {"type": "object"},
                             "description": "Accepted and ignored.",
                         },
                     },

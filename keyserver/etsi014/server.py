@@ -132,8 +132,13 @@ class Etsi014Api:
         self.service = service
         self.http_limits = limits or HttpLimits()
         self.counters: dict[str, int] = {
-            "enc_requests": 0, "dec_requests": 0, "keys_to_masters": 0, "keys_to_slaves": 0,
-            "rejected_400": 0, "rejected_401": 0, "errors_503": 0,
+            "enc_requests": 0,
+            "dec_requests": 0,
+            "keys_to_masters": 0,
+            "keys_to_slaves": 0,
+            "rejected_400": 0,
+            "rejected_401": 0,
+            "errors_503": 0,
         }
 
     def add_routes(self, app: web.Application) -> None:
@@ -221,8 +226,16 @@ class Etsi014Api:
         except EtsiError as e:
             name = "errors_503" if e.status == 503 else f"rejected_{e.status}"
             self.counters[name] = self.counters.get(name, 0) + 1
-            log(_LOG, logging.INFO, "request_refused", method=request.method,
-                path=request.path, status=e.status, message=e.message, sae=caller_id(request))
+            log(
+                _LOG,
+                logging.INFO,
+                "request_refused",
+                method=request.method,
+                path=request.path,
+                status=e.status,
+                message=e.message,
+                sae=caller_id(request),
+            )
             headers = {"Retry-After": "1"} if e.status == 503 else None
             resp = json_response(e.status, e.body(), headers)
             if isinstance(e, _BodyTimeout):
@@ -239,8 +252,15 @@ class Etsi014Api:
         except Exception as e:
             log(_LOG, logging.ERROR, "internal_error", path=request.path, error=repr(e))
             return json_response(503, {"message": "internal KME error"}, {"Retry-After": "1"})
-        log(_LOG, logging.DEBUG, "request", method=request.method, path=request.path,
-            status=resp.status, ms=round(1000 * (time.perf_counter() - t0), 3))
+        log(
+            _LOG,
+            logging.DEBUG,
+            "request",
+            method=request.method,
+            path=request.path,
+            status=resp.status,
+            ms=round(1000 * (time.perf_counter() - t0), 3),
+        )
         return resp
 
 
@@ -293,8 +313,13 @@ class _GuardedRequestHandler(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         client = _client_key(transport)
         if not self._counter.admit(client):
-            log(_LOG, logging.WARNING, "connection_refused", client=client,
-                open=self._counter.per_client.get(client, 0))
+            log(
+                _LOG,
+                logging.WARNING,
+                "connection_refused",
+                client=client,
+                open=self._counter.per_client.get(client, 0),
+            )
             transport.close()
             return
         self._client = client
@@ -371,8 +396,12 @@ class _GuardedRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         return _GuardedServer(
-            self._counter, server.request_handler, request_factory=server.request_factory,
-            handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs,
+            self._counter,
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            loop=server._loop,
+            **server._kwargs,
         )
 
 
@@ -396,7 +425,11 @@ class _TlsSite(web.BaseSite):
     """Like aiohttp's TCPSite, with a TLS handshake timeout."""
 
     def __init__(
-        self, runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext,
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext,
         handshake_timeout: float,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=1024)
@@ -413,8 +446,12 @@ class _TlsSite(web.BaseSite):
         await super().start()
         assert self._runner.server is not None
         server = await asyncio.get_running_loop().create_server(
-            self._runner.server, self._host, self._port, ssl=self._ssl_context,
-            backlog=self._backlog, ssl_handshake_timeout=self._handshake_timeout,
+            self._runner.server,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            ssl_handshake_timeout=self._handshake_timeout,
         )
         self._server = server
         if server.sockets:
@@ -451,7 +488,10 @@ async def start_server(
     """Serve ``app`` (from :func:`guarded_app`) on host:port over TLS, within ``limits``."""
     counter = _ConnectionCounter(limits)
     runner = _GuardedRunner(
-        app, counter, access_log=None, handle_signals=False,
+        app,
+        counter,
+        access_log=None,
+        handle_signals=False,
         keepalive_timeout=limits.idle_timeout,
         lingering_time=0,  # never wait for the rest of a body that was refused
     )

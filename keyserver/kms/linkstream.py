@@ -112,8 +112,16 @@ def compare(
 
     def reset(names: list[str], reason: str) -> SyncResult:
         new = tuple(
-            (o, max(_end(by_owner, o), _end(other, o), _cursor(by_owner, o), _cursor(other, o),
-                    max_cursor_seen.get(o, 0)))
+            (
+                o,
+                max(
+                    _end(by_owner, o),
+                    _end(other, o),
+                    _cursor(by_owner, o),
+                    _cursor(other, o),
+                    max_cursor_seen.get(o, 0),
+                ),
+            )
             for o in names
         )
         return SyncResult(SyncVerdict.DESYNC, new, reason, seq)
@@ -121,8 +129,7 @@ def compare(
     if set(by_owner) != set(other):
         return reset(owners, "streams differ")
     back = [
-        o for o, s in other.items()
-        if o == theirs.sender and s.cursor < max_cursor_seen.get(o, 0)
+        o for o, s in other.items() if o == theirs.sender and s.cursor < max_cursor_seen.get(o, 0)
     ]
     if back:
         return reset(owners, f"{back[0]}: cursor went back")
@@ -130,18 +137,25 @@ def compare(
     if rx.announce_seq == tx.announce_seq + 1:
         return SyncResult(SyncVerdict.IN_FLIGHT)
     if rx.announce_seq != tx.announce_seq:
-        return reset(owners, f"announcement sequence: transmitter at {tx.announce_seq}, "
-                     f"receiver at {rx.announce_seq}")
+        return reset(
+            owners,
+            f"announcement sequence: transmitter at {tx.announce_seq}, "
+            f"receiver at {rx.announce_seq}",
+        )
     bad = [
-        o for o in owners
+        o
+        for o in owners
         if by_owner[o].end != other[o].end or by_owner[o].layout_hash != other[o].layout_hash
     ]
     if not bad:
         return SyncResult(SyncVerdict.CONSISTENT)
-    return reset(bad, ", ".join(
-        f"{o}: end/layout differ (mine end {by_owner[o].end}, theirs end {other[o].end})"
-        for o in bad
-    ))
+    return reset(
+        bad,
+        ", ".join(
+            f"{o}: end/layout differ (mine end {by_owner[o].end}, theirs end {other[o].end})"
+            for o in bad
+        ),
+    )
 
 
 def _end(views: dict[str, StreamView], owner: str) -> int:

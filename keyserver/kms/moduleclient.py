@@ -129,13 +129,18 @@ class ModuleClient:
         ext = obj.get("status_extension")
         link = ext.get("qkd_link") if isinstance(ext, dict) else None
         return ModuleStatus(
-            _int(obj, "key_size"), _int(obj, "stored_key_count"),
-            _int(obj, "max_key_per_request"), link if isinstance(link, dict) else {},
+            _int(obj, "key_size"),
+            _int(obj, "stored_key_count"),
+            _int(obj, "max_key_per_request"),
+            link if isinstance(link, dict) else {},
         )
 
     async def enc_keys(self, number: int, size_bits: int) -> list[tuple[uuid.UUID, bytes]]:
-        return _keys(await self._call("POST", "enc_keys", {"number": number, "size": size_bits}),
-                     size_bits // 8, number)
+        return _keys(
+            await self._call("POST", "enc_keys", {"number": number, "size": size_bits}),
+            size_bits // 8,
+            number,
+        )
 
     async def dec_keys(
         self, key_ids: Sequence[uuid.UUID], size_bits: int

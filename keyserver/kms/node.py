@@ -69,8 +69,8 @@ from keyserver.kms.recorder import Recorder
 from keyserver.kms.relay import Ack, AckStatus, HopMessage, RelayFormatError, RelayHeader
 from keyserver.kms.routing import DownReason, LinkReport, LinkStateDb, Lsa, RouteDecision
 from keyserver.kms.stockshare import StockShares
-from keyserver.network.topology import LinkSpec
 from keyserver.pki.tls import server_context
+from keyserver.topology import LinkSpec
 
 _LOG = logging.getLogger("keyserver.kms.node")
 MAX_NODE_BODY = 4 * 1024 * 1024
@@ -131,9 +131,13 @@ class LocalLink:
         elif not self.synced:
             reason = DownReason.SYNCING
         return LinkReport(
-            link=self.spec.id, up=reason is None, reason=reason,
-            alarm=bool(st and st.alarm), qber=st.qber if st else None,
-            rate_bps=st.rate_bps if st else 0.0, stock_bits=stock_bits,
+            link=self.spec.id,
+            up=reason is None,
+            reason=reason,
+            alarm=bool(st and st.alarm),
+            qber=st.qber if st else None,
+            rate_bps=st.rate_bps if st else 0.0,
+            stock_bits=stock_bits,
             module_state=st.state if st else "unreachable",
         )
 
@@ -169,9 +173,7 @@ class PairStats:
 class KmsNode:
     """``await start()``, then ``await stop()``."""
 
-    def __init__(
-        self, config: NodeConfig, modules: Mapping[str, ModuleApi] | None = None
-    ) -> None:
+    def __init__(self, config: NodeConfig, modules: Mapping[str, ModuleApi] | None = None) -> None:
         """`modules` (link ID -> module API) replaces the HTTPS module clients (tests)."""
         self.config = config
         self._modules = dict(modules or {})
@@ -196,23 +198,36 @@ class KmsNode:
         saes = config.local_saes()
         self.shares = (
             StockShares(saes, config.max_key_count * config.limits.key_size // 8)
-            if saes and config.sae_stock_share else None
+            if saes and config.sae_stock_share
+            else None
         )
         self.counters: dict[str, int] = {
-            "relays_started": 0, "relays_delivered": 0, "relays_failed": 0, "hops_forwarded": 0,
-            "hops_refused": 0, "relays_received": 0, "voids_sent": 0, "voids_received": 0,
-            "held_expired": 0, "desyncs_repaired": 0, "announcements": 0,
+            "relays_started": 0,
+            "relays_delivered": 0,
+            "relays_failed": 0,
+            "hops_forwarded": 0,
+            "hops_refused": 0,
+            "relays_received": 0,
+            "voids_sent": 0,
+            "voids_received": 0,
+            "held_expired": 0,
+            "desyncs_repaired": 0,
+            "announcements": 0,
             # what the node does on its own (docs/network.md, "Timings"): these grow with
             # change (keys drawn, links up/down, relays), not with time, while a network idles
-            "module_polls": 0, "syncs_sent": 0, "lsa_floods": 0, "lsa_posts": 0,
+            "module_polls": 0,
+            "syncs_sent": 0,
+            "lsa_floods": 0,
+            "lsa_posts": 0,
             "wakeups": 0,
         }
         self.sae_port = config.sae_api.port
         self.node_port = config.node_api.port
         self.recorder: Recorder | None = None
         topo = config.topology
-        self.lsdb = LinkStateDb(((x.id, x.a, x.b) for x in topo.links), topo.node_ids(),
-                                config.lsa_max_age)
+        self.lsdb = LinkStateDb(
+            ((x.id, x.a, x.b) for x in topo.links), topo.node_ids(), config.lsa_max_age
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -230,16 +245,17 @@ class KmsNode:
             self.links[spec.id] = LocalLink(spec, neighbour, spec.a == self.id, module)
         # a client (TLS context, connection pool) per peer node, made on the first message to
         # it: most nodes of a large network never talk to most others
-        self._peer_ids = {n for n in cfg.topology.node_ids()
-                          if n != self.id and n in cfg.node_urls}
+        self._peer_ids = {n for n in cfg.topology.node_ids() if n != self.id and n in cfg.node_urls}
         self.peers: dict[str, NodeClient] = {}
         voided = self.store.void_pending_relays(now_ms() + int(2 * cfg.relay_timeout * 1000))
         if voided:
             log(_LOG, logging.WARNING, "relays_voided_after_restart", count=voided)
-        self.sae_port = await self._listen(self._sae_app(), cfg.sae_api.host, cfg.sae_api.port,
-                                           cfg.sae_api.tls)
-        self.node_port = await self._listen(self._node_app(), cfg.node_api.host,
-                                            cfg.node_api.port, cfg.node_api.tls)
+        self.sae_port = await self._listen(
+            self._sae_app(), cfg.sae_api.host, cfg.sae_api.port, cfg.sae_api.tls
+        )
+        self.node_port = await self._listen(
+            self._node_app(), cfg.node_api.host, cfg.node_api.port, cfg.node_api.tls
+        )
         for link in self.links.values():
             self._spawn(self._link_loop(link))
             self._spawn(self._sync_loop(link))
@@ -247,13 +263,21 @@ class KmsNode:
         self._spawn(self._ack_loop())
         self._spawn(self._void_loop())
         self._spawn(self._expire_loop())
-        log(_LOG, logging.INFO, "node_started", node=self.id, sae_port=self.sae_port,
-            node_port=self.node_port, links=sorted(self.links), saes=cfg.local_saes())
+        log(
+            _LOG,
+            logging.INFO,
+            "node_started",
+            node=self.id,
+            sae_port=self.sae_port,
+            node_port=self.node_port,
+            links=sorted(self.links),
+            saes=cfg.local_saes(),
+        )
 
     async def _listen(self, app: web.Application, host: str, port: int, tls: Any) -> int:
-        listener = await start_server(app, host, port,
-                                      server_context(tls.ca_cert, tls.cert, tls.key),
-                                      self.config.http)
+        listener = await start_server(
+            app, host, port, server_context(tls.ca_cert, tls.cert, tls.key), self.config.http
+        )
         self._listeners.append(listener)
         return listener.port
 
@@ -343,9 +367,15 @@ class KmsNode:
                 link.misses += 1
             now = link.report(0)
             if (was.up, was.reason) != (now.up, now.reason):
-                log(_LOG, logging.INFO if now.up else logging.WARNING, "link_state",
-                    link=link.spec.id, up=now.up, reason=now.reason.value if now.reason else None,
-                    error=link.module_error or None)
+                log(
+                    _LOG,
+                    logging.INFO if now.up else logging.WARNING,
+                    "link_state",
+                    link=link.spec.id,
+                    up=now.up,
+                    reason=now.reason.value if now.reason else None,
+                    error=link.module_error or None,
+                )
                 self._lsa_changed(urgent=True)
             drew = False
             if link.transmitter and link.status is not None:
@@ -384,8 +414,11 @@ class KmsNode:
             return True
 
     async def _announce(self, link: LocalLink, seq: int, blocks: Sequence[Block]) -> None:
-        body = {"link": link.spec.id, "seq": seq,
-                "keys": [{"key_ID": str(b.key_id), "owner": b.owner} for b in blocks]}
+        body = {
+            "link": link.spec.id,
+            "seq": seq,
+            "keys": [{"key_ID": str(b.key_id), "owner": b.owner} for b in blocks],
+        }
         reply = await self._post(link.neighbour, "/kms/v1/link/announce", body)
         got_raw = reply.get("got")
         if reply.get("seq") != seq or not isinstance(got_raw, list):
@@ -394,17 +427,27 @@ class KmsNode:
         self.store.confirm(link.spec.id, seq, got)
         self.counters["announcements"] += 1
         if len(got) < len(blocks):
-            log(_LOG, logging.WARNING, "announced_keys_missing", link=link.spec.id, seq=seq,
-                missing=len(blocks) - len(got))
+            log(
+                _LOG,
+                logging.WARNING,
+                "announced_keys_missing",
+                link=link.spec.id,
+                seq=seq,
+                missing=len(blocks) - len(got),
+            )
 
     async def h_announce(self, request: web.Request) -> web.Response:
         obj = await self._node_body(request)
         link = self._link_from(obj, request, transmitter_caller=True)
         seq = obj.get("seq")
         keys = obj.get("keys")
-        if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= 2**62 or (
-            set(obj) != {"link", "seq", "keys"} or not isinstance(keys, list)
-        ) or not 1 <= len(keys) <= 4096:
+        if (
+            isinstance(seq, bool)
+            or not isinstance(seq, int)
+            or not 1 <= seq <= 2**62
+            or (set(obj) != {"link", "seq", "keys"} or not isinstance(keys, list))
+            or not 1 <= len(keys) <= 4096
+        ):
             raise etsi014.bad_request(
                 "announcement must be exactly {link, seq: 1..2^62, keys[1..4096]}"
             )
@@ -420,8 +463,14 @@ class KmsNode:
                 got = self.store.announced(link.spec.id, seq)
                 return json_response(200, {"seq": seq, "got": [str(g) for g in got or []]})
             if seq > last + 1:
-                log(_LOG, logging.WARNING, "announcement_gap", link=link.spec.id, expected=last + 1,
-                    got=seq)
+                log(
+                    _LOG,
+                    logging.WARNING,
+                    "announcement_gap",
+                    link=link.spec.id,
+                    expected=last + 1,
+                    got=seq,
+                )
             st = link.status
             size = st.key_size if st is not None else 0
             fetched = await self._fetch(link, [k for k, _ in entries], size)
@@ -464,14 +513,19 @@ class KmsNode:
             if owner == self.id and link.in_flight:
                 v = StreamView(v.owner, v.end, v.layout_hash, min(v.cursor, min(link.in_flight)))
             views.append(v)
-        return SyncState(link.spec.id, self.id, self.store.announce_seq(link.spec.id),
-                         tuple(views))
+        return SyncState(link.spec.id, self.id, self.store.announce_seq(link.spec.id), tuple(views))
 
     @staticmethod
     def _sync_json(s: SyncState) -> dict[str, Any]:
-        return {"link": s.link, "sender": s.sender, "announce_seq": s.announce_seq,
-                "streams": [{"owner": v.owner, "end": v.end, "layout": v.layout_hash.hex(),
-                             "cursor": v.cursor} for v in s.streams]}
+        return {
+            "link": s.link,
+            "sender": s.sender,
+            "announce_seq": s.announce_seq,
+            "streams": [
+                {"owner": v.owner, "end": v.end, "layout": v.layout_hash.hex(), "cursor": v.cursor}
+                for v in s.streams
+            ],
+        }
 
     @staticmethod
     def _sync_from(obj: Any) -> SyncState:
@@ -516,8 +570,9 @@ class KmsNode:
             streams.append(StreamView(name(v["owner"]), end, digest, cursor))
         if streams[0].owner == streams[1].owner:
             raise bad
-        return SyncState(name(obj["link"]), name(obj["sender"]), pos(obj["announce_seq"]),
-                         tuple(streams))
+        return SyncState(
+            name(obj["link"]), name(obj["sender"]), pos(obj["announce_seq"]), tuple(streams)
+        )
 
     def _apply_sync(self, link: LocalLink, mine: SyncState, theirs: SyncState) -> None:
         """Compare two snapshots taken while no announcement was between the nodes."""
@@ -534,8 +589,14 @@ class KmsNode:
             link.synced = False
             link.desyncs += 1
             self.counters["desyncs_repaired"] += 1
-            log(_LOG, logging.WARNING, "link_desync_repaired", link=lid, reason=res.reason,
-                streams=[o for o, _ in res.repair])
+            log(
+                _LOG,
+                logging.WARNING,
+                "link_desync_repaired",
+                link=lid,
+                reason=res.reason,
+                streams=[o for o, _ in res.repair],
+            )
             self._wake_lsa.set()
             return
         their_own = next(v for v in theirs.streams if v.owner == link.neighbour)
@@ -565,9 +626,14 @@ class KmsNode:
                     link.neighbour_ok = ok
                     if not ok:
                         link.synced = False
-                        log(_LOG, logging.WARNING, "neighbour_unreachable", link=link.spec.id,
+                        log(
+                            _LOG,
+                            logging.WARNING,
+                            "neighbour_unreachable",
+                            link=link.spec.id,
                             neighbour=link.neighbour,
-                            error=f"no sync for {t.neighbour_timeout:g} s")
+                            error=f"no sync for {t.neighbour_timeout:g} s",
+                        )
                     self._lsa_changed(urgent=True)
                 # asleep until the timeout would pass (a sync moves it) or a sync comes back
                 await self._sleep_or(link.poke, left if ok else None)
@@ -576,16 +642,23 @@ class KmsNode:
                 async with link.announce_lock:
                     sent = self._sync_state(link)
                     self.counters["syncs_sent"] += 1
-                    reply = await self._post(link.neighbour, "/kms/v1/link/sync",
-                                             self._sync_json(sent))
+                    reply = await self._post(
+                        link.neighbour, "/kms/v1/link/sync", self._sync_json(sent)
+                    )
                     self._apply_sync(link, sent, self._sync_from(reply))
                 if not link.neighbour_ok:
                     link.neighbour_ok = True
                     self._lsa_changed(urgent=True)
             except (NodeUnreachable, EtsiError) as e:
                 if link.neighbour_ok:
-                    log(_LOG, logging.WARNING, "neighbour_unreachable", link=link.spec.id,
-                        neighbour=link.neighbour, error=str(e))
+                    log(
+                        _LOG,
+                        logging.WARNING,
+                        "neighbour_unreachable",
+                        link=link.spec.id,
+                        neighbour=link.neighbour,
+                        error=str(e),
+                    )
                     link.neighbour_ok = False
                     self._lsa_changed(urgent=True)
             if link.synced and link.neighbour_ok:
@@ -600,7 +673,8 @@ class KmsNode:
         link = self._link_from(obj, request, transmitter_caller=True)
         theirs = self._sync_from(obj)
         if theirs.link != link.spec.id or {v.owner for v in theirs.streams} != {
-            link.spec.a, link.spec.b
+            link.spec.a,
+            link.spec.b,
         }:
             raise etsi014.bad_request(f"a sync on link {link.spec.id} is about its two streams")
         async with link.announce_lock:  # not in the middle of applying an announcement
@@ -672,8 +746,11 @@ class KmsNode:
                     lsas += queued.values()
                     if lsas:
                         self.counters["lsa_posts"] += 1
-                        sends.append(self._post_quiet(
-                            n, "/kms/v1/lsa", {"lsas": [lsa_to_json(x) for x in lsas]}))
+                        sends.append(
+                            self._post_quiet(
+                                n, "/kms/v1/lsa", {"lsas": [lsa_to_json(x) for x in lsas]}
+                            )
+                        )
                 await asyncio.gather(*sends)
                 continue
             await self._sleep_or(self._wake_lsa, max(0.0, refresh_at - now))
@@ -792,9 +869,13 @@ class KmsNode:
             spec = self.config.topology.link(lid)
             node = spec.b if spec.a == node else spec.a
             nodes.append(node)
-        return {"nodes": nodes, "links": list(legs[0]), "hops": len(legs[0]), "legs": len(legs),
-                "distance_km": round(sum(self.config.topology.link(x).distance_km
-                                         for x in legs[0]), 1)}
+        return {
+            "nodes": nodes,
+            "links": list(legs[0]),
+            "hops": len(legs[0]),
+            "legs": len(legs),
+            "distance_km": round(sum(self.config.topology.link(x).distance_km for x in legs[0]), 1),
+        }
 
     def _status_extension(self, master: str, slave: str, dst: str) -> dict[str, Any]:
         need = self._limits.key_size // 8 + relay.MAC_KEY_BYTES
@@ -806,10 +887,14 @@ class KmsNode:
         elif decision.ok:
             r = decision.routes
             ext["route"] = {
-                "nodes": list(r[0].nodes), "links": list(r[0].links), "hops": len(r[0].links),
-                "legs": len(r), "all": [list(x.nodes) for x in r],
-                "distance_km": round(sum(self.config.topology.link(x).distance_km
-                                         for x in r[0].links), 1),
+                "nodes": list(r[0].nodes),
+                "links": list(r[0].links),
+                "hops": len(r[0].links),
+                "legs": len(r),
+                "all": [list(x.nodes) for x in r],
+                "distance_km": round(
+                    sum(self.config.topology.link(x).distance_km for x in r[0].links), 1
+                ),
             }
             ext["qkd_link"] = self._link_summary([x for rr in r for x in rr.links])
             ext["qkd_link"]["eavesdropper_alarm"] = False  # this route delivers good key
@@ -819,18 +904,24 @@ class KmsNode:
             ext["no_route"] = decision.broken_text()
         p = self.pairs.get((master, slave))
         ext["relay"] = {
-            "relays": p.relays if p else 0, "failures": p.failures if p else 0,
+            "relays": p.relays if p else 0,
+            "failures": p.failures if p else 0,
             "last_relay_ms": round(p.last_ms, 3) if p else None,
             "mean_relay_ms": round(p.total_ms / p.relays, 3) if p and p.relays else None,
             "last_routes": [list(x) for x in p.last_route] if p else [],
             "link_bits": dict(p.link_bits) if p else {},
             # what the relays took (the route above is the one the next relay would take)
-            "routes_used": [{**self._route_json(legs), "relays": n}
-                            for legs, n in (p.routes_used.items() if p else ())],
+            "routes_used": [
+                {**self._route_json(legs), "relays": n}
+                for legs, n in (p.routes_used.items() if p else ())
+            ],
         }
         ext["network"] = {
-            "down_links": [{"link": v.link, "reasons": list(v.reasons), "alarm": v.alarm}
-                           for v in self.lsdb.views(time.monotonic()) if not v.up],
+            "down_links": [
+                {"link": v.link, "reasons": list(v.reasons), "alarm": v.alarm}
+                for v in self.lsdb.views(time.monotonic())
+                if not v.up
+            ],
         }
         return ext
 
@@ -846,14 +937,18 @@ class KmsNode:
             for nodes in ext["route"]["all"]:
                 bits = []
                 for u, v in itertools.pairwise(nodes):
-                    lid = next(x.id for x in self.config.topology.links
-                               if {x.a, x.b} == {u, v})
+                    lid = next(x.id for x in self.config.topology.links if {x.a, x.b} == {u, v})
                     bits.append(self.lsdb.view(lid, now).stock_bits.get(u, 0))
                 per_leg.append(min(bits))
             stock = min(per_leg) // self._limits.key_size
         return Status(
-            source_kme_id=self.id, target_kme_id=dst, master_sae_id=master, slave_sae_id=slave,
-            stored_key_count=stock, max_key_count=self.config.max_key_count, limits=self._limits,
+            source_kme_id=self.id,
+            target_kme_id=dst,
+            master_sae_id=master,
+            slave_sae_id=slave,
+            stored_key_count=stock,
+            max_key_count=self.config.max_key_count,
+            limits=self._limits,
             status_extension=ext,
         )
 
@@ -883,17 +978,21 @@ class KmsNode:
             while batch.waiting:
                 take: list[tuple[int, asyncio.Future[list[Key]]]] = []
                 n = 0
-                while batch.waiting and (not take or (
-                    n + batch.waiting[0][0] <= relay.MAX_KEYS
-                    and (n + batch.waiting[0][0]) * size // 8 <= BATCH_MAX_BYTES
-                )):
+                while batch.waiting and (
+                    not take
+                    or (
+                        n + batch.waiting[0][0] <= relay.MAX_KEYS
+                        and (n + batch.waiting[0][0]) * size // 8 <= BATCH_MAX_BYTES
+                    )
+                ):
                     take.append(batch.waiting.pop(0))
                     n += take[-1][0]
                 take = [t for t in take if not t[1].done()]  # callers that went away
                 if len(take) > 1:
                     try:
                         keys = await self._relay_retrying(
-                            master, slave, dst, KeyRequest(sum(t[0] for t in take), size))
+                            master, slave, dst, KeyRequest(sum(t[0] for t in take), size)
+                        )
                     except EtsiError as e:
                         if not any(d.get("reason") == REASON_OUT_OF_KEYS for d in e.details):
                             for _, f in take:  # no route, relay failed: the same for each
@@ -909,8 +1008,9 @@ class KmsNode:
                         continue
                 for number, f in take:
                     try:
-                        got = await self._relay_retrying(master, slave, dst,
-                                                         KeyRequest(number, size))
+                        got = await self._relay_retrying(
+                            master, slave, dst, KeyRequest(number, size)
+                        )
                     except Exception as e:  # EtsiError, or internal: the caller's 503
                         if not f.done():
                             f.set_exception(e)
@@ -954,18 +1054,33 @@ class KmsNode:
             short = [{"link": v.link, "stock_bits": v.stock_bits} for v in decision.broken]
             # a route with good links exists: this is a shortage, not an alarm
             link = {**ext["qkd_link"], "eavesdropper_alarm": False}
-            raise EtsiError(503, MSG_OUT_OF_KEYS, [{"reason": REASON_OUT_OF_KEYS,
-                                                    "qkd_link": link,
-                                                    "needed_bits": 8 * need,
-                                                    "short_links": short}])
+            raise EtsiError(
+                503,
+                MSG_OUT_OF_KEYS,
+                [
+                    {
+                        "reason": REASON_OUT_OF_KEYS,
+                        "qkd_link": link,
+                        "needed_bits": 8 * need,
+                        "short_links": short,
+                    }
+                ],
+            )
         if not decision.ok:
             ext = self._status_extension(master, slave, dst)
             raise EtsiError(
                 503,
                 f"no route from {self.id} to {dst} with {self.config.multipath} node-disjoint "
                 f"path(s) and enough key: {decision.broken_text()}",
-                [{"reason": REASON_NO_ROUTE, "qkd_link": ext["qkd_link"], "broken_links": [
-                    {"link": v.link, "reasons": list(v.reasons)} for v in decision.broken]}],
+                [
+                    {
+                        "reason": REASON_NO_ROUTE,
+                        "qkd_link": ext["qkd_link"],
+                        "broken_links": [
+                            {"link": v.link, "reasons": list(v.reasons)} for v in decision.broken
+                        ],
+                    }
+                ],
             )
         routes = decision.routes
         charged = self._charge_share(master, [(r.links[0], need) for r in routes])
@@ -981,13 +1096,37 @@ class KmsNode:
         except OutOfLinkKey as e:
             if self.shares is not None:
                 self.shares.refund(master, charged)
-            raise EtsiError(503, MSG_OUT_OF_KEYS, [{"reason": REASON_OUT_OF_KEYS,
-                                                    "link": e.link, "needed_bytes": e.need,
-                                                    "stock_bytes": e.have}]) from None
+            raise EtsiError(
+                503,
+                MSG_OUT_OF_KEYS,
+                [
+                    {
+                        "reason": REASON_OUT_OF_KEYS,
+                        "link": e.link,
+                        "needed_bytes": e.need,
+                        "stock_bytes": e.have,
+                    }
+                ],
+            ) from None
         ack_url = self.config.node_urls[self.id] + "/kmapi/v1/ext_keys/ack"
         headers = [
-            RelayHeader(relay_id, key_ids, req.size_bytes, self.id, dst, master, slave,
-                        r.nodes, 1, leg, len(routes), r.links[0], s.start, deadline_ms, ack_url)
+            RelayHeader(
+                relay_id,
+                key_ids,
+                req.size_bytes,
+                self.id,
+                dst,
+                master,
+                slave,
+                r.nodes,
+                1,
+                leg,
+                len(routes),
+                r.links[0],
+                s.start,
+                deadline_ms,
+                ack_url,
+            )
             for leg, (r, s) in enumerate(zip(routes, slices, strict=True))
         ]
         shares = [relay.hop1_keys(h, s.material) for h, s in zip(headers, slices, strict=True)]
@@ -1001,17 +1140,25 @@ class KmsNode:
             for h, s in zip(headers, slices, strict=True):
                 self.links[h.link].in_flight[s.start] = 1
                 self._spent(self.links[h.link])
-            sends = [self._send_hop(relay.seal(h, None, s.material))
-                     for h, s in zip(headers, slices, strict=True)]
+            sends = [
+                self._send_hop(relay.seal(h, None, s.material))
+                for h, s in zip(headers, slices, strict=True)
+            ]
             replies = await asyncio.gather(*sends)
             errors = [e for e, _ in replies if e is not None]
             for h, s in zip(headers, slices, strict=True):
                 self.links[h.link].in_flight.pop(s.start, None)
             # a leg that went straight to the target: the target's reply is its ack (one hop:
             # one node-to-node request in all, no ack message, no outbox)
-            ack = None if errors else _ack_in_reply(
-                relay_id, key_ids, [st for (_, st), h in zip(replies, headers, strict=True)
-                                    if h.is_last])
+            ack = (
+                None
+                if errors
+                else _ack_in_reply(
+                    relay_id,
+                    key_ids,
+                    [st for (_, st), h in zip(replies, headers, strict=True) if h.is_last],
+                )
+            )
             if not errors and ack is None:
                 with contextlib.suppress(TimeoutError):
                     ack = await asyncio.wait_for(fut, max(0.05, deadline - time.monotonic()))
@@ -1019,8 +1166,10 @@ class KmsNode:
             self._waiting.pop(relay_id, None)
         ms = 1000 * (time.perf_counter() - t0)
         stats = self.pairs.setdefault((master, slave), PairStats())
-        if ack is not None and ack.status is AckStatus.RELAYED and self.store.deliver_relay(
-            relay_id
+        if (
+            ack is not None
+            and ack.status is AckStatus.RELAYED
+            and self.store.deliver_relay(relay_id)
         ):
             stats.relays += 1
             stats.last_ms, stats.total_ms = ms, stats.total_ms + ms
@@ -1032,23 +1181,46 @@ class KmsNode:
                 for lid in r.links:
                     stats.link_bits[lid] = stats.link_bits.get(lid, 0) + 8 * need
             self.counters["relays_delivered"] += 1
-            log(_LOG, logging.DEBUG, "relay_delivered", relay_id=str(relay_id), ms=round(ms, 2),
-                routes=[list(r.nodes) for r in routes], key_IDs=[str(k) for k in key_ids])
+            log(
+                _LOG,
+                logging.DEBUG,
+                "relay_delivered",
+                relay_id=str(relay_id),
+                ms=round(ms, 2),
+                routes=[list(r.nodes) for r in routes],
+                key_IDs=[str(k) for k in key_ids],
+            )
             return list(zip(key_ids, keys, strict=True))
         self.store.void_relay(relay_id, deadline_ms + 60_000)
         self._wake_voids.set()
         stats.failures += 1
         self.counters["relays_failed"] += 1
-        why = errors[0] if errors else (
-            f"{ack.status.value}: {ack.reason}" if ack is not None
-            else f"no acknowledgement from {dst} within {self.config.relay_timeout:g} s"
+        why = (
+            errors[0]
+            if errors
+            else (
+                f"{ack.status.value}: {ack.reason}"
+                if ack is not None
+                else f"no acknowledgement from {dst} within {self.config.relay_timeout:g} s"
+            )
         )
-        log(_LOG, logging.WARNING, "relay_failed", relay_id=str(relay_id), reason=why,
-            routes=[list(r.nodes) for r in routes])
+        log(
+            _LOG,
+            logging.WARNING,
+            "relay_failed",
+            relay_id=str(relay_id),
+            reason=why,
+            routes=[list(r.nodes) for r in routes],
+        )
         failed = ack is not None and ack.status is AckStatus.FAILED
-        raise _RetryRelay(EtsiError(503, f"key relay to {dst} failed ({why}); retry later",
-                                    [{"reason": REASON_RELAY_FAILED}]),
-                          retry=bool(errors) or failed)
+        raise _RetryRelay(
+            EtsiError(
+                503,
+                f"key relay to {dst} failed ({why}); retry later",
+                [{"reason": REASON_RELAY_FAILED}],
+            ),
+            retry=bool(errors) or failed,
+        )
 
     def _charge_share(self, master: str, needs: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Charge a relay to ``master``'s share of the stock of each first link, or refuse it
@@ -1059,16 +1231,21 @@ class KmsNode:
             master, [(lid, need, self.store.stock_bytes(lid, self.id)) for lid, need in needs]
         )
         if refusal is not None:
-            raise EtsiError(503, f"{MSG_OUT_OF_KEYS}: {refusal.text()}",
-                            [{"reason": REASON_OUT_OF_KEYS, **refusal.details()}])
+            raise EtsiError(
+                503,
+                f"{MSG_OUT_OF_KEYS}: {refusal.text()}",
+                [{"reason": REASON_OUT_OF_KEYS, **refusal.details()}],
+            )
         return needs
 
     def held_quota_bits(self) -> int:
         """Most uncollected key one (master, slave) pair may hold at this node: the configured
         quota, capped by one local SAE's share of a link's stock cap (a pair cannot park more
         than its slave's share of what a link could supply)."""
-        share = self.config.max_key_count * self._limits.key_size // max(
-            1, len(self.config.local_saes())
+        share = (
+            self.config.max_key_count
+            * self._limits.key_size
+            // max(1, len(self.config.local_saes()))
         )
         return min(share, self.config.quota_bits_per_pair)
 
@@ -1115,9 +1292,14 @@ class KmsNode:
         link.bits_spent_payload += 8 * h.total
         link.bits_spent_auth += 8 * relay.MAC_KEY_BYTES
         if self.recorder is not None:
-            self.recorder.view(relay_id=str(h.relay_id), leg=h.leg, legs=h.legs,
-                               key_ids=[str(k) for k in h.key_ids],
-                               keys=[k.hex() for k in keys], route=list(h.route))
+            self.recorder.view(
+                relay_id=str(h.relay_id),
+                leg=h.leg,
+                legs=h.legs,
+                key_ids=[str(k) for k in h.key_ids],
+                keys=[k.hex() for k in keys],
+                route=list(h.route),
+            )
         if h.is_last:
             self._spent(link)
             return self._final_hop(h, incoming, keys)
@@ -1132,8 +1314,11 @@ class KmsNode:
         except SliceUnavailable as e:
             raise etsi014.bad_request(f"key not present: {e}") from None
         except OutOfLinkKey as e:
-            raise EtsiError(503, f"{MSG_OUT_OF_KEYS} (link {e.link})",
-                            [{"reason": REASON_OUT_OF_KEYS, "link": e.link}]) from None
+            raise EtsiError(
+                503,
+                f"{MSG_OUT_OF_KEYS} (link {e.link})",
+                [{"reason": REASON_OUT_OF_KEYS, "link": e.link}],
+            ) from None
         out_link.in_flight[out.start] = 1
         self._spent(out_link)
         self._spent(link)
@@ -1164,8 +1349,11 @@ class KmsNode:
             out_link.bits_spent_auth += 8 * relay.MAC_KEY_BYTES
             if err is not None:
                 h = msg.header
-                await self._post_quiet(h.initiator_node, "/kmapi/v1/ext_keys/ack", relay.encode_ack(
-                    Ack(h.relay_id, h.key_ids, AckStatus.FAILED, err)))
+                await self._post_quiet(
+                    h.initiator_node,
+                    "/kmapi/v1/ext_keys/ack",
+                    relay.encode_ack(Ack(h.relay_id, h.key_ids, AckStatus.FAILED, err)),
+                )
 
         task = asyncio.create_task(run())
         self._tasks.append(task)
@@ -1174,10 +1362,21 @@ class KmsNode:
     def _final_hop(
         self, h: RelayHeader, incoming: tuple[str, str, int, int], shares: list[bytes]
     ) -> web.Response:
-        f = FinalHop(h.relay_id, h.key_ids, h.leg, h.legs, h.initiator_sae, h.target_sae,
-                     h.initiator_node, h.ack_url, tuple(shares), h.deadline_ms,
-                     now_ms() + int(self.config.hold_seconds * 1000),
-                     self.held_quota_bits(), ack_in_reply=h.hop == 1)
+        f = FinalHop(
+            h.relay_id,
+            h.key_ids,
+            h.leg,
+            h.legs,
+            h.initiator_sae,
+            h.target_sae,
+            h.initiator_node,
+            h.ack_url,
+            tuple(shares),
+            h.deadline_ms,
+            now_ms() + int(self.config.hold_seconds * 1000),
+            self.held_quota_bits(),
+            ack_in_reply=h.hop == 1,
+        )
         if h.target_sae not in self.config.local_saes():
             raise etsi014.bad_request(f"SAE {h.target_sae} is not at node {self.id}")
         if self.config.topology.sae_node(h.initiator_sae) != h.initiator_node:
@@ -1204,8 +1403,15 @@ class KmsNode:
         w = self._waiting.get(ack.relay_id)
         if w is None:
             state = self.store.relay_state(ack.relay_id)
-            log(_LOG, logging.INFO, "late_ack", relay_id=str(ack.relay_id),
-                status=ack.status.value, state=state, sender=caller)
+            log(
+                _LOG,
+                logging.INFO,
+                "late_ack",
+                relay_id=str(ack.relay_id),
+                status=ack.status.value,
+                state=state,
+                sender=caller,
+            )
             if ack.status is AckStatus.VOIDED:
                 self.counters["held_expired"] += 1
             return json_response(200, {"ok": True})
@@ -1227,8 +1433,7 @@ class KmsNode:
             raise EtsiError(401, "only the relay's initiator may void it")
         status = self.store.void_in(v.relay_id, v.until_ms)
         self.counters["voids_received"] += 1
-        return json_response(200, {"key_ids": [str(k) for k in v.key_ids],
-                                   "status": status.value})
+        return json_response(200, {"key_ids": [str(k) for k in v.key_ids], "status": status.value})
 
     # -- outboxes ------------------------------------------------------------------------------
     @staticmethod
@@ -1245,8 +1450,11 @@ class KmsNode:
             left = False
             for a in self.store.acks_out():
                 try:
-                    await self._post(a.initiator_node, "/kmapi/v1/ext_keys/ack", relay.encode_ack(
-                        Ack(a.relay_id, a.key_ids, a.status, a.reason)))
+                    await self._post(
+                        a.initiator_node,
+                        "/kmapi/v1/ext_keys/ack",
+                        relay.encode_ack(Ack(a.relay_id, a.key_ids, a.status, a.reason)),
+                    )
                 except NodeUnreachable as e:
                     if e.status == 401 or e.status == 400:
                         self.store.ack_done(a.relay_id)
@@ -1263,9 +1471,11 @@ class KmsNode:
             left = False
             for v in self.store.voids_out():
                 try:
-                    await self._post(v.target_node, "/kmapi/v1/ext_keys/void",
-                                     relay.encode_void(relay.Void(v.relay_id, v.key_ids,
-                                                                  v.until_ms)))
+                    await self._post(
+                        v.target_node,
+                        "/kmapi/v1/ext_keys/void",
+                        relay.encode_void(relay.Void(v.relay_id, v.key_ids, v.until_ms)),
+                    )
                 except NodeUnreachable:
                     left = True
                     continue
@@ -1282,9 +1492,18 @@ class KmsNode:
                 self.counters["held_expired"] += len(kids)
                 log(_LOG, logging.INFO, "held_keys_expired", relay_id=str(rid), keys=len(kids))
                 if node != self.id:
-                    await self._post_quiet(node, "/kmapi/v1/ext_keys/ack", relay.encode_ack(
-                        Ack(rid, kids, AckStatus.VOIDED, "expired before the slave SAE "
-                            "collected it")))
+                    await self._post_quiet(
+                        node,
+                        "/kmapi/v1/ext_keys/ack",
+                        relay.encode_ack(
+                            Ack(
+                                rid,
+                                kids,
+                                AckStatus.VOIDED,
+                                "expired before the slave SAE collected it",
+                            )
+                        ),
+                    )
 
     async def dec_keys(
         self, slave: str, master: str, key_ids: Sequence[uuid.UUID]
@@ -1301,8 +1520,9 @@ class KmsNode:
         if client is None:
             if peer not in self._peer_ids:
                 raise NodeUnreachable(f"no URL for node {peer}")
-            client = self.peers[peer] = NodeClient(peer, self.config.node_urls[peer],
-                                                   self.config.node_api.tls, self.recorder)
+            client = self.peers[peer] = NodeClient(
+                peer, self.config.node_urls[peer], self.config.node_api.tls, self.recorder
+            )
         try:
             return await client.post(path, body)
         except NodeUnreachable as e:
@@ -1346,29 +1566,50 @@ class KmsNode:
         for lid, link in sorted(self.links.items()):
             st = link.status
             links[lid] = {
-                "neighbour": link.neighbour, "role": "transmitter" if link.transmitter else
-                "receiver", "synced": link.synced, "neighbour_ok": link.neighbour_ok,
+                "neighbour": link.neighbour,
+                "role": "transmitter" if link.transmitter else "receiver",
+                "synced": link.synced,
+                "neighbour_ok": link.neighbour_ok,
                 "report": _report_json(link.report(8 * self.store.stock_bytes(lid, self.id))),
-                "stock_bits": {o: 8 * self.store.stock_bytes(lid, o)
-                               for o in (link.spec.a, link.spec.b)},
+                "stock_bits": {
+                    o: 8 * self.store.stock_bytes(lid, o) for o in (link.spec.a, link.spec.b)
+                },
                 "module": st.link if st else {"error": link.module_error},
-                "bits_drawn": link.bits_drawn, "bits_spent_payload": link.bits_spent_payload,
-                "bits_spent_auth": link.bits_spent_auth, "desyncs_repaired": link.desyncs,
+                "bits_drawn": link.bits_drawn,
+                "bits_spent_payload": link.bits_spent_payload,
+                "bits_spent_auth": link.bits_spent_auth,
+                "desyncs_repaired": link.desyncs,
             }
         return {
-            "node": self.id, "time": time.time(), "links": links,
-            "network": [{"link": v.link, "up": v.up, "reasons": list(v.reasons),
-                         "alarm": v.alarm, "qber": v.qber, "rate_bps": v.rate_bps,
-                         "stock_bits": v.stock_bits} for v in self.lsdb.views(now)],
-            "counters": dict(self.counters), "held_keys": self.store.held_count(),
+            "node": self.id,
+            "time": time.time(),
+            "links": links,
+            "network": [
+                {
+                    "link": v.link,
+                    "up": v.up,
+                    "reasons": list(v.reasons),
+                    "alarm": v.alarm,
+                    "qber": v.qber,
+                    "rate_bps": v.rate_bps,
+                    "stock_bits": v.stock_bits,
+                }
+                for v in self.lsdb.views(now)
+            ],
+            "counters": dict(self.counters),
+            "held_keys": self.store.held_count(),
             "pending_relays": self.store.pending_relays(),
-            "pairs": {f"{m}->{s}": {"relays": p.relays, "failures": p.failures,
-                                   "last_ms": round(p.last_ms, 3),
-                                   "mean_ms": round(p.total_ms / p.relays, 3) if p.relays
-                                   else None,
-                                   "routes": [list(r) for r in p.last_route],
-                                   "link_bits": p.link_bits}
-                      for (m, s), p in self.pairs.items()},
+            "pairs": {
+                f"{m}->{s}": {
+                    "relays": p.relays,
+                    "failures": p.failures,
+                    "last_ms": round(p.last_ms, 3),
+                    "mean_ms": round(p.total_ms / p.relays, 3) if p.relays else None,
+                    "routes": [list(r) for r in p.last_route],
+                    "link_bits": p.link_bits,
+                }
+                for (m, s), p in self.pairs.items()
+            },
         }
 
     def _sae_app(self) -> web.Application:
@@ -1399,15 +1640,25 @@ def _ack_in_reply(
     if FinalOutcome.COMPLETE.value in statuses:
         return Ack(relay_id, key_ids, AckStatus.RELAYED)
     if FinalOutcome.QUOTA.value in statuses:
-        return Ack(relay_id, key_ids, AckStatus.FAILED, "the slave SAE's pair holds too much "
-                   "key not yet collected")
+        return Ack(
+            relay_id,
+            key_ids,
+            AckStatus.FAILED,
+            "the slave SAE's pair holds too much key not yet collected",
+        )
     return None
 
 
 def _report_json(r: LinkReport) -> dict[str, Any]:
-    return {"up": r.up, "reason": r.reason.value if r.reason else None, "alarm": r.alarm,
-            "qber": r.qber, "rate_bps": r.rate_bps, "stock_bits": r.stock_bits,
-            "module_state": r.module_state}
+    return {
+        "up": r.up,
+        "reason": r.reason.value if r.reason else None,
+        "alarm": r.alarm,
+        "qber": r.qber,
+        "rate_bps": r.rate_bps,
+        "stock_bits": r.stock_bits,
+        "module_state": r.module_state,
+    }
 
 
 class _RetryRelay(Exception):

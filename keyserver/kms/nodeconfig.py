@@ -96,8 +96,8 @@ from typing import Any, Literal
 
 from keyserver.etsi014.messages import Limits, valid_sae_id
 from keyserver.etsi014.server import HttpLimits
-from keyserver.network.topology import LinkSpec, NodeSpec, SaeSpec, Topology, TopologyError
-from keyserver.network.topology import parse_topology as _parse_topology
+from keyserver.topology import LinkSpec, NodeSpec, SaeSpec, Topology, TopologyError
+from keyserver.topology import parse_topology as _parse_topology
 
 
 class ConfigError(ValueError):
@@ -186,14 +186,39 @@ _SECTIONS: dict[str, set[str]] = {
     "sae_api": {"host", "port", "ca_cert", "cert", "key"},
     "node_api": {"host", "port", "ca_cert", "cert", "key", "admin"},
     "module_client": {"ca_cert", "cert", "key"},
-    "keys": {"key_size", "min_key_size", "max_key_size", "max_key_per_request", "max_key_count",
-             "hold_seconds", "relay_timeout_seconds", "quota_bits_per_pair", "sae_stock_share"},
-    "routing": {"multipath", "lsa_interval_seconds", "lsa_batch_seconds",
-                "lsa_refresh_seconds", "lsa_max_age_seconds"},
-    "timers": {"module_poll_seconds", "hungry_poll_seconds", "sync_heartbeat_seconds",
-               "neighbour_timeout_seconds", "jitter"},
-    "http": {"tls_handshake_timeout", "header_timeout", "body_timeout", "idle_timeout",
-             "max_connections", "max_connections_per_client"},
+    "keys": {
+        "key_size",
+        "min_key_size",
+        "max_key_size",
+        "max_key_per_request",
+        "max_key_count",
+        "hold_seconds",
+        "relay_timeout_seconds",
+        "quota_bits_per_pair",
+        "sae_stock_share",
+    },
+    "routing": {
+        "multipath",
+        "lsa_interval_seconds",
+        "lsa_batch_seconds",
+        "lsa_refresh_seconds",
+        "lsa_max_age_seconds",
+    },
+    "timers": {
+        "module_poll_seconds",
+        "hungry_poll_seconds",
+        "sync_heartbeat_seconds",
+        "neighbour_timeout_seconds",
+        "jitter",
+    },
+    "http": {
+        "tls_handshake_timeout",
+        "header_timeout",
+        "body_timeout",
+        "idle_timeout",
+        "max_connections",
+        "max_connections_per_client",
+    },
 }
 _ARRAYS: dict[str, set[str]] = {
     "modules": {"link", "id", "url", "remote_sae"},
@@ -316,11 +341,18 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
         raise ConfigError(f"link {missing[0]} ends at {node_id} but has no [[modules]] entry")
     defaults = HttpLimits()
     try:
-        http = HttpLimits(**{
-            name: _get(doc, "http", name, int if name.startswith("max_") else (int, float),
-                       getattr(defaults, name))
-            for name in sorted(_SECTIONS["http"])
-        })
+        http = HttpLimits(
+            **{
+                name: _get(
+                    doc,
+                    "http",
+                    name,
+                    int if name.startswith("max_") else (int, float),
+                    getattr(defaults, name),
+                )
+                for name in sorted(_SECTIONS["http"])
+            }
+        )
     except ValueError as e:
         raise ConfigError(f"[http] {e}") from None
     multipath = positive("routing", "multipath", int, 1)
@@ -339,12 +371,16 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
     if not 0 <= timers.jitter <= 0.5:
         raise ConfigError("[timers] jitter must be within 0..0.5")
     if timers.neighbour_timeout < 2 * timers.sync_heartbeat * (1 + timers.jitter):
-        raise ConfigError("[timers] neighbour_timeout_seconds must be at least twice "
-                          "sync_heartbeat_seconds (with jitter): raise it")
+        raise ConfigError(
+            "[timers] neighbour_timeout_seconds must be at least twice "
+            "sync_heartbeat_seconds (with jitter): raise it"
+        )
     lsa_max_age = float(positive("routing", "lsa_max_age_seconds", num, 100.0))
     if lsa_max_age < 2 * timers.lsa_refresh * (1 + timers.jitter) + timers.lsa_batch:
-        raise ConfigError("[routing] lsa_max_age_seconds must exceed twice lsa_refresh_seconds "
-                          "(with jitter) plus lsa_batch_seconds: raise it")
+        raise ConfigError(
+            "[routing] lsa_max_age_seconds must exceed twice lsa_refresh_seconds "
+            "(with jitter) plus lsa_batch_seconds: raise it"
+        )
     return NodeConfig(
         id=node_id,
         data_dir=path("node", "data_dir", must_exist=False),
@@ -366,9 +402,13 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
         lsa_max_age=lsa_max_age,
         modules=tuple(modules),
         node_urls=urls,
-        topology=Topology(topology.name, "", tuple(NodeSpec(n.id, n.city) for n in
-                          topology.nodes), topology.links, tuple(SaeSpec(s.id, s.node) for s in
-                          topology.saes)),
+        topology=Topology(
+            topology.name,
+            "",
+            tuple(NodeSpec(n.id, n.city) for n in topology.nodes),
+            topology.links,
+            tuple(SaeSpec(s.id, s.node) for s in topology.saes),
+        ),
         http=http,
         timers=timers,
         sae_stock_share=_get(doc, "keys", "sae_stock_share", bool, True),

@@ -297,8 +297,7 @@ class NodeStore:
         n = len(block.material)
         self._db.execute(
             "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (link, block.owner, end, str(block.key_id), block.material,
-             bytes((n + 7) // 8), n),
+            (link, block.owner, end, str(block.key_id), block.material, bytes((n + 7) // 8), n),
         )
         self._db.execute(
             "UPDATE streams SET end_pos=?, layout=? WHERE link=? AND owner=?",
@@ -308,9 +307,7 @@ class NodeStore:
 
     # -- drawing (transmitter side) ----------------------------------------------------------
     def next_announce_seq(self, link: str) -> int:
-        row = self._db.execute(
-            "SELECT MAX(seq) FROM pending WHERE link=?", (link,)
-        ).fetchone()
+        row = self._db.execute("SELECT MAX(seq) FROM pending WHERE link=?", (link,)).fetchone()
         top = self.announce_seq(link)
         return max(top, int(row[0]) if row[0] is not None else 0) + 1
 
@@ -397,11 +394,15 @@ class NodeStore:
             "SELECT MAX(start) FROM blocks WHERE link=? AND owner=? AND start <= ?",
             (link, owner, start),
         ).fetchone()[0]
-        rows = [r for r in self._db.execute(
-            "SELECT start, material, spent, unspent FROM blocks WHERE link=? AND owner=? "
-            "AND start >= ? AND start < ? ORDER BY start",
-            (link, owner, start if first is None else int(first), stop),
-        ).fetchall() if int(r[0]) + len(r[1]) > start]
+        rows = [
+            r
+            for r in self._db.execute(
+                "SELECT start, material, spent, unspent FROM blocks WHERE link=? AND owner=? "
+                "AND start >= ? AND start < ? ORDER BY start",
+                (link, owner, start if first is None else int(first), stop),
+            ).fetchall()
+            if int(r[0]) + len(r[1]) > start
+        ]
         parts: list[bytes] = []
         pos = start
         updates: list[tuple[bytes, bytes, int, int]] = []
@@ -524,8 +525,14 @@ class NodeStore:
         unspent = len(mat) - bin(bm).count("1")
         self._db.execute(
             "UPDATE blocks SET material=?, spent=?, unspent=? WHERE link=? AND owner=? AND start=?",
-            (bytes(upto) + mat[upto:], bm.to_bytes(len(row[0]), "little"), unspent, link, owner,
-             bstart),
+            (
+                bytes(upto) + mat[upto:],
+                bm.to_bytes(len(row[0]), "little"),
+                unspent,
+                link,
+                owner,
+                bstart,
+            ),
         )
 
     def repair(self, link: str, owner: str, new_end: int) -> None:
@@ -547,8 +554,14 @@ class NodeStore:
             slices = [self._spend(s) for s in spends]
             self._db.execute(
                 "INSERT INTO relays_out VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-                (str(r.relay_id), r.master, r.slave, r.target_node, _ids_json(r.key_ids),
-                 r.deadline_ms),
+                (
+                    str(r.relay_id),
+                    r.master,
+                    r.slave,
+                    r.target_node,
+                    _ids_json(r.key_ids),
+                    r.deadline_ms,
+                ),
             )
             return slices
 
@@ -587,8 +600,12 @@ class NodeStore:
 
     def void_pending_relays(self, until_ms: int) -> int:
         """After a restart: no master SAE is waiting any more, so every pending relay is voided."""
-        ids = [uuid.UUID(r[0]) for r in self._db.execute(
-            "SELECT relay_id FROM relays_out WHERE state='pending'").fetchall()]
+        ids = [
+            uuid.UUID(r[0])
+            for r in self._db.execute(
+                "SELECT relay_id FROM relays_out WHERE state='pending'"
+            ).fetchall()
+        ]
         for rid in ids:
             self.void_relay(rid, until_ms)
         return len(ids)
@@ -607,14 +624,18 @@ class NodeStore:
             self._db.execute("DELETE FROM relays_out WHERE relay_id=?", (str(relay_id),))
 
     def pending_relays(self) -> int:
-        return int(self._db.execute(
-            "SELECT COUNT(*) FROM relays_out WHERE state='pending'").fetchone()[0])
+        return int(
+            self._db.execute("SELECT COUNT(*) FROM relays_out WHERE state='pending'").fetchone()[0]
+        )
 
     # -- relays arriving here (target side) --------------------------------------------------
     def _tombstoned(self, relay_id: uuid.UUID) -> bool:
-        return self._db.execute(
-            "SELECT 1 FROM tombstones WHERE relay_id=?", (str(relay_id),)
-        ).fetchone() is not None
+        return (
+            self._db.execute(
+                "SELECT 1 FROM tombstones WHERE relay_id=?", (str(relay_id),)
+            ).fetchone()
+            is not None
+        )
 
     def accept_leg(self, incoming: tuple[str, str, int, int] | None, f: FinalHop) -> FinalOutcome:
         """Store one leg's shares (incoming slice consumed in the same transaction)."""
@@ -644,22 +665,37 @@ class NodeStore:
                     total ^= int.from_bytes(mat, "big")
                 joined = total.to_bytes(len(rows[0][1]), "big")
                 self._db.execute("DELETE FROM shares WHERE relay_id=?", (rid,))
-            held_bits = 8 * int(self._db.execute(
-                "SELECT COALESCE(SUM(LENGTH(material)), 0) FROM held WHERE master=? AND slave=?",
-                (f.master, f.slave),
-            ).fetchone()[0])
+            held_bits = 8 * int(
+                self._db.execute(
+                    "SELECT COALESCE(SUM(LENGTH(material)), 0) FROM held"
+                    " WHERE master=? AND slave=?",
+                    (f.master, f.slave),
+                ).fetchone()[0]
+            )
             if held_bits + 8 * len(joined) > f.quota_bits:
-                self._db.execute("INSERT OR IGNORE INTO tombstones VALUES (?, ?)",
-                                 (rid, f.deadline_ms + 60_000))
+                self._db.execute(
+                    "INSERT OR IGNORE INTO tombstones VALUES (?, ?)", (rid, f.deadline_ms + 60_000)
+                )
                 if not f.ack_in_reply:
-                    self._queue_ack(f, AckStatus.FAILED, f"quota: pair ({f.master}, {f.slave}) "
-                                    f"holds {held_bits} bits not yet collected")
+                    self._queue_ack(
+                        f,
+                        AckStatus.FAILED,
+                        f"quota: pair ({f.master}, {f.slave}) "
+                        f"holds {held_bits} bits not yet collected",
+                    )
                 return FinalOutcome.QUOTA
             for i, kid in enumerate(f.key_ids):
                 self._db.execute(
                     "INSERT INTO held VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (str(kid), rid, f.master, f.slave, f.initiator_node,
-                     joined[i * size : (i + 1) * size], f.expires_ms),
+                    (
+                        str(kid),
+                        rid,
+                        f.master,
+                        f.slave,
+                        f.initiator_node,
+                        joined[i * size : (i + 1) * size],
+                        f.expires_ms,
+                    ),
                 )
             if not f.ack_in_reply:
                 self._queue_ack(f, AckStatus.RELAYED, "")
@@ -668,8 +704,14 @@ class NodeStore:
     def _queue_ack(self, f: FinalHop, status: AckStatus, reason: str) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO ack_out VALUES (?, ?, ?, ?, ?, ?)",
-            (str(f.relay_id), f.initiator_node, f.ack_url, _ids_json(f.key_ids), status.value,
-             reason),
+            (
+                str(f.relay_id),
+                f.initiator_node,
+                f.ack_url,
+                _ids_json(f.key_ids),
+                status.value,
+                reason,
+            ),
         )
 
     def acks_out(self, limit: int = 100) -> list[AckOut]:
@@ -677,7 +719,8 @@ class NodeStore:
             AckOut(uuid.UUID(r), n, u, _ids(k), AckStatus(s), reason)
             for r, n, u, k, s, reason in self._db.execute(
                 "SELECT relay_id, initiator_node, ack_url, key_ids, status, reason FROM ack_out "
-                "LIMIT ?", (limit,),
+                "LIMIT ?",
+                (limit,),
             )
         ]
 
@@ -714,8 +757,10 @@ class NodeStore:
         with self._tx():
             self._db.executemany(
                 "INSERT INTO held VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(str(k.key_id), rid, master, slave, self.node_id, k.material, expires_ms)
-                 for k in keys],
+                [
+                    (str(k.key_id), rid, master, slave, self.node_id, k.material, expires_ms)
+                    for k in keys
+                ],
             )
 
     def take_held(self, master: str, slave: str, key_ids: Sequence[uuid.UUID]) -> list[HeldKey]:
@@ -736,9 +781,11 @@ class NodeStore:
     def held_count(self, master: str | None = None, slave: str | None = None) -> int:
         if master is None:
             return int(self._db.execute("SELECT COUNT(*) FROM held").fetchone()[0])
-        return int(self._db.execute(
-            "SELECT COUNT(*) FROM held WHERE master=? AND slave=?", (master, slave)
-        ).fetchone()[0])
+        return int(
+            self._db.execute(
+                "SELECT COUNT(*) FROM held WHERE master=? AND slave=?", (master, slave)
+            ).fetchone()[0]
+        )
 
     def expire(self, now_ms: int) -> list[tuple[uuid.UUID, str, tuple[uuid.UUID, ...]]]:
         """Drop held keys past their time and stale shares/tombstones.

@@ -21,8 +21,12 @@ class Recorder:
         self.view_enabled = view
 
     def message(self, direction: str, peer: str, path: str, body: Any) -> None:
-        self._f.write(json.dumps({"t": time.time(), "dir": direction, "peer": peer,
-                                  "path": path, "body": body}) + "\n")
+        self._f.write(
+            json.dumps(
+                {"t": time.time(), "dir": direction, "peer": peer, "path": path, "body": body}
+            )
+            + "\n"
+        )
 
     def view(self, **fields: Any) -> None:
         if self.view_enabled:

@@ -173,9 +173,7 @@ def seal(h: RelayHeader, keys: Sequence[bytes] | None, link_slice: bytes) -> Hop
     else:
         if keys is None or len(keys) != len(h.key_ids) or any(len(k) != h.size for k in keys):
             raise ValueError("keys do not match the header")
-        values = tuple(
-            xor(k, pad[i * h.size : (i + 1) * h.size]) for i, k in enumerate(keys)
-        )
+        values = tuple(xor(k, pad[i * h.size : (i + 1) * h.size]) for i, k in enumerate(keys))
     return HopMessage(h, values, Poly1305.generate_tag(mac_key, mac_input(h, values)))
 
 
@@ -248,14 +246,24 @@ def _exact(obj: Any, fields: set[str], what: str) -> dict[str, Any]:
 
 
 _HEADER_FIELDS = {
-    "relay_id", "initiator_node", "target_node", "route", "hop", "leg", "legs", "link",
-    "pad_start", "size", "deadline_ms",
+    "relay_id",
+    "initiator_node",
+    "target_node",
+    "route",
+    "hop",
+    "leg",
+    "legs",
+    "link",
+    "pad_start",
+    "size",
+    "deadline_ms",
 }
 
 
 def decode_hop(obj: Any) -> HopMessage:
     body = _exact(
-        obj, {"keys", "initiator_sae_id", "target_sae_ids", "ack_callback_url", "extension"},
+        obj,
+        {"keys", "initiator_sae_id", "target_sae_ids", "ack_callback_url", "extension"},
         "ext_keys body",
     )
     ext = _exact(body["extension"], {"qphone_relay", "mac"}, "extension")
@@ -279,8 +287,9 @@ def decode_hop(obj: Any) -> HopMessage:
     size = _int(hd["size"], "size", 1, MAX_KEY_BYTES)
     h = RelayHeader(
         relay_id=_uuid(hd["relay_id"], "relay_id"),
-        key_ids=tuple(_uuid(_exact(k, {"key_id", "value"}, "keys entry")["key_id"], "key_id")
-                      for k in keys),
+        key_ids=tuple(
+            _uuid(_exact(k, {"key_id", "value"}, "keys entry")["key_id"], "key_id") for k in keys
+        ),
         size=size,
         initiator_node=_name(hd["initiator_node"], "initiator_node"),
         target_node=_name(hd["target_node"], "target_node"),
@@ -342,8 +351,9 @@ def decode_ack(obj: Any) -> Ack:
     reason = ext["reason"]
     if not isinstance(reason, str) or len(reason) > 300:
         raise RelayFormatError("reason must be a short string")
-    return Ack(_uuid(ext["relay_id"], "relay_id"), tuple(_uuid(k, "key_id") for k in ids),
-               status, reason)
+    return Ack(
+        _uuid(ext["relay_id"], "relay_id"), tuple(_uuid(k, "key_id") for k in ids), status, reason
+    )
 
 
 @dataclass(frozen=True)
@@ -366,5 +376,8 @@ def decode_void(obj: Any) -> Void:
     ids = body["key_ids"]
     if not isinstance(ids, list) or len(ids) > MAX_KEYS:
         raise RelayFormatError("key_ids must be a list")
-    return Void(_uuid(ext["relay_id"], "relay_id"), tuple(_uuid(k, "key_id") for k in ids),
-                _int(ext["until_ms"], "until_ms", 0, 2**53))
+    return Void(
+        _uuid(ext["relay_id"], "relay_id"),
+        tuple(_uuid(k, "key_id") for k in ids),
+        _int(ext["until_ms"], "until_ms", 0, 2**53),
+    )

@@ -193,8 +193,11 @@ class LinkStateDb:
                     g.remove_edge(dst, src)
             g.remove_nodes_from(path[1:-1])
         if len(found) < k:
-            broken = tuple(v for v in self.views(now) if not v.up or
-                           min(v.stock_bits.values(), default=0) < need_bits)
+            broken = tuple(
+                v
+                for v in self.views(now)
+                if not v.up or min(v.stock_bits.values(), default=0) < need_bits
+            )
             return RouteDecision((), broken)
         return RouteDecision(tuple(found))
 
@@ -205,9 +208,14 @@ def lsa_to_json(lsa: Lsa) -> dict[str, Any]:
         "seq": lsa.seq,
         "links": [
             {
-                "link": r.link, "up": r.up, "reason": r.reason.value if r.reason else None,
-                "alarm": r.alarm, "qber": r.qber, "rate_bps": r.rate_bps,
-                "stock_bits": r.stock_bits, "module_state": r.module_state,
+                "link": r.link,
+                "up": r.up,
+                "reason": r.reason.value if r.reason else None,
+                "alarm": r.alarm,
+                "qber": r.qber,
+                "rate_bps": r.rate_bps,
+                "stock_bits": r.stock_bits,
+                "module_state": r.module_state,
             }
             for r in lsa.links
         ],
@@ -241,13 +249,28 @@ def lsa_from_json(obj: Any, max_links: int = 64) -> Lsa:
             reason = None if r["reason"] is None else DownReason(r["reason"])
         except ValueError:
             raise LsaFormatError("unknown link-down reason") from None
-        if not (isinstance(r["link"], str) and isinstance(r["up"], bool)
-                and isinstance(r["alarm"], bool) and (r["qber"] is None or _num(r["qber"]))
-                and _num(r["rate_bps"]) and isinstance(r["stock_bits"], int)
-                and not isinstance(r["stock_bits"], bool) and isinstance(r["module_state"], str)
-                and len(r["module_state"]) < 32):
+        if not (
+            isinstance(r["link"], str)
+            and isinstance(r["up"], bool)
+            and isinstance(r["alarm"], bool)
+            and (r["qber"] is None or _num(r["qber"]))
+            and _num(r["rate_bps"])
+            and isinstance(r["stock_bits"], int)
+            and not isinstance(r["stock_bits"], bool)
+            and isinstance(r["module_state"], str)
+            and len(r["module_state"]) < 32
+        ):
             raise LsaFormatError("an LSA link report has a field of the wrong type")
-        out.append(LinkReport(r["link"], r["up"], reason, r["alarm"],
-                              None if r["qber"] is None else float(r["qber"]),
-                              float(r["rate_bps"]), r["stock_bits"], r["module_state"]))
+        out.append(
+            LinkReport(
+                r["link"],
+                r["up"],
+                reason,
+                r["alarm"],
+                None if r["qber"] is None else float(r["qber"]),
+                float(r["rate_bps"]),
+                r["stock_bits"],
+                r["module_state"],
+            )
+        )
     return Lsa(origin, seq, tuple(out))

@@ -48,8 +48,8 @@ import httpx
 from keyserver.network.launcher import Launcher, LaunchError, Readiness
 from keyserver.network.plan import Options, make_plan
 from keyserver.network.status import collect, summarise
-from keyserver.network.topology import load_topology
 from keyserver.pki.tls import client_context
+from keyserver.topology import load_topology
 
 OTP_BITS_PER_DIRECTION = 15_200  # per second: 12 kbit/s Opus + 50 frames/s x 64-bit tags
 AES_KEY_BITS = 256
@@ -80,8 +80,11 @@ def pss_kb(pid: int) -> int:
 
 def _processes(launcher: Launcher) -> dict[str, tuple[str, int]]:
     """name -> (kind, pid) of every running child and of the fork servers ("zygote")."""
-    procs = {c.name: (c.kind, c.proc.pid) for c in launcher.children.values()
-             if c.proc is not None and c.proc.poll() is None}
+    procs = {
+        c.name: (c.kind, c.proc.pid)
+        for c in launcher.children.values()
+        if c.proc is not None and c.proc.poll() is None
+    }
     for kind, pid in launcher.zygote_pids().items():
         procs[f"zygote-{kind}"] = ("zygote", pid)
     return procs
@@ -95,9 +98,15 @@ def measure_memory(launcher: Launcher) -> dict[str, Any]:
     mb = 1024.0
     return {
         "total_pss_mb": round(sum(sum(v) for v in by_kind.values()) / mb, 1),
-        "by_kind": {k: {"processes": len(v), "pss_mb": round(sum(v) / mb, 1),
-                        "mean_pss_mb": round(sum(v) / len(v) / mb, 1),
-                        "max_pss_mb": round(max(v) / mb, 1)} for k, v in sorted(by_kind.items())},
+        "by_kind": {
+            k: {
+                "processes": len(v),
+                "pss_mb": round(sum(v) / mb, 1),
+                "mean_pss_mb": round(sum(v) / len(v) / mb, 1),
+                "max_pss_mb": round(max(v) / mb, 1),
+            }
+            for k, v in sorted(by_kind.items())
+        },
     }
 
 
@@ -114,11 +123,12 @@ def measure_cpu(launcher: Launcher, seconds: float) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     per = {k: [used[n] for n, (kind, _) in procs.items() if kind == k] for k in by_kind}
     return {
-        "seconds": round(wall, 1), "processes": len(procs), "cores": cores,
+        "seconds": round(wall, 1),
+        "processes": len(procs),
+        "cores": cores,
         "total_cores": round(sum(used.values()) / wall, 3),
         "by_kind_cores": {k: round(v / wall, 3) for k, v in sorted(by_kind.items())},
-        "max_percent_of_one_core": {k: round(100 * max(v) / wall, 2) for k, v in per.items()
-                                    if v},
+        "max_percent_of_one_core": {k: round(100 * max(v) / wall, 2) for k, v in per.items() if v},
         "cpu_percent_of_one_core": round(100 * sum(used.values()) / wall, 1),
         "machine_share_percent": round(100 * sum(used.values()) / wall / cores, 1),
         "modules_percent_of_one_core": round(100 * by_kind.get("module", 0.0) / wall, 1),
@@ -135,8 +145,9 @@ class Sae:
 def _client(info: dict[str, Any], sae: str) -> httpx.AsyncClient:
     s = info["saes"][sae]
     ctx = client_context(Path(s["ca_cert"]), Path(s["cert"]), Path(s["key"]))
-    return httpx.AsyncClient(base_url=s["kme_url"], verify=ctx, timeout=30.0,
-                             limits=httpx.Limits(max_connections=64))
+    return httpx.AsyncClient(
+        base_url=s["kme_url"], verify=ctx, timeout=30.0, limits=httpx.Limits(max_connections=64)
+    )
 
 
 async def _relay_times(info: dict[str, Any], src: str, dst: str, n: int) -> dict[str, Any]:
@@ -155,15 +166,25 @@ async def _relay_times(info: dict[str, Any], src: str, dst: str, n: int) -> dict
                 await asyncio.sleep(0.2)
     lat.sort()
     return {
-        "requests": n, "errors": errors, "first_error": first_error,
+        "requests": n,
+        "errors": errors,
+        "first_error": first_error,
         "p50_ms": round(statistics.median(lat), 1) if lat else None,
         "p90_ms": round(lat[int(0.9 * (len(lat) - 1))], 1) if lat else None,
         "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
     }
 
 
-async def _step(info: dict[str, Any], src: str, dst: str, calls: int, period: float,
-                number: int, size: int, seconds: float) -> dict[str, Any]:
+async def _step(
+    info: dict[str, Any],
+    src: str,
+    dst: str,
+    calls: int,
+    period: float,
+    number: int,
+    size: int,
+    seconds: float,
+) -> dict[str, Any]:
     """`calls` loops, each asking for `number` keys of `size` bits every `period` s."""
     ok = late = failed = 0
     lat: list[float] = []
@@ -178,8 +199,9 @@ async def _step(info: dict[str, Any], src: str, dst: str, calls: int, period: fl
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             t0 = time.monotonic()
             try:
-                r = await c.post(f"/api/v1/keys/{dst}/enc_keys",
-                                 json={"number": number, "size": size})
+                r = await c.post(
+                    f"/api/v1/keys/{dst}/enc_keys", json={"number": number, "size": size}
+                )
                 good = r.status_code == 200
             except httpx.HTTPError:
                 good = False
@@ -196,9 +218,14 @@ async def _step(info: dict[str, Any], src: str, dst: str, calls: int, period: fl
 
     async with _client(info, src) as c:
         await asyncio.gather(*(call(i, c) for i in range(calls)))
-    return {"calls": calls, "ok": ok, "late": late, "failed": failed,
-            "sustained": ok > 0 and late == 0 and failed == 0,
-            "p50_ms": round(statistics.median(lat), 1) if lat else None}
+    return {
+        "calls": calls,
+        "ok": ok,
+        "late": late,
+        "failed": failed,
+        "sustained": ok > 0 and late == 0 and failed == 0,
+        "p50_ms": round(statistics.median(lat), 1) if lat else None,
+    }
 
 
 async def _wait_route(info: dict[str, Any], src: str, dst: str, limit: float) -> float | None:
@@ -229,12 +256,19 @@ def _route_rate(info: dict[str, Any], launcher: Launcher, src: str, dst: str) ->
             links += [lid for lid, x in info["links"].items() if {x["a"], x["b"]} == {u, v}]
     rates = {lid: summary["links"][lid]["key_rate_bps"] for lid in links}
     good = [v for v in rates.values() if isinstance(v, int | float)]
-    return {"route": routes, "link_rates_bps": rates,
-            "bottleneck_bps": min(good) if good else None}
+    return {"route": routes, "link_rates_bps": rates, "bottleneck_bps": min(good) if good else None}
 
 
-async def _capacity(info: dict[str, Any], src: str, dst: str, seconds: float, mode: str,
-                    start_calls: int, grow: float, limit: int) -> tuple[int, list[dict[str, Any]]]:
+async def _capacity(
+    info: dict[str, Any],
+    src: str,
+    dst: str,
+    seconds: float,
+    mode: str,
+    start_calls: int,
+    grow: float,
+    limit: int,
+) -> tuple[int, list[dict[str, Any]]]:
     best = 0
     steps = []
     calls = start_calls
@@ -242,11 +276,13 @@ async def _capacity(info: dict[str, Any], src: str, dst: str, seconds: float, mo
         if mode == "otp":
             step = await _step(info, src, dst, calls, 1.0, 2, OTP_BITS_PER_DIRECTION, seconds)
         else:
-            step = await _step(info, src, dst, calls, AES_EPOCH_S, 2, AES_KEY_BITS,
-                               max(seconds, 2 * AES_EPOCH_S))
+            step = await _step(
+                info, src, dst, calls, AES_EPOCH_S, 2, AES_KEY_BITS, max(seconds, 2 * AES_EPOCH_S)
+            )
         steps.append(step)
-        print(json.dumps({"event": "bench_step", "mode": mode, **step}), file=sys.stderr,
-              flush=True)
+        print(
+            json.dumps({"event": "bench_step", "mode": mode, **step}), file=sys.stderr, flush=True
+        )
         if not step["sustained"]:
             break
         best = calls
@@ -267,8 +303,9 @@ def _options(args: argparse.Namespace) -> Options:
     return Options(seed=args.seed, max_key_count=512, testing=True, **extra)
 
 
-def footprint(launcher: Launcher, seconds: float, wait: float, settle: float = 0.0
-              ) -> dict[str, Any]:
+def footprint(
+    launcher: Launcher, seconds: float, wait: float, settle: float = 0.0
+) -> dict[str, Any]:
     """Start the launcher's network; time to answer and to the first key on the farthest
     route; then memory and CPU over `seconds` while the links fill up after the first key,
     and again `settle` seconds later (the launcher must be locked and prepared)."""
@@ -277,15 +314,28 @@ def footprint(launcher: Launcher, seconds: float, wait: float, settle: float = 0
     spawned = time.monotonic() - launcher.started
     launcher.wait_ready(timeout=wait)
     answered = time.monotonic() - launcher.started
-    print(json.dumps({"event": "bench_network_answering", "seconds": round(answered, 1)}),
-          file=sys.stderr, flush=True)
+    print(
+        json.dumps({"event": "bench_network_answering", "seconds": round(answered, 1)}),
+        file=sys.stderr,
+        flush=True,
+    )
     last: list[Readiness] = []
 
     def progress(r: Readiness) -> None:
         last[:] = [r]
-        print(json.dumps({"event": "bench_progress", "seconds": round(r.seconds, 1),
-                          "links_keyed": r.links_keyed, "links": r.links, "why": r.why}),
-              file=sys.stderr, flush=True)
+        print(
+            json.dumps(
+                {
+                    "event": "bench_progress",
+                    "seconds": round(r.seconds, 1),
+                    "links_keyed": r.links_keyed,
+                    "links": r.links,
+                    "why": r.why,
+                }
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
 
     try:
         ready = launcher.wait_call_ready(timeout=wait, progress=progress, interval=2.0)
@@ -293,18 +343,27 @@ def footprint(launcher: Launcher, seconds: float, wait: float, settle: float = 0
         if launcher.exited():
             raise
         ready = None
-        print(json.dumps({"event": "bench_no_first_key", "error": str(e)}), file=sys.stderr,
-              flush=True)
+        print(
+            json.dumps({"event": "bench_no_first_key", "error": str(e)}),
+            file=sys.stderr,
+            flush=True,
+        )
     out: dict[str, Any] = {
         "pki_and_configs_s": round(prepared, 1),
         "processes_started_s": round(spawned, 1),
         "processes_answering_s": round(answered, 1),
         "first_key_s": round(ready.seconds, 1) if ready else None,
-        "links_keyed_at_end_of_wait": None if ready or not last else
-        f"{last[0].links_keyed}/{last[0].links}",
-        "first_key_route": {"from": ready.pair.master, "to": ready.pair.slave,
-                            "hops": len(ready.route) - 1, "nodes": list(ready.route)}
-        if ready else None,
+        "links_keyed_at_end_of_wait": None
+        if ready or not last
+        else f"{last[0].links_keyed}/{last[0].links}",
+        "first_key_route": {
+            "from": ready.pair.master,
+            "to": ready.pair.slave,
+            "hops": len(ready.route) - 1,
+            "nodes": list(ready.route),
+        }
+        if ready
+        else None,
     }
     out["idle_cpu"] = measure_cpu(launcher, seconds)
     out["memory"] = measure_memory(launcher)
@@ -336,10 +395,17 @@ def run_bench_network(args: argparse.Namespace) -> int:
         launcher.check_ports()
         launcher.prepare()
         fp = footprint(launcher, args.seconds, args.wait, getattr(args, "settle", 0.0))
-        fp.update({"topology": topo.name, "nodes": len(topo.nodes), "links": len(topo.links),
-                   "fidelity": getattr(args, "fidelity", None) or "topology default",
-                   "command": " ".join(["qkd-keyserver", "bench", "network", *sys.argv[3:]])
-                   if sys.argv[1:3] == ["bench", "network"] else None})
+        fp.update(
+            {
+                "topology": topo.name,
+                "nodes": len(topo.nodes),
+                "links": len(topo.links),
+                "fidelity": getattr(args, "fidelity", None) or "topology default",
+                "command": " ".join(["qkd-keyserver", "bench", "network", *sys.argv[3:]])
+                if sys.argv[1:3] == ["bench", "network"]
+                else None,
+            }
+        )
         print(json.dumps({"event": "bench_footprint", **fp}), file=sys.stderr, flush=True)
         if getattr(args, "footprint", False):
             _print_footprint(fp, args.json)
@@ -347,18 +413,25 @@ def run_bench_network(args: argparse.Namespace) -> int:
         info = launcher.info()
         cpu = fp["idle_cpu"]  # the network paced in real time, no load
         waited = asyncio.run(_wait_route(info, args.src, args.dst, args.wait))
-        print(json.dumps({"event": "bench_route", "seconds_waited": waited}), file=sys.stderr,
-              flush=True)
+        print(
+            json.dumps({"event": "bench_route", "seconds_waited": waited}),
+            file=sys.stderr,
+            flush=True,
+        )
         if waited is None:
-            raise LaunchError(f"no route from {args.src} to {args.dst} with key after "
-                              f"{args.wait:g} s (the links have not produced key yet)")
+            raise LaunchError(
+                f"no route from {args.src} to {args.dst} with key after "
+                f"{args.wait:g} s (the links have not produced key yet)"
+            )
         relay = asyncio.run(_relay_times(info, args.src, args.dst, 30))
         rate = _route_rate(info, launcher, args.src, args.dst)
-        otp, otp_steps = asyncio.run(_capacity(info, args.src, args.dst, args.seconds, "otp",
-                                               1, 1.5, 64))
+        otp, otp_steps = asyncio.run(
+            _capacity(info, args.src, args.dst, args.seconds, "otp", 1, 1.5, 64)
+        )
         rate_after = _route_rate(info, launcher, args.src, args.dst)
-        aes, aes_steps = asyncio.run(_capacity(info, args.src, args.dst, args.seconds, "aes",
-                                               25, 2.0, 3200))
+        aes, aes_steps = asyncio.run(
+            _capacity(info, args.src, args.dst, args.seconds, "aes", 25, 2.0, 3200)
+        )
     except LaunchError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 1
@@ -372,7 +445,9 @@ def run_bench_network(args: argparse.Namespace) -> int:
     otp_demand = 2 * OTP_BITS_PER_DIRECTION + 8 * 32  # + one-time MAC key per request and hop
     aes_demand = (2 * AES_KEY_BITS + 8 * 32) / AES_EPOCH_S
     result = {
-        "topology": topo.name, "from": args.src, "to": args.dst,
+        "topology": topo.name,
+        "from": args.src,
+        "to": args.dst,
         "route": rate_after["route"] or rate["route"],
         "hops": max((len(r) - 1 for r in (rate_after["route"] or rate["route"])), default=None),
         "network_cpu_idle": cpu,
@@ -383,18 +458,28 @@ def run_bench_network(args: argparse.Namespace) -> int:
         "otp_calls_bound": round(bott / otp_demand, 2) if bott else None,
         "aes_calls_sustained": aes,
         "aes_calls_bound": round(bott / aes_demand) if bott else None,
-        "otp_steps": otp_steps, "aes_steps": aes_steps,
+        "otp_steps": otp_steps,
+        "aes_steps": aes_steps,
         "command": f"qkd-keyserver bench network --topology {args.topology} --seconds "
-                   f"{args.seconds:g}",
+        f"{args.seconds:g}",
     }
     result["footprint"] = fp
     if args.json:
         print(json.dumps(result))
     else:
-        for k in ("topology", "footprint", "route", "hops", "network_cpu_idle",
-                  "relay_time_256bit",
-                  "bottleneck_link_rate_bps", "otp_calls_sustained", "otp_calls_bound",
-                  "aes_calls_sustained", "aes_calls_bound"):
+        for k in (
+            "topology",
+            "footprint",
+            "route",
+            "hops",
+            "network_cpu_idle",
+            "relay_time_256bit",
+            "bottleneck_link_rate_bps",
+            "otp_calls_sustained",
+            "otp_calls_bound",
+            "aes_calls_sustained",
+            "aes_calls_bound",
+        ):
             print(f"{k:>26}: {result[k]}")
     return 0
 
@@ -411,20 +496,29 @@ def _print_footprint(fp: dict[str, Any], as_json: bool) -> None:
         f"  processes started           {fp['processes_started_s']} s",
         f"  processes answering after   {fp['processes_answering_s']} s",
         f"  first key, farthest route   {fp['first_key_s']} s "
-        + (f"({fp['first_key_route']['from']} -> {fp['first_key_route']['to']}, "
-           f"{fp['first_key_route']['hops']} hops)" if fp["first_key_route"] else ""),
+        + (
+            f"({fp['first_key_route']['from']} -> {fp['first_key_route']['to']}, "
+            f"{fp['first_key_route']['hops']} hops)"
+            if fp["first_key_route"]
+            else ""
+        ),
         f"  memory (PSS)                {mem['total_pss_mb'] / 1024:.2f} GB",
     ]
     for k, v in mem["by_kind"].items():
-        lines.append(f"    {k:<8} {v['processes']:>4} x {v['mean_pss_mb']:>6.1f} MB "
-                     f"(max {v['max_pss_mb']:.1f}) = {v['pss_mb'] / 1024:.2f} GB")
-    for title, c in (("after the first key, links filling", cpu),
-                     (f"settled ({fp.get('settled_after_s')} s after start)",
-                      fp.get("settled_cpu"))):
+        lines.append(
+            f"    {k:<8} {v['processes']:>4} x {v['mean_pss_mb']:>6.1f} MB "
+            f"(max {v['max_pss_mb']:.1f}) = {v['pss_mb'] / 1024:.2f} GB"
+        )
+    for title, c in (
+        ("after the first key, links filling", cpu),
+        (f"settled ({fp.get('settled_after_s')} s after start)", fp.get("settled_cpu")),
+    ):
         if not c:
             continue
         lines.append(f"  CPU {title}, over {c['seconds']} s: {c['total_cores']:.3f} cores")
         for k, v in c["by_kind_cores"].items():
-            lines.append(f"    {k:<8} {v:.3f} cores (busiest process "
-                         f"{c['max_percent_of_one_core'].get(k, 0):.2f} % of a core)")
+            lines.append(
+                f"    {k:<8} {v:.3f} cores (busiest process "
+                f"{c['max_percent_of_one_core'].get(k, 0):.2f} % of a core)"
+            )
     print("\n".join(lines))

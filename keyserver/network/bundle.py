@@ -33,7 +33,7 @@ from pathlib import Path
 
 from keyserver.network.netns import SUBNET_POOL, SUBNET_PREFIXLEN
 from keyserver.network.plan import NetworkPlan, Options, make_plan, write_configs
-from keyserver.network.topology import Topology
+from keyserver.topology import Topology
 
 DEFAULT_INSTALL_DIR = Path("/var/lib/qkd-keyserver")
 PORT_BASE = 20_000  # each site is its own host: the same consecutive ports suit all of them

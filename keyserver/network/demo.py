@@ -20,7 +20,7 @@ from typing import Any
 from keyserver.network.foreground import run_foreground
 from keyserver.network.launcher import Launcher
 from keyserver.network.plan import NetworkPlan, Options, make_plan
-from keyserver.network.topology import load_topology
+from keyserver.topology import load_topology
 
 LINK = "A-B"
 # The demo's link runs 1 s QKD blocks, so the first key is there seconds after start (at 10 km a
@@ -40,11 +40,16 @@ class DemoOptions:
 
 
 def demo_plan(o: DemoOptions) -> NetworkPlan:
-    opts = Options(seed=o.seed, eve={LINK: o.eve_fraction} if o.eve_fraction else {},
-                   distance_km=o.distance_km, max_key_count=o.max_key_count,
-                   module_params={"max_block_seconds": DEMO_BLOCK_SECONDS})
-    return make_plan(o.directory, load_topology("pair"), opts,
-                     sae_ports={"KME-A": o.port_a, "KME-B": o.port_b})
+    opts = Options(
+        seed=o.seed,
+        eve={LINK: o.eve_fraction} if o.eve_fraction else {},
+        distance_km=o.distance_km,
+        max_key_count=o.max_key_count,
+        module_params={"max_block_seconds": DEMO_BLOCK_SECONDS},
+    )
+    return make_plan(
+        o.directory, load_topology("pair"), opts, sae_ports={"KME-A": o.port_a, "KME-B": o.port_b}
+    )
 
 
 def _outputs(launcher: Launcher, o: DemoOptions) -> tuple[Path, dict[str, Any]]:
@@ -56,16 +61,22 @@ def _outputs(launcher: Launcher, o: DemoOptions) -> tuple[Path, dict[str, Any]]:
         info["saes"][sae]["peer"] = "bob" if sae == "alice" else "alice"
     nodes = info["nodes"]
     info["kmes"] = {
-        site: {"id": f"KME-{site}", "url": nodes[f"KME-{site}"]["sae_url"],
-               "config": nodes[f"KME-{site}"]["config"], "log": nodes[f"KME-{site}"]["log"],
-               "pid": nodes[f"KME-{site}"]["pid"]}
+        site: {
+            "id": f"KME-{site}",
+            "url": nodes[f"KME-{site}"]["sae_url"],
+            "config": nodes[f"KME-{site}"]["config"],
+            "log": nodes[f"KME-{site}"]["log"],
+            "pid": nodes[f"KME-{site}"]["pid"],
+        }
         for site in ("A", "B")
     }
-    info["link"] = {"distance_km": o.distance_km, "eve_fraction": o.eve_fraction,
-                    "seed": o.seed}
+    info["link"] = {"distance_km": o.distance_km, "eve_fraction": o.eve_fraction, "seed": o.seed}
     path = launcher.write_info("demo.json", info)
-    return path, {"demo_json": str(path), "kme_a": info["kmes"]["A"]["url"],
-                  "kme_b": info["kmes"]["B"]["url"]}
+    return path, {
+        "demo_json": str(path),
+        "kme_a": info["kmes"]["A"]["url"],
+        "kme_b": info["kmes"]["B"]["url"],
+    }
 
 
 def _banner(launcher: Launcher, path: Path, o: DemoOptions) -> list[str]:
@@ -92,9 +103,13 @@ class Demo:
         o = self.opts
         launcher = Launcher(demo_plan(o))
         return run_foreground(
-            launcher, prog="qkd-keyserver demo", ready_event="demo_ready",
-            outputs=lambda la: _outputs(la, o), banner=lambda la, p: _banner(la, p, o),
-            exit_on_child_death=True, first_key=True,
+            launcher,
+            prog="qkd-keyserver demo",
+            ready_event="demo_ready",
+            outputs=lambda la: _outputs(la, o),
+            banner=lambda la, p: _banner(la, p, o),
+            exit_on_child_death=True,
+            first_key=True,
         )
 
 

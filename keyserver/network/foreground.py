@@ -57,13 +57,23 @@ def run_foreground(
             launcher.check_ports()
             launcher.prepare()
             if tty:
-                print(f"{prog}: starting {len(launcher.children)} processes in "
-                      f"{launcher.plan.directory} ...", file=out, flush=True)
+                print(
+                    f"{prog}: starting {len(launcher.children)} processes in "
+                    f"{launcher.plan.directory} ...",
+                    file=out,
+                    flush=True,
+                )
             launcher.start_all()
             width = shutil.get_terminal_size().columns
-            launcher.wait_ready(stop=stop.is_set, first_key=first_key, progress=(
-                (lambda s: print(fit(f"{prog}: {s}", width), file=out, flush=True)) if tty else
-                (lambda s: None)))
+            launcher.wait_ready(
+                stop=stop.is_set,
+                first_key=first_key,
+                progress=(
+                    (lambda s: print(fit(f"{prog}: {s}", width), file=out, flush=True))
+                    if tty
+                    else (lambda s: None)
+                ),
+            )
             written, event = outputs(launcher)
         except LaunchError as e:
             if not stop.is_set():
@@ -91,8 +101,19 @@ def run_foreground(
                     continue
                 reported.add(c.name)
                 code = c.proc.returncode if c.proc else None
-                print(json.dumps({"event": "process_exited", "kind": c.kind, "name": c.name,
-                                  "code": code, "log": str(c.log)}), file=err, flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "event": "process_exited",
+                            "kind": c.kind,
+                            "name": c.name,
+                            "code": code,
+                            "log": str(c.log),
+                        }
+                    ),
+                    file=err,
+                    flush=True,
+                )
                 if exit_on_child_death:
                     return 1
             extra: list[str] = []
@@ -105,10 +126,20 @@ def run_foreground(
                         shown = 0
                     if tty:
                         print(ready_line(r), file=out)
-                    print(json.dumps({"event": "ready_for_calls", "from": r.pair.master,
-                                      "to": r.pair.slave, "route": list(r.route),
-                                      "hops": len(r.route) - 1,
-                                      "seconds": round(r.seconds, 1)}), file=out, flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "event": "ready_for_calls",
+                                "from": r.pair.master,
+                                "to": r.pair.slave,
+                                "route": list(r.route),
+                                "hops": len(r.route) - 1,
+                                "seconds": round(r.seconds, 1),
+                            }
+                        ),
+                        file=out,
+                        flush=True,
+                    )
                 elif r is not None:
                     extra = [progress_line(r)]
             if tty:

@@ -32,9 +32,9 @@ from typing import Any
 
 from keyserver.network.plan import HOST, NetworkPlan, port_free, write_configs
 from keyserver.network.stateclient import KeyStatusClient, StateClient
-from keyserver.network.topology import Topology
 from keyserver.network.zygote import ForkedProcess, ForkServer
 from keyserver.pki.domains import NetworkPki
+from keyserver.topology import Topology
 
 
 class LaunchError(Exception):
@@ -118,16 +118,20 @@ def fit(line: str, width: int) -> str:
 def progress_line(r: Readiness) -> str:
     p = r.pair
     state = "READY" if r.ready else r.why
-    return (f"{r.seconds:6.1f} s  links holding key {r.links_keyed}/{r.links}, up "
-            f"{r.links_up}/{r.links}; {p.master}@{p.master_node} -> {p.slave}@{p.slave_node} "
-            f"({p.hops} hops): {state}")
+    return (
+        f"{r.seconds:6.1f} s  links holding key {r.links_keyed}/{r.links}, up "
+        f"{r.links_up}/{r.links}; {p.master}@{p.master_node} -> {p.slave}@{p.slave_node} "
+        f"({p.hops} hops): {state}"
+    )
 
 
 def ready_line(r: Readiness) -> str:
     p = r.pair
-    return (f"READY FOR CALLS after {r.seconds:.1f} s: a key can be relayed from "
-            f"{p.master}@{p.master_node} to {p.slave}@{p.slave_node} now "
-            f"({len(r.route) - 1} hops: {' - '.join(r.route)})")
+    return (
+        f"READY FOR CALLS after {r.seconds:.1f} s: a key can be relayed from "
+        f"{p.master}@{p.master_node} to {p.slave}@{p.slave_node} now "
+        f"({len(r.route) - 1} hops: {' - '.join(r.route)})"
+    )
 
 
 def _pdeathsig() -> None:  # runs in the child between fork and exec
@@ -194,13 +198,17 @@ class Launcher:
     def check_ports(self) -> None:
         wanted: list[tuple[int, str]] = []
         for n in self.plan.nodes.values():
-            wanted += [(n.sae_port, f"the SAE API of node {n.id}"),
-                       (n.node_port, f"the node API of node {n.id}")]
+            wanted += [
+                (n.sae_port, f"the SAE API of node {n.id}"),
+                (n.node_port, f"the node API of node {n.id}"),
+            ]
         for m in self.plan.modules.values():
             wanted.append((m.port, f"the northbound API of module {m.id}"))
         for link, (q, c) in self.plan.channels.items():
-            wanted += [(q, f"the quantum channel of link {link}"),
-                       (c, f"the classical channel of link {link}")]
+            wanted += [
+                (q, f"the quantum channel of link {link}"),
+                (c, f"the classical channel of link {link}"),
+            ]
         seen: set[int] = set()
         for port, what in wanted:
             if port in seen or not port_free(port):
@@ -236,7 +244,10 @@ class Launcher:
         with c.log.open("ab") as log:
             c.proc = subprocess.Popen(
                 self.command(c),
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=_pdeathsig,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_pdeathsig,
             )
 
     def command(self, c: Child) -> list[str]:
@@ -249,10 +260,12 @@ class Launcher:
         (their first QKD blocks gate the network's first relayed key), then the rest."""
         route_nodes: set[str] = set()
         if self.call_pair is not None:
-            route_nodes = set(_path(self.plan.topology, self.call_pair.master_node,
-                                    self.call_pair.slave_node))
-        route_links = {x.id for x in self.plan.topology.links
-                       if x.a in route_nodes and x.b in route_nodes}
+            route_nodes = set(
+                _path(self.plan.topology, self.call_pair.master_node, self.call_pair.slave_node)
+            )
+        route_links = {
+            x.id for x in self.plan.topology.links if x.a in route_nodes and x.b in route_nodes
+        }
 
         def rank(name: str) -> int:
             c = self.children[name]
@@ -270,16 +283,23 @@ class Launcher:
         order = self.start_order()
         if self._zygotes is not None:  # each kind's children in one batch to its zygote
             for kind in ("node", "module"):
-                todo = [n for n in order if self.children[n].kind == kind
-                        and not self.children[n].running]
+                todo = [
+                    n
+                    for n in order
+                    if self.children[n].kind == kind and not self.children[n].running
+                ]
                 if not todo:
                     continue
                 for n in todo:
                     self.children[n].log.parent.mkdir(parents=True, exist_ok=True)
                 z = self._zygotes.get(kind) or self._zygotes.setdefault(kind, ForkServer(kind))
                 try:
-                    procs = z.spawn_many([([kind, "--config", str(self.children[n].config)],
-                                           self.children[n].log) for n in todo])
+                    procs = z.spawn_many(
+                        [
+                            ([kind, "--config", str(self.children[n].config)], self.children[n].log)
+                            for n in todo
+                        ]
+                    )
                 except OSError as e:
                     raise LaunchError(f"cannot start the {kind}s: {e}") from None
                 for n, proc in zip(todo, procs, strict=True):
@@ -299,8 +319,9 @@ class Launcher:
         return {k: z.pid for k, z in (self._zygotes or {}).items() if z.pid is not None}
 
     def exited(self) -> list[Child]:
-        return [c for c in self.children.values() if c.proc is not None
-                and c.proc.poll() is not None]
+        return [
+            c for c in self.children.values() if c.proc is not None and c.proc.poll() is not None
+        ]
 
     def stop(self) -> None:
         for c in self.children.values():
@@ -321,8 +342,11 @@ class Launcher:
             self._zygotes = {}
 
     def wait_ready(
-        self, timeout: float = 90.0, stop: Callable[[], bool] = lambda: False,
-        progress: Callable[[str], None] = lambda s: None, synced: bool = True,
+        self,
+        timeout: float = 90.0,
+        stop: Callable[[], bool] = lambda: False,
+        progress: Callable[[str], None] = lambda s: None,
+        synced: bool = True,
         first_key: bool = False,
     ) -> None:
         """Every node answers (and, with `synced`, every link's two nodes agree on its keys;
@@ -339,22 +363,34 @@ class Launcher:
                 c = dead[0]
                 code = c.proc.returncode if c.proc else None
                 raise LaunchError(
-                    f"{c.kind} {c.name} exited with code {code}: see {c.log}"
-                    + _last_line(c.log)
+                    f"{c.kind} {c.name} exited with code {code}: see {c.log}" + _last_line(c.log)
                 )
             for n, p in self.plan.nodes.items():
                 if n not in done:
                     states[n] = self.state.get(p.node_url)
             missing = [n for n, s in states.items() if s is None]
-            unsynced = sorted({
-                lid for s in states.values() if s is not None
-                for lid, link in s["links"].items() if not link["synced"]
-            })
-            keyless = sorted({
-                lid for s in states.values() if s is not None
-                for lid, link in s["links"].items()
-                if min(link["stock_bits"].values()) <= 0 and not _aborted(link)
-            }) if first_key else []
+            unsynced = sorted(
+                {
+                    lid
+                    for s in states.values()
+                    if s is not None
+                    for lid, link in s["links"].items()
+                    if not link["synced"]
+                }
+            )
+            keyless = (
+                sorted(
+                    {
+                        lid
+                        for s in states.values()
+                        if s is not None
+                        for lid, link in s["links"].items()
+                        if min(link["stock_bits"].values()) <= 0 and not _aborted(link)
+                    }
+                )
+                if first_key
+                else []
+            )
             for n, st in states.items():
                 if st is not None and all(
                     (link["synced"] or not synced)
@@ -365,16 +401,20 @@ class Launcher:
             if not missing and (not synced or not unsynced) and not keyless:
                 return
             now_waiting = (
-                f"waiting for node(s) {', '.join(missing[:5])}" if missing else
-                f"waiting for link(s) {', '.join(unsynced[:5])} to sync" if unsynced else
-                f"waiting for the first QKD key on link(s) {', '.join(keyless[:5])}"
+                f"waiting for node(s) {', '.join(missing[:5])}"
+                if missing
+                else f"waiting for link(s) {', '.join(unsynced[:5])} to sync"
+                if unsynced
+                else f"waiting for the first QKD key on link(s) {', '.join(keyless[:5])}"
             )
             if now_waiting != waiting:
                 waiting = now_waiting
                 progress(waiting)
             if time.monotonic() > deadline:
-                raise LaunchError(f"the network did not come up in {timeout:g} s: {waiting}; "
-                                  f"see the logs in {self.plan.directory / 'logs'}")
+                raise LaunchError(
+                    f"the network did not come up in {timeout:g} s: {waiting}; "
+                    f"see the logs in {self.plan.directory / 'logs'}"
+                )
             if stop():
                 raise LaunchError("interrupted")
             time.sleep(0.5)
@@ -406,12 +446,16 @@ class Launcher:
                 why = f"route of {r.get('hops')} hops found, waiting for key on all of it"
             else:
                 route, why = tuple(str(x) for x in r.get("nodes", ())), ""
-        return Readiness(pair, not why, links, up, keyed, route, why,
-                         time.monotonic() - self.started)
+        return Readiness(
+            pair, not why, links, up, keyed, route, why, time.monotonic() - self.started
+        )
 
     def wait_call_ready(
-        self, timeout: float, stop: Callable[[], bool] = lambda: False,
-        progress: Callable[[Readiness], None] = lambda r: None, interval: float = 1.0,
+        self,
+        timeout: float,
+        stop: Callable[[], bool] = lambda: False,
+        progress: Callable[[Readiness], None] = lambda r: None,
+        interval: float = 1.0,
     ) -> Readiness | None:
         """Until :meth:`readiness` says ready (None: no SAE pair to wait for)."""
         deadline = time.monotonic() + timeout
@@ -425,8 +469,10 @@ class Launcher:
                 c = dead[0]
                 raise LaunchError(f"{c.kind} {c.name} exited: see {c.log}" + _last_line(c.log))
             if time.monotonic() > deadline:
-                raise LaunchError(f"no key between {r.pair.master} and {r.pair.slave} after "
-                                  f"{timeout:g} s: {r.why}")
+                raise LaunchError(
+                    f"no key between {r.pair.master} and {r.pair.slave} after "
+                    f"{timeout:g} s: {r.why}"
+                )
             if stop():
                 raise LaunchError("interrupted")
             time.sleep(interval)
@@ -444,30 +490,56 @@ class Launcher:
             "ca_cert": str(pki.ca_cert("sae")),
             "node_ca_cert": str(pki.ca_cert("node")),
             "module_ca_cert": str(pki.ca_cert("module")),
-            "admin": {"node_cert": str(admin.cert), "node_key": str(admin.key),
-                      "module_cert": str(madmin.cert), "module_key": str(madmin.key)},
+            "admin": {
+                "node_cert": str(admin.cert),
+                "node_key": str(admin.key),
+                "module_cert": str(madmin.cert),
+                "module_key": str(madmin.key),
+            },
             "nodes": {
-                n.id: {"sae_url": n.sae_url, "node_url": n.node_url, "config": str(n.config),
-                       "log": str(n.log), "pid": self._pid(n.id),
-                       "city": next(x.city for x in p.topology.nodes if x.id == n.id)}
+                n.id: {
+                    "sae_url": n.sae_url,
+                    "node_url": n.node_url,
+                    "config": str(n.config),
+                    "log": str(n.log),
+                    "pid": self._pid(n.id),
+                    "city": next(x.city for x in p.topology.nodes if x.id == n.id),
+                }
                 for n in p.nodes.values()
             },
             "modules": {
-                m.id: {"link": m.link, "role": m.role, "node": m.node, "url": m.url,
-                       "config": str(m.config), "log": str(m.log), "pid": self._pid(m.id)}
+                m.id: {
+                    "link": m.link,
+                    "role": m.role,
+                    "node": m.node,
+                    "url": m.url,
+                    "config": str(m.config),
+                    "log": str(m.log),
+                    "pid": self._pid(m.id),
+                }
                 for m in p.modules.values()
             },
             "links": {
-                link.id: {"a": link.a, "b": link.b, "distance_km": link.distance_km,
-                          "modules": [m.id for m in p.modules_of(link.id)],
-                          "eve_module": p.eve_module(link.id).id}
+                link.id: {
+                    "a": link.a,
+                    "b": link.b,
+                    "distance_km": link.distance_km,
+                    "modules": [m.id for m in p.modules_of(link.id)],
+                    "eve_module": p.eve_module(link.id).id,
+                }
                 for link in p.topology.links
             },
             "saes": {
-                s.id: {"id": s.id, "node": s.node, "kme": s.node,
-                       "kme_url": p.nodes[s.node].sae_url,
-                       "cert": str(pki.sae(s.id).cert), "key": str(pki.sae(s.id).key),
-                       "ca_cert": str(pki.ca_cert("sae")), "profile": str(p.profile(s.id))}
+                s.id: {
+                    "id": s.id,
+                    "node": s.node,
+                    "kme": s.node,
+                    "kme_url": p.nodes[s.node].sae_url,
+                    "cert": str(pki.sae(s.id).cert),
+                    "key": str(pki.sae(s.id).key),
+                    "ca_cert": str(pki.ca_cert("sae")),
+                    "profile": str(p.profile(s.id)),
+                }
                 for s in p.topology.saes
             },
         }

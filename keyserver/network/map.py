@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from keyserver.network.topology import LinkSpec, NodeSpec, SaeSpec, Topology
+from keyserver.topology import LinkSpec, NodeSpec, SaeSpec, Topology
 
 LABEL_ALL_UP_TO = 30  # nodes: above this, only cores, junctions and SAE sites are labelled
 

@@ -44,7 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyserver.network.topology import Topology
+from keyserver.topology import Topology
 
 # light in standard single-mode fibre: group index 1.4682 at 1550 nm (Corning SMF-28 ULL
 # product information sheet): 1.4682 / 299 792.458 km/s = 4.897 us per km

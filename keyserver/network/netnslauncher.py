@@ -41,8 +41,8 @@ from keyserver.network.netns import (
     teardown_commands,
 )
 from keyserver.network.plan import NetworkPlan, Options, make_plan
-from keyserver.network.topology import Topology
 from keyserver.pki.domains import NetworkPki
+from keyserver.topology import Topology
 
 PORT_BASE = 20_000  # ports inside the namespaces: every one is free there
 DELAY_CHILD = "delay-lines"

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from keyserver.etsi014.server import HttpLimits
-from keyserver.network.topology import LinkSpec, Topology, with_fidelity
 from keyserver.pki.domains import ADMIN_CN, NetworkPki, ensure_link_auth_key
 from keyserver.qkd.sealedchannel import new_channel_key
+from keyserver.topology import LinkSpec, Topology, with_fidelity
 
 HOST = "127.0.0.1"
 MODULE_KEY_BITS = 1024  # the key size the modules serve: the granularity of link keys
@@ -47,8 +47,9 @@ LOWEST_PORT = 10_000
 def ephemeral_ports() -> tuple[int, int]:
     """The kernel's range for outgoing connections' local ports (Linux; a default elsewhere)."""
     try:
-        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
-                  .split())
+        lo, hi = (
+            int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        )
     except (OSError, ValueError):
         return 32768, 60999
     return lo, hi
@@ -179,6 +180,7 @@ class NetworkPlan:
     nodes: dict[str, NodePlan]
     modules: dict[str, ModulePlan]  # module ID -> plan
     channels: dict[str, tuple[int, int]]  # link -> (quantum, classical) port
+
     def server_names(self) -> dict[str, tuple[str, ...]]:
         """Addresses each node's and module's server certificate must name (none on loopback)."""
         hosts = {n.id: n.host for n in self.nodes.values()}
@@ -207,8 +209,10 @@ class NetworkPlan:
 
     def site_host_files(self, node: str) -> tuple[Path, Path]:
         """(host file, log) of the process that hosts `node`'s emulated modules."""
-        return (self.directory / "modules" / f"site-{node}.toml",
-                self.directory / "logs" / f"site-{node}.log")
+        return (
+            self.directory / "modules" / f"site-{node}.toml",
+            self.directory / "logs" / f"site-{node}.log",
+        )
 
     def process_of(self, name: str) -> str:
         """The process that runs module or node `name` (its own, or its site's host)."""
@@ -222,8 +226,9 @@ class NetworkPlan:
         config is a file naming its modules' configs, keyserver.qkd.config)."""
         hosts = self.site_hosts()
         hosted = {m.id for ms in hosts.values() for m in ms}
-        out = [(m.id, m.config, m.log, "module") for m in self.modules.values()
-               if m.id not in hosted]
+        out = [
+            (m.id, m.config, m.log, "module") for m in self.modules.values() if m.id not in hosted
+        ]
         out += [(f"modules@{n}", *self.site_host_files(n), "module") for n in hosts]
         out += [(n.id, n.config, n.log, "node") for n in self.nodes.values()]
         return out
@@ -257,9 +262,15 @@ def make_plan(
     else:
         ports = iter(p for p in range(port_base, 65536) if p not in set(pinned.values()))
     nodes = {
-        n.id: NodePlan(n.id, pinned.get(n.id) or next(ports), next(ports), d / "nodes" / n.id,
-                       d / "nodes" / f"{n.id}.toml", d / "logs" / f"node-{n.id}.log",
-                       where.get(n.id, HOST))
+        n.id: NodePlan(
+            n.id,
+            pinned.get(n.id) or next(ports),
+            next(ports),
+            d / "nodes" / n.id,
+            d / "nodes" / f"{n.id}.toml",
+            d / "logs" / f"node-{n.id}.log",
+            where.get(n.id, HOST),
+        )
         for n in topology.nodes
     }
     modules: dict[str, ModulePlan] = {}
@@ -268,9 +279,18 @@ def make_plan(
         channels[link.id] = (next(ports), next(ports))
         for role, node, remote in (("transmitter", link.a, link.b), ("receiver", link.b, link.a)):
             mid = module_id(link.id, role)
-            modules[mid] = ModulePlan(mid, link.id, role, node, remote, next(ports),
-                                      d / "modules" / mid, d / "modules" / f"{mid}.toml",
-                                      d / "logs" / f"{mid}.log", where.get(node, HOST))
+            modules[mid] = ModulePlan(
+                mid,
+                link.id,
+                role,
+                node,
+                remote,
+                next(ports),
+                d / "modules" / mid,
+                d / "modules" / f"{mid}.toml",
+                d / "logs" / f"{mid}.log",
+                where.get(node, HOST),
+            )
     return NetworkPlan(d, topology, options, nodes, modules, channels)
 
 
@@ -387,8 +407,11 @@ def node_config_text(plan: NetworkPlan, n: NodePlan, pki: NetworkPki) -> str:
         f"hold_seconds = {float(o.hold_seconds)!r}",
         f"relay_timeout_seconds = {float(o.relay_timeout)!r}",
         "",
-        *([""] + ["[http]"] + [f"{k} = {v!r}" for k, v in sorted(vars(o.http).items())]
-          if o.http is not None else []),
+        *(
+            [""] + ["[http]"] + [f"{k} = {v!r}" for k, v in sorted(vars(o.http).items())]
+            if o.http is not None
+            else []
+        ),
         "",
         "[routing]",
         f"multipath = {o.multipath}",
@@ -396,13 +419,24 @@ def node_config_text(plan: NetworkPlan, n: NodePlan, pki: NetworkPki) -> str:
     ]
     for m in plan.modules.values():
         if m.node == n.id:
-            lines += ["", "[[modules]]", f"link = {_s(m.link)}", f"id = {_s(m.id)}",
-                      f"url = {_s(m.url)}"]
+            lines += [
+                "",
+                "[[modules]]",
+                f"link = {_s(m.link)}",
+                f"id = {_s(m.id)}",
+                f"url = {_s(m.url)}",
+            ]
     for other in plan.nodes.values():
         lines += ["", "[[nodes]]", f"id = {_s(other.id)}", f"url = {_s(other.node_url)}"]
     for link in plan.topology.links:
-        lines += ["", "[[links]]", f"id = {_s(link.id)}", f"a = {_s(link.a)}",
-                  f"b = {_s(link.b)}", f"distance_km = {_distance(plan, link)!r}"]
+        lines += [
+            "",
+            "[[links]]",
+            f"id = {_s(link.id)}",
+            f"a = {_s(link.a)}",
+            f"b = {_s(link.b)}",
+            f"distance_km = {_distance(plan, link)!r}",
+        ]
     for sae in plan.topology.saes:
         lines += ["", "[[saes]]", f"id = {_s(sae.id)}", f"node = {_s(sae.node)}"]
     return "\n".join(lines) + "\n"
@@ -414,24 +448,26 @@ def profile_text(plan: NetworkPlan, pki: NetworkPki, sae: str, peer: str) -> str
     assert node is not None
     certs = pki.sae(sae)
     d = plan.profile(sae).parent
-    return "\n".join([
-        "[sae]",
-        f"id = {_s(sae)}",
-        "",
-        "[kme]",
-        f"url = {_s(plan.nodes[node].sae_url)}",
-        f"ca_cert = {_s(pki.ca_cert('sae'))}",
-        f"client_cert = {_s(certs.cert)}",
-        f"client_key = {_s(certs.key)}",
-        "",
-        "[peer]",
-        f"sae_id = {_s(peer)}",
-        "",
-        "[identity]",
-        f"file = {_s(d / f'{sae}.identity')}",
-        f"known_peers = {_s(d / f'{sae}.known_peers.json')}",
-        "",
-    ])
+    return "\n".join(
+        [
+            "[sae]",
+            f"id = {_s(sae)}",
+            "",
+            "[kme]",
+            f"url = {_s(plan.nodes[node].sae_url)}",
+            f"ca_cert = {_s(pki.ca_cert('sae'))}",
+            f"client_cert = {_s(certs.cert)}",
+            f"client_key = {_s(certs.key)}",
+            "",
+            "[peer]",
+            f"sae_id = {_s(peer)}",
+            "",
+            "[identity]",
+            f"file = {_s(d / f'{sae}.identity')}",
+            f"known_peers = {_s(d / f'{sae}.known_peers.json')}",
+            "",
+        ]
+    )
 
 
 def default_peer(topology: Topology, sae: str) -> str:

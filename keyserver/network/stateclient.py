@@ -21,8 +21,9 @@ def _request(
     url: str, ctx: ssl.SSLContext, method: str, path: str, body: Any = None, timeout: float = 3.0
 ) -> tuple[int, Any]:
     u = urlsplit(url)
-    conn = http.client.HTTPSConnection(u.hostname or "", u.port or 443, context=ctx,
-                                       timeout=timeout)
+    conn = http.client.HTTPSConnection(
+        u.hostname or "", u.port or 443, context=ctx, timeout=timeout
+    )
     try:
         data = None if body is None else json.dumps(body).encode()
         headers = {} if data is None else {"content-type": "application/json"}
@@ -62,8 +63,9 @@ class KeyStatusClient:
         return body if status == 200 and isinstance(body, dict) else None
 
 
-def set_eve(module_url: str, module_id: str, module_ca: Path, admin: CertPaths,
-            fraction: float) -> dict[str, Any]:
+def set_eve(
+    module_url: str, module_id: str, module_ca: Path, admin: CertPaths, fraction: float
+) -> dict[str, Any]:
     ctx = client_context(module_ca, admin.cert, admin.key, expect_cn=module_id)
     status, body = _request(module_url, ctx, "POST", "/admin/v1/eve", {"fraction": fraction})
     if status != 200 or not isinstance(body, dict):

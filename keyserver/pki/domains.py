@@ -39,15 +39,23 @@ def _ca(root: Path, domain: str) -> CertificateAuthority:
 
 
 def _cert(
-    ca: CertificateAuthority, folder: Path, stem: str, cn: str, *, server: bool, client: bool,
+    ca: CertificateAuthority,
+    folder: Path,
+    stem: str,
+    cn: str,
+    *,
+    server: bool,
+    client: bool,
     extra_names: tuple[str, ...] = (),
 ) -> CertPaths:
     """The certificate `stem` (issued if missing, or reissued when a server certificate lacks
     one of `extra_names`, e.g. a site address of a network started in namespaces)."""
     paths = CertPaths(folder / f"{stem}.pem", folder / f"{stem}.key")
     names = (*LOCAL_NAMES, *extra_names) if server else ()
-    if paths.cert.exists() and paths.key.exists() and (
-        not extra_names or set(extra_names) <= _san(paths.cert)
+    if (
+        paths.cert.exists()
+        and paths.key.exists()
+        and (not extra_names or set(extra_names) <= _san(paths.cert))
     ):
         return paths
     return ca.issue(folder, stem, cn, server_names=names, client=client)
@@ -92,33 +100,61 @@ class NetworkPki:
         return self._cas[domain].paths.cert
 
     def sae(self, sae_id: str) -> CertPaths:
-        return _cert(self._cas["sae"], self.root / "sae", sae_id, sae_id, server=False,
-                     client=True)
+        return _cert(self._cas["sae"], self.root / "sae", sae_id, sae_id, server=False, client=True)
 
     def node(self, node_id: str) -> NodeCredentials:
         return NodeCredentials(
             sae_ca=self.ca_cert("sae"),
-            sae_server=_cert(self._cas["sae"], self.root / "sae", f"node-{node_id}", node_id,
-                             server=True, client=False, extra_names=self._names.get(node_id, ())),
+            sae_server=_cert(
+                self._cas["sae"],
+                self.root / "sae",
+                f"node-{node_id}",
+                node_id,
+                server=True,
+                client=False,
+                extra_names=self._names.get(node_id, ()),
+            ),
             node_ca=self.ca_cert("node"),
-            node=_cert(self._cas["node"], self.root / "node", node_id, node_id, server=True,
-                       client=True, extra_names=self._names.get(node_id, ())),
+            node=_cert(
+                self._cas["node"],
+                self.root / "node",
+                node_id,
+                node_id,
+                server=True,
+                client=True,
+                extra_names=self._names.get(node_id, ()),
+            ),
             module_ca=self.ca_cert("module"),
-            module_client=_cert(self._cas["module"], self.root / "module", f"node-{node_id}",
-                                node_id, server=False, client=True),
+            module_client=_cert(
+                self._cas["module"],
+                self.root / "module",
+                f"node-{node_id}",
+                node_id,
+                server=False,
+                client=True,
+            ),
         )
 
     def module(self, module_id: str) -> CertPaths:
-        return _cert(self._cas["module"], self.root / "module", module_id, module_id,
-                     server=True, client=False, extra_names=self._names.get(module_id, ()))
+        return _cert(
+            self._cas["module"],
+            self.root / "module",
+            module_id,
+            module_id,
+            server=True,
+            client=False,
+            extra_names=self._names.get(module_id, ()),
+        )
 
     def node_admin(self) -> CertPaths:
-        return _cert(self._cas["node"], self.root / "node", ADMIN_CN, ADMIN_CN, server=False,
-                     client=True)
+        return _cert(
+            self._cas["node"], self.root / "node", ADMIN_CN, ADMIN_CN, server=False, client=True
+        )
 
     def module_admin(self) -> CertPaths:
-        return _cert(self._cas["module"], self.root / "module", ADMIN_CN, ADMIN_CN,
-                     server=False, client=True)
+        return _cert(
+            self._cas["module"], self.root / "module", ADMIN_CN, ADMIN_CN, server=False, client=True
+        )
 
 
 def ensure_link_auth_key(path: Path, size: int = AUTH_KEY_BYTES) -> Path:

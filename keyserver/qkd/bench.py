@@ -45,8 +45,11 @@ def warm_up() -> None:
     a, b = CascadeAlice(alice, seed, n), CascadeBob(bob, seed, schedule(0.03, n))
     req: ParityRequest | None = b.first_request()
     while req is not None:
-        ans = a.start_pass(req.start_block) if req.start_block else a.answer(
-            req.passes, req.lo, req.hi)
+        ans = (
+            a.start_pass(req.start_block)
+            if req.start_block
+            else a.answer(req.passes, req.lo, req.hi)
+        )
         req = b.on_answer(ans)
     run = LinkRun(LinkParams(distance_km=5.0, block_pulses=150_000_000), seed=1)
     stats = run.run_block()
@@ -79,11 +82,15 @@ def targets(results: dict[float, dict[str, object]]) -> list[Target]:
         if d == 10:
             out.append(Target("key / asymptotic bound, 10 km", ratio, ">= 0.8", ratio >= 0.8))
             rate = _num(r["postprocessing_bits_per_cpu_second"]) / 1e6
-            out.append(Target("Mbit/s key per CPU-s, 10 km (post-processing)", rate, ">= 1.5",
-                              rate >= 1.5))
+            out.append(
+                Target("Mbit/s key per CPU-s, 10 km (post-processing)", rate, ">= 1.5", rate >= 1.5)
+            )
             total = _num(r["secret_bits_per_cpu_second"]) / 1e6
-            out.append(Target("Mbit/s key per CPU-s, 10 km (+ simulated fibre)", total,
-                              ">= 1.5", total >= 1.5))
+            out.append(
+                Target(
+                    "Mbit/s key per CPU-s, 10 km (+ simulated fibre)", total, ">= 1.5", total >= 1.5
+                )
+            )
         if d == 70:
             out.append(Target("key / asymptotic bound, 70 km", ratio, ">= 0.6", ratio >= 0.6))
             core = _num(r["core_per_link_realtime"])
@@ -105,23 +112,43 @@ def bench_command(args: argparse.Namespace) -> int:
     results = {d: measure(d, args.blocks, args.seed) for d in distances}
     rows = targets(results)
     if args.json:
-        print(json.dumps({"results": {str(k): v for k, v in results.items()},
-                          "targets": [r.__dict__ for r in rows]}))
+        print(
+            json.dumps(
+                {
+                    "results": {str(k): v for k, v in results.items()},
+                    "targets": [r.__dict__ for r in rows],
+                }
+            )
+        )
         return 0
-    print(f"{'distance':>8} {'QBER':>7} {'f':>6} {'key b/pulse':>12} {'asymptotic':>11} "
-          f"{'ratio':>6} {'Mbit/CPU-s':>10} {'PP only':>8} {'cores RT':>8} {'block s':>8}")
+    print(
+        f"{'distance':>8} {'QBER':>7} {'f':>6} {'key b/pulse':>12} {'asymptotic':>11} "
+        f"{'ratio':>6} {'Mbit/CPU-s':>10} {'PP only':>8} {'cores RT':>8} {'block s':>8}"
+    )
     for d, r in results.items():
-        v = {k: _num(r[k]) for k in (
-            "qber", "ec_efficiency", "secret_bits_per_pulse", "asymptotic_bits_per_pulse",
-            "ratio_to_asymptotic", "secret_bits_per_cpu_second",
-            "postprocessing_bits_per_cpu_second", "core_per_link_realtime", "seconds_simulated",
-            "blocks")}
-        print(f"{d:8g} {v['qber']:7.4f} {v['ec_efficiency']:6.3f} "
-              f"{v['secret_bits_per_pulse']:12.4g} {v['asymptotic_bits_per_pulse']:11.4g} "
-              f"{v['ratio_to_asymptotic']:6.3f} {v['secret_bits_per_cpu_second'] / 1e6:10.3f} "
-              f"{v['postprocessing_bits_per_cpu_second'] / 1e6:8.3f} "
-              f"{v['core_per_link_realtime']:8.3f} "
-              f"{v['seconds_simulated'] / max(v['blocks'], 1):8.1f}")
+        v = {
+            k: _num(r[k])
+            for k in (
+                "qber",
+                "ec_efficiency",
+                "secret_bits_per_pulse",
+                "asymptotic_bits_per_pulse",
+                "ratio_to_asymptotic",
+                "secret_bits_per_cpu_second",
+                "postprocessing_bits_per_cpu_second",
+                "core_per_link_realtime",
+                "seconds_simulated",
+                "blocks",
+            )
+        }
+        print(
+            f"{d:8g} {v['qber']:7.4f} {v['ec_efficiency']:6.3f} "
+            f"{v['secret_bits_per_pulse']:12.4g} {v['asymptotic_bits_per_pulse']:11.4g} "
+            f"{v['ratio_to_asymptotic']:6.3f} {v['secret_bits_per_cpu_second'] / 1e6:10.3f} "
+            f"{v['postprocessing_bits_per_cpu_second'] / 1e6:8.3f} "
+            f"{v['core_per_link_realtime']:8.3f} "
+            f"{v['seconds_simulated'] / max(v['blocks'], 1):8.1f}"
+        )
     print()
     for t in rows:
         print(f"{t.name:45s} {t.measured:10.4g}  target {t.target:8s} {'ok' if t.ok else 'MISSED'}")
@@ -132,8 +159,9 @@ def _processes_command(args: argparse.Namespace, distances: list[float]) -> int:
     from keyserver.qkd.benchprocesses import print_table, run_pair
 
     if not 10 <= args.seconds <= 86_400 or args.block_seconds < 0:
-        print("bench link: --seconds must be within 10..86400, --block-seconds >= 0",
-              file=sys.stderr)
+        print(
+            "bench link: --seconds must be within 10..86400, --block-seconds >= 0", file=sys.stderr
+        )
         return 2
     load = os.getloadavg()
     results = [run_pair(d, args.seconds, args.block_seconds, args.seed) for d in distances]
@@ -142,6 +170,8 @@ def _processes_command(args: argparse.Namespace, distances: list[float]) -> int:
         print(json.dumps({"processes": results, "loadavg": [load, load_end]}))
         return 0
     print_table(results)
-    print(f"load average {load[0]:.1f} at the start, {load_end[0]:.1f} at the end "
-          f"({os.cpu_count()} CPUs)")
+    print(
+        f"load average {load[0]:.1f} at the start, {load_end[0]:.1f} at the end "
+        f"({os.cpu_count()} CPUs)"
+    )
     return 0 if all("core_per_link_realtime" in r for r in results) else 1

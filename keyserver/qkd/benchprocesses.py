@@ -48,8 +48,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
 
 
-def _write_pair(directory: Path, distance: float, block_pulses: int, seed: int | None) -> dict[
-        str, Path]:
+def _write_pair(
+    directory: Path, distance: float, block_pulses: int, seed: int | None
+) -> dict[str, Path]:
     from keyserver.pki.certificates import LOCAL_NAMES, CertificateAuthority
 
     pki = directory / "pki"
@@ -122,29 +123,36 @@ class ProcessRun:
 
     def result(self) -> dict[str, object]:
         out: dict[str, object] = {
-            "distance_km": self.distance_km, "block_seconds": self.block_seconds,
-            "blocks_ok": self.blocks_ok, "blocks_aborted": self.blocks_aborted,
+            "distance_km": self.distance_km,
+            "block_seconds": self.block_seconds,
+            "blocks_ok": self.blocks_ok,
+            "blocks_aborted": self.blocks_aborted,
             "error": self.error,
         }
         if len(self.samples) >= 2:
             (w0, t0, r0), (w1, t1, r1) = self.samples[0], self.samples[-1]
             wall = w1 - w0
             blocks = len(self.samples) - 1
-            out.update({
-                "blocks_measured": blocks,
-                "wall_seconds": wall,
-                "link_seconds": blocks * self.block_seconds,
-                "cpu_transmitter": t1 - t0,
-                "cpu_receiver": r1 - r0,
-                "core_per_link_realtime": (t1 - t0 + r1 - r0) / wall if wall > 0 else 0.0,
-                "core_per_link_second": (t1 - t0 + r1 - r0) / (blocks * self.block_seconds),
-                "secret_bits_per_second": self.secret_bits / wall if wall > 0 else 0.0,
-            })
+            out.update(
+                {
+                    "blocks_measured": blocks,
+                    "wall_seconds": wall,
+                    "link_seconds": blocks * self.block_seconds,
+                    "cpu_transmitter": t1 - t0,
+                    "cpu_receiver": r1 - r0,
+                    "core_per_link_realtime": (t1 - t0 + r1 - r0) / wall if wall > 0 else 0.0,
+                    "core_per_link_second": (t1 - t0 + r1 - r0) / (blocks * self.block_seconds),
+                    "secret_bits_per_second": self.secret_bits / wall if wall > 0 else 0.0,
+                }
+            )
         return out
 
 
 def run_pair(
-    distance: float, seconds: float, block_seconds: float, seed: int | None = 7,
+    distance: float,
+    seconds: float,
+    block_seconds: float,
+    seed: int | None = 7,
     keep: Path | None = None,
 ) -> dict[str, object]:
     """Run a real module pair for ``seconds`` of real time after its first finished block."""
@@ -163,8 +171,17 @@ def run_pair(
         for role in ("receiver", "transmitter"):
             with logs[role].open("wb") as out:
                 procs[role] = subprocess.Popen(
-                    [sys.executable, "-m", "keyserver.cli", "module", "--config",
-                     str(configs[role])], stdout=out, stderr=out, env=env,
+                    [
+                        sys.executable,
+                        "-m",
+                        "keyserver.cli",
+                        "module",
+                        "--config",
+                        str(configs[role]),
+                    ],
+                    stdout=out,
+                    stderr=out,
+                    env=env,
                 )
             time.sleep(0.3 if role == "receiver" else 0.0)
         deadline: float | None = None
@@ -175,8 +192,10 @@ def run_pair(
             while True:
                 for role, p in procs.items():
                     if p.poll() is not None:
-                        raise RuntimeError(f"the {role} exited with {p.returncode}: "
-                                           + logs[role].read_text()[-2000:])
+                        raise RuntimeError(
+                            f"the {role} exited with {p.returncode}: "
+                            + logs[role].read_text()[-2000:]
+                        )
                 chunk = tx_log.read()
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
@@ -188,8 +207,13 @@ def run_pair(
                     if ev.get("event") not in ("block_ok", "block_aborted"):
                         continue
                     now = time.monotonic()
-                    run.samples.append((now, cpu_seconds(procs["transmitter"].pid),
-                                        cpu_seconds(procs["receiver"].pid)))
+                    run.samples.append(
+                        (
+                            now,
+                            cpu_seconds(procs["transmitter"].pid),
+                            cpu_seconds(procs["receiver"].pid),
+                        )
+                    )
                     if seen > 0:
                         if ev["event"] == "block_ok":
                             run.blocks_ok += 1
@@ -203,8 +227,9 @@ def run_pair(
                 if deadline is not None and now >= deadline and seen >= 2:
                     break
                 if deadline is None and now > give_up:
-                    raise RuntimeError("no block finished: " + logs["transmitter"].read_text()[
-                        -2000:])
+                    raise RuntimeError(
+                        "no block finished: " + logs["transmitter"].read_text()[-2000:]
+                    )
                 if deadline is not None and now > deadline + 2 * run.block_seconds + 60:
                     raise RuntimeError("fewer than two blocks finished in the run")
                 time.sleep(0.1)
@@ -227,16 +252,20 @@ def run_pair(
 
 
 def print_table(results: list[dict[str, object]]) -> None:
-    print(f"{'distance':>8} {'block s':>8} {'blocks':>6} {'real s':>8} {'link s':>8} "
-          f"{'CPU tx':>8} {'CPU rx':>8} {'cores':>7} {'kbit/s':>8}  target")
+    print(
+        f"{'distance':>8} {'block s':>8} {'blocks':>6} {'real s':>8} {'link s':>8} "
+        f"{'CPU tx':>8} {'CPU rx':>8} {'cores':>7} {'kbit/s':>8}  target"
+    )
     for r in results:
         if "core_per_link_realtime" not in r:
             print(f"{r['distance_km']:8g}  no measurement: {r.get('error')}")
             continue
         core = float(r["core_per_link_realtime"])  # type: ignore[arg-type]
         ok = core <= CORE_TARGET
-        print(f"{r['distance_km']:8g} {r['block_seconds']:8.1f} {r['blocks_measured']:6d} "
-              f"{r['wall_seconds']:8.1f} {r['link_seconds']:8.1f} "
-              f"{r['cpu_transmitter']:8.2f} {r['cpu_receiver']:8.2f} {core:7.4f} "
-              f"{float(r['secret_bits_per_second']) / 1e3:8.1f}  "  # type: ignore[arg-type]
-              f"<= {CORE_TARGET:g} core {'ok' if ok else 'MISSED'}")
+        print(
+            f"{r['distance_km']:8g} {r['block_seconds']:8.1f} {r['blocks_measured']:6d} "
+            f"{r['wall_seconds']:8.1f} {r['link_seconds']:8.1f} "
+            f"{r['cpu_transmitter']:8.2f} {r['cpu_receiver']:8.2f} {core:7.4f} "
+            f"{float(r['secret_bits_per_second']) / 1e3:8.1f}  "  # type: ignore[arg-type]
+            f"<= {CORE_TARGET:g} core {'ok' if ok else 'MISSED'}"
+        )

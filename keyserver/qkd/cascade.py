@@ -154,8 +154,9 @@ def _fwd(t_pi: I32Array, t_sigma: I32Array, t_delta: I32Array, f: int, j: int) -
 
 
 @njit(cache=True, nogil=True)
-def _inv(t_pi_inv: I32Array, t_sigma_inv: I32Array, t_delta: I32Array, f: int, segs: int,
-         q: int) -> int:
+def _inv(
+    t_pi_inv: I32Array, t_sigma_inv: I32Array, t_delta: I32Array, f: int, segs: int, q: int
+) -> int:
     """Original position of shuffled position q (>= n for a virtual bit)."""
     row = q // segs
     c = q - row * segs
@@ -167,8 +168,15 @@ def _inv(t_pi_inv: I32Array, t_sigma_inv: I32Array, t_delta: I32Array, f: int, s
 
 
 @njit(cache=True, nogil=True)
-def _pack(bits: U8Array, f: int, segs: int, pi_inv: I32Array, sigma_inv: I32Array,
-          delta: I32Array, out: U64Array) -> None:
+def _pack(
+    bits: U8Array,
+    f: int,
+    segs: int,
+    pi_inv: I32Array,
+    sigma_inv: I32Array,
+    delta: I32Array,
+    out: U64Array,
+) -> None:
     """``out[row]`` bit ``col`` = the bit at (row, col) of the pass's array (rows of S bits).
 
     Two steps, both cache-friendly: ``m[t]`` bit ``col`` = bit ``(t - delta_s) mod F`` of the
@@ -247,8 +255,9 @@ def _range_parity(words: U64Array, p: int, segs: int, lo: int, hi: int) -> np.ui
 
 
 @njit(cache=True, nogil=True)
-def _top_parities(words: U64Array, rowpre: U8Array, p: int, segs: int, padded: int,
-                  k: int) -> U8Array:
+def _top_parities(
+    words: U64Array, rowpre: U8Array, p: int, segs: int, padded: int, k: int
+) -> U8Array:
     nb = (padded + k - 1) // k
     out = np.empty(nb, dtype=np.uint8)
     prev = np.uint8(0)
@@ -260,14 +269,16 @@ def _top_parities(words: U64Array, rowpre: U8Array, p: int, segs: int, padded: i
 
 
 @njit(cache=True, nogil=True)
-def _answer(words: U64Array, rowpre: U8Array, segs: int, passes: U8Array, lo: I64Array,
-            hi: I64Array) -> U8Array:
+def _answer(
+    words: U64Array, rowpre: U8Array, segs: int, passes: U8Array, lo: I64Array, hi: I64Array
+) -> U8Array:
     m = passes.shape[0]
     out = np.empty(m, dtype=np.uint8)
     for i in range(m):
         p = passes[i]
         out[i] = _prefix_at(words, rowpre, p, segs, hi[i]) ^ _prefix_at(
-            words, rowpre, p, segs, lo[i])
+            words, rowpre, p, segs, lo[i]
+        )
     return out
 
 
@@ -284,8 +295,7 @@ def shuffled(bits: U8Array, tables: PassTables, p: int) -> U8Array:
 def packed_pass(bits: U8Array, tables: PassTables, p: int) -> U64Array:
     """Pass ``p``'s shuffled string, packed by rows (``words[row]`` bit ``col``)."""
     out = np.empty(tables.f, dtype=np.uint64)
-    _pack(bits, tables.f, tables.segs, tables.pi_inv[p], tables.sigma_inv[p], tables.delta[p],
-          out)
+    _pack(bits, tables.f, tables.segs, tables.pi_inv[p], tables.sigma_inv[p], tables.delta[p], out)
     return out
 
 
@@ -336,8 +346,14 @@ class CascadeAlice:
             raise CascadeError("parity request names a pass that has not started")
         if int(lo.min()) < 0 or int(hi.max()) > self._padded or bool(np.any(lo >= hi)):
             raise CascadeError("parity request range out of bounds")
-        out = _answer(self._words, self._rowpre, self._segs, passes.astype(np.uint8, copy=False),
-                      lo.astype(np.int64, copy=False), hi.astype(np.int64, copy=False))
+        out = _answer(
+            self._words,
+            self._rowpre,
+            self._segs,
+            passes.astype(np.uint8, copy=False),
+            lo.astype(np.int64, copy=False),
+            hi.astype(np.int64, copy=False),
+        )
         return self._disclose(out)
 
     def _disclose(self, parities: U8Array) -> U8Array:
@@ -607,8 +623,16 @@ class CascadeBob:
         if self._awaiting == "pass":
             self._begin_pass(answer)
         else:
-            _descend(self._work, self._t.segs, self._s_pass, self._s_lo, self._s_hi,
-                     self._s_apar, self._s_bpar, answer)
+            _descend(
+                self._work,
+                self._t.segs,
+                self._s_pass,
+                self._s_lo,
+                self._s_hi,
+                self._s_apar,
+                self._s_bpar,
+                answer,
+            )
         self._resolve()
         if self._s_pass.shape[0] == 0:
             if self._started >= len(self._sizes):
@@ -623,9 +647,19 @@ class CascadeBob:
         p = self._started
         t = self._t
         _pack(self._cur, t.f, t.segs, t.pi_inv[p], t.sigma_inv[p], t.delta[p], self._work[p])
-        new = _begin(self._work, t.segs, self._padded, self._sizes[p], p,
-                     int(self._block_off[p]), top, self._diff, self._search_of, self._alice_top,
-                     int(self._s_pass.shape[0]))
+        new = _begin(
+            self._work,
+            t.segs,
+            self._padded,
+            self._sizes[p],
+            p,
+            int(self._block_off[p]),
+            top,
+            self._diff,
+            self._search_of,
+            self._alice_top,
+            int(self._s_pass.shape[0]),
+        )
         self._started += 1
         self._s_pass = np.concatenate((self._s_pass, new[0]))
         self._s_lo = np.concatenate((self._s_lo, new[1]))
@@ -637,10 +671,27 @@ class CascadeBob:
         t = self._t
         while True:
             out = _settle(
-                self._work, self._cur, self._diff, self._search_of, self._alice_top,
-                self._block_off, self._ks, self._started, t.pi, t.pi_inv, t.sigma, t.sigma_inv,
-                t.delta, t.f, t.segs, self._padded, self._s_pass, self._s_lo, self._s_hi,
-                self._s_apar, self._s_bpar,
+                self._work,
+                self._cur,
+                self._diff,
+                self._search_of,
+                self._alice_top,
+                self._block_off,
+                self._ks,
+                self._started,
+                t.pi,
+                t.pi_inv,
+                t.sigma,
+                t.sigma_inv,
+                t.delta,
+                t.f,
+                t.segs,
+                self._padded,
+                self._s_pass,
+                self._s_lo,
+                self._s_hi,
+                self._s_apar,
+                self._s_bpar,
             )
             self._s_pass, self._s_lo, self._s_hi, self._s_apar, self._s_bpar, flips, status = out
             if status != 0:

@@ -98,8 +98,9 @@ class Chunk:
 def split_initial_key(key: bytes) -> tuple[bytes, bytes]:
     """The pre-shared key's two halves (transmitter->receiver, receiver->transmitter)."""
     if len(key) < MIN_INITIAL_KEY_BYTES:
-        raise ValueError(f"the initial authentication key must have at least "
-                         f"{MIN_INITIAL_KEY_BYTES} bytes")
+        raise ValueError(
+            f"the initial authentication key must have at least {MIN_INITIAL_KEY_BYTES} bytes"
+        )
     half = len(key) // 2
     return key[:half], key[half : 2 * half]
 

@@ -109,9 +109,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "northbound listener, certificate and store). Emulated modules are lean: one process "
         "may host all of a site's emulated modules.",
     )
-    mod.add_argument("--config", required=True, action="append",
-                     help="module config (TOML), or a site host file naming several; repeat "
-                     "to host several modules")
+    mod.add_argument(
+        "--config",
+        required=True,
+        action="append",
+        help="module config (TOML), or a site host file naming several; repeat "
+        "to host several modules",
+    )
     mod.set_defaults(func=_cmd_module)
 
     sim = sub.add_parser("simulate", help="run the simulated BB84 link in one process")
@@ -134,17 +138,39 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _bench_link_arguments(link: argparse.ArgumentParser) -> None:
     link.add_argument("--distances", default="10,70,100", help="km, comma-separated")
-    link.add_argument("--blocks", type=int, default=1,
-                      help="post-processing blocks simulated per distance (default 1)")
-    link.add_argument("--seed", type=int, default=1,
-                      help="seed of the simulation: the same figures on every run (default 1)")
-    link.add_argument("--json", action="store_true",
-                      help="one JSON object (results and targets) instead of the tables")
-    link.add_argument("--processes", action="store_true",
-                      help="run a real transmitter/receiver pair on loopback per distance and "
-                           "report their CPU from /proc (cores per link in real time)")
-    link.add_argument("--seconds", type=float, default=300.0,
-                      help="--processes: real time to run after the first finished block")
-    link.add_argument("--block-seconds", type=float, default=0.0,
-                      help="--processes: block length in link seconds (default: the plan's)")
+    link.add_argument(
+        "--blocks",
+        type=int,
+        default=1,
+        help="post-processing blocks simulated per distance (default 1)",
+    )
+    link.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="seed of the simulation: the same figures on every run (default 1)",
+    )
+    link.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object (results and targets) instead of the tables",
+    )
+    link.add_argument(
+        "--processes",
+        action="store_true",
+        help="run a real transmitter/receiver pair on loopback per distance and "
+        "report their CPU from /proc (cores per link in real time)",
+    )
+    link.add_argument(
+        "--seconds",
+        type=float,
+        default=300.0,
+        help="--processes: real time to run after the first finished block",
+    )
+    link.add_argument(
+        "--block-seconds",
+        type=float,
+        default=0.0,
+        help="--processes: block length in link seconds (default: the plan's)",
+    )
     link.set_defaults(func=_cmd_bench_link)

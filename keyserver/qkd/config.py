@@ -72,8 +72,17 @@ class ModuleConfig:
 _SECTIONS = {
     "module": {"id", "link", "role", "data_dir", "testing", "seed", "log_level", "fidelity"},
     "northbound": {
-        "host", "port", "ca_cert", "cert", "key", "local_node", "remote_node", "admin",
-        "key_size", "max_key_count", "max_key_per_request",
+        "host",
+        "port",
+        "ca_cert",
+        "cert",
+        "key",
+        "local_node",
+        "remote_node",
+        "admin",
+        "key_size",
+        "max_key_count",
+        "max_key_per_request",
     },
     "quantum_channel": {"address", "distance_km", "eve_fraction", "params", "channel_key"},
     "classical_channel": {"address", "initial_auth_key"},
@@ -112,8 +121,11 @@ def _params(doc: dict[str, Any]) -> LinkParams:
     values: dict[str, Any] = {}
     for k, v in extra.items():
         if k not in names or k in ("distance_km", "eve_fraction"):
-            hint = "set it in [quantum_channel]" if k in ("distance_km", "eve_fraction") else (
-                "see docs/bb84.md for the parameters")
+            hint = (
+                "set it in [quantum_channel]"
+                if k in ("distance_km", "eve_fraction")
+                else ("see docs/bb84.md for the parameters")
+            )
             raise ConfigError(f"[quantum_channel.params] unknown parameter {k!r}: {hint}")
         default = getattr(LinkParams(), k)
         if isinstance(default, bool):
@@ -269,7 +281,7 @@ def module_config_files(file: Path) -> list[Path]:
         or not all(isinstance(n, str) for n in names)
     ):
         raise ConfigError(
-            f"{file}: a site host file has only [site_host] modules = [\"module.toml\", ...]"
+            f'{file}: a site host file has only [site_host] modules = ["module.toml", ...]'
         )
     base = file.resolve().parent
     return [Path(n) if Path(n).is_absolute() else base / n for n in names]

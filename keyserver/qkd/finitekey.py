@@ -380,6 +380,8 @@ def optimised(params: LinkParams) -> LinkParams:
         block_pulses=fixed_block,
     )
     return dataclasses.replace(
-        rounded, block_pulses=plan_block_pulses(rounded), frame_pulses=plan_frame_pulses(rounded),
+        rounded,
+        block_pulses=plan_block_pulses(rounded),
+        frame_pulses=plan_frame_pulses(rounded),
         optimise=False,
     )

@@ -87,9 +87,7 @@ class Detections:
     """Bob -> Alice: which pulses clicked (first position + u32 gaps) and Bob's bases."""
 
     TYPE: ClassVar[MessageType] = MessageType.DETECTIONS
-    SPEC: ClassVar[tuple[str, ...]] = (
-        "u64", "u32", "u32", "bool", "u64", "u32", "bytes", "bytes"
-    )
+    SPEC: ClassVar[tuple[str, ...]] = ("u64", "u32", "u32", "bool", "u64", "u32", "bytes", "bytes")
     block: int
     batch: int
     frames_upto: int  # the batch covers the block's frames below this number
@@ -241,12 +239,34 @@ class BlockReport:
 
 
 Message = (
-    Hello | Detections | Sifting | Estimate | ParityRequest | ParityAnswer | Reconciled | Verify
-    | Confirm | Commit | Abort | Heartbeat | BlockReport
+    Hello
+    | Detections
+    | Sifting
+    | Estimate
+    | ParityRequest
+    | ParityAnswer
+    | Reconciled
+    | Verify
+    | Confirm
+    | Commit
+    | Abort
+    | Heartbeat
+    | BlockReport
 )
 MESSAGE_CLASSES: tuple[type[Any], ...] = (
-    Hello, Detections, Sifting, Estimate, ParityRequest, ParityAnswer, Reconciled, Verify,
-    Confirm, Commit, Abort, Heartbeat, BlockReport,
+    Hello,
+    Detections,
+    Sifting,
+    Estimate,
+    ParityRequest,
+    ParityAnswer,
+    Reconciled,
+    Verify,
+    Confirm,
+    Commit,
+    Abort,
+    Heartbeat,
+    BlockReport,
 )
 _BY_TYPE: dict[int, type[Any]] = {int(c.TYPE): c for c in MESSAGE_CLASSES}
 

@@ -122,25 +122,34 @@ class Module:
         try:
             key = cfg.initial_auth_key.read_bytes()
         except OSError as e:
-            raise ValueError(f"[classical_channel] initial_auth_key: cannot read "
-                             f"{cfg.initial_auth_key}: {e.strerror}") from None
+            raise ValueError(
+                f"[classical_channel] initial_auth_key: cannot read "
+                f"{cfg.initial_auth_key}: {e.strerror}"
+            ) from None
         halves = split_initial_key(key)
         self.channel_key = read_channel_key(cfg.channel_key)
         self.store = ModuleStore(cfg.data_dir)
         self.store.init_auth(*halves)
         send_dir = 0 if self.role == "transmitter" else 1
-        self.pad = AuthPad(self.role, self.store.chunks(), self.store.reservation(send_dir),
-                           self.store)
+        self.pad = AuthPad(
+            self.role, self.store.chunks(), self.store.reservation(send_dir), self.store
+        )
         self.status = LinkStatus.from_json(self.store.get("link_status"))
         self.random = RandomSource(cfg.seed, f"{cfg.link}/{self.role}".encode())
         if cfg.seeded:
-            log(_LOG, logging.WARNING, "seeded_source", module=cfg.id,
-                message="SEEDED SOURCE: keys are reproducible and NOT secret (testing = true)")
+            log(
+                _LOG,
+                logging.WARNING,
+                "seeded_source",
+                module=cfg.id,
+                message="SEEDED SOURCE: keys are reproducible and NOT secret (testing = true)",
+            )
         if self.role == "transmitter":
             self.params = await asyncio.to_thread(optimised, cfg.params)
             self.fibre = Fibre(self.params, nature(cfg.seed, b"fibre"))
-            self.machine: Alice | Bob = Alice(self.params, cfg.link, cfg.northbound.key_size,
-                                              self.random)
+            self.machine: Alice | Bob = Alice(
+                self.params, cfg.link, cfg.northbound.key_size, self.random
+            )
         else:
             self.params = dataclasses.replace(cfg.params, optimise=False)
             self.detector = Detector(self.params, nature(cfg.seed, b"detector"))
@@ -155,18 +164,29 @@ class Module:
         )
         self.port = self._listener.port
         if self.role == "receiver":
-            qs = await asyncio.start_server(self._accept_quantum, cfg.quantum_host,
-                                            cfg.quantum_port)
-            cs = await asyncio.start_server(self._accept_classical, cfg.classical_host,
-                                            cfg.classical_port)
+            qs = await asyncio.start_server(
+                self._accept_quantum, cfg.quantum_host, cfg.quantum_port
+            )
+            cs = await asyncio.start_server(
+                self._accept_classical, cfg.classical_host, cfg.classical_port
+            )
             self._servers = [qs, cs]
             self.quantum_port = int(qs.sockets[0].getsockname()[1])
             self.classical_port = int(cs.sockets[0].getsockname()[1])
         else:
             self._spawn(self._transmitter_loop())
-        log(_LOG, logging.INFO, "module_started", module=cfg.id, link=cfg.link, role=self.role,
-            northbound_port=self.port, distance_km=self.params.distance_km,
-            seeded_source=cfg.seeded, block_pulses=self.params.block_pulses)
+        log(
+            _LOG,
+            logging.INFO,
+            "module_started",
+            module=cfg.id,
+            link=cfg.link,
+            role=self.role,
+            northbound_port=self.port,
+            distance_km=self.params.distance_km,
+            seeded_source=cfg.seeded,
+            block_pulses=self.params.block_pulses,
+        )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -303,12 +323,16 @@ class Module:
             elif isinstance(o, StoreBlock):
                 committed = self.role == "transmitter"
                 await asyncio.to_thread(
-                    self.store.store_block, o.block, o.keys,
-                    (o.refill_to_receiver, o.refill_to_transmitter), committed,
+                    self.store.store_block,
+                    o.block,
+                    o.keys,
+                    (o.refill_to_receiver, o.refill_to_transmitter),
+                    committed,
                 )
                 if o.refill_to_receiver or o.refill_to_transmitter:
-                    self.pad.add_chunk_loaded(o.block, o.refill_to_receiver,
-                                              o.refill_to_transmitter, committed)
+                    self.pad.add_chunk_loaded(
+                        o.block, o.refill_to_receiver, o.refill_to_transmitter, committed
+                    )
                 if self.role == "receiver":
                     assert isinstance(self.machine, Bob)
                     self.machine.stock = self.store.key_count()
@@ -318,8 +342,14 @@ class Module:
                 self.wake.set()
                 self._record(o.stats)
                 level = logging.WARNING
-                log(_LOG, level, "block_aborted", block=o.block, reason=o.reason.label,
-                    qber_x=round(o.stats.qber_x, 5))
+                log(
+                    _LOG,
+                    level,
+                    "block_aborted",
+                    block=o.block,
+                    reason=o.reason.label,
+                    qber_x=round(o.stats.qber_x, 5),
+                )
             elif isinstance(o, BlockCommitted):
                 self.wake.set()
                 if self.role == "receiver":
@@ -332,10 +362,16 @@ class Module:
                     if o.stats is not None:
                         self._record(o.stats)
                         self.machine_used_auth()
-                        log(_LOG, logging.INFO, "block_ok", block=o.block,
-                            secret_bits=o.stats.secret_bits, qber=round(o.stats.qber, 5),
+                        log(
+                            _LOG,
+                            logging.INFO,
+                            "block_ok",
+                            block=o.block,
+                            secret_bits=o.stats.secret_bits,
+                            qber=round(o.stats.qber, 5),
                             ec_efficiency=round(o.stats.ec_efficiency, 4),
-                            keys=o.stats.key_bits_delivered // self.config.northbound.key_size)
+                            keys=o.stats.key_bits_delivered // self.config.northbound.key_size,
+                        )
 
     def _record(self, stats: BlockStats) -> None:
         seconds = stats.pulses / self.params.clock_hz if stats.pulses else 0.0
@@ -417,20 +453,31 @@ class _Session:
     async def _handshake(self) -> None:
         cfg = self.m.config
         self.qseal, self.qopen = await open_sealed_channel(
-            self.qr, self.qw, self.m.channel_key, cfg.link, self.m.role == "transmitter",
+            self.qr,
+            self.qw,
+            self.m.channel_key,
+            cfg.link,
+            self.m.role == "transmitter",
             HANDSHAKE_TIMEOUT,
         )
         self.cw.write(self.nonce)
         try:
-            peer_nonce = await asyncio.wait_for(self.cr.readexactly(NONCE_BYTES),
-                                                HANDSHAKE_TIMEOUT)
+            peer_nonce = await asyncio.wait_for(self.cr.readexactly(NONCE_BYTES), HANDSHAKE_TIMEOUT)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
             raise SessionClosed("no handshake") from e
         store = self.m.store
         if self.m.role == "transmitter":
             last = store.get("last_committed_block", -1)
-            self.send(m.Hello(cfg.link, "transmitter", peer_nonce, int(last) + 1,
-                              store.key_count(), protocol_json(self.m.params)))
+            self.send(
+                m.Hello(
+                    cfg.link,
+                    "transmitter",
+                    peer_nonce,
+                    int(last) + 1,
+                    store.key_count(),
+                    protocol_json(self.m.params),
+                )
+            )
             hello = await self._first_hello()
             if hello.role != "receiver":
                 raise SessionClosed("peer is not the receiver")
@@ -444,8 +491,12 @@ class _Session:
             except ValueError as e:
                 raise SessionClosed(f"bad protocol parameters: {e}") from None
             if abs(params.distance_km - self.m.params.distance_km) > 1e-9:
-                log(_LOG, logging.ERROR, "link_mismatch",
-                    message="the two modules' distance_km differ: fix one config")
+                log(
+                    _LOG,
+                    logging.ERROR,
+                    "link_mismatch",
+                    message="the two modules' distance_km differ: fix one config",
+                )
                 raise SessionClosed("distance mismatch")
             self.m.params = params
             assert isinstance(self.m.machine, Bob)
@@ -459,8 +510,13 @@ class _Session:
             dropped = await asyncio.to_thread(store.drop_pending_after, below - 1)
             self.m.pad.drop_uncommitted_after(below - 1)
             if dropped:
-                log(_LOG, logging.INFO, "pending_keys_dropped", keys=dropped,
-                    reason="the transmitter never stored their block")
+                log(
+                    _LOG,
+                    logging.INFO,
+                    "pending_keys_dropped",
+                    keys=dropped,
+                    reason="the transmitter never stored their block",
+                )
             self.m.machine.stock = store.key_count()
             self.send(m.Hello(cfg.link, "receiver", peer_nonce, 0, store.key_count(), ""))
         await self.cw.drain()
@@ -476,12 +532,17 @@ class _Session:
                 log(_LOG, logging.WARNING, "classical_frame_refused", error=str(e))
                 continue
             if (
-                not isinstance(msg, m.Hello) or msg.nonce != self.nonce
+                not isinstance(msg, m.Hello)
+                or msg.nonce != self.nonce
                 or msg.link != self.m.config.link
             ):
                 self.refused += 1
-                log(_LOG, logging.WARNING, "classical_frame_refused",
-                    error="first message is not a fresh Hello of this link")
+                log(
+                    _LOG,
+                    logging.WARNING,
+                    "classical_frame_refused",
+                    error="first message is not a fresh Hello of this link",
+                )
                 continue
             self.opener.accept(opened)
             return msg
@@ -506,8 +567,12 @@ class _Session:
                 if exc is not None and not isinstance(exc, SessionClosed):
                     if isinstance(exc, AuthKeyExhausted):
                         mod.state = "aborted"
-                        log(_LOG, logging.ERROR, "auth_key_exhausted",
-                            message="no authentication key left: the link stops")
+                        log(
+                            _LOG,
+                            logging.ERROR,
+                            "auth_key_exhausted",
+                            message="no authentication key left: the link stops",
+                        )
                     elif isinstance(exc, ProtocolError | QuantumChannelError):
                         log(_LOG, logging.WARNING, "session_protocol_error", error=str(exc))
                     else:
@@ -571,8 +636,9 @@ class _Session:
         while True:
             while True:
                 mod.wake.clear()
-                if not (mod.production_paused()
-                        or len(alice.blocks_in_progress()) >= MAX_IN_FLIGHT):
+                if not (
+                    mod.production_paused() or len(alice.blocks_in_progress()) >= MAX_IN_FLIGHT
+                ):
                     break
                 # stock full, or post-processing behind the link: the source idles until a
                 # delivery, a finished block or the peer's stock wakes it (or the poll interval)
@@ -613,8 +679,13 @@ class _Session:
             try:
                 data = self.qopen.open(await read_frame(self.qr))
             except SealError as e:
-                log(_LOG, logging.ERROR, "quantum_frame_refused", error=str(e),
-                    message="the sealed quantum channel was tampered with: session closed")
+                log(
+                    _LOG,
+                    logging.ERROR,
+                    "quantum_frame_refused",
+                    error=str(e),
+                    message="the sealed quantum channel was tampered with: session closed",
+                )
                 raise SessionClosed("quantum frame refused") from None
             frame = decode_frame(data)
             if frame.block != current:
@@ -627,8 +698,7 @@ class _Session:
                 mod.detector.detect, frame.photons, frame.pulses, bob.basis_source(frame.block)
             )
             async with mod._lock:
-                outs = bob.on_frame(frame.block, frame.frame, offset, frame.pulses, det,
-                                    frame.last)
+                outs = bob.on_frame(frame.block, frame.frame, offset, frame.pulses, det, frame.last)
                 await mod.handle(self, outs)
             await self.cw.drain()
             offset += frame.pulses

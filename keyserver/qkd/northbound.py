@@ -41,8 +41,11 @@ class ModuleKeyService:
         self._on_delivered = on_delivered
         nb = config.northbound
         self._limits = Limits(
-            key_size=nb.key_size, min_key_size=nb.key_size, max_key_size=nb.key_size,
-            max_key_per_request=nb.max_key_per_request, max_sae_id_count=0,
+            key_size=nb.key_size,
+            min_key_size=nb.key_size,
+            max_key_size=nb.key_size,
+            max_key_per_request=nb.max_key_per_request,
+            max_sae_id_count=0,
         )
 
     @property
@@ -62,7 +65,8 @@ class ModuleKeyService:
         if sae != self._config.northbound.remote_node:
             raise etsi014.bad_request(
                 f"this QKD module serves keys shared with {self._config.northbound.remote_node} "
-                "only", parameter="SAE_ID"
+                "only",
+                parameter="SAE_ID",
             )
 
     async def status(self, master: str, slave: str) -> Status:
@@ -127,9 +131,7 @@ def build_app(
             raise etsi014.bad_request('body must be {"fraction": 0.0..1.0}')
         value = obj["fraction"]
         # compared before any float(): a huge integer is refused, not an overflow (500)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            0 <= value <= 1
-        ):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value <= 1):
             raise etsi014.bad_request("fraction must be a number within 0..1")
         return json_response(200, {"eve_fraction": set_eve(float(value))})
 

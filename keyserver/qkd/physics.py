@@ -269,6 +269,12 @@ def gys_reference(distance_km: float = 10.0, eve_fraction: float = 0.0) -> LinkP
     """The parameter set of Gobby, Yuan, Shields, APL 84, 3762 (2004) (GYS), with mu 0.48,
     q = 1/2 and f 1.22 as in the decoy-state figures of Lo, Ma, Chen, PRL 94, 230504 (2005)."""
     return LinkParams(
-        distance_km=distance_km, mu=0.48, nu=0.1, p_signal=0.7, p_decoy=0.25, p_z=0.5,
-        eve_fraction=eve_fraction, optimise=False,
+        distance_km=distance_km,
+        mu=0.48,
+        nu=0.1,
+        p_signal=0.7,
+        p_decoy=0.25,
+        p_z=0.5,
+        eve_fraction=eve_fraction,
+        optimise=False,
     )

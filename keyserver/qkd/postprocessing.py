@@ -141,8 +141,6 @@ def _unpack(data: bytes, count: int, what: str) -> U8Array:
     return out
 
 
-
-
 @njit(cache=True, nogil=True)
 def _bit(packed: U8Array, i: int) -> int:
     """Bit i of a string packed as by ``np.packbits`` (first bit in the high bit)."""
@@ -242,7 +240,10 @@ def _sift_alice(
 
 @njit(cache=True, nogil=True)
 def _sift_bob(
-    alice_packed: U8Array, bob_bases: U8Array, bob_bits: U8Array, intens: U8Array,
+    alice_packed: U8Array,
+    bob_bases: U8Array,
+    bob_bits: U8Array,
+    intens: U8Array,
     alice_x: U8Array,
 ) -> tuple[U8Array, npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
     """Bob's Z bits and per-intensity counts (Z, X, X errors); -1 as last value if malformed
@@ -378,9 +379,7 @@ class _Party:
 class Alice(_Party):
     """The transmitter's post-processing."""
 
-    def __init__(
-        self, params: LinkParams, link: str, key_size: int, random: RandomSource
-    ) -> None:
+    def __init__(self, params: LinkParams, link: str, key_size: int, random: RandomSource) -> None:
         super().__init__(params, link, key_size)
         self._random = random
         self._sources: dict[int, RandomSource] = {}
@@ -426,8 +425,16 @@ class Alice(_Party):
         for _, offset, pulses, rec in recs:
             lo, hi = np.searchsorted(positions, np.array((offset, offset + pulses), np.uint64))
             if lo < hi:
-                _lookup_states(rec.positions, rec.states, np.uint64(offset), positions, int(lo),
-                               int(hi), states, have)
+                _lookup_states(
+                    rec.positions,
+                    rec.states,
+                    np.uint64(offset),
+                    positions,
+                    int(lo),
+                    int(hi),
+                    states,
+                    have,
+                )
         missing = int(have.shape[0] - np.count_nonzero(have))
         if missing:  # pulses that were no delivery candidates: their states are fresh draws
             states[~have] = decode_states(self._fresh[block].uint32(missing), self.params)
@@ -481,8 +488,9 @@ class Alice(_Party):
             b.n_x[k] += int(nx[k])
         b.stats.detections += msg.count
         b.batches += 1
-        reply = m.Sifting(msg.block, msg.batch, alice_bases.tobytes(), intensity.tobytes(),
-                          x_bits.tobytes())
+        reply = m.Sifting(
+            msg.block, msg.batch, alice_bases.tobytes(), intensity.tobytes(), x_bits.tobytes()
+        )
         if msg.last:
             b.sifting_done = True
             b.state = "estimate"
@@ -542,11 +550,17 @@ class Alice(_Party):
                 hi_r = np.frombuffer(msg.hi, dtype="<u4").astype(np.int64)
                 parities = casc.answer(passes, lo_r, hi_r)
         except CascadeError:
-            return [self._abort(b, AbortReason.RECONCILIATION_FAILED),
-                    Send(m.Abort(b.number, int(AbortReason.RECONCILIATION_FAILED)))]
-        return [Send(m.ParityAnswer(
-            b.number, msg.group, msg.round, int(parities.shape[0]), _pack(parities)
-        ))]
+            return [
+                self._abort(b, AbortReason.RECONCILIATION_FAILED),
+                Send(m.Abort(b.number, int(AbortReason.RECONCILIATION_FAILED))),
+            ]
+        return [
+            Send(
+                m.ParityAnswer(
+                    b.number, msg.group, msg.round, int(parities.shape[0]), _pack(parities)
+                )
+            )
+        ]
 
     def _on_reconciled(self, msg: m.Reconciled) -> list[Output]:
         b = self._get(msg.block)
@@ -557,8 +571,10 @@ class Alice(_Party):
             b.leak += casc.leaked_bits
         n = b.key_string.shape[0]
         if msg.leaked_bits != b.leak or msg.errors > n:
-            return [self._abort(b, AbortReason.PROTOCOL_ERROR),
-                    Send(m.Abort(b.number, int(AbortReason.PROTOCOL_ERROR)))]
+            return [
+                self._abort(b, AbortReason.PROTOCOL_ERROR),
+                Send(m.Abort(b.number, int(AbortReason.PROTOCOL_ERROR))),
+            ]
         b.errors = msg.errors
         b.stats.qber = msg.errors / n if n else 0.0
         b.stats.cascade_leak = b.leak
@@ -608,9 +624,7 @@ class Alice(_Party):
 class Bob(_Party):
     """The receiver's post-processing."""
 
-    def __init__(
-        self, params: LinkParams, link: str, key_size: int, random: RandomSource
-    ) -> None:
+    def __init__(self, params: LinkParams, link: str, key_size: int, random: RandomSource) -> None:
         super().__init__(params, link, key_size)
         self._random = random
         self._pending: dict[int, list[tuple[int, Detections]]] = {}  # (offset, frame's clicks)
@@ -625,8 +639,15 @@ class Bob(_Party):
 
     def reset(self) -> list[Output]:
         out = super().reset()
-        for d in (self._pending, self._pending_frames, self._pending_pulses, self._bob_bits,
-                  self._sent_bases, self._cascade, self._corrected):
+        for d in (
+            self._pending,
+            self._pending_frames,
+            self._pending_pulses,
+            self._bob_bits,
+            self._sent_bases,
+            self._cascade,
+            self._corrected,
+        ):
             d.clear()
         return out
 
@@ -668,8 +689,10 @@ class Bob(_Party):
         count = sum(d.positions.shape[0] for _, d in dets)
         if count == 0:
             if last:
-                return [self._abort(b, AbortReason.TOO_FEW_DETECTIONS),
-                        Send(m.Abort(b.number, int(AbortReason.TOO_FEW_DETECTIONS)))]
+                return [
+                    self._abort(b, AbortReason.TOO_FEW_DETECTIONS),
+                    Send(m.Abort(b.number, int(AbortReason.TOO_FEW_DETECTIONS))),
+                ]
             return []
         gaps = np.empty(count, dtype="<u4")  # gaps[0] holds nothing: the first position
         first = -1
@@ -683,8 +706,10 @@ class Bob(_Party):
             if first < 0:
                 first = head
             elif head - last_pos >= 2**32:
-                return [self._abort(b, AbortReason.PROTOCOL_ERROR),
-                        Send(m.Abort(b.number, int(AbortReason.PROTOCOL_ERROR)))]
+                return [
+                    self._abort(b, AbortReason.PROTOCOL_ERROR),
+                    Send(m.Abort(b.number, int(AbortReason.PROTOCOL_ERROR))),
+                ]
             else:
                 gaps[at] = head - last_pos
             gaps[at + 1 : at + k] = np.diff(d.positions)
@@ -694,8 +719,14 @@ class Bob(_Party):
         bits = np.concatenate([d.bits for _, d in dets])
         self._sent_bases[b.number].append((bases, bits))
         msg = m.Detections(
-            b.number, b.batches, self._pending_frames[b.number], last, first, count,
-            gaps[1:].tobytes(), _pack(bases),
+            b.number,
+            b.batches,
+            self._pending_frames[b.number],
+            last,
+            first,
+            count,
+            gaps[1:].tobytes(),
+            _pack(bases),
         )
         b.batches += 1
         if last:
@@ -734,7 +765,10 @@ class Bob(_Party):
             raise ProtocolError(f"Sifting.bases: {len(msg.bases)} bytes for {count} bits")
         intensity = np.frombuffer(msg.intensities, dtype=np.uint8)
         z_bits, nz, nx, mx, status = _sift_bob(
-            np.frombuffer(msg.bases, dtype=np.uint8), bob_bases, bob_bits, intensity,
+            np.frombuffer(msg.bases, dtype=np.uint8),
+            bob_bases,
+            bob_bits,
+            intensity,
             np.frombuffer(msg.x_bits, dtype=np.uint8),
         )
         if status != 0:
@@ -791,8 +825,13 @@ class Bob(_Party):
     def _request(self, b: _Block, req: CascadeRequest) -> m.ParityRequest:
         casc = self._cascade[b.number]
         return m.ParityRequest(
-            b.number, b.group, casc.rounds, req.start_block, req.passes.astype(np.uint8).tobytes(),
-            req.lo.astype("<u4").tobytes(), req.hi.astype("<u4").tobytes(),
+            b.number,
+            b.group,
+            casc.rounds,
+            req.start_block,
+            req.passes.astype(np.uint8).tobytes(),
+            req.lo.astype("<u4").tobytes(),
+            req.hi.astype("<u4").tobytes(),
         )
 
     def _on_parity_answer(self, msg: m.ParityAnswer) -> list[Output]:
@@ -806,8 +845,10 @@ class Bob(_Party):
         try:
             nxt = casc.on_answer(parities)
         except CascadeError:
-            return [self._abort(b, AbortReason.RECONCILIATION_FAILED),
-                    Send(m.Abort(b.number, int(AbortReason.RECONCILIATION_FAILED)))]
+            return [
+                self._abort(b, AbortReason.RECONCILIATION_FAILED),
+                Send(m.Abort(b.number, int(AbortReason.RECONCILIATION_FAILED))),
+            ]
         if nxt is None:
             return self._next_group(b, self._expected_qber(b))
         return [Send(self._request(b, nxt))]
@@ -828,12 +869,15 @@ class Bob(_Party):
             or len(msg.pa_seed) != seed_bytes(n, max(key.length, 1))
         )
         if bad_plan:
-            return [self._abort(b, AbortReason.PROTOCOL_ERROR),
-                    Send(m.Confirm(b.number, False, int(AbortReason.PROTOCOL_ERROR), self.stock))]
+            return [
+                self._abort(b, AbortReason.PROTOCOL_ERROR),
+                Send(m.Confirm(b.number, False, int(AbortReason.PROTOCOL_ERROR), self.stock)),
+            ]
         if not tags_equal(verification_tag(corrected, msg.hash_key), msg.tag):
-            return [self._abort(b, AbortReason.VERIFICATION_FAILED),
-                    Send(m.Confirm(b.number, False, int(AbortReason.VERIFICATION_FAILED),
-                                   self.stock))]
+            return [
+                self._abort(b, AbortReason.VERIFICATION_FAILED),
+                Send(m.Confirm(b.number, False, int(AbortReason.VERIFICATION_FAILED), self.stock)),
+            ]
         b.final_key = amplify(corrected, msg.pa_seed, key.length)
         b.split = split_key(
             self.link, b.number, b.final_key, key.length, msg.auth_refill_bits, self.key_size

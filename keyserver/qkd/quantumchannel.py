@@ -284,8 +284,9 @@ class Detector:
         n = ph.shape[0] + dark.shape[0] - both  # clicks: photons and dark counts, once each
         _, p_z = quantised_probabilities(self.params)
         threshold = np.uint64(round(min(max(p_z, 0.0), 1.0) * 2**32))  # RandomSource.bernoulli
-        positions, bases, bits = _detect(rng, ph, photons.states, dark, bob.uint32(n),
-                                         threshold, self.params.misalignment)  # bases: 1 = X
+        positions, bases, bits = _detect(
+            rng, ph, photons.states, dark, bob.uint32(n), threshold, self.params.misalignment
+        )  # bases: 1 = X
         return Detections(positions, bases, bits)
 
 
@@ -320,8 +321,9 @@ def encode_frame(frame: QuantumFrame, *, length_prefix: bool = False) -> bytearr
     out = bytearray(lead + size)
     if length_prefix:
         struct.pack_into(">I", out, 0, size)
-    _FRAME_HEAD.pack_into(out, lead, FRAME_MAGIC, frame.block, frame.frame, frame.pulses, count,
-                          int(frame.last))
+    _FRAME_HEAD.pack_into(
+        out, lead, FRAME_MAGIC, frame.block, frame.frame, frame.pulses, count, int(frame.last)
+    )
     body = lead + _FRAME_HEAD.size
     np.frombuffer(out, dtype="<u4", count=count, offset=body)[:] = p.positions
     np.frombuffer(out, dtype=np.uint8, count=count, offset=body + 4 * count)[:] = p.states
@@ -366,6 +368,7 @@ def decode_frame(data: bytes | bytearray) -> QuantumFrame:
     positions = np.frombuffer(data, dtype="<u4", count=count, offset=off)
     states = np.frombuffer(data, dtype=np.uint8, count=count, offset=off + 4 * count)
     if not _valid_photons(positions, states, pulses):
-        raise QuantumChannelError("photon positions must be increasing and inside the frame, "
-                                  "states within 0..3")
+        raise QuantumChannelError(
+            "photon positions must be increasing and inside the frame, states within 0..3"
+        )
     return QuantumFrame(block, frame, pulses, bool(last), Photons(positions, states))

@@ -70,12 +70,18 @@ class LinkRun:
         self.bob = Bob(p, self.link, self.key_size, RandomSource(self.seed, b"bob"))
         initial = RandomSource(self.seed, b"initial-auth-key").bytes(INITIAL_KEY_BYTES)
         halves = split_initial_key(initial)
-        self.pad_a = AuthPad("transmitter", [Chunk(-1, (bytearray(halves[0]),
-                                                         bytearray(halves[1])), True)],
-                             0, MemoryAuthStore())
-        self.pad_b = AuthPad("receiver", [Chunk(-1, (bytearray(halves[0]),
-                                                      bytearray(halves[1])), True)],
-                             0, MemoryAuthStore())
+        self.pad_a = AuthPad(
+            "transmitter",
+            [Chunk(-1, (bytearray(halves[0]), bytearray(halves[1])), True)],
+            0,
+            MemoryAuthStore(),
+        )
+        self.pad_b = AuthPad(
+            "receiver",
+            [Chunk(-1, (bytearray(halves[0]), bytearray(halves[1])), True)],
+            0,
+            MemoryAuthStore(),
+        )
         self.seal_a, self.open_b = Sealer(self.pad_a), Opener(self.pad_b)
         self.seal_b, self.open_a = Sealer(self.pad_b), Opener(self.pad_a)
         self.frames_recorded: list[tuple[str, bytes]] = []
@@ -128,9 +134,7 @@ class LinkRun:
         self.blocks.append(stats)
         return stats
 
-    def _pump(
-        self, a_to_b: deque[bytes], b_to_a: deque[bytes], done: list[BlockStats]
-    ) -> None:
+    def _pump(self, a_to_b: deque[bytes], b_to_a: deque[bytes], done: list[BlockStats]) -> None:
         while a_to_b or b_to_a:
             while b_to_a:
                 frame = b_to_a.popleft()
@@ -193,7 +197,8 @@ class LinkRun:
         per_block = used // max(1, len(self.blocks) + 1)
         self.alice.auth_used_per_block = per_block
         self.alice.auth_available = (
-            self.pad_a.available_bytes(0), self.pad_a.available_bytes(1) - self.open_a.next_position
+            self.pad_a.available_bytes(0),
+            self.pad_a.available_bytes(1) - self.open_a.next_position,
         )
 
 
@@ -241,7 +246,8 @@ def report(sim: LinkRun, wall: float, cpu: float) -> dict[str, object]:
         "gain": sum(b.detections for b in sim.blocks) / pulses,
         "theory_bits_per_pulse": theory_key_rate(p),
         "qber": (sum(b.qber * b.sifted_bits for b in ok) / sum(b.sifted_bits for b in ok))
-        if ok else (sim.blocks[-1].qber if sim.blocks else 0.0),
+        if ok
+        else (sim.blocks[-1].qber if sim.blocks else 0.0),
         "qber_x": sum(b.qber_x for b in sim.blocks) / max(len(sim.blocks), 1),
         "ec_efficiency": f,
         "cascade_leak_bits": leak,
@@ -264,7 +270,8 @@ def report(sim: LinkRun, wall: float, cpu: float) -> dict[str, object]:
         "secret_bits_per_cpu_second": secret / cpu if cpu > 0 else 0.0,
         "postprocessing_cpu_seconds": sim.cpu["alice"] + sim.cpu["bob"],
         "postprocessing_bits_per_cpu_second": secret / (sim.cpu["alice"] + sim.cpu["bob"])
-        if sim.cpu["alice"] + sim.cpu["bob"] > 0 else 0.0,
+        if sim.cpu["alice"] + sim.cpu["bob"] > 0
+        else 0.0,
         "core_per_link_realtime": cpu / seconds if seconds > 0 else 0.0,
     }
 
@@ -277,14 +284,18 @@ def _h2(q: float) -> float:
 
 # -- command line ------------------------------------------------------------------------------
 
+
 def params_from_args(args: argparse.Namespace) -> LinkParams:
     values = {name: getattr(args, name) for name, _ in PHYSICS_OPTIONS}
     bp = args.block_pulses
     if bp and (not math.isfinite(bp) or bp < 10_000 or bp > 1e13):
         raise ValueError("--block-pulses must be between 1e4 and 1e13")
     return LinkParams(
-        distance_km=args.distance_km, eve_fraction=args.eve_fraction,
-        concentration=args.concentration, block_pulses=int(bp), **values,
+        distance_km=args.distance_km,
+        eve_fraction=args.eve_fraction,
+        concentration=args.concentration,
+        block_pulses=int(bp),
+        **values,
     )
 
 

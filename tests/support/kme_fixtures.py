@@ -23,10 +23,10 @@ import httpx
 from keyserver.kms.node import KmsNode
 from keyserver.kms.nodeconfig import load_node_config
 from keyserver.network.plan import Options, make_plan, write_configs
-from keyserver.network.topology import LinkSpec, NodeSpec, SaeSpec, Topology
 from keyserver.pki.certificates import CertificateAuthority, CertPaths
 from keyserver.pki.domains import NetworkPki
 from keyserver.pki.tls import client_context
+from keyserver.topology import LinkSpec, NodeSpec, SaeSpec, Topology
 from tests.support.node_fixtures import MemoryLink, wait_for
 
 __all__ = [
@@ -173,6 +173,7 @@ async def running_pair(
                 ),
                 what="key pool to fill",
             )
+
         def heard(node: KmsNode, origin: KmsNode) -> bool:
             """`node` holds `origin`'s LSA saying what `origin` now says of each link's state."""
             lsa = node.lsdb.fresh(origin.id, time.monotonic())

@@ -19,8 +19,8 @@ import httpx
 
 from keyserver.network.launcher import Launcher
 from keyserver.network.plan import Options, make_plan
-from keyserver.network.topology import Topology
 from keyserver.pki.tls import client_context
+from keyserver.topology import Topology
 
 
 @dataclass

@@ -25,9 +25,9 @@ from keyserver.kms.moduleclient import ModuleRefused, ModuleStatus, ModuleUnavai
 from keyserver.kms.node import KmsNode
 from keyserver.kms.nodeconfig import load_node_config
 from keyserver.network.plan import NetworkPlan, Options, make_plan, write_configs
-from keyserver.network.topology import Topology, parse_topology
 from keyserver.pki.domains import NetworkPki
 from keyserver.pki.tls import client_context
+from keyserver.topology import Topology, parse_topology
 
 
 class MemoryLink:

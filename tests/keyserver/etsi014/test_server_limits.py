@@ -72,7 +72,7 @@ async def test_a_slow_body_gets_a_json_400(kme: PairEnd, pki: KmePki) -> None:
     reader, writer = await _connect(kme, sync_ctx(pki.demo, pki.demo.alice))
     writer.write(
         b"POST /api/v1/keys/bob/enc_keys HTTP/1.1\r\nHost: kme\r\nContent-Type: application/json"
-        b"\r\nContent-Length: 100\r\n\r\n{\"number\""
+        b'\r\nContent-Length: 100\r\n\r\n{"number"'
     )
     await writer.drain()
     status, headers, body = _response(await _closed_by_server(reader))
@@ -164,7 +164,11 @@ def test_the_aiohttp_internals_we_extend_are_there() -> None:
     from aiohttp.web_protocol import RequestHandler
 
     assert list(inspect.signature(RequestHandler.handle_error).parameters) == [
-        "self", "request", "status", "exc", "message",
+        "self",
+        "request",
+        "status",
+        "exc",
+        "message",
     ]
     assert hasattr(web.AppRunner, "_make_server")
     assert {"request_factory", "handler_cancellation", "loop"} <= set(

@@ -419,8 +419,12 @@ async def test_node_endpoints_are_not_on_the_sae_api(pair: Pair) -> None:
 async def test_node_client_pins_the_peer_node_certificate(pair: Pair) -> None:
     net = pair.pki.demo.network
     creds = net.node("KME-A")
-    wrong = NodeClient("KME-X", pair.b.node.config.node_urls["KME-B"],
-                       Tls(creds.node_ca, creds.node.cert, creds.node.key), None)
+    wrong = NodeClient(
+        "KME-X",
+        pair.b.node.config.node_urls["KME-B"],
+        Tls(creds.node_ca, creds.node.cert, creds.node.key),
+        None,
+    )
     try:
         with pytest.raises(NodeUnreachable, match="KME-X"):
             await wrong.post("/kms/v1/lsa", {"lsas": []})
@@ -465,8 +469,10 @@ async def test_50_concurrent_clients_drain_the_pool_without_duplicates(
     source = DeterministicSource(seed=11, block_bytes=8192, limit=4)  # 32 kB in all, then quiet
     async with running_pair(pki.demo, tmp_path, source=source, fill=False) as (a, b):
         await wait_for(
-            lambda: a.store.stock_bytes("A-B", "KME-A") + a.store.stock_bytes("A-B", "KME-B")
-            == 32768, what="all keys shared",
+            lambda: (
+                a.store.stock_bytes("A-B", "KME-A") + a.store.stock_bytes("A-B", "KME-B") == 32768
+            ),
+            what="all keys shared",
         )
         d = pki.demo
         got: list[dict[str, str]] = []

@@ -117,8 +117,7 @@ def test_desync_detected_and_repaired(tmp_path: Path) -> None:
     (tmp_path / "b" / "node.sqlite3").write_bytes(snapshot)  # b restored from an old copy
     b = NodeStore(tmp_path / "b", "b")
     a.owner_cursor(LINK, "b", 10)  # what b had reported before
-    res = linkstream.compare(sync(a, "a"), sync(b, "b"), {"b": a.max_cursor_seen(LINK, "b")},
-                             "a")
+    res = linkstream.compare(sync(a, "a"), sync(b, "b"), {"b": a.max_cursor_seen(LINK, "b")}, "a")
     assert res.verdict is SyncVerdict.DESYNC
     for owner, end in res.repair:
         a.repair(LINK, owner, end)
@@ -126,7 +125,8 @@ def test_desync_detected_and_repaired(tmp_path: Path) -> None:
     a.set_announce_seq(LINK, res.announce_seq)
     b.set_announce_seq(LINK, res.announce_seq)
     assert linkstream.compare(sync(a, "a"), sync(b, "b"), {}, "a").verdict in (
-        SyncVerdict.CONSISTENT, SyncVerdict.IN_FLIGHT,
+        SyncVerdict.CONSISTENT,
+        SyncVerdict.IN_FLIGHT,
     )
     assert b.view(LINK, "b").cursor >= 10  # b never reuses what it spent before the restore
     assert a.stock_bytes(LINK, "b") == b.stock_bytes(LINK, "b") == 0
@@ -134,9 +134,20 @@ def test_desync_detected_and_repaired(tmp_path: Path) -> None:
 
 def header(route: tuple[str, ...], hop: int, n: int = 2, size: int = 32) -> RelayHeader:
     return RelayHeader(
-        relay_id=uuid.uuid4(), key_ids=tuple(uuid.uuid4() for _ in range(n)), size=size,
-        initiator_node=route[0], target_node=route[-1], initiator_sae="alice", target_sae="bob",
-        route=route, hop=hop, leg=0, legs=1, link="x-y", pad_start=0, deadline_ms=10**13,
+        relay_id=uuid.uuid4(),
+        key_ids=tuple(uuid.uuid4() for _ in range(n)),
+        size=size,
+        initiator_node=route[0],
+        target_node=route[-1],
+        initiator_sae="alice",
+        target_sae="bob",
+        route=route,
+        hop=hop,
+        leg=0,
+        legs=1,
+        link="x-y",
+        pad_start=0,
+        deadline_ms=10**13,
         ack_url="https://127.0.0.1:1/kmapi/v1/ext_keys/ack",
     )
 
@@ -156,8 +167,12 @@ def test_hop_message_is_otp_and_authenticated() -> None:
         open_hop(forged, sl)
     h1 = header(("a", "b"), 1)
     with pytest.raises(RelayFormatError):
-        decode_hop({**encode_hop(seal(h1, None, os.urandom(h1.slice_length))),
-                    "keys": [{"key_id": str(k), "value": "AAAA"} for k in h1.key_ids]})
+        decode_hop(
+            {
+                **encode_hop(seal(h1, None, os.urandom(h1.slice_length))),
+                "keys": [{"key_id": str(k), "value": "AAAA"} for k in h1.key_ids],
+            }
+        )
     shares = [[os.urandom(8)], [os.urandom(8)]]
     assert combine_shares(shares) == [xor(shares[0][0], shares[1][0])]
 
@@ -166,10 +181,23 @@ def test_relay_records_and_voids(tmp_path: Path) -> None:
     a, b = pair(tmp_path)
     share_keys(a, b, 4)
     rid, kids = uuid.uuid4(), (uuid.uuid4(), uuid.uuid4())
-    [sl] = a.begin_relay(RelayOut(rid, "alice", "bob", "b", kids, "pending", 10**13),
-                         [Spend(LINK, "a", 64 + 32)])
-    hop = FinalHop(rid, kids, 0, 1, "alice", "bob", "a", "https://x/ack",
-                   (sl.material[:32], sl.material[32:64]), 10**13, 10**13, 10**6)
+    [sl] = a.begin_relay(
+        RelayOut(rid, "alice", "bob", "b", kids, "pending", 10**13), [Spend(LINK, "a", 64 + 32)]
+    )
+    hop = FinalHop(
+        rid,
+        kids,
+        0,
+        1,
+        "alice",
+        "bob",
+        "a",
+        "https://x/ack",
+        (sl.material[:32], sl.material[32:64]),
+        10**13,
+        10**13,
+        10**6,
+    )
     assert b.accept_leg((LINK, "a", sl.start, 96), hop) is FinalOutcome.COMPLETE
     [ack] = b.acks_out()
     assert ack.status is AckStatus.RELAYED and ack.key_ids == kids
@@ -182,28 +210,49 @@ def test_relay_records_and_voids(tmp_path: Path) -> None:
         b.take_held("alice", "bob", list(kids))
     # a voided relay: the late leg is refused, the keys never appear
     rid2 = uuid.uuid4()
-    [sl2] = a.begin_relay(RelayOut(rid2, "alice", "bob", "b", kids[:1], "pending", 10**13),
-                          [Spend(LINK, "a", 64)])
+    [sl2] = a.begin_relay(
+        RelayOut(rid2, "alice", "bob", "b", kids[:1], "pending", 10**13), [Spend(LINK, "a", 64)]
+    )
     assert a.void_relay(rid2, 10**13)
     [v] = a.voids_out()
     assert b.void_in(v.relay_id, v.until_ms) is AckStatus.KEY_NOT_PRESENT
-    late = FinalHop(rid2, kids[:1], 0, 1, "alice", "bob", "a", "https://x/ack",
-                    (sl2.material[:32],), 10**13, 10**13, 10**6)
+    late = FinalHop(
+        rid2,
+        kids[:1],
+        0,
+        1,
+        "alice",
+        "bob",
+        "a",
+        "https://x/ack",
+        (sl2.material[:32],),
+        10**13,
+        10**13,
+        10**6,
+    )
     assert b.accept_leg((LINK, "a", sl2.start, 64), late) is FinalOutcome.VOIDED
     assert b.held_count() == 0
     assert not a.deliver_relay(rid2)  # voiding: never delivered
 
 
 def test_link_state_routes_around_and_names_broken_links() -> None:
-    db = LinkStateDb([("ab", "a", "b"), ("bd", "b", "d"), ("ac", "a", "c"), ("cd", "c", "d")],
-                     "abcd", max_age_s=5)
+    db = LinkStateDb(
+        [("ab", "a", "b"), ("bd", "b", "d"), ("ac", "a", "c"), ("cd", "c", "d")],
+        "abcd",
+        max_age_s=5,
+    )
 
     def rep(link: str, up: bool = True) -> LinkReport:
-        return LinkReport(link, up, None if up else DownReason.EAVESDROPPER, not up, 0.02, 5e4,
-                          10**5, "running")
+        return LinkReport(
+            link, up, None if up else DownReason.EAVESDROPPER, not up, 0.02, 5e4, 10**5, "running"
+        )
 
-    for origin, links in {"a": ("ab", "ac"), "b": ("ab", "bd"), "c": ("ac", "cd"),
-                          "d": ("bd", "cd")}.items():
+    for origin, links in {
+        "a": ("ab", "ac"),
+        "b": ("ab", "bd"),
+        "c": ("ac", "cd"),
+        "d": ("bd", "cd"),
+    }.items():
         lsa = Lsa(origin, 1, tuple(rep(x) for x in links))
         assert lsa_from_json(lsa_to_json(lsa)) == lsa
         db.update(lsa, 0)

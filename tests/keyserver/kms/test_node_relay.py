@@ -18,8 +18,9 @@ async def relay_pair(net: Net, number: int = 2, size: int = 256) -> tuple[list[d
         r = await alice.post("/api/v1/keys/bob/enc_keys", json={"number": number, "size": size})
         assert r.status_code == 200, r.text
         keys = r.json()["keys"]
-        r2 = await bob.post("/api/v1/keys/alice/dec_keys",
-                            json={"key_IDs": [{"key_ID": k["key_ID"]} for k in keys]})
+        r2 = await bob.post(
+            "/api/v1/keys/alice/dec_keys", json={"key_IDs": [{"key_ID": k["key_ID"]} for k in keys]}
+        )
         assert r2.status_code == 200, r2.text
         return keys, r2.json()["keys"]
 
@@ -43,8 +44,9 @@ async def test_relay_over_two_hops_and_status(tmp_path: Path) -> None:
         assert all(b == 8 * (3 * 64 + 32) for b in ext["relay"]["link_bits"].values())
         assert not ext["qkd_link"]["eavesdropper_alarm"]
         async with net.sae("bob") as bob:  # delivered keys are gone; not yours == not there
-            again = await bob.post("/api/v1/keys/alice/dec_keys",
-                                   json={"key_IDs": [{"key_ID": keys[0]["key_ID"]}]})
+            again = await bob.post(
+                "/api/v1/keys/alice/dec_keys", json={"key_IDs": [{"key_ID": keys[0]["key_ID"]}]}
+            )
             assert again.status_code == 400 and "not found" in again.json()["message"]
         async with net.sae("carol") as carol:
             r = await carol.get("/api/v1/keys/bob/status")
@@ -73,8 +75,7 @@ async def test_eavesdropper_link_is_routed_around(tmp_path: Path) -> None:
         # the other route goes too: a clear 503 naming the broken links
         other = st["route"]["links"][0]
         net.links[other].down = True
-        await wait_for(lambda: not net.nodes["a"].routes("d", 64).ok, timeout=10,
-                       what="no route")
+        await wait_for(lambda: not net.nodes["a"].routes("d", 64).ok, timeout=10, what="no route")
         async with net.sae("alice") as alice:
             r = await alice.post("/api/v1/keys/bob/enc_keys", json={"number": 1})
         assert r.status_code == 503
@@ -89,15 +90,15 @@ async def test_eavesdropper_link_is_routed_around(tmp_path: Path) -> None:
 
 
 async def test_multipath_shares(tmp_path: Path) -> None:
-    async with running_network(tmp_path, topology(DIAMOND), multipath=2, record=True,
-                               record_view=True) as net:
+    async with running_network(
+        tmp_path, topology(DIAMOND), multipath=2, record=True, record_view=True
+    ) as net:
         keys, got = await relay_pair(net, 4, 256)
         assert keys == got
         async with net.sae("alice") as alice:
             st = (await alice.get("/api/v1/keys/bob/status")).json()["status_extension"]
         assert st["route"]["legs"] == 2
-        assert {tuple(r) for r in st["relay"]["last_routes"]} == {("a", "b", "d"),
-                                                                  ("a", "c", "d")}
+        assert {tuple(r) for r in st["relay"]["last_routes"]} == {("a", "b", "d"), ("a", "c", "d")}
         [taken] = st["relay"]["routes_used"]
         assert taken["legs"] == 2 and taken["relays"] == 1
 
@@ -120,8 +121,13 @@ async def test_sae_certificate_cannot_speak_for_a_node(tmp_path: Path) -> None:
             ctx.verify_mode = ssl.CERT_NONE
             async with httpx.AsyncClient(verify=ctx, timeout=5) as c:
                 for path, body in (
-                    ("/kmapi/v1/ext_keys/void", {"key_ids": [kid], "extension": {
-                        "relay_id": str(uuid.uuid4()), "until_ms": 0}}),
+                    (
+                        "/kmapi/v1/ext_keys/void",
+                        {
+                            "key_ids": [kid],
+                            "extension": {"relay_id": str(uuid.uuid4()), "until_ms": 0},
+                        },
+                    ),
                     ("/kms/v1/link/sync", {"link": "b-d"}),
                 ):
                     with pytest.raises(httpx.HTTPError):

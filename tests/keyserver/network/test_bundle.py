@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from keyserver.cli import main
 from keyserver.network.bundle import BundleError, default_hosts, parse_hosts, write_bundles
-from keyserver.network.topology import load_topology
+from keyserver.topology import load_topology
 
 HOSTS = """
 # site        address

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.timeout(180)
 def demo(directory: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "keyserver.cli", "demo", "--dir", str(directory), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -80,8 +82,10 @@ def test_demo_outputs_lock_ports_and_clean_stop(tmp_path: Path) -> None:
 
 
 def test_demo_bad_flags_exit_2(tmp_path: Path) -> None:
-    for flags, message in ((["--eve-fraction", "1.5"], "--eve-fraction must be within 0..1"),
-                           (["--max-key-count", "0"], "--max-key-count must be >= 1")):
+    for flags, message in (
+        (["--eve-fraction", "1.5"], "--eve-fraction must be within 0..1"),
+        (["--max-key-count", "0"], "--max-key-count must be >= 1"),
+    ):
         p = demo(tmp_path / "x", *flags)
         out, err = p.communicate(timeout=60)
         assert p.returncode == 2 and message in err and not out
@@ -93,7 +97,11 @@ def test_network_rejects_unknown_topology_and_links(tmp_path: Path) -> None:
         (["--topology", "atlantis"], "no topology named 'atlantis'"),
         (["--topology", "pair", "--eve", "X-Y=0.5"], "--eve names link 'X-Y'"),
     ):
-        p = subprocess.run([sys.executable, "-m", "keyserver.cli", "network", *args, "--dir",
-                            str(tmp_path / "n")], capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            [sys.executable, "-m", "keyserver.cli", "network", *args, "--dir", str(tmp_path / "n")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert p.returncode == 2 and message in p.stderr, p.stderr
     assert not (tmp_path / "n").exists()

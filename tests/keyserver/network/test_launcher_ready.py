@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from keyserver.network.launcher import CallPair, Readiness, farthest_saes, fit, progress_line
-from keyserver.network.topology import parse_topology
 from keyserver.pki.tls import client_context
+from keyserver.topology import parse_topology
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -20,7 +20,7 @@ from keyserver.network.map import (
     positions,
     topology_of_network,
 )
-from keyserver.network.topology import load_topology
+from keyserver.topology import load_topology
 
 
 def png_size(path: Path) -> tuple[int, int]:

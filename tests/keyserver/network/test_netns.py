@@ -33,7 +33,7 @@ from keyserver.network.netns import (
     teardown_commands,
 )
 from keyserver.network.netnslauncher import check_rights, netem_available, remove, subnets_in_use
-from keyserver.network.topology import Topology
+from keyserver.topology import Topology
 from tests.support.node_fixtures import topology
 
 LINE = """

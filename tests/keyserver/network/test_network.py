@@ -1,8 +1,8 @@
 """A whole QKD network in real processes (modules and nodes), on a 4-node diamond on loopback.
 
-    a --- b
-    |     |      alice at a, bob at d, carol at c, dave at b; two node-disjoint routes a-b-d
-    c --- d      and a-c-d
+a --- b
+|     |      alice at a, bob at d, carol at c, dave at b; two node-disjoint routes a-b-d
+c --- d      and a-c-d
 """
 
 from __future__ import annotations
@@ -71,8 +71,14 @@ def link_between(u: str, v: str) -> str:
     return f"{u}-{v}" if (u, v) in {("a", "b"), ("b", "d"), ("a", "c"), ("c", "d")} else f"{v}-{u}"
 
 
-def relay(net: RunningNetwork, n: int, number: int = 2, size: int = 512,
-          src: str = "alice", dst: str = "bob") -> list[dict[str, str]]:
+def relay(
+    net: RunningNetwork,
+    n: int,
+    number: int = 2,
+    size: int = 512,
+    src: str = "alice",
+    dst: str = "bob",
+) -> list[dict[str, str]]:
     out = []
     with net.sae(src) as m, net.sae(dst) as s:
         for _ in range(n):
@@ -83,8 +89,10 @@ def relay(net: RunningNetwork, n: int, number: int = 2, size: int = 512,
                 time.sleep(0.5)
             assert r.status_code == 200, r.text
             keys = r.json()["keys"]
-            got = s.post(f"/api/v1/keys/{src}/dec_keys",
-                         json={"key_IDs": [{"key_ID": k["key_ID"]} for k in keys]})
+            got = s.post(
+                f"/api/v1/keys/{src}/dec_keys",
+                json={"key_IDs": [{"key_ID": k["key_ID"]} for k in keys]},
+            )
             assert got.status_code == 200 and got.json()["keys"] == keys
             out += keys
     return out
@@ -95,8 +103,14 @@ class DemandLoop(threading.Thread):
     `collect`, bob takes each key from his node as it comes, as a call's answerer does (a pair
     may not leave more than its share of uncollected key at the far node)."""
 
-    def __init__(self, net: RunningNetwork, period: float = 0.1, size: int = 256,
-                 src: str = "alice", collect: bool = False) -> None:
+    def __init__(
+        self,
+        net: RunningNetwork,
+        period: float = 0.1,
+        size: int = 256,
+        src: str = "alice",
+        collect: bool = False,
+    ) -> None:
         super().__init__(daemon=True)
         self.net, self.period, self.size, self.src = net, period, size, src
         self.collect = collect
@@ -109,8 +123,9 @@ class DemandLoop(threading.Thread):
         with self.net.sae(self.src) as alice, self.net.sae("bob") as bob:
             while not self.stop.wait(self.period):
                 try:
-                    r = alice.post("/api/v1/keys/bob/enc_keys", json={"number": 1,
-                                                                     "size": self.size})
+                    r = alice.post(
+                        "/api/v1/keys/bob/enc_keys", json={"number": 1, "size": self.size}
+                    )
                 except httpx.HTTPError as e:
                     self.failures.append((time.monotonic(), 0, repr(e)))
                     continue
@@ -119,8 +134,7 @@ class DemandLoop(threading.Thread):
                     self.times.append(time.monotonic())
                     if self.collect:
                         ids = [{"key_ID": k["key_ID"]} for k in r.json()["keys"]]
-                        taken = bob.post(f"/api/v1/keys/{self.src}/dec_keys",
-                                         json={"key_IDs": ids})
+                        taken = bob.post(f"/api/v1/keys/{self.src}/dec_keys", json={"key_IDs": ids})
                         assert taken.status_code == 200, taken.text
                 else:
                     self.failures.append((time.monotonic(), r.status_code, r.text))
@@ -172,8 +186,13 @@ def test_relay_in_processes_no_key_in_the_clear_and_sigkill_mid_relay(tmp_path: 
         # -- every node-to-node message of the run: sync, announcements, LSAs, relay, ack, void
         recs = [r for r in net.records() if "body" in r]
         paths = {r["path"] for r in recs}
-        assert {"/kms/v1/link/announce", "/kms/v1/link/sync", "/kms/v1/lsa",
-                "/kmapi/v1/ext_keys", "/kmapi/v1/ext_keys/ack"} <= paths
+        assert {
+            "/kms/v1/link/announce",
+            "/kms/v1/link/sync",
+            "/kms/v1/lsa",
+            "/kmapi/v1/ext_keys",
+            "/kmapi/v1/ext_keys/ack",
+        } <= paths
         corpus = [b for r in recs for b in _blobs(r["body"])]
         corpus.append("\n".join(json.dumps(r["body"]) for r in recs).encode())
         material = [base64.b64decode(k["key"]) for k in keys]
@@ -214,8 +233,10 @@ def test_relay_in_processes_no_key_in_the_clear_and_sigkill_mid_relay(tmp_path: 
                 again = bob.get("/api/v1/keys/alice/dec_keys", params={"key_ID": k["key_ID"]})
                 assert again.status_code == 400
         # and nothing is left at d that alice never got: failed relays were voided
-        net.wait(lambda: net.state("d")["held_keys"] == 0 and
-                 net.state("a")["pending_relays"] == 0, what="voids delivered")
+        net.wait(
+            lambda: net.state("d")["held_keys"] == 0 and net.state("a")["pending_relays"] == 0,
+            what="voids delivered",
+        )
 
 
 def test_eve_and_fibre_cut_are_routed_around_while_a_call_goes_on(tmp_path: Path) -> None:
@@ -230,9 +251,23 @@ def test_eve_and_fibre_cut_are_routed_around_while_a_call_goes_on(tmp_path: Path
         assert route is not None
         eve_link = link_between(route[1], route[2])
         out = subprocess.run(
-            [sys.executable, "-m", "keyserver.cli", "network", "eve", "--dir",
-             str(net.directory), "--link", eve_link, "--fraction", "1.0"],
-            capture_output=True, text=True, timeout=30, check=True,
+            [
+                sys.executable,
+                "-m",
+                "keyserver.cli",
+                "network",
+                "eve",
+                "--dir",
+                str(net.directory),
+                "--link",
+                eve_link,
+                "--fraction",
+                "1.0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         )
         assert json.loads(out.stdout)["eve_fraction"] == 1.0
         # the nodes may route alice's demand over the other route while it holds more key; the
@@ -246,16 +281,32 @@ def test_eve_and_fibre_cut_are_routed_around_while_a_call_goes_on(tmp_path: Path
             with net.sae("alice") as c:
                 ext = c.get("/api/v1/keys/bob/status").json()["status_extension"]
             down = {d["link"]: d for d in ext["network"]["down_links"]}
-            return eve_link in down and down[eve_link]["alarm"] and (
-                ext["route"] is not None and eve_link not in ext["route"]["links"])
+            return (
+                eve_link in down
+                and down[eve_link]["alarm"]
+                and (ext["route"] is not None and eve_link not in ext["route"]["links"])
+            )
 
         net.wait(alarmed, timeout=120, what="the eavesdropped link to abort and be avoided")
         local.stop.set()
         local.join()
-        status = json.loads(subprocess.run(
-            [sys.executable, "-m", "keyserver.cli", "network", "status", "--dir",
-             str(net.directory), "--json"], capture_output=True, text=True, timeout=30,
-        ).stdout)
+        status = json.loads(
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "keyserver.cli",
+                    "network",
+                    "status",
+                    "--dir",
+                    str(net.directory),
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
+        )
         assert status["links"][eve_link]["alarm"] is True and not status["links"][eve_link]["up"]
         count = len(loop.got)
         net.wait(lambda: len(loop.got) >= count + 10, what="the call's keys on the other route")
@@ -264,7 +315,10 @@ def test_eve_and_fibre_cut_are_routed_around_while_a_call_goes_on(tmp_path: Path
         # broken connection or an error that would end the call
         for _, code, text in loop.failures:
             assert code == 503 and json.loads(text)["details"][0]["reason"] in (
-                "out_of_keys", "no_route", "relay_failed"), text
+                "out_of_keys",
+                "no_route",
+                "relay_failed",
+            ), text
         # fibre cut on the other route: no route at all, a 503 naming both broken links
         other = net.route("alice", "bob")
         assert other is not None and other != route
@@ -279,8 +333,7 @@ def test_eve_and_fibre_cut_are_routed_around_while_a_call_goes_on(tmp_path: Path
                 r = c.post("/api/v1/keys/bob/enc_keys", json={"number": 1})
             return r.json()["message"] if r.status_code == 503 else None
 
-        net.wait(lambda: refused() is not None and "no route" in (refused() or ""),
-                 what="no route")
+        net.wait(lambda: refused() is not None and "no route" in (refused() or ""), what="no route")
         msg = refused() or ""
         assert eve_link in msg and cut in msg and "eavesdropper" in msg, msg
         # the module comes back: the link recovers and carries keys again
@@ -290,16 +343,19 @@ def test_eve_and_fibre_cut_are_routed_around_while_a_call_goes_on(tmp_path: Path
 
 
 def test_multipath_one_compromised_node_learns_nothing(tmp_path: Path) -> None:
-    with running_network(tmp_path / "net", topology(DIAMOND), multipath=2, record=True,
-                         record_view=True) as net:
+    with running_network(
+        tmp_path / "net", topology(DIAMOND), multipath=2, record=True, record_view=True
+    ) as net:
         net.wait(lambda: stocked(net), what="link keys on every link")
         keys = relay(net, 25, number=4, size=256)
         with net.sae("alice") as c:
             ext = c.get("/api/v1/keys/bob/status").json()["status_extension"]
         assert ext["route"]["legs"] == 2
         # b is compromised: everything it saw (messages, and every share it handled in clear)
-        view = [json.loads(line) for line in (net.directory / "records" / "b.jsonl")
-                .read_text().splitlines()]
+        view = [
+            json.loads(line)
+            for line in (net.directory / "records" / "b.jsonl").read_text().splitlines()
+        ]
         shares = {}
         for v in view:
             if "view" in v:
@@ -311,7 +367,8 @@ def test_multipath_one_compromised_node_learns_nothing(tmp_path: Path) -> None:
         assert_no_key_window(corpus, list(by_id.values()))
         agree = sum(
             8 - bin(x ^ y).count("1")
-            for kid, k in by_id.items() for x, y in zip(k, shares[kid], strict=True)
+            for kid, k in by_id.items()
+            for x, y in zip(k, shares[kid], strict=True)
         )
         total = 8 * sum(len(k) for k in by_id.values())
         assert abs(agree / total - 0.5) < 0.03  # 25600 bits: 6 sigma is 0.019
@@ -325,8 +382,7 @@ def test_desync_from_a_restored_store_is_repaired(tmp_path: Path) -> None:
         backup = tmp_path / "c-backup"
         shutil.copytree(c_dir, backup)
         net.launcher.start("c")
-        net.wait(lambda: all(x["synced"] for x in net.state("c")["links"].values()),
-                 what="c back")
+        net.wait(lambda: all(x["synced"] for x in net.state("c")["links"].values()), what="c back")
         before = relay(net, 10, dst="carol")  # spends link a-c; the nodes draw more key
         time.sleep(2)
         net.launcher.kill("c")

@@ -16,7 +16,7 @@ import pytest
 
 from keyserver.network.plan import Options, make_plan
 from keyserver.network.topologies import generate
-from keyserver.network.topology import (
+from keyserver.topology import (
     Topology,
     TopologyError,
     load_topology,

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from keyserver.network.plan import Options, make_plan, write_configs
-from keyserver.network.topology import (
+from keyserver.qkd.config import ConfigError, Fidelity, load_config, module_config_files
+from keyserver.topology import (
     TopologyError,
     load_topology,
     parse_topology,
     with_fidelity,
 )
-from keyserver.qkd.config import ConfigError, Fidelity, load_config, module_config_files
 
 
 def _doc(**top: Any) -> dict[str, Any]:

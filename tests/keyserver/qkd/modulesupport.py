@@ -49,7 +49,9 @@ class Pair:
         log = self.logs[role].open("ab")
         self.procs[role] = subprocess.Popen(
             [sys.executable, "-m", "keyserver.cli", "module", "--config", str(self.configs[role])],
-            stdout=log, stderr=log, env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=log,
+            env={**os.environ, **(env or {})},
         )
 
     def kill(self, role: str) -> None:
@@ -83,8 +85,9 @@ class Pair:
         while time.monotonic() < deadline:
             for p in self.procs.values():
                 if p.poll() is not None and p.returncode not in (None, -9):
-                    raise AssertionError(f"a module exited with {p.returncode}: "
-                                         + self.logs_text())
+                    raise AssertionError(
+                        f"a module exited with {p.returncode}: " + self.logs_text()
+                    )
             try:
                 last = self.status(role)
                 if pred(last):
@@ -95,8 +98,9 @@ class Pair:
         raise AssertionError(f"timeout waiting for {role} status; last {last}\n{self.logs_text()}")
 
     def logs_text(self) -> str:
-        return "\n".join(f"--- {k}\n{v.read_text()[-3000:]}" for k, v in self.logs.items()
-                         if v.exists())
+        return "\n".join(
+            f"--- {k}\n{v.read_text()[-3000:]}" for k, v in self.logs.items() if v.exists()
+        )
 
 
 def make_pair(
@@ -135,7 +139,8 @@ def make_pair(
     configs: dict[str, Path] = {}
     logs: dict[str, Path] = {}
     for role, mid, local, remote, seed_off in (
-        ("transmitter", "QKD-tx", "nodeA", "nodeB", 0), ("receiver", "QKD-rx", "nodeB", "nodeA", 1)
+        ("transmitter", "QKD-tx", "nodeA", "nodeB", 0),
+        ("receiver", "QKD-rx", "nodeB", "nodeA", 1),
     ):
         seed_line = f"seed = {seed + seed_off}" if seed is not None else ""
         c_port = cport

@@ -42,8 +42,17 @@ def _unpack_rows(words: np.ndarray, segs: int) -> np.ndarray:
     return ((words[:, None] >> cols[None, :]) & np.uint64(1)).astype(np.uint8).reshape(-1)
 
 
-SIZES = (1, 2, 17, 1000, c.SEGMENT - 1, c.SEGMENT, c.SEGMENT + 1, 3 * c.SEGMENT + 1929,
-         5 * c.SEGMENT - 3)
+SIZES = (
+    1,
+    2,
+    17,
+    1000,
+    c.SEGMENT - 1,
+    c.SEGMENT,
+    c.SEGMENT + 1,
+    3 * c.SEGMENT + 1929,
+    5 * c.SEGMENT - 3,
+)
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -99,8 +108,9 @@ def test_packed_pass_and_parities_match_the_reference(n: int) -> None:
             assert c._range_parity(work, 0, t.segs, a, b) == prefix[b] ^ prefix[a]
 
 
-def reference_cascade(alice: np.ndarray, bob: np.ndarray, seed: bytes,
-                      sizes: list[int]) -> tuple[np.ndarray, int, int, int]:
+def reference_cascade(
+    alice: np.ndarray, bob: np.ndarray, seed: bytes, sizes: list[int]
+) -> tuple[np.ndarray, int, int, int]:
     """The same parallel Cascade, written plainly: (corrected, rounds, parities, flips).
 
     Byte strings per pass; after every round, every finished search flips its bit if it still
@@ -166,14 +176,18 @@ def reference_cascade(alice: np.ndarray, bob: np.ndarray, seed: bytes,
     return cur, rounds, leaked, flips
 
 
-def _run_packed(alice: np.ndarray, bob: np.ndarray, seed: bytes,
-                sizes: list[int]) -> tuple[np.ndarray, int, int, int]:
+def _run_packed(
+    alice: np.ndarray, bob: np.ndarray, seed: bytes, sizes: list[int]
+) -> tuple[np.ndarray, int, int, int]:
     a = c.CascadeAlice(alice, seed, 64 * max(alice.shape[0], 1))
     b = c.CascadeBob(bob, seed, sizes)
     req = b.first_request()
     while req is not None:
-        ans = a.start_pass(req.start_block) if req.start_block else a.answer(
-            req.passes, req.lo, req.hi)
+        ans = (
+            a.start_pass(req.start_block)
+            if req.start_block
+            else a.answer(req.passes, req.lo, req.hi)
+        )
         req = b.on_answer(ans)
     assert a.leaked_bits == b.leaked_bits
     return b.corrected_bits(), b.rounds, b.leaked_bits, b.corrected
@@ -212,16 +226,24 @@ def test_a_search_ending_on_padding_is_refused() -> None:
     # claim the block holding a virtual bit is odd, then steer every level towards it
     target = int(virtual[0])
     top = np.zeros(nb, dtype=np.uint8)
-    own = c._top_parities(c.packed_pass(bits, t, 0)[None, :],
-                          _row_prefix_of(c.packed_pass(bits, t, 0)), 0, t.segs, t.padded, k)
+    own = c._top_parities(
+        c.packed_pass(bits, t, 0)[None, :],
+        _row_prefix_of(c.packed_pass(bits, t, 0)),
+        0,
+        t.segs,
+        t.padded,
+        k,
+    )
     top[:] = own
     top[target // k] ^= 1
     nxt = b.on_answer(top)
     with pytest.raises(c.CascadeError, match="outside the string"):
         while nxt is not None:
             lo, mid = nxt.lo, nxt.hi
-            bob_left = np.array([_ref_parity(bits, t, int(x), int(y)) for x, y in
-                                 zip(lo, mid, strict=True)], dtype=np.uint8)
+            bob_left = np.array(
+                [_ref_parity(bits, t, int(x), int(y)) for x, y in zip(lo, mid, strict=True)],
+                dtype=np.uint8,
+            )
             steer = np.where(target < mid, bob_left ^ 1, bob_left).astype(np.uint8)
             nxt = b.on_answer(steer)
 

@@ -15,7 +15,9 @@ from tests.keyserver.qkd.modulesupport import make_pair
 def _run(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "keyserver.cli", "module", "--config", str(config)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -37,14 +39,17 @@ def test_unseeded_module_config_is_accepted_and_not_seeded(tmp_path: Path) -> No
     assert cfg.data_dir == tmp_path / "data-transmitter"
 
 
-@pytest.mark.parametrize(("old", "new", "message"), [
-    ('role = "transmitter"', 'role = "sender"', "role must be"),
-    ("[northbound]", "[northbound]\ncolour = 1", "unknown key 'colour'"),
-    ("block_pulses = ", "bogus = 1\nblock_pulses = ", "unknown parameter 'bogus'"),
-    ("distance_km = 10.0", "distance_km = -1.0", "distance_km must be >= 0"),
-    ("key_size = 1024", "key_size = 1001", "multiple of 8"),
-    ('address = "127.0.0.1:', 'address = "nowhere', "host:port"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('role = "transmitter"', 'role = "sender"', "role must be"),
+        ("[northbound]", "[northbound]\ncolour = 1", "unknown key 'colour'"),
+        ("block_pulses = ", "bogus = 1\nblock_pulses = ", "unknown parameter 'bogus'"),
+        ("distance_km = 10.0", "distance_km = -1.0", "distance_km must be >= 0"),
+        ("key_size = 1024", "key_size = 1001", "multiple of 8"),
+        ('address = "127.0.0.1:', 'address = "nowhere', "host:port"),
+    ],
+)
 def test_bad_config_is_one_clear_line(tmp_path: Path, old: str, new: str, message: str) -> None:
     pair = make_pair(tmp_path)
     path = pair.configs["transmitter"]

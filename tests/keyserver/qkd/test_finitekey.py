@@ -21,8 +21,10 @@ def lim_reference(nz, nx, mx, mus, ps, leak, eps_sec, eps_cor):  # type: ignore[
         return math.sqrt(total / 2 * math.log(1 / eps1))
 
     def plus_minus(counts, total):  # type: ignore[no-untyped-def]
-        return ([e(mu) / p * (c + d(total)) for mu, p, c in zip(mus, ps, counts, strict=True)],
-                [e(mu) / p * (c - d(total)) for mu, p, c in zip(mus, ps, counts, strict=True)])
+        return (
+            [e(mu) / p * (c + d(total)) for mu, p, c in zip(mus, ps, counts, strict=True)],
+            [e(mu) / p * (c - d(total)) for mu, p, c in zip(mus, ps, counts, strict=True)],
+        )
 
     tau0 = sum(e(-mu) * p for mu, p in zip(mus, ps, strict=True))
     tau1 = sum(e(-mu) * mu * p for mu, p in zip(mus, ps, strict=True))
@@ -30,8 +32,12 @@ def lim_reference(nz, nx, mx, mus, ps, leak, eps_sec, eps_cor):  # type: ignore[
     def s0_s1(counts):  # type: ignore[no-untyped-def]
         plus, minus = plus_minus(counts, sum(counts))
         s0 = max(tau0 * (m2 * minus[2] - m3 * plus[1]) / (m2 - m3), 0.0)  # s0 >= 0 anyway
-        s1 = tau1 * m1 * (minus[1] - plus[2] - (m2**2 - m3**2) / m1**2 * (plus[0] - s0 / tau0)) / (
-            m1 * (m2 - m3) - m2**2 + m3**2)
+        s1 = (
+            tau1
+            * m1
+            * (minus[1] - plus[2] - (m2**2 - m3**2) / m1**2 * (plus[0] - s0 / tau0))
+            / (m1 * (m2 - m3) - m2**2 + m3**2)
+        )
         return s0, s1
 
     sz0, sz1 = s0_s1(nz)
@@ -40,8 +46,13 @@ def lim_reference(nz, nx, mx, mus, ps, leak, eps_sec, eps_cor):  # type: ignore[
     vx1 = tau1 * (mplus[1] - mminus[2]) / (m2 - m3)
     b = vx1 / sx1
     c, dd = sz1, sx1
-    g = math.sqrt((c + dd) * (1 - b) * b / (c * dd * math.log(2))
-                  * math.log2((c + dd) / (c * dd * (1 - b) * b) * 21**2 / eps_sec**2))
+    g = math.sqrt(
+        (c + dd)
+        * (1 - b)
+        * b
+        / (c * dd * math.log(2))
+        * math.log2((c + dd) / (c * dd * (1 - b) * b) * 21**2 / eps_sec**2)
+    )
     phi = b + g
 
     def h(x):  # type: ignore[no-untyped-def]
@@ -52,18 +63,36 @@ def lim_reference(nz, nx, mx, mus, ps, leak, eps_sec, eps_cor):  # type: ignore[
 
 # pinned vectors: (n_Z per intensity, n_X, m_X, intensities, probabilities, leak)
 VECTORS = [
-    ((6.1e8, 7.0e7, 9.0e4), (1.9e7, 2.2e6, 2.8e3), (6.2e5, 8.0e4, 1.4e3),
-     (0.5, 0.1, 0.0), (0.8, 0.15, 0.05), 1.2e8),
-    ((2.2e9, 4.0e8, 3.0e6), (6.0e7, 1.1e7, 8.0e4), (1.9e6, 3.7e5, 4.0e4),
-     (0.45, 0.15, 0.0), (0.7, 0.25, 0.05), 4.4e8),
+    (
+        (6.1e8, 7.0e7, 9.0e4),
+        (1.9e7, 2.2e6, 2.8e3),
+        (6.2e5, 8.0e4, 1.4e3),
+        (0.5, 0.1, 0.0),
+        (0.8, 0.15, 0.05),
+        1.2e8,
+    ),
+    (
+        (2.2e9, 4.0e8, 3.0e6),
+        (6.0e7, 1.1e7, 8.0e4),
+        (1.9e6, 3.7e5, 4.0e4),
+        (0.45, 0.15, 0.0),
+        (0.7, 0.25, 0.05),
+        4.4e8,
+    ),
 ]
 
 
 @pytest.mark.parametrize("vector", VECTORS)
 def test_hoeffding_bound_matches_the_published_formula(vector) -> None:  # type: ignore[no-untyped-def]
     nz, nx, mx, mus, ps, leak = vector
-    params = LinkParams(mu=mus[0], nu=mus[1], p_signal=ps[0], p_decoy=ps[1],
-                        concentration="hoeffding", optimise=False)
+    params = LinkParams(
+        mu=mus[0],
+        nu=mus[1],
+        p_signal=ps[0],
+        p_decoy=ps[1],
+        concentration="hoeffding",
+        optimise=False,
+    )
     key = finite_key(BasisCounts(nz, nx, mx), params, leak, ps)
     ref = lim_reference(nz, nx, mx, mus, ps, leak, 1e-10, 1e-15)
     assert key.length == pytest.approx(ref, rel=1e-9, abs=2)
@@ -83,6 +112,7 @@ def test_chernoff_interval_is_a_confidence_interval() -> None:
 def test_tighter_than_hoeffding_and_below_the_asymptotic_bound() -> None:
     p = optimised(LinkParams(distance_km=50.0))
     from keyserver.qkd.finitekey import asymptotic_rate, expected_counts
+
     counts, qber = expected_counts(p, p.block_pulses)
     h = -qber * math.log2(qber) - (1 - qber) * math.log2(1 - qber)
     leak = 1.1 * counts.total_z * h

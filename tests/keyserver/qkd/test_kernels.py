@@ -46,8 +46,9 @@ def _reference_sift_alice(states: np.ndarray, bob_bases: np.ndarray) -> tuple[np
 @given(st.integers(1, 5000), st.integers(0, 2**32 - 1))
 def test_sift_kernels_match_the_reference(n: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    states = (rng.integers(0, 3, n) << 2 | rng.integers(0, 2, n) << 1
-              | rng.integers(0, 2, n)).astype(np.uint8)
+    states = (
+        rng.integers(0, 3, n) << 2 | rng.integers(0, 2, n) << 1 | rng.integers(0, 2, n)
+    ).astype(np.uint8)
     bob_bases = (rng.random(n) < 0.3).astype(np.uint8)
     bob_bits = rng.integers(0, 2, n).astype(np.uint8)
     got = pp._sift_alice(states, np.packbits(bob_bases))
@@ -95,8 +96,9 @@ def test_lookup_states_matches_a_dictionary(seed: int) -> None:
     positions = clicks + np.uint64(offset)
     states = np.zeros(positions.shape[0], np.uint8)
     have = np.zeros(positions.shape[0], np.bool_)
-    pp._lookup_states(cand, cand_states, np.uint64(offset), positions, 0, positions.shape[0],
-                      states, have)
+    pp._lookup_states(
+        cand, cand_states, np.uint64(offset), positions, 0, positions.shape[0], states, have
+    )
     table = dict(zip(cand.tolist(), cand_states.tolist(), strict=True))
     for i, c in enumerate(clicks.tolist()):
         assert have[i] == (c in table)
@@ -133,8 +135,7 @@ def test_source_and_fibre_states_and_delivery() -> None:
     clean = np.array([0.02, 0.005, 1e-6])
     eve = np.zeros(3)
     t0, t1, tz = qc._thresholds(params)
-    states, ph_pos, ph = qc._source_and_fibre(rng, cand, words, t0, t1, tz, clean, eve, 0.0,
-                                             0.02)
+    states, ph_pos, ph = qc._source_and_fibre(rng, cand, words, t0, t1, tz, clean, eve, 0.0, 0.02)
     assert np.array_equal(states, qc.decode_states(words, params))
     idx = np.searchsorted(cand, ph_pos)
     assert np.array_equal(cand[idx], ph_pos)  # photons are candidates, in order
@@ -159,8 +160,7 @@ def test_source_and_fibre_with_eve_resends_in_her_basis() -> None:
     t0, t1, tz = qc._thresholds(params)
     clean = np.array([0.02, 0.01, 1e-6])
     eve = np.array([0.02, 0.02, 0.0])
-    states, ph_pos, ph = qc._source_and_fibre(rng, cand, words, t0, t1, tz, clean, eve, 1.0,
-                                             0.02)
+    states, ph_pos, ph = qc._source_and_fibre(rng, cand, words, t0, t1, tz, clean, eve, 1.0, 0.02)
     sent = states[ph_pos]
     assert np.all((sent >> 2) < 2)  # Eve finds nothing in vacuum
     same_basis = ((sent >> 1) & 1) == (ph >> 1)
@@ -174,8 +174,9 @@ def test_detect_is_the_union_of_photons_and_dark_counts() -> None:
     rng = np.random.default_rng(5)
     ph_pos = np.sort(rng.choice(1_000_000, 50_000, replace=False)).astype(np.uint32)
     ph = rng.integers(0, 4, ph_pos.shape[0]).astype(np.uint8)
-    dark = np.sort(np.concatenate((rng.choice(1_000_000, 3000, replace=False),
-                                   ph_pos[:100]))).astype(np.uint32)
+    dark = np.sort(
+        np.concatenate((rng.choice(1_000_000, 3000, replace=False), ph_pos[:100]))
+    ).astype(np.uint32)
     dark = np.unique(dark)
     union = np.union1d(ph_pos, dark).astype(np.uint32)
     words = rng.integers(0, 2**32, union.shape[0], dtype=np.uint64).astype(np.uint32)

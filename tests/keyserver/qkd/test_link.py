@@ -26,7 +26,7 @@ def run10() -> LinkRun:
 
 
 def _messages(run: LinkRun, side: str) -> list[m.Message]:
-    return [m.decode(f[HEADER.size:-TAG_BYTES]) for s, f in run.frames_recorded if s == side]
+    return [m.decode(f[HEADER.size : -TAG_BYTES]) for s, f in run.frames_recorded if s == side]
 
 
 def test_both_sides_hold_the_same_keys_under_the_same_ids(run10: LinkRun) -> None:
@@ -62,8 +62,11 @@ def test_simulated_counts_agree_with_the_closed_form_model(run10: LinkRun) -> No
     p = run10.plan
     for stats in run10.blocks:
         expected, qber = expected_counts(p, stats.pulses)
-        for got, exp in ((stats.n_z, expected.n_z), (stats.n_x, expected.n_x),
-                         (stats.m_x, expected.m_x)):
+        for got, exp in (
+            (stats.n_z, expected.n_z),
+            (stats.n_x, expected.n_x),
+            (stats.m_x, expected.m_x),
+        ):
             for g, e in zip(got, exp, strict=True):
                 assert abs(g - e) <= 5 * math.sqrt(e) + 1, (got, exp)
         sigma = math.sqrt(qber * (1 - qber) / stats.sifted_bits)

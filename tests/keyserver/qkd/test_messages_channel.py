@@ -21,8 +21,12 @@ from keyserver.qkd.classicalchannel import (
 )
 
 _KIND = {
-    "u8": st.integers(0, 255), "u16": st.integers(0, 2**16 - 1), "u32": st.integers(0, 2**32 - 1),
-    "u64": st.integers(0, 2**64 - 1), "bool": st.booleans(), "bytes": st.binary(max_size=64),
+    "u8": st.integers(0, 255),
+    "u16": st.integers(0, 2**16 - 1),
+    "u32": st.integers(0, 2**32 - 1),
+    "u64": st.integers(0, 2**64 - 1),
+    "bool": st.booleans(),
+    "bytes": st.binary(max_size=64),
     "text": st.text(max_size=32),
 }
 
@@ -48,8 +52,11 @@ def test_fuzz_decode_refuses_cleanly(data: bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.one_of(*[_message(c) for c in m.MESSAGE_CLASSES]), st.integers(0, 10_000),
-       st.integers(0, 255))
+@given(
+    st.one_of(*[_message(c) for c in m.MESSAGE_CLASSES]),
+    st.integers(0, 10_000),
+    st.integers(0, 255),
+)
 def test_any_mutation_is_refused_or_canonical(message: m.Message, pos: int, byte: int) -> None:
     data = bytearray(m.encode(message))
     data[pos % len(data)] = byte
@@ -74,8 +81,10 @@ def _pads(size: int = 8192) -> tuple[AuthPad, AuthPad]:
     def chunk() -> list[Chunk]:
         return [Chunk(-1, (bytearray(key[:half]), bytearray(key[half:])), True)]
 
-    return (AuthPad("transmitter", chunk(), 0, MemoryAuthStore()),
-            AuthPad("receiver", chunk(), 0, MemoryAuthStore()))
+    return (
+        AuthPad("transmitter", chunk(), 0, MemoryAuthStore()),
+        AuthPad("receiver", chunk(), 0, MemoryAuthStore()),
+    )
 
 
 def test_frames_verify_and_forgeries_change_nothing() -> None:
@@ -132,8 +141,10 @@ def test_pad_exhaustion_and_receiver_uses_only_committed_refills() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 300), st.booleans()), min_size=1, max_size=12),
-       st.integers(0, 2**32 - 1))
+@given(
+    st.lists(st.tuples(st.integers(1, 300), st.booleans()), min_size=1, max_size=12),
+    st.integers(0, 2**32 - 1),
+)
 def test_pad_reads_across_chunks_match_the_concatenated_stream(
     sizes: list[tuple[int, bool]], seed: int
 ) -> None:
@@ -144,11 +155,19 @@ def test_pad_reads_across_chunks_match_the_concatenated_stream(
     rnd = random.Random(seed)
     chunks = [Chunk(-1, (bytearray(os.urandom(40)), bytearray(os.urandom(40))), True)]
     for b, (size, committed) in enumerate(sizes):
-        chunks.append(Chunk(b, (bytearray(os.urandom(size)), bytearray(os.urandom(size))),
-                            committed))
+        chunks.append(
+            Chunk(b, (bytearray(os.urandom(size)), bytearray(os.urandom(size))), committed)
+        )
     for role in ("transmitter", "receiver"):
-        pad = AuthPad(role, [Chunk(c.block, (bytearray(c.halves[0]), bytearray(c.halves[1])),
-                                   c.committed) for c in chunks], 0, MemoryAuthStore())
+        pad = AuthPad(
+            role,
+            [
+                Chunk(c.block, (bytearray(c.halves[0]), bytearray(c.halves[1])), c.committed)
+                for c in chunks
+            ],
+            0,
+            MemoryAuthStore(),
+        )
         for d in (0, 1):
             stream = b"".join(bytes(c.halves[d]) for c in chunks)
             sendable = b""

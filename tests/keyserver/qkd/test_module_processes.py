@@ -40,8 +40,10 @@ def _enc(pair: Pair, number: int) -> list[dict[str, str]]:
 
 def _dec(pair: Pair, ids: list[str]) -> tuple[int, dict[str, object]]:
     with pair.client("nodeB") as c:
-        r = c.post(f"{pair.url('receiver')}/api/v1/keys/nodeA/dec_keys",
-                   json={"key_IDs": [{"key_ID": k} for k in ids]})
+        r = c.post(
+            f"{pair.url('receiver')}/api/v1/keys/nodeA/dec_keys",
+            json={"key_IDs": [{"key_ID": k} for k in ids]},
+        )
     return r.status_code, r.json()
 
 
@@ -68,11 +70,15 @@ def test_only_the_local_node_may_call_and_roles_are_enforced(pair: Pair) -> None
         r = c.post(f"{pair.url('transmitter')}/api/v1/keys/nodeB/enc_keys", json={"number": 1})
     assert r.status_code == 401
     with pair.client("nodeA") as c:
-        r = c.post(f"{pair.url('transmitter')}/api/v1/keys/nodeB/dec_keys",
-                   json={"key_IDs": [{"key_ID": "00000000-0000-0000-0000-000000000000"}]})
+        r = c.post(
+            f"{pair.url('transmitter')}/api/v1/keys/nodeB/dec_keys",
+            json={"key_IDs": [{"key_ID": "00000000-0000-0000-0000-000000000000"}]},
+        )
         assert r.status_code == 400
-        r = c.post(f"{pair.url('transmitter')}/api/v1/keys/nodeB/enc_keys",
-                   json={"number": 1, "size": 512 * 3})
+        r = c.post(
+            f"{pair.url('transmitter')}/api/v1/keys/nodeB/enc_keys",
+            json={"number": 1, "size": 512 * 3},
+        )
         assert r.status_code == 400
         r = c.post(f"{pair.url('transmitter')}/admin/v1/eve", json={"fraction": 0.5})
         assert r.status_code == 401
@@ -88,8 +94,9 @@ def _drain(pair: Pair) -> list[dict[str, str]]:
     with pair.client("nodeA") as c:
         for number in (64, 1):
             while True:
-                r = c.post(f"{pair.url('transmitter')}/api/v1/keys/nodeB/enc_keys",
-                           json={"number": number})
+                r = c.post(
+                    f"{pair.url('transmitter')}/api/v1/keys/nodeB/enc_keys", json={"number": number}
+                )
                 if r.status_code == 503:
                     break
                 assert r.status_code == 200, r.text
@@ -100,8 +107,13 @@ def _drain(pair: Pair) -> list[dict[str, str]]:
 def _recorded_pair(tmp_path: Path) -> tuple[Pair, RecordingProxy]:
     cport = free_port()
     proxy = RecordingProxy(cport)
-    p = make_pair(tmp_path, block_pulses=300_000_000, max_key_count=1_000_000,
-                  classical_port=cport, classical_connect_port=proxy.port)
+    p = make_pair(
+        tmp_path,
+        block_pulses=300_000_000,
+        max_key_count=1_000_000,
+        classical_port=cport,
+        classical_connect_port=proxy.port,
+    )
     return p, proxy
 
 
@@ -112,8 +124,9 @@ def test_classical_channel_carries_no_key_and_refuses_forged_or_replayed_frames(
     pair.start("receiver")
     pair.start("transmitter")
     try:
-        pair.wait_status("transmitter", lambda s: s["status_extension"]["qkd_link"]["blocks_ok"]
-                         >= 2, 120)
+        pair.wait_status(
+            "transmitter", lambda s: s["status_extension"]["qkd_link"]["blocks_ok"] >= 2, 120
+        )
         # replay an old frame, and forge one (a flipped bit in a copy of it)
         old = next(f for who, f in proxy.frames if who == "tx")
         proxy.inject_to_receiver(old)
@@ -121,8 +134,11 @@ def test_classical_channel_carries_no_key_and_refuses_forged_or_replayed_frames(
         forged[3:11] = (int.from_bytes(forged[3:11], "big") + 4096).to_bytes(8, "big")
         proxy.inject_to_receiver(bytes(forged))  # a fresh position, but no valid tag
         ok_before = pair.status("transmitter")["status_extension"]["qkd_link"]["blocks_ok"]
-        pair.wait_status("transmitter", lambda s: s["status_extension"]["qkd_link"]["blocks_ok"]
-                         >= ok_before + 2, 120)
+        pair.wait_status(
+            "transmitter",
+            lambda s: s["status_extension"]["qkd_link"]["blocks_ok"] >= ok_before + 2,
+            120,
+        )
         log = pair.logs["receiver"].read_text()
         assert "replay or reordering" in log and "tag does not verify" in log
         keys = _drain(pair)
@@ -142,8 +158,9 @@ def test_sigkill_never_reuses_the_pad_nor_delivers_a_key_to_one_side(tmp_path: P
     pair.start("transmitter")
 
     def ok_blocks(n: int) -> None:
-        pair.wait_status("transmitter",
-                         lambda s: s["status_extension"]["qkd_link"]["blocks_ok"] >= n, 150)
+        pair.wait_status(
+            "transmitter", lambda s: s["status_extension"]["qkd_link"]["blocks_ok"] >= n, 150
+        )
 
     try:
         ok_blocks(2)
@@ -155,7 +172,8 @@ def test_sigkill_never_reuses_the_pad_nor_delivers_a_key_to_one_side(tmp_path: P
         pair.kill("transmitter")
         pair.start("transmitter")
         done = pair.wait_status("transmitter", lambda s: True)["status_extension"]["qkd_link"][
-            "blocks_ok"]
+            "blocks_ok"
+        ]
         ok_blocks(done + 2)
         keys = _drain(pair)
         assert keys

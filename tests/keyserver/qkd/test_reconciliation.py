@@ -74,8 +74,12 @@ def test_pass_permutations_separate_pairs_like_a_shuffle() -> None:
     for p in range(40):
         t = pass_tables(rng.bytes(32), range(p, p + 1), n)
         half = t.padded // 2
-        for a, b in ((10, 20), (SEGMENT + 5, SEGMENT + 7), (3 * SEGMENT + 3, 3 * SEGMENT + 900),
-                     (17, 2 * SEGMENT + 17)):
+        for a, b in (
+            (10, 20),
+            (SEGMENT + 5, SEGMENT + 7),
+            (3 * SEGMENT + 3, 3 * SEGMENT + 900),
+            (17, 2 * SEGMENT + 17),
+        ):
             (ra, ca), (rb, cb) = (_fwd(t.pi[0], t.sigma[0], t.delta[0], t.f, x) for x in (a, b))
             qa, qb = ra * t.segs + ca, rb * t.segs + cb
             assert _inv(t.pi_inv[0], t.sigma_inv[0], t.delta[0], t.f, t.segs, qa) == a

@@ -428,7 +428,7 @@ def bench_topology(
     """Start `topology` (alice -> bob), wait until its route holds key for the run, compare."""
     from keyserver.network.launcher import Launcher
     from keyserver.network.plan import Options, make_plan
-    from keyserver.network.topology import load_topology
+    from keyserver.topology import load_topology
 
     topo = load_topology(topology)
     d = directory or Path(tempfile.mkdtemp(prefix=f"qkd-bench-pair-{topo.name}-"))
