@@ -9,6 +9,7 @@ and nothing on its terminal that the attacker chose to put there.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -50,9 +51,11 @@ async def low_order_caller(port: int, profile: Path) -> bytes:
         await transport.close()
 
 
-def test_a_low_order_x25519_key_ends_the_answering_process_cleanly(
+def test_a_low_order_x25519_key_is_refused_and_the_answerer_waits_on(
     keyserver_pair: Path, tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
+    """A caller's invalid key share is refused with an abort naming it; `qphone answer` says
+    in one line that the call was not taken and listens again (a bad caller cannot end it)."""
     port = free_port()
     bob, _ = answering(
         "--listen",
@@ -65,15 +68,24 @@ def test_a_low_order_x25519_key_ends_the_answering_process_cleanly(
     try:
         alice = private_profile(keyserver_pair, "alice", tmp_path)
         reply = asyncio.run(asyncio.wait_for(low_order_caller(port, alice), 60))
-        rc, summary, err = finish(bob)
+        assert bob.stderr is not None
+        lines: list[str] = []
+        while not any("waiting for a call" in x for x in lines[1:]):
+            line = bob.stderr.readline().decode()
+            assert line, f"qphone answer ended: {''.join(lines)}"
+            if lines or "not taken" in line:
+                lines.append(line)
+        assert bob.poll() is None  # still listening
+        bob.send_signal(signal.SIGINT)
+        rc, _, err = finish(bob)
     finally:
         bob.kill()
     assert is_abort(reply), reply[:80]
     abort = decode_abort(reply)
     assert abort.kind is AbortKind.FAILED and "X25519" in abort.reason, abort
-    assert rc == 1, err
-    assert "invalid X25519 public key" in summary["error"], summary
-    assert "Traceback" not in err, err
+    assert "not taken" in lines[0] and "invalid X25519 public key" in lines[0], lines
+    assert rc == 130, err  # ended by the interrupt, not by the caller
+    assert "Traceback" not in "".join(lines) + err
 
 
 async def forging_answerer(port: int, listening: asyncio.Event) -> bytes:
