@@ -2,8 +2,8 @@
 they started: no `qkd-keyserver` process, module or node is left running, and the command
 exits 130 (interrupted) with one line and no summary on stdout.
 
-Each test finds the processes by their command line, which names the test's directory (the
-keyserver's ``--dir`` and every child's ``--config``); waits are bounded.
+Each test finds the processes by parentage (the command's process tree, taken before the
+signal, with start times so a reused PID is not mistaken); waits are bounded.
 """
 
 from __future__ import annotations
@@ -21,41 +21,62 @@ from tests.support.qphoneprocess import Running
 pytestmark = pytest.mark.slow
 
 
-def _processes_under(directory: Path) -> list[str]:
-    """Command lines of the running processes that name ``directory``."""
-    found = []
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, start time) of every live (not zombie) process."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            raw = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if state != "Z" and str(directory).encode() in raw:
-            found.append(raw.replace(b"\0", b" ").decode(errors="replace").strip())
+        if fields[0] != "Z":
+            table[int(entry.name)] = (int(fields[1]), fields[19])
+    return table
+
+
+def _descendants(pid: int) -> set[tuple[int, str]]:
+    """(pid, start time) of every process below ``pid`` (children forked by a fork server
+    keep the server's command line, so they are found by parentage, not by name)."""
+    table = _process_table()
+    found: set[tuple[int, str]] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for child, (ppid, started) in table.items():
+            if ppid == parent and (child, started) not in found:
+                found.add((child, started))
+                todo.append(child)
     return found
 
 
-def _wait_for_children(directory: Path, count: int, timeout: float = 60.0) -> None:
+def _wait_for_children(run: Running, count: int, timeout: float = 60.0) -> None:
     """Until the keyserver and at least ``count`` of its modules/nodes run."""
     deadline = time.monotonic() + timeout
-    while len(_processes_under(directory)) < 1 + count:
-        assert time.monotonic() < deadline, _processes_under(directory)
+    while len(_descendants(run.proc.pid)) < 1 + count:
+        assert time.monotonic() < deadline, _descendants(run.proc.pid)
         time.sleep(0.2)
 
 
-def _none_left(directory: Path, timeout: float = 45.0) -> list[str]:
+def _alive(procs: set[tuple[int, str]]) -> set[tuple[int, str]]:
+    table = _process_table()
+    return {(pid, started) for pid, started in procs if table.get(pid, (0, ""))[1] == started}
+
+
+def _none_left(procs: set[tuple[int, str]], timeout: float = 45.0) -> set[tuple[int, str]]:
     deadline = time.monotonic() + timeout
-    while (left := _processes_under(directory)) and time.monotonic() < deadline:
+    while (left := _alive(procs)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
 
 
-def _stopped_cleanly(run: Running, directory: Path, command: str) -> None:
+def _stopped_cleanly(run: Running, command: str) -> None:
+    tree = _descendants(run.proc.pid)  # before the signal: orphans would leave the tree
+    assert tree
     run.signal(signal.SIGTERM)
     rc, summary, err = run.finish(timeout=60)
-    assert _none_left(directory) == []
+    assert _none_left(tree) == set()
     assert rc == 130, err
     assert summary == {}, summary  # interrupted: nothing on stdout
     assert f"qphone {command}: interrupted" in err
@@ -66,8 +87,8 @@ def test_sigterm_to_demo_stops_its_keyserver(tmp_path: Path) -> None:
     demo = Running("demo", "--mode", "aes", "--seconds", "30", "--dir", str(tmp_path), "--json")
     try:
         demo.wait_for("starting the keyserver pair")
-        _wait_for_children(tmp_path, 2)  # the modules or nodes of the pair are up
-        _stopped_cleanly(demo, tmp_path, "demo")
+        _wait_for_children(demo, 2)  # the modules or nodes of the pair are up
+        _stopped_cleanly(demo, "demo")
     finally:
         demo.kill()
 
@@ -86,8 +107,8 @@ def test_sigterm_to_loopback_stops_its_keyserver(tmp_path: Path) -> None:
         env=env,
     )
     try:
-        _wait_for_children(tmp_path, 2)
-        _stopped_cleanly(loopback, tmp_path, "loopback")
+        _wait_for_children(loopback, 2)
+        _stopped_cleanly(loopback, "loopback")
         assert not (tmp_path / "report.json").exists()
     finally:
         loopback.kill()
