@@ -117,7 +117,9 @@ def remove(layout: NetnsLayout) -> None:
 
 class NetnsLauncher(Launcher):
     def __init__(self, plan: NetworkPlan, layout: NetnsLayout, lines: list[Forward]) -> None:
-        super().__init__(plan)
+        # every process a new one in its site's namespace: no fork server (its children
+        # would be born in the root namespace)
+        super().__init__(plan, fork_server=False)
         self.layout = layout
         self.lines = lines
         self._made = False
