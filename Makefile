@@ -32,7 +32,7 @@ typecheck: setup
 	$(BIN)/mypy qphone keyserver
 
 test: setup lint typecheck
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --durations=25
 
 bench: setup
 	$(BIN)/qphone bench all

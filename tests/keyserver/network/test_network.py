@@ -383,7 +383,17 @@ def test_desync_from_a_restored_store_is_repaired(tmp_path: Path) -> None:
         shutil.copytree(c_dir, backup)
         net.launcher.start("c")
         net.wait(lambda: all(x["synced"] for x in net.state("c")["links"].values()), what="c back")
-        before = relay(net, 10, dst="carol")  # spends link a-c; the nodes draw more key
+        net.wait(lambda: net.route("alice", "carol") is not None, what="a route to carol again")
+        # spends link a-c below three quarters of its stock cap, so the nodes draw and announce
+        # more key: the copy of c's store taken above is now behind its neighbours
+        before = relay(net, 24, dst="carol")
+        net.wait(
+            lambda: (
+                net.state("c")["counters"]["announcements"] > 0
+                or net.state("a")["counters"]["announcements"] > 0
+            ),
+            what="an announcement after the spend",
+        )
         time.sleep(2)
         net.launcher.kill("c")
         shutil.rmtree(c_dir)
