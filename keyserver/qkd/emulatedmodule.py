@@ -55,6 +55,7 @@ from keyserver.qkd.emulation import (
     BlockOutcome,
     KeyFrameError,
     ReportError,
+    block_schedule,
     check_report,
     decode_key_frame,
     encode_key_frame,
@@ -537,18 +538,20 @@ class _Session:
     async def _produce(self) -> None:
         mod = self.m
         p = mod.params
-        block_seconds = p.block_pulses / p.clock_hz
-        due = time.monotonic() + block_seconds
+        schedule = block_schedule(p)  # a short first block, then doubling up to the plan's
+        pulses = next(schedule)
+        due = time.monotonic() + pulses / p.clock_hz
         while True:
             await asyncio.sleep(max(due - time.monotonic(), 0.0))
-            due = max(due + block_seconds, time.monotonic())
+            this, pulses = pulses, next(schedule)
+            due = max(due + pulses / p.clock_hz, time.monotonic())
             while len(self.awaiting) >= MAX_IN_FLIGHT:
                 self.confirmed.clear()
                 await self.confirmed.wait()
             block = int(mod.store.get("next_block", 0))
             mod.store.put("next_block", block + 1)
             test = mod.production_paused()
-            outcome = sample_block(p, block, mod.nature, eve_fraction=mod.eve_fraction)
+            outcome = sample_block(p, block, mod.nature, eve_fraction=mod.eve_fraction, pulses=this)
             refill = 0
             if not outcome.aborted:
                 blocks = max(mod.status.blocks_ok + mod.status.blocks_aborted, 1)
