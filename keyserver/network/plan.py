@@ -26,13 +26,15 @@ from typing import Any
 
 from keyserver.etsi014.server import HttpLimits
 from keyserver.pki.domains import ADMIN_CN, NetworkPki, ensure_link_auth_key
+from keyserver.qkd.role import Role
 from keyserver.qkd.sealedchannel import new_channel_key
 from keyserver.topology import LinkSpec, Topology, with_fidelity
 
 HOST = "127.0.0.1"
 MODULE_KEY_BITS = 1024  # the key size the modules serve: the granularity of link keys
 MODULE_MAX_KEYS = 4096
-EVE_ROLE = "transmitter"  # the module that hosts the simulated fibre's eavesdropper (docs/bb84.md)
+# the module that hosts the simulated fibre's eavesdropper (docs/bb84.md)
+EVE_ROLE = Role.TRANSMITTER
 
 
 def free_port(host: str = HOST) -> int:
@@ -119,7 +121,7 @@ def port_free(port: int, host: str = HOST) -> bool:
 class ModulePlan:
     id: str
     link: str
-    role: str  # "transmitter" | "receiver"
+    role: Role
     node: str
     remote_node: str
     port: int
@@ -234,8 +236,8 @@ class NetworkPlan:
         return out
 
 
-def module_id(link: str, role: str) -> str:
-    return f"QKD-{link}-{'tx' if role == 'transmitter' else 'rx'}"
+def module_id(link: str, role: Role) -> str:
+    return f"QKD-{link}-{'tx' if role is Role.TRANSMITTER else 'rx'}"
 
 
 def make_plan(
@@ -277,7 +279,8 @@ def make_plan(
     channels: dict[str, tuple[int, int]] = {}
     for link in topology.links:
         channels[link.id] = (next(ports), next(ports))
-        for role, node, remote in (("transmitter", link.a, link.b), ("receiver", link.b, link.a)):
+        ends = ((Role.TRANSMITTER, link.a, link.b), (Role.RECEIVER, link.b, link.a))
+        for role, node, remote in ends:
             mid = module_id(link.id, role)
             modules[mid] = ModulePlan(
                 mid,
@@ -315,7 +318,7 @@ def module_config_text(plan: NetworkPlan, m: ModulePlan, pki: NetworkPki) -> str
     link = plan.topology.link(m.link)
     q, c = plan.channels[m.link]
     # the receiver listens on both channels at its site; the transmitter dials it there
-    chost = m.host if m.role == "receiver" else plan.nodes[m.remote_node].host
+    chost = m.host if m.role is Role.RECEIVER else plan.nodes[m.remote_node].host
     certs = pki.module(m.id)
     o = plan.options
     lines = [

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from keyserver.qkd.finitekey import optimised
 from keyserver.qkd.physics import LinkParams
+from keyserver.qkd.role import Role
 
 CORE_TARGET = 0.1  # target: at most ~0.1 core per 70 km link in real time
 
@@ -50,7 +51,7 @@ def cpu_seconds(pid: int) -> float:
 
 def _write_pair(
     directory: Path, distance: float, block_pulses: int, seed: int | None
-) -> dict[str, Path]:
+) -> dict[Role, Path]:
     from keyserver.pki.certificates import LOCAL_NAMES, CertificateAuthority
 
     pki = directory / "pki"
@@ -68,10 +69,10 @@ def _write_pair(
     with os.fdopen(fd, "wb") as f:
         f.write(os.urandom(1 << 20))
     qport, cport = _free_port(), _free_port()
-    configs: dict[str, Path] = {}
+    configs: dict[Role, Path] = {}
     for role, mid, local, remote, off in (
-        ("transmitter", "QKD-tx", "nodeA", "nodeB", 0),
-        ("receiver", "QKD-rx", "nodeB", "nodeA", 1),
+        (Role.TRANSMITTER, "QKD-tx", "nodeA", "nodeB", 0),
+        (Role.RECEIVER, "QKD-rx", "nodeB", "nodeA", 1),
     ):
         seeded = f"testing = true\nseed = {seed + off}" if seed is not None else ""
         text = f"""
@@ -163,12 +164,12 @@ def run_pair(
         block_pulses = optimised(base).block_pulses
     run = ProcessRun(distance, block_pulses / base.clock_hz)
     tmp = Path(tempfile.mkdtemp(prefix="qkd-bench-"))
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    procs: dict[Role, subprocess.Popen[bytes]] = {}
     try:
         configs = _write_pair(tmp, distance, block_pulses, seed)
         logs = {r: tmp / f"{r}.log" for r in configs}
         env = {**os.environ, "QKD_LOG_LEVEL": "INFO"}
-        for role in ("receiver", "transmitter"):
+        for role in (Role.RECEIVER, Role.TRANSMITTER):
             with logs[role].open("wb") as out:
                 procs[role] = subprocess.Popen(
                     [
@@ -183,11 +184,11 @@ def run_pair(
                     stderr=out,
                     env=env,
                 )
-            time.sleep(0.3 if role == "receiver" else 0.0)
+            time.sleep(0.3 if role is Role.RECEIVER else 0.0)
         deadline: float | None = None
         give_up = time.monotonic() + max(120.0, 4 * run.block_seconds + 60)
         seen = 0
-        with logs["transmitter"].open("rb") as tx_log:
+        with logs[Role.TRANSMITTER].open("rb") as tx_log:
             pending = b""
             while True:
                 for role, p in procs.items():
@@ -210,8 +211,8 @@ def run_pair(
                     run.samples.append(
                         (
                             now,
-                            cpu_seconds(procs["transmitter"].pid),
-                            cpu_seconds(procs["receiver"].pid),
+                            cpu_seconds(procs[Role.TRANSMITTER].pid),
+                            cpu_seconds(procs[Role.RECEIVER].pid),
                         )
                     )
                     if seen > 0:
@@ -228,7 +229,7 @@ def run_pair(
                     break
                 if deadline is None and now > give_up:
                     raise RuntimeError(
-                        "no block finished: " + logs["transmitter"].read_text()[-2000:]
+                        "no block finished: " + logs[Role.TRANSMITTER].read_text()[-2000:]
                     )
                 if deadline is not None and now > deadline + 2 * run.block_seconds + 60:
                     raise RuntimeError("fewer than two blocks finished in the run")

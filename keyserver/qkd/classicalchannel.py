@@ -41,6 +41,8 @@ from typing import Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
+from keyserver.qkd.role import Role
+
 VERSION = 1
 HEADER = struct.Struct(">BBBQI")
 TAG_BYTES = 16
@@ -110,15 +112,16 @@ class AuthPad:
 
     def __init__(
         self,
-        role: str,
+        role: Role,
         chunks: list[Chunk],
         send_reserved: int,
         store: AuthStore,
     ) -> None:
-        if role not in ("transmitter", "receiver"):
-            raise ValueError("role must be transmitter or receiver")
-        self.role = role
-        self.send_direction = TO_RECEIVER if role == "transmitter" else TO_TRANSMITTER
+        try:
+            self.role = Role(role)
+        except ValueError:
+            raise ValueError("role must be transmitter or receiver") from None
+        self.send_direction = TO_RECEIVER if self.role is Role.TRANSMITTER else TO_TRANSMITTER
         self.recv_direction = 1 - self.send_direction
         self._chunks = chunks
         self._store = store
@@ -137,7 +140,7 @@ class AuthPad:
             total = 0
             sendable: int | None = None
             for c in self._chunks:
-                if self.role == "receiver" and not c.committed and sendable is None:
+                if self.role is Role.RECEIVER and not c.committed and sendable is None:
                     sendable = total
                 self._starts[d].append(total)
                 total += len(c.halves[d])
@@ -173,7 +176,7 @@ class AuthPad:
 
     # -- chunks ---------------------------------------------------------------------------------
     def add_chunk(self, block: int, to_receiver: bytes, to_transmitter: bytes) -> None:
-        committed = self.role == "transmitter"
+        committed = self.role is Role.TRANSMITTER
         self._store.save_chunk(block, to_receiver, to_transmitter)
         if committed:
             self._store.commit_chunk(block)

@@ -68,6 +68,7 @@ from keyserver.qkd.linkstatus import LinkStatus
 from keyserver.qkd.messages import AbortReason, MessageError
 from keyserver.qkd.northbound import ModuleKeyService, build_app
 from keyserver.qkd.physics import binary_entropy
+from keyserver.qkd.role import ModuleState, Role
 from keyserver.qkd.sealedchannel import SealError, read_channel_key
 from keyserver.qkd.store import ModuleStore
 
@@ -123,9 +124,9 @@ class EmulatedModule:
 
     def __init__(self, config: ModuleConfig) -> None:
         self.config = config
-        self.role = config.role
+        self.role = Role(config.role)
         self.failed = asyncio.Event()
-        self.state = "connecting"
+        self.state = ModuleState.CONNECTING
         self.port = config.northbound.port
         self.quantum_port = config.quantum_port
         self.classical_port = config.classical_port
@@ -153,7 +154,7 @@ class EmulatedModule:
         self.channel_key = read_channel_key(cfg.channel_key)
         self.store = ModuleStore(cfg.data_dir)
         self.store.init_auth(*halves)
-        send_dir = 0 if self.role == "transmitter" else 1
+        send_dir = 0 if self.role is Role.TRANSMITTER else 1
         self.pad = AuthPad(
             self.role, self.store.chunks(), self.store.reservation(send_dir), self.store
         )
@@ -168,20 +169,20 @@ class EmulatedModule:
                 module=cfg.id,
                 message="SEEDED SOURCE: keys are reproducible and NOT secret (testing = true)",
             )
-        if self.role == "transmitter":
+        if self.role is Role.TRANSMITTER:
             self.params = await asyncio.to_thread(optimised, cfg.params)
         else:
             self.params = dataclasses.replace(cfg.params, optimise=False)
         service = ModuleKeyService(cfg, self.store, self.status_extension, self._on_delivered)
         app, self.api = build_app(
-            service, cfg, self._set_eve if self.role == "transmitter" else None
+            service, cfg, self._set_eve if self.role is Role.TRANSMITTER else None
         )
         nb = cfg.northbound
         self._listener = await start_server(
             app, nb.host, nb.port, server_context(nb.ca_cert, nb.cert, nb.key), HttpLimits()
         )
         self.port = self._listener.port
-        if self.role == "receiver":
+        if self.role is Role.RECEIVER:
             qs = await asyncio.start_server(
                 self._accept("quantum"), cfg.quantum_host, cfg.quantum_port
             )
@@ -221,7 +222,7 @@ class EmulatedModule:
             self.failed.set()
 
     async def stop(self) -> None:
-        self.state = "stopped"
+        self.state = ModuleState.STOPPED
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -258,7 +259,7 @@ class EmulatedModule:
             "auth_bits_consumed": 8 * self.pad.consumed_bytes,
             "seeded_source": self.config.seeded,
             "distance_km": self.params.distance_km,
-            "eve_fraction": self.eve_fraction if self.role == "transmitter" else None,
+            "eve_fraction": self.eve_fraction if self.role is Role.TRANSMITTER else None,
             "block_pulses": self.params.block_pulses,
             "stored_keys": self.store.key_count(),
             "auth_send_position": self.pad.send_pos,
@@ -279,7 +280,7 @@ class EmulatedModule:
         return fraction
 
     def _on_delivered(self) -> None:
-        if self.role == "receiver" and self._session is not None:
+        if self.role is Role.RECEIVER and self._session is not None:
             self._session.heartbeat_now.set()
 
     def production_paused(self) -> bool:
@@ -310,14 +311,14 @@ class EmulatedModule:
                     cw.close()
                     raise
             except OSError:
-                if self.state != "aborted":
-                    self.state = "connecting"
+                if self.state is not ModuleState.ABORTED:
+                    self.state = ModuleState.CONNECTING
                 await asyncio.sleep(delay)
                 delay = min(delay * 1.5, 2.0)
                 continue
             delay = 0.2
             await _Session(self, cr, cw, qr, qw).run()
-            if self.state == "aborted":
+            if self.state is ModuleState.ABORTED:
                 return
 
     def _accept(self, kind: str) -> Any:
@@ -420,7 +421,7 @@ class _Session:
             self.qw,
             mod.channel_key,
             cfg.link,
-            mod.role == "transmitter",
+            mod.role is Role.TRANSMITTER,
             HANDSHAKE_TIMEOUT,
         )
         self.cw.write(self.nonce)
@@ -429,12 +430,12 @@ class _Session:
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
             raise SessionClosed("no handshake") from e
         store = mod.store
-        if mod.role == "transmitter":
+        if mod.role is Role.TRANSMITTER:
             last = store.get("last_committed_block", -1)
             self.send(
                 m.Hello(
                     cfg.link,
-                    "transmitter",
+                    Role.TRANSMITTER,
                     peer_nonce,
                     int(last) + 1,
                     store.key_count(),
@@ -442,12 +443,12 @@ class _Session:
                 )
             )
             hello = await self._first_hello()
-            if hello.role != "receiver":
+            if hello.role != Role.RECEIVER:
                 raise SessionClosed("peer is not the receiver")
             mod._peer_stock = hello.stock
         else:
             hello = await self._first_hello()
-            if hello.role != "transmitter":
+            if hello.role != Role.TRANSMITTER:
                 raise SessionClosed("peer is not the transmitter")
             try:
                 params = adopt_protocol(cfg.params, hello.protocol)
@@ -477,7 +478,7 @@ class _Session:
                     keys=dropped,
                     reason="the transmitter never stored their block",
                 )
-            self.send(m.Hello(cfg.link, "receiver", peer_nonce, 0, store.key_count(), ""))
+            self.send(m.Hello(cfg.link, Role.RECEIVER, peer_nonce, 0, store.key_count(), ""))
         await self.cw.drain()
 
     async def run(self) -> None:
@@ -486,10 +487,10 @@ class _Session:
         tasks: list[asyncio.Task[None]] = []
         try:
             await self._handshake()
-            mod.state = "running"
+            mod.state = ModuleState.RUNNING
             log(_LOG, logging.INFO, "session_up", role=mod.role, fidelity="emulated")
             tasks.append(asyncio.create_task(self._classical_loop()))
-            if mod.role == "transmitter":
+            if mod.role is Role.TRANSMITTER:
                 tasks.append(asyncio.create_task(self._produce()))
             else:
                 tasks.append(asyncio.create_task(self._quantum_loop()))
@@ -498,7 +499,7 @@ class _Session:
             for t in done:
                 exc = t.exception()
                 if isinstance(exc, AuthKeyExhausted):
-                    mod.state = "aborted"
+                    mod.state = ModuleState.ABORTED
                     log(
                         _LOG,
                         logging.ERROR,
@@ -512,7 +513,7 @@ class _Session:
         except (SessionClosed, TimeoutError, ConnectionError) as e:
             log(_LOG, logging.INFO, "session_closed", reason=str(e) or type(e).__name__)
         except AuthKeyExhausted:
-            mod.state = "aborted"
+            mod.state = ModuleState.ABORTED
             log(_LOG, logging.ERROR, "auth_key_exhausted")
         finally:
             for t in tasks:
@@ -531,8 +532,8 @@ class _Session:
                 fut.cancel()
             if mod._session is self:
                 mod._session = None
-            if mod.state == "running":
-                mod.state = "connecting"
+            if mod.state is ModuleState.RUNNING:
+                mod.state = ModuleState.CONNECTING
 
     # -- transmitter -------------------------------------------------------------------------
     async def _produce(self) -> None:
@@ -712,11 +713,11 @@ class _Session:
             msg = await self._receive()
             if isinstance(msg, m.Heartbeat):
                 mod._peer_stock = msg.stock
-            elif mod.role == "transmitter" and isinstance(msg, m.Confirm):
+            elif mod.role is Role.TRANSMITTER and isinstance(msg, m.Confirm):
                 await self._on_confirm(msg)
-            elif mod.role == "receiver" and isinstance(msg, m.BlockReport):
+            elif mod.role is Role.RECEIVER and isinstance(msg, m.BlockReport):
                 await self._on_report(msg)
-            elif mod.role == "receiver" and isinstance(msg, m.Commit):
+            elif mod.role is Role.RECEIVER and isinstance(msg, m.Commit):
                 await self._on_commit(msg)
             else:
                 raise SessionClosed(f"unexpected {type(msg).__name__} on an emulated link")

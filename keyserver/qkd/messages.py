@@ -75,7 +75,7 @@ class Hello:
     TYPE: ClassVar[MessageType] = MessageType.HELLO
     SPEC: ClassVar[tuple[str, ...]] = ("text", "text", "bytes", "u64", "u64", "text")
     link: str
-    role: str
+    role: str  # a Role value (the peer's claim: the module compares it with Role)
     nonce: bytes  # the peer's connection nonce (binds this session's first message)
     committed_below: int  # transmitter: every block it stored is below this (1 + the last one)
     stock: int  # keys stocked for the northbound API

@@ -66,6 +66,7 @@ from keyserver.qkd.quantumchannel import (
     encode_frame,
 )
 from keyserver.qkd.randomness import RandomSource, nature
+from keyserver.qkd.role import ModuleState, Role
 from keyserver.qkd.sealedchannel import SealError, read_channel_key
 from keyserver.qkd.store import ModuleStore
 
@@ -96,9 +97,9 @@ class Module:
 
     def __init__(self, config: ModuleConfig) -> None:
         self.config = config
-        self.role = config.role
+        self.role = Role(config.role)
         self.failed = asyncio.Event()
-        self.state = "connecting"
+        self.state = ModuleState.CONNECTING
         self.port = config.northbound.port
         self.quantum_port = config.quantum_port
         self.classical_port = config.classical_port
@@ -130,7 +131,7 @@ class Module:
         self.channel_key = read_channel_key(cfg.channel_key)
         self.store = ModuleStore(cfg.data_dir)
         self.store.init_auth(*halves)
-        send_dir = 0 if self.role == "transmitter" else 1
+        send_dir = 0 if self.role is Role.TRANSMITTER else 1
         self.pad = AuthPad(
             self.role, self.store.chunks(), self.store.reservation(send_dir), self.store
         )
@@ -144,7 +145,7 @@ class Module:
                 module=cfg.id,
                 message="SEEDED SOURCE: keys are reproducible and NOT secret (testing = true)",
             )
-        if self.role == "transmitter":
+        if self.role is Role.TRANSMITTER:
             self.params = await asyncio.to_thread(optimised, cfg.params)
             self.fibre = Fibre(self.params, nature(cfg.seed, b"fibre"))
             self.machine: Alice | Bob = Alice(
@@ -156,14 +157,14 @@ class Module:
             self.machine = Bob(self.params, cfg.link, cfg.northbound.key_size, self.random)
         service = ModuleKeyService(cfg, self.store, self.status_extension, self._on_delivered)
         app, self.api = build_app(
-            service, cfg, self._set_eve if self.role == "transmitter" else None
+            service, cfg, self._set_eve if self.role is Role.TRANSMITTER else None
         )
         nb = cfg.northbound
         self._listener = await start_server(
             app, nb.host, nb.port, server_context(nb.ca_cert, nb.cert, nb.key), HttpLimits()
         )
         self.port = self._listener.port
-        if self.role == "receiver":
+        if self.role is Role.RECEIVER:
             qs = await asyncio.start_server(
                 self._accept_quantum, cfg.quantum_host, cfg.quantum_port
             )
@@ -202,7 +203,7 @@ class Module:
             self.failed.set()
 
     async def stop(self) -> None:
-        self.state = "stopped"
+        self.state = ModuleState.STOPPED
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -240,7 +241,7 @@ class Module:
             "auth_bits_consumed": 8 * self.pad.consumed_bytes,
             "seeded_source": self.config.seeded,
             "distance_km": self.params.distance_km,
-            "eve_fraction": self.fibre.eve_fraction if self.role == "transmitter" else None,
+            "eve_fraction": self.fibre.eve_fraction if self.role is Role.TRANSMITTER else None,
             "block_pulses": self.params.block_pulses,
             "stored_keys": self.store.key_count(),
             "auth_send_position": self.pad.send_pos,
@@ -262,7 +263,7 @@ class Module:
 
     def _on_delivered(self) -> None:
         self.wake.set()
-        if self.role == "receiver" and self._session is not None:
+        if self.role is Role.RECEIVER and self._session is not None:
             self._session.heartbeat_now.set()
 
     # -- sessions ---------------------------------------------------------------------------
@@ -278,14 +279,15 @@ class Module:
                     cw.close()
                     raise
             except OSError:
-                self.state = "connecting" if self.state != "aborted" else self.state
+                if self.state is not ModuleState.ABORTED:
+                    self.state = ModuleState.CONNECTING
                 await asyncio.sleep(delay)
                 delay = min(delay * 1.5, 2.0)
                 continue
             delay = 0.2
             session = _Session(self, cr, cw, qr, qw)
             await session.run()
-            if self.state == "aborted":
+            if self.state is ModuleState.ABORTED:
                 return
 
     async def _accept_classical(
@@ -321,7 +323,7 @@ class Module:
             if isinstance(o, Send):
                 session.send(o.message)
             elif isinstance(o, StoreBlock):
-                committed = self.role == "transmitter"
+                committed = self.role is Role.TRANSMITTER
                 await asyncio.to_thread(
                     self.store.store_block,
                     o.block,
@@ -333,7 +335,7 @@ class Module:
                     self.pad.add_chunk_loaded(
                         o.block, o.refill_to_receiver, o.refill_to_transmitter, committed
                     )
-                if self.role == "receiver":
+                if self.role is Role.RECEIVER:
                     assert isinstance(self.machine, Bob)
                     self.machine.stock = self.store.key_count()
                     self._bob_stats = o.stats
@@ -352,7 +354,7 @@ class Module:
                 )
             elif isinstance(o, BlockCommitted):
                 self.wake.set()
-                if self.role == "receiver":
+                if self.role is Role.RECEIVER:
                     await asyncio.to_thread(self.store.commit_blocks_upto, o.block)
                     self.pad.commit_chunk(o.block)
                     stats = getattr(self, "_bob_stats", None)
@@ -457,7 +459,7 @@ class _Session:
             self.qw,
             self.m.channel_key,
             cfg.link,
-            self.m.role == "transmitter",
+            self.m.role is Role.TRANSMITTER,
             HANDSHAKE_TIMEOUT,
         )
         self.cw.write(self.nonce)
@@ -466,12 +468,12 @@ class _Session:
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
             raise SessionClosed("no handshake") from e
         store = self.m.store
-        if self.m.role == "transmitter":
+        if self.m.role is Role.TRANSMITTER:
             last = store.get("last_committed_block", -1)
             self.send(
                 m.Hello(
                     cfg.link,
-                    "transmitter",
+                    Role.TRANSMITTER,
                     peer_nonce,
                     int(last) + 1,
                     store.key_count(),
@@ -479,12 +481,12 @@ class _Session:
                 )
             )
             hello = await self._first_hello()
-            if hello.role != "receiver":
+            if hello.role != Role.RECEIVER:
                 raise SessionClosed("peer is not the receiver")
             self.m._peer_stock = hello.stock
         else:
             hello = await self._first_hello()
-            if hello.role != "transmitter":
+            if hello.role != Role.TRANSMITTER:
                 raise SessionClosed("peer is not the transmitter")
             try:
                 params = adopt_protocol(self.m.config.params, hello.protocol)
@@ -518,7 +520,7 @@ class _Session:
                     reason="the transmitter never stored their block",
                 )
             self.m.machine.stock = store.key_count()
-            self.send(m.Hello(cfg.link, "receiver", peer_nonce, 0, store.key_count(), ""))
+            self.send(m.Hello(cfg.link, Role.RECEIVER, peer_nonce, 0, store.key_count(), ""))
         await self.cw.drain()
 
     async def _first_hello(self) -> m.Hello:
@@ -553,10 +555,10 @@ class _Session:
         tasks: list[asyncio.Task[None]] = []
         try:
             await self._handshake()
-            mod.state = "running"
+            mod.state = ModuleState.RUNNING
             log(_LOG, logging.INFO, "session_up", role=mod.role)
             tasks.append(asyncio.create_task(self._classical_loop()))
-            if mod.role == "transmitter":
+            if mod.role is Role.TRANSMITTER:
                 tasks.append(asyncio.create_task(self._produce()))
             else:
                 tasks.append(asyncio.create_task(self._consume()))
@@ -566,7 +568,7 @@ class _Session:
                 exc = t.exception()
                 if exc is not None and not isinstance(exc, SessionClosed):
                     if isinstance(exc, AuthKeyExhausted):
-                        mod.state = "aborted"
+                        mod.state = ModuleState.ABORTED
                         log(
                             _LOG,
                             logging.ERROR,
@@ -580,7 +582,7 @@ class _Session:
         except (SessionClosed, TimeoutError, ConnectionError) as e:
             log(_LOG, logging.INFO, "session_closed", reason=str(e) or type(e).__name__)
         except AuthKeyExhausted:
-            mod.state = "aborted"
+            mod.state = ModuleState.ABORTED
             log(_LOG, logging.ERROR, "auth_key_exhausted")
         finally:
             for t in tasks:
@@ -596,8 +598,8 @@ class _Session:
                     mod._record(o.stats)
             if mod._session is self:
                 mod._session = None
-            if mod.state == "running":
-                mod.state = "connecting"
+            if mod.state is ModuleState.RUNNING:
+                mod.state = ModuleState.CONNECTING
 
     async def _classical_loop(self) -> None:
         mod = self.m

@@ -20,6 +20,7 @@ from keyserver.etsi014 import messages as etsi014
 from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits, Status
 from keyserver.etsi014.server import Etsi014Api, Key, caller_id, guarded_app, json_response
 from keyserver.qkd.config import ModuleConfig
+from keyserver.qkd.role import Role
 from keyserver.qkd.store import ModuleStore
 
 MSG_OUT_OF_KEYS = "not enough key material available on the QKD module; retry later"
@@ -36,6 +37,7 @@ class ModuleKeyService:
         on_delivered: Callable[[], None],
     ) -> None:
         self._config = config
+        self._role = Role(config.role)
         self._store = store
         self._extension = status_extension
         self._on_delivered = on_delivered
@@ -75,8 +77,8 @@ class ModuleKeyService:
         return Status(
             source_kme_id=self._config.id,
             target_kme_id=f"QKD-{self._config.link}-peer",
-            master_sae_id=nb.local_node if self._config.role == "transmitter" else nb.remote_node,
-            slave_sae_id=nb.remote_node if self._config.role == "transmitter" else nb.local_node,
+            master_sae_id=nb.local_node if self._role is Role.TRANSMITTER else nb.remote_node,
+            slave_sae_id=nb.remote_node if self._role is Role.TRANSMITTER else nb.local_node,
             stored_key_count=self._store.key_count(),
             max_key_count=nb.max_key_count,
             limits=self._limits,
@@ -84,7 +86,7 @@ class ModuleKeyService:
         )
 
     async def enc_keys(self, master: str, slave: str, request: KeyRequest) -> Sequence[Key]:
-        if self._config.role != "transmitter":
+        if self._role is not Role.TRANSMITTER:
             raise etsi014.bad_request(
                 "this is the receiver module: call dec_keys here; enc_keys is served by the "
                 "transmitter module"
@@ -99,7 +101,7 @@ class ModuleKeyService:
     async def dec_keys(
         self, slave: str, master: str, key_ids: Sequence[uuid.UUID]
     ) -> Sequence[Key]:
-        if self._config.role != "receiver":
+        if self._role is not Role.RECEIVER:
             raise etsi014.bad_request(
                 "this is the transmitter module: call enc_keys here; dec_keys is served by the "
                 "receiver module"

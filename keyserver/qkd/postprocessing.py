@@ -27,6 +27,7 @@ One block (all messages carry its number; several blocks may be in flight):
 
 from __future__ import annotations
 
+import enum
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -294,6 +295,16 @@ def _sift_bob(
 # -- per-block state -----------------------------------------------------------------------------
 
 
+class BlockState(enum.Enum):
+    """Where a block stands in post-processing (each party's machine holds its own)."""
+
+    SIFTING = enum.auto()  # frames and sifting batches arrive
+    ESTIMATE = enum.auto()  # Alice: sifting done, the parameter estimate is due
+    CASCADE = enum.auto()  # error correction runs
+    VERIFY = enum.auto()  # Alice: the verification hash is out, Bob's answer is due
+    STORING = enum.auto()  # the key is out to the store: the block is past discarding
+
+
 @dataclass
 class _Block:
     number: int
@@ -311,7 +322,7 @@ class _Block:
     errors: int = 0
     final_key: bytes = b""
     split: tuple[list[tuple[uuid.UUID, bytes]], bytes, bytes] | None = None
-    state: str = "sifting"
+    state: BlockState = BlockState.SIFTING
 
     def counts(self) -> BasisCounts:
         return BasisCounts(
@@ -357,7 +368,7 @@ class _Party:
         """The connection was lost: every block not yet stored is discarded."""
         out: list[Output] = []
         for b in list(self._blocks.values()):
-            if b.state not in ("storing", "stored"):
+            if b.state is not BlockState.STORING:
                 out.append(self._abort(b, AbortReason.CONNECTION_LOST))
         return out
 
@@ -465,7 +476,7 @@ class Alice(_Party):
 
     def _on_detections(self, msg: m.Detections) -> list[Output]:
         b = self._get(msg.block)
-        if b.state != "sifting" or msg.batch != b.batches:
+        if b.state is not BlockState.SIFTING or msg.batch != b.batches:
             raise ProtocolError("detections out of order")
         if msg.count < 1 or len(msg.gaps) != 4 * (msg.count - 1):
             raise ProtocolError("detection count does not match its gaps")
@@ -493,7 +504,7 @@ class Alice(_Party):
         )
         if msg.last:
             b.sifting_done = True
-            b.state = "estimate"
+            b.state = BlockState.ESTIMATE
             self._records.pop(msg.block, None)
             self._sources.pop(msg.block, None)
             self._fresh.pop(msg.block, None)
@@ -501,7 +512,7 @@ class Alice(_Party):
 
     def _on_estimate(self, msg: m.Estimate) -> list[Output]:
         b = self._get(msg.block)
-        if b.state != "estimate":
+        if b.state is not BlockState.ESTIMATE:
             raise ProtocolError("estimate before the last detections")
         errs = (msg.x_errors_mu, msg.x_errors_nu, msg.x_errors_vacuum)
         if any(e > n for e, n in zip(errs, b.n_x, strict=True)) or len(msg.cascade_seed) != 32:
@@ -515,12 +526,12 @@ class Alice(_Party):
         reason = abort_decision(self.params, b.counts(), self._expected_qber(b))
         if reason is not None:
             return [self._abort(b, reason)]
-        b.state = "cascade"
+        b.state = BlockState.CASCADE
         return []
 
     def _on_parity_request(self, msg: m.ParityRequest) -> list[Output]:
         b = self._get(msg.block)
-        if b.state != "cascade" or b.key_string is None:
+        if b.state is not BlockState.CASCADE or b.key_string is None:
             raise ProtocolError("parity request outside error correction")
         n = b.key_string.shape[0]
         groups = max(1, math.ceil(n / GROUP_BITS))
@@ -564,7 +575,7 @@ class Alice(_Party):
 
     def _on_reconciled(self, msg: m.Reconciled) -> list[Output]:
         b = self._get(msg.block)
-        if b.state != "cascade" or b.key_string is None:
+        if b.state is not BlockState.CASCADE or b.key_string is None:
             raise ProtocolError("reconciled outside error correction")
         casc = self._cascade.pop(b.number, None)
         if casc is not None:
@@ -591,7 +602,7 @@ class Alice(_Party):
         b.split = split_key(self.link, b.number, b.final_key, key.length, refill, self.key_size)
         self._finish_stats(b, key, refill, len(b.split[0]))
         b.key_string = None
-        b.state = "verify"
+        b.state = BlockState.VERIFY
         return [Send(m.Verify(b.number, hash_key, tag, key.length, refill, pa_seed))]
 
     def _refill_bits(self, secret_bits: int) -> int:
@@ -600,7 +611,7 @@ class Alice(_Party):
 
     def _on_confirm(self, msg: m.Confirm) -> list[Output]:
         b = self._get(msg.block)
-        if b.state != "verify" or b.split is None:
+        if b.state is not BlockState.VERIFY or b.split is None:
             raise ProtocolError("confirm before verify")
         if not msg.ok:
             try:
@@ -609,7 +620,7 @@ class Alice(_Party):
                 reason = AbortReason.PROTOCOL_ERROR
             return [self._abort(b, reason)]
         keys, to_rx, to_tx = b.split
-        b.state = "storing"
+        b.state = BlockState.STORING
         self.previous_qber = b.stats.qber
         return [StoreBlock(b.number, keys, to_rx, to_tx, b.stats)]
 
@@ -671,7 +682,7 @@ class Bob(_Party):
             self._bob_bits[block] = []
             self._sent_bases[block] = []
         b = self._blocks[block]
-        if b.state != "sifting":
+        if b.state is not BlockState.SIFTING:
             return []
         b.stats.pulses += pulses
         self._pending[block].append((offset, det))
@@ -757,7 +768,7 @@ class Bob(_Party):
     def _on_sifting(self, msg: m.Sifting) -> list[Output]:
         b = self._get(msg.block)
         sent = self._sent_bases.get(msg.block, [])
-        if b.state != "sifting" or not sent:
+        if b.state is not BlockState.SIFTING or not sent:
             raise ProtocolError("sifting without detections")
         bob_bases, bob_bits = sent[0]
         count = bob_bases.shape[0]
@@ -795,7 +806,7 @@ class Bob(_Party):
         reason = abort_decision(self.params, b.counts(), expected)
         if reason is not None:
             return [Send(est), self._abort(b, reason)]
-        b.state = "cascade"
+        b.state = BlockState.CASCADE
         self._corrected[b.number] = []
         return [Send(est), *self._next_group(b, expected)]
 
@@ -837,7 +848,7 @@ class Bob(_Party):
     def _on_parity_answer(self, msg: m.ParityAnswer) -> list[Output]:
         b = self._get(msg.block)
         casc = self._cascade.get(msg.block)
-        if b.state != "cascade" or casc is None or msg.group != b.group:
+        if b.state is not BlockState.CASCADE or casc is None or msg.group != b.group:
             raise ProtocolError("parity answer outside error correction")
         if msg.round != casc.rounds or msg.count != casc.expected_answer_bits():
             raise ProtocolError("parity answer does not match the request")
@@ -855,7 +866,7 @@ class Bob(_Party):
 
     def _on_verify(self, msg: m.Verify) -> list[Output]:
         b = self._get(msg.block)
-        if b.state != "cascade" or b.number in self._cascade or b.key_string is None:
+        if b.state is not BlockState.CASCADE or b.number in self._cascade or b.key_string is None:
             raise ProtocolError("verify before error correction finished")
         corrected = np.concatenate(self._corrected.pop(b.number, []) or [np.zeros(0, np.uint8)])
         n = corrected.shape[0]
@@ -884,7 +895,7 @@ class Bob(_Party):
         )
         self._finish_stats(b, key, msg.auth_refill_bits, len(b.split[0]))
         b.key_string = None
-        b.state = "storing"
+        b.state = BlockState.STORING
         self.previous_qber = b.stats.qber
         keys, to_rx, to_tx = b.split
         return [StoreBlock(b.number, keys, to_rx, to_tx, b.stats)]

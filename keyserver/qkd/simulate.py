@@ -41,6 +41,7 @@ from keyserver.qkd.postprocessing import (
 )
 from keyserver.qkd.quantumchannel import Detector, Fibre
 from keyserver.qkd.randomness import RandomSource, nature
+from keyserver.qkd.role import Role
 from keyserver.qkd.simulateoptions import PHYSICS_OPTIONS, add_simulate_arguments
 
 INITIAL_KEY_BYTES = 1 << 20
@@ -71,13 +72,13 @@ class LinkRun:
         initial = RandomSource(self.seed, b"initial-auth-key").bytes(INITIAL_KEY_BYTES)
         halves = split_initial_key(initial)
         self.pad_a = AuthPad(
-            "transmitter",
+            Role.TRANSMITTER,
             [Chunk(-1, (bytearray(halves[0]), bytearray(halves[1])), True)],
             0,
             MemoryAuthStore(),
         )
         self.pad_b = AuthPad(
-            "receiver",
+            Role.RECEIVER,
             [Chunk(-1, (bytearray(halves[0]), bytearray(halves[1])), True)],
             0,
             MemoryAuthStore(),

@@ -19,6 +19,7 @@ from keyserver.qkd.classicalchannel import (
     Opener,
     Sealer,
 )
+from keyserver.qkd.role import Role
 
 _KIND = {
     "u8": st.integers(0, 255),
@@ -82,8 +83,8 @@ def _pads(size: int = 8192) -> tuple[AuthPad, AuthPad]:
         return [Chunk(-1, (bytearray(key[:half]), bytearray(key[half:])), True)]
 
     return (
-        AuthPad("transmitter", chunk(), 0, MemoryAuthStore()),
-        AuthPad("receiver", chunk(), 0, MemoryAuthStore()),
+        AuthPad(Role.TRANSMITTER, chunk(), 0, MemoryAuthStore()),
+        AuthPad(Role.RECEIVER, chunk(), 0, MemoryAuthStore()),
     )
 
 
@@ -116,12 +117,12 @@ def test_pad_is_never_reused_across_a_restart() -> None:
 
     key = os.urandom(65536)
     chunks = [Chunk(-1, (bytearray(key[:32768]), bytearray(key[32768:])), True)]
-    pad = AuthPad("transmitter", chunks, 0, Store())
+    pad = AuthPad(Role.TRANSMITTER, chunks, 0, Store())
     seal = Sealer(pad)
     used = [seal.seal(b"x")[3:11] for _ in range(10)]
     reserved = store_log[-1][1]
     # restart from the persisted reservation: every new position is beyond every used one
-    pad2 = AuthPad("transmitter", chunks, reserved, Store())
+    pad2 = AuthPad(Role.TRANSMITTER, chunks, reserved, Store())
     pos_after = Sealer(pad2).seal(b"y")[3:11]
     assert int.from_bytes(pos_after, "big") >= max(int.from_bytes(u, "big") for u in used) + 16
 
@@ -158,7 +159,7 @@ def test_pad_reads_across_chunks_match_the_concatenated_stream(
         chunks.append(
             Chunk(b, (bytearray(os.urandom(size)), bytearray(os.urandom(size))), committed)
         )
-    for role in ("transmitter", "receiver"):
+    for role in Role:
         pad = AuthPad(
             role,
             [
@@ -172,7 +173,7 @@ def test_pad_reads_across_chunks_match_the_concatenated_stream(
             stream = b"".join(bytes(c.halves[d]) for c in chunks)
             sendable = b""
             for c in chunks:
-                if role == "receiver" and not c.committed:
+                if role is Role.RECEIVER and not c.committed:
                     break
                 sendable += bytes(c.halves[d])
             for _ in range(30):
@@ -181,7 +182,7 @@ def test_pad_reads_across_chunks_match_the_concatenated_stream(
                 got = pad.read(d, pos, size, for_sending=False)
                 assert got == (stream[pos : pos + size] if pos + size <= len(stream) else None)
                 got = pad.read(d, pos, size, for_sending=True)
-                want = sendable if role == "receiver" else stream
+                want = sendable if role is Role.RECEIVER else stream
                 assert got == (want[pos : pos + size] if pos + size <= len(want) else None)
         last = len(chunks) - 1
         pad.commit_chunk(last - 1)  # the index follows commits and drops
