@@ -1,7 +1,9 @@
-"""Async ETSI GS QKD 014 client (SAE side) on httpx: mutual TLS, keep-alive, timeouts, typed errors.
+"""Async ETSI GS QKD 014 client (SAE side) on aiohttp: mutual TLS, keep-alive, timeouts, errors.
 
 Works against any ETSI 014 KME (``qkd-keyserver`` or a vendor's). Uses the POST forms of Get key
-and Get key with key IDs, checks every reply (count, IDs, sizes, base64) and maps failures to:
+and Get key with key IDs, reads at most :data:`MAX_REPLY_BYTES` of a reply, parses every key
+container strictly (:func:`parse_key_container`: its fields, the count, the IDs, the sizes, the
+base64) and maps failures to:
 
 * :class:`KmeUnavailable` - network/TLS failure, timeout, 503 (retry later)
 * :class:`KmeOutOfKeys` - the KME has not enough key material for the request now
@@ -19,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import json
 import re
 import ssl
 import uuid
@@ -29,7 +32,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
+import yarl
 
 from qphone.config.profile import Profile
 from qphone.core.qkd import QkdKey
@@ -161,38 +165,73 @@ def _parse_status(obj: Any) -> KmeStatus:
     )
 
 
-def _parse_keys(obj: Any, expect_bytes: int | None) -> list[QkdKey]:
+MAX_REPLY_BYTES = 4 * 1024 * 1024  # the most of a KME reply read: 128 keys of 64 kbit are 1.4 MB
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_CONTAINER_FIELDS = frozenset({"keys", "key_container_extension"})
+_KEY_FIELDS = frozenset({"key_ID", "key_ID_extension", "key", "key_extension"})
+
+
+def parse_key_container(obj: Any, *, key_bytes: int | None, max_keys: int) -> list[QkdKey]:
+    """An ETSI GS QKD 014 Key container (clause 6.3), strictly: a JSON object with a ``keys``
+    array of 1..`max_keys` objects, each a ``key_ID`` (UUID, 8-4-4-4-12 hex digits) and a
+    ``key`` (standard base64 of `key_bytes` bytes, or of any non-empty length if None), no
+    key_ID twice, and no members but those clause 6.3 names (the ``*_extension`` ones ignored).
+
+    qkd-keyserver builds containers in ``keyserver/etsi014/messages.py``; qphone parses them here
+    and never imports keyserver (docs/architecture.md, "One ETSI 014 parser per product")."""
     if not isinstance(obj, dict) or not isinstance(obj.get("keys"), list):
         raise KmeProtocolError("key container reply has no 'keys' array")
-    out = []
-    for entry in obj["keys"]:
-        if not isinstance(entry, dict):
-            raise KmeProtocolError("key container entry is not an object")
+    if set(obj) - _CONTAINER_FIELDS:
+        raise KmeProtocolError(
+            f"key container has unknown members {sorted(set(obj) - _CONTAINER_FIELDS)}"
+        )
+    entries = obj["keys"]
+    if not 1 <= len(entries) <= max_keys:
+        raise KmeProtocolError(f"key container holds {len(entries)} keys, expected 1..{max_keys}")
+    out: list[QkdKey] = []
+    for entry in entries:
+        if not isinstance(entry, dict) or set(entry) - _KEY_FIELDS:
+            raise KmeProtocolError("key container entry is not an object of key_ID and key")
         kid, key = entry.get("key_ID"), entry.get("key")
         if not isinstance(kid, str) or not isinstance(key, str):
             raise KmeProtocolError("key entry lacks key_ID or key strings")
+        if not _UUID.fullmatch(kid):
+            raise KmeProtocolError("key entry has a malformed key_ID (not a UUID)")
+        key_id = uuid.UUID(kid)
         try:
-            key_id = uuid.UUID(kid)
             material = base64.b64decode(key, validate=True)
         except (ValueError, binascii.Error):
-            raise KmeProtocolError("key entry has a malformed key_ID or non-base64 key") from None
-        if not material or (expect_bytes is not None and len(material) != expect_bytes):
-            raise KmeProtocolError(
-                f"key {key_id} has {len(material)} bytes, expected {expect_bytes}"
-            )
+            raise KmeProtocolError(f"key {key_id} is not base64") from None
+        if not material or (key_bytes is not None and len(material) != key_bytes):
+            raise KmeProtocolError(f"key {key_id} has {len(material)} bytes, expected {key_bytes}")
         out.append(QkdKey(key_id, material))
+    if len({k.key_id for k in out}) != len(out):
+        raise KmeProtocolError("KME delivered the same key_ID twice")
     return out
 
 
-def _error_message(resp: httpx.Response) -> tuple[str, list[Any]]:
+def _error_message(body: bytes, reason: str) -> tuple[str, list[Any]]:
+    """The message and details of a KME's error reply (ETSI 014 clause 6.4), or its text."""
     try:
-        body = resp.json()
-    except ValueError:
-        return resp.text[:200] or resp.reason_phrase, []
-    if isinstance(body, dict):
-        details = body.get("details")
-        return str(body.get("message", "")), details if isinstance(details, list) else []
-    return str(body)[:200], []
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return body[:200].decode("utf-8", "replace") or reason, []
+    if isinstance(obj, dict):
+        details = obj.get("details")
+        return str(obj.get("message", "")), details if isinstance(details, list) else []
+    return str(obj)[:200], []
+
+
+async def _read_bounded(content: aiohttp.StreamReader) -> bytes | None:
+    """A reply's body, or None if it is longer than :data:`MAX_REPLY_BYTES`."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_REPLY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 KNOWN_REASONS = frozenset(
@@ -289,15 +328,14 @@ class KmeClient:
                 f"cannot load client certificate {client_cert} / key {client_key}: {e}",
                 "fix [kme] client_cert and client_key in the profile",
             ) from None
-        self._client = httpx.AsyncClient(
-            base_url=self.url,
-            verify=ctx,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            trust_env=False,
+        self._ssl = ctx
+        # per phase: a connection within `timeout` (its TCP connect within 3 s), each read too
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=min(timeout, 3.0), sock_read=timeout
         )
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None  # made on first use, in the loop
+        self._closed = False
 
     @classmethod
     def from_profile(cls, profile: Profile, **kw: Any) -> KmeClient:
@@ -318,29 +356,49 @@ class KmeClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
 
     # -- transport -------------------------------------------------------------------------------
+    def _http(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("the KME client has been closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=self._max_connections),
+                timeout=self._timeout,
+                trust_env=False,
+            )
+        return self._session
+
     async def _request(self, method: str, path: str, body: Any = None) -> Any:
+        url = yarl.URL(self.url + path, encoded=True)  # the SAE ID is quoted already
         try:
-            resp = await self._client.request(method, path, json=body)
-        except httpx.TimeoutException as e:
+            async with self._http().request(method, url, json=body) as resp:
+                status, reason = resp.status, resp.reason or ""
+                data = await _read_bounded(resp.content)
+        except TimeoutError as e:  # aiohttp's connect and read timeouts are TimeoutErrors
             raise KmeUnavailable(
                 f"KME at {self.url} timed out ({type(e).__name__}): check the KME is running "
                 "and reachable"
             ) from None
-        except (httpx.HTTPError, ssl.SSLError, OSError) as e:
+        except (aiohttp.ClientError, ssl.SSLError, OSError) as e:
             raise KmeUnavailable(
                 f"KME at {self.url} unreachable ({e!r}): check the KME is running, the "
                 "profile's [kme] url, and that [kme] ca_cert signed the KME's certificate"
             ) from None
-        if resp.status_code == 200:
+        if data is None:
+            raise KmeProtocolError(
+                f"KME at {self.url} answered {status} with more than {MAX_REPLY_BYTES} bytes"
+            )
+        if status == 200:
             try:
-                return resp.json()
-            except ValueError:
+                return json.loads(data)
+            except (ValueError, RecursionError):
                 raise KmeProtocolError(f"KME at {self.url} answered 200 without JSON") from None
-        message, details = _error_message(resp)
-        raise kme_error(self.url, resp.status_code, message, details)
+        message, details = _error_message(data, reason)
+        raise kme_error(self.url, status, message, details)
 
     @staticmethod
     def _sae(sae_id: str) -> str:
@@ -371,11 +429,11 @@ class KmeClient:
                 if (await self.status(slave_sae_id)).eavesdropper_alarm:
                     raise KmeEavesdropperAlarm(f"KME at {self.url}: {_ALARM_HINT}") from None
             raise
-        keys = _parse_keys(obj, None if size_bits is None else size_bits // 8)
+        keys = parse_key_container(
+            obj, key_bytes=None if size_bits is None else size_bits // 8, max_keys=number
+        )
         if len(keys) != number:
             raise KmeProtocolError(f"asked for {number} keys, KME delivered {len(keys)}")
-        if len({k.key_id for k in keys}) != len(keys):
-            raise KmeProtocolError("KME delivered the same key_ID twice")
         return keys
 
     async def dec_keys(self, master_sae_id: str, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]:
@@ -384,7 +442,8 @@ class KmeClient:
             raise ValueError("key_ids must not be empty")
         body = {"key_IDs": [{"key_ID": str(k)} for k in key_ids]}
         obj = await self._request("POST", f"/api/v1/keys/{self._sae(master_sae_id)}/dec_keys", body)
-        keys = {k.key_id: k for k in _parse_keys(obj, None)}
+        got = parse_key_container(obj, key_bytes=None, max_keys=len(key_ids))
+        keys = {k.key_id: k for k in got}
         if set(keys) != set(key_ids) or len(keys) != len(key_ids):
             raise KmeProtocolError("KME returned other key IDs than requested")
         return [keys[k] for k in key_ids]

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from keyserver.network.launcher import Launcher, LaunchError, Readiness
 from keyserver.network.plan import Options, make_plan
@@ -142,11 +142,13 @@ class Sae:
     ctx: Any
 
 
-def _client(info: dict[str, Any], sae: str) -> httpx.AsyncClient:
+def _client(info: dict[str, Any], sae: str) -> aiohttp.ClientSession:
     s = info["saes"][sae]
     ctx = client_context(Path(s["ca_cert"]), Path(s["cert"]), Path(s["key"]))
-    return httpx.AsyncClient(
-        base_url=s["kme_url"], verify=ctx, timeout=30.0, limits=httpx.Limits(max_connections=64)
+    return aiohttp.ClientSession(
+        base_url=s["kme_url"],
+        connector=aiohttp.TCPConnector(ssl=ctx, limit=64),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=30.0),
     )
 
 
@@ -157,12 +159,13 @@ async def _relay_times(info: dict[str, Any], src: str, dst: str, n: int) -> dict
     async with _client(info, src) as c:
         for _ in range(n):
             t0 = time.perf_counter()
-            r = await c.post(f"/api/v1/keys/{dst}/enc_keys", json={"number": 1, "size": 256})
-            if r.status_code == 200:
+            async with c.post(f"/api/v1/keys/{dst}/enc_keys", json={"number": 1, "size": 256}) as r:
+                text = await r.text()
+            if r.status == 200:
                 lat.append(1000 * (time.perf_counter() - t0))
             else:
                 errors += 1
-                first_error = first_error or r.text[:300]
+                first_error = first_error or text[:300]
                 await asyncio.sleep(0.2)
     lat.sort()
     return {
@@ -192,18 +195,19 @@ async def _step(
     measure_from = start + max(0.0, seconds - max(seconds / 2, period))
     stop = start + seconds
 
-    async def call(i: int, c: httpx.AsyncClient) -> None:
+    async def call(i: int, c: aiohttp.ClientSession) -> None:
         nonlocal ok, late, failed
         due = start + period * i / max(calls, 1)
         while due < stop:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             t0 = time.monotonic()
             try:
-                r = await c.post(
+                async with c.post(
                     f"/api/v1/keys/{dst}/enc_keys", json={"number": number, "size": size}
-                )
-                good = r.status_code == 200
-            except httpx.HTTPError:
+                ) as r:
+                    await r.read()
+                good = r.status == 200
+            except (aiohttp.ClientError, TimeoutError):
                 good = False
             t1 = time.monotonic()
             if t0 >= measure_from:
@@ -234,10 +238,11 @@ async def _wait_route(info: dict[str, Any], src: str, dst: str, limit: float) ->
     async with _client(info, src) as c:
         while time.monotonic() - t0 < limit:
             try:
-                st = (await c.get(f"/api/v1/keys/{dst}/status")).json()
+                async with c.get(f"/api/v1/keys/{dst}/status") as r:
+                    st = await r.json(content_type=None)
                 if st["stored_key_count"] * 256 >= 4 * OTP_BITS_PER_DIRECTION:
                     return round(time.monotonic() - t0, 1)
-            except (httpx.HTTPError, ValueError, KeyError):
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
                 pass
             await asyncio.sleep(2.0)
     return None
