@@ -32,12 +32,13 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from qphone.config.usedkeys import Reuse, Seen, UsedKeys
 from qphone.core.events import FetchQkdKeys, ResolveQkdKeys
 from qphone.core.qkd import QkdKey
 from qphone.core.session import CallSession
+from qphone.endpoint.keysource import KeySource
 from qphone.kmeclient import KmeOutOfKeys, KmeReusedKey
 
 log = logging.getLogger(__name__)
@@ -47,18 +48,6 @@ MID_CALL_WAIT_S = 5.0  # how long an empty KME pool is waited out during a call 
 CLOSE_WAIT_S = 0.5  # at hang-up, how long a KME request in flight may still finish
 
 T = TypeVar("T")
-
-
-class KeySource(Protocol):
-    """Where QKD keys come from: an ETSI GS QKD 014 KME (:class:`qphone.kmeclient.KmeClient`)."""
-
-    url: str
-
-    async def enc_keys(
-        self, slave_sae_id: str, number: int = 1, size_bits: int | None = None
-    ) -> list[QkdKey]: ...
-
-    async def dec_keys(self, master_sae_id: str, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]: ...
 
 
 def reused_key(url: str, reuse: Reuse, filter_false_alarm: float) -> KmeReusedKey:
@@ -103,6 +92,28 @@ async def retry_out_of_keys(
             delay = min(delay * 2, 1.0)
 
 
+def take_batch(
+    first: KeyRequest, queued: Sequence[KeyRequest]
+) -> tuple[list[KeyRequest], list[KeyRequest]]:
+    """(``first`` and the requests of its kind right behind it in ``queued``, the rest in
+    order): fetches of keys of the same size go to the KME as one ``enc_keys`` (one relay across
+    the network, not one per pad block and direction), resolves as one ``dec_keys``, still in
+    announcement order; whatever follows a request of another kind stays behind it."""
+    batch = [first]
+    rest: list[KeyRequest] = []
+    for nxt in queued:
+        same = (
+            isinstance(nxt, FetchQkdKeys)
+            and isinstance(first, FetchQkdKeys)
+            and nxt.bits == first.bits
+        ) or (isinstance(nxt, ResolveQkdKeys) and isinstance(first, ResolveQkdKeys))
+        if same and not rest:
+            batch.append(nxt)
+        else:
+            rest.append(nxt)
+    return batch, rest
+
+
 class KeySupply:
     """QKD keys for one call, shared with ``peer_sae_id``, from this endpoint's KME."""
 
@@ -122,7 +133,7 @@ class KeySupply:
         self.drawn_bits = 0  # every QKD bit the KME delivered for this call
         self.dropped_bits = 0  # delivered after the session closed: erased unused
         self.latency_s: float | None = None  # the last mid-call fetch: its KME requests' time
-        self.request_s = 0.0  # the time the last _enc_keys spent in successful requests
+        self.request_s = 0.0  # the time the last fetch_keys spent in successful requests
         self._in_request = False
         self._hanging_up = False
         self._session: CallSession | None = None
@@ -143,8 +154,14 @@ class KeySupply:
         )
 
     async def resolve_keys(self, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]:
-        """Answerer: the keys the caller announced in its ClientHello."""
-        return self._drawn(await self._kme.dec_keys(self._peer, list(key_ids)))
+        """Answerer: the keys of announced IDs (the ClientHello's, then the call's), in order,
+        in requests of at most ``max_keys_per_request`` IDs."""
+        ids = list(key_ids)
+        most = self.max_keys_per_request or len(ids) or 1
+        keys: list[QkdKey] = []
+        for at in range(0, len(ids), most):
+            keys += self._drawn(await self._kme.dec_keys(self._peer, ids[at : at + most]))
+        return keys
 
     def _drawn(self, keys: list[QkdKey]) -> list[QkdKey]:
         """Keys the KME handed over: counted, and claimed in the record of used IDs (raises
@@ -156,7 +173,7 @@ class KeySupply:
                 raise reused_key(self._kme.url, reuse, self._used.filter_false_alarm())
         return keys
 
-    async def _enc_keys(self, count: int, bits: int) -> list[QkdKey]:
+    async def fetch_keys(self, count: int, bits: int) -> list[QkdKey]:
         """``count`` keys of ``bits``, in requests of at most ``max_keys_per_request``.
 
         :attr:`request_s` becomes the time the successful requests took (waits for an empty
@@ -212,34 +229,15 @@ class KeySupply:
         return self._queue.qsize()
 
     def _next_batch(self, first: KeyRequest) -> list[KeyRequest]:
-        """``first`` and the requests of its kind queued right behind it: fetches of keys of
-        the same size go to the KME as one ``enc_keys`` (one relay across the network, not one
-        per pad block and direction), resolves as one ``dec_keys``, still in announcement
-        order."""
-        batch = [first]
-        rest: list[KeyRequest] = []
+        """``first`` and the requests of its kind queued right behind it (:func:`take_batch`);
+        the rest stays queued, in order."""
+        queued: list[KeyRequest] = []
         while not self._queue.empty():
-            nxt = self._queue.get_nowait()
-            same = (
-                isinstance(nxt, FetchQkdKeys)
-                and isinstance(first, FetchQkdKeys)
-                and nxt.bits == first.bits
-            ) or (isinstance(nxt, ResolveQkdKeys) and isinstance(first, ResolveQkdKeys))
-            if same and not rest:
-                batch.append(nxt)
-            else:
-                rest.append(nxt)
+            queued.append(self._queue.get_nowait())
+        batch, rest = take_batch(first, queued)
         for r in rest:  # back in order (nothing else touches the queue meanwhile)
             self._queue.put_nowait(r)
         return batch
-
-    async def _dec_keys(self, key_ids: list[uuid.UUID]) -> list[QkdKey]:
-        """The keys of ``key_ids``, in requests of at most ``max_keys_per_request`` IDs."""
-        most = self.max_keys_per_request or len(key_ids) or 1
-        keys: list[QkdKey] = []
-        for at in range(0, len(key_ids), most):
-            keys += self._drawn(await self._kme.dec_keys(self._peer, key_ids[at : at + most]))
-        return keys
 
     async def _run(self) -> None:
         session = self._session
@@ -253,7 +251,7 @@ class KeySupply:
                 head = batch[0]
                 if isinstance(head, FetchQkdKeys):
                     fetches = [r for r in batch if isinstance(r, FetchQkdKeys)]
-                    keys = await self._enc_keys(sum(r.count for r in fetches), head.bits)
+                    keys = await self.fetch_keys(sum(r.count for r in fetches), head.bits)
                     if session.closed:
                         self.dropped_bits += sum(k.bits for k in keys)
                         return
@@ -265,7 +263,7 @@ class KeySupply:
                     session.key_latency(self.request_s)
                 else:
                     resolves = [r for r in batch if isinstance(r, ResolveQkdKeys)]
-                    keys = await self._dec_keys([i for r in resolves for i in r.key_ids])
+                    keys = await self.resolve_keys([i for r in resolves for i in r.key_ids])
                     if session.closed:
                         self.dropped_bits += sum(k.bits for k in keys)
                         return

@@ -1,9 +1,10 @@
-"""Attacks on a running call, in-process: real aiortc on 127.0.0.1, a real keyserver pair.
+"""Attacks on a running call, in-process: real aiortc on 127.0.0.1, an in-memory key source.
 
 Each test plays the attacker at the place the attack lives: on the control channel (forged
 aborts and messages, suppressed confirmations), on the media path (a splice), in the KME's
-replies (a wrong-size key), or in the caller's proposal (parameters outside the answerer's
-policy).
+replies (a wrong-size key, from a key source that shortens them), or in the caller's proposal
+(parameters outside the answerer's policy).  The keys come from the endpoints' in-memory key
+source (tests/support/memorykeysource.py): a real KME would add nothing to these.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from qphone.config.profile import Policy
+from qphone.config.profile import Policy, Profile
 from qphone.core.abort import Abort, AbortKind
 from qphone.core.callparams import Mode
 from qphone.core.qkd import QkdKey
 from qphone.endpoint.endpoint import CallEndpoint
+from qphone.endpoint.keysource import KeySource
 from qphone.endpoint.options import CallOptions
 from qphone.endpoint.outcome import (
     EndCause,
@@ -32,9 +35,10 @@ from qphone.endpoint.outcome import (
 )
 from qphone.endpoint.state import CallPhase
 from qphone.endpoint.summary import CallSummary
+from qphone.kmeclient import KmeStatus
 from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 from qphone.transport.frames import RawFrame
-from tests.support.keyserverdemo import private_profiles
+from tests.support.memorykeysource import memory_profiles, sources
 
 pytestmark = pytest.mark.slow
 HOST = "127.0.0.1"
@@ -49,6 +53,21 @@ def opts(**kw: object) -> CallOptions:
     }
     base.update(kw)
     return CallOptions(**base)  # type: ignore[arg-type]
+
+
+def endpoints(
+    pa: Profile,
+    pb: Profile,
+    a_options: CallOptions,
+    b_options: CallOptions,
+    b_source: Callable[[KeySource], KeySource] | None = None,
+    **b_kw: Any,
+) -> tuple[CallEndpoint, CallEndpoint]:
+    """alice and bob on one in-memory key network; ``b_source`` may wrap bob's key source."""
+    ka, kb = sources()
+    a = CallEndpoint(pa, a_options, key_source=ka)
+    b = CallEndpoint(pb, b_options, key_source=b_source(kb) if b_source else kb, **b_kw)
+    return a, b
 
 
 async def pair(
@@ -67,12 +86,12 @@ async def pair(
 
 
 async def test_a_forged_abort_or_control_message_mid_call_is_ignored_and_counted(
-    keyserver_pair: Path, tmp_path: Path, free_port: Callable[[], int]
+    tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
     """An abort (with identity words and terminal escapes) and a message that fails its MAC,
     sent on the control channel after keys exist: they end nothing; the call goes on."""
-    pa, pb = private_profiles(keyserver_pair, tmp_path)
-    a, b = CallEndpoint(pa, opts()), CallEndpoint(pb, opts(duration=None))
+    pa, pb = memory_profiles(tmp_path)
+    a, b = endpoints(pa, pb, opts(), opts(duration=None))
 
     async def inject() -> None:
         for _ in range(100):
@@ -97,26 +116,43 @@ async def test_a_forged_abort_or_control_message_mid_call_is_ignored_and_counted
     assert rb.frames_received > 150  # the call carried on to the end
 
 
-async def test_a_wrong_size_key_from_the_kme_mid_call_fails_closed(
-    keyserver_pair: Path, tmp_path: Path, free_port: Callable[[], int]
-) -> None:
-    """The answerer's KME hands back a 128-bit key for a 256-bit epoch block: the key supply
-    worker used to die silently while the call went on with stale keys."""
-    pa, pb = private_profiles(keyserver_pair, tmp_path)
-    a = CallEndpoint(pa, opts(duration=10.0, rotate_seconds=0.5))
-    b = CallEndpoint(pb, opts(duration=None))
-    real = b.kme.dec_keys
-    calls = 0
+class ShortKeys:
+    """A faulty KME behind the key-source protocol: after the handshake's key, dec_keys hands
+    back each key cut to half its length."""
 
-    async def short_keys(master: str, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]:
-        nonlocal calls
-        calls += 1
-        keys = await real(master, key_ids)
-        if calls == 1:  # the handshake's key is fine
+    def __init__(self, inner: KeySource) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.resolves = 0
+
+    async def status(self, slave_sae_id: str) -> KmeStatus:
+        return await self.inner.status(slave_sae_id)
+
+    async def enc_keys(
+        self, slave_sae_id: str, number: int = 1, size_bits: int | None = None
+    ) -> list[QkdKey]:
+        return await self.inner.enc_keys(slave_sae_id, number, size_bits)
+
+    async def dec_keys(self, master_sae_id: str, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]:
+        self.resolves += 1
+        keys = await self.inner.dec_keys(master_sae_id, key_ids)
+        if self.resolves == 1:  # the handshake's key is fine
             return keys
         return [QkdKey(k.key_id, k.material[: len(k.material) // 2]) for k in keys]
 
-    b.kme.dec_keys = short_keys  # type: ignore[method-assign]
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_wrong_size_key_from_the_kme_mid_call_fails_closed(
+    tmp_path: Path, free_port: Callable[[], int]
+) -> None:
+    """The answerer's KME hands back a 128-bit key for a 256-bit epoch block: the key supply
+    worker used to die silently while the call went on with stale keys."""
+    pa, pb = memory_profiles(tmp_path)
+    a, b = endpoints(
+        pa, pb, opts(duration=10.0, rotate_seconds=0.5), opts(duration=None), b_source=ShortKeys
+    )
     ra, rb = await pair(a, b, free_port())
     assert isinstance(rb, KeySupplyFailed) and "cannot use" in str(rb), rb
     assert b.summary().error == str(rb)
@@ -126,13 +162,12 @@ async def test_a_wrong_size_key_from_the_kme_mid_call_fails_closed(
 
 
 async def test_suppressed_epoch_confirmations_end_the_call_after_the_overdue_limit(
-    keyserver_pair: Path, tmp_path: Path, free_port: Callable[[], int]
+    tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
     """Whoever controls the control channel drops everything the answerer sends during the
     call (its EpochReady among it): the caller used to stay on its epoch for the whole call."""
-    pa, pb = private_profiles(keyserver_pair, tmp_path)
-    a = CallEndpoint(pa, opts(duration=30.0, rotate_seconds=0.5))
-    b = CallEndpoint(pb, opts(duration=None))
+    pa, pb = memory_profiles(tmp_path)
+    a, b = endpoints(pa, pb, opts(duration=30.0, rotate_seconds=0.5), opts(duration=None))
     send = b.transport.send_control
     dropped = 0
 
@@ -155,18 +190,18 @@ async def test_suppressed_epoch_confirmations_end_the_call_after_the_overdue_lim
 
 
 async def test_calls_outside_the_answerers_policy_are_refused_naming_the_setting(
-    keyserver_pair: Path, tmp_path: Path, free_port: Callable[[], int]
+    tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
     """The answerer used to accept any in-range parameters the caller signed (32-bit tags,
     24-hour epochs); now its profile's [policy] decides, with safe defaults."""
-    pa, pb = private_profiles(keyserver_pair, tmp_path)
+    pa, pb = memory_profiles(tmp_path)
     weak = {
         "min_otp_tag_bits": opts(mode=Mode.OTP, otp_tag_bits=32),
         "max_epoch_seconds": opts(rotate_seconds=86_400.0, rotate_frames=1 << 30),
         "max_epoch_frames": opts(rotate_frames=100_000),
     }
     for setting, caller_options in weak.items():
-        a, b = CallEndpoint(pa, caller_options), CallEndpoint(pb, opts(duration=None))
+        a, b = endpoints(pa, pb, caller_options, opts(duration=None))
         ra, rb = await pair(a, b, free_port())
         assert isinstance(rb, PolicyRefused) and rb.setting == setting, rb
         assert f"[policy] {setting} in {pb.source}" in str(rb), rb
@@ -176,8 +211,9 @@ async def test_calls_outside_the_answerers_policy_are_refused_naming_the_setting
         assert "claims 'call outside policy'" in str(ra) and a.session is None
     # an answerer whose profile allows 32-bit tags takes the call
     loose = replace(pb, policy=Policy(min_otp_tag_bits=32))
-    a = CallEndpoint(pa, opts(mode=Mode.OTP, otp_tag_bits=32, duration=2.0))
-    b = CallEndpoint(loose, opts(duration=None))
+    a, b = endpoints(
+        pa, loose, opts(mode=Mode.OTP, otp_tag_bits=32, duration=2.0), opts(duration=None)
+    )
     ra, rb = await pair(a, b, free_port())
     assert isinstance(ra, CallSummary) and isinstance(rb, CallSummary), (ra, rb)
     assert rb.frames_received > 0 and ra.error is None
@@ -211,11 +247,12 @@ class Splicer:
 
 @pytest.mark.parametrize("mode", [Mode.AES, Mode.OTP])
 async def test_a_splice_on_the_media_path_is_dropped_and_counted(
-    keyserver_pair: Path, tmp_path: Path, free_port: Callable[[], int], mode: Mode
+    tmp_path: Path, free_port: Callable[[], int], mode: Mode
 ) -> None:
-    pa, pb = private_profiles(keyserver_pair, tmp_path)
-    a = CallEndpoint(pa, opts(mode=mode, duration=4.0))
-    b = CallEndpoint(pb, opts(duration=None), receive_filter=Splicer())
+    pa, pb = memory_profiles(tmp_path)
+    a, b = endpoints(
+        pa, pb, opts(mode=mode, duration=4.0), opts(duration=None), receive_filter=Splicer()
+    )
     ra, rb = await pair(a, b, free_port())
     assert isinstance(ra, CallSummary) and isinstance(rb, CallSummary), (ra, rb)
     assert rb.frames_misplaced == 10, rb

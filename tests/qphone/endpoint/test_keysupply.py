@@ -18,23 +18,29 @@ from qphone.config.usedkeys import UsedKeys
 from qphone.core.callparams import CallParams, Mode
 from qphone.core.events import FetchQkdKeys, KeyPurpose, ResolveQkdKeys
 from qphone.core.qkd import QkdKey
-from qphone.endpoint.keysupply import KeySupply
+from qphone.endpoint.keysupply import KeySupply, take_batch
 from qphone.endpoint.outcome import KeyReused, call_failure
 from qphone.kmeclient import KmeReusedKey
 from tests.support.inmemorycalls import make_call
 
 
 class RecordingKme:
-    """enc_keys hands out fresh keys (after ``delay`` seconds) and records each request."""
+    """enc_keys hands out fresh keys (after ``delay`` seconds), dec_keys any asked for; each
+    request is recorded."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.requests: list[tuple[int, int]] = []
+        self.resolved: list[list[uuid.UUID]] = []  # the key IDs of each dec_keys request
         self.delay = delay
 
     async def enc_keys(self, peer: str, number: int = 1, size_bits: int | None = None) -> list:
         self.requests.append((number, size_bits or 256))
         await asyncio.sleep(self.delay)
         return [QkdKey(uuid.uuid4(), os.urandom((size_bits or 256) // 8)) for _ in range(number)]
+
+    async def dec_keys(self, peer: str, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]:
+        self.resolved.append(list(key_ids))
+        return [QkdKey(i, os.urandom(128)) for i in key_ids]
 
 
 def _supply(kme: RecordingKme, most: int | None = None) -> KeySupply:
@@ -44,7 +50,7 @@ def _supply(kme: RecordingKme, most: int | None = None) -> KeySupply:
 async def test_requests_are_split_by_the_kmes_max_key_per_request() -> None:
     kme = RecordingKme()
     supply = _supply(kme, most=2)
-    keys = await supply._enc_keys(5, 1024)
+    keys = await supply.fetch_keys(5, 1024)
     assert [n for n, _ in kme.requests] == [2, 2, 1] and len(keys) == 5
     assert supply.drawn_bits == 5 * 1024
 
@@ -72,13 +78,16 @@ async def test_fetches_queued_behind_a_request_go_as_one_and_feed_the_latency() 
     call = make_call(CallParams(mode=Mode.OTP, pad_block_bits=1024), pad_lookahead_s=0.5)
     kme = RecordingKme(delay=0.05)
     supply = _supply(kme)
-    supply.attach(call.initiator, lambda: None, lambda exc: None)
+    deliveries: list[int] = []  # each time keys went into the session: the KME requests so far
+    supply.attach(call.initiator, lambda: deliveries.append(len(kme.requests)), lambda exc: None)
     supply.submit(FetchQkdKeys(KeyPurpose.PAD_I2R, 1, 1024))
     await asyncio.sleep(0.01)  # in flight
     supply.submit(FetchQkdKeys(KeyPurpose.PAD_I2R, 1, 1024))
     supply.submit(FetchQkdKeys(KeyPurpose.PAD_R2I, 2, 1024))
-    while len(kme.requests) < 2 or supply.pending or supply._in_request:
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        while len(deliveries) < 2:
+            await asyncio.sleep(0.01)
+    assert deliveries == [1, 2] and not supply.pending
     assert kme.requests[:2] == [(1, 1024), (3, 1024)]
     acc = call.initiator.key_accounting()
     assert acc.fetched >= 4 * 1024
@@ -92,31 +101,20 @@ async def test_fetches_queued_behind_a_request_go_as_one_and_feed_the_latency() 
 def test_a_batch_is_one_kind_in_order_and_the_rest_stays_queued() -> None:
     """Fetches of one key size go together, resolves go together, and whatever follows a
     different request stays behind it in the queue (announcement order is kept)."""
-    supply = _supply(RecordingKme())
     f = [FetchQkdKeys(KeyPurpose.PAD_I2R, 1, 1024), FetchQkdKeys(KeyPurpose.PAD_R2I, 2, 1024)]
     other = FetchQkdKeys(KeyPurpose.PAD_I2R, 1, 2048)
     r = [ResolveQkdKeys(KeyPurpose.PAD_R2I, (uuid.uuid4(),), 1024) for _ in range(3)]
-    for q in (f[1], other, f[0], r[0]):
-        supply._queue.put_nowait(q)
-    assert supply._next_batch(f[0]) == [f[0], f[1]]  # stops at the 2048-bit fetch
-    assert [supply._queue.get_nowait() for _ in range(3)] == [other, f[0], r[0]]
-    for q in (r[1], r[2], f[0]):
-        supply._queue.put_nowait(q)
-    assert supply._next_batch(r[0]) == r
-    assert supply._queue.get_nowait() == f[0] and supply._queue.empty()
+    # stops at the 2048-bit fetch
+    assert take_batch(f[0], [f[1], other, f[0], r[0]]) == ([f[0], f[1]], [other, f[0], r[0]])
+    assert take_batch(r[0], [r[1], r[2], f[0]]) == (r, [f[0]])
 
 
-async def test_resolves_queued_together_go_as_one_dec_keys() -> None:
-    supply = _supply(RecordingKme(), most=2)
-    seen: list[list[uuid.UUID]] = []
-
-    async def dec_keys(peer: str, ids: list[uuid.UUID]) -> list[QkdKey]:
-        seen.append(list(ids))
-        return [QkdKey(i, os.urandom(128)) for i in ids]
-
-    supply._kme.dec_keys = dec_keys  # type: ignore[method-assign]
+async def test_resolves_are_split_by_the_kmes_max_key_per_request() -> None:
+    kme = RecordingKme()
+    supply = _supply(kme, most=2)
     ids = [uuid.uuid4() for _ in range(5)]
-    keys = await supply._dec_keys(ids)
+    keys = await supply.resolve_keys(ids)
+    seen = kme.resolved
     assert seen == [ids[:2], ids[2:4], ids[4:]] and [k.key_id for k in keys] == ids
     assert supply.drawn_bits == 5 * 1024
 
@@ -156,7 +154,7 @@ async def test_a_key_id_served_twice_is_refused_and_names_the_kme_as_faulty(
     with UsedKeys(tmp_path / "alice.usedkeys") as used:
         supply = KeySupply(kme, "bob", used=used)
         first = await supply.handshake_keys(256, 1.0)
-        assert len(await supply._enc_keys(2, 256)) == 2
+        assert len(await supply.fetch_keys(2, 256)) == 2
         with pytest.raises(KmeReusedKey) as caught:
             await supply.handshake_keys(256, 1.0)
     assert caught.value.key_id == first[0].key_id
