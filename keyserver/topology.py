@@ -36,19 +36,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from keyserver.configfile import ConfigError, load_toml, parse_toml
 from keyserver.etsi014.messages import valid_sae_id
 
 _ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
-
-
-class TopologyError(ValueError):
-    """The topology file is wrong; the message says where and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -122,19 +118,19 @@ _DEFAULT_KEYS = {"distance_km", "params"}
 def _table_list(doc: dict[str, Any], name: str) -> list[dict[str, Any]]:
     value = doc.get(name, [])
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise TopologyError(f"[[{name}]] must be an array of tables")
+        raise ConfigError(f"[[{name}]] must be an array of tables")
     return value
 
 
 def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
-        raise TopologyError(f"{where} has unknown key {unknown[0]!r}; allowed: {sorted(allowed)}")
+        raise ConfigError(f"{where} has unknown key {unknown[0]!r}; allowed: {sorted(allowed)}")
 
 
 def _ident(where: str, value: Any) -> str:
     if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise TopologyError(
+        raise ConfigError(
             f"{where} = {value!r} is not a valid ID (a letter, then letters, digits, '-', '_'; "
             "at most 63 characters)"
         )
@@ -143,7 +139,7 @@ def _ident(where: str, value: Any) -> str:
 
 def _km(where: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 500:
-        raise TopologyError(f"{where} must be a number of km within 0..500")
+        raise ConfigError(f"{where} must be a number of km within 0..500")
     return float(value)
 
 
@@ -153,7 +149,7 @@ def _degrees(nid: str, name: str, value: Any, limit: int) -> float:
         or not isinstance(value, int | float)
         or not -limit <= value <= limit
     ):
-        raise TopologyError(
+        raise ConfigError(
             f"[[nodes]] {nid}: {name} = {value!r}: give both lat and lon, in degrees "
             "(lat within -90..90, lon within -180..180)"
         )
@@ -171,13 +167,13 @@ def parse_topology(doc: dict[str, Any], default_name: str = "topology") -> Topol
     name = doc.get("name", default_name)
     description = doc.get("description", "")
     if not isinstance(name, str) or not isinstance(description, str):
-        raise TopologyError("name and description must be strings")
+        raise ConfigError("name and description must be strings")
     network_fidelity = doc.get("fidelity", "physics")
     if network_fidelity not in FIDELITIES:
-        raise TopologyError('fidelity must be "physics" or "emulated"')
+        raise ConfigError('fidelity must be "physics" or "emulated"')
     defaults = doc.get("defaults", {})
     if not isinstance(defaults, dict):
-        raise TopologyError("[defaults] must be a table")
+        raise ConfigError("[defaults] must be a table")
     _check_keys("[defaults]", defaults, _DEFAULT_KEYS)
     nodes: list[NodeSpec] = []
     for i, t in enumerate(_table_list(doc, "nodes")):
@@ -185,14 +181,14 @@ def parse_topology(doc: dict[str, Any], default_name: str = "topology") -> Topol
         nid = _ident(f"[[nodes]] #{i + 1} id", t.get("id"))
         city = t.get("city", nid)
         if not isinstance(city, str):
-            raise TopologyError(f"[[nodes]] {nid}: city must be a string")
+            raise ConfigError(f"[[nodes]] {nid}: city must be a string")
         nodes.append(NodeSpec(nid, city, *_coordinates(nid, t)))
     ids = [n.id for n in nodes]
     if len(nodes) < 2:
-        raise TopologyError("a topology needs at least two [[nodes]]")
+        raise ConfigError("a topology needs at least two [[nodes]]")
     if len(set(ids)) != len(ids):
         dup = next(x for x in ids if ids.count(x) > 1)
-        raise TopologyError(f"node ID {dup!r} appears twice in [[nodes]]")
+        raise ConfigError(f"node ID {dup!r} appears twice in [[nodes]]")
     links: list[LinkSpec] = []
     pairs: set[frozenset[str]] = set()
     for i, t in enumerate(_table_list(doc, "links")):
@@ -202,53 +198,53 @@ def parse_topology(doc: dict[str, Any], default_name: str = "topology") -> Topol
         b = _ident(f"{where} b", t.get("b"))
         for end in (a, b):
             if end not in ids:
-                raise TopologyError(f"{where} joins {end!r}, which is not in [[nodes]]")
+                raise ConfigError(f"{where} joins {end!r}, which is not in [[nodes]]")
         if a == b:
-            raise TopologyError(f"{where} joins {a!r} to itself")
+            raise ConfigError(f"{where} joins {a!r} to itself")
         if frozenset((a, b)) in pairs:
-            raise TopologyError(f"{where}: {a!r} and {b!r} are already joined by a link")
+            raise ConfigError(f"{where}: {a!r} and {b!r} are already joined by a link")
         pairs.add(frozenset((a, b)))
         lid = _ident(f"{where} id", t.get("id", f"{a}-{b}"))
         if "distance_km" not in t and "distance_km" not in defaults:
-            raise TopologyError(f"{where} ({lid}) needs distance_km (or set it in [defaults])")
+            raise ConfigError(f"{where} ({lid}) needs distance_km (or set it in [defaults])")
         km = _km(f"{where} ({lid}) distance_km", t.get("distance_km", defaults.get("distance_km")))
         params = dict(defaults.get("params", {}))
         extra = t.get("params", {})
         if not isinstance(extra, dict):
-            raise TopologyError(f"{where} ({lid}) params must be a table")
+            raise ConfigError(f"{where} ({lid}) params must be a table")
         params.update(extra)
         fidelity = t.get("fidelity", network_fidelity)
         if fidelity not in FIDELITIES:
-            raise TopologyError(f'{where} ({lid}) fidelity must be "physics" or "emulated"')
+            raise ConfigError(f'{where} ({lid}) fidelity must be "physics" or "emulated"')
         links.append(LinkSpec(lid, a, b, km, params, fidelity))
     lids = [link.id for link in links]
     if len(set(lids)) != len(lids):
         dup = next(x for x in lids if lids.count(x) > 1)
-        raise TopologyError(f"link ID {dup!r} appears twice in [[links]]")
+        raise ConfigError(f"link ID {dup!r} appears twice in [[links]]")
     if not links:
-        raise TopologyError("a topology needs at least one [[links]] entry")
+        raise ConfigError("a topology needs at least one [[links]] entry")
     saes: list[SaeSpec] = []
     for i, t in enumerate(_table_list(doc, "saes")):
         where = f"[[saes]] #{i + 1}"
         _check_keys(where, t, _SAE_KEYS)
         sid = t.get("id")
         if not isinstance(sid, str) or not valid_sae_id(sid):
-            raise TopologyError(f"{where} id = {sid!r} is not a valid SAE ID")
+            raise ConfigError(f"{where} id = {sid!r} is not a valid SAE ID")
         node = t.get("node")
         if node not in ids:
-            raise TopologyError(f"{where} ({sid}) node = {node!r} is not in [[nodes]]")
+            raise ConfigError(f"{where} ({sid}) node = {node!r} is not in [[nodes]]")
         saes.append(SaeSpec(sid, str(node)))
     names = [*ids, *lids, *(s.id for s in saes)]
     if len(set(names)) != len(names):
         dup = next(x for x in names if names.count(x) > 1)
-        raise TopologyError(f"{dup!r} is used twice: node, link and SAE IDs must all be distinct")
+        raise ConfigError(f"{dup!r} is used twice: node, link and SAE IDs must all be distinct")
     return Topology(name, description, tuple(nodes), tuple(links), tuple(saes))
 
 
 def with_fidelity(topology: Topology, fidelity: str) -> Topology:
     """``topology`` with every link at ``fidelity`` (``network --fidelity``)."""
     if fidelity not in FIDELITIES:
-        raise TopologyError('fidelity must be "physics" or "emulated"')
+        raise ConfigError('fidelity must be "physics" or "emulated"')
     links = tuple(dataclasses.replace(link, fidelity=fidelity) for link in topology.links)
     return dataclasses.replace(topology, links=links)
 
@@ -263,22 +259,12 @@ def load_topology(name_or_path: str) -> Topology:
     """A shipped topology by name, or a TOML file by path."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise TopologyError(f"cannot read topology {path}: {e.strerror}") from None
-        default = path.stem
-    else:
-        if name_or_path not in shipped_topologies():
-            raise TopologyError(
-                f"no topology named {name_or_path!r}: use one of "
-                f"{', '.join(shipped_topologies())} or the path of a .toml file"
-            )
-        res = resources.files("keyserver.network") / "topologies" / f"{name_or_path}.toml"
-        text = res.read_text(encoding="utf-8")
-        default = name_or_path
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise TopologyError(f"topology {name_or_path} is not valid TOML: {e}") from None
-    return parse_topology(doc, default)
+        return parse_topology(load_toml(path, "topology"), path.stem)
+    if name_or_path not in shipped_topologies():
+        raise ConfigError(
+            f"no topology named {name_or_path!r}: use one of "
+            f"{', '.join(shipped_topologies())} or the path of a .toml file"
+        )
+    res = resources.files("keyserver.network") / "topologies" / f"{name_or_path}.toml"
+    doc = parse_toml(res.read_text(encoding="utf-8"), f"topology {name_or_path}")
+    return parse_topology(doc, name_or_path)

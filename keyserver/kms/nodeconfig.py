@@ -89,19 +89,16 @@ file, every error names the setting to fix. The format (see also docs/network.md
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from keyserver.configfile import ConfigError as ConfigError  # the package's one (re-exported)
+from keyserver.configfile import load_toml
 from keyserver.etsi014.messages import Limits, valid_sae_id
 from keyserver.etsi014.server import HttpLimits
-from keyserver.topology import LinkSpec, NodeSpec, SaeSpec, Topology, TopologyError
+from keyserver.topology import LinkSpec, NodeSpec, SaeSpec, Topology
 from keyserver.topology import parse_topology as _parse_topology
-
-
-class ConfigError(ValueError):
-    """The node configuration is wrong; the message says where and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -304,10 +301,7 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
 
     topo_doc = {k: doc.get(k, []) for k in ("nodes", "links", "saes")}
     topo_doc["nodes"] = [{"id": n.get("id")} for n in topo_doc["nodes"]]
-    try:
-        topology = _parse_topology(topo_doc, "network")
-    except TopologyError as e:
-        raise ConfigError(str(e)) from None
+    topology = _parse_topology(topo_doc, "network")  # its mistakes are ConfigErrors too
     if node_id not in topology.node_ids():
         raise ConfigError(f"[node] id = {node_id!r} is not one of the [[nodes]]")
     urls: dict[str, str] = {}
@@ -416,10 +410,4 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
 
 
 def load_node_config(file: Path) -> NodeConfig:
-    try:
-        doc = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read config {file}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{file} is not valid TOML: {e}") from None
-    return parse_node_config(doc, file.resolve().parent)
+    return parse_node_config(load_toml(file), file.resolve().parent)

@@ -69,10 +69,11 @@ def _cmd_network(args: argparse.Namespace) -> int:
         return _cmd_map(args)
     if args.action == "plan":
         return _cmd_plan(args)
+    from keyserver.configfile import ConfigError
     from keyserver.network.foreground import run_foreground
     from keyserver.network.launcher import Launcher
     from keyserver.network.plan import Options, make_plan
-    from keyserver.topology import TopologyError, load_topology, with_fidelity
+    from keyserver.topology import load_topology, with_fidelity
 
     prog = "qkd-keyserver network"
     if args.topology is None or args.dir is None:
@@ -85,7 +86,7 @@ def _cmd_network(args: argparse.Namespace) -> int:
         topo = load_topology(args.topology)
         if args.fidelity is not None:
             topo = with_fidelity(topo, args.fidelity)
-    except TopologyError as e:
+    except ConfigError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     eve = _eve(args.eve or [])
@@ -173,8 +174,9 @@ def _cmd_network(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from keyserver.configfile import ConfigError
     from keyserver.network.bundle import BundleError, parse_hosts, write_bundles
-    from keyserver.topology import TopologyError, load_topology
+    from keyserver.topology import load_topology
 
     prog = "qkd-keyserver network plan"
     try:
@@ -189,7 +191,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                 ) from None
             hosts = parse_hosts(text, topo)
         bundles = write_bundles(topo, Path(args.out), hosts, Path(args.install_dir))
-    except (TopologyError, BundleError) as e:
+    except (ConfigError, BundleError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     out = Path(args.out).resolve()
@@ -274,8 +276,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_map(args: argparse.Namespace) -> int:
+    from keyserver.configfile import ConfigError
     from keyserver.network.map import draw, map_model, topology_of_network
-    from keyserver.topology import Topology, TopologyError, load_topology
+    from keyserver.topology import Topology, load_topology
 
     prog = "qkd-keyserver network map"
     out = Path(args.out)
@@ -294,7 +297,7 @@ def _cmd_map(args: argparse.Namespace) -> int:
     try:
         if args.topology is not None:
             base = load_topology(args.topology)
-    except TopologyError as e:
+    except ConfigError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     summary = None
@@ -307,7 +310,7 @@ def _cmd_map(args: argparse.Namespace) -> int:
         if base is None:
             try:
                 base = load_topology(str(info.get("topology")))
-            except TopologyError:
+            except ConfigError:
                 base = None  # not a shipped name: the map is laid out as a graph
         topo = topology_of_network(info, base)
         client = StateClient(

@@ -1,18 +1,19 @@
 """The QKD module's config file (TOML), strictly validated (format: docs/bb84.md, docs/network.md).
 
 Unknown keys are refused; relative paths are relative to the file. Every problem is one
-:class:`ConfigError` line that names the key and the fix.
+:class:`keyserver.configfile.ConfigError` line that names the key and the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from keyserver.configfile import ConfigError as ConfigError  # the package's one (re-exported)
+from keyserver.configfile import load_toml
 from keyserver.etsi014.messages import valid_sae_id
 from keyserver.qkd.physics import LinkParams
 
@@ -24,10 +25,6 @@ class Fidelity(enum.StrEnum):
 
     PHYSICS = "physics"  # per-pulse decoy-BB84 simulation with the full post-processing
     EMULATED = "emulated"  # blocks sampled from the closed-form model (keyserver.qkd.emulation)
-
-
-class ConfigError(ValueError):
-    """A bad config: one line naming the key and the fix."""
 
 
 @dataclass(frozen=True)
@@ -249,12 +246,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> ModuleConfig:
 
 
 def load_config(file: Path) -> ModuleConfig:
-    try:
-        doc = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read config {file}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{file} is not valid TOML: {e}") from None
+    doc = load_toml(file)
     return parse_config(doc, file.resolve().parent)
 
 
@@ -262,12 +254,7 @@ def module_config_files(file: Path) -> list[Path]:
     """``[file]``, or the module configs a *site host file* names: a TOML file with only
     ``[site_host] modules = ["a.toml", ...]`` (relative to the file), which
     ``qkd-keyserver module --config`` runs in one process (docs/network.md, "Lean processes")."""
-    try:
-        doc = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read config {file}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{file} is not valid TOML: {e}") from None
+    doc = load_toml(file)
     if "site_host" not in doc:
         return [file]
     host = doc["site_host"]

@@ -1,7 +1,7 @@
 """The keyserver's layers (docs/architecture.md, keyserver half), checked on every import.
 
-From the bottom: small utilities (JSON log, core dumps, the console script's path), the PKI,
-the ETSI 014 service, the topology model; the QKD layer (modules); the key management layer
+From the bottom: small utilities (JSON log, core dumps, the console script's path, the config
+files' error and TOML loader), the PKI, the ETSI 014 service, the topology model; the QKD layer (modules); the key management layer
 (KMS nodes), which talks to modules only over ETSI 014 and so never imports ``qkd``; the
 network launcher above both; the command line on top. Nothing in keyserver imports qphone.
 """
@@ -13,7 +13,9 @@ import pytest
 from tests.support.layering import Rules, package_modules, violations
 from tests.support.paths import ROOT
 
-UTIL = frozenset({"keyserver.jsonlog", "keyserver.coredumps", "keyserver.consolescript"})
+UTIL = frozenset(
+    {"keyserver.jsonlog", "keyserver.coredumps", "keyserver.consolescript", "keyserver.configfile"}
+)
 BASE = UTIL | {"keyserver.pki", "keyserver.etsi014", "keyserver.topology"}
 RULES = Rules(
     package="keyserver",
@@ -21,6 +23,7 @@ RULES = Rules(
         "keyserver.jsonlog": frozenset(),
         "keyserver.coredumps": frozenset(),
         "keyserver.consolescript": frozenset(),
+        "keyserver.configfile": frozenset(),
         "keyserver.pki": UTIL,
         "keyserver.etsi014": UTIL | {"keyserver.pki"},
         "keyserver.topology": UTIL | {"keyserver.etsi014"},  # SAE ID syntax

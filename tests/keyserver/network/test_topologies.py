@@ -14,11 +14,11 @@ from typing import Any
 import networkx as nx
 import pytest
 
+from keyserver.configfile import ConfigError
 from keyserver.network.plan import Options, make_plan
 from keyserver.network.topologies import generate
 from keyserver.topology import (
     Topology,
-    TopologyError,
     load_topology,
     parse_topology,
     shipped_topologies,
@@ -161,7 +161,7 @@ def test_beijing_hefei_keeps_16_hops_and_has_node_disjoint_detours() -> None:
 )
 def test_bad_coordinates_are_refused_with_the_fix(node: dict[str, Any], why: str) -> None:
     doc = {"nodes": [node, {"id": "b"}], "links": [{"a": "a", "b": "b", "distance_km": 1}]}
-    with pytest.raises(TopologyError, match="give both lat and lon") as e:
+    with pytest.raises(ConfigError, match="give both lat and lon") as e:
         parse_topology(doc)
     assert why in str(e.value)
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from keyserver.configfile import ConfigError
 from keyserver.network.plan import Options, make_plan, write_configs
-from keyserver.qkd.config import ConfigError, Fidelity, load_config, module_config_files
+from keyserver.qkd.config import Fidelity, load_config, module_config_files
 from keyserver.topology import (
-    TopologyError,
     load_topology,
     parse_topology,
     with_fidelity,
@@ -47,7 +47,7 @@ def test_network_default_and_per_link_fidelity() -> None:
 def test_override_sets_every_link() -> None:
     topo = with_fidelity(parse_topology(_doc(fidelity="emulated")), "physics")
     assert {link.fidelity for link in topo.links} == {"physics"}
-    with pytest.raises(TopologyError):
+    with pytest.raises(ConfigError):
         with_fidelity(topo, "fast")
 
 
@@ -56,7 +56,7 @@ def test_a_wrong_fidelity_is_one_clear_line(where: str) -> None:
     doc = _doc(fidelity="quantum") if where == "top" else _doc()
     if where == "link":
         doc["links"][0]["fidelity"] = 3
-    with pytest.raises(TopologyError, match='fidelity must be "physics" or "emulated"') as e:
+    with pytest.raises(ConfigError, match='fidelity must be "physics" or "emulated"') as e:
         parse_topology(doc)
     assert "\n" not in str(e.value)
 

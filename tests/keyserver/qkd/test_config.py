@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from keyserver.qkd.config import ConfigError, load_config
+from keyserver.configfile import ConfigError
+from keyserver.qkd.config import load_config
 from tests.keyserver.qkd.modulesupport import make_pair
 
 
