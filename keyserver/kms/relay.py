@@ -23,7 +23,6 @@ per QKD link, as in ETSI GS QKD 020 (``POST /kmapi/v1/ext_keys``, then an ack to
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 import uuid
@@ -232,7 +231,7 @@ def _bytes(v: Any, what: str, n: int) -> bytes:
         raise RelayFormatError(f"{what} must be base64 of {n} bytes")
     try:
         b = base64.b64decode(v, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character outside ASCII
         raise RelayFormatError(f"{what} must be base64 of {n} bytes") from None
     if len(b) != n:
         raise RelayFormatError(f"{what} must be base64 of {n} bytes")

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from keyserver.kms import relay
-from keyserver.kms.nodestore import FinalOutcome
 from keyserver.kms.relay import Ack, AckStatus, HopMessage, RelayHeader
+from keyserver.kms.relayjournal import FinalOutcome
 from keyserver.kms.routing import Route
 
 MAX_ATTEMPTS = 3  # relays tried for one request (a failure that a retry may cure)

@@ -19,9 +19,9 @@ import pytest
 
 from keyserver.etsi014 import messages as etsi014
 from keyserver.etsi014.openapi import OPENAPI_PATH, STATUS_CODES
-from keyserver.kms.node import MSG_OUT_OF_KEYS
 from keyserver.kms.nodeclient import NodeClient, NodeUnreachable
 from keyserver.kms.nodeconfig import Tls
+from keyserver.kms.relayagent import MSG_OUT_OF_KEYS
 from tests.support.kme_fixtures import (
     DeterministicSource,
     KmePki,
@@ -59,7 +59,7 @@ class Pair:
         """(stored_key_count at A for alice->bob, at B for bob->alice, keys held at B)."""
         sa = (await self.alice.get(STATUS)).json()["stored_key_count"]
         sb = (await self.bob.get("/api/v1/keys/alice/status")).json()["stored_key_count"]
-        return sa, sb, self.b.store.held_count()
+        return sa, sb, self.b.store.held.count()
 
     async def enc(self, **body: Any) -> list[dict[str, str]]:
         r = await self.alice.post(ENC, json=body)
@@ -470,7 +470,9 @@ async def test_50_concurrent_clients_drain_the_pool_without_duplicates(
     async with running_pair(pki.demo, tmp_path, source=source, fill=False) as (a, b):
         await wait_for(
             lambda: (
-                a.store.stock_bytes("A-B", "KME-A") + a.store.stock_bytes("A-B", "KME-B") == 32768
+                a.store.link_keys.stock_bytes("A-B", "KME-A")
+                + a.store.link_keys.stock_bytes("A-B", "KME-B")
+                == 32768
             ),
             what="all keys shared",
         )
@@ -495,7 +497,9 @@ async def test_50_concurrent_clients_drain_the_pool_without_duplicates(
 
         results = await asyncio.gather(*(drain() for _ in range(50)), return_exceptions=True)
         assert [e for e in results if e is not None] == []
-        assert a.store.stock_bytes("A-B", "KME-A") < 64  # less than one key and its MAC key
+        assert (
+            a.store.link_keys.stock_bytes("A-B", "KME-A") < 64
+        )  # less than one key and its MAC key
         ids = [k["key_ID"] for k in got]
         assert len(ids) == len(set(ids)) and len(got) > 100
         materials = [k["key"] for k in got]
@@ -535,8 +539,8 @@ async def test_peer_down_means_503_and_no_key_delivered(pki: KmePki, tmp_path: P
         b2 = KmsNode(b.node.config, {"A-B": b.stats.end(False)})
         await b2.start()
         b.node = b2
-        await wait_for(lambda: not a.node.store.voids_out(), what="voids delivered")
-        assert b2.store.held_count() == 0
+        await wait_for(lambda: not a.node.store.relays.voids_out(), what="voids delivered")
+        assert b2.store.held.count() == 0
         await wait_for(lambda: a.node.routes("KME-B", 64).ok, what="link back up")
         async with sae_client(d, a.url, d.alice) as alice, sae_client(d, b2.sae_url, d.bob) as bob:
             keys = (await alice.post(ENC, json={"number": 2})).json()["keys"]

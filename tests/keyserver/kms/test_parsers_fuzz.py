@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from keyserver.etsi014 import messages as etsi014
 from keyserver.etsi014.messages import EtsiError, Limits
 from keyserver.kms import relay
-from keyserver.kms.node import KmsNode
+from keyserver.kms.linkmanager import sync_from
 from keyserver.kms.relay import Ack, AckStatus, RelayFormatError, RelayHeader, Void
 from keyserver.kms.routing import LinkReport, Lsa, LsaFormatError, lsa_from_json, lsa_to_json
 
@@ -88,7 +88,7 @@ def _sync() -> dict[str, Any]:
 
 def _sync_from(obj: Any) -> object:
     try:
-        return KmsNode._sync_from(obj)
+        return sync_from(obj)
     except EtsiError as e:
         assert 400 <= e.status < 500
         raise RelayFormatError(str(e)) from None
@@ -185,6 +185,6 @@ def test_absurd_sizes_are_refused() -> None:
     with pytest.raises(RelayFormatError):
         relay.decode_hop(big)
     with pytest.raises(EtsiError):
-        KmsNode._sync_from({**_sync(), "announce_seq": 2**64})
+        sync_from({**_sync(), "announce_seq": 2**64})
     with pytest.raises(EtsiError):
-        KmsNode._sync_from(_replace(_sync(), ("streams", 0, "layout"), "00" * 100_000))
+        sync_from(_replace(_sync(), ("streams", 0, "layout"), "00" * 100_000))

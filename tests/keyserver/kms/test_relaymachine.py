@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyserver.kms import relay, relaymachine
-from keyserver.kms.nodestore import FinalOutcome
 from keyserver.kms.relay import Ack, AckStatus
+from keyserver.kms.relayjournal import FinalOutcome
 from keyserver.kms.relaymachine import (
     AwaitAck,
     Commit,

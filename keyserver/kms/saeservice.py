@@ -1,0 +1,111 @@
+"""The SAE service: ETSI GS QKD 014 for the SAEs registered at this node.
+
+The :class:`~keyserver.etsi014.server.KeyService` behind the node's SAE listener
+(:mod:`keyserver.etsi014.server` parses and answers the HTTP): who may call (a registered local
+SAE), ``status`` towards a slave SAE anywhere in the network (with the route, link and relay
+figures of the status extension), ``enc_keys`` (keys made here when both SAEs are local, else
+relayed by the relay agent to the slave's node, which holds them) and ``dec_keys`` (held keys
+taken once, erased in the same store transaction).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from keyserver.etsi014 import messages as etsi014
+from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits, Status
+from keyserver.etsi014.server import Key
+from keyserver.kms import relay
+from keyserver.kms.heldkeys import HeldKey, KeysNotFound
+from keyserver.kms.linkstate import LinkStateAgent
+from keyserver.kms.nodecontext import NodeContext, now_ms
+from keyserver.kms.nodestore import NodeStore
+from keyserver.kms.relayagent import RelayAgent
+
+
+class SaeService:
+    def __init__(self, ctx: NodeContext, linkstate: LinkStateAgent, relays: RelayAgent) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self.linkstate = linkstate
+        self.relays = relays
+
+    @property
+    def store(self) -> NodeStore:
+        return self.ctx.store
+
+    @property
+    def kme_id(self) -> str:
+        return self.ctx.id
+
+    @property
+    def limits(self) -> Limits:
+        return self.config.limits
+
+    def authorise(self, caller: str | None) -> str:
+        if caller is None:
+            raise EtsiError(401, "a client certificate signed by the KME's CA is required")
+        if caller not in self.config.local_saes():
+            raise EtsiError(401, f"SAE {caller!r} is not registered at KME {self.ctx.id}")
+        return caller
+
+    def _peer_node(self, sae: str, role: str) -> str:
+        node = self.config.topology.sae_node(sae)
+        if node is None:
+            known = ", ".join(s.id for s in self.config.topology.saes)
+            raise etsi014.bad_request(
+                f"{role} {sae!r} is not an SAE of this network (known: {known})", parameter=role
+            )
+        return node
+
+    def _status_extension(self, master: str, slave: str, dst: str) -> dict[str, Any]:
+        ext: dict[str, Any] = {}
+        if dst == self.ctx.id:
+            ext["route"] = {"nodes": [self.ctx.id], "links": [], "hops": 0, "legs": 0}
+            ext["qkd_link"] = {"eavesdropper_alarm": False, "links": []}
+        else:
+            need = self.limits.key_size // 8 + relay.MAC_KEY_BYTES
+            ext.update(self.linkstate.route_view(dst, need))
+        ext["relay"] = self.relays.pair_status(master, slave)
+        ext["network"] = {"down_links": self.linkstate.down_links()}
+        return ext
+
+    async def status(self, master: str, slave: str) -> Status:
+        dst = self._peer_node(slave, "slave_SAE_ID")
+        ext = self._status_extension(master, slave, dst)
+        stock = 0
+        if dst == self.ctx.id:
+            stock = self.config.max_key_count
+        elif ext["route"] is not None:
+            stock = self.linkstate.leg_stock_bits(ext["route"]["all"]) // self.limits.key_size
+        return Status(
+            source_kme_id=self.ctx.id,
+            target_kme_id=dst,
+            master_sae_id=master,
+            slave_sae_id=slave,
+            stored_key_count=stock,
+            max_key_count=self.config.max_key_count,
+            limits=self.limits,
+            status_extension=ext,
+        )
+
+    async def enc_keys(self, master: str, slave: str, req: KeyRequest) -> Sequence[Key]:
+        dst = self._peer_node(slave, "slave_SAE_ID")
+        if dst != self.ctx.id:
+            return await self.relays.request(master, slave, dst, req)
+        expires = now_ms() + int(self.config.hold_seconds * 1000)
+        keys = [HeldKey(uuid.uuid4(), os.urandom(req.size_bytes)) for _ in range(req.number)]
+        self.store.held.issue_local(master, slave, keys, expires)
+        return [(k.key_id, k.material) for k in keys]
+
+    async def dec_keys(
+        self, slave: str, master: str, key_ids: Sequence[uuid.UUID]
+    ) -> Sequence[Key]:
+        try:
+            keys = self.store.held.take(master, slave, key_ids)
+        except KeysNotFound:
+            raise etsi014.bad_request(etsi014.MSG_NOT_FOUND) from None
+        return [(k.key_id, k.material) for k in keys]
