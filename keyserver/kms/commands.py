@@ -13,7 +13,7 @@ from pathlib import Path
 async def _run_node(config_path: Path) -> int:
     from keyserver.kms.node import KmsNode
     from keyserver.kms.nodeconfig import ConfigError, load_node_config
-    from keyserver.kms.nodestore import StoreError
+    from keyserver.kms.storedb import StoreError
 
     try:
         config = load_node_config(config_path)

@@ -112,7 +112,7 @@ class PairEnd:
     def stored_key_count(self) -> int:
         """Keys of key_size this node can still relay to the other (its stream on the link)."""
         lid = next(iter(self.node.links))
-        return 8 * self.node.store.stock_bytes(lid, self.node.id) // self._key_size
+        return 8 * self.node.store.link_keys.stock_bytes(lid, self.node.id) // self._key_size
 
 
 def _pair_topology(local_a: tuple[str, ...], local_b: tuple[str, ...]) -> Topology:

@@ -219,7 +219,7 @@ async def running_network(
 
         def stocked() -> bool:
             return all(
-                node.store.stock_bytes(lid, node.id) > 4096
+                node.store.link_keys.stock_bytes(lid, node.id) > 4096
                 for node in net.nodes.values()
                 for lid in node.links
             )

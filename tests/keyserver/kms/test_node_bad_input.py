@@ -59,13 +59,13 @@ def _snapshot(node: KmsNode) -> dict[str, Any]:
     s = node.store
     return {
         "stock": {
-            (lid, o): s.stock_bytes(lid, o)
+            (lid, o): s.link_keys.stock_bytes(lid, o)
             for lid in node.links
             for o in (node.links[lid].spec.a, node.links[lid].spec.b)
         },
-        "announce_seq": {lid: s.announce_seq(lid) for lid in node.links},
-        "held": s.held_count(),
-        "pending": s.pending_relays(),
+        "announce_seq": {lid: s.link_keys.announce_seq(lid) for lid in node.links},
+        "held": s.held.count(),
+        "pending": s.relays.pending_count(),
         "lsdb": sorted((v.link, v.up) for v in node.lsdb.views(0.0)),
     }
 
@@ -186,7 +186,7 @@ async def test_node_api_refuses_bad_input_with_4xx_and_changes_nothing(tmp_path:
                 r = await c.post(url + path, json=obj)
                 statuses.append((path, r.status_code))
             # a replayed announcement gets the answer recorded the first time, nothing more
-            seq = b.store.announce_seq("a-b")
+            seq = b.store.link_keys.announce_seq("a-b")
             if seq >= 1:
                 replay = {
                     "link": "a-b",
@@ -195,7 +195,9 @@ async def test_node_api_refuses_bad_input_with_4xx_and_changes_nothing(tmp_path:
                 }
                 r = await c.post(url + "/kms/v1/link/announce", json=replay)
                 assert r.status_code == 200 and r.json()["seq"] == seq
-                assert set(r.json()["got"]) == {str(k) for k in b.store.announced("a-b", seq) or []}
+                assert set(r.json()["got"]) == {
+                    str(k) for k in b.store.link_keys.announced("a-b", seq) or []
+                }
         wrong = [(p, s) for p, s in statuses if not 400 <= s < 500]
         assert wrong == []
         after = _snapshot(b)

@@ -9,18 +9,10 @@ from pathlib import Path
 import pytest
 
 from keyserver.kms import linkstream
+from keyserver.kms.heldkeys import KeysNotFound
+from keyserver.kms.linkkeystore import Block, OutOfLinkKey, SliceUnavailable, Spend
 from keyserver.kms.linkstream import SyncState, SyncVerdict
-from keyserver.kms.nodestore import (
-    Block,
-    FinalHop,
-    FinalOutcome,
-    KeysNotFound,
-    NodeStore,
-    OutOfLinkKey,
-    RelayOut,
-    SliceUnavailable,
-    Spend,
-)
+from keyserver.kms.nodestore import NodeStore
 from keyserver.kms.relay import (
     AckStatus,
     RelayFormatError,
@@ -32,6 +24,7 @@ from keyserver.kms.relay import (
     seal,
     xor,
 )
+from keyserver.kms.relayjournal import FinalHop, FinalOutcome, RelayOut
 from keyserver.kms.routing import (
     DownReason,
     LinkReport,
@@ -48,58 +41,63 @@ def pair(tmp_path: Path) -> tuple[NodeStore, NodeStore]:
     a = NodeStore(tmp_path / "a", "a")
     b = NodeStore(tmp_path / "b", "b")
     for s in (a, b):
-        s.init_link(LINK, ("a", "b"))
+        s.link_keys.init_link(LINK, ("a", "b"))
     return a, b
 
 
 def share_keys(a: NodeStore, b: NodeStore, n: int, size: int = 128, seq: int = 1) -> list[Block]:
     """What the transmitter (a) and receiver (b) do with n module keys."""
     owners = linkstream.assign_owners(
-        n, {"a": a.stock_bytes(LINK, "a"), "b": a.stock_bytes(LINK, "b")}, size
+        n, {"a": a.link_keys.stock_bytes(LINK, "a"), "b": a.link_keys.stock_bytes(LINK, "b")}, size
     )
     blocks = [Block(uuid.uuid4(), o, os.urandom(size)) for o in owners]
-    a.add_pending(LINK, seq, blocks)
-    b.apply_announcement(LINK, seq, blocks)  # b fetched the same keys from its own module
-    assert b.announced(LINK, seq) == [x.key_id for x in blocks]
-    a.confirm(LINK, seq, [x.key_id for x in blocks])
+    a.link_keys.add_pending(LINK, seq, blocks)
+    b.link_keys.apply_announcement(LINK, seq, blocks)  # b fetched the same keys from its own module
+    assert b.link_keys.announced(LINK, seq) == [x.key_id for x in blocks]
+    a.link_keys.confirm(LINK, seq, [x.key_id for x in blocks])
     return blocks
 
 
 def sync(s: NodeStore, me: str) -> SyncState:
-    return SyncState(LINK, me, s.announce_seq(LINK), (s.view(LINK, "a"), s.view(LINK, "b")))
+    return SyncState(
+        LINK,
+        me,
+        s.link_keys.announce_seq(LINK),
+        (s.link_keys.view(LINK, "a"), s.link_keys.view(LINK, "b")),
+    )
 
 
 def test_streams_agree_and_slices_are_one_time(tmp_path: Path) -> None:
     a, b = pair(tmp_path)
     share_keys(a, b, 8)
-    assert a.stock_bytes(LINK, "a") == b.stock_bytes(LINK, "a") == 512
-    assert a.stock_bytes(LINK, "b") == b.stock_bytes(LINK, "b") == 512
+    assert a.link_keys.stock_bytes(LINK, "a") == b.link_keys.stock_bytes(LINK, "a") == 512
+    assert a.link_keys.stock_bytes(LINK, "b") == b.link_keys.stock_bytes(LINK, "b") == 512
     assert linkstream.compare(sync(a, "a"), sync(b, "b"), {}, "a").verdict is SyncVerdict.CONSISTENT
-    [sl] = a.spend([Spend(LINK, "a", 200)])  # crosses a block boundary
-    assert b.consume(LINK, "a", sl.start, 200) == sl.material
+    [sl] = a.link_keys.spend([Spend(LINK, "a", 200)])  # crosses a block boundary
+    assert b.link_keys.consume(LINK, "a", sl.start, 200) == sl.material
     with pytest.raises(SliceUnavailable):  # a replay finds its bytes used
-        b.consume(LINK, "a", sl.start, 200)
+        b.link_keys.consume(LINK, "a", sl.start, 200)
     with pytest.raises(SliceUnavailable):
-        b.consume(LINK, "a", sl.start + 100, 10)
+        b.link_keys.consume(LINK, "a", sl.start + 100, 10)
     with pytest.raises(OutOfLinkKey):
-        a.spend([Spend(LINK, "a", 400)])
-    assert a.stock_bytes(LINK, "a") == 312 and b.stock_bytes(LINK, "a") == 312
+        a.link_keys.spend([Spend(LINK, "a", 400)])
+    assert a.link_keys.stock_bytes(LINK, "a") == 312 and b.link_keys.stock_bytes(LINK, "a") == 312
     # out of order consumption at the receiver, and the owner's cursor report erasing the rest
-    s1, s2 = a.spend([Spend(LINK, "a", 50), Spend(LINK, "a", 50)])
-    assert b.consume(LINK, "a", s2.start, 50) == s2.material
-    b.owner_cursor(LINK, "a", a.view(LINK, "a").cursor)
+    s1, s2 = a.link_keys.spend([Spend(LINK, "a", 50), Spend(LINK, "a", 50)])
+    assert b.link_keys.consume(LINK, "a", s2.start, 50) == s2.material
+    b.link_keys.owner_cursor(LINK, "a", a.link_keys.view(LINK, "a").cursor)
     with pytest.raises(SliceUnavailable):
-        b.consume(LINK, "a", s1.start, 50)
-    assert b.stock_bytes(LINK, "a") == a.stock_bytes(LINK, "a") == 212
+        b.link_keys.consume(LINK, "a", s1.start, 50)
+    assert b.link_keys.stock_bytes(LINK, "a") == a.link_keys.stock_bytes(LINK, "a") == 212
     with pytest.raises(Exception, match="only its own"):
-        a.spend([Spend(LINK, "b", 1)])
+        a.link_keys.spend([Spend(LINK, "b", 1)])
 
 
 def test_material_is_erased_from_the_file(tmp_path: Path) -> None:
     a, b = pair(tmp_path)
     blocks = share_keys(a, b, 4)
     mine = [x for x in blocks if x.owner == "a"]
-    [sl] = a.spend([Spend(LINK, "a", 128)])
+    [sl] = a.link_keys.spend([Spend(LINK, "a", 128)])
     assert sl.material == mine[0].material
     raw = a.path.read_bytes()
     assert mine[0].material not in raw and mine[1].material in raw
@@ -112,24 +110,28 @@ def test_desync_detected_and_repaired(tmp_path: Path) -> None:
     share_keys(a, b, 4)
     snapshot = (tmp_path / "b" / "node.sqlite3").read_bytes()
     share_keys(a, b, 4, seq=2)
-    b.spend([Spend(LINK, "b", 10)])
+    b.link_keys.spend([Spend(LINK, "b", 10)])
     b.close()
     (tmp_path / "b" / "node.sqlite3").write_bytes(snapshot)  # b restored from an old copy
     b = NodeStore(tmp_path / "b", "b")
-    a.owner_cursor(LINK, "b", 10)  # what b had reported before
-    res = linkstream.compare(sync(a, "a"), sync(b, "b"), {"b": a.max_cursor_seen(LINK, "b")}, "a")
+    a.link_keys.owner_cursor(LINK, "b", 10)  # what b had reported before
+    res = linkstream.compare(
+        sync(a, "a"), sync(b, "b"), {"b": a.link_keys.max_cursor_seen(LINK, "b")}, "a"
+    )
     assert res.verdict is SyncVerdict.DESYNC
     for owner, end in res.repair:
-        a.repair(LINK, owner, end)
-        b.repair(LINK, owner, end)
-    a.set_announce_seq(LINK, res.announce_seq)
-    b.set_announce_seq(LINK, res.announce_seq)
+        a.link_keys.repair(LINK, owner, end)
+        b.link_keys.repair(LINK, owner, end)
+    a.link_keys.set_announce_seq(LINK, res.announce_seq)
+    b.link_keys.set_announce_seq(LINK, res.announce_seq)
     assert linkstream.compare(sync(a, "a"), sync(b, "b"), {}, "a").verdict in (
         SyncVerdict.CONSISTENT,
         SyncVerdict.IN_FLIGHT,
     )
-    assert b.view(LINK, "b").cursor >= 10  # b never reuses what it spent before the restore
-    assert a.stock_bytes(LINK, "b") == b.stock_bytes(LINK, "b") == 0
+    assert (
+        b.link_keys.view(LINK, "b").cursor >= 10
+    )  # b never reuses what it spent before the restore
+    assert a.link_keys.stock_bytes(LINK, "b") == b.link_keys.stock_bytes(LINK, "b") == 0
 
 
 def header(route: tuple[str, ...], hop: int, n: int = 2, size: int = 32) -> RelayHeader:
@@ -199,22 +201,22 @@ def test_relay_records_and_voids(tmp_path: Path) -> None:
         10**6,
     )
     assert b.accept_leg((LINK, "a", sl.start, 96), hop) is FinalOutcome.COMPLETE
-    [ack] = b.acks_out()
+    [ack] = b.relays.acks_out()
     assert ack.status is AckStatus.RELAYED and ack.key_ids == kids
     with pytest.raises(KeysNotFound):
-        b.take_held("mallory", "bob", kids)  # not yours == not there
-    assert a.deliver_relay(rid) and not a.void_relay(rid, 0)
-    got = b.take_held("alice", "bob", list(kids))
+        b.held.take("mallory", "bob", kids)  # not yours == not there
+    assert a.relays.deliver(rid) and not a.relays.void(rid, 0)
+    got = b.held.take("alice", "bob", list(kids))
     assert [k.material for k in got] == [sl.material[:32], sl.material[32:64]]
     with pytest.raises(KeysNotFound):
-        b.take_held("alice", "bob", list(kids))
+        b.held.take("alice", "bob", list(kids))
     # a voided relay: the late leg is refused, the keys never appear
     rid2 = uuid.uuid4()
     [sl2] = a.begin_relay(
         RelayOut(rid2, "alice", "bob", "b", kids[:1], "pending", 10**13), [Spend(LINK, "a", 64)]
     )
-    assert a.void_relay(rid2, 10**13)
-    [v] = a.voids_out()
+    assert a.relays.void(rid2, 10**13)
+    [v] = a.relays.voids_out()
     assert b.void_in(v.relay_id, v.until_ms) is AckStatus.KEY_NOT_PRESENT
     late = FinalHop(
         rid2,
@@ -231,8 +233,8 @@ def test_relay_records_and_voids(tmp_path: Path) -> None:
         10**6,
     )
     assert b.accept_leg((LINK, "a", sl2.start, 64), late) is FinalOutcome.VOIDED
-    assert b.held_count() == 0
-    assert not a.deliver_relay(rid2)  # voiding: never delivered
+    assert b.held.count() == 0
+    assert not a.relays.deliver(rid2)  # voiding: never delivered
 
 
 def test_link_state_routes_around_and_names_broken_links() -> None:

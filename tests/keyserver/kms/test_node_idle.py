@@ -63,7 +63,9 @@ async def test_a_quiet_network_makes_no_requests_and_a_relay_a_bounded_few(
             return all(
                 link.synced
                 and link.neighbour_ok
-                and min(node.store.stock_bytes(lid, o) for o in (link.spec.a, link.spec.b))
+                and min(
+                    node.store.link_keys.stock_bytes(lid, o) for o in (link.spec.a, link.spec.b)
+                )
                 >= node.config.max_key_count * node.config.limits.key_size // 8
                 for node in nodes.values()
                 for lid, link in node.links.items()

@@ -109,7 +109,7 @@ async def test_sae_certificate_cannot_speak_for_a_node(tmp_path: Path) -> None:
         async with net.sae("alice") as alice:  # hold one key at d for bob
             r = await alice.post("/api/v1/keys/bob/enc_keys", json={"number": 1})
             kid = r.json()["keys"][0]["key_ID"]
-        before = net.nodes["d"].store.held_count()
+        before = net.nodes["d"].store.held.count()
         # an SAE certificate whose CN is a node's ID ("a"), signed by the SAE CA
         forged = net.pki._cas["sae"].issue(tmp_path / "forged", "a", "a")
         url = net.nodes["d"].config.node_urls["d"]
@@ -138,7 +138,7 @@ async def test_sae_certificate_cannot_speak_for_a_node(tmp_path: Path) -> None:
         async with net.sae("bob") as bob:
             r = await bob.post("/kmapi/v1/ext_keys/void", json={})
             assert r.status_code in (404, 405)
-        assert net.nodes["d"].store.held_count() == before
+        assert net.nodes["d"].store.held.count() == before
         async with net.sae("bob") as bob:
             r = await bob.post("/api/v1/keys/alice/dec_keys", json={"key_IDs": [{"key_ID": kid}]})
             assert r.status_code == 200

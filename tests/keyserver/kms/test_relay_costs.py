@@ -16,15 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyserver.kms.callcapacity import AES, OTP, route_capacity
-from keyserver.kms.nodestore import (
-    FinalHop,
-    FinalOutcome,
-    NodeStore,
-    OutOfLinkKey,
-    RelayOut,
-    SliceUnavailable,
-    Spend,
-)
+from keyserver.kms.linkkeystore import OutOfLinkKey, SliceUnavailable, Spend
+from keyserver.kms.nodestore import NodeStore
+from keyserver.kms.relayjournal import FinalHop, FinalOutcome, RelayOut
 from keyserver.network import pairbench as bench
 from tests.keyserver.kms.test_node_core import LINK, pair, share_keys
 from tests.support.node_fixtures import DIAMOND, Net, running_network, topology
@@ -55,12 +49,12 @@ async def test_one_hop_is_one_request_and_its_reply_the_ack(tmp_path: Path) -> N
             await _relay(net, "alice", "carol", number)
         assert _sent(net, "a", "b", EXT_KEYS) == 3
         assert _sent(net, "b", "a", ACK) == 0
-        assert net.nodes["b"].store.acks_out() == []
+        assert net.nodes["b"].store.relays.acks_out() == []
         assert net.nodes["a"].counters["relays_delivered"] == 3
         await _relay(net, "alice", "bob", 2)
         assert net.nodes["a"].counters["relays_delivered"] == 4
         assert _sent(net, "d", "a", ACK) == 1  # the far end of two hops acks by message
-        assert net.nodes["a"].store.pending_relays() == 0
+        assert net.nodes["a"].store.relays.pending_count() == 0
 
 
 def _final(relay_id: uuid.UUID, keys: list[uuid.UUID], shares: tuple[bytes, ...]) -> FinalHop:
@@ -93,17 +87,19 @@ def test_n_keys_cost_one_transaction_at_each_step(tmp_path: Path) -> None:
     )
     assert a.transactions == t0 + 1
     t1 = b.transactions
-    assert b.peek(LINK, "a", sl.start, n * size + 32) == sl.material  # a read: no transaction
+    assert (
+        b.link_keys.peek(LINK, "a", sl.start, n * size + 32) == sl.material
+    )  # a read: no transaction
     assert b.transactions == t1
     shares = tuple(sl.material[i * size : (i + 1) * size] for i in range(n))
     outcome = b.accept_leg((LINK, "a", sl.start, n * size + 32), _final(rid, kids, shares))
     assert outcome is FinalOutcome.COMPLETE and b.transactions == t1 + 1
-    assert b.acks_out() == []  # the reply carries the ack
-    got = b.take_held("alice", "bob", kids)
+    assert b.relays.acks_out() == []  # the reply carries the ack
+    got = b.held.take("alice", "bob", kids)
     assert [k.material for k in got] == list(shares) and b.transactions == t1 + 2
-    assert a.deliver_relay(rid) and a.transactions == t0 + 2
+    assert a.relays.deliver(rid) and a.transactions == t0 + 2
     with pytest.raises(SliceUnavailable):  # the slice is spent at b: a replay finds it gone
-        b.peek(LINK, "a", sl.start, n * size + 32)
+        b.link_keys.peek(LINK, "a", sl.start, n * size + 32)
 
 
 def _sum(store: NodeStore, owner: str) -> int:
@@ -143,29 +139,29 @@ def test_stock_in_memory_matches_the_blocks(tmp_path: Path, ops: list[tuple[str,
                 share_keys(a, b, 1 + x % 8, size=64, seq=seq)
             elif op == "spend":
                 try:
-                    [sl] = a.spend([Spend(LINK, "a", x)])
+                    [sl] = a.link_keys.spend([Spend(LINK, "a", x)])
                 except (OutOfLinkKey, SliceUnavailable):
                     continue
                 with contextlib.suppress(SliceUnavailable):  # b may have used it already
-                    b.consume(LINK, "a", sl.start, x)
+                    b.link_keys.consume(LINK, "a", sl.start, x)
             elif op == "forward":  # b consumes a slice and spends its own: one transaction
-                view = b.view(LINK, "a")
+                view = b.link_keys.view(LINK, "a")
                 with contextlib.suppress(SliceUnavailable, OutOfLinkKey):  # rolled back
-                    b.forward((LINK, "a", view.cursor, x), Spend(LINK, "b", x))
+                    b.link_keys.forward((LINK, "a", view.cursor, x), Spend(LINK, "b", x))
             elif op == "peek":
                 with contextlib.suppress(SliceUnavailable):
-                    b.peek(LINK, "a", b.view(LINK, "a").cursor, x)
+                    b.link_keys.peek(LINK, "a", b.link_keys.view(LINK, "a").cursor, x)
             elif op == "burn":
-                b.burn(LINK, "b", x, x)
+                b.link_keys.burn(LINK, "b", x, x)
             elif op == "cursor":
-                b.owner_cursor(LINK, "a", a.view(LINK, "a").cursor + x % 3)
+                b.link_keys.owner_cursor(LINK, "a", a.link_keys.view(LINK, "a").cursor + x % 3)
             else:
-                end = max(a.view(LINK, "b").end, b.view(LINK, "b").end) + x
-                a.repair(LINK, "b", end)
-                b.repair(LINK, "b", end)
+                end = max(a.link_keys.view(LINK, "b").end, b.link_keys.view(LINK, "b").end) + x
+                a.link_keys.repair(LINK, "b", end)
+                b.link_keys.repair(LINK, "b", end)
             for s in (a, b):
                 for owner in ("a", "b"):
-                    assert s.stock_bytes(LINK, owner) == _sum(s, owner), (op, x)
+                    assert s.link_keys.stock_bytes(LINK, owner) == _sum(s, owner), (op, x)
     finally:
         a.close()
         b.close()
