@@ -24,7 +24,7 @@ from qphone.core.errors import KeyExhausted
 from qphone.core.session import CallSession
 from qphone.endpoint.observer import CallObserver, SentFrame
 from qphone.endpoint.outcome import CallEnd, CallFailed, OutOfKey
-from qphone.endpoint.priority import raise_priority
+from qphone.endpoint.priority import MediaPriority, hold_media_priority
 from qphone.endpoint.state import CallCounters
 from qphone.transport.calltransport import CallTransport
 
@@ -90,7 +90,7 @@ class SendPath:
         self._observer = observer
         self._pad_watch = PadWatch(warn, config.frame_ms)
         self.input_ended = False
-        self.nice: int | None = None  # the media thread's nice value once sending (priority)
+        self.priority: MediaPriority | None = None  # the media thread's, once sending
 
     async def run(self, source: AudioSource, paced: bool) -> None:
         """Send until cancelled (or until the call fails for want of key)."""
@@ -103,7 +103,7 @@ class SendPath:
         if not await self._wait_for_first_pad():
             return
         # the media path is on time even on a busy machine where the system lets it be
-        self.nice = raise_priority()
+        self.priority = hold_media_priority()  # until this task ends
         start = time.monotonic()  # the pacing clock starts when talking can start (no burst)
         protect = session.protect
         while True:
