@@ -1,7 +1,9 @@
-"""ETSI GS QKD 014 V1.1.1 messages: strict, bounded parsers for requests and builders for replies.
+"""ETSI GS QKD 014 V1.1.1 messages: strict, bounded parsers for requests and builders for replies,
+and the one parser of a reply keyserver reads (the key container, :func:`parse_key_container`).
 
-No I/O here. Every parse failure raises :class:`EtsiError` with the HTTP status and the error
-object (``message`` and optional ``details``) the KME sends back.
+No I/O here. Every request parse failure raises :class:`EtsiError` with the HTTP status and the
+error object (``message`` and optional ``details``) the KME sends back; a key container that is
+not ETSI 014 raises :class:`KeyContainerError`. Every key is a :class:`~keyserver.etsi014.key.Key`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from keyserver.etsi014.key import Key
+
 MAX_BODY_BYTES = 256 * 1024
+MAX_CONTAINER_BYTES = 4 * 1024 * 1024  # a reply read: 128 keys of 64 kbit in base64 are 1.4 MB
 
 MSG_NOT_FOUND = "one or more keys specified are not found on KME"
 MSG_EXT_MANDATORY = "not all extension_mandatory parameters are supported"
@@ -238,13 +243,79 @@ def parse_key_ids_query(query: Mapping[str, Sequence[str]]) -> list[uuid.UUID]:
     return [parse_key_id(q["key_ID"])]
 
 
-def key_container(keys: Sequence[tuple[uuid.UUID, bytes]]) -> dict[str, Any]:
+def key_container(keys: Sequence[Key]) -> dict[str, Any]:
+    """The Key container of ETSI GS QKD 014 clause 6.3 (the reply to Get key and Get key with
+    key IDs), as a JSON object; :func:`parse_key_container` reads it back."""
     return {
         "keys": [
-            {"key_ID": str(kid), "key": base64.b64encode(material).decode("ascii")}
-            for kid, material in keys
+            {"key_ID": str(k.key_id), "key": base64.b64encode(k.material).decode("ascii")}
+            for k in keys
         ]
     }
+
+
+class KeyContainerError(ValueError):
+    """A reply that is not the ETSI 014 key container asked for (what is wrong, in one line)."""
+
+
+_CONTAINER_FIELDS = frozenset({"keys", "key_container_extension"})
+_KEY_FIELDS = frozenset({"key_ID", "key_ID_extension", "key", "key_extension"})
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise KeyContainerError("key container has a member twice")
+    return out
+
+
+def parse_key_container(
+    body: bytes, *, key_bytes: int | None, max_keys: int, limit: int = MAX_CONTAINER_BYTES
+) -> list[Key]:
+    """An ETSI GS QKD 014 Key container (clause 6.3), strictly: at most `limit` bytes of UTF-8
+    JSON, one object with a ``keys`` array of 1..`max_keys` entries, each exactly a ``key_ID``
+    (a UUID, 8-4-4-4-12 hex digits) and a ``key`` (padded standard base64 of `key_bytes` bytes,
+    or of any non-empty length if None) besides the optional ``*_extension`` members, no
+    ``key_ID`` twice and no member twice. Everything else raises :class:`KeyContainerError`.
+
+    The one container parser of keyserver (a node reading its module's reply, ``bench pair``);
+    :func:`key_container` builds what it reads."""
+    if len(body) > limit:
+        raise KeyContainerError(f"key container larger than {limit} bytes")
+    try:
+        obj = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except KeyContainerError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise KeyContainerError("key container is not UTF-8 JSON") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("keys"), list):
+        raise KeyContainerError("key container has no 'keys' array")
+    if set(obj) - _CONTAINER_FIELDS:
+        raise KeyContainerError(
+            f"key container has unknown members {sorted(set(obj) - _CONTAINER_FIELDS)}"
+        )
+    entries = obj["keys"]
+    if not 1 <= len(entries) <= max_keys:
+        raise KeyContainerError(f"key container holds {len(entries)} keys, expected 1..{max_keys}")
+    out: list[Key] = []
+    for e in entries:
+        if not isinstance(e, dict) or set(e) - _KEY_FIELDS:
+            raise KeyContainerError("key container entry is not an object of key_ID and key")
+        kid, key = e.get("key_ID"), e.get("key")
+        if not isinstance(kid, str) or not _UUID.fullmatch(kid):
+            raise KeyContainerError(
+                "key container entry has no key_ID UUID (8-4-4-4-12 hex digits)"
+            )
+        if not isinstance(key, str) or not _BASE64.fullmatch(key):
+            raise KeyContainerError(f"key {kid} is not padded standard base64")
+        material = base64.b64decode(key)
+        if not material or (key_bytes is not None and len(material) != key_bytes):
+            raise KeyContainerError(f"key {kid} has {len(material)} bytes, expected {key_bytes}")
+        out.append(Key(uuid.UUID(kid), bytearray(material)))
+    if len({k.key_id for k in out}) != len(out):
+        raise KeyContainerError("key container holds a key_ID twice")
+    return out
 
 
 @dataclass(frozen=True)

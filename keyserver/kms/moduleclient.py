@@ -7,8 +7,7 @@ node as master). mTLS in the module trust domain; the module's certificate CN is
 
 from __future__ import annotations
 
-import base64
-import binascii
+import json
 import ssl
 import uuid
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from keyserver.etsi014.messages import MAX_CONTAINER_BYTES, KeyContainerError, parse_key_container
 from keyserver.kms.nodeconfig import ModuleRef, Tls
 from keyserver.pki.tls import client_context
 
@@ -107,23 +107,33 @@ class ModuleClient:
         if self._session is not None:
             await self._session.close()
 
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+    async def _call(self, method: str, path: str, body: Any = None) -> bytes:
+        """The body of the module's 200 reply (at most MAX_CONTAINER_BYTES), else raise."""
         url = f"{self.ref.url}/api/v1/keys/{self._remote}/{path}"
         try:
             async with self._s().request(method, url, json=body) as resp:
-                data = await resp.json(content_type=None)
                 status = resp.status
-        except (TimeoutError, aiohttp.ClientError, ssl.SSLError, OSError, ValueError) as e:
+                data = await _read_bounded(resp.content)
+        except (TimeoutError, aiohttp.ClientError, ssl.SSLError, OSError) as e:
             raise ModuleUnavailable(f"module {self.ref.id} at {self.ref.url}: {e!r}") from None
+        if data is None:
+            raise ModuleUnavailable(f"module {self.ref.id} answered more than it may")
         if status == 200:
             return data
-        message = str(data.get("message", "")) if isinstance(data, dict) else ""
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError):
+            obj = None
+        message = str(obj.get("message", "")) if isinstance(obj, dict) else ""
         if status in (400, 401):
             raise ModuleRefused(status, message)
         raise ModuleUnavailable(f"module {self.ref.id} answered {status}: {message}")
 
     async def status(self) -> ModuleStatus:
-        obj = await self._call("GET", "status")
+        try:
+            obj = json.loads(await self._call("GET", "status"))
+        except (ValueError, RecursionError):
+            raise ModuleUnavailable("module status is not JSON") from None
         if not isinstance(obj, dict):
             raise ModuleUnavailable("module status is not an object")
         ext = obj.get("status_extension")
@@ -155,19 +165,23 @@ class ModuleClient:
         return got
 
 
-def _keys(obj: Any, size: int, number: int) -> list[tuple[uuid.UUID, bytes]]:
-    if not isinstance(obj, dict) or not isinstance(obj.get("keys"), list):
-        raise ModuleUnavailable("module reply has no keys array")
-    out = []
-    for e in obj["keys"]:
-        try:
-            kid = uuid.UUID(e["key_ID"])
-            mat = base64.b64decode(e["key"], validate=True)
-        except (KeyError, TypeError, ValueError, binascii.Error):
-            raise ModuleUnavailable("module reply has a malformed key entry") from None
-        if len(mat) != size:
-            raise ModuleUnavailable(f"module key has {len(mat)} bytes, expected {size}")
-        out.append((kid, mat))
-    if len(out) != number or len({k for k, _ in out}) != number:
-        raise ModuleUnavailable(f"module returned {len(out)} keys, expected {number}")
-    return out
+async def _read_bounded(content: aiohttp.StreamReader) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_CONTAINER_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _keys(body: bytes, size: int, number: int) -> list[tuple[uuid.UUID, bytes]]:
+    """The `number` keys of `size` bytes of a module's key container (etsi014's one parser)."""
+    try:
+        keys = parse_key_container(body, key_bytes=size, max_keys=number)
+    except KeyContainerError as e:
+        raise ModuleUnavailable(f"module reply: {e}") from None
+    if len(keys) != number:
+        raise ModuleUnavailable(f"module returned {len(keys)} keys, expected {number}")
+    return [(k.key_id, bytes(k.material)) for k in keys]

@@ -40,11 +40,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from keyserver.etsi014.key import Key
+from keyserver.etsi014.messages import key_container, parse_key_container
 from keyserver.kms.callcapacity import route_capacity
 from keyserver.pki.tls import client_context, server_context
 
 TARGET_RATIO = 0.5  # real pairs/s at least half the bare server's (issue: KME throughput)
-FIXED_KEY = (uuid.UUID(int=1, version=4), bytes(32))
+FIXED_KEY = Key.of(uuid.UUID(int=1, version=4), bytes(32))
 
 
 @dataclass(frozen=True)
@@ -112,10 +114,23 @@ def _conn(url: str, ca: str, cert: tuple[str, str]) -> http.client.HTTPSConnecti
 
 
 def _call(conn: http.client.HTTPSConnection, path: str) -> tuple[int, Any]:
+    status, body = _get(conn, path)
+    return status, json.loads(body) if body else None
+
+
+def _get(conn: http.client.HTTPSConnection, path: str) -> tuple[int, bytes]:
     conn.request("GET", path)
     resp = conn.getresponse()
-    body = resp.read()
-    return resp.status, json.loads(body) if body else None
+    return resp.status, resp.read()
+
+
+def _key(conn: http.client.HTTPSConnection, path: str) -> tuple[int, Key | None]:
+    """GET enc_keys or dec_keys for one key: the status, and the key if it is 200 (the
+    container parsed by keyserver's one parser, :func:`parse_key_container`)."""
+    status, body = _get(conn, path)
+    if status != 200:
+        return status, None
+    return status, parse_key_container(body, key_bytes=None, max_keys=1)[0]
 
 
 def _worker(target: BenchTarget, seconds: float, size: int, ready: Any, out: Any) -> None:
@@ -136,17 +151,16 @@ def _worker(target: BenchTarget, seconds: float, size: int, ready: Any, out: Any
     while time.time() < deadline:
         t0 = time.perf_counter()
         try:
-            st, enc = _call(a, f"/api/v1/keys/{target.slave}/enc_keys?size={size}")
-            if st != 200:
+            st, key = _key(a, f"/api/v1/keys/{target.slave}/enc_keys?size={size}")
+            if key is None:
                 err(f"enc_{st}")
                 time.sleep(0.01)
                 continue
-            key = enc["keys"][0]
-            st, dec = _call(b, f"/api/v1/keys/{target.master}/dec_keys?key_ID={key['key_ID']}")
-            if st != 200:
+            st, dec = _key(b, f"/api/v1/keys/{target.master}/dec_keys?key_ID={key.key_id}")
+            if dec is None:
                 err(f"dec_{st}")
                 continue
-            if dec["keys"][0] != key:
+            if dec != key:
                 err("mismatch")
                 continue
         except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
@@ -157,7 +171,7 @@ def _worker(target: BenchTarget, seconds: float, size: int, ready: Any, out: Any
             b = _conn(target.url_b, target.ca, target.bob)
             continue
         lat.append(1000 * (time.perf_counter() - t0))
-        ids.append(key["key_ID"])
+        ids.append(str(key.key_id))
     a.close()
     b.close()
     out.put({"latencies_ms": lat, "ids": ids, "errors": errors})
@@ -232,8 +246,6 @@ def bare_app(container: bytes) -> Any:
 async def _serve_bare(tls: ServerTls, ports: Any, stop: Any) -> None:
     from aiohttp import web
 
-    from keyserver.etsi014.messages import key_container
-
     container = json.dumps(key_container([FIXED_KEY])).encode()
     runner = web.AppRunner(bare_app(container), access_log=None, handle_signals=False)
     await runner.setup()
@@ -288,14 +300,14 @@ def relay_times(target: BenchTarget, requests: int, hops: int | None) -> dict[st
     try:
         for _ in range(requests):
             t0 = time.perf_counter()
-            st, enc = _call(a, f"/api/v1/keys/{target.slave}/enc_keys?size=256")
+            _, key = _key(a, f"/api/v1/keys/{target.slave}/enc_keys?size=256")
             t1 = time.perf_counter()
-            if st != 200:
+            if key is None:
                 errors += 1
                 time.sleep(0.05)
                 continue
             lat.append(1000 * (t1 - t0))
-            _call(b, f"/api/v1/keys/{target.master}/dec_keys?key_ID={enc['keys'][0]['key_ID']}")
+            _get(b, f"/api/v1/keys/{target.master}/dec_keys?key_ID={key.key_id}")
     finally:
         a.close()
         b.close()
