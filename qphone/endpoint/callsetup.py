@@ -54,7 +54,7 @@ from qphone.endpoint.outcome import (
     IdentityChanged,
     KeySupplyFailed,
     call_failure,
-    key_supply_failure,
+    no_handshake_key,
 )
 from qphone.endpoint.policy import policy_refused, responder_policy
 from qphone.endpoint.state import CallPhase, PhaseTracker
@@ -233,12 +233,10 @@ class CallSetup:
                 )
                 self.pqc_only = True
                 return []
-            hint = "" if mode is Mode.OTP else " (or allow a PQC-only call with --allow-pqc-only)"
-            message = f"cannot get a QKD key from the KME: {exc}{hint}"
             self.handshake.abort(
                 AbortKind.FAILED, "the caller could not get a QKD key from its KME"
             )
-            raise key_supply_failure(message, exc) from exc
+            raise no_handshake_key(exc, otp=mode is Mode.OTP) from exc
         finally:
             self.times.kme_ms = (time.monotonic() - t0) * 1e3
 

@@ -213,6 +213,52 @@ def key_supply_failure(message: str, exc: KmeError) -> KeySupplyFailed:
     return OutOfKey(message) if isinstance(exc, KmeOutOfKeys) else KeySupplyFailed(message)
 
 
+# The failures of a call's set-up and of the running call, worded once, here.
+
+
+def no_handshake_key(exc: KmeError, otp: bool) -> KeySupplyFailed:
+    """The caller got no QKD key for the handshake (and may not go on PQC-only)."""
+    hint = "" if otp else " (or allow a PQC-only call with --allow-pqc-only)"
+    return key_supply_failure(f"cannot get a QKD key from the KME: {exc}{hint}", exc)
+
+
+def key_supply_stopped(exc: Exception) -> KeySupplyFailed:
+    """The running call's key supply stopped: its KME failed (a :class:`KmeError`), or it
+    delivered keys the session refused (anything else)."""
+    if isinstance(exc, KmeError):
+        return key_supply_failure(f"QKD key supply failed mid-call: {exc} (fail closed)", exc)
+    return KeySupplyFailed(f"the KME delivered keys this call cannot use: {exc} (fail closed)")
+
+
+def rotation_failed(epoch: int, overdue: int) -> OutOfKey:
+    """An AES call's rotation was overdue for too long (``max_overdue_epochs``)."""
+    return OutOfKey(
+        f"key rotation could not complete: epoch {epoch} is {overdue} epochs overdue (the "
+        f"limit, max_overdue_epochs) because epoch {epoch + 1} is not ready at both ends: the "
+        "KME did not deliver or the peer's confirmation never arrived; the call ends (fail closed)"
+    )
+
+
+def peer_failed(reason: str) -> PeerFailed:
+    """The peer's authenticated bye says a failure ended the call there."""
+    return PeerFailed(f"the peer ended the call: {reason}")
+
+
+def control_refused(exc: Exception) -> ControlMessageRefused:
+    """An authentic control message this call cannot accept."""
+    return ControlMessageRefused(f"control message rejected ({exc}); call ended (fail closed)")
+
+
+def connection_lost(reason: str) -> ConnectionLost:
+    """The transport closed during the call, for ``reason``."""
+    return ConnectionLost(f"connection lost ({reason})")
+
+
+def task_failed(name: str, exc: BaseException) -> CallFailed:
+    """A task of the running call died of ``exc`` (a bug or a library's failure)."""
+    return CallFailed(f"the {name} task failed: {type(exc).__name__}: {exc}")
+
+
 # The exceptions CallEndpoint turns into a CallFailed; anything else (a bug) propagates unchanged.
 HANDLED_FAILURES: tuple[type[Exception], ...] = (
     CallFailed,

@@ -54,13 +54,12 @@ from qphone.endpoint.observer import CallObserver, EpochChange
 from qphone.endpoint.options import CallOptions
 from qphone.endpoint.outcome import (
     CallEnd,
-    CallFailed,
-    ConnectionLost,
-    ControlMessageRefused,
-    KeySupplyFailed,
-    OutOfKey,
-    PeerFailed,
-    key_supply_failure,
+    connection_lost,
+    control_refused,
+    key_supply_stopped,
+    peer_failed,
+    rotation_failed,
+    task_failed,
 )
 from qphone.endpoint.playout import Playout
 from qphone.endpoint.receivepath import ReceivePath
@@ -197,15 +196,13 @@ class RunningCall:
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         """No task of a running call dies silently: its exception ends the call."""
-        if task.cancelled() or task.exception() is None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
             return
-        exc = task.exception()
         if isinstance(exc, TransportError):
-            self.ending.finish(ConnectionLost(f"connection lost ({self.transport.close_reason})"))
+            self.ending.finish(connection_lost(self.transport.close_reason))
         else:
-            self.ending.finish(
-                CallFailed(f"the {task.get_name()} task failed: {type(exc).__name__}: {exc}")
-            )
+            self.ending.finish(task_failed(task.get_name(), exc))
 
     # ------------------------------------------------------------------ the session's events
     def dispatch(self, events: list[SessionEvent]) -> None:
@@ -228,17 +225,10 @@ class RunningCall:
                     "(KME slow or empty, or the peer's confirmation lost?)"
                 )
             elif isinstance(ev, RotationFailed):
-                self.ending.finish(
-                    OutOfKey(
-                        f"key rotation could not complete: epoch {ev.epoch} is {ev.overdue} "
-                        f"epochs overdue (the limit, max_overdue_epochs) because epoch "
-                        f"{ev.epoch + 1} is not ready at both ends: the KME did not deliver or "
-                        "the peer's confirmation never arrived; the call ends (fail closed)"
-                    )
-                )
+                self.ending.finish(rotation_failed(ev.epoch, ev.overdue))
             elif isinstance(ev, PeerBye):
                 if ev.failed:
-                    self.ending.finish(PeerFailed(f"the peer ended the call: {ev.reason}"))
+                    self.ending.finish(peer_failed(ev.reason))
                 else:
                     self.ending.finish(CallEnd.peer_hung_up(ev.reason))
 
@@ -247,22 +237,17 @@ class RunningCall:
         self.dispatch(self.session.events())
 
     def _key_supply_failed(self, exc: Exception) -> None:
-        """The key supply worker stopped: the KME failed, or the session refused its keys."""
-        if not isinstance(exc, KmeError):
-            self.ending.finish(
-                KeySupplyFailed(f"the KME delivered keys this call cannot use: {exc} (fail closed)")
-            )
-            return
-        if self.opt.allow_pqc_only and self.session.mode is Mode.AES:
+        """The key supply worker stopped: the KME failed, or the session refused its keys.  An
+        AES call allowed to go on PQC-only keeps its current key while the KME is failing."""
+        kme_failed = isinstance(exc, KmeError)
+        if kme_failed and self.opt.allow_pqc_only and self.session.mode is Mode.AES:
             self.console.warn(
                 f"KME failed mid-call ({exc}); no fresh QKD key for the next epochs: the call "
                 "continues on the current key as --allow-pqc-only permits, until rotation is "
                 "overdue for too long (then it ends, fail closed)"
             )
             return
-        self.ending.finish(
-            key_supply_failure(f"QKD key supply failed mid-call: {exc} (fail closed)", exc)
-        )
+        self.ending.finish(key_supply_stopped(exc))
 
     # ------------------------------------------------------------------ the other tasks
     async def _control_loop(self) -> None:
@@ -278,11 +263,7 @@ class RunningCall:
                 self._ignore_control(str(exc))
                 continue
             except ControlRejected as exc:
-                self.ending.finish(
-                    ControlMessageRefused(
-                        f"control message rejected ({exc}); call ended (fail closed)"
-                    )
-                )
+                self.ending.finish(control_refused(exc))
                 return
             except QphoneError:
                 return
@@ -299,7 +280,7 @@ class RunningCall:
 
     async def _watch_transport(self) -> None:
         reason = await self.transport.wait_closed()
-        self.ending.finish(ConnectionLost(f"connection lost ({reason})"))
+        self.ending.finish(connection_lost(reason))
 
     async def _timer(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -1,4 +1,9 @@
-"""Calls that must fail (or degrade) with a clear message on both sides, keys erased."""
+"""Calls that must fail (or degrade) with a clear message on both sides, keys erased.
+
+A real keyserver pair serves the tests that need it (the ETSI 014 client's own failure, an
+answering ``qphone`` process); the others take their keys from an in-memory key source
+(tests/support/memorykeysource.py).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from qphone.config.pins import KnownPeers
+from qphone.config.profile import Profile
 from qphone.core.abort import AbortKind
 from qphone.core.identity import Identity
 from qphone.endpoint.endpoint import CallEndpoint
@@ -30,6 +36,7 @@ from qphone.transport.calltransport import CallTransport
 from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 from qphone.transport.signaling import SignalingListener
 from tests.support.keyserverdemo import private_profile, private_profiles
+from tests.support.memorykeysource import memory_profiles, sources
 from tests.support.qphoneprocess import answering
 
 pytestmark = pytest.mark.slow
@@ -87,12 +94,21 @@ async def test_kme_unreachable_fails_closed_or_runs_pqc_only(
     assert b.summary().error == str(rb) and b.summary().end_reason == f"failed: {rb}"
 
 
-async def test_wrong_peer_identity_refused(
-    keyserver_pair: Path, tmp_path: Path, free_port: Callable[[], int]
-) -> None:
-    pa, pb = private_profiles(keyserver_pair, tmp_path)
+def memory_endpoints(
+    pa: Profile, pb: Profile, a_options: CallOptions, b_options: CallOptions
+) -> tuple[CallEndpoint, CallEndpoint]:
+    """alice and bob with their keys from one in-memory key network."""
+    ka, kb = sources()
+    return (
+        CallEndpoint(pa, a_options, key_source=ka),
+        CallEndpoint(pb, b_options, key_source=kb),
+    )
+
+
+async def test_wrong_peer_identity_refused(tmp_path: Path, free_port: Callable[[], int]) -> None:
+    pa, pb = memory_profiles(tmp_path)
     KnownPeers(pa.known_peers).repin("bob", Identity.generate().public)  # a different bob
-    a, b = CallEndpoint(pa, opts()), CallEndpoint(pb, opts(duration=None))
+    a, b = memory_endpoints(pa, pb, opts(), opts(duration=None))
     ra, rb = await pair(a, b, free_port())
     assert isinstance(ra, IdentityChanged) and "IDENTITY OF bob CHANGED" in str(ra), ra
     # b has no authenticated evidence of anything: a neutral event, no identity advice
@@ -100,8 +116,7 @@ async def test_wrong_peer_identity_refused(
     assert "unauthenticated abort" in str(rb) and "--trust-new-identity" not in str(rb), rb
     assert a.session is None and b.session is None  # no key was ever put to use
     # after verifying out of band, the user re-pins explicitly
-    a = CallEndpoint(pa, opts(trust_new_identity=True))
-    b = CallEndpoint(pb, opts(duration=None))
+    a, b = memory_endpoints(pa, pb, opts(trust_new_identity=True), opts(duration=None))
     ra, rb = await pair(a, b, free_port())
     assert isinstance(ra, CallSummary) and ra.frames_received > 0
     assert ra.peer_pin == "changed" and any("Re-pinned" in w for w in ra.warnings)
@@ -113,11 +128,11 @@ async def test_wrong_peer_identity_refused(
 
 
 async def test_man_in_the_middle_relay_detected(
-    keyserver_pair: Path, tmp_path: Path, free_port: Callable[[], int]
+    tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
     """A relay terminating DTLS on both legs and forwarding everything: the handshake fails."""
-    pa, pb = private_profiles(keyserver_pair, tmp_path)
-    a, b = CallEndpoint(pa, opts()), CallEndpoint(pb, opts(duration=None))
+    pa, pb = memory_profiles(tmp_path)
+    a, b = memory_endpoints(pa, pb, opts(), opts(duration=None))
     real, fake = free_port(), free_port()
     cfg = TransportConfig(host_addresses=LOOPBACK_ADDRESSES, connect_timeout=5)
     relay_in, relay_out = CallTransport(cfg), CallTransport(cfg)

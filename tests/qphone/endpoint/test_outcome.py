@@ -9,6 +9,8 @@ from qphone.core.errors import HandshakeFailed, PeerIdentityMismatch, ProposalRe
 from qphone.endpoint.outcome import (
     CallEnd,
     CallFailed,
+    ConnectionLost,
+    ControlMessageRefused,
     EndCause,
     IdentityChanged,
     KeySupplyFailed,
@@ -18,6 +20,13 @@ from qphone.endpoint.outcome import (
     PolicyRefused,
     abort_kind,
     call_failure,
+    connection_lost,
+    control_refused,
+    key_supply_stopped,
+    no_handshake_key,
+    peer_failed,
+    rotation_failed,
+    task_failed,
 )
 from qphone.kmeclient import KmeEavesdropperAlarm, KmeOutOfKeys, KmeUnavailable
 from qphone.transport.errors import TransportError
@@ -87,3 +96,27 @@ def test_policy_key_and_other_outcomes() -> None:
 )
 def test_what_the_peer_is_told(exc: HandshakeFailed, kind: AbortKind) -> None:
     assert abort_kind(exc) is kind
+
+
+def test_the_failures_of_a_call_are_typed_one_line_sentences() -> None:
+    """What the set-up and the running call end with: each its type, one line, the fix or the
+    fail-closed rule named."""
+    no_key = no_handshake_key(KmeUnavailable("KME at x unreachable"), otp=False)
+    assert type(no_key) is KeySupplyFailed and str(no_key).endswith("--allow-pqc-only)")
+    assert "--allow-pqc-only" not in str(no_handshake_key(KmeUnavailable("down"), otp=True))
+    assert isinstance(no_handshake_key(KmeOutOfKeys("empty"), otp=True), OutOfKey)
+    assert isinstance(key_supply_stopped(KmeOutOfKeys("empty")), OutOfKey)
+    refused = key_supply_stopped(ValueError("key of 128 bits, need 256"))
+    assert type(refused) is KeySupplyFailed and "cannot use" in str(refused)
+    rotation = rotation_failed(4, 2)
+    assert isinstance(rotation, OutOfKey) and "epoch 4 is 2 epochs overdue" in str(rotation)
+    assert "epoch 5 is not ready" in str(rotation)
+    bye = peer_failed("out of key")
+    assert isinstance(bye, PeerFailed) and bye.end().cause is EndCause.PEER_BYE
+    assert isinstance(control_refused(ValueError("epoch 9")), ControlMessageRefused)
+    lost = connection_lost("peer vanished")
+    assert isinstance(lost, ConnectionLost) and str(lost) == "connection lost (peer vanished)"
+    died = task_failed("playout", RuntimeError("boom"))
+    assert type(died) is CallFailed and str(died) == "the playout task failed: RuntimeError: boom"
+    for f in (no_key, refused, rotation, bye, lost, died):
+        assert "\n" not in str(f) and f.end().failed

@@ -17,7 +17,7 @@ from qphone.endpoint.options import CallOptions
 from qphone.measure.quality import estimate_delay
 from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
 from tests.support.audiocompare import reference_decode
-from tests.support.keyserverdemo import private_profiles
+from tests.support.memorykeysource import memory_profiles, sources
 from tests.support.paths import SAMPLES
 from tests.support.pulseaudio import PulseServer
 
@@ -25,18 +25,21 @@ pytestmark = [pytest.mark.slow, pytest.mark.sound]
 
 
 async def test_call_plays_into_sound_device(
-    pulse_server: PulseServer, keyserver_pair: Path, tmp_path: Path, free_port: Callable[[], int]
+    pulse_server: PulseServer, tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
     """Alice's call plays Bob's speech on the "pulse" device; we record the null sink's monitor."""
-    alice, bob = private_profiles(keyserver_pair, tmp_path)
+    alice, bob = memory_profiles(tmp_path)
+    ka, kb = sources()  # the keys from memory: what is tested is the sound device
     transport = TransportConfig(host_addresses=LOOPBACK_ADDRESSES)
     a = CallEndpoint(
         alice,
         CallOptions(output="pulse", duration=5.0, transport=transport, status=False),
+        key_source=ka,
     )
     b = CallEndpoint(
         bob,
         CallOptions(input=str(SAMPLES / "speech_b_48k.wav"), transport=transport, status=False),
+        key_source=kb,
     )
     port = free_port()
     recorded: list[bytes] = []
