@@ -10,9 +10,10 @@ clients); read them in this order to follow a relayed key:
   (:mod:`keyserver.kms.routing`);
 * :mod:`keyserver.kms.saeservice`: ETSI 014 for the SAEs (``enc_keys`` of a remote slave goes to
   the relay agent);
-* :mod:`keyserver.kms.relayagent`: the relay's initiator, transit and target roles, acks and
-  voids, driving the sans-I/O :mod:`keyserver.kms.relaymachine` with the hop messages of
-  :mod:`keyserver.kms.relay`.
+* the relay agent, driving the sans-I/O :mod:`keyserver.kms.relaymachine` with the hop
+  messages of :mod:`keyserver.kms.relay`: :mod:`keyserver.kms.relayinitiator` (the initiator
+  role: journal, send, ack, void) and :mod:`keyserver.kms.relayreceiver` (transit and target:
+  a hop arriving, forwarded or held for the slave SAE; the ack outbox).
 
 This module only builds them, starts and stops them, and wires the two listeners:
 
@@ -55,7 +56,8 @@ from keyserver.kms.nodeconfig import NodeConfig
 from keyserver.kms.nodecontext import MAX_NODE_BODY, SYNC_PATH, NodeContext
 from keyserver.kms.nodestore import NodeStore
 from keyserver.kms.recorder import Recorder
-from keyserver.kms.relayagent import ACK_PATH, HOP_PATH, VOID_PATH, PairStats, RelayAgent
+from keyserver.kms.relayinitiator import ACK_PATH, HOP_PATH, VOID_PATH, PairStats, RelayInitiator
+from keyserver.kms.relayreceiver import RelayReceiver
 from keyserver.kms.routing import LinkReport, LinkStateDb, Lsa, RouteDecision
 from keyserver.kms.saeservice import SaeService
 from keyserver.kms.stockshare import StockShares
@@ -84,7 +86,8 @@ class KmsNode:
         )
         self.linkstate = LinkStateAgent(self.ctx)
         self.linkmanager = LinkManager(self.ctx, self.linkstate)
-        self.relays = RelayAgent(self.ctx, self.linkstate, self.linkmanager, self.shares)
+        self.relays = RelayInitiator(self.ctx, self.linkstate, self.linkmanager, self.shares)
+        self.hops = RelayReceiver(self.ctx, self.linkmanager)
         self.sae = SaeService(self.ctx, self.linkstate, self.relays)
         self.api = Etsi014Api(self.sae, config.http)
         self._listeners: list[Listener] = []
@@ -154,6 +157,7 @@ class KmsNode:
         self.linkmanager.start()
         ctx.spawn(self.linkstate.run())
         self.relays.start()
+        self.hops.start()
         log(
             _LOG,
             logging.INFO,
@@ -211,9 +215,9 @@ class KmsNode:
         r.add_post(ANNOUNCE_PATH, self.linkmanager.h_announce)
         r.add_post(SYNC_PATH, self.linkmanager.h_sync)
         r.add_post(LSA_PATH, self.linkstate.h_lsa)
-        r.add_post(HOP_PATH, self.relays.h_ext_keys)
+        r.add_post(HOP_PATH, self.hops.h_ext_keys)
         r.add_post(ACK_PATH, self.relays.h_ack)
-        r.add_post(VOID_PATH, self.relays.h_void)
+        r.add_post(VOID_PATH, self.hops.h_void)
         r.add_get(STATE_PATH, self.h_state, allow_head=False)
         return app
 

@@ -2,9 +2,10 @@
 
 The node (:mod:`keyserver.kms.node`) makes one :class:`NodeContext` and hands it to each agent
 (:mod:`~keyserver.kms.saeservice`, :mod:`~keyserver.kms.linkmanager`,
-:mod:`~keyserver.kms.linkstate`, :mod:`~keyserver.kms.relayagent`). Besides the shared state it
-holds the plumbing they all use: node-to-node POSTs (a client per peer, made on the first
-message), the caller checks of the node API, background tasks, and jittered timers.
+:mod:`~keyserver.kms.linkstate`, :mod:`~keyserver.kms.relayinitiator`,
+:mod:`~keyserver.kms.relayreceiver`). Besides the shared state it holds the plumbing they all
+use: node-to-node POSTs (a client per peer, made on the first message), the caller checks of
+the node API, background tasks, and jittered timers.
 """
 
 from __future__ import annotations

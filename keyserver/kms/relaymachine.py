@@ -2,8 +2,10 @@
 
 :mod:`keyserver.kms.relay` is the wire format and the cryptography of one hop message; this
 module decides what a node does with them, given messages, results and the time, and returns
-actions and outcomes (frozen dataclasses). :mod:`keyserver.kms.relayagent` drives it: it owns
-the store, the HTTP clients and the timers, and does what the machine says in the order it says.
+actions and outcomes (frozen dataclasses). The relay agent drives it
+(:mod:`keyserver.kms.relayinitiator` for the initiator role, :mod:`keyserver.kms.relayreceiver`
+for transit and target): it owns the store, the HTTP clients and the timers, and does what the
+machine says in the order it says.
 
 One relay, seen from each role (ETSI GS QKD 020 shaped: ``POST /kmapi/v1/ext_keys``, an ack to
 the initiator's ``ack_callback_url``, ``/kmapi/v1/ext_keys/void``):

@@ -23,11 +23,11 @@ from keyserver.kms.heldkeys import HeldKey, KeysNotFound
 from keyserver.kms.linkstate import LinkStateAgent
 from keyserver.kms.nodecontext import NodeContext, now_ms
 from keyserver.kms.nodestore import NodeStore
-from keyserver.kms.relayagent import RelayAgent
+from keyserver.kms.relayinitiator import RelayInitiator
 
 
 class SaeService:
-    def __init__(self, ctx: NodeContext, linkstate: LinkStateAgent, relays: RelayAgent) -> None:
+    def __init__(self, ctx: NodeContext, linkstate: LinkStateAgent, relays: RelayInitiator) -> None:
         self.ctx = ctx
         self.config = ctx.config
         self.linkstate = linkstate

@@ -21,7 +21,7 @@ from keyserver.etsi014 import messages as etsi014
 from keyserver.etsi014.openapi import OPENAPI_PATH, STATUS_CODES
 from keyserver.kms.nodeclient import NodeClient, NodeUnreachable
 from keyserver.kms.nodeconfig import Tls
-from keyserver.kms.relayagent import MSG_OUT_OF_KEYS
+from keyserver.kms.relayinitiator import MSG_OUT_OF_KEYS
 from tests.support.kme_fixtures import (
     DeterministicSource,
     KmePki,

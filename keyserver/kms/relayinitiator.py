@@ -1,19 +1,15 @@
-"""The relay agent: drives :mod:`keyserver.kms.relaymachine` over the node-to-node API.
+"""The relay agent, initiator side: drives :class:`keyserver.kms.relaymachine.InitiatorRelay`.
 
-As **initiator** (:meth:`RelayAgent.request`, from the SAE service's ``enc_keys``): enc_keys
-requests of one SAE pair and key size queue behind the relay in flight and go together as the
-next one; a relay picks node-disjoint routes with enough key (link-state agent), charges the
-master SAE's share of each first link, **journals the relay and spends the first links in one
-store transaction**, then sends the hop-1 messages the machine made and waits for the target's
-reply or ack. Delivered keys go to the master SAE; a failed relay is voided (void outbox).
-
-As **transit or target** (:meth:`RelayAgent.h_ext_keys`, ``POST /kmapi/v1/ext_keys``): the hop
-is checked (machine), its slice's MAC verified (:func:`keyserver.kms.relay.open_hop`); a transit
-node consumes the slice and spends the next link's in one transaction and sends the next hop;
-the target stores the leg and, once every leg is in, holds the keys for the slave SAE and
-queues the ack, in one transaction. Acks (``/ext_keys/ack``) and voids (``/ext_keys/void``) are
-sent from outboxes in the store until the other node answers; held keys the slave SAE does not
-collect expire and are reported to the initiator as voided.
+:meth:`RelayInitiator.request` (from the SAE service's ``enc_keys`` for a slave SAE at another
+node): enc_keys requests of one SAE pair and key size queue behind the relay in flight and go
+together as the next one. A relay picks node-disjoint routes with enough key (link-state
+agent), charges the master SAE's share of each first link, **journals the relay and spends the
+first links in one store transaction**, and only then sends the hop-1 messages the machine made
+from those slices (``POST /kmapi/v1/ext_keys`` to each route's second node, where
+:mod:`keyserver.kms.relayreceiver` takes over). The target's reply, or its ack
+(``POST /kmapi/v1/ext_keys/ack``, :meth:`RelayInitiator.h_ack`), or the deadline decide:
+acknowledged and still pending in the store, the keys go to the master SAE; anything else voids
+the relay, and the void outbox tells the target (``/kmapi/v1/ext_keys/void``) until it answers.
 """
 
 from __future__ import annotations
@@ -33,15 +29,14 @@ from keyserver.etsi014.messages import EtsiError, KeyRequest
 from keyserver.etsi014.server import Key, json_response
 from keyserver.jsonlog import log
 from keyserver.kms import relay, relaymachine
-from keyserver.kms.linkkeystore import OutOfLinkKey, SliceUnavailable, Spend
+from keyserver.kms.linkkeystore import OutOfLinkKey, Spend
 from keyserver.kms.linkmanager import LinkManager
 from keyserver.kms.linkstate import LinkStateAgent
-from keyserver.kms.locallink import LocalLink
 from keyserver.kms.nodeclient import NodeUnreachable
 from keyserver.kms.nodecontext import NodeContext, now_ms
 from keyserver.kms.nodestore import NodeStore
-from keyserver.kms.relay import Ack, AckStatus, HopMessage, RelayFormatError, RelayHeader
-from keyserver.kms.relayjournal import FinalHop, FinalOutcome, RelayOut
+from keyserver.kms.relay import Ack, AckStatus, HopMessage, RelayFormatError
+from keyserver.kms.relayjournal import RelayOut
 from keyserver.kms.relaymachine import (
     AwaitAck,
     Commit,
@@ -49,8 +44,6 @@ from keyserver.kms.relaymachine import (
     Failed,
     HopReply,
     InitiatorRelay,
-    Refusal,
-    Role,
 )
 from keyserver.kms.routing import RouteDecision
 from keyserver.kms.stockshare import StockShares
@@ -104,11 +97,7 @@ class _RelayFailed(Exception):
         self.failed = failed
 
 
-def _refused(r: Refusal) -> EtsiError:
-    return EtsiError(r.status, r.message)
-
-
-class RelayAgent:
+class RelayInitiator:
     def __init__(
         self,
         ctx: NodeContext,
@@ -124,7 +113,6 @@ class RelayAgent:
         self.pairs: dict[tuple[str, str], PairStats] = {}
         self._waiting: dict[uuid.UUID, _Waiting] = {}
         self._batches: dict[tuple[str, str, int], _Batch] = {}  # (master, slave, size) -> queue
-        self._wake_acks = asyncio.Event()
         self._wake_voids = asyncio.Event()
 
     @property
@@ -140,11 +128,8 @@ class RelayAgent:
             log(_LOG, logging.WARNING, "relays_voided_after_restart", count=voided)
 
     def start(self) -> None:
-        self.ctx.spawn(self._ack_loop())
         self.ctx.spawn(self._void_loop())
-        self.ctx.spawn(self._expire_loop())
 
-    # -- initiator -------------------------------------------------------------------------------
     async def request(self, master: str, slave: str, dst: str, req: KeyRequest) -> list[Key]:
         """Keys for `master` shared with `slave` at node `dst`, relayed (queued with the other
         requests of the pair and size that wait for the relay in flight)."""
@@ -313,7 +298,7 @@ class RelayAgent:
                 link = ctx.links[msg.header.link]
                 link.in_flight[msg.header.pad_start] = 1
                 self.links.spent(link)
-            replies = await asyncio.gather(*(self._send_hop(msg) for msg in m.messages))
+            replies = await asyncio.gather(*(send_hop(self.ctx, msg) for msg in m.messages))
             for msg in m.messages:
                 ctx.links[msg.header.link].in_flight.pop(msg.header.pad_start, None)
             # a leg that went straight to the target: the target's reply is its ack (one hop:
@@ -394,16 +379,6 @@ class RelayAgent:
             )
         return needs
 
-    async def _send_hop(self, m: HopMessage) -> HopReply:
-        """POST one hop: no error and the reply's status once the next node accepted it, else
-        the error text."""
-        h = m.header
-        try:
-            reply = await self.ctx.post(h.receiver, HOP_PATH, relay.encode_hop(m))
-        except NodeUnreachable as e:
-            return HopReply(f"hop {h.sender} -> {h.receiver} refused: {e}")
-        return HopReply(None, str(reply.get("status", "")))
-
     async def h_ack(self, request: web.Request) -> web.Response:
         obj = await self.ctx.node_body(request)
         caller = self.ctx.node_caller(request)
@@ -432,187 +407,6 @@ class RelayAgent:
             w.future.set_result(ack)
         return json_response(200, {"ok": True})
 
-    # -- transit and target ----------------------------------------------------------------------
-    def held_quota_bits(self) -> int:
-        """Most uncollected key one (master, slave) pair may hold at this node: the configured
-        quota, capped by one local SAE's share of a link's stock cap (a pair cannot park more
-        than its slave's share of what a link could supply)."""
-        cfg = self.config
-        share = cfg.max_key_count * cfg.limits.key_size // max(1, len(cfg.local_saes()))
-        return min(share, cfg.quota_bits_per_pair)
-
-    async def h_ext_keys(self, request: web.Request) -> web.Response:
-        ctx = self.ctx
-        obj = await ctx.node_body(request)
-        caller = ctx.node_caller(request)
-        try:
-            m = relay.decode_hop(obj)
-        except RelayFormatError as e:
-            raise etsi014.bad_request(f"bad ext_keys message: {e}") from None
-        h = m.header
-        link = ctx.links.get(h.link)
-        refusal = relaymachine.check_hop(
-            h,
-            node=ctx.id,
-            caller=caller,
-            link_neighbour=link.neighbour if link is not None else None,
-            initiator_ack_url=self.config.node_urls.get(h.initiator_node, "") + ACK_PATH,
-            now_ms=now_ms(),
-        )
-        if refusal is not None:
-            raise _refused(refusal)
-        assert link is not None
-        incoming = (h.link, caller, h.pad_start, h.slice_length)
-        try:
-            sl = self.store.link_keys.peek(*incoming)
-        except SliceUnavailable as e:
-            ctx.counters["hops_refused"] += 1
-            raise etsi014.bad_request(f"key not present: {e}") from None
-        try:
-            keys = relay.open_hop(m, sl)
-        except RelayFormatError as e:
-            self.store.link_keys.burn(*incoming)
-            ctx.counters["hops_refused"] += 1
-            raise etsi014.bad_request(str(e)) from None
-        link.bits_spent_payload += 8 * h.total
-        link.bits_spent_auth += 8 * relay.MAC_KEY_BYTES
-        if ctx.recorder is not None:
-            ctx.recorder.view(
-                relay_id=str(h.relay_id),
-                leg=h.leg,
-                legs=h.legs,
-                key_ids=[str(k) for k in h.key_ids],
-                keys=[k.hex() for k in keys],
-                route=list(h.route),
-            )
-        if relaymachine.hop_role(h) is Role.TARGET:
-            self.links.spent(link)
-            return self._final_hop(h, incoming, keys)
-        return self._forward(h, link, incoming, keys)
-
-    def _forward(
-        self,
-        h: RelayHeader,
-        link: LocalLink,
-        incoming: tuple[str, str, int, int],
-        keys: list[bytes],
-    ) -> web.Response:
-        """Transit: consume the incoming slice and spend the next link's (one transaction),
-        then send the next hop in the background (202 at once)."""
-        ctx = self.ctx
-        nxt = relaymachine.next_node(h)
-        out_link = next((x for x in ctx.links.values() if x.neighbour == nxt), None)
-        if out_link is None:
-            raise etsi014.bad_request(f"{ctx.id} has no link to {nxt}")
-        if not out_link.synced:
-            raise EtsiError(503, f"link {out_link.spec.id} is not in sync yet")
-        try:
-            _, out = self.store.link_keys.forward(
-                incoming, Spend(out_link.spec.id, ctx.id, h.slice_length)
-            )
-        except SliceUnavailable as e:
-            raise etsi014.bad_request(f"key not present: {e}") from None
-        except OutOfLinkKey as e:
-            raise EtsiError(
-                503,
-                f"{MSG_OUT_OF_KEYS} (link {e.link})",
-                [{"reason": REASON_OUT_OF_KEYS, "link": e.link}],
-            ) from None
-        out_link.in_flight[out.start] = 1
-        self.links.spent(out_link)
-        self.links.spent(link)
-        msg = relaymachine.forward_message(h, keys, out_link.spec.id, out.start, out.material)
-        ctx.counters["hops_forwarded"] += 1
-        ctx.spawn_transient(self._send_on(msg, out_link, out.start))
-        return json_response(202, {"status": "accepted"})
-
-    async def _send_on(self, msg: HopMessage, out_link: LocalLink, start: int) -> None:
-        reply = await self._send_hop(msg)
-        out_link.in_flight.pop(start, None)
-        out_link.bits_spent_payload += 8 * msg.header.total
-        out_link.bits_spent_auth += 8 * relay.MAC_KEY_BYTES
-        if reply.error is not None:
-            h = msg.header
-            await self.ctx.post_quiet(
-                h.initiator_node,
-                ACK_PATH,
-                relay.encode_ack(relaymachine.failed_hop_ack(h, reply.error)),
-            )
-
-    def _final_hop(
-        self, h: RelayHeader, incoming: tuple[str, str, int, int], shares: list[bytes]
-    ) -> web.Response:
-        """Target: store this leg; with every leg in, the keys are held for the slave SAE and
-        the ack queued (one transaction)."""
-        ctx, cfg = self.ctx, self.config
-        refusal = relaymachine.check_target(
-            h,
-            node=ctx.id,
-            local_saes=cfg.local_saes(),
-            initiator_sae_node=cfg.topology.sae_node(h.initiator_sae),
-        )
-        if refusal is not None:
-            raise _refused(refusal)
-        f = FinalHop(
-            h.relay_id,
-            h.key_ids,
-            h.leg,
-            h.legs,
-            h.initiator_sae,
-            h.target_sae,
-            h.initiator_node,
-            h.ack_url,
-            tuple(shares),
-            h.deadline_ms,
-            now_ms() + int(cfg.hold_seconds * 1000),
-            self.held_quota_bits(),
-            ack_in_reply=relaymachine.acked_in_reply(h),
-        )
-        try:
-            outcome = self.store.accept_leg(incoming, f)
-        except SliceUnavailable as e:
-            raise etsi014.bad_request(f"key not present: {e}") from None
-        if outcome is FinalOutcome.COMPLETE:
-            ctx.counters["relays_received"] += 1
-        if not f.ack_in_reply:
-            self._wake_acks.set()
-        return json_response(202, {"status": outcome.value})
-
-    async def h_void(self, request: web.Request) -> web.Response:
-        obj = await self.ctx.node_body(request)
-        caller = self.ctx.node_caller(request)
-        try:
-            v = relay.decode_void(obj)
-        except RelayFormatError as e:
-            raise etsi014.bad_request(f"bad void: {e}") from None
-        if not relaymachine.may_void(self.store.held.initiator(v.relay_id), caller):
-            raise EtsiError(401, "only the relay's initiator may void it")
-        status = self.store.void_in(v.relay_id, v.until_ms)
-        self.ctx.counters["voids_received"] += 1
-        return json_response(200, {"key_ids": [str(k) for k in v.key_ids], "status": status.value})
-
-    # -- outboxes and expiry ---------------------------------------------------------------------
-    async def _ack_loop(self) -> None:
-        retry: float | None = 0.0  # a restarted node sends what its outbox still holds
-        while True:
-            await self.ctx.sleep_or(self._wake_acks, retry)
-            left = False
-            for a in self.store.relays.acks_out():
-                try:
-                    await self.ctx.post(
-                        a.initiator_node,
-                        ACK_PATH,
-                        relay.encode_ack(Ack(a.relay_id, a.key_ids, a.status, a.reason)),
-                    )
-                except NodeUnreachable as e:
-                    if relaymachine.outbox_gives_up(e.status):
-                        self.store.relays.ack_done(a.relay_id)
-                    else:
-                        left = True
-                    continue
-                self.store.relays.ack_done(a.relay_id)
-            retry = relaymachine.outbox_retry(left, retry)
-
     async def _void_loop(self) -> None:
         retry: float | None = 0.0
         while True:
@@ -632,21 +426,6 @@ class RelayAgent:
                 self.ctx.counters["voids_sent"] += 1
             retry = relaymachine.outbox_retry(left, retry)
 
-    async def _expire_loop(self) -> None:
-        """Held keys expire within a tenth of ``hold_seconds`` (at most 30 s) of their time."""
-        ctx = self.ctx
-        period = min(30.0, self.config.hold_seconds / 10)
-        while True:
-            await asyncio.sleep(ctx.jittered(period))  # (local work only: not counted)
-            for rid, node, kids in self.store.expire(now_ms()):
-                ctx.counters["held_expired"] += len(kids)
-                log(_LOG, logging.INFO, "held_keys_expired", relay_id=str(rid), keys=len(kids))
-                if node != ctx.id:
-                    await ctx.post_quiet(
-                        node, ACK_PATH, relay.encode_ack(relaymachine.expired_ack(rid, kids))
-                    )
-
-    # -- what the relays did ---------------------------------------------------------------------
     def pair_status(self, master: str, slave: str) -> dict[str, Any]:
         """The status extension's ``relay``: what the relays of this SAE pair took."""
         p = self.pairs.get((master, slave))
@@ -695,3 +474,14 @@ class RelayAgent:
             "legs": len(legs),
             "distance_km": round(sum(topo.link(x).distance_km for x in legs[0]), 1),
         }
+
+
+async def send_hop(ctx: NodeContext, m: HopMessage) -> HopReply:
+    """POST one hop: no error and the reply's status once the next node accepted it, else the
+    error text."""
+    h = m.header
+    try:
+        reply = await ctx.post(h.receiver, HOP_PATH, relay.encode_hop(m))
+    except NodeUnreachable as e:
+        return HopReply(f"hop {h.sender} -> {h.receiver} refused: {e}")
+    return HopReply(None, str(reply.get("status", "")))
