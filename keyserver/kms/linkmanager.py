@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from keyserver.etsi014 import messages as etsi014
+from keyserver.etsi014.key import Key
 from keyserver.etsi014.messages import EtsiError
 from keyserver.etsi014.server import json_response
 from keyserver.jsonlog import log
@@ -146,7 +147,9 @@ class LinkManager:
             n = min(st.stored_key_count, st.max_key_per_request, want, 512)
             keys = await link.module.enc_keys(n, st.key_size)
             owners = linkstream.assign_owners(len(keys), stocks, block)
-            blocks = [Block(k, o, m) for (k, m), o in zip(keys, owners, strict=True)]
+            blocks = [
+                Block(k.key_id, o, bytes(k.material)) for k, o in zip(keys, owners, strict=True)
+            ]
             seq = self.store.link_keys.next_announce_seq(lid)
             self.store.link_keys.add_pending(lid, seq, blocks)
             link.bits_drawn += 8 * block * len(blocks)
@@ -215,14 +218,12 @@ class LinkManager:
             size = st.key_size if st is not None else 0
             fetched = await self._fetch(link, [k for k, _ in entries], size)
             owner_of = dict(entries)
-            blocks = [Block(k, owner_of[k], m) for k, m in fetched]
+            blocks = [Block(k.key_id, owner_of[k.key_id], bytes(k.material)) for k in fetched]
             self.store.link_keys.apply_announcement(link.spec.id, seq, blocks)
             self.linkstate.changed()  # flooded if the stock grew by a factor of two
         return json_response(200, {"seq": seq, "got": [str(b.key_id) for b in blocks]})
 
-    async def _fetch(
-        self, link: LocalLink, ids: list[uuid.UUID], size: int
-    ) -> list[tuple[uuid.UUID, bytes]]:
+    async def _fetch(self, link: LocalLink, ids: list[uuid.UUID], size: int) -> list[Key]:
         """dec_keys at the receiver module; keys it does not hold are left out."""
         if size <= 0:
             try:
@@ -231,7 +232,7 @@ class LinkManager:
                 raise EtsiError(503, f"module of link {link.spec.id} unreachable") from e
             size = link.status.key_size
         per = link.status.max_key_per_request if link.status else 128
-        out: list[tuple[uuid.UUID, bytes]] = []
+        out: list[Key] = []
         for i in range(0, len(ids), per):
             chunk = ids[i : i + per]
             try:

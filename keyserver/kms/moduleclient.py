@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from keyserver.etsi014.key import Key
 from keyserver.etsi014.messages import MAX_CONTAINER_BYTES, KeyContainerError, parse_key_container
 from keyserver.kms.nodeconfig import ModuleRef, Tls
 from keyserver.pki.tls import client_context
@@ -76,11 +77,9 @@ class ModuleApi(Protocol):
 
     async def status(self) -> ModuleStatus: ...
 
-    async def enc_keys(self, number: int, size_bits: int) -> list[tuple[uuid.UUID, bytes]]: ...
+    async def enc_keys(self, number: int, size_bits: int) -> list[Key]: ...
 
-    async def dec_keys(
-        self, key_ids: Sequence[uuid.UUID], size_bits: int
-    ) -> list[tuple[uuid.UUID, bytes]]: ...
+    async def dec_keys(self, key_ids: Sequence[uuid.UUID], size_bits: int) -> list[Key]: ...
 
     async def aclose(self) -> None: ...
 
@@ -145,23 +144,21 @@ class ModuleClient:
             link if isinstance(link, dict) else {},
         )
 
-    async def enc_keys(self, number: int, size_bits: int) -> list[tuple[uuid.UUID, bytes]]:
+    async def enc_keys(self, number: int, size_bits: int) -> list[Key]:
         return _keys(
             await self._call("POST", "enc_keys", {"number": number, "size": size_bits}),
             size_bits // 8,
             number,
         )
 
-    async def dec_keys(
-        self, key_ids: Sequence[uuid.UUID], size_bits: int
-    ) -> list[tuple[uuid.UUID, bytes]]:
+    async def dec_keys(self, key_ids: Sequence[uuid.UUID], size_bits: int) -> list[Key]:
         body = {"key_IDs": [{"key_ID": str(k)} for k in key_ids]}
         got = _keys(await self._call("POST", "dec_keys", body), size_bits // 8, len(key_ids))
-        if [k for k, _ in got] != list(key_ids):
-            if {k for k, _ in got} != set(key_ids):
+        if [k.key_id for k in got] != list(key_ids):
+            if {k.key_id for k in got} != set(key_ids):
                 raise ModuleUnavailable("module returned other key IDs than asked for")
             order = {k: i for i, k in enumerate(key_ids)}
-            got.sort(key=lambda kv: order[kv[0]])
+            got.sort(key=lambda k: order[k.key_id])
         return got
 
 
@@ -176,7 +173,7 @@ async def _read_bounded(content: aiohttp.StreamReader) -> bytes | None:
     return b"".join(chunks)
 
 
-def _keys(body: bytes, size: int, number: int) -> list[tuple[uuid.UUID, bytes]]:
+def _keys(body: bytes, size: int, number: int) -> list[Key]:
     """The `number` keys of `size` bytes of a module's key container (etsi014's one parser)."""
     try:
         keys = parse_key_container(body, key_bytes=size, max_keys=number)
@@ -184,4 +181,4 @@ def _keys(body: bytes, size: int, number: int) -> list[tuple[uuid.UUID, bytes]]:
         raise ModuleUnavailable(f"module reply: {e}") from None
     if len(keys) != number:
         raise ModuleUnavailable(f"module returned {len(keys)} keys, expected {number}")
-    return [(k.key_id, bytes(k.material)) for k in keys]
+    return keys

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from keyserver.etsi014.key import Key
 from keyserver.kms.moduleclient import ModuleRefused, ModuleStatus, ModuleUnavailable
 from keyserver.kms.node import KmsNode
 from keyserver.kms.nodeconfig import load_node_config
@@ -95,21 +96,19 @@ class MemoryModule:
             },
         )
 
-    async def enc_keys(self, number: int, size_bits: int) -> list[tuple[uuid.UUID, bytes]]:
+    async def enc_keys(self, number: int, size_bits: int) -> list[Key]:
         self._check()
         if not self.transmitter or size_bits != self.link.key_bits:
             raise ModuleRefused(400, "wrong side or size")
         if len(self.link.tx) < number:
             raise ModuleUnavailable("not enough keys")
-        return [self.link.tx.popitem(last=False) for _ in range(number)]
+        return [Key.of(*self.link.tx.popitem(last=False)) for _ in range(number)]
 
-    async def dec_keys(
-        self, key_ids: Sequence[uuid.UUID], size_bits: int
-    ) -> list[tuple[uuid.UUID, bytes]]:
+    async def dec_keys(self, key_ids: Sequence[uuid.UUID], size_bits: int) -> list[Key]:
         self._check()
         if self.transmitter or any(k not in self.link.rx for k in key_ids):
             raise ModuleRefused(400, "one or more keys specified are not found on KME")
-        return [(k, self.link.rx.pop(k)) for k in key_ids]
+        return [Key.of(k, self.link.rx.pop(k)) for k in key_ids]
 
     async def aclose(self) -> None:
         return None
