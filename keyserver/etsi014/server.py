@@ -47,7 +47,9 @@ from keyserver.pki.tls import common_name
 _LOG = logging.getLogger("keyserver.etsi014")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Key = tuple[uuid.UUID, bytes]  # what a service returns today; the container is built of Keys
+# What a service returns: etsi014.key.Key (a QKD module's northbound does); the (key ID, bytes)
+# pairs are what the KMS node's SAE service still returns, until it too returns Keys.
+Key = EtsiKey | tuple[uuid.UUID, bytes]
 SERVER_NAME = "qkd-keyserver"  # the Server header: no product versions
 
 
@@ -113,7 +115,7 @@ def caller_id(request: web.Request) -> str | None:
 
 
 def _container(keys: Sequence[Key]) -> dict[str, Any]:
-    return etsi014.key_container([EtsiKey.of(kid, material) for kid, material in keys])
+    return etsi014.key_container([k if isinstance(k, EtsiKey) else EtsiKey.of(*k) for k in keys])
 
 
 def json_response(

@@ -17,8 +17,9 @@ from typing import Any
 from aiohttp import web
 
 from keyserver.etsi014 import messages as etsi014
+from keyserver.etsi014.key import Key
 from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits, Status
-from keyserver.etsi014.server import Etsi014Api, Key, caller_id, guarded_app, json_response
+from keyserver.etsi014.server import Etsi014Api, caller_id, guarded_app, json_response
 from keyserver.qkd.config import ModuleConfig
 from keyserver.qkd.role import Role
 from keyserver.qkd.store import ModuleStore
@@ -96,7 +97,7 @@ class ModuleKeyService:
         if not keys:
             raise EtsiError(503, MSG_OUT_OF_KEYS, [{"reason": "out_of_keys"}])
         self._on_delivered()
-        return keys
+        return [Key.of(kid, material) for kid, material in keys]
 
     async def dec_keys(
         self, slave: str, master: str, key_ids: Sequence[uuid.UUID]
@@ -111,7 +112,7 @@ class ModuleKeyService:
         if keys is None:
             raise etsi014.bad_request(etsi014.MSG_NOT_FOUND)
         self._on_delivered()
-        return keys
+        return [Key.of(kid, material) for kid, material in keys]
 
 
 def build_app(
