@@ -1,6 +1,7 @@
 """One emulated QKD module (``fidelity = "emulated"``): the asyncio adapter of
-:mod:`keyserver.qkd.emulation`, with the physics module's northbound API, store, key IDs and
-authenticated classical channel.
+:mod:`keyserver.qkd.emulation`. Its northbound API, store, key IDs, connections and authenticated
+classical channel are the physics module's (:mod:`keyserver.qkd.moduleprocess`,
+:mod:`keyserver.qkd.peersession`); what differs is below.
 
 Per block (every ``block_pulses / clock_hz`` seconds of real time, the link's cadence) the
 transmitter samples the block's outcome; if it yields key, it draws the key from the OS CSPRNG
@@ -28,28 +29,10 @@ import math
 import os
 import random
 import time
-from typing import Any
 
-from keyserver.etsi014.server import HttpLimits, Listener, start_server
 from keyserver.jsonlog import log
-from keyserver.pki.tls import server_context
 from keyserver.qkd import messages as m
-from keyserver.qkd.blocks import (
-    TAG_BITS,
-    BlockStats,
-    adopt_protocol,
-    protocol_json,
-    refill_bits,
-    split_key,
-)
-from keyserver.qkd.classicalchannel import (
-    AuthError,
-    AuthKeyExhausted,
-    AuthPad,
-    Opener,
-    Sealer,
-    split_initial_key,
-)
+from keyserver.qkd.blocks import TAG_BITS, BlockStats, refill_bits, split_key
 from keyserver.qkd.config import ModuleConfig
 from keyserver.qkd.emulation import (
     BlockOutcome,
@@ -62,21 +45,15 @@ from keyserver.qkd.emulation import (
     report,
     sample_block,
 )
-from keyserver.qkd.finitekey import optimised
-from keyserver.qkd.framing import SessionClosed, length_prefixed, open_sealed_channel, read_frame
-from keyserver.qkd.linkstatus import LinkStatus
-from keyserver.qkd.messages import AbortReason, MessageError
-from keyserver.qkd.northbound import ModuleKeyService, build_app
+from keyserver.qkd.framing import SessionClosed, length_prefixed
+from keyserver.qkd.messages import AbortReason
+from keyserver.qkd.moduleprocess import ModuleProcess
+from keyserver.qkd.peersession import PeerSession
 from keyserver.qkd.physics import binary_entropy
-from keyserver.qkd.role import ModuleState, Role
-from keyserver.qkd.sealedchannel import SealError, read_channel_key
-from keyserver.qkd.store import ModuleStore
+from keyserver.qkd.role import Role
 
 _LOG = logging.getLogger("keyserver.qkd.emulatedmodule")
-NONCE_BYTES = 16
-HANDSHAKE_TIMEOUT = 10.0
 KEY_FRAME_TIMEOUT = 30.0  # a report waits this long for its block's key frame
-RESUME_FRACTION = 0.8
 MAX_IN_FLIGHT = 2  # blocks reported with key but not yet confirmed
 
 
@@ -119,178 +96,30 @@ def _stats(o: BlockOutcome, refill: int, key_bits: int) -> BlockStats:
     )
 
 
-class EmulatedModule:
+class EmulatedModule(ModuleProcess):
     """One emulated QKD module. ``await start()``, then ``await stop()``."""
 
-    def __init__(self, config: ModuleConfig) -> None:
-        self.config = config
-        self.role = Role(config.role)
-        self.failed = asyncio.Event()
-        self.state = ModuleState.CONNECTING
-        self.port = config.northbound.port
-        self.quantum_port = config.quantum_port
-        self.classical_port = config.classical_port
-        self.eve_fraction = config.params.eve_fraction
-        self._tasks: list[asyncio.Task[None]] = []
-        self._listener: Listener | None = None
-        self._servers: list[asyncio.base_events.Server] = []
-        self._session: _Session | None = None
-        self._peer_stock = 0
-        self._paused = False
-        self._pending: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
-        self._session_lock = asyncio.Lock()
+    FIDELITY = "emulated"
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    async def start(self) -> None:
+    def __init__(self, config: ModuleConfig) -> None:
+        super().__init__(config, _LOG, _Session)
+        self._eve_fraction = config.params.eve_fraction
+
+    def _build(self) -> None:
         cfg = self.config
-        try:
-            key = cfg.initial_auth_key.read_bytes()
-        except OSError as e:
-            raise ValueError(
-                f"[classical_channel] initial_auth_key: cannot read "
-                f"{cfg.initial_auth_key}: {e.strerror}"
-            ) from None
-        halves = split_initial_key(key)
-        self.channel_key = read_channel_key(cfg.channel_key)
-        self.store = ModuleStore(cfg.data_dir)
-        self.store.init_auth(*halves)
-        send_dir = 0 if self.role is Role.TRANSMITTER else 1
-        self.pad = AuthPad(
-            self.role, self.store.chunks(), self.store.reservation(send_dir), self.store
-        )
-        self.status = LinkStatus.from_json(self.store.get("link_status"))
         self.nature = _nature(cfg.seed, f"{cfg.link}/{self.role}")
         self._key_random = random.Random(f"qphone-emulated-key/{cfg.seed}") if cfg.seeded else None
-        if cfg.seeded:
-            log(
-                _LOG,
-                logging.WARNING,
-                "seeded_source",
-                module=cfg.id,
-                message="SEEDED SOURCE: keys are reproducible and NOT secret (testing = true)",
-            )
-        if self.role is Role.TRANSMITTER:
-            self.params = await asyncio.to_thread(optimised, cfg.params)
-        else:
-            self.params = dataclasses.replace(cfg.params, optimise=False)
-        service = ModuleKeyService(cfg, self.store, self.status_extension, self._on_delivered)
-        app, self.api = build_app(
-            service, cfg, self._set_eve if self.role is Role.TRANSMITTER else None
-        )
-        nb = cfg.northbound
-        self._listener = await start_server(
-            app, nb.host, nb.port, server_context(nb.ca_cert, nb.cert, nb.key), HttpLimits()
-        )
-        self.port = self._listener.port
-        if self.role is Role.RECEIVER:
-            qs = await asyncio.start_server(
-                self._accept("quantum"), cfg.quantum_host, cfg.quantum_port
-            )
-            cs = await asyncio.start_server(
-                self._accept("classical"), cfg.classical_host, cfg.classical_port
-            )
-            self._servers = [qs, cs]
-            self.quantum_port = int(qs.sockets[0].getsockname()[1])
-            self.classical_port = int(cs.sockets[0].getsockname()[1])
-        else:
-            self._spawn(self._transmitter_loop())
-        log(
-            _LOG,
-            logging.INFO,
-            "module_started",
-            module=cfg.id,
-            link=cfg.link,
-            role=self.role,
-            fidelity="emulated",
-            northbound_port=self.port,
-            distance_km=self.params.distance_km,
-            seeded_source=cfg.seeded,
-            block_pulses=self.params.block_pulses,
-        )
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.append(task)
-        task.add_done_callback(self._task_done)
+    def log_fields(self) -> dict[str, str]:
+        return {"fidelity": self.FIDELITY}
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log(_LOG, logging.ERROR, "task_failed", error=repr(exc))
-            self.failed.set()
-
-    async def stop(self) -> None:
-        self.state = ModuleState.STOPPED
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        if self._session is not None:
-            self._session.close()
-        for s in self._servers:
-            s.close()
-        if self._listener is not None:
-            await self._listener.cleanup()
-        self._save_status()
-        self.store.close()
-        self.channel_key[:] = bytes(len(self.channel_key))
-
-    # -- status ------------------------------------------------------------------------------
-    def status_extension(self) -> dict[str, Any]:
-        st = self.status
-        recv_pos = self._session.opener.next_position if self._session else 0
-        return {
-            "link": self.config.link,
-            "role": self.role,
-            "fidelity": "emulated",
-            "state": self.state,
-            "qber": st.qber,
-            "qber_ewma": st.qber_ewma,
-            "key_rate_bps": st.key_rate_bps,
-            "eavesdropper_alarm": st.eavesdropper_alarm,
-            "blocks_ok": st.blocks_ok,
-            "blocks_aborted": st.blocks_aborted,
-            "last_abort_reason": st.last_abort_reason,
-            "secret_bits_total": st.secret_bits_total,
-            "auth_key_bits_available": self.pad.available_bits(recv_pos),
-            "auth_bits_consumed": 8 * self.pad.consumed_bytes,
-            "seeded_source": self.config.seeded,
-            "distance_km": self.params.distance_km,
-            "eve_fraction": self.eve_fraction if self.role is Role.TRANSMITTER else None,
-            "block_pulses": self.params.block_pulses,
-            "stored_keys": self.store.key_count(),
-            "auth_send_position": self.pad.send_pos,
-            "auth_direction": self.pad.send_direction,
-        }
-
-    def _save_status(self) -> None:
-        with contextlib.suppress(Exception):
-            self.store.put("link_status", self.status.to_json())
-
-    def record(self, stats: BlockStats) -> None:
-        self.status.record(stats, stats.pulses / self.params.clock_hz)
-        self._save_status()
+    def eve_fraction(self) -> float:
+        return self._eve_fraction
 
     def _set_eve(self, fraction: float) -> float:
-        self.eve_fraction = fraction
+        self._eve_fraction = fraction
         log(_LOG, logging.WARNING, "eavesdropper_set", fraction=fraction)
         return fraction
-
-    def _on_delivered(self) -> None:
-        if self.role is Role.RECEIVER and self._session is not None:
-            self._session.heartbeat_now.set()
-
-    def production_paused(self) -> bool:
-        cap = self.config.northbound.max_key_count
-        stock = max(self.store.key_count(), self._peer_stock)
-        if self._paused:
-            self._paused = stock >= RESUME_FRACTION * cap
-        else:
-            self._paused = stock >= cap
-        return self._paused
 
     def key_material(self, n: int) -> bytes:
         """``n`` key bytes: the OS CSPRNG (a seeded PRNG only under ``testing = true``)."""
@@ -298,50 +127,10 @@ class EmulatedModule:
             return self._key_random.randbytes(n)
         return os.urandom(n)
 
-    # -- sessions ----------------------------------------------------------------------------
-    async def _transmitter_loop(self) -> None:
-        cfg = self.config
-        delay = 0.2
-        while True:
-            try:
-                cr, cw = await asyncio.open_connection(cfg.classical_host, cfg.classical_port)
-                try:
-                    qr, qw = await asyncio.open_connection(cfg.quantum_host, cfg.quantum_port)
-                except OSError:
-                    cw.close()
-                    raise
-            except OSError:
-                if self.state is not ModuleState.ABORTED:
-                    self.state = ModuleState.CONNECTING
-                await asyncio.sleep(delay)
-                delay = min(delay * 1.5, 2.0)
-                continue
-            delay = 0.2
-            await _Session(self, cr, cw, qr, qw).run()
-            if self.state is ModuleState.ABORTED:
-                return
 
-    def _accept(self, kind: str) -> Any:
-        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            old = self._pending.pop(kind, None)
-            if old is not None:
-                old[1].close()
-            self._pending[kind] = (reader, writer)
-            if "classical" not in self._pending or "quantum" not in self._pending:
-                return
-            cr, cw = self._pending.pop("classical")
-            qr, qw = self._pending.pop("quantum")
-            if self._session is not None:
-                self._session.close()
-            async with self._session_lock:
-                with contextlib.suppress(asyncio.CancelledError):  # the module is stopping
-                    await _Session(self, cr, cw, qr, qw).run()
-
-        return accept
-
-
-class _Session:
-    """Both channels to the peer module, from handshake to close."""
+class _Session(PeerSession[EmulatedModule]):
+    """A session of the emulated pair: key frames on the sealed quantum channel, block reports
+    and the commit protocol on the classical one."""
 
     def __init__(
         self,
@@ -351,189 +140,24 @@ class _Session:
         qreader: asyncio.StreamReader,
         qwriter: asyncio.StreamWriter,
     ) -> None:
-        self.m = module
-        self.cr, self.cw, self.qr, self.qw = creader, cwriter, qreader, qwriter
-        self.sealer = Sealer(module.pad)
-        self.opener = Opener(module.pad)
-        self.nonce = os.urandom(NONCE_BYTES)
-        self.heartbeat_now = asyncio.Event()
+        super().__init__(module, creader, cwriter, qreader, qwriter)
         self.confirmed = asyncio.Event()
-        self._closed = False
         # transmitter: blocks reported with key, awaiting Confirm: block -> (outcome, keys, ...)
         self.awaiting: dict[int, tuple[BlockOutcome, bytes, int, bool]] = {}
         # receiver: key frames by block, and blocks stored but not yet committed
         self.key_frames: dict[int, asyncio.Future[bytes]] = {}
         self.stored: dict[int, BlockStats] = {}
 
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            for w in (self.cw, self.qw):
-                with contextlib.suppress(Exception):
-                    w.close()
-
-    def send(self, message: m.Message) -> None:
-        if self._closed:
-            raise SessionClosed("session closed")
-        self.cw.write(self.sealer.seal_parts(m.encode_parts(message), length_prefix=True))
-
-    async def _receive(self) -> m.Message:
-        while True:
-            data = await read_frame(self.cr)
-            try:
-                opened = self.opener.open(data)
-                message = m.decode(opened.payload)
-            except (AuthError, MessageError) as e:
-                log(_LOG, logging.WARNING, "classical_frame_refused", error=str(e))
-                continue
-            self.opener.accept(opened)
-            return message
-
-    async def _first_hello(self) -> m.Hello:
-        while True:
-            data = await asyncio.wait_for(read_frame(self.cr), HANDSHAKE_TIMEOUT)
-            try:
-                opened = self.opener.open(data)
-                msg = m.decode(opened.payload)
-            except (AuthError, MessageError) as e:
-                log(_LOG, logging.WARNING, "classical_frame_refused", error=str(e))
-                continue
-            if (
-                not isinstance(msg, m.Hello)
-                or msg.nonce != self.nonce
-                or msg.link != self.m.config.link
-            ):
-                log(
-                    _LOG,
-                    logging.WARNING,
-                    "classical_frame_refused",
-                    error="first message is not a fresh Hello of this link",
-                )
-                continue
-            self.opener.accept(opened)
-            return msg
-
-    async def _handshake(self) -> None:
+    async def _discard(self) -> None:
         mod = self.m
-        cfg = mod.config
-        self.qseal, self.qopen = await open_sealed_channel(
-            self.qr,
-            self.qw,
-            mod.channel_key,
-            cfg.link,
-            mod.role is Role.TRANSMITTER,
-            HANDSHAKE_TIMEOUT,
-        )
-        self.cw.write(self.nonce)
-        try:
-            peer_nonce = await asyncio.wait_for(self.cr.readexactly(NONCE_BYTES), HANDSHAKE_TIMEOUT)
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
-            raise SessionClosed("no handshake") from e
-        store = mod.store
-        if mod.role is Role.TRANSMITTER:
-            last = store.get("last_committed_block", -1)
-            self.send(
-                m.Hello(
-                    cfg.link,
-                    Role.TRANSMITTER,
-                    peer_nonce,
-                    int(last) + 1,
-                    store.key_count(),
-                    protocol_json(mod.params),
+        for o, _, _, _ in self.awaiting.values():
+            mod.record(
+                dataclasses.replace(
+                    _stats(o, 0, 0), aborted=True, reason=AbortReason.CONNECTION_LOST
                 )
             )
-            hello = await self._first_hello()
-            if hello.role != Role.RECEIVER:
-                raise SessionClosed("peer is not the receiver")
-            mod._peer_stock = hello.stock
-        else:
-            hello = await self._first_hello()
-            if hello.role != Role.TRANSMITTER:
-                raise SessionClosed("peer is not the transmitter")
-            try:
-                params = adopt_protocol(cfg.params, hello.protocol)
-            except ValueError as e:
-                raise SessionClosed(f"bad protocol parameters: {e}") from None
-            if abs(params.distance_km - mod.params.distance_km) > 1e-9:
-                log(
-                    _LOG,
-                    logging.ERROR,
-                    "link_mismatch",
-                    message="the two modules' distance_km differ: fix one config",
-                )
-                raise SessionClosed("distance mismatch")
-            mod.params = params
-            below = hello.committed_below
-            await asyncio.to_thread(store.commit_blocks_upto, below - 1)
-            for c in store.chunks():
-                if c.committed:
-                    mod.pad.commit_chunk(c.block)
-            dropped = await asyncio.to_thread(store.drop_pending_after, below - 1)
-            mod.pad.drop_uncommitted_after(below - 1)
-            if dropped:
-                log(
-                    _LOG,
-                    logging.INFO,
-                    "pending_keys_dropped",
-                    keys=dropped,
-                    reason="the transmitter never stored their block",
-                )
-            self.send(m.Hello(cfg.link, Role.RECEIVER, peer_nonce, 0, store.key_count(), ""))
-        await self.cw.drain()
-
-    async def run(self) -> None:
-        mod = self.m
-        mod._session = self
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            await self._handshake()
-            mod.state = ModuleState.RUNNING
-            log(_LOG, logging.INFO, "session_up", role=mod.role, fidelity="emulated")
-            tasks.append(asyncio.create_task(self._classical_loop()))
-            if mod.role is Role.TRANSMITTER:
-                tasks.append(asyncio.create_task(self._produce()))
-            else:
-                tasks.append(asyncio.create_task(self._quantum_loop()))
-                tasks.append(asyncio.create_task(self._heartbeat()))
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                exc = t.exception()
-                if isinstance(exc, AuthKeyExhausted):
-                    mod.state = ModuleState.ABORTED
-                    log(
-                        _LOG,
-                        logging.ERROR,
-                        "auth_key_exhausted",
-                        message="no authentication key left: the link stops",
-                    )
-                elif exc is not None and not isinstance(exc, SessionClosed):
-                    raise exc
-                elif exc is not None:
-                    log(_LOG, logging.INFO, "session_closed", reason=str(exc))
-        except (SessionClosed, TimeoutError, ConnectionError) as e:
-            log(_LOG, logging.INFO, "session_closed", reason=str(e) or type(e).__name__)
-        except AuthKeyExhausted:
-            mod.state = ModuleState.ABORTED
-            log(_LOG, logging.ERROR, "auth_key_exhausted")
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(BaseException):
-                    await t
-            self.close()
-            for o, _, _, _ in self.awaiting.values():
-                mod.record(
-                    dataclasses.replace(
-                        _stats(o, 0, 0), aborted=True, reason=AbortReason.CONNECTION_LOST
-                    )
-                )
-            for fut in self.key_frames.values():
-                fut.cancel()
-            if mod._session is self:
-                mod._session = None
-            if mod.state is ModuleState.RUNNING:
-                mod.state = ModuleState.CONNECTING
+        for fut in self.key_frames.values():
+            fut.cancel()
 
     # -- transmitter -------------------------------------------------------------------------
     async def _produce(self) -> None:
@@ -552,7 +176,9 @@ class _Session:
             block = int(mod.store.get("next_block", 0))
             mod.store.put("next_block", block + 1)
             test = mod.production_paused()
-            outcome = sample_block(p, block, mod.nature, eve_fraction=mod.eve_fraction, pulses=this)
+            outcome = sample_block(
+                p, block, mod.nature, eve_fraction=mod.eve_fraction(), pulses=this
+            )
             refill = 0
             if not outcome.aborted:
                 blocks = max(mod.status.blocks_ok + mod.status.blocks_aborted, 1)
@@ -591,7 +217,7 @@ class _Session:
 
     async def _on_confirm(self, msg: m.Confirm) -> None:
         mod = self.m
-        mod._peer_stock = msg.stock
+        mod.peer_stock = msg.stock
         entry = self.awaiting.pop(msg.block, None)
         self.confirmed.set()
         if entry is None:
@@ -635,20 +261,13 @@ class _Session:
             self.key_frames[block] = fut
         return fut
 
-    async def _quantum_loop(self) -> None:
+    async def _consume(self) -> None:
         while True:
-            data = await read_frame(self.qr)
+            data = await self._read_quantum()
             try:
-                block, material = decode_key_frame(self.qopen.open(data))
-            except (SealError, KeyFrameError) as e:
-                log(
-                    _LOG,
-                    logging.ERROR,
-                    "quantum_frame_refused",
-                    error=str(e),
-                    message="the sealed quantum channel was tampered with: session closed",
-                )
-                raise SessionClosed("quantum frame refused") from None
+                block, material = decode_key_frame(data)
+            except KeyFrameError as e:
+                raise self._quantum_refused(e) from None
             fut = self._key_frame(block)
             if fut.done():
                 raise SessionClosed(f"second key frame for block {block}")
@@ -698,27 +317,14 @@ class _Session:
         mod.pad.commit_chunk(msg.block)
         mod.record(stats)
 
-    async def _heartbeat(self) -> None:
-        """The receiver's stock after each delivery (event-driven, no period)."""
-        while True:
-            await self.heartbeat_now.wait()
-            self.heartbeat_now.clear()
-            self.send(m.Heartbeat(self.m.store.key_count()))
-            await self.cw.drain()
-
     # -- both --------------------------------------------------------------------------------
-    async def _classical_loop(self) -> None:
-        mod = self.m
-        while True:
-            msg = await self._receive()
-            if isinstance(msg, m.Heartbeat):
-                mod._peer_stock = msg.stock
-            elif mod.role is Role.TRANSMITTER and isinstance(msg, m.Confirm):
-                await self._on_confirm(msg)
-            elif mod.role is Role.RECEIVER and isinstance(msg, m.BlockReport):
-                await self._on_report(msg)
-            elif mod.role is Role.RECEIVER and isinstance(msg, m.Commit):
-                await self._on_commit(msg)
-            else:
-                raise SessionClosed(f"unexpected {type(msg).__name__} on an emulated link")
-            await self.cw.drain()
+    async def _on_message(self, msg: m.Message) -> None:
+        role = self.m.role
+        if role is Role.TRANSMITTER and isinstance(msg, m.Confirm):
+            await self._on_confirm(msg)
+        elif role is Role.RECEIVER and isinstance(msg, m.BlockReport):
+            await self._on_report(msg)
+        elif role is Role.RECEIVER and isinstance(msg, m.Commit):
+            await self._on_commit(msg)
+        else:
+            raise SessionClosed(f"unexpected {type(msg).__name__} on an emulated link")
