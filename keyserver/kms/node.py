@@ -86,9 +86,9 @@ class KmsNode:
         )
         self.linkstate = LinkStateAgent(self.ctx)
         self.linkmanager = LinkManager(self.ctx, self.linkstate)
-        self.relays = RelayInitiator(self.ctx, self.linkstate, self.linkmanager, self.shares)
-        self.hops = RelayReceiver(self.ctx, self.linkmanager)
-        self.sae = SaeService(self.ctx, self.linkstate, self.relays)
+        self.initiator = RelayInitiator(self.ctx, self.linkstate, self.linkmanager, self.shares)
+        self.receiver = RelayReceiver(self.ctx, self.linkmanager)
+        self.sae = SaeService(self.ctx, self.linkstate, self.initiator)
         self.api = Etsi014Api(self.sae, config.http)
         self._listeners: list[Listener] = []
         self.sae_port = config.sae_api.port
@@ -125,7 +125,7 @@ class KmsNode:
 
     @property
     def pairs(self) -> dict[tuple[str, str], PairStats]:
-        return self.relays.pairs
+        return self.initiator.pairs
 
     def own_lsa(self) -> Lsa:
         return self.linkstate.own_lsa()
@@ -147,7 +147,7 @@ class KmsNode:
             )
             role = LinkRole.TRANSMITTER if spec.a == self.id else LinkRole.RECEIVER
             ctx.links[spec.id] = LocalLink(spec, neighbour, role, module)
-        self.relays.void_after_restart()
+        self.initiator.void_after_restart()
         self.sae_port = await self._listen(
             self._sae_app(), cfg.sae_api.host, cfg.sae_api.port, cfg.sae_api.tls
         )
@@ -156,8 +156,8 @@ class KmsNode:
         )
         self.linkmanager.start()
         ctx.spawn(self.linkstate.run())
-        self.relays.start()
-        self.hops.start()
+        self.initiator.start()
+        self.receiver.start()
         log(
             _LOG,
             logging.INFO,
@@ -215,9 +215,9 @@ class KmsNode:
         r.add_post(ANNOUNCE_PATH, self.linkmanager.h_announce)
         r.add_post(SYNC_PATH, self.linkmanager.h_sync)
         r.add_post(LSA_PATH, self.linkstate.h_lsa)
-        r.add_post(HOP_PATH, self.hops.h_ext_keys)
-        r.add_post(ACK_PATH, self.relays.h_ack)
-        r.add_post(VOID_PATH, self.hops.h_void)
+        r.add_post(HOP_PATH, self.receiver.h_ext_keys)
+        r.add_post(ACK_PATH, self.initiator.h_ack)
+        r.add_post(VOID_PATH, self.receiver.h_void)
         r.add_get(STATE_PATH, self.h_state, allow_head=False)
         return app
 
@@ -268,7 +268,7 @@ class KmsNode:
             "counters": dict(self.counters),
             "held_keys": self.store.held.count(),
             "pending_relays": self.store.relays.pending_count(),
-            "pairs": self.relays.pairs_state(),
+            "pairs": self.initiator.pairs_state(),
         }
 
 

@@ -27,11 +27,13 @@ from keyserver.kms.relayinitiator import RelayInitiator
 
 
 class SaeService:
-    def __init__(self, ctx: NodeContext, linkstate: LinkStateAgent, relays: RelayInitiator) -> None:
+    def __init__(
+        self, ctx: NodeContext, linkstate: LinkStateAgent, initiator: RelayInitiator
+    ) -> None:
         self.ctx = ctx
         self.config = ctx.config
         self.linkstate = linkstate
-        self.relays = relays
+        self.initiator = initiator
 
     @property
     def store(self) -> NodeStore:
@@ -69,7 +71,7 @@ class SaeService:
         else:
             need = self.limits.key_size // 8 + relay.MAC_KEY_BYTES
             ext.update(self.linkstate.route_view(dst, need))
-        ext["relay"] = self.relays.pair_status(master, slave)
+        ext["relay"] = self.initiator.pair_status(master, slave)
         ext["network"] = {"down_links": self.linkstate.down_links()}
         return ext
 
@@ -95,7 +97,7 @@ class SaeService:
     async def enc_keys(self, master: str, slave: str, req: KeyRequest) -> Sequence[Key]:
         dst = self._peer_node(slave, "slave_SAE_ID")
         if dst != self.ctx.id:
-            return await self.relays.request(master, slave, dst, req)
+            return await self.initiator.request(master, slave, dst, req)
         expires = now_ms() + int(self.config.hold_seconds * 1000)
         keys = [HeldKey(uuid.uuid4(), os.urandom(req.size_bytes)) for _ in range(req.number)]
         self.store.held.issue_local(master, slave, keys, expires)
