@@ -130,7 +130,8 @@ def test_classical_channel_carries_no_key_and_refuses_forged_or_replayed_frames(
         # replay an old frame, and forge one (a flipped bit in a copy of it)
         old = next(f for who, f in proxy.frames if who == "tx")
         proxy.inject_to_receiver(old)
-        forged = bytearray(proxy.frames[-1][1] if proxy.frames[-1][0] == "tx" else old)
+        # from the transmitter's latest frame (an older one's position + 4096 may be used already)
+        forged = bytearray(next(f for who, f in reversed(list(proxy.frames)) if who == "tx"))
         forged[3:11] = (int.from_bytes(forged[3:11], "big") + 4096).to_bytes(8, "big")
         proxy.inject_to_receiver(bytes(forged))  # a fresh position, but no valid tag
         ok_before = pair.status("transmitter")["status_extension"]["qkd_link"]["blocks_ok"]
