@@ -42,6 +42,7 @@ from keyserver.network.netns import (
 )
 from keyserver.network.plan import NetworkPlan, Options, make_plan
 from keyserver.pki.domains import NetworkPki
+from keyserver.qkd.role import Role
 from keyserver.topology import Topology
 
 PORT_BASE = 20_000  # ports inside the namespaces: every one is free there
@@ -125,13 +126,13 @@ class NetnsLauncher(Launcher):
         self._made = False
         # receivers (which listen on both channels) before transmitters (which dial them): a
         # transmitter's line accepts at once even while the far end is not up yet
-        rank = {"receiver": 0, "transmitter": 1}
+        rank = {Role.RECEIVER: 0, Role.TRANSMITTER: 1}
         self.children = dict(
             sorted(
                 self.children.items(),
                 key=lambda kv: (
                     kv[1].kind != "module",
-                    rank.get(getattr(plan.modules.get(kv[0]), "role", ""), 0),
+                    rank[plan.modules[kv[0]].role] if kv[0] in plan.modules else 0,
                 ),
             )
         )
