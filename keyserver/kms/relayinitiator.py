@@ -43,6 +43,7 @@ from keyserver.kms.relaymachine import (
     Delivered,
     Failed,
     HopReply,
+    HopStatus,
     InitiatorRelay,
 )
 from keyserver.kms.routing import RouteDecision
@@ -484,4 +485,4 @@ async def send_hop(ctx: NodeContext, m: HopMessage) -> HopReply:
         reply = await ctx.post(h.receiver, HOP_PATH, relay.encode_hop(m))
     except NodeUnreachable as e:
         return HopReply(f"hop {h.sender} -> {h.receiver} refused: {e}")
-    return HopReply(None, str(reply.get("status", "")))
+    return HopReply(None, HopStatus.parse(reply.get("status")))

@@ -40,7 +40,6 @@ from enum import Enum
 
 from keyserver.kms import relay
 from keyserver.kms.relay import Ack, AckStatus, HopMessage, RelayHeader
-from keyserver.kms.relayjournal import FinalOutcome
 from keyserver.kms.routing import Route
 
 MAX_ATTEMPTS = 3  # relays tried for one request (a failure that a retry may cure)
@@ -82,13 +81,28 @@ class Refusal:
     message: str
 
 
+class HopStatus(Enum):
+    """The ``status`` of a node's 202 reply to a hop (``POST /kmapi/v1/ext_keys``)."""
+
+    ACCEPTED = "accepted"  # a transit node took it and sends it on
+    COMPLETE = "complete"  # the target: every leg is in, the keys are held for the slave
+    PARTIAL = "partial"  # the target: this leg is stored, others are missing
+    VOIDED = "voided"  # the target: the relay was voided before this leg arrived
+    QUOTA = "quota"  # the target: the SAE pair holds too much uncollected key
+
+    @classmethod
+    def parse(cls, value: object) -> HopStatus | None:
+        """The status of a reply, or None for anything else (no status, a future one)."""
+        return next((s for s in cls if s.value == value), None)
+
+
 @dataclass(frozen=True)
 class HopReply:
     """What one hop POST came back with: ``error`` (None once the next node accepted it) and
     the reply's status (the target's leg outcome when the hop went straight to it)."""
 
     error: str | None
-    status: str = ""
+    status: HopStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -257,12 +271,12 @@ class InitiatorRelay:
 
 
 def ack_in_reply(
-    relay_id: uuid.UUID, key_ids: tuple[uuid.UUID, ...], statuses: Sequence[str]
+    relay_id: uuid.UUID, key_ids: tuple[uuid.UUID, ...], statuses: Sequence[HopStatus | None]
 ) -> Ack | None:
     """The ack that the target's replies to legs sent straight to it amount to, if any."""
-    if FinalOutcome.COMPLETE.value in statuses:
+    if HopStatus.COMPLETE in statuses:
         return Ack(relay_id, key_ids, AckStatus.RELAYED)
-    if FinalOutcome.QUOTA.value in statuses:
+    if HopStatus.QUOTA in statuses:
         return Ack(relay_id, key_ids, AckStatus.FAILED, QUOTA_REASON)
     return None
 

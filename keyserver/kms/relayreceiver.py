@@ -38,7 +38,7 @@ from keyserver.kms.relayinitiator import (
     send_hop,
 )
 from keyserver.kms.relayjournal import FinalHop, FinalOutcome
-from keyserver.kms.relaymachine import Refusal, Role
+from keyserver.kms.relaymachine import HopStatus, Refusal, Role
 
 _LOG = logging.getLogger("keyserver.kms.node")
 
@@ -153,7 +153,7 @@ class RelayReceiver:
         msg = relaymachine.forward_message(h, keys, out_link.spec.id, out.start, out.material)
         ctx.counters["hops_forwarded"] += 1
         ctx.spawn_transient(self._send_on(msg, out_link, out.start))
-        return json_response(202, {"status": "accepted"})
+        return json_response(202, {"status": HopStatus.ACCEPTED.value})
 
     async def _send_on(self, msg: HopMessage, out_link: LocalLink, start: int) -> None:
         reply = await send_hop(self.ctx, msg)

@@ -19,6 +19,7 @@ from keyserver.kms.relaymachine import (
     Delivered,
     Failed,
     HopReply,
+    HopStatus,
     InitiatorRelay,
     InitiatorState,
     Refusal,
@@ -72,7 +73,7 @@ def test_one_hop_relay_is_acknowledged_by_the_targets_reply() -> None:
     m, slices = _relay(ONE_HOP)
     assert [x.values for x in m.messages] == [None]  # hop 1 carries no key value
     assert m.messages[0].header.pad_start == 0 and m.messages[0].header.is_last
-    out = m.on_replies([HopReply(None, FinalOutcome.COMPLETE.value)], now=0.0)
+    out = m.on_replies([HopReply(None, HopStatus.COMPLETE)], now=0.0)
     states = [m.state]
     assert out == Commit(m.relay_id)
     done = m.on_commit(True)
@@ -88,7 +89,9 @@ def test_multipath_keys_are_the_xor_of_the_legs_and_wait_for_the_ack() -> None:
     assert [x.header.leg for x in m.messages] == [0, 1]
     assert [x.header.pad_start for x in m.messages] == [0, 100]
     assert m.nodes == {"a", "b", "c", "d"}
-    wait = m.on_replies([HopReply(None, "accepted"), HopReply(None, "accepted")], now=7.5)
+    wait = m.on_replies(
+        [HopReply(None, HopStatus.ACCEPTED), HopReply(None, HopStatus.ACCEPTED)], now=7.5
+    )
     assert wait == AwaitAck(2.5) and m.state is InitiatorState.AWAITING_ACK
     assert m.on_ack(Ack(m.relay_id, m.key_ids, AckStatus.RELAYED)) == Commit(m.relay_id)
     done = m.on_commit(True)
@@ -98,14 +101,16 @@ def test_multipath_keys_are_the_xor_of_the_legs_and_wait_for_the_ack() -> None:
 
 def test_ack_wait_is_never_zero_past_the_deadline() -> None:
     m, _ = _relay(TWO_HOPS)
-    assert m.on_replies([HopReply(None, "accepted")], now=99.0) == AwaitAck(
+    assert m.on_replies([HopReply(None, HopStatus.ACCEPTED)], now=99.0) == AwaitAck(
         relaymachine.ACK_WAIT_MIN_S
     )
 
 
 def test_a_refused_hop_fails_the_relay_and_allows_a_retry() -> None:
     m, _ = _relay(TWO_LEGS)
-    out = m.on_replies([HopReply(None, "accepted"), HopReply("hop a -> c refused: 503")], 0.0)
+    out = m.on_replies(
+        [HopReply(None, HopStatus.ACCEPTED), HopReply("hop a -> c refused: 503")], 0.0
+    )
     assert out == Failed(m.relay_id, "hop a -> c refused: 503", True, 5_000 + 60_000)
     assert m.state is InitiatorState.FAILED
     with pytest.raises(RelayStateError):
@@ -114,29 +119,29 @@ def test_a_refused_hop_fails_the_relay_and_allows_a_retry() -> None:
 
 def test_failed_ack_retries_voided_ack_does_not() -> None:
     m, _ = _relay(TWO_HOPS)
-    m.on_replies([HopReply(None, "accepted")], 0.0)
+    m.on_replies([HopReply(None, HopStatus.ACCEPTED)], 0.0)
     out = m.on_ack(Ack(m.relay_id, m.key_ids, AckStatus.FAILED, "no key"))
     assert isinstance(out, Failed) and out.retry and out.reason == "failed: no key"
     m2, _ = _relay(TWO_HOPS)
-    m2.on_replies([HopReply(None, "accepted")], 0.0)
+    m2.on_replies([HopReply(None, HopStatus.ACCEPTED)], 0.0)
     out2 = m2.on_ack(Ack(m2.relay_id, m2.key_ids, AckStatus.VOIDED, "expired"))
     assert isinstance(out2, Failed) and not out2.retry
 
 
 def test_quota_reply_is_a_failed_ack() -> None:
     m, _ = _relay(ONE_HOP)
-    out = m.on_replies([HopReply(None, FinalOutcome.QUOTA.value)], 0.0)
+    out = m.on_replies([HopReply(None, HopStatus.QUOTA)], 0.0)
     assert isinstance(out, Failed) and out.retry
     assert out.reason == f"failed: {relaymachine.QUOTA_REASON}"
 
 
 def test_timeout_and_a_commit_the_store_refused_void_without_retry() -> None:
     m, _ = _relay(TWO_HOPS)
-    m.on_replies([HopReply(None, "accepted")], 0.0)
+    m.on_replies([HopReply(None, HopStatus.ACCEPTED)], 0.0)
     out = m.on_timeout()
     assert out.reason == "no acknowledgement from d within 4 s" and not out.retry
     m2, _ = _relay(TWO_HOPS)
-    m2.on_replies([HopReply(None, "accepted")], 0.0)
+    m2.on_replies([HopReply(None, HopStatus.ACCEPTED)], 0.0)
     m2.on_ack(Ack(m2.relay_id, m2.key_ids, AckStatus.RELAYED))
     out2 = m2.on_commit(False)  # voided meanwhile: never delivered
     assert isinstance(out2, Failed) and out2.reason == "relayed: " and not out2.retry
@@ -258,3 +263,11 @@ def test_retry_again(attempt: int, now: float, retry: bool) -> None:
     f = Failed(uuid.uuid4(), "x", retry, 0)
     again = relaymachine.retry_again(f, attempt, now, deadline=50.0)
     assert again == (retry and attempt < relaymachine.MAX_ATTEMPTS - 1 and now <= 49.0)
+
+
+def test_hop_status_speaks_the_stores_leg_outcomes() -> None:
+    """The target replies with its store's leg outcome: every one is a status the machine reads."""
+    assert {o.value for o in FinalOutcome} <= {s.value for s in HopStatus}
+    assert HopStatus.parse("complete") is HopStatus.COMPLETE
+    assert HopStatus.parse("") is None and HopStatus.parse(None) is None
+    assert HopStatus.parse(3) is None
