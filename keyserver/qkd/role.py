@@ -17,11 +17,6 @@ class Role(enum.StrEnum):
     TRANSMITTER = "transmitter"
     RECEIVER = "receiver"
 
-    @property
-    def peer(self) -> Role:
-        """The other end's role."""
-        return Role.RECEIVER if self is Role.TRANSMITTER else Role.TRANSMITTER
-
 
 class ModuleState(enum.StrEnum):
     """The module process's state, as ``status_extension.qkd_link.state`` reports it."""
