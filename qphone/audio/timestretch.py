@@ -8,7 +8,10 @@ frame is stretched only where it is quiet: at its quietest stretch of ``samples`
 between words, the closure of a stop), when that part is at least ``QUIET_DB`` below the
 frame's loudest part or below ``SILENT_DBFS``; the cut or the repeat is cross-faded so the
 waveform stays continuous.  A frame without such a part is left as it is (:func:`stretch`
-returns it unchanged: the caller tells the jitter buffer).
+returns it unchanged: the caller tells the jitter buffer).  A frame that is silent as a whole
+(:func:`is_silent`: a pause between utterances) may change by up to half its length: cutting
+or repeating part of a pause is not heard, which is how the jitter buffer's delay follows its
+target without time-stretching speech (:func:`stretch_silence`).
 
 Sans-I/O: int16 PCM in, int16 PCM out.
 """
@@ -19,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 MAX_FRACTION = 0.25  # a frame changes by at most a quarter of its length
+SILENT_MAX_FRACTION = 0.5  # ... a silent one by at most half
 QUIET_DB = 20.0  # the part cut or repeated is this much quieter than the frame's loudest part
 SILENT_DBFS = -50.0  # ... or this quiet in absolute terms
 FULL_SCALE = 32768.0
@@ -28,14 +32,15 @@ def stretch(pcm: bytes, samples: int, channels: int = 1, *, anywhere: bool = Fal
     """``pcm`` (int16, interleaved ``channels``) made ``samples`` sample frames longer (> 0) or
     shorter (< 0) at its quietest part, or unchanged when no part is quiet enough (``anywhere``:
     at the quietest part whatever its level, for concealment and comfort noise).  Refused
-    (ValueError) beyond :data:`MAX_FRACTION` of the frame."""
+    (ValueError) beyond :data:`MAX_FRACTION` of the frame (:data:`SILENT_MAX_FRACTION` of a
+    silent one)."""
     if channels < 1 or len(pcm) % (2 * channels):
         raise ValueError("PCM must hold whole int16 sample frames")
     if samples == 0:
         return pcm
     x = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels).astype(np.float64)
     n, m = len(x), abs(samples)
-    if m > MAX_FRACTION * n:
+    if m > MAX_FRACTION * n and not (m <= SILENT_MAX_FRACTION * n and _silent(x)):
         raise ValueError(f"cannot stretch a frame of {n} samples by {samples}")
     p = _quiet_join(x.mean(axis=1), m, anywhere)
     if p is None:
@@ -62,3 +67,21 @@ def _quiet_join(mono: npt.NDArray[np.float64], m: int, anywhere: bool) -> int | 
     if quiet <= loud * 10 ** (-QUIET_DB / 10) or quiet <= silent:
         return p
     return None
+
+
+def _silent(x: npt.NDArray[np.float64]) -> bool:
+    return bool(np.mean(x * x) <= (FULL_SCALE * 10 ** (SILENT_DBFS / 20)) ** 2)
+
+
+def is_silent(pcm: bytes) -> bool:
+    """The frame (int16) as a whole is at or below :data:`SILENT_DBFS` (RMS)."""
+    return _silent(np.frombuffer(pcm, dtype="<i2").astype(np.float64))
+
+
+def stretch_silence(pcm: bytes, samples: int, channels: int = 1) -> bytes:
+    """``pcm`` made ``samples`` sample frames longer or shorter (up to half its length) if it is
+    silent as a whole (:func:`is_silent`), else unchanged: the same result as :func:`stretch`
+    gives for a silent frame."""
+    if samples == 0 or not is_silent(pcm):
+        return pcm
+    return stretch(pcm, samples, channels, anywhere=True)

@@ -35,7 +35,12 @@ frame slot (:meth:`JitterBuffer.pop`). Playout is driven by timestamps, like Web
 * Reaching the target without dropping speech: each slot may be played up to
   ``max_stretch_ms`` shorter or longer than a frame (``PlayoutItem.stretch``: the decoded frame
   is time-stretched by the player, like NetEq's accelerate and preemptive expand), whole
-  milliseconds at a time, when the delay is off the target by a millisecond or more.  When the
+  milliseconds at a time, when the delay is off the target by a millisecond or more.  With
+  ``silence_stretch_ms`` (a call's default) a slot is asked to be played up to half a frame
+  shorter or longer only if it is silent as a whole (``PlayoutItem.silence_only``: the player
+  checks the decoded slot and plays it whole otherwise), when the delay is off the target by
+  ``silence_threshold_ms``: the delay follows the target at the pauses between utterances and
+  nothing that is heard is cut or lengthened.  When the
   delay is more than half a frame short, one concealment slot is inserted at once (NetEq's
   expand); when it is more than 1.5 frames long a silent slot is skipped, or a frame discarded
   when the excess exceeds 2.5 frames (at most once every ``shrink_interval`` slots).
@@ -92,6 +97,9 @@ class PlayoutItem:
     #: (time-stretch the decoded PCM by exactly as much: the next slot is due that much later
     #: or earlier)
     stretch: int = 0
+    #: the stretch is asked for only if the decoded slot is silent as a whole (a pause between
+    #: utterances: cut or lengthened anywhere without being heard); else play it whole
+    silence_only: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +121,12 @@ class JitterBufferConfig:
     warmup: int = 25
     #: a slot may be played this many whole milliseconds shorter or longer (0: never)
     max_stretch_ms: int = 0
+    #: a silent slot (the player checks) may be played this many whole milliseconds shorter
+    #: or longer, up to half a frame (0: never); asked for when max_stretch_ms asks for nothing
+    silence_stretch_ms: int = 0
+    #: ... when the delay is off the target by at least this many milliseconds (each move
+    #: shifts what follows against what was sent: only moves worth it)
+    silence_threshold_ms: float = 5.0
     #: ... when the delay is off the target by at least this many milliseconds
     stretch_threshold_ms: float = 2.0
     #: hold a frame more while at least this fraction of the window's packets was lost, so
@@ -138,8 +152,10 @@ class JitterBufferConfig:
             raise ValueError("clock_rate must be a whole number of ticks per millisecond")
         if not 0 <= 4 * self.max_stretch_ms * self.clock_rate // 1000 <= self.frame_ticks:
             raise ValueError("max_stretch_ms must lie within 0 .. a quarter of a frame")
-        if self.stretch_threshold_ms < 1:
-            raise ValueError("stretch_threshold_ms must be >= 1")
+        if not 0 <= 2 * self.silence_stretch_ms * self.clock_rate // 1000 <= self.frame_ticks:
+            raise ValueError("silence_stretch_ms must lie within 0 .. half a frame")
+        if self.stretch_threshold_ms < 1 or self.silence_threshold_ms < 1:
+            raise ValueError("stretch_threshold_ms and silence_threshold_ms must be >= 1")
         if self.fec_loss_fraction is not None and not 0 < self.fec_loss_fraction <= 1:
             raise ValueError("fec_loss_fraction must lie within (0, 1]")
 
@@ -153,7 +169,7 @@ class JitterBufferConfig:
             # so the floor is the margin; the start is one frame and the margin (the first
             # packets' jitter is unknown), then the target follows the measured jitter
             min_delay_ms=5.0,
-            initial_delay_ms=frame_ms + 5.0,  # one frame + the margin
+            initial_delay_ms=5.0,  # the margin
             quantile=0.97,  # 3 % of packets late under stationary jitter
             warmup=2000 // frame_ms,  # the first 2 s (a call's busiest) at one frame at least
             max_delay_ms=max(200.0, 4.0 * frame_ms),
@@ -162,6 +178,10 @@ class JitterBufferConfig:
             # PESQ-WB (4.13 -> 3.92 for OTP) and keeps the played waveform from lining up
             # with the sent one; the delay then moves by whole frames at silences
             max_stretch_ms=0,
+            # what does move it: silent slots (pauses between utterances) played up to half a
+            # frame shorter or longer, so the delay reaches the target at the next pause
+            # instead of staying a frame above it (nothing that is heard is cut)
+            silence_stretch_ms=frame_ms // 2,
             fec_loss_fraction=0.01,  # 3 losses in the last 250 frames (5 s)
         )
 
@@ -323,7 +343,12 @@ class JitterBuffer:
 
             if excess < -cfg.frame_seconds / 2:
                 return self._expand(slot)
-            stretch = self._stretch_for(excess)
+            stretch = self._stretch_for(excess, cfg.max_stretch_ms, cfg.stretch_threshold_ms)
+            silence_only = not stretch and cfg.silence_stretch_ms > 0
+            if silence_only:
+                stretch = self._stretch_for(
+                    excess, cfg.silence_stretch_ms, cfg.silence_threshold_ms
+                )
 
             if excess > 1.5 * cfg.frame_seconds and self._since_shrink >= cfg.shrink_interval:
                 if self._is_silent_slot(slot, head):
@@ -344,7 +369,7 @@ class JitterBuffer:
                     self._play_ts += cfg.frame_ticks
                     self._since_shrink = 0
                     continue
-            return self._play_slot(slot, head, stretch)
+            return self._play_slot(slot, head, stretch, silence_only and stretch != 0)
 
     def stretched(self, item: PlayoutItem, done: int) -> None:
         """The player stretched ``item`` by ``done`` ticks, not the ``item.stretch`` asked for
@@ -442,15 +467,14 @@ class JitterBuffer:
             lo = cfg.initial_delay_ms / 1000.0
         self._target = min(hi, max(lo, target))
 
-    def _stretch_for(self, excess: float) -> int:
+    def _stretch_for(self, excess: float, limit_ms: int, threshold_ms: float) -> int:
         """Ticks to play the next slot longer (> 0) or shorter (< 0) to move the delay toward
-        the target: whole milliseconds, at most ``max_stretch_ms``, none within
-        ``stretch_threshold_ms`` of it."""
-        cfg = self.config
+        the target: whole milliseconds, at most ``limit_ms``, none within ``threshold_ms``
+        of it."""
         ms = excess * 1000.0
-        if not cfg.max_stretch_ms or abs(ms) < cfg.stretch_threshold_ms:
+        if not limit_ms or abs(ms) < threshold_ms:
             return 0
-        step = min(cfg.max_stretch_ms, int(abs(ms))) * self._stretch_unit
+        step = min(limit_ms, int(abs(ms))) * self._stretch_unit
         return -step if ms > 0 else step
 
     def _delay(self) -> float:
@@ -493,6 +517,7 @@ class JitterBuffer:
         entry_seq: int | None,
         payload: bytes | None,
         stretch: int = 0,
+        silence_only: bool = False,
     ) -> PlayoutItem:
         item = PlayoutItem(
             kind=kind,
@@ -502,6 +527,7 @@ class JitterBuffer:
             ext_seq=entry_seq,
             payload=payload,
             stretch=stretch,
+            silence_only=silence_only,
         )
         cfg = self.config
         self._last_item = item
@@ -521,7 +547,9 @@ class JitterBuffer:
         self._counts["dtx"] += 1
         return self._emit(PlayoutKind.DTX, slot, None, None)
 
-    def _play_slot(self, slot: int, head: _Entry | None, stretch: int = 0) -> PlayoutItem:
+    def _play_slot(
+        self, slot: int, head: _Entry | None, stretch: int = 0, silence_only: bool = False
+    ) -> PlayoutItem:
         cfg = self.config
         self._play_ts = slot + cfg.frame_ticks
         self._since_shrink += 1
@@ -531,7 +559,9 @@ class JitterBuffer:
             self._next_seq = head.ext_seq + 1
             self._counts["played"] += 1
             self._in_talkspurt, self._underrun_plc = True, 0
-            return self._emit(PlayoutKind.NORMAL, slot, head.ext_seq, head.payload, stretch)
+            return self._emit(
+                PlayoutKind.NORMAL, slot, head.ext_seq, head.payload, stretch, silence_only
+            )
         if head is not None:
             # No packet for this slot, but a later one is buffered. Assuming the missing packets
             # sat in the slots right before it, this slot held sequence number ``label``.
@@ -542,17 +572,19 @@ class JitterBuffer:
                 self._in_talkspurt, self._underrun_plc = True, 0
                 if slots_ahead == 1:
                     self._counts["fec"] += 1
-                    return self._emit(PlayoutKind.FEC, slot, label, head.payload, stretch)
+                    return self._emit(
+                        PlayoutKind.FEC, slot, label, head.payload, stretch, silence_only
+                    )
                 self._counts["plc"] += 1
-                return self._emit(PlayoutKind.PLC, slot, label, None, stretch)
+                return self._emit(PlayoutKind.PLC, slot, label, None, stretch, silence_only)
             # otherwise the sender was silent (DTX) before the buffered packet
             self._in_talkspurt = False
             self._counts["dtx"] += 1
-            return self._emit(PlayoutKind.DTX, slot, None, None, stretch)
+            return self._emit(PlayoutKind.DTX, slot, None, None, stretch, silence_only)
         if head is None and self._in_talkspurt and self._underrun_plc < cfg.max_plc_frames:
             self._underrun_plc += 1
             self._counts["plc"] += 1
-            return self._emit(PlayoutKind.PLC, slot, None, None, stretch)
+            return self._emit(PlayoutKind.PLC, slot, None, None, stretch, silence_only)
         self._in_talkspurt = False
         self._counts["dtx"] += 1
-        return self._emit(PlayoutKind.DTX, slot, None, None, stretch)
+        return self._emit(PlayoutKind.DTX, slot, None, None, stretch, silence_only)

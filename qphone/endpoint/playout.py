@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from qphone.audio.opus import OpusConfig, OpusDecoder, decode_playout
-from qphone.audio.timestretch import stretch
+from qphone.audio.timestretch import stretch, stretch_silence
 from qphone.core.jitterbuffer import JitterBuffer, JitterBufferConfig, PlayoutKind
 
 RTP_CLOCK = 48000  # Opus RTP timestamps count 48 kHz samples (RFC 7587), whatever the rate
@@ -42,14 +42,18 @@ class PlayoutStats:
 
 
 def stretch_slot(
-    pcm: bytes, kind: PlayoutKind, ticks: int, config: OpusConfig
+    pcm: bytes, kind: PlayoutKind, ticks: int, config: OpusConfig, silence_only: bool = False
 ) -> tuple[bytes, int]:
     """A slot's PCM stretched by ``ticks`` of the 48 kHz RTP clock where it is quiet (anywhere
-    in concealment and comfort noise), and the ticks it was stretched by (0: not at all)."""
+    in concealment and comfort noise), and the ticks it was stretched by (0: not at all).
+    ``silence_only``: only if the slot is silent as a whole (then by up to half a frame); a
+    slot so stretched is stretched the same by a later call without it (a replay)."""
     samples = ticks * config.sample_rate // RTP_CLOCK
-    out = stretch(
-        pcm, samples, config.channels, anywhere=kind in (PlayoutKind.PLC, PlayoutKind.DTX)
-    )
+    if silence_only:
+        out = stretch_silence(pcm, samples, config.channels)
+    else:
+        anywhere = kind in (PlayoutKind.PLC, PlayoutKind.DTX)
+        out = stretch(pcm, samples, config.channels, anywhere=anywhere)
     return out, ticks if out is not pcm else 0
 
 
@@ -79,7 +83,9 @@ class Playout:
                 counts.decode_errors += 1
             done = 0
             if item.stretch:  # the buffer asks for a longer or shorter slot: where it is quiet
-                pcm, done = stretch_slot(pcm, item.kind, item.stretch, self.config)
+                pcm, done = stretch_slot(
+                    pcm, item.kind, item.stretch, self.config, item.silence_only
+                )
                 jb.stretched(item, done)
             if item.kind is PlayoutKind.NORMAL:
                 counts.normal += 1

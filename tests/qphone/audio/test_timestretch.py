@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qphone.audio.timestretch import stretch
+from qphone.audio.timestretch import is_silent, stretch, stretch_silence
 
 RATE = 48000
 N = 960  # a 20 ms frame
@@ -44,3 +44,22 @@ def test_refusals() -> None:
         stretch(_frame(500), -241)  # more than a quarter of the frame
     with pytest.raises(ValueError):
         stretch(b"\x00" * 3, 1)  # not whole samples
+
+
+@pytest.mark.parametrize("samples", [-480, -200, 200, 480])
+def test_a_silent_frame_changes_by_up_to_half_its_length_a_voiced_one_not_at_all(
+    samples: int,
+) -> None:
+    rng = np.random.default_rng(1)
+    quiet = (rng.normal(0, 20, N)).astype("<i2").tobytes()  # about -64 dBFS: a pause
+    assert is_silent(quiet) and not is_silent(_frame(quiet_from=500))
+    out = stretch_silence(quiet, samples)
+    assert len(out) == 2 * (N + samples)
+    assert out == stretch(quiet, samples)  # what a replay of the slot gives
+    voiced = _frame(quiet_from=500)  # has a quiet part, but is not silent as a whole
+    assert stretch_silence(voiced, samples) is voiced
+    with pytest.raises(ValueError):
+        stretch(quiet, N // 2 + 1)  # more than half a frame, even of silence
+    if abs(samples) > N // 4:
+        with pytest.raises(ValueError):
+            stretch(voiced, samples)  # more than a quarter of a frame that is heard

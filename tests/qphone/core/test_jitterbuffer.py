@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,8 +22,10 @@ from qphone.core.jitterbuffer import (
 FRAME = 0.02
 TICKS = 960
 MAX_EXAMPLES = 250
-# starts low and time-stretches (a call's defaults, with stretching on: it is off by default)
-ADAPTIVE = dataclasses.replace(JitterBufferConfig.for_frame_ms(20), max_stretch_ms=5)
+# a call's defaults: starts at the margin, silent slots played shorter or longer
+CALL = JitterBufferConfig.for_frame_ms(20)
+# starts a frame above the margin and time-stretches (stretching is off by default)
+ADAPTIVE = dataclasses.replace(CALL, max_stretch_ms=5, initial_delay_ms=25.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +66,15 @@ def make_stream(
 
 
 def run(
-    jb: JitterBuffer, packets: list[Packet], end: float, phase: float = 0.0
+    jb: JitterBuffer,
+    packets: list[Packet],
+    end: float,
+    phase: float = 0.0,
+    silent: Callable[[PlayoutItem], bool] = lambda item: True,
 ) -> list[PlayoutItem]:
-    """Push packets at their arrival times and pop at a steady 20 ms device clock."""
+    """Push packets at their arrival times and pop at a steady 20 ms device clock; a slot the
+    buffer asks to stretch only if silent is played whole when ``silent`` says it is not (the
+    items returned carry the stretch played)."""
     events: list[tuple[float, int, Packet | None]] = [(p.arrival, 0, p) for p in packets]
     k = 0
     while k * FRAME + phase <= end:
@@ -76,7 +85,11 @@ def run(
         if p is not None:
             jb.push(p.seq, p.ts, p.payload, t)
         else:
-            items.extend(jb.pop_all(t))
+            while (item := jb.pop(t)) is not None:
+                if item.silence_only and not silent(item):
+                    jb.stretched(item, 0)
+                    item = dataclasses.replace(item, stretch=0)
+                items.append(item)
     return items
 
 
@@ -131,7 +144,7 @@ def check_invariants(jb: JitterBuffer, items: list[PlayoutItem], packets: list[P
     assert sum(s_ // TICKS - 1 for s_ in steps if s_) == st_.skipped + st_.discarded
     assert steps.count(0) in (st_.expanded, st_.expanded - 1)
     # each slot lasts a frame, give or take the time-stretch it was played with
-    limit = jb.config.max_stretch_ms * 48
+    limit = max(jb.config.max_stretch_ms, jb.config.silence_stretch_ms) * 48
     assert all(abs(i.stretch) <= limit and i.stretch % 48 == 0 for i in items)
     assert all(
         b.due - a.due == pytest.approx((TICKS + a.stretch) / 48000)
@@ -181,10 +194,11 @@ def test_any_arrival_pattern_keeps_order_and_accounts_everything(p: dict[str, fl
     dups = {i: [rng.random() * 0.2] for i in range(n) if rng.random() < p["dup"]}
     gaps = {i: rng.randint(1, 30) for i in range(1, n) if rng.random() < p["dtx"]}
     packets = make_stream(n, int(p["seq0"]), int(p["ts0"]), delays, lost, dups, gaps)
-    for config in (JitterBufferConfig(), ADAPTIVE):  # whole slots only; and time-stretching
+    # whole slots only; time-stretching; a call's (silent slots stretched, some slots voiced)
+    for config in (JitterBufferConfig(), ADAPTIVE, CALL):
         jb = JitterBuffer(config)
         end = (n + sum(gaps.values())) * FRAME + 1.0
-        items = run(jb, packets, end=end, phase=p["phase"])
+        items = run(jb, packets, end=end, phase=p["phase"], silent=lambda _: rng.random() < 0.3)
         if packets:
             check_invariants(jb, items, packets)
             assert jb.stats().buffered == 0  # everything drained by the end
@@ -407,13 +421,19 @@ def test_config_validation(kwargs: dict[str, float]) -> None:
 
 def test_config_for_frame_ms() -> None:
     cfg = JitterBufferConfig.for_frame_ms(60)
-    # starts at one frame, may go down to the margin, no time-stretching unless asked for
+    # starts at the margin and may stay there, no time-stretching unless asked for; silent
+    # slots up to half a frame shorter or longer when 5 ms off the target
     assert cfg.frame_ticks == 2880 and cfg.min_delay_ms == 5 and cfg.max_delay_ms == 240
-    assert cfg.initial_delay_ms == 65 and cfg.max_stretch_ms == 0 and cfg.quantile == 0.97
+    assert cfg.initial_delay_ms == 5 and cfg.max_stretch_ms == 0 and cfg.quantile == 0.97
+    assert cfg.silence_stretch_ms == 30 and cfg.silence_threshold_ms == 5
     assert dataclasses.replace(cfg, max_stretch_ms=15).max_stretch_ms == 15  # a quarter frame
     assert cfg.frame_seconds == pytest.approx(0.06)
     with pytest.raises(ValueError):
         JitterBufferConfig(max_stretch_ms=6)  # more than a quarter of a 20 ms frame
+    with pytest.raises(ValueError):
+        JitterBufferConfig(silence_stretch_ms=11)  # more than half of a 20 ms frame
+    with pytest.raises(ValueError):
+        JitterBufferConfig(silence_threshold_ms=0.5)
 
 
 def test_calm_network_delay_settles_low_by_time_stretching_alone() -> None:
@@ -525,3 +545,67 @@ def test_late_packets_are_not_losses_and_hold_no_frame_for_fec() -> None:
     assert st_.late >= 5  # they came after their slots
     assert st_.target_delay_ms < 10  # jitter + margin, no frame more
     check_invariants(jb, items, make_stream(n, 0, 0, delays, set()))
+
+
+def test_a_slow_start_is_cut_from_a_silent_slot_and_no_voiced_one_is_touched() -> None:
+    """The first packet 15 ms slower than the rest (a call's busy start) puts the delay 15 ms
+    above the target: the buffer asks to play slots shorter only where they are silent, the
+    player refuses the voiced ones, and at the first silent slot (a pause from slot 60 on) the
+    delay comes down to the target in one or two cuts; nothing dropped, concealed or late."""
+    rng = random.Random(3)
+    n = 300
+    delays = [0.03 + rng.random() * 0.001 + (0.015 if i == 0 else 0.0) for i in range(n)]
+    packets = make_stream(n, 0, 0, delays, set())
+    jb = JitterBuffer(CALL)
+    asked: list[int] = []
+
+    def silent(item: PlayoutItem) -> bool:
+        assert item.ext_seq is not None
+        asked.append(item.ext_seq)
+        return 60 <= item.ext_seq < 70
+
+    items = run(jb, packets, end=n * FRAME + 0.1, phase=0.003, silent=silent)
+    st_ = jb.stats()
+    assert st_.played == n and st_.late == st_.lost == st_.discarded == 0
+    last = max(k for k, i in enumerate(items) if i.kind is PlayoutKind.NORMAL)
+    assert all(i.kind is PlayoutKind.NORMAL for i in items[: last + 1])  # none concealed
+    assert asked and min(asked) < 60  # asked for on voiced slots too, played whole there
+    cut = [i for i in items if i.stretch]
+    assert cut and all(i.stretch < 0 and 60 <= (i.ext_seq or 0) < 70 for i in cut)
+    assert len(cut) <= 2 and st_.stretched_ms == pytest.approx(-sum(i.stretch for i in cut) / 48)
+    assert st_.playout_delay_ms == pytest.approx(st_.target_delay_ms, abs=5.0)
+    assert st_.playout_delay_ms < 12  # from 20
+    check_invariants(jb, items, packets)
+
+
+def test_on_a_calm_path_the_call_config_never_moves_the_delay() -> None:
+    """2 ms of jitter from the first packet: the delay starts at the margin, the target is
+    within the threshold of it, so no slot is played other than whole (the played waveform
+    lines up with the sent one all through) and none is late."""
+    rng = random.Random(4)
+    n = 300
+    packets = make_stream(n, 0, 0, [0.03 + rng.random() * 0.002 for _ in range(n)], set())
+    jb = JitterBuffer(CALL)
+    items = run(jb, packets, end=n * FRAME + 0.1, phase=0.003)
+    st_ = jb.stats()
+    assert st_.stretched == st_.expanded == st_.skipped == 0
+    assert st_.played == n and st_.late <= n * 0.03
+    assert st_.playout_delay_ms < 8
+    check_invariants(jb, items, packets)
+
+
+def test_growing_jitter_lengthens_silent_slots_rather_than_conceal_speech() -> None:
+    """Jitter of 15 ms from packet 150 on, every slot from 150 on silent: the delay grows by
+    lengthening silent slots (up to half a frame each), with no concealment slot inserted."""
+    rng = random.Random(6)
+    n = 400
+    delays = [0.03 + (rng.random() * 0.015 if i >= 150 else 0.0) for i in range(n)]
+    packets = make_stream(n, 0, 0, delays, set())
+    jb = JitterBuffer(CALL)
+    items = run(jb, packets, end=n * FRAME + 0.2, phase=0.003)
+    st_ = jb.stats()
+    longer = [i.stretch for i in items if i.stretch > 0]
+    assert longer and max(longer) <= 10 * 48
+    assert st_.expanded == 0
+    assert st_.target_delay_ms > 15 and st_.playout_delay_ms > 12
+    check_invariants(jb, items, packets)
