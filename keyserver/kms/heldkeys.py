@@ -15,19 +15,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from keyserver.etsi014.key import Key
 from keyserver.kms.storedb import StoreDb, StoreError
 
 
 class KeysNotFound(StoreError):
     """Key IDs not held for this SAE pair (unknown, delivered, or someone else's: same answer)."""
-
-
-@dataclass(frozen=True)
-class HeldKey:
-    key_id: uuid.UUID
-    material: bytes
 
 
 class HeldKeys:
@@ -44,7 +38,7 @@ class HeldKeys:
         master: str,
         slave: str,
         initiator_node: str,
-        keys: Sequence[HeldKey],
+        keys: Sequence[Key],
         expires_ms: int,
     ) -> None:
         """Hold the keys of a relay for the slave until `expires_ms`."""
@@ -58,13 +52,11 @@ class HeldKeys:
                 ],
             )
 
-    def issue_local(
-        self, master: str, slave: str, keys: Sequence[HeldKey], expires_ms: int
-    ) -> None:
+    def issue_local(self, master: str, slave: str, keys: Sequence[Key], expires_ms: int) -> None:
         """Both SAEs at this node: hold the keys for the slave at once."""
         self.hold(uuid.uuid4(), master, slave, self.node_id, keys, expires_ms)
 
-    def take(self, master: str, slave: str, key_ids: Sequence[uuid.UUID]) -> list[HeldKey]:
+    def take(self, master: str, slave: str, key_ids: Sequence[uuid.UUID]) -> list[Key]:
         """Remove and return held keys, all or none; KeysNotFound names no reason."""
         with self._tx():
             out = []
@@ -75,7 +67,7 @@ class HeldKeys:
                 ).fetchone()
                 if row is None:
                     raise KeysNotFound()
-                out.append(HeldKey(kid, bytes(row[0])))
+                out.append(Key.of(kid, row[0]))
             self._db.executemany("DELETE FROM held WHERE key_id=?", [(str(k),) for k in key_ids])
             return out
 

@@ -35,7 +35,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from keyserver.kms.heldkeys import HeldKey, HeldKeys
+from keyserver.etsi014.key import Key
+from keyserver.kms.heldkeys import HeldKeys
 from keyserver.kms.linkkeystore import LinkKeyStore, Slice, Spend
 from keyserver.kms.relay import AckStatus
 from keyserver.kms.relayjournal import FinalHop, FinalOutcome, RelayJournal, RelayOut
@@ -182,7 +183,7 @@ class NodeStore:
                     )
                 return FinalOutcome.QUOTA
             keys = [
-                HeldKey(kid, joined[i * size : (i + 1) * size]) for i, kid in enumerate(f.key_ids)
+                Key.of(kid, joined[i * size : (i + 1) * size]) for i, kid in enumerate(f.key_ids)
             ]
             self.held.hold(f.relay_id, f.master, f.slave, f.initiator_node, keys, f.expires_ms)
             if not f.ack_in_reply:

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from keyserver.etsi014 import messages as etsi014
+from keyserver.etsi014.key import Key as EtsiKey
 from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits, Status
 from keyserver.etsi014.server import Key
 from keyserver.kms import relay
-from keyserver.kms.heldkeys import HeldKey, KeysNotFound
+from keyserver.kms.heldkeys import KeysNotFound
 from keyserver.kms.linkstate import LinkStateAgent
 from keyserver.kms.nodecontext import NodeContext, now_ms
 from keyserver.kms.nodestore import NodeStore
@@ -99,9 +100,9 @@ class SaeService:
         if dst != self.ctx.id:
             return await self.initiator.request(master, slave, dst, req)
         expires = now_ms() + int(self.config.hold_seconds * 1000)
-        keys = [HeldKey(uuid.uuid4(), os.urandom(req.size_bytes)) for _ in range(req.number)]
+        keys = [EtsiKey.of(uuid.uuid4(), os.urandom(req.size_bytes)) for _ in range(req.number)]
         self.store.held.issue_local(master, slave, keys, expires)
-        return [(k.key_id, k.material) for k in keys]
+        return keys
 
     async def dec_keys(
         self, slave: str, master: str, key_ids: Sequence[uuid.UUID]
@@ -110,4 +111,4 @@ class SaeService:
             keys = self.store.held.take(master, slave, key_ids)
         except KeysNotFound:
             raise etsi014.bad_request(etsi014.MSG_NOT_FOUND) from None
-        return [(k.key_id, k.material) for k in keys]
+        return keys
