@@ -1,9 +1,10 @@
 """The keyserver's layers (docs/architecture.md, keyserver half), checked on every import.
 
 From the bottom: small utilities (JSON log, core dumps, the console script's path, the config
-files' error and TOML loader), the PKI, the ETSI 014 service, the topology model; the QKD layer (modules); the key management layer
-(KMS nodes), which talks to modules only over ETSI 014 and so never imports ``qkd``; the
-network launcher above both; the command line on top. Nothing in keyserver imports qphone.
+files' error and TOML loader), the PKI, the ETSI 014 service, the topology model; the QKD layer
+(modules); the key management layer (KMS nodes), which talks to modules only over ETSI 014 and
+so never imports ``qkd``; the network launcher above both; the command line on top. Nothing in
+keyserver imports qphone.
 """
 
 from __future__ import annotations
