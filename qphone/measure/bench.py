@@ -243,9 +243,12 @@ def bench_latency(
     return result
 
 
-def _loopbacks(runs: list[tuple[str, Mode, Any]], busy: int = 0) -> dict[str, dict[str, Any]]:
+def _loopbacks(
+    runs: list[tuple[str, Mode, Any]], busy: int = 0, quiet: tuple[tuple[str, Mode, Any], ...] = ()
+) -> dict[str, dict[str, Any]]:
     """Loopback calls (name, mode, sample), each against one keyserver pair started here, with
-    ``busy`` busy-loop processes beside them; each call's report."""
+    ``busy`` busy-loop processes beside them (the ``quiet`` calls first, without them: the
+    same run's baseline); each call's report."""
     import tempfile
     from pathlib import Path
 
@@ -256,8 +259,8 @@ def _loopbacks(runs: list[tuple[str, Mode, Any]], busy: int = 0) -> dict[str, di
     reports: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="qphone-bench-") as tmp:
         work = Path(tmp)
-        with running_keyserver(work / "kme", []) as kme, busy_loops(busy):
-            for name, mode, sample in runs:
+        with running_keyserver(work / "kme", []) as kme:
+            for name, mode, sample, loops in [(*r, 0) for r in quiet] + [(*r, busy) for r in runs]:
                 opts = LoopbackOptions(
                     sample=sample,
                     out=work / f"{name}.wav",
@@ -267,7 +270,8 @@ def _loopbacks(runs: list[tuple[str, Mode, Any]], busy: int = 0) -> dict[str, di
                     profile_a=kme / "alice.toml",
                     profile_b=kme / "bob.toml",
                 )
-                run = run_loopback(opts)
+                with busy_loops(loops):
+                    run = run_loopback(opts)
                 report = run.report
                 report["frames_unsent_no_key"] = run.caller.summary.frames_unsent_no_key
                 reports[name] = report
@@ -314,12 +318,19 @@ LOAD_PROCESSES = 2  # busy loops: both cores of the 2-core machines this runs on
 def bench_load(busy: int = LOAD_PROCESSES) -> dict[str, Any]:
     """An AES and an OTP call of the same sample with ``busy`` busy-loop processes beside them
     (started here): both modes' PESQ-WB, their difference, latency, frames concealed and OTP
-    frames unsent for want of pad."""
+    frames unsent for want of pad; the baseline: the same AES call without the busy loops,
+    just before, and the load average during the run (other work on the machine)."""
     from qphone.demo.calldemo import SAMPLES
 
     sample = SAMPLES / "speech_a_48k.wav"
-    reports = _loopbacks([("aes", Mode.AES, sample), ("otp", Mode.OTP, sample)], busy=busy)
+    reports = _loopbacks(
+        [("aes", Mode.AES, sample), ("otp", Mode.OTP, sample)],
+        busy=busy,
+        quiet=(("quiet_aes", Mode.AES, sample),),
+    )
     out: dict[str, Any] = {"load_busy_processes": busy}
+    out["quiet_pesq_wb_aes"] = _pesq(reports["quiet_aes"], "pesq_wb")
+    out["quiet_m2e_ms_p99_aes"] = reports["quiet_aes"]["latency_ms"]["p99"]
     for mode in ("aes", "otp"):
         r = reports[mode]
         out[f"load_pesq_wb_{mode}"] = _pesq(r, "pesq_wb")
@@ -330,6 +341,7 @@ def bench_load(busy: int = LOAD_PROCESSES) -> dict[str, Any]:
     out["load_pesq_aes_minus_otp"] = round(
         abs(out["load_pesq_wb_aes"] - out["load_pesq_wb_otp"]), 3
     )
+    out["load_average_1min"] = round(os.getloadavg()[0], 1)
     return out
 
 
@@ -383,7 +395,13 @@ _TABLE: tuple[tuple[str, str, str | None, str, float | str | None], ...] = (
         None,
     ),
     ("PESQ-NB natural speech, OTP", "pesq_nb_natural_otp", None, "pesq_nb_natural_otp", None),
-    ("PESQ-WB 2 busy loops, AES", "load_pesq_wb_aes", None, "load_pesq_wb_aes", ">= 3.8"),
+    (
+        "PESQ-WB 2 busy loops, AES",
+        "load_pesq_wb_aes",
+        "quiet_pesq_wb_aes",
+        "load_pesq_wb_aes",
+        ">= 3.8",
+    ),
     ("PESQ-WB 2 busy loops, OTP", "load_pesq_wb_otp", None, "load_pesq_wb_otp", ">= 3.8"),
     (
         "PESQ-WB |AES - OTP| busy",
@@ -393,7 +411,13 @@ _TABLE: tuple[tuple[str, str, str | None, str, float | str | None], ...] = (
         0.05,
     ),
     ("OTP frames unsent (busy)", "load_unsent_otp", None, "load_unsent_otp", 0.0),
-    ("mouth-to-ear p99 busy, AES (ms)", "load_m2e_ms_p99_aes", None, "load_m2e_ms_p99_aes", None),
+    (
+        "mouth-to-ear p99 busy, AES (ms)",
+        "load_m2e_ms_p99_aes",
+        "quiet_m2e_ms_p99_aes",
+        "load_m2e_ms_p99_aes",
+        None,
+    ),
     ("mouth-to-ear p99 busy, OTP (ms)", "load_m2e_ms_p99_otp", None, "load_m2e_ms_p99_otp", None),
     ("CPU of one endpoint (core)", "endpoint_cpu_fraction", None, "endpoint_cpu_fraction", 0.05),
 )
