@@ -385,8 +385,9 @@ class KmeClient:
             ) from None
         except (aiohttp.ClientError, ssl.SSLError, OSError) as e:
             raise KmeUnavailable(
-                f"KME at {self.url} unreachable ({e!r}): check the KME is running, the "
-                "profile's [kme] url, and that [kme] ca_cert signed the KME's certificate"
+                f"KME at {self.url} unreachable ({type(e).__name__}: {e}): check the KME is "
+                "running, the profile's [kme] url, and that [kme] ca_cert signed the KME's "
+                "certificate"
             ) from None
         if data is None:
             raise KmeProtocolError(
