@@ -104,6 +104,7 @@ class SendPath:
             return
         # the media path is on time even on a busy machine where the system lets it be
         self.priority = hold_media_priority()  # until this task ends
+        counters.media_priority = self.priority.describe()  # the summary says which
         start = time.monotonic()  # the pacing clock starts when talking can start (no burst)
         protect = session.protect
         while True:

@@ -79,6 +79,7 @@ class CallCounters:
     input_level: float = SILENCE_DBFS  # of the last frame captured
     epochs_tx: list[int] = field(default_factory=list)  # epochs the sender switched to
     epochs_rx: list[int] = field(default_factory=list)  # epochs first received
+    media_priority: str = ""  # what the media thread runs at (priority.MediaPriority.describe)
 
     @property
     def payload_bytes_per_frame(self) -> float:

@@ -106,6 +106,7 @@ class CallSummary:
     transport: TransportCounts | None = None
     error: str | None = None
     route: RouteReport | None = None  # the caller's: the KMS route of its keys and their cost
+    media_priority: str = ""  # real-time, or what it fell back to and why
 
     @property
     def end_reason(self) -> str:
@@ -149,6 +150,7 @@ class CallSummary:
             "pad_left_bits": self.pad_left_bits,
             "jitter_buffer_ms": self.jitter_buffer_ms,
             "duration_s": self.duration_s,
+            "media_priority": self.media_priority,
             "processing_us_per_frame": {
                 "encode": self.processing_us_per_frame.encode,
                 "protect": self.processing_us_per_frame.protect,
@@ -258,6 +260,7 @@ def summarize(
         ),
         error=error,
         route=route,
+        media_priority=counters.media_priority,
     )
 
 

@@ -500,6 +500,7 @@ def build_report(
             "rotate_seconds": opts.rotate_seconds,
         },
         "sas": sa.sas,
+        "media_priority": {"alice": sa.media_priority, "bob": sb.media_priority},
         "latency_ms": {
             **_pct(m),
             "frames": len(m),

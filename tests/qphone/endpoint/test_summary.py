@@ -21,7 +21,7 @@ FIELDS = [
     "duplicates_dropped", "control_ignored",
     "epochs", "epochs_tx", "epochs_rx", "qkd_bits_consumed", "qkd_bits",
     "qkd_bits_drawn", "qkd_bits_used", "qkd_bits_wasted", "pad_left_bits",
-    "jitter_buffer_ms", "duration_s", "processing_us_per_frame",
+    "jitter_buffer_ms", "duration_s", "media_priority", "processing_us_per_frame",
     "end_reason", "ended_by", "end_cause", "warnings",
 ]  # fmt: skip
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -68,6 +69,8 @@ def test_report_consistent(
         quality=False,
     )
     f = r["frames"]
+    for said in r["media_priority"].values():  # real-time where permitted (root here), or why not
+        assert said == "real-time (SCHED_RR 10)" if os.geteuid() == 0 else said
     assert f["sent"] == f["received"] + f["lost"]
     assert f["sent"] >= 180  # 3 s of sample + 1 s tail at 50 frames/s
     if loss == 0.0:
