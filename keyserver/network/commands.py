@@ -255,14 +255,18 @@ def _load_info(prog: str, directory: str | None) -> dict[str, Any]:
 def _cmd_status(args: argparse.Namespace) -> int:
     from keyserver.network.stateclient import StateClient
     from keyserver.network.status import collect, render, summarise
+    from keyserver.network.statussocket import ask
     from keyserver.pki.certificates import CertPaths
 
     info = _load_info("qkd-keyserver network status", args.dir)
-    client = StateClient(
-        Path(info["node_ca_cert"]),
-        CertPaths(Path(info["admin"]["node_cert"]), Path(info["admin"]["node_key"])),
-    )
-    summary = summarise(info, collect(info, client))
+    # the launcher answers from its kept-alive connections; if none answers, ask the nodes
+    summary = ask(Path(args.dir))
+    if summary is None:
+        client = StateClient(
+            Path(info["node_ca_cert"]),
+            CertPaths(Path(info["admin"]["node_cert"]), Path(info["admin"]["node_key"])),
+        )
+        summary = summarise(info, collect(info, client))
     if args.json:
         print(json.dumps(summary))
     else:

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from keyserver.network.launcher import Launcher, LaunchError, fit, progress_line, ready_line
 from keyserver.network.status import collect, render, summarise
+from keyserver.network.statussocket import StatusSocket
 
 
 def run_foreground(
@@ -47,6 +48,7 @@ def run_foreground(
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     tty = out.isatty()
     written: Path | None = None
+    status_socket: StatusSocket | None = None
     try:
         try:
             launcher.lock()
@@ -89,6 +91,11 @@ def run_foreground(
         shown = 0
         assert launcher.state is not None
         info = launcher.info()
+        state = launcher.state
+        # `network status` asks here: the launcher's kept-alive connections, no handshakes
+        status_socket = StatusSocket(
+            launcher.plan.directory, lambda: summarise(info, collect(info, state))
+        )
         waiting_for_calls = launcher.call_pair is not None
         # the state display asks every node: at most ~20 nodes a second (a big network's
         # display is redrawn less often rather than cost the machine a core)
@@ -155,6 +162,8 @@ def run_foreground(
                 shown = len(lines)
         return 0
     finally:
+        if status_socket is not None:
+            status_socket.close()
         launcher.stop()
         if written is not None:
             written.unlink(missing_ok=True)
