@@ -7,7 +7,7 @@ are at this node. It is held in the ``held`` table of the node's store
 with ``secure_delete``, so the key is overwritten in place) or until it expires.
 
 Every public write is one atomic transaction of the shared :class:`~keyserver.kms.storedb.StoreDb`
-(or a savepoint of an enclosing one). Holding a relayed key goes with the relay's records in
+(or part of an enclosing one). Holding a relayed key goes with the relay's records in
 one transaction, composed by :class:`~keyserver.kms.nodestore.NodeStore`.
 """
 

@@ -7,7 +7,7 @@ layout hash, cursors, desync repair); this part keeps them in four tables of the
 keys announced but not yet confirmed) and ``announce`` (the last announcement and its answer).
 
 Every public write is one atomic transaction of the shared :class:`~keyserver.kms.storedb.StoreDb`
-(or a savepoint of an enclosing one). A spent or consumed byte is overwritten with zeros in the
+(or part of an enclosing one). A spent or consumed byte is overwritten with zeros in the
 transaction that uses it (the database runs with ``secure_delete``), and a block whose bytes are
 all used is deleted.
 """

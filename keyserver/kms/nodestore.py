@@ -9,8 +9,8 @@
 
 Every public method of a part is one atomic transaction, so a SIGKILL at any moment leaves either
 all or nothing of an operation. The operations that span parts are methods of :class:`NodeStore`,
-each one transaction (:meth:`~keyserver.kms.storedb.StoreDb.transaction`, in which each part's
-own transaction is a savepoint): :meth:`NodeStore.begin_relay` (spend link key and record the
+each one transaction (:meth:`~keyserver.kms.storedb.StoreDb.transaction`, which each part's own
+transaction joins): :meth:`NodeStore.begin_relay` (spend link key and record the
 relay), :meth:`NodeStore.accept_leg` (consume the hop's link key, assemble the legs, hold the
 keys or refuse them, queue the ack), :meth:`NodeStore.void_in` (erase the held keys and partial
 legs, tombstone the relay) and :meth:`NodeStore.expire`.
@@ -141,6 +141,10 @@ class NodeStore:
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """One atomic transaction around calls to several parts."""
         return self._storedb.transaction()
+
+    def savepoint(self) -> contextlib.AbstractContextManager[None]:
+        """Inside a transaction: a step that may fail and be caught; failing undoes only it."""
+        return self._storedb.savepoint()
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

@@ -10,7 +10,7 @@ node's side of every relay in five tables of the node's store (:mod:`keyserver.k
   their time is up).
 
 Every public write is one atomic transaction of the shared :class:`~keyserver.kms.storedb.StoreDb`
-(or a savepoint of an enclosing one). The steps that go with link key or held keys in one
+(or part of an enclosing one). The steps that go with link key or held keys in one
 transaction (starting a relay, accepting a leg, a void from the initiator, expiry) are composed
 by :class:`~keyserver.kms.nodestore.NodeStore`.
 """

@@ -3,13 +3,18 @@
 A node's store (:mod:`keyserver.kms.nodestore`) is three parts over one database: link-key
 streams (:mod:`keyserver.kms.linkkeystore`), relay records (:mod:`keyserver.kms.relayjournal`)
 and keys held for SAEs (:mod:`keyserver.kms.heldkeys`). Each public write of a part is one
-atomic transaction; an operation that spans parts (a relay spends link key and records itself
-in one transaction) opens :meth:`StoreDb.transaction` around the parts' calls, and each part's
-own transaction inside it becomes a savepoint of the outer one, so the whole is all or nothing
-and counts as one write transaction.
+atomic transaction (:meth:`StoreDb.transaction`). An operation that spans parts (a relay spends
+link key and records itself) opens a transaction around the parts' calls; each part's own
+transaction inside it joins it, so the whole is one ``BEGIN IMMEDIATE`` ... ``COMMIT``, all or
+nothing, and counts as one write transaction.
+
+A step that fails inside a joined transaction has left the transaction half done, so the
+whole must fail: if its exception is caught inside the transaction, the transaction is rolled
+back at its end anyway and :class:`StoreError` says so. A step the caller means to try and go
+on without runs in :meth:`StoreDb.savepoint`, which undoes only that step when it fails.
 
 The connection runs in autocommit mode (``isolation_level=None``): every transaction here is an
-explicit ``BEGIN IMMEDIATE`` ... ``COMMIT``, so a write never waits for a lock half-way through.
+explicit ``BEGIN IMMEDIATE``, so a write never waits for the lock half-way through.
 """
 
 from __future__ import annotations
@@ -35,12 +40,13 @@ def ids_to_json(ids: Sequence[uuid.UUID]) -> str:
 
 
 class StoreDb:
-    """One connection, its (nesting) write transactions and their count."""
+    """One connection, its write transactions (joined when nested) and their count."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.transactions = 0  # write transactions committed (benchmarks and tests count them)
-        self._depth = 0
+        self._depth = 0  # transactions and savepoints open
+        self._failed = False  # a joined step failed: the open transaction must not commit
         self._on_rollback: list[Callable[[], None]] = []
 
     def on_rollback(self, drop: Callable[[], None]) -> None:
@@ -49,16 +55,28 @@ class StoreDb:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """All or nothing; inside another transaction, a savepoint of it."""
+        """All or nothing; inside another transaction, part of it."""
         if self._depth:
-            yield from self._savepoint()
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._failed = True
+                raise
+            finally:
+                self._depth -= 1
             return
         self.conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
+        self._depth, self._failed = 1, False
         try:
             yield
+            if self._failed:
+                raise StoreError(
+                    "a store step failed and its exception was caught inside the transaction; "
+                    "let it leave the transaction, or run the step in savepoint()"
+                )
         except BaseException:
-            self._depth = 0
+            self._depth, self._failed = 0, False
             self.conn.execute("ROLLBACK")
             self._rolled_back()
             raise
@@ -66,14 +84,19 @@ class StoreDb:
         self.conn.execute("COMMIT")
         self.transactions += 1
 
-    def _savepoint(self) -> Iterator[None]:
-        name = f"part{self._depth}"
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a transaction: a step that may fail and be caught; failing undoes only it."""
+        if not self._depth:
+            raise StoreError("savepoint() is for a step inside a transaction")
+        name, failed = f"step{self._depth}", self._failed
         self.conn.execute(f"SAVEPOINT {name}")
         self._depth += 1
         try:
             yield
         except BaseException:
             self._depth -= 1
+            self._failed = failed  # what failed in the step is undone with it
             self.conn.execute(f"ROLLBACK TO {name}")
             self.conn.execute(f"RELEASE {name}")
             self._rolled_back()

@@ -1,5 +1,5 @@
-"""Link-key streams as a store part: a step that fails inside a caller's transaction undoes
-only itself, and the in-memory stock stays in step with the blocks."""
+"""Link-key streams as a store part: a step that fails in a savepoint of a caller's transaction
+undoes only itself, and the in-memory stock stays in step with the blocks."""
 
 from __future__ import annotations
 
@@ -23,14 +23,14 @@ def _unspent(path: Path, owner: str) -> int:
     return int(row[0])
 
 
-def test_a_failed_step_in_a_transaction_undoes_only_itself(tmp_path: Path) -> None:
+def test_a_failed_step_in_a_savepoint_undoes_only_itself(tmp_path: Path) -> None:
     a, b = pair(tmp_path)
     share_keys(a, b, 8)
     before = b.link_keys.stock_bytes(LINK, "b")
     theirs = b.link_keys.stock_bytes(LINK, "a")  # both counts now kept in memory
     with b.transaction():
         [sl] = b.link_keys.spend([Spend(LINK, "b", 100)])
-        with pytest.raises(OutOfLinkKey):  # consumes a's slice, then cannot spend: undone
+        with pytest.raises(OutOfLinkKey), b.savepoint():  # consumes a's slice, cannot spend
             b.link_keys.forward((LINK, "a", 0, 64), Spend(LINK, "b", 10**6))
     assert b.link_keys.stock_bytes(LINK, "b") == before - 100 == _unspent(b.path, "b")
     assert b.link_keys.stock_bytes(LINK, "a") == theirs == _unspent(b.path, "a")

@@ -1,5 +1,6 @@
-"""The store parts' shared connection: a transaction inside another is a savepoint of it, the
-outermost commit counts once, and any rollback tells the parts to drop what they cached."""
+"""The store parts' shared connection: a transaction inside another joins it (one commit,
+counted once), a failure inside it fails the whole even if caught, a savepoint undoes only its
+step, and any rollback tells the parts to drop what they cached."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import uuid
 
 import pytest
 
-from keyserver.kms.storedb import StoreDb, ids_from_json, ids_to_json
+from keyserver.kms.storedb import StoreDb, StoreError, ids_from_json, ids_to_json
 
 
 def _db() -> tuple[StoreDb, list[str]]:
@@ -24,30 +25,50 @@ def _rows(db: StoreDb) -> list[int]:
     return [int(r[0]) for r in db.conn.execute("SELECT x FROM t ORDER BY x")]
 
 
-def test_a_failed_inner_transaction_undoes_only_itself() -> None:
+def _insert(db: StoreDb, x: int, fail: bool = False) -> None:
+    """A part's write: one transaction of its own, or part of the caller's."""
+    with db.transaction():
+        db.conn.execute("INSERT INTO t VALUES (?)", (x,))
+        if fail:
+            raise ValueError(f"step {x} fails")
+
+
+def test_nested_transactions_join_the_outer_one() -> None:
     db, dropped = _db()
     with db.transaction():
-        db.conn.execute("INSERT INTO t VALUES (1)")
-        with pytest.raises(ValueError), db.transaction():
-            db.conn.execute("INSERT INTO t VALUES (2)")
-            raise ValueError("inner fails")
-        with db.transaction():
-            db.conn.execute("INSERT INTO t VALUES (3)")
-    assert _rows(db) == [1, 3]
-    assert db.transactions == 1  # the savepoints are not transactions of their own
-    assert dropped == ["dropped"]  # the failed savepoint's writes were undone: caches dropped
-
-
-def test_a_failed_outer_transaction_undoes_its_committed_inner_ones() -> None:
-    db, dropped = _db()
+        _insert(db, 1)
+        _insert(db, 2)
+        assert db.transactions == 0  # nothing committed yet
+    assert _rows(db) == [1, 2] and db.transactions == 1 and dropped == []
     with pytest.raises(RuntimeError), db.transaction():
-        with db.transaction():
-            db.conn.execute("INSERT INTO t VALUES (1)")
-        raise RuntimeError("outer fails after the inner one finished")
+        _insert(db, 3)
+        raise RuntimeError("the caller's next step fails")
+    assert _rows(db) == [1, 2] and db.transactions == 1 and dropped == ["dropped"]
+
+
+def test_a_failed_step_caught_inside_the_transaction_still_fails_it() -> None:
+    db, dropped = _db()
+    with pytest.raises(StoreError, match="savepoint"), db.transaction():
+        _insert(db, 1)
+        with pytest.raises(ValueError):
+            _insert(db, 2, fail=True)  # its row is written: the transaction is half done
     assert _rows(db) == [] and db.transactions == 0 and dropped == ["dropped"]
-    with db.transaction():  # and the connection is usable again, outside any transaction
-        db.conn.execute("INSERT INTO t VALUES (4)")
-    assert _rows(db) == [4] and db.transactions == 1 and not db.conn.in_transaction
+    _insert(db, 4)  # the connection is usable again, outside any transaction
+    assert _rows(db) == [4] and not db.conn.in_transaction
+
+
+def test_a_savepoint_undoes_only_its_step() -> None:
+    db, dropped = _db()
+    with db.transaction():
+        _insert(db, 1)
+        with pytest.raises(ValueError), db.savepoint():
+            _insert(db, 2, fail=True)
+        with db.savepoint():
+            _insert(db, 3)
+    assert _rows(db) == [1, 3] and db.transactions == 1
+    assert dropped == ["dropped"]  # the undone step's writes: caches dropped
+    with pytest.raises(StoreError):  # a savepoint belongs inside a transaction
+        db.savepoint().__enter__()
 
 
 def test_key_ids_column_format_round_trips() -> None:
