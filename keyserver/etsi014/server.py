@@ -38,7 +38,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from keyserver.etsi014 import messages as etsi014
-from keyserver.etsi014.key import Key as EtsiKey
+from keyserver.etsi014.key import Key
 from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits, Status
 from keyserver.etsi014.openapi import API_PREFIX, OPENAPI_PATH, openapi_document
 from keyserver.jsonlog import log
@@ -47,9 +47,6 @@ from keyserver.pki.tls import common_name
 _LOG = logging.getLogger("keyserver.etsi014")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# What a service returns: etsi014.key.Key (a QKD module's northbound does); the (key ID, bytes)
-# pairs are what the KMS node's SAE service still returns, until it too returns Keys.
-Key = EtsiKey | tuple[uuid.UUID, bytes]
 SERVER_NAME = "qkd-keyserver"  # the Server header: no product versions
 
 
@@ -112,10 +109,6 @@ def caller_id(request: web.Request) -> str | None:
         sslobj = transport.get_extra_info("ssl_object")
         cert = sslobj.getpeercert() if sslobj is not None else None
     return common_name(cert)
-
-
-def _container(keys: Sequence[Key]) -> dict[str, Any]:
-    return etsi014.key_container([k if isinstance(k, EtsiKey) else EtsiKey.of(*k) for k in keys])
 
 
 def json_response(
@@ -200,7 +193,7 @@ class Etsi014Api:
             req = etsi014.parse_key_request(await self._body(request), limits)
         keys = await self.service.enc_keys(master, request.match_info["sae"], req)
         self.counters["keys_to_masters"] += len(keys)
-        return json_response(200, _container(keys))
+        return json_response(200, etsi014.key_container(keys))
 
     async def h_dec_keys(self, request: web.Request) -> web.Response:
         slave = self._caller(request)
@@ -217,7 +210,7 @@ class Etsi014Api:
             )
         keys = await self.service.dec_keys(slave, request.match_info["sae"], ids)
         self.counters["keys_to_slaves"] += len(keys)
-        return json_response(200, _container(keys))
+        return json_response(200, etsi014.key_container(keys))
 
     async def h_openapi(self, request: web.Request) -> web.Response:
         self._caller(request)

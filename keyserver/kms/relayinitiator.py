@@ -25,8 +25,9 @@ from typing import Any
 from aiohttp import web
 
 from keyserver.etsi014 import messages as etsi014
+from keyserver.etsi014.key import Key
 from keyserver.etsi014.messages import EtsiError, KeyRequest
-from keyserver.etsi014.server import Key, json_response
+from keyserver.etsi014.server import json_response
 from keyserver.jsonlog import log
 from keyserver.kms import relay, relaymachine
 from keyserver.kms.linkkeystore import OutOfLinkKey, Spend

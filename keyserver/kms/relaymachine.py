@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from keyserver.etsi014.key import Key
 from keyserver.kms import relay
 from keyserver.kms.relay import Ack, AckStatus, HopMessage, RelayHeader
 from keyserver.kms.routing import Route
@@ -121,9 +122,9 @@ class Commit:
 
 @dataclass(frozen=True)
 class Delivered:
-    """The keys for the master SAE (key ID, key)."""
+    """The keys for the master SAE."""
 
-    keys: tuple[tuple[uuid.UUID, bytes], ...]
+    keys: tuple[Key, ...]
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ class InitiatorRelay:
         if not delivered:
             return self._fail(self._ack_text(self.ack), retry=False)
         self.state = InitiatorState.DELIVERED
-        return Delivered(tuple(zip(self.key_ids, self._keys, strict=True)))
+        return Delivered(tuple(Key.of(k, m) for k, m in zip(self.key_ids, self._keys, strict=True)))
 
     @staticmethod
     def _ack_text(ack: Ack) -> str:

@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from keyserver.etsi014 import messages as etsi014
-from keyserver.etsi014.key import Key as EtsiKey
+from keyserver.etsi014.key import Key
 from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits, Status
-from keyserver.etsi014.server import Key
 from keyserver.kms import relay
 from keyserver.kms.heldkeys import KeysNotFound
 from keyserver.kms.linkstate import LinkStateAgent
@@ -100,7 +99,7 @@ class SaeService:
         if dst != self.ctx.id:
             return await self.initiator.request(master, slave, dst, req)
         expires = now_ms() + int(self.config.hold_seconds * 1000)
-        keys = [EtsiKey.of(uuid.uuid4(), os.urandom(req.size_bytes)) for _ in range(req.number)]
+        keys = [Key.of(uuid.uuid4(), os.urandom(req.size_bytes)) for _ in range(req.number)]
         self.store.held.issue_local(master, slave, keys, expires)
         return keys
 

@@ -80,8 +80,8 @@ def test_one_hop_relay_is_acknowledged_by_the_targets_reply() -> None:
     states.append(m.state)
     assert states == [InitiatorState.COMMITTING, InitiatorState.DELIVERED]
     assert isinstance(done, Delivered)
-    assert [k for k, _ in done.keys] == list(m.key_ids)
-    assert [v for _, v in done.keys] == [slices[0][:SIZE], slices[0][SIZE : 2 * SIZE]]
+    assert [k.key_id for k in done.keys] == list(m.key_ids)
+    assert [k.material for k in done.keys] == [slices[0][:SIZE], slices[0][SIZE : 2 * SIZE]]
 
 
 def test_multipath_keys_are_the_xor_of_the_legs_and_wait_for_the_ack() -> None:
@@ -96,7 +96,7 @@ def test_multipath_keys_are_the_xor_of_the_legs_and_wait_for_the_ack() -> None:
     assert m.on_ack(Ack(m.relay_id, m.key_ids, AckStatus.RELAYED)) == Commit(m.relay_id)
     done = m.on_commit(True)
     assert isinstance(done, Delivered)
-    assert done.keys[0][1] == _xor_all([s[:SIZE] for s in slices])
+    assert done.keys[0].material == _xor_all([s[:SIZE] for s in slices])
 
 
 def test_ack_wait_is_never_zero_past_the_deadline() -> None:
