@@ -37,6 +37,8 @@ class OutOfLinkKey(StoreError):
 
 @dataclass(frozen=True)
 class Block:
+    """One module key drawn for a link, given to one owner's stream."""
+
     key_id: uuid.UUID
     owner: str
     material: bytes
@@ -44,6 +46,8 @@ class Block:
 
 @dataclass(frozen=True)
 class Spend:
+    """A request to spend `nbytes` of this node's own stream on a link, from its cursor."""
+
     link: str
     owner: str
     nbytes: int
@@ -51,6 +55,8 @@ class Spend:
 
 @dataclass(frozen=True)
 class Slice:
+    """Bytes [start, start + len(material)) of one stream, spent or consumed."""
+
     link: str
     owner: str
     start: int
