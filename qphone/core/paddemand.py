@@ -9,7 +9,10 @@ peer at another bitrate) holds less, a faster one more.  Until a rate is known t
 lookahead (``initial_bytes``) is held.  Key that takes long to arrive (a key relayed across
 many trusted nodes) widens the lookahead: the caller reports each refill's latency and the
 horizon becomes ``seconds + 2 x latency``, the latency part held at the highest rate of the
-last few seconds (a starved stream's measured rate falls, its need does not).  Sans-I/O:
+last few seconds (a starved stream's measured rate falls, its need does not).  A latency
+reported before any rate is known (the handshake key's, before the first frame) widens the
+initial lookahead in proportion (``initial_bytes`` stands for ``seconds`` of talk), so the first
+request already covers a slow route instead of starving the call's first seconds.  Sans-I/O:
 positions, times and latencies are passed in.
 """
 
@@ -36,6 +39,7 @@ class PadDemand:
         if seconds is not None and not seconds > 0:
             raise ValueError("the lookahead must be a positive number of seconds")
         self._block = block_bytes
+        self._initial = initial_bytes
         self._seconds = seconds
         self._latency = 0.0  # how long a refill takes to arrive, as last reported
         self._peaks: deque[tuple[float, float]] = deque()  # (time, rate): recent maxima
@@ -97,7 +101,11 @@ class PadDemand:
     def _update(self, rate: float | None = None) -> None:
         if rate is None:
             rate = self.rate
-        if rate is None or self._seconds is None:
+        if self._seconds is None:
+            return
+        if rate is None:  # no rate yet: the initial lookahead (``seconds`` of talk) scaled up
+            widen = 1.0 + LATENCY_FACTOR * self._latency / self._seconds
+            self.bytes_ahead = max(self._initial, math.ceil(self._initial * widen))
             return
         # the latency is covered at the highest recent rate: a stream starved of pad (frames
         # dropped while a slow refill is on its way) shows a falling rate, not its need

@@ -146,12 +146,19 @@ class KeySupply:
     async def handshake_keys(
         self, bits: int, wait_s: float, on_wait: Callable[[], None] | None = None
     ) -> list[QkdKey]:
-        """Caller: one key of ``bits`` for the handshake (waits out an empty pool)."""
-        return self._drawn(
-            await retry_out_of_keys(
-                lambda: self._kme.enc_keys(self._peer, 1, bits), wait_s, on_wait
-            )
-        )
+        """Caller: one key of ``bits`` for the handshake (waits out an empty pool).
+
+        :attr:`request_s` becomes the time the successful request took, so that the call's
+        first pad request already covers a slow route (waits for an empty pool excluded)."""
+        loop = asyncio.get_running_loop()
+
+        async def attempt() -> list[QkdKey]:
+            t0 = loop.time()
+            got = await self._kme.enc_keys(self._peer, 1, bits)
+            self.request_s = loop.time() - t0
+            return got
+
+        return self._drawn(await retry_out_of_keys(attempt, wait_s, on_wait))
 
     async def resolve_keys(self, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]:
         """Answerer: the keys of announced IDs (the ClientHello's, then the call's), in order,

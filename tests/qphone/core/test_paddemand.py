@@ -51,6 +51,20 @@ def test_without_a_lookahead_in_seconds_the_initial_one_stays() -> None:
         PadDemand(block_bytes=0, initial_bytes=0, seconds=1.0)
 
 
+def test_a_slow_route_known_before_the_first_frame_widens_the_first_request() -> None:
+    """The handshake key's relay time is reported before any frame: the first pad request
+    covers it (0.5 s of talk plus twice 2 s), not only the initial 0.5 s."""
+    d = PadDemand(block_bytes=100, initial_bytes=250, seconds=0.5)
+    d.key_latency(2.0)
+    assert d.rate is None and d.bytes_ahead == 250 * 9
+    for i in range(60):  # then a measured 3 400 B/s takes over
+        d.observe(68 * i, 0.02 * i)
+    assert d.bytes_ahead == 1700 + 2 * 2.0 * 3400
+    quick = PadDemand(block_bytes=100, initial_bytes=250, seconds=0.5)
+    quick.key_latency(0.0)
+    assert quick.bytes_ahead == 250
+
+
 def test_slow_key_widens_the_lookahead_and_the_widening_decays() -> None:
     """A refill that takes 1.75 s (a relay across 16 trusted nodes) must not starve the pad:
     the horizon grows to the lookahead plus twice the latency, and shrinks back slowly."""

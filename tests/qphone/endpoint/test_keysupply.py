@@ -55,6 +55,16 @@ async def test_requests_are_split_by_the_kmes_max_key_per_request() -> None:
     assert supply.drawn_bits == 5 * 1024
 
 
+async def test_the_handshake_keys_request_time_is_measured_for_the_pad_lookahead() -> None:
+    """The caller's handshake key crosses the same route as the call's pad: its request time
+    is what the call's first pad request must cover (runningcall reports it to the session)."""
+    kme = RecordingKme(delay=0.05)
+    supply = _supply(kme)
+    assert supply.request_s == 0.0
+    keys = await supply.handshake_keys(256, 1.0)
+    assert len(keys) == 1 and supply.request_s >= 0.04
+
+
 async def test_no_request_once_the_call_hangs_up_and_late_keys_count_as_dropped() -> None:
     call = make_call(CallParams(mode=Mode.OTP, pad_block_bits=1024))
     kme = RecordingKme(delay=0.05)
