@@ -267,6 +267,19 @@ def _run_call(args: argparse.Namespace, answer: bool) -> int:
         return EXIT_FAILED
     if kme.status is not None:
         options = dataclasses.replace(options, kme_limits=kme.status)
+        if not answer and options.mode is Mode.OTP and not kme.status.eavesdropper_alarm:
+            # can the key route carry this OTP call?  (qphone/endpoint/keycapacity.py)
+            from qphone.endpoint.keycapacity import otp_capacity
+
+            o = options
+            cap = otp_capacity(o.bitrate, o.otp_tag_bits, o.frame_ms, kme.status)
+            short = cap.problem(o.duration)
+            if short is not None and o.duration is not None:
+                print(f"call failed: {short}", file=sys.stderr)
+                emit(not_started(short, args.mode, profile.peer_sae_id))
+                return EXIT_FAILED
+            if cap.problem(None) is not None:
+                print(f"{prog}: warning: {cap.problem(None)}", file=sys.stderr)
     try:
         endpoint = CallEndpoint(profile, options, receive_filter=receive_filter, audio=audio)
     except (IdentityFileError, ValueError, OSError) as exc:
