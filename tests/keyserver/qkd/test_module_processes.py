@@ -48,7 +48,13 @@ def _dec(pair: Pair, ids: list[str]) -> tuple[int, dict[str, object]]:
 
 
 def test_pair_delivers_identical_keys_under_identical_ids(pair: Pair) -> None:
-    st = pair.wait_status("transmitter", lambda s: s["stored_key_count"] >= 8, 120)
+    # the keys are in the store a moment before the block counts in the status (the status is
+    # recorded once the store's thread is back): wait for both
+    st = pair.wait_status(
+        "transmitter",
+        lambda s: s["stored_key_count"] >= 8 and s["status_extension"]["qkd_link"]["blocks_ok"],
+        120,
+    )
     ext = st["status_extension"]["qkd_link"]
     assert ext["role"] == "transmitter" and ext["state"] == "running"
     assert ext["seeded_source"] is True and ext["blocks_ok"] >= 1
