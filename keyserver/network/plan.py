@@ -33,6 +33,12 @@ from keyserver.topology import LinkSpec, Topology, with_fidelity
 HOST = "127.0.0.1"
 MODULE_KEY_BITS = 1024  # the key size the modules serve: the granularity of link keys
 MODULE_MAX_KEYS = 4096
+# In a network of more than BIG_NETWORK_SITES sites a node polls a module that has no key for it
+# yet every BIG_NETWORK_HUNGRY_POLL_S seconds, not every second: while hefei-metro-full starts,
+# 342 modules polled each second cost the machine about a core in HTTPS requests (docs/network.md
+# §6); a link's first key is noticed at most that much later.
+BIG_NETWORK_SITES = 50
+BIG_NETWORK_HUNGRY_POLL_S = 3.0
 # the module that hosts the simulated fibre's eavesdropper (docs/bb84.md)
 EVE_ROLE = Role.TRANSMITTER
 
@@ -420,6 +426,8 @@ def node_config_text(plan: NetworkPlan, n: NodePlan, pki: NetworkPki) -> str:
         f"multipath = {o.multipath}",
         "lsa_interval_seconds = 1.0",  # the rest of [routing] and [timers]: defaults
     ]
+    if len(plan.nodes) > BIG_NETWORK_SITES:
+        lines += ["", "[timers]", f"hungry_poll_seconds = {BIG_NETWORK_HUNGRY_POLL_S!r}"]
     for m in plan.modules.values():
         if m.node == n.id:
             lines += [

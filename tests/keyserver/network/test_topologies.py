@@ -5,6 +5,7 @@ Pure Python: no processes, no network (the planner only binds free ports on loop
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import tomllib
 from importlib import resources
@@ -187,3 +188,29 @@ def test_planner_lays_out_a_real_size_network(name: str, tmp_path: Path) -> None
     ports += [p for qc in plan.channels.values() for p in qc]
     assert len(ports) == len(set(ports)) == 2 * len(t.nodes) + 4 * len(t.links)
     assert all(1024 <= p <= 65535 for p in ports)
+
+
+def test_a_big_network_polls_keyless_modules_less_often(tmp_path: Path) -> None:
+    """More than BIG_NETWORK_SITES sites: a node asks a module without key for it every
+    BIG_NETWORK_HUNGRY_POLL_S s (hefei-metro-full's 342 modules polled each second cost a
+    core); a small network keeps the default (1 s)."""
+    from keyserver.kms.nodeconfig import load_node_config
+    from keyserver.network.plan import BIG_NETWORK_HUNGRY_POLL_S, BIG_NETWORK_SITES, write_configs
+    from keyserver.topology import parse_topology
+
+    def hungry_poll(nodes: int) -> float:
+        ids = [f"n{i}" for i in range(nodes)]
+        t = parse_topology(
+            {
+                "name": f"line{nodes}",
+                "fidelity": "emulated",
+                "nodes": [{"id": n} for n in ids],
+                "links": [{"a": a, "b": b, "distance_km": 5.0} for a, b in itertools.pairwise(ids)],
+            }
+        )
+        plan = make_plan(tmp_path / t.name, t, Options())
+        write_configs(plan)
+        return load_node_config(plan.nodes["n0"].config).timers.hungry_poll
+
+    assert hungry_poll(3) == 1.0
+    assert hungry_poll(BIG_NETWORK_SITES + 1) == BIG_NETWORK_HUNGRY_POLL_S
