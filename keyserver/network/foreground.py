@@ -68,6 +68,9 @@ def run_foreground(
             launcher.start_all()
             width = shutil.get_terminal_size().columns
             launcher.wait_ready(
+                # 90 s, and more for a big network on a busy machine (hefei-metro-full's core
+                # nodes, 23 links each, took longer than 90 s to answer at load 300)
+                timeout=max(90.0, 0.6 * len(launcher.children)),
                 stop=stop.is_set,
                 first_key=first_key,
                 progress=(
