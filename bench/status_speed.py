@@ -1,14 +1,16 @@
-"""How long `network status` takes to ask N nodes: one after the other vs the command's bound.
+"""How long `network status` takes at real size: asking N nodes, and asking the launcher.
 
 Serves, in this one process, a stand-in of every node's ``GET /kms/v1/state`` on its own HTTPS
 port (the node trust domain's certificates, client certificates required, as a node does) with
 a state of the size a real node of that topology returns (its links, the link-state view of
-every link of the network), then times, in a separate process, the collection and summary
-sequentially (``parallel=1``: what the command did before) and with the command's bound, and
-the whole ``qkd-keyserver network status`` command, and the CPU time the collection costs the
-command's process (the figure that does not depend on how loaded the machine is). The
-stand-ins all share this process; real nodes answer in their own, and on a loaded machine
-late, which is what the parallel requests hide.
+every link of the network), then times, in a separate process: the collection and summary with
+new connections one after the other (``parallel=1``) and 32 at a time (the command's bound),
+the same over kept-alive connections (what the launcher holds), the whole ``qkd-keyserver
+network status`` command asking the nodes itself and asking a status socket
+(:mod:`keyserver.network.statussocket`) served from kept-alive connections, a bare Python
+importing ``keyserver.cli``, and the CPU time each collection costs the client (the figure
+that does not depend on how loaded the machine is). The stand-ins all share this process
+(their handshakes are served one after the other); real nodes answer in their own.
 
     .venv/bin/python bench/status_speed.py --topology hefei-metro-full
 """
