@@ -426,9 +426,11 @@ class KmeClient:
         try:
             obj = await self._request("POST", path, body)
         except KmeOutOfKeys:
-            with contextlib.suppress(KmeError):
-                if (await self.status(slave_sae_id)).eavesdropper_alarm:
-                    raise KmeEavesdropperAlarm(f"KME at {self.url}: {_ALARM_HINT}") from None
+            alarm = False
+            with contextlib.suppress(KmeError):  # the status is a hint: its failure changes nothing
+                alarm = (await self.status(slave_sae_id)).eavesdropper_alarm
+            if alarm:
+                raise KmeEavesdropperAlarm(f"KME at {self.url}: {_ALARM_HINT}") from None
             raise
         keys = parse_key_container(
             obj, key_bytes=None if size_bits is None else size_bits // 8, max_keys=number
