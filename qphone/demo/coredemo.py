@@ -46,7 +46,7 @@ def run_core_demo(
                 if rng.random() < loss:
                     lost += 1
                     continue
-                assert call.peer(s).unprotect(frame, now + 0.01) == payload
+                assert call.peer(s).unprotect(frame, now + 0.01).payload == payload
                 delivered += 1
             call.pump()
         rotations = [

@@ -24,7 +24,7 @@ from qphone.core.events import (
 from qphone.core.handshake import HandshakeResult, Initiator, Responder, ResponderPolicy
 from qphone.core.identity import Identity
 from qphone.core.qkd import QkdKey
-from qphone.core.session import CallSession
+from qphone.core.session import CallSession, new_session
 
 
 @dataclass
@@ -83,8 +83,8 @@ class InMemoryCall:
         kme: MemoryKmePair,
         pad_lookahead_s: float | None = None,
     ) -> None:
-        self.initiator = CallSession(ini, pad_lookahead_s=pad_lookahead_s)
-        self.responder = CallSession(res)
+        self.initiator = new_session(ini, pad_lookahead_s=pad_lookahead_s)
+        self.responder = new_session(res)
         self.kme = kme
         self._inbox: dict[int, list[bytes]] = {id(self.initiator): [], id(self.responder): []}
         self.log: list[tuple[CallSession, SessionEvent]] = []  # every event, in order

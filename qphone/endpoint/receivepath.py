@@ -49,16 +49,15 @@ class ReceivePath:
             return
         t0 = time.perf_counter()
         try:
-            payload = session.unprotect(frame.payload, frame.arrival)
+            opened = session.unprotect(frame.payload, frame.arrival)
         except FrameRejected as exc:
             self._counters.rejected[type(exc).__name__] += 1
             return
         except QphoneError:
             return
+        payload = opened.payload
         try:
-            place = self._position.place(
-                session.recv_frame_number, frame.sequence, frame.rtp_timestamp
-            )
+            place = self._position.place(opened.frame_number, frame.sequence, frame.rtp_timestamp)
         except PositionMismatch as exc:
             self._misplaced(exc)
             return

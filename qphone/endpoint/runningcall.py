@@ -45,7 +45,7 @@ from qphone.core.events import (
     SendControl,
     SessionEvent,
 )
-from qphone.core.session import CallSession
+from qphone.core.session import CallSession, new_session
 from qphone.endpoint.callending import CallEnding
 from qphone.endpoint.callsetup import EstablishedCall
 from qphone.endpoint.console import Console
@@ -105,7 +105,7 @@ class RunningCall:
         self.ending = ending
         self._observer = observer
         self._max_overdue = profile.policy.max_overdue_epochs
-        self.session = CallSession(
+        self.session: CallSession = new_session(
             established.result,
             max_overdue_epochs=self._max_overdue,
             pad_lookahead_s=options.pad_lookahead_s,

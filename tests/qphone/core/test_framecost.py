@@ -24,10 +24,11 @@ from qphone.demo.inmemorycall import InMemoryCall, MemoryKmePair, handshake
 FRAMES = 200
 PAYLOAD = bytes(80)
 # Python-level functions entered per frame, protect and unprotect together, at most.  OTP: the
-# session's two bound methods, the pad streams' protect and unprotect, the MAC's seal_at and
-# open_at, the header parser: 7, plus a pad-demand sample every 100 ms on the caller's side.
-# AES: the sender's protect and the receiver's unprotect and what they call (measured: 5).
-MAX_CALLS_PER_FRAME = {Mode.OTP: 8.5, Mode.AES: 6.0}  # (before the fix: OTP 17-18)
+# session's protect and unprotect, the pad streams' protect and unprotect, the MAC's seal_at and
+# open_at, the header parser, the opened frame's maker: 8, plus a pad-demand sample every 100 ms
+# on the caller's side.  AES: the session's protect and unprotect, the sender's protect and the
+# receiver's unprotect and what they call, the opened frame's maker (measured: 7.4).
+MAX_CALLS_PER_FRAME = {Mode.OTP: 9.5, Mode.AES: 8.0}  # (before the fix: OTP 17-18)
 MAX_BYTES_PER_FRAME = 2048  # allocated and kept at the peak, per frame (the pad stream is 1 MiB)
 
 
@@ -45,7 +46,7 @@ def _run(sender: CallSession, receiver: CallSession, start: float) -> Callable[[
         out = []
         for i in range(FRAMES):
             now = start + 0.02 * i
-            out.append(receiver.unprotect(sender.protect(PAYLOAD, now), now))
+            out.append(receiver.unprotect(sender.protect(PAYLOAD, now), now).payload)
         return out
 
     return run

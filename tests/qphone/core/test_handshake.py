@@ -351,12 +351,12 @@ def test_ephemeral_secrets_dropped_when_done_or_failed() -> None:
 def test_hang_up_erases_every_session_secret_of_the_handshake_result() -> None:
     """Chain 0 and both control MAC keys are zero in the handshake result once the session
     closes (bye or close), in both modes; a result no session was made of erases itself."""
-    from qphone.core.session import CallSession
+    from qphone.core.session import new_session
 
     for mode in Mode:
         a, b = run(CallParams(mode=mode))
         assert not a.secrets.erased and any(a.secrets.control_i2r)
-        sa, sb = CallSession(a), CallSession(b)
+        sa, sb = new_session(a), new_session(b)
         sb.close()
         assert b.secrets.erased
         assert not a.secrets.erased  # each side's buffers are its own

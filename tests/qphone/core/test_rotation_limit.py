@@ -10,7 +10,7 @@ from qphone.core.callparams import CallParams
 from qphone.core.control import EPOCH_ANNOUNCE, EPOCH_READY
 from qphone.core.errors import ControlUnauthenticated, KeyExhausted
 from qphone.core.events import RotationFailed, RotationOverdue, SendControl, SessionEvent
-from qphone.core.session import CallSession
+from qphone.core.session import CallSession, new_session
 from qphone.demo.inmemorycall import InMemoryCall, MemoryKmePair, handshake
 from tests.support.inmemorycalls import ALICE, BOB
 
@@ -105,7 +105,7 @@ def test_suppressed_epoch_announce_fails_the_responder_closed() -> None:
 def test_the_limit_is_configurable_and_also_counts_time() -> None:
     kme = MemoryKmePair()
     ini, _ = handshake(ALICE, BOB, CallParams(rotate_frames=10_000, rotate_ms=1000), kme)
-    session = CallSession(ini, max_overdue_epochs=3)  # no peer: nothing ever gets ready
+    session = new_session(ini, max_overdue_epochs=3)  # no peer: nothing ever gets ready
     t, sent = 0.0, 0
     while t < 10:
         try:
@@ -118,7 +118,7 @@ def test_the_limit_is_configurable_and_also_counts_time() -> None:
     assert RotationFailed(0, 3) in events
     assert 3.9 < t < 4.1  # 1 s of epoch, then 3 s overdue (time as given, not measured)
     with pytest.raises(ValueError):
-        CallSession(ini, max_overdue_epochs=0)
+        new_session(ini, max_overdue_epochs=0)
 
 
 def test_a_late_confirmation_within_the_limit_rotates_normally() -> None:
