@@ -50,7 +50,7 @@ from qphone.core.frameprotection import (
 from qphone.core.handshake import HandshakeResult
 from qphone.core.keyaccounting import KeyAccounting
 from qphone.core.keyschedule import EpochKeys, KeySchedule
-from qphone.core.openedframe import OpenedFrame, opened_frame
+from qphone.core.openedframe import OpenedFrame
 from qphone.core.qkd import QkdKey
 
 DEFAULT_MAX_OVERDUE_EPOCHS = 2  # the current key may outlast its epoch by this many epochs
@@ -150,9 +150,7 @@ class AesSession:
         subclass (nothing changed)."""
         if self._call.closed:
             raise QphoneError(CLOSED)
-        receiver = self._receiver
-        payload = receiver.unprotect(frame, now)
-        return opened_frame(payload, receiver.last_counter)
+        return self._receiver.unprotect(frame, now)
 
     def _on_new_epoch(self, epoch: int) -> None:
         """The receiver accepted the first frame of ``epoch``."""

@@ -31,8 +31,11 @@ from qphone.core.errors import (
     KeyExhausted,
 )
 from qphone.core.kdf import hkdf_expand, hkdf_extract
+from qphone.core.openedframe import OpenedFrame
 from qphone.core.replaywindow import ReplayWindow
 from qphone.core.sframe import FrameHeader, parse_header
+
+_opened = tuple.__new__  # OpenedFrame without its constructor's Python frame (see openedframe)
 
 TAG_LEN = 16
 MAX_PAYLOAD = 1500  # bytes; Opus packets are at most 1275
@@ -194,7 +197,6 @@ class AesFrameReceiver:
         self._newest_seen = -1
         self._retired_below = 0
         self._next_retire = _NEVER
-        self.last_counter = -1  # CTR (frame number) of the frame accepted last
 
     @property
     def newest_seen(self) -> int:
@@ -206,9 +208,10 @@ class AesFrameReceiver:
             raise ValueError(f"epoch {key.epoch} already installed or retired")
         self._epochs[key.epoch] = _RecvEpoch(key, ReplayWindow(self._window))
 
-    def unprotect(self, frame: bytes, now: float) -> bytes:
-        """Return the payload or raise a FrameRejected subclass. State changes only on
-        success (plus the erasure of keys whose grace window has passed)."""
+    def unprotect(self, frame: bytes, now: float) -> OpenedFrame:
+        """Return the payload with its authenticated frame number (the CTR), or raise a
+        FrameRejected subclass. State changes only on success (plus the erasure of keys whose
+        grace window has passed)."""
         if now >= self._next_retire:
             self._retire(now)
         size = len(frame)
@@ -231,7 +234,6 @@ class AesFrameReceiver:
         except InvalidTag:
             raise FrameAuthFailed(f"epoch {epoch} frame {ctr}: tag invalid") from None
         entry.window.accept(ctr)  # raises FrameReplayed (no state change) for a replay
-        self.last_counter = ctr
         if epoch > self._newest_seen:
             self._newest_seen = epoch
             deadline = now + self._grace
@@ -244,7 +246,7 @@ class AesFrameReceiver:
                 self._retire(now)
             if self._on_new_epoch is not None:
                 self._on_new_epoch(epoch)
-        return payload
+        return _opened(OpenedFrame, (payload, ctr))
 
     def _retire(self, now: float) -> None:
         for epoch in [e for e, v in self._epochs.items() if v.retire_at is not None]:

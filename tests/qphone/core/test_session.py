@@ -3,7 +3,6 @@ duplication, the factory's choice by mode, the opened frame, refusals after clos
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
 import pytest
@@ -97,7 +96,7 @@ def test_the_opened_frame_is_frozen() -> None:
     call = make_call(CallParams())
     opened = call.responder.unprotect(call.initiator.protect(b"hi", 0.0), 0.0)
     assert opened == OpenedFrame(b"hi", 0)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         opened.frame_number = 7  # type: ignore[misc]
 
 
