@@ -256,9 +256,10 @@ def shipped_topologies() -> list[str]:
 
 
 def load_topology(name_or_path: str) -> Topology:
-    """A shipped topology by name, or a TOML file by path."""
+    """A shipped topology by name, or a TOML file by path (a directory or other file that
+    happens to bear a shipped topology's name in the working directory does not hide it)."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix == ".toml" or (path.is_file() and name_or_path not in shipped_topologies()):
         return parse_topology(load_toml(path, "topology"), path.stem)
     if name_or_path not in shipped_topologies():
         raise ConfigError(

@@ -214,3 +214,14 @@ def test_a_big_network_polls_keyless_modules_less_often(tmp_path: Path) -> None:
 
     assert hungry_poll(3) == 1.0
     assert hungry_poll(BIG_NETWORK_SITES + 1) == BIG_NETWORK_HUNGRY_POLL_S
+
+
+def test_a_directory_named_like_a_shipped_topology_does_not_hide_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pair").mkdir()  # e.g. a scratch directory in the working directory
+    (tmp_path / "mine").write_text((tmp_path / "nothing").as_posix())
+    monkeypatch.chdir(tmp_path)
+    assert [n.id for n in load_topology("pair").nodes] == ["KME-A", "KME-B"]
+    with pytest.raises(ConfigError, match="not valid TOML|mine"):
+        load_topology("mine")  # a file that is no shipped name is read as a path
