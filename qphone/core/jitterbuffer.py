@@ -450,8 +450,14 @@ class JitterBuffer:
         base = min(self._transits)
         rel = sorted(t - base for t in self._transits)
         # the quantile as of a full window, the packets not seen yet counted as fast ones: at
-        # the start of a call a lone stall (a few slow packets) is not 5 % of the packets
-        above = cfg.window - math.ceil(cfg.quantile * cfg.window)  # packets allowed above it
+        # the start of a call a lone stall (one slow packet) is not 3 % of the packets; but a
+        # second one before the window is full is a pattern (reordering, a jittery path),
+        # which a call that starts at the margin must follow at once or lose those packets
+        full = cfg.window - math.ceil(cfg.quantile * cfg.window)  # packets allowed above it
+        seen = len(self._transits)
+        above = (
+            full if seen >= cfg.window else min(full, max(1, seen - math.ceil(cfg.quantile * seen)))
+        )
         target = rel[max(0, len(rel) - 1 - above)] + cfg.margin_ms / 1000.0
         if cfg.fec_loss_fraction is not None:
             # on a lossy path, hold one frame more: a lost frame's successor is then here in
