@@ -223,5 +223,5 @@ def test_a_directory_named_like_a_shipped_topology_does_not_hide_it(
     (tmp_path / "mine").write_text((tmp_path / "nothing").as_posix())
     monkeypatch.chdir(tmp_path)
     assert [n.id for n in load_topology("pair").nodes] == ["KME-A", "KME-B"]
-    with pytest.raises(ConfigError, match="not valid TOML|mine"):
+    with pytest.raises(ConfigError):
         load_topology("mine")  # a file that is no shipped name is read as a path
