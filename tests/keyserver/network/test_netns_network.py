@@ -166,20 +166,26 @@ def test_line_of_four_sites_in_namespaces_relays_a_key_across_their_veths(
             assert peers & addresses, (node, conns)
             # and its traffic went out of its namespace through its veth
             assert _tx_bytes(site["ns"]) > before[node], node
-        # a call, each terminal in its site's namespace, media only on the sites' addresses
-        summaries = _call(info, sites["a"], sites["d"])
-        for who, summary in summaries.items():
-            assert summary["mode"] == "aes" and summary["frames_received"] > 0, (who, summary)
+        # a call in each mode, each terminal in its site's namespace, media only on the sites'
+        # addresses; the OTP call's pad relayed across the three hops as it talks
+        for port, mode in ((7000, "aes"), (7001, "otp")):
+            summaries = _call(info, sites["a"], sites["d"], mode, port)
+            for who, summary in summaries.items():
+                assert summary["mode"] == mode and summary["frames_received"] > 0, (who, summary)
+            if mode == "otp":
+                assert summaries["alice"]["qkd_bits"]["pad"] > 0, summaries["alice"]
     finally:
         launcher.stop()
         launcher.unlock()
     _assert_removed(prefix)
 
 
-def _call(info: dict[str, Any], a: dict[str, str], d: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """A 3 s AES call alice (site a) -> bob (site d): the README's commands, run in the sites'
-    namespaces; the summaries of both ends."""
-    listen = f"{d['address']}:7000"
+def _call(
+    info: dict[str, Any], a: dict[str, str], d: dict[str, str], mode: str, port: int
+) -> dict[str, dict[str, Any]]:
+    """A 3 s call in ``mode`` alice (site a) -> bob (site d): the README's commands, run in the
+    sites' namespaces; the summaries of both ends."""
+    listen = f"{d['address']}:{port}"
     common = ["--input", "silence", "--output", "discard", "--json"]
 
     def qphone(ns: str, *args: str) -> subprocess.Popen[str]:
@@ -217,7 +223,7 @@ def _call(info: dict[str, Any], a: dict[str, str], d: dict[str, str]) -> dict[st
             "--profile",
             info["saes"]["alice"]["profile"],
             "--mode",
-            "aes",
+            mode,
             "--duration",
             "3",
         )
