@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from qphone.audio.opus import OpusConfig
-from qphone.measure.quality import estimate_delay
-from tests.support.audiocompare import reference_decode, wav_array
+from tests.support.audiocompare import reference_decode, speech_windows, wav_array
 from tests.support.keyserverdemo import private_profile
 from tests.support.paths import SAMPLES
 from tests.support.qphoneprocess import answering, finish, qphone
@@ -68,18 +67,18 @@ def _call(
 
 
 def _assert_carries(out: Path, sample: Path, bitrate: int) -> None:
-    got = wav_array(out)
+    got = wav_array(out)[: 48000 * 4]  # the call's first 4 s
     ref = reference_decode(sample, OpusConfig(bitrate=bitrate))
     assert np.sqrt(np.mean(got**2)) > 300, "output is silent"
-    # compare 3 s from the start of the call's output with the reference decode
-    a = estimate_delay(ref[: 48000 * 5], got[: 48000 * 4], 48000, max_delay_s=1.0)
-    assert a.correlation > 0.9, a
+    # window by window (the playout delay may move at a pause): the right speaker throughout
+    scores = speech_windows(got, ref)
+    assert len(scores) >= 4 and np.median(scores) > 0.9 and min(scores) > 0.5, scores
     other = reference_decode(
         SAMPLES / ("speech_a_48k.wav" if "b_" in sample.name else "speech_b_48k.wav"),
         OpusConfig(bitrate=bitrate),
     )
-    wrong = estimate_delay(other[: 48000 * 5], got[: 48000 * 4], 48000, max_delay_s=1.0)
-    assert wrong.correlation < 0.5, "output correlates with the wrong speaker"
+    wrong = speech_windows(got, other)
+    assert np.median(wrong) < 0.5, f"output correlates with the wrong speaker: {wrong}"
 
 
 @pytest.mark.parametrize("mode", ["aes", "otp"])
