@@ -43,6 +43,11 @@ class CallOptions:
     transport: TransportConfig = field(default_factory=TransportConfig)
     kme_wait: float = 10.0  # seconds to wait for key when the KME's pool is empty
     kme_limits: KmeStatus | None = None  # the KME's status (key sizes, keys per request)
+    # real-time scheduling (SCHED_RR) for the media thread where permitted, never with a sound
+    # device; else nice -10 (endpoint/priority.py). On for qphone loopback and its benches; off
+    # for calls: beside PortAudio's callback threads it garbled a default-device call's
+    # playout in 3 of 5 runs, and 1 of 8 with the device end alone at nice -10 (docs/media.md)
+    realtime: bool = False
 
     def opus(self) -> OpusConfig:
         return OpusConfig(

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import time
 
-from qphone.audio.streams import CallAudio, WavSink
+from qphone.audio.streams import CallAudio, DeviceSink, WavSink
 from qphone.config.profile import Profile
 from qphone.core.abort import decode_abort, is_abort
 from qphone.core.callparams import Mode
@@ -165,7 +165,9 @@ class RunningCall:
             receive.on_frame(early.popleft())
         self.transport.set_frame_callback(receive.on_frame)
         tasks = [
-            asyncio.create_task(send.run(source, paced), name="send"),
+            asyncio.create_task(
+                send.run(source, paced, realtime=self._realtime(paced, sink)), name="send"
+            ),
             asyncio.create_task(receive.play(sink), name="playout"),
             asyncio.create_task(self._control_loop(), name="control"),
             asyncio.create_task(self._watch_transport(), name="watch"),
@@ -193,6 +195,11 @@ class RunningCall:
                     await t
             self.transport.set_frame_callback(None)
             await self.hang_up(send_bye=True)
+
+    def _realtime(self, paced: bool, sink: object) -> bool:
+        """Whether the media thread asks for real-time scheduling: when the options say so
+        and no sound device is in the call (CallOptions.realtime)."""
+        return self.opt.realtime and paced and not isinstance(sink, DeviceSink)
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         """No task of a running call dies silently: its exception ends the call."""

@@ -24,7 +24,7 @@ from qphone.core.errors import KeyExhausted
 from qphone.core.session import CallSession
 from qphone.endpoint.observer import CallObserver, SentFrame
 from qphone.endpoint.outcome import CallEnd, CallFailed, OutOfKey
-from qphone.endpoint.priority import MediaPriority, hold_media_priority
+from qphone.endpoint.priority import MEDIA_RT_PRIORITY, MediaPriority, hold_media_priority
 from qphone.endpoint.state import CallCounters
 from qphone.transport.calltransport import CallTransport
 
@@ -92,8 +92,9 @@ class SendPath:
         self.input_ended = False
         self.priority: MediaPriority | None = None  # the media thread's, once sending
 
-    async def run(self, source: AudioSource, paced: bool) -> None:
-        """Send until cancelled (or until the call fails for want of key)."""
+    async def run(self, source: AudioSource, paced: bool, realtime: bool = True) -> None:
+        """Send until cancelled (or until the call fails for want of key). ``realtime``: ask
+        for real-time scheduling (else a lower nice value only; see :mod:`.priority`)."""
         session, counters, observer = self._session, self._counters, self._observer
         step = self._config.samples_per_frame
         frame_s = self._config.frame_ms / 1000
@@ -103,7 +104,8 @@ class SendPath:
         if not await self._wait_for_first_pad():
             return
         # the media path is on time even on a busy machine where the system lets it be
-        self.priority = hold_media_priority()  # until this task ends
+        rt = MEDIA_RT_PRIORITY if realtime else None
+        self.priority = hold_media_priority(rt_priority=rt)  # until this task ends
         counters.media_priority = self.priority.describe()  # the summary says which
         start = time.monotonic()  # the pacing clock starts when talking can start (no burst)
         protect = session.protect

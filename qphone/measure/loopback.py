@@ -180,6 +180,7 @@ async def _run_call(opts: LoopbackOptions, pa: Profile, pb: Profile) -> tuple[Si
             pad_lookahead_s=opts.pad_lookahead_s,
             status=False,
             transport=TransportConfig(host_addresses=LOOPBACK_ADDRESSES),
+            realtime=True,  # a measurement: the media path real-time where permitted
             **kw,
         )
 
