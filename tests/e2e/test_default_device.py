@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 
 from qphone.audio.opus import OpusConfig
-from qphone.measure.quality import estimate_delay
-from tests.support.audiocompare import reference_decode
+from tests.support.audiocompare import reference_decode, speech_windows
 from tests.support.keyserverdemo import private_profile
 from tests.support.paths import BIN, SAMPLES
 from tests.support.pulseaudio import PulseServer
@@ -31,19 +30,6 @@ from tests.support.qphoneprocess import Running
 pytestmark = [pytest.mark.slow, pytest.mark.sound]
 HOST = "127.0.0.1"
 LOOP = ["--ice-host", HOST]
-
-
-def _speech_windows(got: np.ndarray, ref: np.ndarray) -> list[float]:
-    """Correlation with the reference of every 0.5 s window of the recording that holds sound
-    (window by window: a device underrun on a busy machine shifts what follows)."""
-    win, scores = 24000, []
-    for start in range(0, len(got) - win, win):
-        chunk = got[start : start + win]
-        if np.sqrt(np.mean(chunk**2)) < 300:
-            continue
-        lo = max(0, start - 3 * 48000)
-        scores.append(estimate_delay(ref[lo : start + 3 * 48000], chunk, 48000, 6.0).correlation)
-    return scores
 
 
 def test_a_call_in_a_terminal_plays_on_the_default_output(
@@ -99,7 +85,7 @@ def test_a_call_in_a_terminal_plays_on_the_default_output(
     assert summary["frames_received"] > 200 and summary["frames_sent"] > 200, summary
     got = np.frombuffer(recorded, dtype="<i2").astype(np.float64)
     assert np.sqrt(np.mean(got**2)) > 300, "nothing reached the default output"
-    scores = _speech_windows(got, reference_decode(SAMPLES / "speech_b_48k.wav", OpusConfig()))
+    scores = speech_windows(got, reference_decode(SAMPLES / "speech_b_48k.wav", OpusConfig()))
     assert len(scores) >= 4 and np.median(scores) > 0.8, scores
 
 

@@ -14,9 +14,8 @@ from qphone.audio.opus import OpusConfig
 from qphone.audio.wav import frames_to_pcm
 from qphone.endpoint.endpoint import CallEndpoint
 from qphone.endpoint.options import CallOptions
-from qphone.measure.quality import estimate_delay
 from qphone.transport.config import LOOPBACK_ADDRESSES, TransportConfig
-from tests.support.audiocompare import reference_decode
+from tests.support.audiocompare import reference_decode, speech_windows
 from tests.support.memorykeysource import memory_profiles, sources
 from tests.support.paths import SAMPLES
 from tests.support.pulseaudio import PulseServer
@@ -61,14 +60,6 @@ async def test_call_plays_into_sound_device(
     ref = reference_decode(SAMPLES / "speech_b_48k.wav", OpusConfig())
     # A sound device may underrun when the machine is busy, which shifts the rest of the
     # recording: check the content window by window (0.5 s of speech each) instead of globally.
-    win = 24000
-    scores = []
-    for start in range(0, len(got) - win, win):
-        chunk = got[start : start + win]
-        if np.sqrt(np.mean(chunk**2)) < 300:
-            continue  # a pause in the speech
-        lo = max(0, start - 3 * 48000)
-        a = estimate_delay(ref[lo : start + 3 * 48000], chunk, 48000, max_delay_s=6.0)
-        scores.append(a.correlation)
+    scores = speech_windows(got, ref)
     assert len(scores) >= 4, scores
     assert np.median(scores) > 0.8, scores
