@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
@@ -11,6 +10,8 @@ from pathlib import Path
 
 
 async def _run_node(config_path: Path) -> int:
+    import asyncio  # here: the other subcommands do not need it
+
     from keyserver.kms.node import KmsNode
     from keyserver.kms.nodeconfig import ConfigError, load_node_config
     from keyserver.kms.storedb import StoreError
@@ -43,6 +44,8 @@ async def _run_node(config_path: Path) -> int:
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
+    import asyncio  # here: the other subcommands do not need it
+
     from keyserver.coredumps import forbid_core_dumps
     from keyserver.jsonlog import setup_logging
 

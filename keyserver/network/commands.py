@@ -253,15 +253,19 @@ def _load_info(prog: str, directory: str | None) -> dict[str, Any]:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from keyserver.network.stateclient import StateClient
-    from keyserver.network.status import collect, render, summarise
+    # through the launcher this imports only the socket and the rendering: no TLS, no HTTP
+    # client, no cryptography (tests/keyserver/network/test_status_imports.py)
+    from keyserver.network.status import render
     from keyserver.network.statussocket import ask
-    from keyserver.pki.certificates import CertPaths
 
     info = _load_info("qkd-keyserver network status", args.dir)
-    # the launcher answers from its kept-alive connections; if none answers, ask the nodes
+    # the launcher answers from its cache of every node's state; if none answers, ask the nodes
     summary = ask(Path(args.dir))
     if summary is None:
+        from keyserver.network.stateclient import StateClient
+        from keyserver.network.status import collect, summarise
+        from keyserver.pki.certificates import CertPaths
+
         client = StateClient(
             Path(info["node_ca_cert"]),
             CertPaths(Path(info["admin"]["node_cert"]), Path(info["admin"]["node_key"])),

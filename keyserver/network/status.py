@@ -6,14 +6,14 @@ on busy node processes); :func:`summarise` turns the answers into one JSON-able 
 link: up or why not, key rate, stock each way, QBER, alarm; per node: answering, relays; per
 SAE pair: relays, routes, relay time); :func:`render` makes the terminal lines: a headline, a
 table whose columns are as wide as their widest cell (so they stay aligned whatever the
-values), and every reason a link is down in full on its own line (wrapped, never cut).
+values; split into tables that fit when wider than the terminal, never cut or wrapped by it),
+and every reason a link is down in full on its own line (wrapped, never cut).
 """
 
 from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 MAX_PARALLEL = 32  # state requests in flight at once
@@ -30,6 +30,8 @@ def collect(
     info: dict[str, Any], client: StateSource, parallel: int = MAX_PARALLEL
 ) -> dict[str, dict[str, Any] | None]:
     """Every node's state (None: it did not answer), asking up to `parallel` nodes at once."""
+    from concurrent.futures import ThreadPoolExecutor  # here: rendering needs no threads
+
     nodes = list(info["nodes"].items())
     if not nodes:
         return {}
@@ -130,16 +132,46 @@ def state_text(link: dict[str, Any]) -> str:
     return "EAVESDROPPER" if link["alarm"] else "down"
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
-    """Rows under a header, each column as wide as its widest cell; `right`: right-aligned."""
+def column_groups(widths: Sequence[int], width: int | None) -> list[list[int]]:
+    """The columns of each table to print: all in one when they fit in `width`, else the first
+    (the row's name) and as many more as fit, then the first and the next ones, and so on (a
+    column wider than `width` alone gets a table of its own beside the first: never cut)."""
+    if width is None or sum(widths) + len(GAP) * (len(widths) - 1) <= width:
+        return [list(range(len(widths)))]
+    groups: list[list[int]] = []
+    group, used = [0], widths[0]
+    for i in range(1, len(widths)):
+        if len(group) > 1 and used + len(GAP) + widths[i] > width:
+            groups.append(group)
+            group, used = [0], widths[0]
+        group.append(i)
+        used += len(GAP) + widths[i]
+    groups.append(group)
+    return groups
+
+
+def table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    right: Sequence[bool],
+    width: int | None = None,
+) -> list[str]:
+    """Rows under a header, each column as wide as its widest cell; `right`: right-aligned.
+    Wider than `width`: split into tables that fit, one under the other, each led by the first
+    column (a blank line between them). Linear in the number of cells."""
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    out: list[str] = []
+    for group in column_groups(widths, width):
 
-    def line(cells: Sequence[str]) -> str:
-        return GAP.join(
-            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
-        ).rstrip()
+        def line(cells: Sequence[str], group: list[int] = group) -> str:
+            return GAP.join(
+                cells[i].rjust(widths[i]) if right[i] else cells[i].ljust(widths[i]) for i in group
+            ).rstrip()
 
-    return [line(header), *(line(r) for r in rows)]
+        if out:
+            out.append("")
+        out += [line(header), *(line(r) for r in rows)]
+    return out
 
 
 def wrapped(text: str, width: int | None, indent: str) -> list[str]:
@@ -168,6 +200,7 @@ def headline(summary: dict[str, Any]) -> str:
         f"{up}/{len(links)} links up"
         + (f", {alarms} with an eavesdropper alarm" if alarms else "")
         + f", {km:,.0f} km of fibre"
+        + (f" (as of {float(summary['age_s']):.1f} s ago)" if "age_s" in summary else "")
     )
 
 
@@ -195,7 +228,7 @@ def render(summary: dict[str, Any], width: int | None = None) -> list[str]:
         if fidelity:
             row.append(str(v.get("fidelity", "-")))
         rows.append(row)
-    out = [*wrapped(headline(summary), width, ""), *table(header, rows, right)]
+    out = [*wrapped(headline(summary), width, ""), *table(header, rows, right, width)]
     down = [(lid, v) for lid, v in links.items() if not v["up"]]
     if down:
         out.append("why links are down:")

@@ -5,7 +5,6 @@ in one process), ``bench link`` (targets against the theory computed in the same
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
@@ -17,6 +16,8 @@ async def _run_modules(config_paths: list[Path]) -> int:
     """One or more modules in this process (each with its own northbound listener, certificate
     and store); emulated modules import no numpy, so a host of a site's emulated modules stays
     small (docs/network.md, "Lean processes")."""
+    import asyncio  # here: the other subcommands do not need it
+
     from keyserver.qkd.config import ConfigError, Fidelity, load_config, module_config_files
 
     configs = []
@@ -68,6 +69,8 @@ async def _run_modules(config_paths: list[Path]) -> int:
 
 
 def _cmd_module(args: argparse.Namespace) -> int:
+    import asyncio  # here: the other subcommands do not need it
+
     from keyserver.coredumps import forbid_core_dumps
     from keyserver.jsonlog import setup_logging
 
