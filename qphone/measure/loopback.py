@@ -412,6 +412,7 @@ def build_report(
     replays = sb.frames_rejected.get(FrameReplayed.__name__, 0)
     frames = {
         "sent": sent,
+        "unsent_no_key": sa.frames_unsent_no_key,  # dropped at the sender for want of pad
         "received": received,
         "lost": sent - received,
         "late": sb.frames_late,

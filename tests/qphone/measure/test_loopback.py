@@ -13,7 +13,7 @@ import pytest
 from qphone.audio.wav import read_wav, write_wav
 from qphone.core.callparams import Mode
 from qphone.measure.loopback import LoopbackOptions, run_loopback
-from qphone.measure.quality import estimate_delay
+from tests.support.audiocompare import speech_windows
 from tests.support.keyserverdemo import private_profile
 from tests.support.paths import BIN, SAMPLES
 
@@ -72,7 +72,10 @@ def test_report_consistent(
     for said in r["media_priority"].values():  # real-time where permitted (root here), or why not
         assert said == "real-time (SCHED_RR 10)" if os.geteuid() == 0 else said
     assert f["sent"] == f["received"] + f["lost"]
-    assert f["sent"] >= 180  # 3 s of sample + 1 s tail at 50 frames/s
+    # 3 s of sample + 1 s tail at 50 frames/s; OTP drops a frame rather than reuse pad when a
+    # loaded KME falls behind (a gap the receiver conceals, bounded below)
+    assert f["sent"] + f["unsent_no_key"] >= 180
+    assert f["unsent_no_key"] == 0 or mode is Mode.OTP
     if loss == 0.0:
         # only scheduling hiccups: the adaptive jitter buffer holds the 97th percentile of the
         # jitter it measures and conceals a frame later than that rather than delaying every
@@ -113,7 +116,10 @@ def test_report_consistent(
     got_f = np.asarray(got, dtype=float)
     assert np.sqrt(np.mean(got_f**2)) > 300
     if loss == 0.0 and bitrate == 24000:  # at 6 kbit/s the codec itself changes the waveform
-        assert estimate_delay(ref, got_f, 48000).correlation > 0.8
+        # window by window: a frame concealed on a busy machine moves the playout of what
+        # follows (a single alignment of the whole output gave 0.67 in one CI run)
+        scores = speech_windows(got_f, np.asarray(ref, dtype=float))
+        assert len(scores) >= 4 and np.median(scores) > 0.8 and sorted(scores)[1] > 0.5, scores
 
 
 def test_seeded_loss_pattern_reproducible(
