@@ -11,11 +11,13 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keyserver.network.status import (
     collect,
+    column_groups,
     kbit_text,
     qber_text,
     rate_text,
@@ -23,6 +25,7 @@ from keyserver.network.status import (
     summarise,
     wrapped,
 )
+from keyserver.topology import load_topology
 
 HEADER = ["link", "km", "state", "rate", "stock a>b", "b>a (kbit)", "QBER"]
 RIGHT = {"km", "rate", "stock a>b", "b>a (kbit)", "QBER"}
@@ -200,3 +203,89 @@ def test_collect_asks_many_nodes_at_once_within_its_bound() -> None:
         port = 10000 + i
         assert states[f"n{i}"] == (None if port % 7 == 0 else {"port": port})
     assert 2 <= source.most <= 16
+
+
+def big_summary() -> dict[str, Any]:
+    """hefei-metro-full's 167 sites and 171 links, some down (an eavesdropper, long reasons)
+    and a fidelity column: the widest table the command prints."""
+    topo = load_topology("hefei-metro-full")
+    links: dict[str, Any] = {}
+    for i, x in enumerate(topo.links):
+        up = i % 9 != 0
+        links[x.id] = {
+            "a": x.a,
+            "b": x.b,
+            "distance_km": x.distance_km,
+            "up": up,
+            "reasons": []
+            if up
+            else [
+                f"{x.a}: module_unreachable: the QKD module of link {x.id} refused the "
+                "connection (is its process running? see the module's log) " * (1 + i % 3),
+                f"{x.b}: node not answering",
+            ],
+            "alarm": i % 18 == 0,
+            "key_rate_bps": None if not up else 950.4 + 1000 * i,
+            "qber": 0.11 if i % 18 == 0 else 0.021,
+            "stock_bits": {x.a: 131072 * i, x.b: 8192},
+            "fidelity": "physics" if i % 2 else "emulated",
+        }
+    nodes = {n: {"up": i % 40 != 0} for i, n in enumerate(topo.node_ids())}
+    return {"topology": topo.name, "links": links, "nodes": nodes, "pairs": {}, "age_s": 1.23}
+
+
+def tables(lines: list[str], rows: int) -> list[list[str]]:
+    """Each table the rendering printed (a header starting with "link", then `rows` rows)."""
+    return [lines[i : i + 1 + rows] for i, line in enumerate(lines) if line.startswith("link ")]
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_167_sites_fit_the_terminal_aligned_and_reasons_whole(width: int) -> None:
+    summary = big_summary()
+    links = summary["links"]
+    lines = render(summary, width)
+    assert all(len(line) <= width for line in lines)  # the terminal wraps nothing
+    assert "(asof1.2sago)" in squeeze(" ".join(lines[:2]))  # the headline, maybe wrapped
+    found = tables(lines, len(links))
+    assert len(found) == (1 if width == 200 else 2)  # 80 columns: split, not cut
+    labels = [label for t in found for label in t[0].split("  ") if label.strip()]
+    assert sorted({label.strip() for label in labels}) == sorted([*HEADER, "fidelity"])
+    for t in found:
+        header = t[0]
+        assert t[0].startswith("link ")
+        for label in (x.strip() for x in header.split("  ") if x.strip()):
+            begin = header.index(label)
+            end = begin + len(label)
+            for row, (lid, v) in zip(t[1:], links.items(), strict=True):
+                cell = {
+                    "link": lid,
+                    "km": f"{float(v['distance_km']):g}",
+                    "state": "up" if v["up"] else ("EAVESDROPPER" if v["alarm"] else "down"),
+                    "rate": rate_text(v["key_rate_bps"]),
+                    "stock a>b": kbit_text(v["stock_bits"].get(v["a"])),
+                    "b>a (kbit)": kbit_text(v["stock_bits"].get(v["b"])),
+                    "QBER": qber_text(v["qber"]),
+                    "fidelity": v["fidelity"],
+                }[label]
+                if label in RIGHT:
+                    assert row[:end].endswith(cell), (label, row)
+                else:
+                    assert row[begin:].startswith(cell), (label, row)
+                    assert begin == 0 or row[begin - 2 : begin] == "  "
+    text = squeeze("".join(lines))
+    for lid, v in links.items():
+        if not v["up"]:
+            assert squeeze(f"{lid}: {'; '.join(v['reasons'])}") in text
+    gone = [n for n, v in summary["nodes"].items() if not v["up"]]
+    assert squeeze(f"nodes not answering: {', '.join(gone)}") in text
+
+
+def test_a_table_wider_than_the_terminal_splits_by_columns_led_by_the_first() -> None:
+    widths = [18, 4, 12, 10, 9, 10, 5, 8]
+    assert column_groups(widths, None) == [list(range(8))]
+    assert column_groups(widths, 200) == [list(range(8))]
+    groups = column_groups(widths, 80)
+    assert [g[0] for g in groups] == [0] * len(groups)
+    assert sorted(i for g in groups for i in g[1:]) == list(range(1, 8))  # each column once
+    assert all(sum(widths[i] for i in g) + 2 * (len(g) - 1) <= 80 for g in groups)
+    assert column_groups([30, 60], 40) == [[0, 1]]  # too wide even alone: shown whole
