@@ -5,11 +5,13 @@ port (the node trust domain's certificates, client certificates required, as a n
 a state of the size a real node of that topology returns (its links, the link-state view of
 every link of the network), then times, in a separate process: the collection and summary with
 new connections one after the other (``parallel=1``) and 32 at a time (the command's bound),
-the same over kept-alive connections (what the launcher holds), the whole ``qkd-keyserver
-network status`` command asking the nodes itself and asking a status socket
-(:mod:`keyserver.network.statussocket`) served from kept-alive connections, a bare Python
-importing ``keyserver.cli``, and the CPU time each collection costs the client (the figure
-that does not depend on how loaded the machine is). The stand-ins all share this process
+the same over kept-alive connections (what the launcher holds), and the whole ``qkd-keyserver
+network status`` command (wall and CPU seconds, medians): asking the nodes itself; asking a
+status socket (:mod:`keyserver.network.statussocket`) served from kept-alive connections, once
+with its cache empty (the request waits for one collection: the first request after the
+launcher was idle) and then asked again within seconds (answered from the cache); with, for
+scale, a bare ``python -c pass`` and a Python importing what the command imports. Ratios are
+against the command asking the nodes in the same run. The stand-ins all share this process
 (their handshakes are served one after the other); real nodes answer in their own.
 
     .venv/bin/python bench/status_speed.py --topology hefei-metro-full
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -62,24 +65,35 @@ for kind, parallel in [("1", 1), ("32", 32), ("warm", 32)] * 3:
 med = lambda v: sorted(v)[len(v) // 2]
 command = [sys.executable, "-m", "keyserver.cli", "network", "status", "--dir",
            str(Path(sys.argv[1]).parent)]
-def timed():
+def timed(cmd=command):
+    # wall and CPU (user + system) seconds of one run of cmd
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run(command, stdout=subprocess.DEVNULL, check=False)
-    return time.perf_counter() - t
-direct = [timed() for _ in range(3)]  # no launcher: the command asks every node itself
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, check=False)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+def runs(n, cmd=command):
+    got = [timed(cmd) for _ in range(n)]
+    return {"wall": med([w for w, _ in got]), "cpu": med([c for _, c in got])}
+python_pass = runs(3, [sys.executable, "-c", "pass"])
+status_imports = runs(3, [sys.executable, "-c", "from keyserver.cli import build_parser, "
+                          "layers_for; import keyserver.network.status, "
+                          "keyserver.network.statussocket; build_parser(layers_for(['network']))"])
+direct = runs(3)  # no launcher: the command asks every node itself
 sock = StatusSocket(Path(sys.argv[1]).parent, lambda: summarise(info, collect(info, warm)))
-via = [timed() for _ in range(3)]
+cold = timed()  # the launcher's cache is empty: the request waits for one collection
+warm_runs = runs(5)  # asked again within seconds: from the cache, refreshed in the background
+background = sock.cache.collections
 sock.close()
-t = time.perf_counter()
-subprocess.run([sys.executable, "-c", "import keyserver.cli"], check=True)
-imports = time.perf_counter() - t
 if len(sys.argv) > 2:
     import cProfile, pstats
     cProfile.run("[warm.get(v['node_url']) for v in info['nodes'].values()]", sys.argv[2])
 print(json.dumps({"wall": {k: med(v) for k, v in out.items()},
                   "cpu": {k: med(v) for k, v in used.items()},
-                  "command_direct": med(direct), "command_via_launcher": med(via),
-                  "python_and_imports": imports}))
+                  "command_direct": direct, "command_via_launcher_cold": cold,
+                  "command_via_launcher_cached": warm_runs, "launcher_collections": background,
+                  "python_pass": python_pass, "status_imports": status_imports}))
 """
 
 
@@ -192,6 +206,11 @@ async def main(topology: str, profile: list[str]) -> None:
             )
             out, _ = await timing.communicate()
             got = json.loads(out)
+
+            def r3(d: dict[str, float]) -> dict[str, float]:
+                return {k: round(v, 3) for k, v in d.items()}
+
+            cold_wall, cold_cpu = got["command_via_launcher_cold"]
             print(
                 json.dumps(
                     {
@@ -200,10 +219,25 @@ async def main(topology: str, profile: list[str]) -> None:
                         "collect_sequential_s": round(got["wall"]["1"], 3),
                         "collect_parallel_32_s": round(got["wall"]["32"], 3),
                         "collect_kept_alive_s": round(got["wall"]["warm"], 3),
-                        "client_cpu_s": {k: round(v, 3) for k, v in got["cpu"].items()},
-                        "command_asking_nodes_s": round(got["command_direct"], 3),
-                        "command_via_launcher_s": round(got["command_via_launcher"], 3),
-                        "python_and_imports_s": round(got["python_and_imports"], 3),
+                        "client_cpu_s": r3(got["cpu"]),
+                        "command_asking_nodes_s": r3(got["command_direct"]),
+                        "command_via_launcher_cold_s": {
+                            "wall": round(cold_wall, 3),
+                            "cpu": round(cold_cpu, 3),
+                        },
+                        "command_via_launcher_cached_s": r3(got["command_via_launcher_cached"]),
+                        "launcher_collections": got["launcher_collections"],
+                        "status_imports_s": r3(got["status_imports"]),
+                        "python_pass_s": r3(got["python_pass"]),
+                        "cold_over_asking_nodes": round(
+                            cold_wall / got["command_direct"]["wall"], 3
+                        ),
+                        "cached_over_asking_nodes": round(
+                            got["command_via_launcher_cached"]["wall"]
+                            / got["command_direct"]["wall"],
+                            3,
+                        ),
+                        "load_average": [round(x, 2) for x in os.getloadavg()],
                     }
                 )
             )
