@@ -23,11 +23,13 @@ def free_port() -> Callable[[], int]:
     return _free_port
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def keyserver_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The directory of a running `qkd-keyserver demo` (KME A, KME B, BB84 link, profiles)
-    that already holds key, one per test module; tests copy its profiles with their own
-    identities (private_profile)."""
+    that already holds key, one for the whole session (eight test modules call through it;
+    one start and first block instead of eight, ~9 s each); tests copy its profiles with their
+    own identities (private_profile) and never change the pair itself (no Eve, no kill: a test
+    that needs that starts its own `keyserver_demo`)."""
     with keyserver_demo(tmp_path_factory.mktemp("kme") / "demo") as d:
         wait_for_key(d)
         yield d
