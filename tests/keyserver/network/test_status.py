@@ -63,38 +63,77 @@ summaries = st.builds(
 )
 
 
-def table_lines(lines: list[str], summary: dict[str, Any]) -> list[str]:
-    start = next(i for i, line in enumerate(lines) if line.startswith("link "))
-    return lines[start : start + 1 + len(summary["links"])]
+def tables(lines: list[str], rows: int) -> list[list[str]]:
+    """Each table the rendering printed: a header and `rows` rows, then, when the table was
+    split to fit the width, a blank line and the next one."""
+    i = next(i for i, line in enumerate(lines) if line.startswith("link "))
+    found = []
+    while True:
+        found.append(lines[i : i + 1 + rows])
+        i += 1 + rows
+        if i >= len(lines) or lines[i] != "":
+            return found
+        i += 1
+
+
+def cell(label: str, lid: str, v: dict[str, Any]) -> str:
+    return {
+        "link": lid,
+        "km": f"{float(v['distance_km']):g}",
+        "state": "up" if v["up"] else ("EAVESDROPPER" if v["alarm"] else "down"),
+        "rate": rate_text(v["key_rate_bps"]),
+        "stock a>b": kbit_text(v["stock_bits"].get(v["a"])),
+        "b>a (kbit)": kbit_text(v["stock_bits"].get(v["b"])),
+        "QBER": qber_text(v["qber"]),
+        "fidelity": str(v.get("fidelity", "-")),
+    }[label]
+
+
+def labels_in(header: str) -> list[str]:
+    return [x for x in [*HEADER, "fidelity"] if x in header]
+
+
+def assert_aligned(found: list[list[str]], links: dict[str, Any]) -> None:
+    """Every cell of every table under its label: right-aligned ones end where the label ends,
+    left-aligned ones start where it starts; every column in one table, the link in each."""
+    labels = []
+    for rows in found:
+        header = rows[0]
+        assert header.startswith("link ") or header == "link"
+        for label in labels_in(header):
+            labels.append(label)
+            begin = header.index(label)
+            end = begin + len(label)
+            for row, (lid, v) in zip(rows[1:], links.items(), strict=True):
+                text = cell(label, lid, v)
+                if label in RIGHT:  # right-aligned: the cell ends where its label ends
+                    assert row[:end].endswith(text), (label, row)
+                    assert row[end : end + 2].strip() == ""
+                else:  # left-aligned: the cell starts where its label starts
+                    assert row[begin:].startswith(text), (label, row)
+                    assert begin == 0 or row[begin - 2 : begin] == "  "
+    fidelity = any("fidelity" in v for v in links.values())
+    assert sorted(labels) == sorted(
+        [*HEADER, *(["fidelity"] if fidelity else [])] + ["link"] * (len(found) - 1)
+    )
 
 
 @settings(max_examples=80, deadline=None)
-@given(summaries)
-def test_columns_stay_aligned_whatever_the_values(summary: dict[str, Any]) -> None:
-    lines = render(summary)
-    rows = table_lines(lines, summary)
-    header = rows[0]
-    # the last column is right-aligned: every line of the table is as long as the header
-    assert all(len(r) == len(header) for r in rows)
-    for label in HEADER:
-        begin = header.index(label)
-        end = begin + len(label)
-        for row, (lid, v) in zip(rows[1:], summary["links"].items(), strict=True):
-            cell = {
-                "link": lid,
-                "km": f"{float(v['distance_km']):g}",
-                "state": "up" if v["up"] else ("EAVESDROPPER" if v["alarm"] else "down"),
-                "rate": rate_text(v["key_rate_bps"]),
-                "stock a>b": kbit_text(v["stock_bits"].get(v["a"])),
-                "b>a (kbit)": kbit_text(v["stock_bits"].get(v["b"])),
-                "QBER": qber_text(v["qber"]),
-            }[label]
-            if label in RIGHT:  # right-aligned: the cell ends where its label ends
-                assert row[:end].endswith(cell), (label, row)
-                assert row[end : end + 2].strip() == ""
-            else:  # left-aligned: the cell starts where its label starts
-                assert row[begin:].startswith(cell), (label, row)
-                assert begin == 0 or row[begin - 2 : begin] == "  "
+@given(summaries, st.none() | st.integers(min_value=40, max_value=200))
+def test_columns_stay_aligned_whatever_the_values(
+    summary: dict[str, Any], width: int | None
+) -> None:
+    lines = render(summary, width)
+    found = tables(lines, len(summary["links"]))
+    assert_aligned(found, summary["links"])
+    if width is None:
+        assert len(found) == 1
+        rows = found[0]
+        # the last column is right-aligned: every line of the table is as long as the header
+        assert all(len(r) == len(rows[0]) for r in rows)
+    else:  # each table fits, unless the link and one column alone do not
+        for rows in found:
+            assert all(len(r) <= width for r in rows) or len(labels_in(rows[0])) == 2
 
 
 def squeeze(text: str) -> str:
@@ -107,7 +146,7 @@ def test_reasons_are_shown_in_full_and_wrapped_at_the_width(
     summary: dict[str, Any], width: int | None
 ) -> None:
     lines = render(summary, width)
-    table = set(table_lines(lines, summary))
+    table = {line for rows in tables(lines, len(summary["links"])) for line in rows}
     rest = [line for line in lines if line not in table]
     text = squeeze("".join(rest))
     for lid, v in summary["links"].items():
@@ -234,11 +273,6 @@ def big_summary() -> dict[str, Any]:
     return {"topology": topo.name, "links": links, "nodes": nodes, "pairs": {}, "age_s": 1.23}
 
 
-def tables(lines: list[str], rows: int) -> list[list[str]]:
-    """Each table the rendering printed (a header starting with "link", then `rows` rows)."""
-    return [lines[i : i + 1 + rows] for i, line in enumerate(lines) if line.startswith("link ")]
-
-
 @pytest.mark.parametrize("width", [80, 200])
 def test_167_sites_fit_the_terminal_aligned_and_reasons_whole(width: int) -> None:
     summary = big_summary()
@@ -248,30 +282,7 @@ def test_167_sites_fit_the_terminal_aligned_and_reasons_whole(width: int) -> Non
     assert "(asof1.2sago)" in squeeze(" ".join(lines[:2]))  # the headline, maybe wrapped
     found = tables(lines, len(links))
     assert len(found) == (1 if width == 200 else 2)  # 80 columns: split, not cut
-    labels = [label for t in found for label in t[0].split("  ") if label.strip()]
-    assert sorted({label.strip() for label in labels}) == sorted([*HEADER, "fidelity"])
-    for t in found:
-        header = t[0]
-        assert t[0].startswith("link ")
-        for label in (x.strip() for x in header.split("  ") if x.strip()):
-            begin = header.index(label)
-            end = begin + len(label)
-            for row, (lid, v) in zip(t[1:], links.items(), strict=True):
-                cell = {
-                    "link": lid,
-                    "km": f"{float(v['distance_km']):g}",
-                    "state": "up" if v["up"] else ("EAVESDROPPER" if v["alarm"] else "down"),
-                    "rate": rate_text(v["key_rate_bps"]),
-                    "stock a>b": kbit_text(v["stock_bits"].get(v["a"])),
-                    "b>a (kbit)": kbit_text(v["stock_bits"].get(v["b"])),
-                    "QBER": qber_text(v["qber"]),
-                    "fidelity": v["fidelity"],
-                }[label]
-                if label in RIGHT:
-                    assert row[:end].endswith(cell), (label, row)
-                else:
-                    assert row[begin:].startswith(cell), (label, row)
-                    assert begin == 0 or row[begin - 2 : begin] == "  "
+    assert_aligned(found, links)
     text = squeeze("".join(lines))
     for lid, v in links.items():
         if not v["up"]:
