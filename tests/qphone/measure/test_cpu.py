@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,8 +25,10 @@ def test_process_cpu_seconds_counts_this_process() -> None:
         process_cpu_seconds(2**22 + 12345)  # beyond pid_max on Linux: no such process
 
 
-def test_endpoint_cpu_of_a_short_call() -> None:
-    r = measure_endpoint_cpu(SAMPLE, 3.0, idle_seconds=0.5)
+def test_endpoint_cpu_of_a_short_call(keyserver_pair: Path) -> None:
+    # through the session's keyserver pair (measure_endpoint_cpu's kme_dir) rather than a pair
+    # of its own: the same running_keyserver started it, one start and first block fewer
+    r = measure_endpoint_cpu(SAMPLE, 3.0, kme_dir=keyserver_pair, idle_seconds=0.5)
     # the call ran until a --duration (both sides have one) ended it, and was timed
     assert r.end_reason in ("duration of 3 s reached", "peer hung up (duration of 3 s reached)")
     assert r.frames_sent > 0
