@@ -321,15 +321,22 @@ class LinkKeyStore:
         with self._tx(), contextlib.suppress(SliceUnavailable):
             self._take(link, owner, start, length)
 
-    def owner_cursor(self, link: str, owner: str, cursor: int) -> None:
-        """The owner reports its cursor: everything below it is spent or abandoned; erase it."""
+    def owner_cursor(
+        self, link: str, owner: str, cursor: int, erase_below: int | None = None
+    ) -> None:
+        """The owner reports its cursor: everything below it is spent, abandoned or (one-hop
+        direct keys, :mod:`keyserver.kms.directkey`) waiting for its slave SAE. Erase what is
+        below `erase_below` (default: the cursor; the link manager passes the cursor the owner
+        reported ``hold_seconds`` ago, so that a direct key stays claimable that long)."""
+        cursor_now = cursor
+        cursor = cursor_now if erase_below is None else min(erase_below, cursor_now)
         with self._tx():
             self._stream(link, owner)  # raises if unknown
             self._stock.pop((link, owner), None)
             self._db.execute(
                 "UPDATE streams SET cursor=MAX(cursor, ?), max_cursor_seen=MAX(max_cursor_seen, ?) "
                 "WHERE link=? AND owner=?",
-                (cursor, cursor, link, owner),
+                (cursor_now, cursor_now, link, owner),
             )
             for bstart, mat in self._db.execute(
                 "SELECT start, material FROM blocks WHERE link=? AND owner=? AND start < ?",

@@ -13,6 +13,7 @@ times the neighbour out when no sync comes.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import time
@@ -47,6 +48,11 @@ class LinkManager:
         self.config = ctx.config
         self.linkstate = linkstate
         self._spent_bucket: dict[str, int] = {}  # link -> own stock's bit length at the last spend
+        self._sync_misses: dict[str, int] = {}  # link -> syncs in a row that got no answer
+        # link -> (monotonic time, cursor) the neighbour reported for its own stream, oldest
+        # first: its bytes below a cursor are erased only hold_seconds after it was reported,
+        # so that a one-hop direct key (kms/directkey.py) stays claimable by its slave SAE
+        self._cursor_reports: dict[str, collections.deque[tuple[float, int]]] = {}
 
     @property
     def store(self) -> NodeStore:
@@ -102,8 +108,10 @@ class LinkManager:
                 link.status = await link.module.status()
                 link.module_error, link.misses = "", 0
             except (ModuleUnavailable, ModuleRefused) as e:
-                link.status, link.module_error = None, str(e)
+                link.module_error = str(e)
                 link.misses += 1
+                if link.misses >= self.config.timers.dead_misses:  # else: its last status
+                    link.status = None
             now = link.report(0)
             if (was.up, was.reason) != (now.up, now.reason):
                 log(
@@ -285,12 +293,26 @@ class LinkManager:
             self.linkstate.changed()
             return
         their_own = next(v for v in theirs.streams if v.owner == link.neighbour)
-        self.store.link_keys.owner_cursor(lid, link.neighbour, their_own.cursor)
+        self.store.link_keys.owner_cursor(
+            lid, link.neighbour, their_own.cursor, self._erase_below(lid, their_own.cursor)
+        )
         if res.verdict is SyncVerdict.CONSISTENT and not link.synced:
             link.synced = True
             link.wake.set()
             log(_LOG, logging.INFO, "link_synced", link=lid)
             self.linkstate.changed()
+
+    def _erase_below(self, lid: str, cursor: int) -> int:
+        """Record the neighbour's cursor report; the highest cursor it reported at least
+        ``hold_seconds`` ago (0 before any: a restarted node erases nothing for that long)."""
+        now = time.monotonic()
+        reports = self._cursor_reports.setdefault(lid, collections.deque())
+        reports.append((now, cursor))
+        hold = self.config.hold_seconds
+        while len(reports) > 1 and now - reports[1][0] >= hold:
+            reports.popleft()
+        t, c = reports[0]
+        return c if now - t >= hold else 0
 
     async def _sync_loop(self, link: LocalLink) -> None:
         """The transmitter side syncs (holding its announcement lock, so that no announcement
@@ -330,11 +352,14 @@ class LinkManager:
                     ctx.counters["syncs_sent"] += 1
                     reply = await ctx.post(link.neighbour, SYNC_PATH, sync_json(sent))
                     self._apply_sync(link, sent, sync_from(reply))
+                self._sync_misses[link.spec.id] = 0
                 if not link.neighbour_ok:
                     link.neighbour_ok = True
                     self.linkstate.changed(urgent=True)
             except (NodeUnreachable, EtsiError) as e:
-                if link.neighbour_ok:
+                misses = self._sync_misses.get(link.spec.id, 0) + 1
+                self._sync_misses[link.spec.id] = misses
+                if link.neighbour_ok and misses >= t.dead_misses:
                     log(
                         _LOG,
                         logging.WARNING,
@@ -345,7 +370,7 @@ class LinkManager:
                     )
                     link.neighbour_ok = False
                     self.linkstate.changed(urgent=True)
-            if link.synced and link.neighbour_ok:
+            if link.synced and link.neighbour_ok and not self._sync_misses.get(link.spec.id):
                 retry = 0.3
                 await ctx.sleep_or(link.poke, ctx.jittered(t.sync_heartbeat))
             else:

@@ -54,6 +54,7 @@ file, every error names the setting to fix. The format (see also docs/network.md
 
     [routing]
     multipath = 1                   # k: XOR shares over k node-disjoint routes
+    direct_one_hop = true           # a one-hop route: a direct key, no relay (kms/directkey.py)
     lsa_interval_seconds = 1.0      # least time between two floods when a link goes up/down
     lsa_batch_seconds = 5.0         # least time between floods of stock changes and forwards
     lsa_refresh_seconds = 30.0      # own LSA re-flooded this often when nothing changes
@@ -64,6 +65,7 @@ file, every error names the setting to fix. The format (see also docs/network.md
     hungry_poll_seconds = 1.0       # ... while the link is below a quarter of its cap or unsynced
     sync_heartbeat_seconds = 10.0   # transmitter-side sync when nothing else happens
     neighbour_timeout_seconds = 30.0  # receiver side: no sync for this long = neighbour down
+    dead_misses = 1                 # module status requests / syncs failing in a row = down
     jitter = 0.1                    # every idle timer is drawn within +-10 % of its value
 
     [[modules]]                     # this node's QKD modules (any ETSI 014 KME works)
@@ -136,6 +138,10 @@ class Timers:
     hungry_poll: float = 1.0
     sync_heartbeat: float = 10.0
     neighbour_timeout: float = 30.0
+    # a link goes down when this many module status requests in a row failed (its module),
+    # or this many syncs in a row (transmitter side: its neighbour); an alarm or an abort the
+    # module reports is never delayed by it
+    dead_misses: int = 1
     lsa_batch: float = 5.0
     lsa_refresh: float = 30.0
     jitter: float = 0.1
@@ -167,6 +173,7 @@ class NodeConfig:
     http: HttpLimits = field(default_factory=HttpLimits)
     timers: Timers = field(default_factory=lambda: Timers())
     sae_stock_share: bool = True  # each local SAE its share of every link's stock
+    direct_one_hop: bool = True  # a one-hop route with multipath 1: a direct key, no relay
 
     def local_links(self) -> list[LinkSpec]:
         return self.topology.links_of(self.id)
@@ -196,6 +203,7 @@ _SECTIONS: dict[str, set[str]] = {
     },
     "routing": {
         "multipath",
+        "direct_one_hop",
         "lsa_interval_seconds",
         "lsa_batch_seconds",
         "lsa_refresh_seconds",
@@ -206,6 +214,7 @@ _SECTIONS: dict[str, set[str]] = {
         "hungry_poll_seconds",
         "sync_heartbeat_seconds",
         "neighbour_timeout_seconds",
+        "dead_misses",
         "jitter",
     },
     "http": {
@@ -358,6 +367,7 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
         hungry_poll=float(positive("timers", "hungry_poll_seconds", num, 1.0)),
         sync_heartbeat=float(positive("timers", "sync_heartbeat_seconds", num, 10.0)),
         neighbour_timeout=float(positive("timers", "neighbour_timeout_seconds", num, 30.0)),
+        dead_misses=int(positive("timers", "dead_misses", int, 1)),
         lsa_batch=float(positive("routing", "lsa_batch_seconds", num, 5.0)),
         lsa_refresh=float(positive("routing", "lsa_refresh_seconds", num, 30.0)),
         jitter=float(_get(doc, "timers", "jitter", num, 0.1)),
@@ -406,6 +416,7 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
         http=http,
         timers=timers,
         sae_stock_share=_get(doc, "keys", "sae_stock_share", bool, True),
+        direct_one_hop=_get(doc, "routing", "direct_one_hop", bool, True),
     )
 
 

@@ -65,6 +65,8 @@ class NodeContext:
             "hops_forwarded": 0,
             "hops_refused": 0,
             "relays_received": 0,
+            "direct_keys_issued": 0,  # one-hop direct keys given to a master SAE here
+            "direct_keys_delivered": 0,  # ... and to a slave SAE here
             "voids_sent": 0,
             "voids_received": 0,
             "held_expired": 0,

@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import Literal
 
 from keyserver.etsi014.key import Key
-from keyserver.kms.heldkeys import HeldKeys
-from keyserver.kms.linkkeystore import LinkKeyStore, Slice, Spend
+from keyserver.kms import directkey
+from keyserver.kms.directkey import Binding, DirectRef
+from keyserver.kms.heldkeys import HeldKeys, KeysNotFound
+from keyserver.kms.linkkeystore import LinkKeyStore, Slice, SliceUnavailable, Spend
 from keyserver.kms.relay import AckStatus
 from keyserver.kms.relayjournal import FinalHop, FinalOutcome, RelayJournal, RelayOut
 from keyserver.kms.storedb import StoreDb, StoreError
@@ -193,6 +195,33 @@ class NodeStore:
             if not f.ack_in_reply:
                 self.relays.queue_ack(f, AckStatus.RELAYED, "")
             return FinalOutcome.COMPLETE
+
+    def take_keys(
+        self,
+        master: str,
+        slave: str,
+        key_ids: Sequence[uuid.UUID],
+        direct: dict[uuid.UUID, tuple[Binding, DirectRef]],
+    ) -> list[Key]:
+        """dec_keys, all or none in one transaction: a held key is removed; a one-hop direct
+        key (:mod:`keyserver.kms.directkey`) has its tag checked against the slice's MAC key
+        and its slice consumed (MAC key and key erased; bytes already used are refused).
+        KeysNotFound names no reason (unknown, delivered, someone else's, forged)."""
+        with self.transaction():
+            held = self.held.take(master, slave, [k for k in key_ids if k not in direct])
+            by_id = {k.key_id: k for k in held}
+            for kid, (b, ref) in direct.items():
+                try:
+                    mac_key = self.link_keys.peek(
+                        b.link, b.owner, ref.start, directkey.MAC_KEY_BYTES
+                    )
+                    if not directkey.verify(b, ref, mac_key):
+                        raise KeysNotFound()
+                    got = self.link_keys.consume(b.link, b.owner, ref.start, ref.slice_length)
+                except SliceUnavailable:
+                    raise KeysNotFound() from None
+                by_id[kid] = Key.of(kid, got[directkey.MAC_KEY_BYTES :])
+            return [by_id[k] for k in key_ids]
 
     def void_in(self, relay_id: uuid.UUID, until_ms: int) -> AckStatus:
         """The initiator voids a relay: drop what is held or partial, and refuse it from now on."""

@@ -29,7 +29,7 @@ from keyserver.etsi014.key import Key
 from keyserver.etsi014.messages import EtsiError, KeyRequest
 from keyserver.etsi014.server import json_response
 from keyserver.jsonlog import log
-from keyserver.kms import relay, relaymachine
+from keyserver.kms import directkey, relay, relaymachine
 from keyserver.kms.linkkeystore import OutOfLinkKey, Spend
 from keyserver.kms.linkmanager import LinkManager
 from keyserver.kms.linkstate import LinkStateAgent
@@ -47,7 +47,7 @@ from keyserver.kms.relaymachine import (
     HopStatus,
     InitiatorRelay,
 )
-from keyserver.kms.routing import RouteDecision
+from keyserver.kms.routing import Route, RouteDecision
 from keyserver.kms.stockshare import StockShares
 
 _LOG = logging.getLogger("keyserver.kms.node")
@@ -65,8 +65,9 @@ VOID_PATH = "/kmapi/v1/ext_keys/void"
 
 @dataclass
 class PairStats:
-    relays: int = 0
+    relays: int = 0  # enc_keys requests served: relayed, or one hop direct (no relay message)
     failures: int = 0
+    direct_keys: int = 0  # keys of those given as one-hop direct keys (kms/directkey.py)
     last_ms: float = 0.0
     total_ms: float = 0.0
     last_route: tuple[tuple[str, ...], ...] = ()
@@ -134,7 +135,11 @@ class RelayInitiator:
 
     async def request(self, master: str, slave: str, dst: str, req: KeyRequest) -> list[Key]:
         """Keys for `master` shared with `slave` at node `dst`, relayed (queued with the other
-        requests of the pair and size that wait for the relay in flight)."""
+        requests of the pair and size that wait for the relay in flight). A route of one hop
+        gives a direct key instead (:meth:`direct`): no node-to-node message at all."""
+        route = self._direct_route(dst, req)
+        if route is not None:
+            return self.direct(master, slave, route, req)
         batch = self._batches.setdefault((master, slave, req.size), _Batch())
         fut: asyncio.Future[list[Key]] = asyncio.get_running_loop().create_future()
         batch.waiting.append((req.number, fut))
@@ -142,6 +147,84 @@ class RelayInitiator:
             batch.running = True
             self.ctx.spawn_transient(self._relay_batches(master, slave, dst, req.size, batch))
         return await fut
+
+    def _direct_route(self, dst: str, req: KeyRequest) -> Route | None:
+        """The route to `dst` if it is one link (one hop, one leg), direct keys are on, the link
+        is in sync and its stream position fits a direct key ID; else None (relay)."""
+        if not self.config.direct_one_hop or self.config.multipath != 1:
+            return None
+        if req.size_bytes > directkey.MAX_SIZE_BYTES or req.size_bytes < 1:
+            return None
+        decision = self.linkstate.routes(dst, req.number * directkey.slice_length(req.size_bytes))
+        if not decision.ok or len(decision.routes) != 1 or len(decision.routes[0].links) != 1:
+            return None
+        lid = decision.routes[0].links[0]
+        link = self.ctx.links.get(lid)
+        if link is None or not link.synced:
+            return None
+        if self.store.link_keys.view(lid, self.ctx.id).end > directkey.MAX_START:
+            return None
+        return decision.routes[0]
+
+    def direct(self, master: str, slave: str, route: Route, req: KeyRequest) -> list[Key]:
+        """One-hop direct keys: spend one slice of this node's stream on `lid` per key (a
+        one-time MAC key and the key) and name it in the key ID; the cursor is committed before
+        the keys are returned. The neighbour gives the same bytes to the slave SAE on dec_keys
+        (:meth:`keyserver.kms.nodestore.NodeStore.take_keys`)."""
+        ctx = self.ctx
+        t0 = time.perf_counter()
+        lid = route.links[0]
+        one = directkey.slice_length(req.size_bytes)
+        charged = self._charge_share(master, [(lid, req.number * one)])
+        try:
+            slices = self.store.link_keys.spend([Spend(lid, ctx.id, one)] * req.number)
+        except OutOfLinkKey as e:
+            if self.shares is not None:
+                self.shares.refund(master, charged)
+            raise EtsiError(
+                503,
+                MSG_OUT_OF_KEYS,
+                [
+                    {
+                        "reason": REASON_OUT_OF_KEYS,
+                        "link": e.link,
+                        "needed_bytes": e.need,
+                        "stock_bytes": e.have,
+                    }
+                ],
+            ) from None
+        b = directkey.Binding(ctx.id, lid, master, slave)
+        keys = [Key.of(*directkey.issue(b, s.start, s.material)) for s in slices]
+        link = ctx.links[lid]
+        link.bits_spent_payload += 8 * req.size_bytes * req.number
+        link.bits_spent_auth += 8 * directkey.MAC_KEY_BYTES * req.number
+        self.links.spent(link)
+        stats = self.pairs.setdefault((master, slave), PairStats())
+        stats.direct_keys += req.number
+        self._count_delivered(stats, (route,), 1000 * (time.perf_counter() - t0), one * req.number)
+        ctx.counters["direct_keys_issued"] += req.number
+        log(
+            _LOG,
+            logging.DEBUG,
+            "direct_keys_issued",
+            link=lid,
+            slave=slave,
+            key_IDs=[str(k.key_id) for k in keys],
+        )
+        return keys
+
+    @staticmethod
+    def _count_delivered(stats: PairStats, routes: Sequence[Route], ms: float, need: int) -> None:
+        """One enc_keys request served (relayed, or one hop direct): its time, route and bits."""
+        stats.relays += 1
+        stats.last_ms, stats.total_ms = ms, stats.total_ms + ms
+        stats.last_route = tuple(r.nodes for r in routes)
+        taken = tuple(r.links for r in routes)
+        if taken in stats.routes_used or len(stats.routes_used) < MAX_ROUTES_KEPT:
+            stats.routes_used[taken] = stats.routes_used.get(taken, 0) + 1
+        for r in routes:
+            for lid in r.links:
+                stats.link_bits[lid] = stats.link_bits.get(lid, 0) + 8 * need
 
     async def _relay_batches(
         self, master: str, slave: str, dst: str, size: int, batch: _Batch
@@ -320,15 +403,7 @@ class RelayInitiator:
         if isinstance(step, Commit):
             step = m.on_commit(self.store.relays.deliver(relay_id))
         if isinstance(step, Delivered):
-            stats.relays += 1
-            stats.last_ms, stats.total_ms = ms, stats.total_ms + ms
-            stats.last_route = tuple(r.nodes for r in routes)
-            taken = tuple(r.links for r in routes)
-            if taken in stats.routes_used or len(stats.routes_used) < MAX_ROUTES_KEPT:
-                stats.routes_used[taken] = stats.routes_used.get(taken, 0) + 1
-            for r in routes:
-                for lid in r.links:
-                    stats.link_bits[lid] = stats.link_bits.get(lid, 0) + 8 * need
+            self._count_delivered(stats, routes, ms, need)
             ctx.counters["relays_delivered"] += 1
             log(
                 _LOG,
@@ -434,6 +509,7 @@ class RelayInitiator:
         return {
             "relays": p.relays if p else 0,
             "failures": p.failures if p else 0,
+            "direct_keys": p.direct_keys if p else 0,
             "last_relay_ms": round(p.last_ms, 3) if p else None,
             "mean_relay_ms": round(p.total_ms / p.relays, 3) if p and p.relays else None,
             "last_routes": [list(x) for x in p.last_route] if p else [],
@@ -451,6 +527,7 @@ class RelayInitiator:
             f"{m}->{s}": {
                 "relays": p.relays,
                 "failures": p.failures,
+                "direct_keys": p.direct_keys,
                 "last_ms": round(p.last_ms, 3),
                 "mean_ms": round(p.total_ms / p.relays, 3) if p.relays else None,
                 "routes": [list(r) for r in p.last_route],

@@ -4,8 +4,9 @@ The :class:`~keyserver.etsi014.server.KeyService` behind the node's SAE listener
 (:mod:`keyserver.etsi014.server` parses and answers the HTTP): who may call (a registered local
 SAE), ``status`` towards a slave SAE anywhere in the network (with the route, link and relay
 figures of the status extension), ``enc_keys`` (keys made here when both SAEs are local, else
-relayed by the relay agent to the slave's node, which holds them) and ``dec_keys`` (held keys
-taken once, erased in the same store transaction).
+relayed by the relay agent to the slave's node, which holds them; a one-hop route gives
+direct keys, :mod:`keyserver.kms.directkey`) and ``dec_keys`` (held keys taken once, and the
+slices of direct keys verified and consumed once, erased in the same store transaction).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from keyserver.etsi014 import messages as etsi014
 from keyserver.etsi014.key import Key
 from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits, Status
-from keyserver.kms import relay
+from keyserver.kms import directkey, relay
 from keyserver.kms.heldkeys import KeysNotFound
 from keyserver.kms.linkstate import LinkStateAgent
 from keyserver.kms.nodecontext import NodeContext, now_ms
@@ -106,8 +107,36 @@ class SaeService:
     async def dec_keys(
         self, slave: str, master: str, key_ids: Sequence[uuid.UUID]
     ) -> Sequence[Key]:
+        direct = self._direct_claims(master, slave, key_ids)
         try:
-            keys = self.store.held.take(master, slave, key_ids)
+            keys = self.store.take_keys(master, slave, key_ids, direct)
         except KeysNotFound:
             raise etsi014.bad_request(etsi014.MSG_NOT_FOUND) from None
+        if direct:
+            self.ctx.counters["direct_keys_delivered"] += len(direct)
+            for b, ref in direct.values():
+                link = self.ctx.links[b.link]
+                link.bits_spent_payload += 8 * ref.size_bytes
+                link.bits_spent_auth += 8 * directkey.MAC_KEY_BYTES
         return keys
+
+    def _direct_claims(
+        self, master: str, slave: str, key_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[directkey.Binding, directkey.DirectRef]]:
+        """The direct key IDs among `key_ids`, each with the binding its tag must match: the
+        master SAE's node's stream on its link to this node. A direct-form ID that cannot be
+        ours (master not at a neighbour, malformed) is not found, like any unknown ID."""
+        out: dict[uuid.UUID, tuple[directkey.Binding, directkey.DirectRef]] = {}
+        for kid in key_ids:
+            if not directkey.is_direct(kid):
+                continue
+            ref = directkey.decode_id(kid)
+            owner = self.config.topology.sae_node(master)
+            link = next(
+                (x for x in self.ctx.links.values() if owner is not None and x.neighbour == owner),
+                None,
+            )
+            if ref is None or link is None:
+                raise etsi014.bad_request(etsi014.MSG_NOT_FOUND)
+            out[kid] = (directkey.Binding(link.neighbour, link.spec.id, master, slave), ref)
+        return out

@@ -167,6 +167,7 @@ class Options:
     distance_km: float | None = None  # overrides every link's length (the demo's flag)
     max_key_count: int = 16_384  # node stock cap per stream, in keys of key_size (4 Mbit)
     multipath: int = 1
+    direct_one_hop: bool = True  # a one-hop route gives a direct key (kms/directkey.py)
     testing: bool = False
     record: bool = False  # testing: nodes record node-to-node messages in DIR/records
     record_view: bool = False
@@ -424,6 +425,7 @@ def node_config_text(plan: NetworkPlan, n: NodePlan, pki: NetworkPki) -> str:
         "",
         "[routing]",
         f"multipath = {o.multipath}",
+        f"direct_one_hop = {'true' if o.direct_one_hop else 'false'}",
         "lsa_interval_seconds = 1.0",  # the rest of [routing] and [timers]: defaults
     ]
     if len(plan.nodes) > BIG_NETWORK_SITES:

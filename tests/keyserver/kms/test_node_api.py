@@ -110,8 +110,11 @@ async def test_enc_then_dec_post_gives_identical_keys_once(pair: Pair) -> None:
     assert len(keys) == 3 and len({k["key_ID"] for k in keys}) == 3
     assert all(len(base64.b64decode(k["key"])) == 64 for k in keys)
     after = await pair.counts()
-    assert after[0] == before[0] - 7  # 3 x 512 bits + a 256-bit one-time MAC key
-    assert after[2] == before[2] + 3  # held at B for bob
+    # one hop: direct keys (kms/directkey.py), 3 x (512 bits + a 128-bit one-time MAC key) of
+    # A's stream, 1,920 bits (7.5 keys of 256); nothing moves to B, whose copy of A's stream
+    # already holds them
+    assert after[0] == before[0] - 8
+    assert after[2] == before[2]
     r = await pair.bob.post(DEC, json=ids_body([k["key_ID"] for k in keys]))
     assert r.status_code == 200
     assert r.json()["keys"] == keys
@@ -525,7 +528,8 @@ async def test_concurrent_dec_keys_for_one_id_serves_it_once(pair: Pair) -> None
 
 # -- the link --
 async def test_peer_down_means_503_and_no_key_delivered(pki: KmePki, tmp_path: Path) -> None:
-    async with running_pair(pki.demo, tmp_path) as (a, b):
+    """A relay (one hop direct keys off: they need no message, test_direct_keys.py)."""
+    async with running_pair(pki.demo, tmp_path, direct_one_hop=False) as (a, b):
         await b.node.stop()
         before = a.stored_key_count()
         d = pki.demo
@@ -583,7 +587,7 @@ async def test_logs_are_json_and_never_carry_key_material(
     await pair.dave.post(DEC, json=ids_body([k["key_ID"] for k in keys]))  # refused: logged
     lines = [JsonFormatter().format(rec) for rec in caplog.records]
     events = [json.loads(line)["event"] for line in lines]
-    assert "relay_delivered" in events and "request_refused" in events
+    assert "direct_keys_issued" in events and "request_refused" in events
     text = "\n".join(lines)
     assert keys[0]["key_ID"] in text  # IDs are logged ...
     for k in keys:  # ... key bytes never, in any encoding

@@ -43,8 +43,9 @@ async def _relay(net: Net, master: str, slave: str, number: int) -> None:
 
 async def test_one_hop_is_one_request_and_its_reply_the_ack(tmp_path: Path) -> None:
     """alice@a -> carol@b is one hop: one ext_keys per request (8 keys or 1), no ack message and
-    nothing in the target's ack outbox; alice@a -> bob@d (two hops) still acks by message."""
-    async with running_network(tmp_path, topology(DIAMOND)) as net:
+    nothing in the target's ack outbox; alice@a -> bob@d (two hops) still acks by message.
+    (One hop relays: direct keys off, test_direct_keys.py.)"""
+    async with running_network(tmp_path, topology(DIAMOND), direct_one_hop=False) as net:
         for number in (8, 1, 1):
             await _relay(net, "alice", "carol", number)
         assert _sent(net, "a", "b", EXT_KEYS) == 3
@@ -218,8 +219,9 @@ async def test_bench_pair_compares_real_and_bare_with_one_client(tmp_path: Path)
 
 async def test_concurrent_requests_of_one_pair_go_as_fewer_relays(tmp_path: Path) -> None:
     """16 enc_keys at once for alice -> carol: every caller gets its own keys (all distinct, all
-    collected once by carol), in fewer relays (hop messages) than requests."""
-    async with running_network(tmp_path, topology(DIAMOND)) as net:
+    collected once by carol), in fewer relays (hop messages) than requests (one hop relays:
+    direct keys off)."""
+    async with running_network(tmp_path, topology(DIAMOND), direct_one_hop=False) as net:
         async with net.sae("alice") as alice, net.sae("carol") as carol:
             replies = await asyncio.gather(
                 *(
