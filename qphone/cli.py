@@ -167,6 +167,7 @@ def _call_options(args: argparse.Namespace) -> CallOptions:
             connect_timeout=args.connect_timeout,
             signaling_timeout=args.connect_timeout,
         ),
+        handshake_timeout=args.handshake_timeout,
     )
     try:
         options.opus()  # validates the codec settings together
@@ -397,6 +398,13 @@ def _add_call_options(p: argparse.ArgumentParser, answer: bool) -> None:
         default=10.0,
         help="seconds to reach the other terminal and get its answer (signaling), and again "
         "for ICE + DTLS",
+    )
+    p.add_argument(
+        "--handshake-timeout",
+        type=_SECONDS,
+        default=15.0,
+        help="seconds to wait for each handshake message of the other terminal (a silent one "
+        "fails the call; an answerer then waits for the next call)",
     )
     p.add_argument(
         "--allow-pqc-only",

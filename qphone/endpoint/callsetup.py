@@ -103,7 +103,7 @@ class CallSetup:
         self.console = console
         self._receive_filter = receive_filter
         self.transport = CallTransport(options.transport, receive_filter)
-        self.handshake = HandshakeDriver(self.transport, identity)
+        self.handshake = HandshakeDriver(self.transport, identity, options.handshake_timeout)
         self.pins = PinCheck(
             KnownPeers(profile.known_peers), profile.peer_sae_id, options.trust_new_identity
         )  # establish() sets its .answering: an alarm then advises the side that saw it
@@ -283,7 +283,7 @@ class CallSetup:
         with contextlib.suppress(Exception):
             await self.transport.close()
         self.transport = CallTransport(self.opt.transport, self._receive_filter)
-        self.handshake = HandshakeDriver(self.transport, self.identity)
+        self.handshake = HandshakeDriver(self.transport, self.identity, self.opt.handshake_timeout)
         self._early.clear()
         self.times = SetupTimes()
         self.pqc_only = False

@@ -42,6 +42,8 @@ class CallOptions:
     status: bool | None = None  # None: live status line when stderr is a terminal
     transport: TransportConfig = field(default_factory=TransportConfig)
     kme_wait: float = 10.0  # seconds to wait for key when the KME's pool is empty
+    # seconds to wait for each handshake message of the peer (a silent peer: the call fails)
+    handshake_timeout: float = 15.0
     kme_limits: KmeStatus | None = None  # the KME's status (key sizes, keys per request)
     # real-time scheduling (SCHED_RR) for the media thread where permitted, never with a sound
     # device; else nice -10 (endpoint/priority.py). On for qphone loopback and its benches; off

@@ -239,7 +239,8 @@ def test_an_answerer_outlives_a_caller_that_goes_silent_in_the_handshake(
     keyserver_pair: Path, tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
     """The caller connects and never speaks the handshake (frozen, or gone without a word):
-    the answerer gives up on that call after its handshake timeout, tells the caller, says
+    the answerer gives up on that call after its handshake timeout (2 s here, by its
+    --handshake-timeout: the default 15 s was most of this test), tells the caller, says
     why, and waits for the next call; Ctrl-C then ends it as usual."""
     port = free_port()
     bob = Running(
@@ -249,6 +250,8 @@ def test_an_answerer_outlives_a_caller_that_goes_silent_in_the_handshake(
         "--profile",
         str(private_profile(keyserver_pair, "bob", tmp_path)),
         "--json",
+        "--handshake-timeout",
+        "2",
         *LOOP,
     )
     bob.wait_for("waiting for a call")
