@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keyserver.network.plan import HOST, NetworkPlan, port_free, write_configs
+from keyserver.network.plan import HOST, NetworkPlan, big_network, port_free, write_configs
 from keyserver.network.stateclient import KeyStatusClient, StateClient
 from keyserver.network.zygote import ForkedProcess, ForkServer
 from keyserver.pki.domains import NetworkPki
@@ -226,7 +226,32 @@ class Launcher:
                     self._zygotes.setdefault(kind, ForkServer(kind)).warm()
         self.pki = write_configs(self.plan)
         self.state = StateClient(self.pki.ca_cert("node"), self.pki.node_admin())
+        if big_network(self.plan):
+            self.plan_route()
         return self.pki
+
+    def route_links(self) -> set[str]:
+        """The links of a shortest route between the two farthest SAEs (none without them)."""
+        if self.call_pair is None:
+            return set()
+        nodes = set(
+            _path(self.plan.topology, self.call_pair.master_node, self.call_pair.slave_node)
+        )
+        return {x.id for x in self.plan.topology.links if x.a in nodes and x.b in nodes}
+
+    def plan_route(self) -> None:
+        """Plan the route's links here, before any module starts (into the network's plan
+        cache, keyserver/qkd/plancache.py): their first blocks gate the first relayed key, and
+        in a big network their transmitters would otherwise plan among 170 others at once."""
+        from keyserver.qkd.config import load_config
+        from keyserver.qkd.plancache import planned
+        from keyserver.qkd.role import Role
+
+        route = self.route_links()
+        for m in self.plan.modules.values():
+            if m.link in route and m.role is Role.TRANSMITTER:
+                cfg = load_config(m.config)
+                planned(cfg.params, cfg.plan_cache)
 
     # -- processes -----------------------------------------------------------------------------
     def start(self, name: str) -> None:
@@ -258,14 +283,9 @@ class Launcher:
         """Nodes first (cheap: they answer within a fraction of a second and sync while the
         modules start), then the modules on a shortest route between the two farthest SAEs
         (their first QKD blocks gate the network's first relayed key), then the rest."""
-        route_nodes: set[str] = set()
-        if self.call_pair is not None:
-            route_nodes = set(
-                _path(self.plan.topology, self.call_pair.master_node, self.call_pair.slave_node)
-            )
-        route_links = {
-            x.id for x in self.plan.topology.links if x.a in route_nodes and x.b in route_nodes
-        }
+        route_links = self.route_links()
+        links = (self.plan.topology.link(x) for x in route_links)
+        route_nodes = {n for x in links for n in (x.a, x.b)}
 
         def rank(name: str) -> int:
             c = self.children[name]
@@ -280,8 +300,11 @@ class Launcher:
         return sorted(self.children, key=rank)
 
     def start_all(self) -> None:
+        """Start every process: each kind's children in one batch to its zygote, held at its
+        gate until all are forked, then released together (so the forks are not starved by
+        the children already working: docs/network.md, "Start-up at 167 sites")."""
         order = self.start_order()
-        if self._zygotes is not None:  # each kind's children in one batch to its zygote
+        if self._zygotes is not None:
             for kind in ("node", "module"):
                 todo = [
                     n
@@ -298,12 +321,18 @@ class Launcher:
                         [
                             ([kind, "--config", str(self.children[n].config)], self.children[n].log)
                             for n in todo
-                        ]
+                        ],
+                        hold=True,
                     )
                 except OSError as e:
                     raise LaunchError(f"cannot start the {kind}s: {e}") from None
                 for n, proc in zip(todo, procs, strict=True):
                     self.children[n].proc = proc
+            for z in self._zygotes.values():
+                try:
+                    z.release()
+                except OSError as e:
+                    raise LaunchError(f"cannot start the {z.kind}s: {e}") from None
         for name in order:
             self.start(name)  # what is left (other kinds), in order
 
@@ -367,6 +396,8 @@ class Launcher:
                 )
             for n, p in self.plan.nodes.items():
                 if n not in done:
+                    if stop():  # (asking 167 starting nodes one by one takes a while)
+                        raise LaunchError("interrupted")
                     states[n] = self.state.get(p.node_url)
             missing = [n for n, s in states.items() if s is None]
             unsynced = sorted(

@@ -39,6 +39,18 @@ MODULE_MAX_KEYS = 4096
 # §6); a link's first key is noticed at most that much later.
 BIG_NETWORK_SITES = 50
 BIG_NETWORK_HUNGRY_POLL_S = 3.0
+# ... its stock caps are at most these (node: keys of key_size per stream; module: keys of
+# MODULE_KEY_BITS): every key drawn costs both modules and both nodes a store write and an HTTPS
+# body, and 171 links filling 8 Mbit of node stock and 4 Mbit of module stock each took two cores
+# for minutes while hefei-metro-full started (docs/network.md, "Start-up at 167 sites"); capped,
+# a link holds 512 kbit per direction at its nodes and 512 kbit at its module
+BIG_NETWORK_MAX_KEYS = 2048
+BIG_NETWORK_MODULE_MAX_KEYS = 512
+# ... and its nodes tolerate a starting machine: a link goes down after this many module status
+# requests or syncs in a row failed (not one), and a receiver times its neighbour out after
+# BIG_NETWORK_NEIGHBOUR_TIMEOUT_S without a sync
+BIG_NETWORK_DEAD_MISSES = 3
+BIG_NETWORK_NEIGHBOUR_TIMEOUT_S = 60.0
 # the module that hosts the simulated fibre's eavesdropper (docs/bb84.md)
 EVE_ROLE = Role.TRANSMITTER
 
@@ -336,6 +348,7 @@ def module_config_text(plan: NetworkPlan, m: ModulePlan, pki: NetworkPki) -> str
         f"data_dir = {_s(m.data_dir)}",
         f"testing = {_value(o.testing or o.seed is not None)}",
         f"fidelity = {_s(link.fidelity)}",
+        f"plan_cache = {_s(plan.directory / 'plans')}",  # each distinct link planned once
     ]
     if o.seed is not None:
         lines.append(f"seed = {int(o.seed) * 1000 + sorted(plan.channels).index(m.link)}")
@@ -351,7 +364,7 @@ def module_config_text(plan: NetworkPlan, m: ModulePlan, pki: NetworkPki) -> str
         f"remote_node = {_s(m.remote_node)}",
         f"admin = {_s(ADMIN_CN)}",
         f"key_size = {MODULE_KEY_BITS}",
-        f"max_key_count = {o.module_max_keys}",
+        f"max_key_count = {_module_max_keys(plan)}",
         "max_key_per_request = 1024",
         "",
         "[quantum_channel]",
@@ -413,7 +426,7 @@ def node_config_text(plan: NetworkPlan, n: NodePlan, pki: NetworkPki) -> str:
         "min_key_size = 64",
         "max_key_size = 65536",
         "max_key_per_request = 128",
-        f"max_key_count = {o.max_key_count}",
+        f"max_key_count = {_node_max_keys(plan)}",
         f"hold_seconds = {float(o.hold_seconds)!r}",
         f"relay_timeout_seconds = {float(o.relay_timeout)!r}",
         "",
@@ -428,8 +441,14 @@ def node_config_text(plan: NetworkPlan, n: NodePlan, pki: NetworkPki) -> str:
         f"direct_one_hop = {'true' if o.direct_one_hop else 'false'}",
         "lsa_interval_seconds = 1.0",  # the rest of [routing] and [timers]: defaults
     ]
-    if len(plan.nodes) > BIG_NETWORK_SITES:
-        lines += ["", "[timers]", f"hungry_poll_seconds = {BIG_NETWORK_HUNGRY_POLL_S!r}"]
+    if big_network(plan):
+        lines += [
+            "",
+            "[timers]",
+            f"hungry_poll_seconds = {BIG_NETWORK_HUNGRY_POLL_S!r}",
+            f"dead_misses = {BIG_NETWORK_DEAD_MISSES}",
+            f"neighbour_timeout_seconds = {BIG_NETWORK_NEIGHBOUR_TIMEOUT_S!r}",
+        ]
     for m in plan.modules.values():
         if m.node == n.id:
             lines += [
@@ -518,3 +537,18 @@ def write_configs(plan: NetworkPlan, pki: NetworkPki | None = None) -> NetworkPk
             profile_text(plan, pki, sae.id, default_peer(plan.topology, sae.id))
         )
     return pki
+
+
+def big_network(plan: NetworkPlan) -> bool:
+    """More than BIG_NETWORK_SITES sites: the caps and timers above apply."""
+    return len(plan.nodes) > BIG_NETWORK_SITES
+
+
+def _node_max_keys(plan: NetworkPlan) -> int:
+    o = plan.options.max_key_count
+    return min(o, BIG_NETWORK_MAX_KEYS) if big_network(plan) else o
+
+
+def _module_max_keys(plan: NetworkPlan) -> int:
+    o = plan.options.module_max_keys
+    return min(o, BIG_NETWORK_MODULE_MAX_KEYS) if big_network(plan) else o

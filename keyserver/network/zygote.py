@@ -12,9 +12,17 @@ Protocol on the socket the launcher passes (one JSON object per line):
 
 * launcher -> zygote: ``{"argv": [...], "log": PATH}``: fork, run ``keyserver.cli`` with
   `argv`, stdout and stderr appended to PATH;
+* launcher -> zygote: ``{"argv": [...], "log": PATH, "hold": true}``: the same, but the child
+  waits at the zygote's *gate* before it runs anything; ``{"release": true}``: open the gate
+  (every held child goes on at once). Forking hundreds of children that start working at once
+  starves the zygote itself (at 300 runnable processes a fork loop gets a few forks a second:
+  hefei-metro-full's 342 modules took 150 s to fork); held, they are all forked within seconds;
 * zygote -> launcher: ``{"pid": N}`` (the child's pid, in request order), then
   ``{"exit": N, "code": C}`` when a child ends (C as :attr:`subprocess.Popen.returncode`:
   negative for a signal).
+
+With ``KEYSERVER_PROFILE_DIR`` set in the zygote's environment, each child runs under
+:mod:`cProfile` and writes ``<kind>-<pid>.prof`` there when it ends (measurement only).
 
 Lifetimes: the zygote gets SIGTERM when the launcher dies (``PR_SET_PDEATHSIG``), and on SIGTERM
 or when the launcher closes the socket it sends its children SIGTERM, gives them
@@ -73,8 +81,17 @@ def _code(status: int) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
-def _child(argv: list[str], log: str, ctl: socket.socket, wake_r: int, wake_w: int) -> None:
-    """In the forked child: become `qkd-keyserver ARGV`; never returns."""
+def _child(
+    argv: list[str],
+    log: str,
+    ctl: socket.socket,
+    wake_r: int,
+    wake_w: int,
+    gate: Gate | None,
+    held: bool,
+) -> None:
+    """In the forked child: become `qkd-keyserver ARGV` (`held`: once `gate` opens); never
+    returns."""
     code = 1
     try:
         set_pdeathsig()
@@ -85,6 +102,12 @@ def _child(argv: list[str], log: str, ctl: socket.socket, wake_r: int, wake_w: i
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (the zygote's handler is not theirs)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
+        if gate is not None:
+            if held:
+                gate.wait_open()
+            else:  # (its write end must not outlive the zygote's, or the gate never opens)
+                os.close(gate.w)
+                os.close(gate.r)
         gc.enable()
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -96,10 +119,21 @@ def _child(argv: list[str], log: str, ctl: socket.socket, wake_r: int, wake_w: i
         sys.argv = ["qkd-keyserver", *argv]
         from keyserver import cli
 
+        profile_dir = os.environ.get("KEYSERVER_PROFILE_DIR")
+        profiler = None
+        if profile_dir:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         try:
             code = cli.main(argv)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
+        finally:
+            if profiler is not None and profile_dir:
+                profiler.disable()
+                profiler.dump_stats(os.path.join(profile_dir, f"{argv[0]}-{os.getpid()}.prof"))
     except BaseException:  # the child must end here, whatever happens
         import traceback
 
@@ -109,6 +143,31 @@ def _child(argv: list[str], log: str, ctl: socket.socket, wake_r: int, wake_w: i
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+@dataclass
+class Gate:
+    """Where held children wait (a pipe: the zygote keeps the write end, and closing it is the
+    end of file every waiting child's read returns, so one close releases them all)."""
+
+    r: int
+    w: int
+
+    def wait_open(self) -> None:
+        """In a child: wait until the zygote opens the gate."""
+        os.close(self.w)
+        while True:
+            try:
+                if not os.read(self.r, 1):
+                    break
+            except InterruptedError:
+                continue
+        os.close(self.r)
+
+    def open(self) -> None:
+        """In the zygote: release every child held at this gate."""
+        os.close(self.w)
+        os.close(self.r)
 
 
 def serve(kind: str, fd: int) -> int:
@@ -130,6 +189,7 @@ def serve(kind: str, fd: int) -> int:
     signal.signal(signal.SIGTERM, lambda s, f: terminate.append(True))
     buf = b""
     children: set[int] = set()
+    gate: Gate | None = None  # the gate of the children held now (None: none held)
 
     def send(msg: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):
@@ -178,9 +238,18 @@ def serve(kind: str, fd: int) -> int:
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             req = json.loads(line)
+            if req.get("release"):
+                if gate is not None:
+                    gate.open()
+                    gate = None
+                continue
+            held = bool(req.get("hold"))
+            if held and gate is None:
+                gate = Gate(*os.pipe())
             pid = os.fork()
             if pid == 0:
-                _child([str(a) for a in req["argv"]], str(req["log"]), ctl, wake_r, wake_w)
+                argv = [str(a) for a in req["argv"]]
+                _child(argv, str(req["log"]), ctl, wake_r, wake_w, gate, held)
             children.add(pid)
             send({"pid": pid})
 
@@ -262,13 +331,17 @@ class ForkServer:
         [child] = self.spawn_many([(argv, log)])
         return child
 
-    def spawn_many(self, requests: list[tuple[list[str], Path]]) -> list[ForkedProcess]:
+    def spawn_many(
+        self, requests: list[tuple[list[str], Path]], hold: bool = False
+    ) -> list[ForkedProcess]:
         """Fork a child per (argv, log), all requests sent at once (no round trip each: on a
-        loaded machine a round trip to the zygote can take a large part of a second)."""
+        loaded machine a round trip to the zygote can take a large part of a second). With
+        `hold`, the children wait until :meth:`release`."""
         sock = self._sock or self._start()
+        extra = {"hold": True} if hold else {}
         sock.sendall(
             b"".join(
-                (json.dumps({"argv": argv, "log": str(log)}) + "\n").encode()
+                (json.dumps({"argv": argv, "log": str(log), **extra}) + "\n").encode()
                 for argv, log in requests
             )
         )
@@ -287,6 +360,11 @@ class ForkServer:
                 child.returncode = self._early.pop(pid)
             out.append(child)
         return out
+
+    def release(self) -> None:
+        """Let every held child go on (no answer: the children's work is their own)."""
+        if self._sock is not None:
+            self._sock.sendall(b'{"release": true}\n')
 
     def _exit(self, msg: dict[str, Any]) -> None:
         pid, code = int(msg["exit"]), int(msg["code"])

@@ -60,6 +60,13 @@ class ModuleConfig:
     channel_key: Path
     fidelity: Fidelity = Fidelity.PHYSICS
     log_level: str = "info"
+    # SQLite ``synchronous`` of the module's store: an emulated module's default is OFF (its
+    # store survives a process kill, as a node's does; hundreds of emulated modules fsyncing
+    # every block saturate a disk: docs/network.md, "Start-up at 167 sites"), a physics one NORMAL
+    synchronous: str = "NORMAL"
+    # where the transmitter keeps its link plans, shared by a network's modules
+    # (keyserver.qkd.plancache; None: computed every start)
+    plan_cache: Path | None = None
 
     @property
     def seeded(self) -> bool:
@@ -67,7 +74,18 @@ class ModuleConfig:
 
 
 _SECTIONS = {
-    "module": {"id", "link", "role", "data_dir", "testing", "seed", "log_level", "fidelity"},
+    "module": {
+        "id",
+        "link",
+        "role",
+        "data_dir",
+        "testing",
+        "seed",
+        "log_level",
+        "fidelity",
+        "synchronous",
+        "plan_cache",
+    },
     "northbound": {
         "host",
         "port",
@@ -183,6 +201,10 @@ def parse_config(doc: dict[str, Any], base: Path) -> ModuleConfig:
         fidelity = Fidelity(fidelity_text)
     except ValueError:
         raise ConfigError('[module] fidelity must be "physics" or "emulated"') from None
+    default_sync = "OFF" if fidelity is Fidelity.EMULATED else "NORMAL"
+    synchronous = _get(doc, "module", "synchronous", str, default_sync).upper()
+    if synchronous not in ("OFF", "NORMAL", "FULL"):
+        raise ConfigError('[module] synchronous must be "OFF", "NORMAL" or "FULL"')
     log_level = _get(doc, "module", "log_level", str, "info")
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("[module] log_level must be debug, info, warning or error")
@@ -242,6 +264,8 @@ def parse_config(doc: dict[str, Any], base: Path) -> ModuleConfig:
         channel_key=path("quantum_channel", "channel_key"),
         fidelity=fidelity,
         log_level=log_level,
+        synchronous=synchronous,
+        plan_cache=path("module", "plan_cache") if "plan_cache" in doc["module"] else None,
     )
 
 

@@ -33,11 +33,11 @@ from keyserver.pki.tls import server_context
 from keyserver.qkd.blocks import BlockStats
 from keyserver.qkd.classicalchannel import AuthPad, split_initial_key
 from keyserver.qkd.config import ModuleConfig
-from keyserver.qkd.finitekey import optimised
 from keyserver.qkd.linkstatus import LinkStatus
 from keyserver.qkd.northbound import ModuleKeyService, build_app
 from keyserver.qkd.peersession import PeerSession
 from keyserver.qkd.physics import LinkParams
+from keyserver.qkd.plancache import planned_in_background
 from keyserver.qkd.role import ModuleState, Role
 from keyserver.qkd.sealedchannel import read_channel_key
 from keyserver.qkd.store import ModuleStore
@@ -113,7 +113,7 @@ class ModuleProcess:
             ) from None
         halves = split_initial_key(key)
         self.channel_key = read_channel_key(cfg.channel_key)
-        self.store = ModuleStore(cfg.data_dir)
+        self.store = ModuleStore(cfg.data_dir, synchronous=cfg.synchronous)
         self.store.init_auth(*halves)
         send_dir = 0 if self.role is Role.TRANSMITTER else 1
         self.pad = AuthPad(
@@ -129,7 +129,7 @@ class ModuleProcess:
                 message="SEEDED SOURCE: keys are reproducible and NOT secret (testing = true)",
             )
         if self.role is Role.TRANSMITTER:
-            self.params = await asyncio.to_thread(optimised, cfg.params)
+            self.params = await planned_in_background(cfg.params, cfg.plan_cache)
         else:
             self.params = dataclasses.replace(cfg.params, optimise=False)
         self._build()

@@ -193,10 +193,41 @@ def test_planner_lays_out_a_real_size_network(name: str, tmp_path: Path) -> None
 def test_a_big_network_polls_keyless_modules_less_often(tmp_path: Path) -> None:
     """More than BIG_NETWORK_SITES sites: a node asks a module without key for it every
     BIG_NETWORK_HUNGRY_POLL_S s (hefei-metro-full's 342 modules polled each second cost a
-    core); a small network keeps the default (1 s)."""
+    core), tolerates BIG_NETWORK_DEAD_MISSES failed requests in a row and a longer silence of
+    its neighbour before a link goes down, and caps its stock lower; a small network keeps the
+    defaults. Every module config names the network's plan cache."""
     from keyserver.kms.nodeconfig import load_node_config
+    from keyserver.network import plan as planmod
     from keyserver.network.plan import BIG_NETWORK_HUNGRY_POLL_S, BIG_NETWORK_SITES, write_configs
+    from keyserver.qkd.config import load_config
     from keyserver.topology import parse_topology
+
+    def configs(nodes: int) -> tuple[Any, Any, Path]:
+        ids = [f"n{i}" for i in range(nodes)]
+        t = parse_topology(
+            {
+                "name": f"net{nodes}",
+                "fidelity": "emulated",
+                "nodes": [{"id": n} for n in ids],
+                "links": [{"a": a, "b": b, "distance_km": 5.0} for a, b in itertools.pairwise(ids)],
+            }
+        )
+        plan = make_plan(tmp_path / t.name, t, Options())
+        write_configs(plan)
+        module = load_config(next(iter(plan.modules.values())).config)
+        return load_node_config(plan.nodes["n0"].config), module, plan.directory
+
+    small, small_module, small_dir = configs(3)
+    big, big_module, _ = configs(BIG_NETWORK_SITES + 1)
+    assert (small.timers.dead_misses, small.timers.neighbour_timeout) == (1, 30.0)
+    assert big.timers.dead_misses == planmod.BIG_NETWORK_DEAD_MISSES > 1
+    assert big.timers.neighbour_timeout == planmod.BIG_NETWORK_NEIGHBOUR_TIMEOUT_S
+    assert small.max_key_count == Options().max_key_count
+    assert big.max_key_count == planmod.BIG_NETWORK_MAX_KEYS < Options().max_key_count
+    assert small_module.northbound.max_key_count == Options().module_max_keys
+    assert big_module.northbound.max_key_count == planmod.BIG_NETWORK_MODULE_MAX_KEYS
+    assert small_module.plan_cache == small_dir / "plans"
+    assert small_module.synchronous == "OFF"  # emulated: no fsync per block
 
     def hungry_poll(nodes: int) -> float:
         ids = [f"n{i}" for i in range(nodes)]
