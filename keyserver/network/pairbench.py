@@ -3,8 +3,9 @@
 One run measures, with the same client and the same mutual TLS:
 
 * **real**: ``enc_keys`` at the master SAE's node, then ``dec_keys`` at the slave SAE's node for
-  the key it got (checking both copies match): a relay over the route between them (``pair``:
-  one hop; ``line5``: four hops);
+  the key it got (checking both copies match): over ``line5`` (four hops) a relay, over
+  ``pair`` (one hop) a one-hop direct key (:mod:`keyserver.kms.directkey`: no node-to-node
+  message; ``[routing] direct_one_hop``);
 * **bare**: the same two requests against two minimal aiohttp servers (one process each, as the
   two end nodes are) with the end nodes' own SAE-API certificates and CA, that answer a fixed
   ETSI 014 key container: what the HTTP and TLS stack alone costs;
@@ -12,8 +13,9 @@ One run measures, with the same client and the same mutual TLS:
 and prints pairs/s, p50/p99 of both and their ratio. Each worker process holds one keep-alive
 mTLS connection to each end and loops; a pair's latency is from sending ``enc_keys`` to
 receiving ``dec_keys``. Then **relay time**: one client, one 256-bit key at a time, the
-``enc_keys`` latency (median and p99, and per hop), and the route's **call capacity**
-(:mod:`keyserver.kms.callcapacity`) from the bottleneck link's rate and the measured pairs/s.
+``enc_keys`` latency (median and p99, and per hop; over one hop, the direct key's), and the
+route's **call capacity** (:mod:`keyserver.kms.callcapacity`) from the bottleneck link's rate
+and the measured pairs/s.
 
 The network is a running ``qkd-keyserver demo`` (``--dir`` holding ``demo.json``) or one the
 bench starts itself (``--topology``, emulated links by default so that the QKD modules leave the
