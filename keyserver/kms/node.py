@@ -143,7 +143,7 @@ class KmsNode:
             neighbour = spec.other(self.id)
             self.store.link_keys.init_link(spec.id, (spec.a, spec.b))
             module = self._modules.get(spec.id) or ModuleClient(
-                cfg.module_for(spec.id), cfg.module_tls, neighbour
+                cfg.module_for(spec.id), cfg.module_tls, neighbour, cfg.timers.request_timeout
             )
             role = LinkRole.TRANSMITTER if spec.a == self.id else LinkRole.RECEIVER
             ctx.links[spec.id] = LocalLink(spec, neighbour, role, module)

@@ -66,6 +66,7 @@ file, every error names the setting to fix. The format (see also docs/network.md
     sync_heartbeat_seconds = 10.0   # transmitter-side sync when nothing else happens
     neighbour_timeout_seconds = 30.0  # receiver side: no sync for this long = neighbour down
     dead_misses = 1                 # module status requests / syncs failing in a row = down
+    request_timeout_seconds = 3.0   # a request to a module or a neighbour node: no answer
     jitter = 0.1                    # every idle timer is drawn within +-10 % of its value
 
     [[modules]]                     # this node's QKD modules (any ETSI 014 KME works)
@@ -142,6 +143,9 @@ class Timers:
     # or this many syncs in a row (transmitter side: its neighbour); an alarm or an abort the
     # module reports is never delayed by it
     dead_misses: int = 1
+    # a module's or a neighbour node's answer is given up after this (a loaded machine of 500
+    # processes needs longer: a request given up is a reconnect, a TLS handshake, more load)
+    request_timeout: float = 3.0
     lsa_batch: float = 5.0
     lsa_refresh: float = 30.0
     jitter: float = 0.1
@@ -215,6 +219,7 @@ _SECTIONS: dict[str, set[str]] = {
         "sync_heartbeat_seconds",
         "neighbour_timeout_seconds",
         "dead_misses",
+        "request_timeout_seconds",
         "jitter",
     },
     "http": {
@@ -368,6 +373,7 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
         sync_heartbeat=float(positive("timers", "sync_heartbeat_seconds", num, 10.0)),
         neighbour_timeout=float(positive("timers", "neighbour_timeout_seconds", num, 30.0)),
         dead_misses=int(positive("timers", "dead_misses", int, 1)),
+        request_timeout=float(positive("timers", "request_timeout_seconds", num, 3.0)),
         lsa_batch=float(positive("routing", "lsa_batch_seconds", num, 5.0)),
         lsa_refresh=float(positive("routing", "lsa_refresh_seconds", num, 30.0)),
         jitter=float(_get(doc, "timers", "jitter", num, 0.1)),

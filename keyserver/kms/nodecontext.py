@@ -123,7 +123,11 @@ class NodeContext:
             if peer not in self.peer_ids:
                 raise NodeUnreachable(f"no URL for node {peer}")
             client = self.peers[peer] = NodeClient(
-                peer, self.config.node_urls[peer], self.config.node_api.tls, self.recorder
+                peer,
+                self.config.node_urls[peer],
+                self.config.node_api.tls,
+                self.recorder,
+                timeout=self.config.timers.request_timeout,
             )
         try:
             return await client.post(path, body)

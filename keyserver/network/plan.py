@@ -51,6 +51,7 @@ BIG_NETWORK_MODULE_MAX_KEYS = 512
 # BIG_NETWORK_NEIGHBOUR_TIMEOUT_S without a sync
 BIG_NETWORK_DEAD_MISSES = 3
 BIG_NETWORK_NEIGHBOUR_TIMEOUT_S = 60.0
+BIG_NETWORK_REQUEST_TIMEOUT_S = 10.0  # (3 s by default: core nodes timed out at load 150-250)
 # the module that hosts the simulated fibre's eavesdropper (docs/bb84.md)
 EVE_ROLE = Role.TRANSMITTER
 
@@ -448,6 +449,7 @@ def node_config_text(plan: NetworkPlan, n: NodePlan, pki: NetworkPki) -> str:
             f"hungry_poll_seconds = {BIG_NETWORK_HUNGRY_POLL_S!r}",
             f"dead_misses = {BIG_NETWORK_DEAD_MISSES}",
             f"neighbour_timeout_seconds = {BIG_NETWORK_NEIGHBOUR_TIMEOUT_S!r}",
+            f"request_timeout_seconds = {BIG_NETWORK_REQUEST_TIMEOUT_S!r}",
         ]
     for m in plan.modules.values():
         if m.node == n.id:

@@ -222,6 +222,10 @@ def test_a_big_network_polls_keyless_modules_less_often(tmp_path: Path) -> None:
     assert (small.timers.dead_misses, small.timers.neighbour_timeout) == (1, 30.0)
     assert big.timers.dead_misses == planmod.BIG_NETWORK_DEAD_MISSES > 1
     assert big.timers.neighbour_timeout == planmod.BIG_NETWORK_NEIGHBOUR_TIMEOUT_S
+    assert (small.timers.request_timeout, big.timers.request_timeout) == (
+        3.0,
+        planmod.BIG_NETWORK_REQUEST_TIMEOUT_S,
+    )
     assert small.max_key_count == Options().max_key_count
     assert big.max_key_count == planmod.BIG_NETWORK_MAX_KEYS < Options().max_key_count
     assert small_module.northbound.max_key_count == Options().module_max_keys
