@@ -40,12 +40,15 @@ MODULE_MAX_KEYS = 4096
 BIG_NETWORK_SITES = 50
 BIG_NETWORK_HUNGRY_POLL_S = 3.0
 # ... its stock caps are at most these (node: keys of key_size per stream; module: keys of
-# MODULE_KEY_BITS): every key drawn costs both modules and both nodes a store write and an HTTPS
-# body, and 171 links filling 8 Mbit of node stock and 4 Mbit of module stock each took two cores
-# for minutes while hefei-metro-full started (docs/network.md, "Start-up at 167 sites"); capped,
-# a link holds 512 kbit per direction at its nodes and 512 kbit at its module
+# BIG_NETWORK_MODULE_KEY_BITS), and its modules serve larger keys: every key costs both modules
+# and both nodes a key ID, a store row and its part of an HTTPS body, and 171 links filling
+# 8 Mbit of node stock and 4 Mbit of module stock each in keys of 1024 bits took two cores for
+# minutes while hefei-metro-full started (docs/network.md, "Start-up at 167 sites"); capped,
+# a link holds 512 kbit per direction at its nodes and 512 kbit at its module, in 8 times
+# fewer keys (the node cuts SAE keys of any size from its streams as before)
 BIG_NETWORK_MAX_KEYS = 2048
-BIG_NETWORK_MODULE_MAX_KEYS = 512
+BIG_NETWORK_MODULE_KEY_BITS = 8192
+BIG_NETWORK_MODULE_MAX_KEYS = 64
 # ... and its nodes tolerate a starting machine: a link goes down after this many module status
 # requests or syncs in a row failed (not one), and a receiver times its neighbour out after
 # BIG_NETWORK_NEIGHBOUR_TIMEOUT_S without a sync
@@ -364,7 +367,7 @@ def module_config_text(plan: NetworkPlan, m: ModulePlan, pki: NetworkPki) -> str
         f"local_node = {_s(m.node)}",
         f"remote_node = {_s(m.remote_node)}",
         f"admin = {_s(ADMIN_CN)}",
-        f"key_size = {MODULE_KEY_BITS}",
+        f"key_size = {BIG_NETWORK_MODULE_KEY_BITS if big_network(plan) else MODULE_KEY_BITS}",
         f"max_key_count = {_module_max_keys(plan)}",
         "max_key_per_request = 1024",
         "",

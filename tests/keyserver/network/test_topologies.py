@@ -230,6 +230,8 @@ def test_a_big_network_polls_keyless_modules_less_often(tmp_path: Path) -> None:
     assert big.max_key_count == planmod.BIG_NETWORK_MAX_KEYS < Options().max_key_count
     assert small_module.northbound.max_key_count == Options().module_max_keys
     assert big_module.northbound.max_key_count == planmod.BIG_NETWORK_MODULE_MAX_KEYS
+    assert small_module.northbound.key_size == planmod.MODULE_KEY_BITS
+    assert big_module.northbound.key_size == planmod.BIG_NETWORK_MODULE_KEY_BITS
     assert small_module.plan_cache == small_dir / "plans"
     assert small_module.synchronous == "OFF"  # emulated: no fsync per block
 
