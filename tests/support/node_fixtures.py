@@ -24,7 +24,7 @@ import httpx
 from keyserver.etsi014.key import Key
 from keyserver.kms.moduleclient import ModuleRefused, ModuleStatus, ModuleUnavailable
 from keyserver.kms.node import KmsNode
-from keyserver.kms.nodeconfig import load_node_config
+from keyserver.kms.nodeconfig import Timers, load_node_config
 from keyserver.network.plan import NetworkPlan, Options, make_plan, write_configs
 from keyserver.pki.domains import NetworkPki
 from keyserver.pki.tls import client_context
@@ -163,6 +163,7 @@ class Net:
     pki: NetworkPki
     nodes: dict[str, KmsNode]
     links: dict[str, MemoryLink]
+    timers: Timers | None = None  # instead of the configs' (NodeConfig.timers)
 
     def sae(self, name: str, **kw: Any) -> httpx.AsyncClient:
         node = self.plan.topology.sae_node(name)
@@ -178,6 +179,8 @@ class Net:
 
     def _make(self, node: str) -> KmsNode:
         cfg = load_node_config(self.plan.nodes[node].config)
+        if self.timers is not None:
+            cfg = replace(cfg, timers=self.timers)
         mods = {
             link.id: self.links[link.id].end(link.a == node)
             for link in self.plan.topology.links_of(node)
@@ -203,13 +206,19 @@ def all_synced(net: Net) -> bool:
 
 @asynccontextmanager
 async def running_network(
-    directory: Path, topo: Topology, options: Options | None = None, **kw: Any
+    directory: Path,
+    topo: Topology,
+    options: Options | None = None,
+    timers: Timers | None = None,
+    **kw: Any,
 ) -> AsyncIterator[Net]:
+    """In-process KMS nodes on memory links; ``timers``: every node's idle timers instead of
+    the defaults (a test that waits for a module's alarm or outage to be polled)."""
     opts = replace(options or Options(testing=True, max_key_count=512), **kw)
     plan = make_plan(directory, topo, opts)
     pki = write_configs(plan)
     links = {link.id: MemoryLink(seed=i + 1) for i, link in enumerate(topo.links)}
-    net = Net(plan, pki, {}, links)
+    net = Net(plan, pki, {}, links, timers)
     for n in topo.node_ids():
         net.nodes[n] = net._make(n)
     await asyncio.gather(*(node.start() for node in net.nodes.values()))

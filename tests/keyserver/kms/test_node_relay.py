@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from keyserver.kms.nodeconfig import Timers
 from keyserver.pki.tls import client_context
 from tests.support.node_fixtures import DIAMOND, Net, running_network, topology, wait_for
 
@@ -54,7 +55,10 @@ async def test_relay_over_two_hops_and_status(tmp_path: Path) -> None:
 
 
 async def test_eavesdropper_link_is_routed_around(tmp_path: Path) -> None:
-    async with running_network(tmp_path, topology(DIAMOND)) as net:
+    # the nodes poll their modules every second (default 5 s while a link holds key): the
+    # alarm, the cut and the recovery below are each noticed at a poll
+    fast = Timers(module_poll=1.0)
+    async with running_network(tmp_path, topology(DIAMOND), timers=fast) as net:
         first = net.nodes["a"].routes("d", 64).routes[0]
         bad = first.links[1]
         net.links[bad].alarm = True
