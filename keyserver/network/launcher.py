@@ -26,6 +26,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ class CallPair:
     master_node: str
     slave_node: str
     hops: int
+
+
+ASK_PARALLEL = 16  # nodes asked at once while waiting for a network to come up
 
 
 def _hops_from(topology: Topology, start: str) -> dict[str, int]:
@@ -382,6 +386,7 @@ class Launcher:
         with `first_key`, every link also holds key for both directions or has aborted a block,
         e.g. for an eavesdropper: then its alarm is what a caller gets)."""
         assert self.state is not None
+        state = self.state
         deadline = time.monotonic() + timeout
         waiting = "nodes"
         states: dict[str, dict[str, Any] | None] = {n: None for n in self.plan.nodes}
@@ -394,11 +399,11 @@ class Launcher:
                 raise LaunchError(
                     f"{c.kind} {c.name} exited with code {code}: see {c.log}" + _last_line(c.log)
                 )
-            for n, p in self.plan.nodes.items():
-                if n not in done:
-                    if stop():  # (asking 167 starting nodes one by one takes a while)
-                        raise LaunchError("interrupted")
-                    states[n] = self.state.get(p.node_url)
+            ask = [n for n in self.plan.nodes if n not in done]
+            if ask:  # in parallel: one by one, 167 starting nodes took minutes to ask
+                with ThreadPoolExecutor(max_workers=min(ASK_PARALLEL, len(ask))) as pool:
+                    got = pool.map(lambda n: state.get(self.plan.nodes[n].node_url), ask)
+                    states.update(zip(ask, got, strict=True))
             missing = [n for n, s in states.items() if s is None]
             unsynced = sorted(
                 {

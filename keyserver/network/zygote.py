@@ -22,7 +22,8 @@ Protocol on the socket the launcher passes (one JSON object per line):
   negative for a signal).
 
 With ``KEYSERVER_PROFILE_DIR`` set in the zygote's environment, each child runs under
-:mod:`cProfile` and writes ``<kind>-<pid>.prof`` there when it ends (measurement only).
+:mod:`cProfile` (CPU time) and writes ``<kind>-<pid>.prof`` there when it ends (measurement
+only).
 
 Lifetimes: the zygote gets SIGTERM when the launcher dies (``PR_SET_PDEATHSIG``), and on SIGTERM
 or when the launcher closes the socket it sends its children SIGTERM, gives them
@@ -124,7 +125,7 @@ def _child(
         if profile_dir:
             import cProfile
 
-            profiler = cProfile.Profile()
+            profiler = cProfile.Profile(time.process_time)  # CPU, not wall: load-proof
             profiler.enable()
         try:
             code = cli.main(argv)
