@@ -54,6 +54,8 @@ class CallPair:
 
 
 ASK_PARALLEL = 16  # nodes asked at once while waiting for a network to come up
+FIRST, LATER = "first", "later"  # the zygotes' gates of a staged start (start_all)
+STAGE_WAIT_S = 30.0  # the later stage goes at the latest this long after the first
 
 
 def _hops_from(topology: Topology, start: str) -> dict[str, int]:
@@ -304,19 +306,33 @@ class Launcher:
         return sorted(self.children, key=rank)
 
     def start_all(self) -> None:
-        """Start every process: each kind's children in one batch to its zygote, held at its
+        """Start every process: each kind's children in one batch to its zygote, held at a
         gate until all are forked, then released together (so the forks are not starved by
-        the children already working: docs/network.md, "Start-up at 167 sites")."""
+        the children already working). In a network of more than 50 sites in two stages: the
+        nodes and the modules of the farthest SAEs' route first, the other modules once every
+        node answers (at most STAGE_WAIT_S later), so that the nodes start and sync without
+        300 modules starting beside them (docs/network.md, "Start-up at 167 sites")."""
         order = self.start_order()
         if self._zygotes is not None:
-            for kind in ("node", "module"):
-                todo = [
-                    n
-                    for n in order
-                    if self.children[n].kind == kind and not self.children[n].running
-                ]
-                if not todo:
-                    continue
+            route = self.route_links() if big_network(self.plan) else None
+            ends = [self.plan.topology.link(x) for x in route or ()]
+            route_nodes = {x.a for x in ends} | {x.b for x in ends}
+
+            def gate(name: str) -> str:
+                c = self.children[name]
+                if route is None or c.kind != "module":
+                    return FIRST
+                m = self.plan.modules.get(name)
+                if m is not None:
+                    return FIRST if m.link in route else LATER
+                return FIRST if name.partition("@")[2] in route_nodes else LATER
+
+            groups: dict[tuple[str, str], list[str]] = {}
+            for n in order:
+                c = self.children[n]
+                if c.kind in ("node", "module") and not c.running:
+                    groups.setdefault((c.kind, gate(n)), []).append(n)
+            for (kind, g), todo in groups.items():
                 for n in todo:
                     self.children[n].log.parent.mkdir(parents=True, exist_ok=True)
                 z = self._zygotes.get(kind) or self._zygotes.setdefault(kind, ForkServer(kind))
@@ -326,19 +342,39 @@ class Launcher:
                             ([kind, "--config", str(self.children[n].config)], self.children[n].log)
                             for n in todo
                         ],
-                        hold=True,
+                        hold=g,
                     )
                 except OSError as e:
                     raise LaunchError(f"cannot start the {kind}s: {e}") from None
                 for n, proc in zip(todo, procs, strict=True):
                     self.children[n].proc = proc
-            for z in self._zygotes.values():
-                try:
-                    z.release()
-                except OSError as e:
-                    raise LaunchError(f"cannot start the {z.kind}s: {e}") from None
+            self._release(FIRST)
+            if any(g == LATER for _, g in groups):
+                self._wait_nodes_answer(STAGE_WAIT_S)
+                self._release(LATER)
         for name in order:
             self.start(name)  # what is left (other kinds), in order
+
+    def _release(self, gate: str) -> None:
+        for z in (self._zygotes or {}).values():
+            try:
+                z.release(gate)
+            except OSError as e:
+                raise LaunchError(f"cannot start the {z.kind}s: {e}") from None
+
+    def _wait_nodes_answer(self, timeout: float) -> None:
+        """Until every node answers a state request, a child exits, or `timeout` passes."""
+        if self.state is None:
+            return
+        state = self.state
+        deadline = time.monotonic() + timeout
+        ask = list(self.plan.nodes)
+        with ThreadPoolExecutor(max_workers=min(ASK_PARALLEL, len(ask) or 1)) as pool:
+            while ask and time.monotonic() < deadline and not self.exited():
+                got = list(pool.map(lambda n: state.get(self.plan.nodes[n].node_url), ask))
+                ask = [n for n, st in zip(ask, got, strict=True) if st is None]
+                if ask:
+                    time.sleep(0.5)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         c = self.children[name]

@@ -12,11 +12,12 @@ Protocol on the socket the launcher passes (one JSON object per line):
 
 * launcher -> zygote: ``{"argv": [...], "log": PATH}``: fork, run ``keyserver.cli`` with
   `argv`, stdout and stderr appended to PATH;
-* launcher -> zygote: ``{"argv": [...], "log": PATH, "hold": true}``: the same, but the child
-  waits at the zygote's *gate* before it runs anything; ``{"release": true}``: open the gate
-  (every held child goes on at once). Forking hundreds of children that start working at once
-  starves the zygote itself (at 300 runnable processes a fork loop gets a few forks a second:
-  hefei-metro-full's 342 modules took 150 s to fork); held, they are all forked within seconds;
+* launcher -> zygote: ``{"argv": [...], "log": PATH, "hold": NAME}``: the same, but the child
+  waits at the zygote's *gate* NAME before it runs anything; ``{"release": NAME}``: open that
+  gate (every child held there goes on at once; a later hold at NAME is a new gate).
+  Forking hundreds of children that start working at once starves the zygote itself (at
+  300 runnable processes a fork loop gets a few forks a second: hefei-metro-full's 342
+  modules took 150 s to fork); held, they are all forked within seconds;
 * zygote -> launcher: ``{"pid": N}`` (the child's pid, in request order), then
   ``{"exit": N, "code": C}`` when a child ends (C as :attr:`subprocess.Popen.returncode`:
   negative for a signal).
@@ -88,10 +89,10 @@ def _child(
     ctl: socket.socket,
     wake_r: int,
     wake_w: int,
-    gate: Gate | None,
-    held: bool,
+    gates: dict[str, Gate],
+    held: str | None,
 ) -> None:
-    """In the forked child: become `qkd-keyserver ARGV` (`held`: once `gate` opens); never
+    """In the forked child: become `qkd-keyserver ARGV` (`held`: once that gate opens); never
     returns."""
     code = 1
     try:
@@ -103,8 +104,8 @@ def _child(
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (the zygote's handler is not theirs)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
-        if gate is not None:
-            if held:
+        for name, gate in gates.items():
+            if name == held:
                 gate.wait_open()
             else:  # (its write end must not outlive the zygote's, or the gate never opens)
                 os.close(gate.w)
@@ -190,7 +191,7 @@ def serve(kind: str, fd: int) -> int:
     signal.signal(signal.SIGTERM, lambda s, f: terminate.append(True))
     buf = b""
     children: set[int] = set()
-    gate: Gate | None = None  # the gate of the children held now (None: none held)
+    gates: dict[str, Gate] = {}  # name -> the gate children are held at now
 
     def send(msg: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):
@@ -239,18 +240,18 @@ def serve(kind: str, fd: int) -> int:
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             req = json.loads(line)
-            if req.get("release"):
-                if gate is not None:
-                    gate.open()
-                    gate = None
+            if "release" in req:
+                opened = gates.pop(str(req["release"]), None)
+                if opened is not None:
+                    opened.open()
                 continue
-            held = bool(req.get("hold"))
-            if held and gate is None:
-                gate = Gate(*os.pipe())
+            held = None if req.get("hold") is None else str(req["hold"])
+            if held is not None and held not in gates:
+                gates[held] = Gate(*os.pipe())
             pid = os.fork()
             if pid == 0:
                 argv = [str(a) for a in req["argv"]]
-                _child(argv, str(req["log"]), ctl, wake_r, wake_w, gate, held)
+                _child(argv, str(req["log"]), ctl, wake_r, wake_w, gates, held)
             children.add(pid)
             send({"pid": pid})
 
@@ -333,13 +334,13 @@ class ForkServer:
         return child
 
     def spawn_many(
-        self, requests: list[tuple[list[str], Path]], hold: bool = False
+        self, requests: list[tuple[list[str], Path]], hold: str | None = None
     ) -> list[ForkedProcess]:
         """Fork a child per (argv, log), all requests sent at once (no round trip each: on a
         loaded machine a round trip to the zygote can take a large part of a second). With
-        `hold`, the children wait until :meth:`release`."""
+        `hold` (a gate's name), the children wait until :meth:`release` of that gate."""
         sock = self._sock or self._start()
-        extra = {"hold": True} if hold else {}
+        extra = {} if hold is None else {"hold": hold}
         sock.sendall(
             b"".join(
                 (json.dumps({"argv": argv, "log": str(log), **extra}) + "\n").encode()
@@ -362,10 +363,10 @@ class ForkServer:
             out.append(child)
         return out
 
-    def release(self) -> None:
-        """Let every held child go on (no answer: the children's work is their own)."""
+    def release(self, gate: str) -> None:
+        """Let every child held at `gate` go on (no answer: the children's work is their own)."""
         if self._sock is not None:
-            self._sock.sendall(b'{"release": true}\n')
+            self._sock.sendall((json.dumps({"release": gate}) + "\n").encode())
 
     def _exit(self, msg: dict[str, Any]) -> None:
         pid, code = int(msg["exit"]), int(msg["code"])
