@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from keyserver.kms.linkstream import GENESIS, StreamView, extend_layout, repaired_layout
@@ -259,6 +259,18 @@ class LinkKeyStore:
     def _take(self, link: str, owner: str, start: int, length: int) -> bytes:
         """Bytes [start, start+length) of a stream, all unspent: read, erase, mark spent."""
         material, updates, deletes = self._collect(link, owner, start, length)
+        self._erase(link, owner, length, updates, deletes)
+        return material
+
+    def _erase(
+        self,
+        link: str,
+        owner: str,
+        length: int,
+        updates: list[tuple[bytes, bytes, int, int]],
+        deletes: list[int],
+    ) -> None:
+        """Apply what :meth:`_collect` computed: the slice's bytes zeroed and marked used."""
         for zeroed, bm_bytes, left, bstart in updates:
             self._db.execute(
                 "UPDATE blocks SET material=?, spent=?, unspent=? WHERE link=? AND owner=? "
@@ -270,7 +282,6 @@ class LinkKeyStore:
                 "DELETE FROM blocks WHERE link=? AND owner=? AND start=?", (link, owner, bstart)
             )
         self._stock_add(link, owner, -length)
-        return material
 
     def _spend(self, s: Spend) -> Slice:
         if s.owner != self.node_id:
@@ -305,6 +316,18 @@ class LinkKeyStore:
     def consume(self, link: str, owner: str, start: int, length: int) -> bytes:
         with self._tx():
             return self._take(link, owner, start, length)
+
+    def consume_if(
+        self, link: str, owner: str, start: int, length: int, accept: Callable[[bytes], bool]
+    ) -> bytes | None:
+        """Consume a slice only if `accept` says yes to its bytes (a one-hop direct key's tag,
+        checked with the slice's MAC key); None, and nothing changed, if not."""
+        with self._tx():
+            material, updates, deletes = self._collect(link, owner, start, length)
+            if not accept(material):
+                return None
+            self._erase(link, owner, length, updates, deletes)
+            return material
 
     def peek(self, link: str, owner: str, start: int, length: int) -> bytes:
         """The bytes of a slice without spending them (to check a MAC first); raises if used."""

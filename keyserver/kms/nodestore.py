@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import sqlite3
 import uuid
@@ -92,6 +93,11 @@ CREATE TABLE IF NOT EXISTS tombstones (
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+def _tag_ok(b: Binding, ref: DirectRef, material: bytes) -> bool:
+    """A direct key's slice: its first bytes are the MAC key of the tag in its key ID."""
+    return directkey.verify(b, ref, material[: directkey.MAC_KEY_BYTES])
 
 
 class NodeStore:
@@ -212,14 +218,17 @@ class NodeStore:
             by_id = {k.key_id: k for k in held}
             for kid, (b, ref) in direct.items():
                 try:
-                    mac_key = self.link_keys.peek(
-                        b.link, b.owner, ref.start, directkey.MAC_KEY_BYTES
+                    got = self.link_keys.consume_if(
+                        b.link,
+                        b.owner,
+                        ref.start,
+                        ref.slice_length,
+                        functools.partial(_tag_ok, b, ref),
                     )
-                    if not directkey.verify(b, ref, mac_key):
-                        raise KeysNotFound()
-                    got = self.link_keys.consume(b.link, b.owner, ref.start, ref.slice_length)
                 except SliceUnavailable:
                     raise KeysNotFound() from None
+                if got is None:  # wrong tag: nothing consumed
+                    raise KeysNotFound()
                 by_id[kid] = Key.of(kid, got[directkey.MAC_KEY_BYTES :])
             return [by_id[k] for k in key_ids]
 

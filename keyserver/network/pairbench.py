@@ -29,6 +29,7 @@ import contextlib
 import http.client
 import json
 import multiprocessing
+import os
 import shutil
 import socket
 import statistics
@@ -221,6 +222,60 @@ def run_workers(target: BenchTarget, seconds: float, workers: int, size: int) ->
     }
 
 
+def listening_pids(port: int) -> list[int]:
+    """The processes holding a TCP socket listening on `port` on this host (Linux /proc; empty
+    elsewhere or when not allowed to look)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{f[9]}]")
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                pids.append(int(proc.name))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes have used so far (exited ones count 0)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def _server_pids(target: BenchTarget) -> list[int]:
+    ports = {urlsplit(u).port for u in (target.url_a, target.url_b)}
+    return [pid for port in ports if port for pid in listening_pids(port)]
+
+
+def run_measured(target: BenchTarget, seconds: float, workers: int, size: int) -> dict[str, Any]:
+    """:func:`run_workers`, and the CPU time the two servers (the end nodes, or the bare
+    servers) used meanwhile: a figure the machine's other load barely moves."""
+    pids = _server_pids(target)
+    before = cpu_seconds(pids)
+    r = run_workers(target, seconds, workers, size)
+    r["server_cpu_s"] = round(cpu_seconds(pids) - before, 3) if pids else None
+    return r
+
+
+def _cpu_ms_per_pair(r: dict[str, Any]) -> float | None:
+    cpu = r.get("server_cpu_s")
+    return round(1000 * cpu / r["pairs"], 3) if cpu is not None and r["pairs"] else None
+
+
 def run_bench(directory: Path, seconds: float, workers: int, size: int = 256) -> dict[str, Any]:
     """The real demo pair alone (no bare server): pairs/s and latency."""
     return {
@@ -374,9 +429,12 @@ def compare(
         bare_t = BenchTarget(url_a, url_b, real_t.ca, real_t.alice, real_t.bob, master, slave)
         bare_runs, real_runs = [], []
         for _ in range(rounds):
-            bare_runs.append(run_workers(bare_t, seconds, workers, size))
-            real_runs.append(run_workers(real_t, seconds, workers, size))
+            bare_runs.append(run_measured(bare_t, seconds, workers, size))
+            real_runs.append(run_measured(real_t, seconds, workers, size))
     bare, real = _merge(bare_runs), _merge(real_runs)
+    for x in (bare, real):
+        x["server_cpu_ms_per_pair"] = _cpu_ms_per_pair(x)
+    cpu_real, cpu_bare = real["server_cpu_ms_per_pair"], bare["server_cpu_ms_per_pair"]
     relay = relay_times(real_t, relay_requests, route["hops"])
     after = route_status(real_t)
     bottleneck = after["bottleneck_bps"] or route["bottleneck_bps"]
@@ -393,6 +451,9 @@ def compare(
         "bare": bare,
         "ratio_pairs_per_s": ratio,
         "ratio_p50_latency": round(real["p50_ms"] / bare["p50_ms"], 2) if bare["pairs"] else None,
+        # the pairs/s ratio two CPU-bound servers would reach on equal CPU: bare CPU per pair
+        # over real CPU per pair (the end nodes' processes, or the bare servers')
+        "ratio_server_cpu": round(cpu_bare / cpu_real, 3) if cpu_real and cpu_bare else None,
         "target_ratio": TARGET_RATIO,
         "meets_target": ratio is not None and ratio >= TARGET_RATIO,
         "relay_time": relay,
@@ -404,7 +465,9 @@ def compare(
 def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if len(runs) == 1:
         return runs[0]
-    out = {k: sum(r[k] for r in runs) for k in ("pairs", "errors", "duplicates")}
+    out: dict[str, Any] = {k: sum(r[k] for r in runs) for k in ("pairs", "errors", "duplicates")}
+    cpu = [r.get("server_cpu_s") for r in runs]
+    out["server_cpu_s"] = None if None in cpu else round(sum(c for c in cpu if c is not None), 3)
     out["pairs_per_s"] = round(statistics.fmean(r["pairs_per_s"] for r in runs), 1)
     for k in ("p50_ms", "p99_ms", "mean_ms"):  # the worst round (a conservative figure)
         out[k] = max((r[k] for r in runs if r[k] is not None), default=None)
@@ -494,6 +557,9 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         f"p99 {bare['p99_ms']:7.2f} ms",
         f"  ratio real/bare {r['ratio_pairs_per_s']} (target >= {r['target_ratio']}: "
         f"{'met' if r['meets_target'] else 'NOT met'})",
+        f"  server CPU per pair: real {real.get('server_cpu_ms_per_pair')} ms, bare "
+        f"{bare.get('server_cpu_ms_per_pair')} ms; ratio bare/real {r.get('ratio_server_cpu')}"
+        " (the end nodes' processes against the bare servers')",
         f"  relay time (one 256-bit key, one client): p50 {rt['p50_ms']} ms, p99 {rt['p99_ms']}"
         f" ms; per hop p50 {rt['p50_ms_per_hop']} ms, p99 {rt['p99_ms_per_hop']} ms",
     ]

@@ -284,3 +284,43 @@ def test_callers_compose_parts_in_one_transaction(tmp_path: Path) -> None:
         assert store.held.count() == 0
     finally:
         store.close()
+
+
+def test_take_keys_direct_and_held_all_or_none_and_once(tmp_path: Path) -> None:
+    """dec_keys at the slave's node: direct keys (a's stream, kms/directkey.py) and held keys
+    together in one transaction; a wrong binding, a used slice or an unknown held ID changes
+    nothing; each is delivered once; the delayed erasure keeps a slice below the cursor."""
+    from keyserver.kms import directkey
+    from keyserver.kms.directkey import Binding
+    from keyserver.kms.heldkeys import KeysNotFound
+
+    a, b = pair(tmp_path)
+    share_keys(a, b, 8)
+    bind = Binding("a", LINK, "alice", "bob")
+    slices = a.link_keys.spend([Spend(LINK, "a", directkey.slice_length(32))] * 2)
+    issued = [directkey.issue(bind, s.start, s.material) for s in slices]
+    held = Key.of(uuid.uuid4(), os.urandom(32))
+    b.held.issue_local("alice", "bob", [held], FAR)
+    # the owner reports its cursor past both slices; b erases only below an older report
+    cursor = a.link_keys.view(LINK, "a").cursor
+    b.link_keys.owner_cursor(LINK, "a", cursor, erase_below=0)
+
+    def claims(ids: list[uuid.UUID], who: Binding = bind) -> dict:
+        refs = {k: directkey.decode_id(k) for k in ids}
+        return {k: (who, r) for k, r in refs.items() if r is not None}
+
+    ids = [kid for kid, _ in issued]
+    stock = b.link_keys.stock_bytes(LINK, "a")
+    with pytest.raises(KeysNotFound):  # the tag binds bob: dave cannot take it
+        b.take_keys("alice", "dave", ids[:1], claims(ids[:1], Binding("a", LINK, "alice", "dave")))
+    with pytest.raises(KeysNotFound):  # one unknown ID: none is taken
+        b.take_keys("alice", "bob", [ids[0], held.key_id, uuid.uuid4()], claims(ids[:1]))
+    assert b.link_keys.stock_bytes(LINK, "a") == stock and b.held.count() == 1
+    got = b.take_keys("alice", "bob", [held.key_id, ids[0]], claims(ids[:1]))
+    assert [bytes(k.material) for k in got] == [bytes(held.material), issued[0][1]]
+    with pytest.raises(KeysNotFound):  # delivered once
+        b.take_keys("alice", "bob", ids[:1], claims(ids[:1]))
+    # an erasure below the cursor (hold_seconds later) takes what was never collected
+    b.link_keys.owner_cursor(LINK, "a", cursor)
+    with pytest.raises(KeysNotFound):
+        b.take_keys("alice", "bob", ids[1:], claims(ids[1:]))
