@@ -20,11 +20,11 @@ The tag binds the slice to the SAE pair it was issued to: the neighbour verifies
 time) with the slave SAE that calls ``dec_keys`` and the master SAE it names, and a key ID
 presented by any other SAE, or altered in any bit, fails. The MAC key is link key that is never
 delivered: the tag says nothing about the delivered bits (a tag over the key itself would, and
-qphone uses delivered keys as one-time pads). Forgery: for ``n`` 7-byte blocks of ``m``
-(``n`` = 7 for SAE and node IDs of 10 characters each), one guess succeeds with probability at
-most about ``4 n / 2^61`` whatever the attacker computes (the factor 4 covers ``r`` and ``s``
-taken as 64-bit integers reduced modulo the prime); a failed guess changes nothing, so ``q``
-guesses succeed with at most ``q`` times that.
+qphone uses delivered keys as one-time pads). Forgery: with ``n`` field elements (a length and
+the 7-byte blocks of ``m``; ``n`` = 13 for IDs of 10 characters each), one guess succeeds with
+probability at most about ``4 n / 2^61`` whatever the attacker computes (the factor 4 covers
+``r`` and ``s`` taken as 64-bit integers reduced modulo the prime); a failed guess changes
+nothing, so ``q`` guesses succeed with at most ``q`` times that.
 
 Cost: ``8 * MAC_KEY_BYTES`` = 128 bits of link key per key on top of the key's own bits (a
 one-hop relay costs 256 bits of MAC key per request, for all its keys).
