@@ -24,7 +24,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, ClassVar
 
 from keyserver.etsi014.server import HttpLimits, Listener, start_server
@@ -129,7 +130,10 @@ class ModuleProcess:
                 message="SEEDED SOURCE: keys are reproducible and NOT secret (testing = true)",
             )
         if self.role is Role.TRANSMITTER:
-            self.params = await planned_in_background(cfg.params, cfg.plan_cache)
+            # the northbound port held while the plan is computed (seconds on a starting big
+            # network): a network planned meanwhile must not see it free and take it
+            with _held_port(cfg.northbound.host, cfg.northbound.port):
+                self.params = await planned_in_background(cfg.params, cfg.plan_cache)
         else:
             self.params = dataclasses.replace(cfg.params, optimise=False)
         self._build()
@@ -298,3 +302,22 @@ class ModuleProcess:
                     await self._new_session(self, cr, cw, qr, qw).run()
 
         return accept
+
+
+@contextlib.contextmanager
+def _held_port(host: str, port: int) -> Iterator[None]:
+    """`port` bound and listening (so no other bind takes it, ``SO_REUSEADDR`` or not) until the
+    block ends; then free for the real listener. Nothing held for port 0 or where the bind
+    fails (the real listener then says why)."""
+    if port == 0:
+        yield
+        return
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):
+            s.bind((host, port))
+            s.listen(1)
+        yield
+    finally:
+        s.close()
