@@ -78,7 +78,10 @@ class LinkKeyStore:
         # unspent bytes per (link, owner) stream, kept in step with the blocks table by every
         # write (dropped on a rollback): a relay asks for it several times per request
         self._stock: dict[tuple[str, str], int] = {}
+        # end position per stream, once read (a one-hop direct key checks it per request)
+        self._end: dict[tuple[str, str], int] = {}
         db.on_rollback(self._stock.clear)
+        db.on_rollback(self._end.clear)
 
     # -- streams -----------------------------------------------------------------------------
     def init_link(self, link: str, owners: Sequence[str]) -> None:
@@ -91,6 +94,14 @@ class LinkKeyStore:
     def view(self, link: str, owner: str) -> StreamView:
         end, cursor, layout, _ = self._stream(link, owner)
         return StreamView(owner, end, bytes(layout), cursor)
+
+    def end(self, link: str, owner: str) -> int:
+        """The end position of `owner`'s stream on `link` (what :meth:`view` says, kept in
+        memory)."""
+        n = self._end.get((link, owner))
+        if n is None:
+            n = self._end[(link, owner)] = self._stream(link, owner)[0]
+        return n
 
     def max_cursor_seen(self, link: str, owner: str) -> int:
         return self._stream(link, owner)[3]
@@ -131,6 +142,7 @@ class LinkKeyStore:
             (end + n, extend_layout(layout, end, n, block.key_id), link, block.owner),
         )
         self._stock_add(link, block.owner, n)
+        self._end.pop((link, block.owner), None)
 
     # -- drawing (transmitter side) ----------------------------------------------------------
     def next_announce_seq(self, link: str) -> int:
@@ -217,16 +229,13 @@ class LinkKeyStore:
         if length <= 0:
             raise SliceUnavailable("empty slice")
         stop = start + length
-        first = self._db.execute(  # the block holding `start` (blocks never overlap)
-            "SELECT MAX(start) FROM blocks WHERE link=? AND owner=? AND start <= ?",
-            (link, owner, start),
-        ).fetchone()[0]
-        rows = [
+        rows = [  # from the block holding `start` (blocks never overlap), index seeks only
             r
             for r in self._db.execute(
-                "SELECT start, material, spent, unspent FROM blocks WHERE link=? AND owner=? "
-                "AND start >= ? AND start < ? ORDER BY start",
-                (link, owner, start if first is None else int(first), stop),
+                "SELECT start, material, spent, unspent FROM blocks WHERE link=?1 AND owner=?2 "
+                "AND start >= COALESCE((SELECT MAX(start) FROM blocks WHERE link=?1 "
+                "AND owner=?2 AND start <= ?3), ?3) AND start < ?4 ORDER BY start",
+                (link, owner, start, stop),
             ).fetchall()
             if int(r[0]) + len(r[1]) > start
         ]
@@ -286,20 +295,23 @@ class LinkKeyStore:
     def _spend(self, s: Spend) -> Slice:
         if s.owner != self.node_id:
             raise StoreError("a node spends only its own streams")
-        end, cursor, _, _ = self._stream(s.link, s.owner)
-        held = self._db.execute(  # the block holding the cursor, if any (index seeks only)
-            "SELECT start + LENGTH(material) FROM blocks WHERE link=? AND owner=? AND start <= ? "
-            "ORDER BY start DESC LIMIT 1",
-            (s.link, s.owner, cursor),
+        row = self._db.execute(
+            "SELECT end_pos, cursor FROM streams WHERE link=? AND owner=?", (s.link, s.owner)
         ).fetchone()
-        if held is not None and int(held[0]) > cursor:
-            start = cursor
-        else:
-            row = self._db.execute(
-                "SELECT MIN(start) FROM blocks WHERE link=? AND owner=? AND start > ?",
-                (s.link, s.owner, cursor),
-            ).fetchone()
-            start = cursor if row[0] is None else int(row[0])
+        if row is None:
+            raise StoreError(f"link {s.link} has no stream owned by {s.owner}")
+        end, cursor = int(row[0]), int(row[1])
+        # the block holding the cursor, else the first block after it (index seeks only)
+        start = cursor
+        for bstart, blen in self._db.execute(
+            "SELECT start, LENGTH(material) FROM blocks WHERE link=?1 AND owner=?2 "
+            "AND start >= COALESCE((SELECT MAX(start) FROM blocks WHERE link=?1 AND owner=?2 "
+            "AND start <= ?3), ?3) ORDER BY start LIMIT 2",
+            (s.link, s.owner, cursor),
+        ):
+            if bstart + blen > cursor:
+                start = max(cursor, int(bstart))
+                break
         if end - start < s.nbytes:
             raise OutOfLinkKey(s.link, s.nbytes, max(0, end - start))
         material = self._take(s.link, s.owner, start, s.nbytes)
@@ -397,6 +409,7 @@ class LinkKeyStore:
         with self._tx():
             end, cursor, _, seen = self._stream(link, owner)
             self._stock.pop((link, owner), None)
+            self._end.pop((link, owner), None)
             new_end = max(new_end, end, cursor)
             self._db.execute("DELETE FROM blocks WHERE link=? AND owner=?", (link, owner))
             self._db.execute(

@@ -162,7 +162,7 @@ class RelayInitiator:
         link = self.ctx.links.get(lid)
         if link is None or not link.synced:
             return None
-        if self.store.link_keys.view(lid, self.ctx.id).end > directkey.MAX_START:
+        if self.store.link_keys.end(lid, self.ctx.id) > directkey.MAX_START:
             return None
         return decision.routes[0]
 
@@ -203,14 +203,15 @@ class RelayInitiator:
         stats.direct_keys += req.number
         self._count_delivered(stats, (route,), 1000 * (time.perf_counter() - t0), one * req.number)
         ctx.counters["direct_keys_issued"] += req.number
-        log(
-            _LOG,
-            logging.DEBUG,
-            "direct_keys_issued",
-            link=lid,
-            slave=slave,
-            key_IDs=[str(k.key_id) for k in keys],
-        )
+        if _LOG.isEnabledFor(logging.DEBUG):  # not even the key ID list otherwise
+            log(
+                _LOG,
+                logging.DEBUG,
+                "direct_keys_issued",
+                link=lid,
+                slave=slave,
+                key_IDs=[str(k.key_id) for k in keys],
+            )
         return keys
 
     @staticmethod
