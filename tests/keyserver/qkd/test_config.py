@@ -38,6 +38,7 @@ def test_unseeded_module_config_is_accepted_and_not_seeded(tmp_path: Path) -> No
     cfg = load_config(pair.configs["transmitter"])
     assert not cfg.seeded and cfg.role == "transmitter"
     assert cfg.data_dir == tmp_path / "data-transmitter"
+    assert cfg.synchronous == "NORMAL" and cfg.plan_cache is None  # physics, no cache: as before
 
 
 @pytest.mark.parametrize(
@@ -49,6 +50,7 @@ def test_unseeded_module_config_is_accepted_and_not_seeded(tmp_path: Path) -> No
         ("distance_km = 10.0", "distance_km = -1.0", "distance_km must be >= 0"),
         ("key_size = 1024", "key_size = 1001", "multiple of 8"),
         ('address = "127.0.0.1:', 'address = "nowhere', "host:port"),
+        ('role = "transmitter"', 'role = "transmitter"\nsynchronous = "SOMETIMES"', "synchronous"),
     ],
 )
 def test_bad_config_is_one_clear_line(tmp_path: Path, old: str, new: str, message: str) -> None:
