@@ -160,6 +160,8 @@ class Etsi014Api:
         return await self._read(request)
 
     async def _read(self, request: web.Request) -> bytes:
+        if request.content.is_eof():  # the whole body is in (a small one usually is): no timer
+            return await request.read()
         seconds = self.http_limits.body_timeout
         try:
             async with asyncio.timeout(seconds):
@@ -252,15 +254,16 @@ class Etsi014Api:
         except Exception as e:
             log(_LOG, logging.ERROR, "internal_error", path=request.path, error=repr(e))
             return json_response(503, {"message": "internal KME error"}, {"Retry-After": "1"})
-        log(
-            _LOG,
-            logging.DEBUG,
-            "request",
-            method=request.method,
-            path=request.path,
-            status=resp.status,
-            ms=round(1000 * (time.perf_counter() - t0), 3),
-        )
+        if _LOG.isEnabledFor(logging.DEBUG):  # its fields are not even computed otherwise
+            log(
+                _LOG,
+                logging.DEBUG,
+                "request",
+                method=request.method,
+                path=request.path,
+                status=resp.status,
+                ms=round(1000 * (time.perf_counter() - t0), 3),
+            )
         return resp
 
 
