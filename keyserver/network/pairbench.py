@@ -566,7 +566,7 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
     for mode, c in r["call_capacity"].items():
         lines.append(
             f"  {mode} calls: {c['calls']} (link bound {c['calls_link_bound']} at "
-            f"{r['bottleneck_link_rate_bps']} bit/s, KMS bound {c['calls_kms_bound']}; "
+            f"{r['bottleneck_link_rate_bps'] / 1e6:.2f} Mbit/s, KMS bound {c['calls_kms_bound']}; "
             f"limited by {c['limited_by']})"
         )
     return lines
