@@ -25,7 +25,7 @@ SAMPLE_S = 0.1  # at most one position sample per this many seconds (1 frame in 
 WINDOW_S = 1.0  # the rate is measured over the last second of positions
 MIN_SPAN_S = 0.25  # ... once that many seconds have been seen
 LATENCY_FACTOR = 2.0  # seconds of talk held per second a refill takes
-LATENCY_DECAY = 0.9  # the latency peak decays by this per report
+LATENCY_HALF_LIFE_S = 20.0  # the latency peak halves in this many seconds of the stream's time
 MAX_LATENCY_S = 30.0  # a slower refill than this is counted as this
 PEAK_WINDOW_S = 5.0  # the latency is covered at the highest rate of this many seconds
 
@@ -41,7 +41,8 @@ class PadDemand:
         self._block = block_bytes
         self._initial = initial_bytes
         self._seconds = seconds
-        self._latency = 0.0  # how long a refill takes to arrive, as last reported
+        self._latency = 0.0  # how long a refill takes to arrive: the recent peak, decaying
+        self._decayed_at: float | None = None  # the stream time the peak last decayed at
         self._peaks: deque[tuple[float, float]] = deque()  # (time, rate): recent maxima
         self._samples: deque[tuple[float, int]] = deque()
         self.bytes_ahead = initial_bytes  # what to hold now
@@ -58,10 +59,13 @@ class PadDemand:
     def key_latency(self, seconds: float) -> None:
         """A refill took ``seconds`` from request to delivery (a relayed key across many trusted
         nodes takes far longer than one from the next room).  The horizon follows the slowest
-        recent one: a peak that decays by :data:`LATENCY_DECAY` per report."""
+        recent one: a peak that halves every :data:`LATENCY_HALF_LIFE_S` seconds of the stream's
+        time (:meth:`observe`), not per report: a loaded route's relay time spikes now and then,
+        and fast refills in between (several a second) must not make it forget the last spike
+        before the next one."""
         if not seconds >= 0:
             raise ValueError("a key latency is a number of seconds, not negative")
-        self._latency = max(min(seconds, MAX_LATENCY_S), LATENCY_DECAY * self._latency)
+        self._latency = max(min(seconds, MAX_LATENCY_S), self._latency)
         self._update()
 
     @property
@@ -78,6 +82,9 @@ class PadDemand:
         """The stream's sender has used it up to ``position`` at time ``now``."""
         if now < self.next_sample:  # also when there is no lookahead in seconds (inf)
             return
+        if self._decayed_at is not None and self._latency:
+            self._latency *= 0.5 ** ((now - self._decayed_at) / LATENCY_HALF_LIFE_S)
+        self._decayed_at = now
         samples = self._samples
         samples.append((now, position))
         self.next_sample = now + SAMPLE_S
