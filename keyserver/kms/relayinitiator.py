@@ -179,20 +179,7 @@ class RelayInitiator:
         try:
             slices = self.store.link_keys.spend([Spend(lid, ctx.id, one)] * req.number)
         except OutOfLinkKey as e:
-            if self.shares is not None:
-                self.shares.refund(master, charged)
-            raise EtsiError(
-                503,
-                MSG_OUT_OF_KEYS,
-                [
-                    {
-                        "reason": REASON_OUT_OF_KEYS,
-                        "link": e.link,
-                        "needed_bytes": e.need,
-                        "stock_bytes": e.have,
-                    }
-                ],
-            ) from None
+            raise self._out_of_link_key(master, charged, e) from None
         b = directkey.Binding(ctx.id, lid, master, slave)
         keys = [Key.of(*directkey.issue(b, s.start, s.material)) for s in slices]
         link = ctx.links[lid]
@@ -346,20 +333,7 @@ class RelayInitiator:
                 RelayOut(relay_id, master, slave, dst, key_ids, "pending", deadline_ms), spends
             )
         except OutOfLinkKey as e:
-            if self.shares is not None:
-                self.shares.refund(master, charged)
-            raise EtsiError(
-                503,
-                MSG_OUT_OF_KEYS,
-                [
-                    {
-                        "reason": REASON_OUT_OF_KEYS,
-                        "link": e.link,
-                        "needed_bytes": e.need,
-                        "stock_bytes": e.have,
-                    }
-                ],
-            ) from None
+            raise self._out_of_link_key(master, charged, e) from None
         m = InitiatorRelay.journaled(
             relay_id=relay_id,
             key_ids=key_ids,
@@ -436,6 +410,21 @@ class RelayInitiator:
             ),
             step,
         )
+
+    def _out_of_link_key(
+        self, master: str, charged: list[tuple[str, int]], e: OutOfLinkKey
+    ) -> EtsiError:
+        """A spend found too little link key: give ``master`` its charged share back and say
+        which link (503, reason out_of_keys, with the need and the stock)."""
+        if self.shares is not None:
+            self.shares.refund(master, charged)
+        detail = {
+            "reason": REASON_OUT_OF_KEYS,
+            "link": e.link,
+            "needed_bytes": e.need,
+            "stock_bytes": e.have,
+        }
+        return EtsiError(503, MSG_OUT_OF_KEYS, [detail])
 
     def _charge_share(self, master: str, needs: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Charge a relay to ``master``'s share of the stock of each first link, or refuse it
