@@ -372,4 +372,5 @@ class CallEndpoint:
             transport=self._transport_stats,
             error=str(failure) if failure is not None else None,
             route=self.route,
+            fetch_log=self.keys.fetch_log,
         )

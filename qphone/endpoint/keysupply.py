@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 KeyRequest = FetchQkdKeys | ResolveQkdKeys
 MID_CALL_WAIT_S = 5.0  # how long an empty KME pool is waited out during a call before failing
 CLOSE_WAIT_S = 0.5  # at hang-up, how long a KME request in flight may still finish
+MAX_FETCH_LOG = 512  # fetches recorded in KeySupply.fetch_log
 
 T = TypeVar("T")
 
@@ -134,6 +136,9 @@ class KeySupply:
         self.dropped_bits = 0  # delivered after the session closed: erased unused
         self.latency_s: float | None = None  # the last mid-call fetch: its KME requests' time
         self.request_s = 0.0  # the time the last fetch_keys spent in successful requests
+        # the first MAX_FETCH_LOG fetches (handshake key included): (monotonic time asked,
+        # seconds the successful requests took, bits), for the summary's pad timeline
+        self.fetch_log: list[tuple[float, float, int]] = []
         self._in_request = False
         self._hanging_up = False
         self._session: CallSession | None = None
@@ -152,13 +157,17 @@ class KeySupply:
         first pad request already covers a slow route (waits for an empty pool excluded)."""
         loop = asyncio.get_running_loop()
 
+        asked = time.monotonic()
+
         async def attempt() -> list[QkdKey]:
             t0 = loop.time()
             got = await self._kme.enc_keys(self._peer, 1, bits)
             self.request_s = loop.time() - t0
             return got
 
-        return self._drawn(await retry_out_of_keys(attempt, wait_s, on_wait))
+        keys = self._drawn(await retry_out_of_keys(attempt, wait_s, on_wait))
+        self._log_fetch(asked, bits)
+        return keys
 
     async def resolve_keys(self, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]:
         """Answerer: the keys of announced IDs (the ClientHello's, then the call's), in order,
@@ -189,6 +198,7 @@ class KeySupply:
         keys: list[QkdKey] = []
         loop = asyncio.get_running_loop()
         took = 0.0
+        asked = time.monotonic()
 
         async def attempt(n: int) -> list[QkdKey]:
             nonlocal took
@@ -201,7 +211,12 @@ class KeySupply:
             n = min(most, count - len(keys))
             keys += self._drawn(await retry_out_of_keys(functools.partial(attempt, n), self.wait_s))
         self.request_s = took
+        self._log_fetch(asked, count * bits)
         return keys
+
+    def _log_fetch(self, asked: float, bits: int) -> None:
+        if len(self.fetch_log) < MAX_FETCH_LOG:
+            self.fetch_log.append((asked, self.request_s, bits))
 
     # ----------------------------------------------------------------- during the call
     def attach(

@@ -108,6 +108,7 @@ class SendPath:
         self.priority = hold_media_priority(rt_priority=rt)  # until this task ends
         counters.media_priority = self.priority.describe()  # the summary says which
         start = time.monotonic()  # the pacing clock starts when talking can start (no burst)
+        counters.talk_started = start
         protect = session.protect
         while True:
             pcm = await source.read_frame()
@@ -123,7 +124,7 @@ class SendPath:
                 frame = protect(packet, now)
             except KeyExhausted as exc:
                 # never reuse key: drop this frame; end the call if no fresh key comes soon
-                counters.frames_unsent += 1
+                counters.count_unsent(now, new_spell=starved is None)
                 if starved is None:
                     starved = now
                     self._warn(f"{exc}; frames are dropped until fresh key arrives")

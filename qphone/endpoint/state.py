@@ -10,6 +10,8 @@ from enum import Enum
 
 from qphone.audio.level import SILENCE_DBFS
 
+MAX_UNSENT_SPELLS = 32  # runs of unsent frames recorded for the summary's pad timeline
+
 
 class CallPhase(Enum):
     """Where a call is; the value is what the status line shows."""
@@ -80,6 +82,24 @@ class CallCounters:
     epochs_tx: list[int] = field(default_factory=list)  # epochs the sender switched to
     epochs_rx: list[int] = field(default_factory=list)  # epochs first received
     media_priority: str = ""  # what the media thread runs at (priority.MediaPriority.describe)
+    talk_started: float | None = None  # monotonic time the send path started talking
+    # runs of frames unsent for want of key: (seconds after talking started, frames), the first
+    # MAX_UNSENT_SPELLS of them (frames_unsent counts them all)
+    unsent_spells: list[tuple[float, int]] = field(default_factory=list)
+    _spell_recorded: bool = field(default=False, repr=False)  # the current run is in the list
+
+    def count_unsent(self, now: float, new_spell: bool) -> None:
+        """One frame unsent for want of key at ``now`` (``new_spell``: the first of a run)."""
+        self.frames_unsent += 1
+        spells = self.unsent_spells
+        if new_spell:
+            self._spell_recorded = len(spells) < MAX_UNSENT_SPELLS
+            if self._spell_recorded:
+                at = now - self.talk_started if self.talk_started is not None else 0.0
+                spells.append((at, 1))
+        elif self._spell_recorded and spells:
+            start, frames = spells[-1]
+            spells[-1] = (start, frames + 1)
 
     @property
     def payload_bytes_per_frame(self) -> float:

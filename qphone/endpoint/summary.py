@@ -68,6 +68,37 @@ class KeyTotals:
 
 
 @dataclass(frozen=True)
+class PadTimeline:
+    """When an OTP call's pad ran short and how long its key took, in seconds after talking
+    started (negative: before): each run of frames unsent for want of pad (start, frames) and,
+    at the caller, each key fetch (asked, seconds it took, bits; the handshake key first)."""
+
+    unsent: tuple[tuple[float, int], ...]
+    key_fetches: tuple[tuple[float, float, int], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "unsent": [[round(t, 3), n] for t, n in self.unsent],
+            "key_fetches": [
+                [round(t, 3), round(took, 3), bits] for t, took, bits in self.key_fetches
+            ],
+        }
+
+
+def pad_timeline(
+    counters: CallCounters, fetch_log: list[tuple[float, float, int]]
+) -> PadTimeline | None:
+    """The pad timeline of a call that started talking (None: it never did)."""
+    start = counters.talk_started
+    if start is None:
+        return None
+    return PadTimeline(
+        tuple(counters.unsent_spells),
+        tuple((asked - start, took, bits) for asked, took, bits in fetch_log),
+    )
+
+
+@dataclass(frozen=True)
 class CallSummary:
     sas: str
     mode: str
@@ -107,6 +138,7 @@ class CallSummary:
     error: str | None = None
     route: RouteReport | None = None  # the caller's: the KMS route of its keys and their cost
     media_priority: str = ""  # real-time, or what it fell back to and why
+    pad_timeline: PadTimeline | None = None  # OTP: when pad ran short, how long key took
 
     @property
     def end_reason(self) -> str:
@@ -171,6 +203,8 @@ class CallSummary:
             }
         if self.route is not None:
             out["route"] = self.route.to_json()
+        if self.pad_timeline is not None:
+            out["pad_timeline"] = self.pad_timeline.to_json()
         if self.error is not None:
             out["error"] = self.error
         return out
@@ -201,6 +235,7 @@ def summarize(
     transport: TransportStats | None,
     error: str | None,
     route: RouteReport | None = None,
+    fetch_log: list[tuple[float, float, int]] | None = None,
 ) -> CallSummary:
     """The summary of a call from what its endpoint holds (``accounting`` None: no session).
 
@@ -261,6 +296,7 @@ def summarize(
         error=error,
         route=route,
         media_priority=counters.media_priority,
+        pad_timeline=pad_timeline(counters, fetch_log or []) if mode is Mode.OTP else None,
     )
 
 
