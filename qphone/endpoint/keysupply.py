@@ -137,8 +137,9 @@ class KeySupply:
         self.latency_s: float | None = None  # the last mid-call fetch: its KME requests' time
         self.request_s = 0.0  # the time the last fetch_keys spent in successful requests
         # the first MAX_FETCH_LOG fetches (handshake key included): (monotonic time asked,
-        # seconds the successful requests took, bits), for the summary's pad timeline
-        self.fetch_log: list[tuple[float, float, int]] = []
+        # seconds the successful requests took, seconds until delivery (waits for an empty
+        # pool included), bits), for the summary's pad timeline
+        self.fetch_log: list[tuple[float, float, float, int]] = []
         self._in_request = False
         self._hanging_up = False
         self._session: CallSession | None = None
@@ -216,7 +217,7 @@ class KeySupply:
 
     def _log_fetch(self, asked: float, bits: int) -> None:
         if len(self.fetch_log) < MAX_FETCH_LOG:
-            self.fetch_log.append((asked, self.request_s, bits))
+            self.fetch_log.append((asked, self.request_s, time.monotonic() - asked, bits))
 
     # ----------------------------------------------------------------- during the call
     def attach(

@@ -71,22 +71,25 @@ class KeyTotals:
 class PadTimeline:
     """When an OTP call's pad ran short and how long its key took, in seconds after talking
     started (negative: before): each run of frames unsent for want of pad (start, frames) and,
-    at the caller, each key fetch (asked, seconds it took, bits; the handshake key first)."""
+    at the caller, each key fetch (asked, seconds its successful requests took, seconds until
+    the keys were delivered, waits for an empty pool included, bits; the handshake key
+    first)."""
 
     unsent: tuple[tuple[float, int], ...]
-    key_fetches: tuple[tuple[float, float, int], ...]
+    key_fetches: tuple[tuple[float, float, float, int], ...]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "unsent": [[round(t, 3), n] for t, n in self.unsent],
             "key_fetches": [
-                [round(t, 3), round(took, 3), bits] for t, took, bits in self.key_fetches
+                [round(t, 3), round(took, 3), round(total, 3), bits]
+                for t, took, total, bits in self.key_fetches
             ],
         }
 
 
 def pad_timeline(
-    counters: CallCounters, fetch_log: list[tuple[float, float, int]]
+    counters: CallCounters, fetch_log: list[tuple[float, float, float, int]]
 ) -> PadTimeline | None:
     """The pad timeline of a call that started talking (None: it never did)."""
     start = counters.talk_started
@@ -94,7 +97,7 @@ def pad_timeline(
         return None
     return PadTimeline(
         tuple(counters.unsent_spells),
-        tuple((asked - start, took, bits) for asked, took, bits in fetch_log),
+        tuple((asked - start, took, total, bits) for asked, took, total, bits in fetch_log),
     )
 
 
@@ -235,7 +238,7 @@ def summarize(
     transport: TransportStats | None,
     error: str | None,
     route: RouteReport | None = None,
-    fetch_log: list[tuple[float, float, int]] | None = None,
+    fetch_log: list[tuple[float, float, float, int]] | None = None,
 ) -> CallSummary:
     """The summary of a call from what its endpoint holds (``accounting`` None: no session).
 
