@@ -32,11 +32,12 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
 from qphone.config.usedkeys import Reuse, Seen, UsedKeys
-from qphone.core.events import FetchQkdKeys, ResolveQkdKeys
+from qphone.core.events import FetchQkdKeys, KeyPurpose, ResolveQkdKeys
 from qphone.core.qkd import QkdKey
 from qphone.core.session import CallSession
 from qphone.endpoint.keysource import KeySource
@@ -48,6 +49,12 @@ KeyRequest = FetchQkdKeys | ResolveQkdKeys
 MID_CALL_WAIT_S = 5.0  # how long an empty KME pool is waited out during a call before failing
 CLOSE_WAIT_S = 0.5  # at hang-up, how long a KME request in flight may still finish
 MAX_FETCH_LOG = 512  # fetches recorded in KeySupply.fetch_log
+MAX_FETCHES_IN_FLIGHT = 2  # a late pad fetch and its hedge
+LATE_FACTOR = 2.0  # a pad fetch is late after this many times the usual fetch time ...
+LATE_MIN_S = 0.25  # ... and at least this long
+HEDGE_TICK_S = 0.02  # how often a fetch in flight checks whether it is late, at most
+TYPICAL_WEIGHT = 0.2  # the usual fetch time: each fetch moves it this much of the way
+PAD_PURPOSES = frozenset({KeyPurpose.PAD_I2R, KeyPurpose.PAD_R2I})
 
 T = TypeVar("T")
 
@@ -92,6 +99,21 @@ async def retry_out_of_keys(
                 told = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+@dataclass
+class FetchClock:
+    """The time a fetch's successful KME requests took so far (waits for an empty pool
+    excluded), and when the request in flight started (None: none in flight)."""
+
+    took: float = 0.0
+    attempt_started: float | None = None
+    hedged: bool = False  # late, and asked for again
+
+    def age(self, now: float) -> float:
+        """Seconds of request time so far, the one in flight included."""
+        started = self.attempt_started
+        return self.took + (now - started if started is not None else 0.0)
 
 
 def take_batch(
@@ -140,7 +162,11 @@ class KeySupply:
         # seconds the successful requests took, seconds until delivery (waits for an empty
         # pool included), bits), for the summary's pad timeline
         self.fetch_log: list[tuple[float, float, float, int]] = []
-        self._in_request = False
+        self._in_request = False  # a resolve in flight
+        self._fetching: dict[asyncio.Task[None], FetchClock] = {}  # fetches in flight
+        self._fetch_ended = asyncio.Event()  # a fetch ended or turned late
+        self._typical_s = 0.0  # the usual time of a fetch: an average of the recent ones
+        self._failed = False
         self._hanging_up = False
         self._session: CallSession | None = None
         self._on_keys: Callable[[], None] = lambda: None
@@ -163,11 +189,11 @@ class KeySupply:
         async def attempt() -> list[QkdKey]:
             t0 = loop.time()
             got = await self._kme.enc_keys(self._peer, 1, bits)
-            self.request_s = loop.time() - t0
+            self.request_s = self._typical_s = loop.time() - t0
             return got
 
-        keys = self._drawn(await retry_out_of_keys(attempt, wait_s, on_wait))
-        self._log_fetch(asked, bits)
+        keys = await self._drawn(await retry_out_of_keys(attempt, wait_s, on_wait))
+        self._log_fetch(asked, self.request_s, bits)
         return keys
 
     async def resolve_keys(self, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]:
@@ -177,15 +203,20 @@ class KeySupply:
         most = self.max_keys_per_request or len(ids) or 1
         keys: list[QkdKey] = []
         for at in range(0, len(ids), most):
-            keys += self._drawn(await self._kme.dec_keys(self._peer, ids[at : at + most]))
+            keys += await self._drawn(await self._kme.dec_keys(self._peer, ids[at : at + most]))
         return keys
 
-    def _drawn(self, keys: list[QkdKey]) -> list[QkdKey]:
-        """Keys the KME handed over: counted, and claimed in the record of used IDs (raises
-        :class:`KmeReusedKey`, using none of them, if one was seen before)."""
-        self.drawn_bits += sum(k.bits for k in keys)
+    async def _drawn(self, keys: list[QkdKey]) -> list[QkdKey]:
+        """Keys the KME handed over: counted, and claimed in the record of used IDs off the
+        event loop (raises :class:`KmeReusedKey`, using none of them, if one was seen before)."""
+        bits = sum(k.bits for k in keys)
+        self.drawn_bits += bits
         if self._used is not None:
-            reuse = self._used.claim([k.key_id for k in keys])
+            try:
+                reuse = await self._used.aclaim([k.key_id for k in keys])
+            except asyncio.CancelledError:  # hung up during the claim: drawn, never used
+                self.dropped_bits += bits
+                raise
             if reuse is not None:
                 raise reused_key(self._kme.url, reuse, self._used.filter_false_alarm())
         return keys
@@ -195,29 +226,37 @@ class KeySupply:
 
         :attr:`request_s` becomes the time the successful requests took (waits for an empty
         pool between attempts excluded: they measure the link's rate, not the route's delay)."""
+        clock = FetchClock()
+        keys = await self._fetch(count, bits, clock)
+        self.request_s = clock.took
+        return keys
+
+    async def _fetch(self, count: int, bits: int, clock: FetchClock) -> list[QkdKey]:
+        """:meth:`fetch_keys`, timed on ``clock`` (which others may read while it runs)."""
         most = self.max_keys_per_request or count
         keys: list[QkdKey] = []
         loop = asyncio.get_running_loop()
-        took = 0.0
         asked = time.monotonic()
 
         async def attempt(n: int) -> list[QkdKey]:
-            nonlocal took
-            t0 = loop.time()
-            got = await self._kme.enc_keys(self._peer, n, bits)
-            took += loop.time() - t0
+            clock.attempt_started = t0 = loop.time()
+            try:
+                got = await self._kme.enc_keys(self._peer, n, bits)
+            finally:
+                clock.attempt_started = None
+            clock.took += loop.time() - t0
             return got
 
         while len(keys) < count:
             n = min(most, count - len(keys))
-            keys += self._drawn(await retry_out_of_keys(functools.partial(attempt, n), self.wait_s))
-        self.request_s = took
-        self._log_fetch(asked, count * bits)
+            got = await retry_out_of_keys(functools.partial(attempt, n), self.wait_s)
+            keys += await self._drawn(got)
+        self._log_fetch(asked, clock.took, count * bits)
         return keys
 
-    def _log_fetch(self, asked: float, bits: int) -> None:
+    def _log_fetch(self, asked: float, took: float, bits: int) -> None:
         if len(self.fetch_log) < MAX_FETCH_LOG:
-            self.fetch_log.append((asked, self.request_s, time.monotonic() - asked, bits))
+            self.fetch_log.append((asked, took, time.monotonic() - asked, bits))
 
     # ----------------------------------------------------------------- during the call
     def attach(
@@ -262,45 +301,118 @@ class KeySupply:
             self._queue.put_nowait(r)
         return batch
 
+    def _late_after(self) -> float:
+        """Seconds of request time after which a pad fetch in flight is late: a spike of the
+        route's relay time, not its usual pace."""
+        return max(LATE_MIN_S, LATE_FACTOR * self._typical_s)
+
+    def _slot_free(self) -> bool:
+        """A fetch may start: none in flight, or each in flight is late (and fewer than
+        :data:`MAX_FETCHES_IN_FLIGHT`)."""
+        fetching = self._fetching
+        return not fetching or (
+            len(fetching) < MAX_FETCHES_IN_FLIGHT and all(c.hedged for c in fetching.values())
+        )
+
     async def _run(self) -> None:
         session = self._session
         assert session is not None, "attach() first"
-        while True:
-            batch = self._next_batch(await self._queue.get())
-            if session.closed:
-                return
-            self._in_request = True
-            try:
-                head = batch[0]
-                if isinstance(head, FetchQkdKeys):
+        try:
+            while True:
+                first = await self._queue.get()
+                if isinstance(first, FetchQkdKeys):
+                    while not self._slot_free():  # queued fetches batch up meanwhile
+                        await self._fetch_ended.wait()
+                        self._fetch_ended.clear()
+                else:  # resolves keep their place behind fetches (only one kind in practice)
+                    while self._fetching:
+                        await self._fetch_ended.wait()
+                        self._fetch_ended.clear()
+                if session.closed or self._hanging_up:
+                    return
+                batch = self._next_batch(first)
+                if isinstance(first, FetchQkdKeys):
                     fetches = [r for r in batch if isinstance(r, FetchQkdKeys)]
-                    keys = await self.fetch_keys(sum(r.count for r in fetches), head.bits)
-                    if session.closed:
-                        self.dropped_bits += sum(k.bits for k in keys)
-                        return
-                    at = 0
-                    for f in fetches:  # each request gets its keys, in the order asked
-                        session.provide_qkd_keys(f.purpose, keys[at : at + f.count])
-                        at += f.count
-                    self.latency_s = self.request_s
-                    session.key_latency(self.request_s)
-                else:
+                    clock = FetchClock()
+                    task = asyncio.create_task(self._fetch_batch(session, fetches, clock))
+                    self._fetching[task] = clock
+                    task.add_done_callback(self._fetch_done)
+                    continue
+                self._in_request = True
+                try:
                     resolves = [r for r in batch if isinstance(r, ResolveQkdKeys)]
                     keys = await self.resolve_keys([i for r in resolves for i in r.key_ids])
-                    if session.closed:
-                        self.dropped_bits += sum(k.bits for k in keys)
-                        return
-                    at = 0
-                    for r in resolves:  # each announcement its own keys, in order
-                        session.provide_qkd_keys(r.purpose, keys[at : at + len(r.key_ids)])
-                        at += len(r.key_ids)
-            except Exception as exc:  # any failure ends the worker, never silently
-                log.warning("QKD key request failed: %s", exc)
-                self._on_failure(exc)
+                finally:
+                    self._in_request = False
+                if session.closed:
+                    self.dropped_bits += sum(k.bits for k in keys)
+                    return
+                at = 0
+                for r in resolves:  # each announcement its own keys, in order
+                    session.provide_qkd_keys(r.purpose, keys[at : at + len(r.key_ids)])
+                    at += len(r.key_ids)
+                self._on_keys()
+        except Exception as exc:  # any failure ends the worker, never silently
+            self._fail(exc)
+
+    def _fetch_done(self, task: asyncio.Task[None]) -> None:
+        self._fetching.pop(task, None)
+        self._fetch_ended.set()
+
+    def _fail(self, exc: Exception) -> None:
+        """A request failed or its keys were refused: said once; no request is made after."""
+        if self._failed:
+            return
+        self._failed = True
+        self._hanging_up = True
+        log.warning("QKD key request failed: %s", exc)
+        self._on_failure(exc)
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+
+    async def _fetch_batch(
+        self, session: CallSession, fetches: list[FetchQkdKeys], clock: FetchClock
+    ) -> None:
+        """One ``enc_keys`` (split by ``max_keys_per_request``) for ``fetches``, its keys into
+        the session in the order asked, its time reported; a pad fetch that turns late is
+        hedged (:meth:`_hedge_when_late`)."""
+        hedge = None
+        if any(f.purpose in PAD_PURPOSES for f in fetches):
+            hedge = asyncio.create_task(self._hedge_when_late(fetches, clock))
+        try:
+            keys = await self._fetch(sum(r.count for r in fetches), fetches[0].bits, clock)
+            if session.closed:
+                self.dropped_bits += sum(k.bits for k in keys)
                 return
-            finally:
-                self._in_request = False
-            self._on_keys()
+            at = 0
+            for f in fetches:  # each request gets its keys, in the order asked
+                session.provide_qkd_keys(f.purpose, keys[at : at + f.count])
+                at += f.count
+            self.request_s = self.latency_s = clock.took
+            self._typical_s += TYPICAL_WEIGHT * (clock.took - self._typical_s)
+            session.key_latency(clock.took)
+        except Exception as exc:  # any failure ends the key supply, never silently
+            self._fail(exc)
+            return
+        finally:
+            if hedge is not None:
+                hedge.cancel()
+        self._on_keys()
+
+    async def _hedge_when_late(self, fetches: list[FetchQkdKeys], clock: FetchClock) -> None:
+        """Once ``fetches`` are late (:meth:`_late_after` of request time), ask for the same
+        pad again, once: on a loaded route one relay now and then takes several times the
+        usual time (a 4-hop relay 1.7 s among 0.03-0.3 s ones) while the next goes through at
+        the usual pace, so the stream is refilled by whichever comes first, and the other adds
+        to the lookahead (never to a reused pad: every key is a new one)."""
+        loop = asyncio.get_running_loop()
+        while (age := clock.age(loop.time())) < (late := self._late_after()):
+            await asyncio.sleep(max(HEDGE_TICK_S, late - age))
+        clock.hedged = True
+        if not self._hanging_up:
+            for f in fetches:
+                self._queue.put_nowait(f)
+            self._fetch_ended.set()  # the worker may start it now
 
     async def aclose(self) -> None:
         """Stop the worker: a request in flight may finish for up to :data:`CLOSE_WAIT_S`
@@ -308,9 +420,13 @@ class KeySupply:
         task = self._task
         if task is None:
             return
+        busy = [t for t in self._fetching if not t.done()]
         if self._in_request and not task.done():
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(task), CLOSE_WAIT_S)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+            busy.append(task)
+        if busy:
+            await asyncio.wait(busy, timeout=CLOSE_WAIT_S)
+        for t in [task, *self._fetching]:
+            t.cancel()
+        for t in [task, *self._fetching]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t

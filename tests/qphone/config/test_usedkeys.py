@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -82,3 +84,28 @@ def test_path_is_next_to_the_profile_and_an_unwritable_place_is_named(tmp_path: 
         ro.mkdir(mode=0o500)
         with pytest.raises(UsedKeysError):
             UsedKeys(ro / "u")
+
+
+async def test_an_async_claim_leaves_the_event_loop_free_while_it_waits_for_the_disk(
+    tmp_path: Path,
+) -> None:
+    """A call's loop must not wait for the record's disk: while another connection holds the
+    file locked, the claim waits on the record's thread and the loop goes on running tasks."""
+    path = tmp_path / "alice.toml.usedkeys"
+    a, b = uuid.uuid4(), uuid.uuid4()
+    with UsedKeys(path) as used:
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # the claim cannot commit until this ends
+        claim = asyncio.ensure_future(used.aclaim([a, b]))
+        ticks = 0
+        for _ in range(5):  # the loop runs other work meanwhile (a blocked loop would not)
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 5 and not claim.done()
+        holder.execute("COMMIT")
+        holder.close()
+        assert await claim is None
+        reuse = await used.aclaim([b])
+        assert reuse is not None and reuse.key_id == b and reuse.seen is Seen.RECORDED
+    with UsedKeys(path) as again:  # durable: a new process on the profile still knows them
+        assert again.seen(a) is not None and again.seen(b) is not None
