@@ -7,6 +7,7 @@ in-memory OTP call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import uuid
 from collections.abc import Sequence
@@ -16,12 +17,22 @@ import pytest
 
 from qphone.config.usedkeys import UsedKeys
 from qphone.core.callparams import CallParams, Mode
-from qphone.core.events import FetchQkdKeys, KeyPurpose, ResolveQkdKeys
+from qphone.core.errors import KeyExhausted
+from qphone.core.events import (
+    FetchQkdKeys,
+    KeyPurpose,
+    ResolveQkdKeys,
+    SendControl,
+    SessionEvent,
+)
 from qphone.core.qkd import QkdKey
+from qphone.core.session import CallSession, new_session
+from qphone.demo.inmemorycall import MemoryKmePair, handshake
 from qphone.endpoint.keysupply import KeySupply, take_batch
+from qphone.endpoint.options import CallOptions
 from qphone.endpoint.outcome import KeyReused, call_failure
 from qphone.kmeclient import KmeReusedKey
-from tests.support.inmemorycalls import make_call
+from tests.support.inmemorycalls import ALICE, BOB, make_call
 
 
 class RecordingKme:
@@ -195,3 +206,104 @@ async def test_a_reused_key_mid_call_ends_the_worker_and_reaches_no_session(
         await supply.aclose()
     assert len(failures) == 1 and isinstance(failures[0], KmeReusedKey)
     assert len(kme.served) == 2 and kme.served[0] is kme.served[1]
+
+
+class SpikyKeySource:
+    """A key route behind the key-source protocol whose relay time spikes: every ``enc_keys``
+    takes ``usual`` seconds except those whose number is in ``slow`` (1 = the first), which take
+    ``spike`` (a loaded route: one relay in many waits behind a busy node)."""
+
+    url = "memory://spiky-route"
+
+    def __init__(self, usual: float, spike: float, slow: set[int]) -> None:
+        self.pair = MemoryKmePair()
+        self.usual, self.spike, self.slow = usual, spike, slow
+        self.times: list[float] = []  # each enc_keys request's delay, in order
+
+    async def enc_keys(
+        self, slave_sae_id: str, number: int = 1, size_bits: int | None = None
+    ) -> list[QkdKey]:
+        delay = self.spike if len(self.times) + 1 in self.slow else self.usual
+        self.times.append(delay)
+        await asyncio.sleep(delay)
+        return self.pair.enc_keys(number, size_bits or 256)
+
+    async def dec_keys(self, master_sae_id: str, key_ids: Sequence[uuid.UUID]) -> list[QkdKey]:
+        return self.pair.dec_keys(list(key_ids))
+
+
+async def _otp_call_over(source: SpikyKeySource, seconds: float) -> tuple[list[float], list[float]]:
+    """An OTP call at 12 kbit/s with the default pad lookahead, its keys through ``source``
+    (the caller's key supply fetches, the answerer's resolves), frames both ways every 20 ms
+    for ``seconds``: when each side had a frame it could not send for want of pad (seconds
+    after it started talking; it starts once it holds its first pad, as the send path does)."""
+    opts = CallOptions(mode=Mode.OTP, bitrate=12_000)
+    params = opts.call_params()
+    ini_result, res_result = handshake(ALICE, BOB, params, source.pair)
+    ini = new_session(ini_result, pad_lookahead_s=opts.pad_lookahead_s)
+    res = new_session(res_result)
+    loop = asyncio.get_running_loop()
+    supplies = {id(ini): KeySupply(source, "bob"), id(res): KeySupply(source, "alice")}  # type: ignore[arg-type]
+    failures: list[Exception] = []
+
+    def drain(s: CallSession, events: list[SessionEvent] | None = None) -> None:
+        peer = res if s is ini else ini
+        for ev in s.events() if events is None else events:
+            if isinstance(ev, SendControl):  # the control channel: a moment later
+                loop.call_soon(deliver, peer, ev.data)
+            elif isinstance(ev, FetchQkdKeys | ResolveQkdKeys):
+                supplies[id(s)].submit(ev)
+
+    def deliver(s: CallSession, data: bytes) -> None:
+        if not s.closed:
+            s.receive_control(data)
+            drain(s)
+
+    for s in (ini, res):
+        supplies[id(s)].attach(s, functools.partial(drain, s), failures.append)
+    ini.key_latency(source.usual)  # the handshake key's request time, as runningcall reports
+    drain(ini, ini.start())
+    unsent: dict[int, list[float]] = {id(ini): [], id(res): []}
+    started: dict[int, float] = {}
+    first = min(1024, params.pad_block_bits // 8)
+    payload = bytes(30)  # 12 kbit/s Opus
+    t0 = loop.time()
+    tick = 0
+    while loop.time() - t0 < seconds + 0.5:
+        tick += 1
+        await asyncio.sleep(max(0.0, t0 + 0.02 * tick - loop.time()))
+        now = loop.time()
+        for s in (ini, res):
+            peer = res if s is ini else ini
+            if id(s) not in started:
+                if s.pad_left_bytes < first:
+                    continue
+                started[id(s)] = now
+            if now - started[id(s)] > seconds:
+                continue
+            try:
+                frame = s.protect(payload, now)
+            except KeyExhausted:
+                unsent[id(s)].append(now - started[id(s)])
+            else:
+                peer.unprotect(frame, now)
+                drain(peer)
+            drain(s)
+    for s in (ini, res):
+        supplies[id(s)].hang_up()
+        s.close()
+        await supplies[id(s)].aclose()
+    assert not failures, failures
+    assert len(started) == 2, "a side never held its first pad"
+    return unsent[id(ini)], unsent[id(res)]
+
+
+async def test_a_relay_time_spike_starves_no_frame_at_the_default_lookahead() -> None:
+    """A route whose relays usually take 20 ms, until one takes 1.5 s (hefei-metro-full under
+    load: 1.1-1.7 s relays among 0.03-0.3 s ones starved 18-52 frames a side at the default
+    0.5 s lookahead, docs/network.md section 6): the late fetch is asked for again, the second
+    comes at the usual pace, and no frame of either side goes unsent."""
+    source = SpikyKeySource(usual=0.02, spike=1.5, slow={6})
+    ini_unsent, res_unsent = await _otp_call_over(source, seconds=3.5)
+    assert 1.5 in source.times[:6]  # the spike happened, early in the call
+    assert ini_unsent == [] and res_unsent == [], (ini_unsent[:3], res_unsent[:3])
