@@ -9,7 +9,7 @@ from qphone.core.callparams import Mode
 from qphone.core.keyaccounting import KeyAccounting
 from qphone.endpoint.outcome import CallEnd, EndCause
 from qphone.endpoint.playout import Playout
-from qphone.endpoint.state import CallCounters
+from qphone.endpoint.state import MAX_UNSENT_SPELLS, CallCounters
 from qphone.endpoint.summary import CallSummary, SetupTimes, summarize
 from qphone.transport.stats import TransportStats
 
@@ -87,3 +87,26 @@ def test_fields_once_the_transport_ran() -> None:
     assert (out["qkd_bits_drawn"], out["qkd_bits_used"], out["qkd_bits_wasted"]) == (1024, 768, 256)
     assert out["qkd_bits"]["consumed"] == 768 and out["processing_us_per_frame"]["encode"] == 100.0
     assert out["end_reason"] == "duration of 2 s reached" == s.end_reason
+
+
+def test_an_otp_calls_pad_timeline_says_when_pad_ran_short_and_what_key_took() -> None:
+    """Runs of unsent frames (seconds after talking started), at most MAX_UNSENT_SPELLS of
+    them, and the key fetches relative to the same start: when the pad ran short."""
+    counters = CallCounters()
+    assert _summary(counters=counters).pad_timeline is None  # never talked: nothing to say
+    counters.talk_started = 100.0
+    for i in range(3):  # one run of 3 frames at 2 s
+        counters.count_unsent(102.0 + 0.02 * i, new_spell=i == 0)
+    counters.count_unsent(105.5, new_spell=True)
+    for k in range(MAX_UNSENT_SPELLS + 5):  # more runs than are recorded: all counted
+        counters.count_unsent(110.0 + k, new_spell=True)
+        counters.count_unsent(110.02 + k, new_spell=False)
+    log = [(99.2, 0.3, 0.31, 256), (101.5, 0.05, 0.06, 7600)]
+    out = _summary(counters=counters, fetch_log=log).to_json()
+    timeline = out["pad_timeline"]
+    assert timeline["unsent"][:2] == [[2.0, 3], [5.5, 1]]
+    assert len(timeline["unsent"]) == MAX_UNSENT_SPELLS and timeline["unsent"][-1][1] == 2
+    assert out["frames_unsent_no_key"] == 4 + 2 * (MAX_UNSENT_SPELLS + 5)
+    assert timeline["key_fetches"] == [[-0.8, 0.3, 0.31, 256], [1.5, 0.05, 0.06, 7600]]
+    assert "pad_timeline" not in _summary(mode=Mode.AES, counters=counters).to_json()
+    json.dumps(out)
