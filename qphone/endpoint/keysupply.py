@@ -400,18 +400,23 @@ class KeySupply:
         self._on_keys()
 
     async def _hedge_when_late(self, fetches: list[FetchQkdKeys], clock: FetchClock) -> None:
-        """Once ``fetches`` are late (:meth:`_late_after` of request time), ask for the same
-        pad again, once: on a loaded route one relay now and then takes several times the
-        usual time (a 4-hop relay 1.7 s among 0.03-0.3 s ones) while the next goes through at
-        the usual pace, so the stream is refilled by whichever comes first, and the other adds
-        to the lookahead (never to a reused pad: every key is a new one)."""
+        """Once ``fetches`` are late (:meth:`_late_after` of request time), open a second
+        fetch beside them, once, with one block of each pad stream they were for: on a loaded
+        route one relay now and then takes several times the usual time (a 4-hop relay 1.7 s
+        among 0.03-0.3 s ones) while the next goes through at the usual pace.  One block
+        bridges the stream; the session's own demand then flows through the second slot while
+        the late fetch is out.  One block, not the late fetch again: on a route short of key
+        (china-backbone's slowest link is just under an OTP call's rate) a whole duplicate
+        drew the stock twice and ran the pool empty.  Whatever comes later adds to the
+        lookahead (never to a reused pad: every key is a new one)."""
         loop = asyncio.get_running_loop()
         while (age := clock.age(loop.time())) < (late := self._late_after()):
             await asyncio.sleep(max(HEDGE_TICK_S, late - age))
         clock.hedged = True
         if not self._hanging_up:
-            for f in fetches:
-                self._queue.put_nowait(f)
+            purposes = dict.fromkeys(f.purpose for f in fetches if f.purpose in PAD_PURPOSES)
+            for purpose in purposes:
+                self._queue.put_nowait(FetchQkdKeys(purpose, 1, fetches[0].bits))
             self._fetch_ended.set()  # the worker may start it now
 
     async def aclose(self) -> None:
