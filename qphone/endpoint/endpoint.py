@@ -109,11 +109,8 @@ class CallEndpoint:
         self.key_source: KeySource = (
             key_source if key_source is not None else KmeClient.from_profile(profile)
         )
-        self.keys = KeySupply(
-            self.key_source,
-            profile.peer_sae_id,
-            used=UsedKeys(used_keys_path(profile.source, profile.identity_file)),
-        )
+        self.used_keys = UsedKeys(used_keys_path(profile.source, profile.identity_file))
+        self.keys = KeySupply(self.key_source, profile.peer_sae_id, used=self.used_keys)
         self.setup = CallSetup(
             profile,
             options,
@@ -308,6 +305,7 @@ class CallEndpoint:
         if self.running is not None:
             await self.running.hang_up(send_bye=False)  # nothing left to do if it said bye
         await self.keys.aclose()
+        self.used_keys.close()  # after a claim still on its thread
         with contextlib.suppress(Exception):
             self._transport_stats = await self.transport.stats()
             if self.running is not None:
