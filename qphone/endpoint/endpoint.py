@@ -371,4 +371,5 @@ class CallEndpoint:
             error=str(failure) if failure is not None else None,
             route=self.route,
             fetch_log=self.keys.fetch_log,
+            hedges=(self.keys.hedges, self.keys.hedges_in_vain),
         )

@@ -54,6 +54,7 @@ LATE_FACTOR = 2.0  # a pad fetch is late after this many times the usual fetch t
 LATE_MIN_S = 0.15  # ... and at least this long
 HEDGE_TICK_S = 0.02  # how often a fetch in flight checks whether it is late, at most
 TYPICAL_WEIGHT = 0.2  # the usual fetch time: each fetch moves it this much of the way
+HEDGE_GIVE_UP = 2  # hedges in a row that came after their late fetch: hedging stops
 PAD_PURPOSES = frozenset({KeyPurpose.PAD_I2R, KeyPurpose.PAD_R2I})
 
 T = TypeVar("T")
@@ -108,7 +109,9 @@ class FetchClock:
 
     took: float = 0.0
     attempt_started: float | None = None
-    hedged: bool = False  # late, and asked for again
+    hedged: bool = False  # late, and a second fetch opened beside it
+    hedge_of: FetchClock | None = None  # this fetch bridges that late one
+    done: bool = False  # its keys came (or it ended)
 
     def age(self, now: float) -> float:
         """Seconds of request time so far, the one in flight included."""
@@ -167,6 +170,10 @@ class KeySupply:
         self._fetch_ended = asyncio.Event()  # a fetch ended or turned late
         self._typical_s = 0.0  # the usual time of a fetch: an average of the recent ones
         self._failed = False
+        self._hedge_for: FetchClock | None = None  # a late fetch whose hedge is not out yet
+        self.hedges = 0  # second fetches opened beside a late one
+        self.hedges_in_vain = 0  # ... that came after the late one (the route, not one relay)
+        self._in_vain_run = 0  # hedges in vain in a row: at HEDGE_GIVE_UP, no more hedges
         self._hanging_up = False
         self._session: CallSession | None = None
         self._on_keys: Callable[[], None] = lambda: None
@@ -333,7 +340,8 @@ class KeySupply:
                 batch = self._next_batch(first)
                 if isinstance(first, FetchQkdKeys):
                     fetches = [r for r in batch if isinstance(r, FetchQkdKeys)]
-                    clock = FetchClock()
+                    clock = FetchClock(hedge_of=self._hedge_for)
+                    self._hedge_for = None
                     task = asyncio.create_task(self._fetch_batch(session, fetches, clock))
                     self._fetching[task] = clock
                     task.add_done_callback(self._fetch_done)
@@ -391,10 +399,15 @@ class KeySupply:
             self.request_s = self.latency_s = clock.took
             self._typical_s += TYPICAL_WEIGHT * (clock.took - self._typical_s)
             session.key_latency(clock.took)
+            if clock.hedge_of is not None:  # did it come before the late fetch it bridges?
+                in_vain = clock.hedge_of.done
+                self.hedges_in_vain += in_vain
+                self._in_vain_run = self._in_vain_run + 1 if in_vain else 0
         except Exception as exc:  # any failure ends the key supply, never silently
             self._fail(exc)
             return
         finally:
+            clock.done = True
             if hedge is not None:
                 hedge.cancel()
         self._on_keys()
@@ -408,11 +421,18 @@ class KeySupply:
         the late fetch is out.  One block, not the late fetch again: on a route short of key
         (china-backbone's slowest link is just under an OTP call's rate) a whole duplicate
         drew the stock twice and ran the pool empty.  Whatever comes later adds to the
-        lookahead (never to a reused pad: every key is a new one)."""
+        lookahead (never to a reused pad: every key is a new one).  When the whole route is
+        slow rather than one relay (china-backbone's 41 hops stalled for seconds at a time), a
+        hedge comes after the fetch it was to bridge and only loads the route: after
+        :data:`HEDGE_GIVE_UP` such hedges in a row the call hedges no more."""
         loop = asyncio.get_running_loop()
         while (age := clock.age(loop.time())) < (late := self._late_after()):
             await asyncio.sleep(max(HEDGE_TICK_S, late - age))
+        if self._in_vain_run >= HEDGE_GIVE_UP:  # the whole route is slow: one fetch at a time
+            return
         clock.hedged = True
+        self.hedges += 1
+        self._hedge_for = clock
         if not self._hanging_up:
             purposes = dict.fromkeys(f.purpose for f in fetches if f.purpose in PAD_PURPOSES)
             for purpose in purposes:

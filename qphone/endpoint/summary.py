@@ -77,6 +77,7 @@ class PadTimeline:
 
     unsent: tuple[tuple[float, int], ...]
     key_fetches: tuple[tuple[float, float, float, int], ...]
+    hedges: tuple[int, int] = (0, 0)  # second fetches opened beside a late one; in vain
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,11 +86,14 @@ class PadTimeline:
                 [round(t, 3), round(took, 3), round(total, 3), bits]
                 for t, took, total, bits in self.key_fetches
             ],
+            "hedges": list(self.hedges),
         }
 
 
 def pad_timeline(
-    counters: CallCounters, fetch_log: list[tuple[float, float, float, int]]
+    counters: CallCounters,
+    fetch_log: list[tuple[float, float, float, int]],
+    hedges: tuple[int, int] = (0, 0),
 ) -> PadTimeline | None:
     """The pad timeline of a call that started talking (None: it never did)."""
     start = counters.talk_started
@@ -98,6 +102,7 @@ def pad_timeline(
     return PadTimeline(
         tuple(counters.unsent_spells),
         tuple((asked - start, took, total, bits) for asked, took, total, bits in fetch_log),
+        hedges,
     )
 
 
@@ -239,6 +244,7 @@ def summarize(
     error: str | None,
     route: RouteReport | None = None,
     fetch_log: list[tuple[float, float, float, int]] | None = None,
+    hedges: tuple[int, int] = (0, 0),
 ) -> CallSummary:
     """The summary of a call from what its endpoint holds (``accounting`` None: no session).
 
@@ -299,7 +305,7 @@ def summarize(
         error=error,
         route=route,
         media_priority=counters.media_priority,
-        pad_timeline=pad_timeline(counters, fetch_log or []) if mode is Mode.OTP else None,
+        pad_timeline=pad_timeline(counters, fetch_log or [], hedges) if mode is Mode.OTP else None,
     )
 
 

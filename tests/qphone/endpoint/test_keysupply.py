@@ -211,19 +211,32 @@ async def test_a_reused_key_mid_call_ends_the_worker_and_reaches_no_session(
 class SpikyKeySource:
     """A key route behind the key-source protocol whose relay time spikes: every ``enc_keys``
     takes ``usual`` seconds except those whose number is in ``slow`` (1 = the first), which take
-    ``spike`` (a loaded route: one relay in many waits behind a busy node)."""
+    ``spike`` (a loaded route: one relay in many waits behind a busy node), and every request
+    that starts during one of the ``stalls`` (start, end) takes until its end, later ones
+    a little longer (the whole route stalls)."""
 
     url = "memory://spiky-route"
 
-    def __init__(self, usual: float, spike: float, slow: set[int]) -> None:
+    def __init__(
+        self,
+        usual: float,
+        spike: float,
+        slow: set[int],
+        stalls: Sequence[tuple[float, float]] = (),
+    ) -> None:
         self.pair = MemoryKmePair()
-        self.usual, self.spike, self.slow = usual, spike, slow
+        self.usual, self.spike, self.slow, self.stalls = usual, spike, slow, stalls
         self.times: list[float] = []  # each enc_keys request's delay, in order
+        self.t0 = 0.0  # the stall's clock starts here (the loop's time)
 
     async def enc_keys(
         self, slave_sae_id: str, number: int = 1, size_bits: int | None = None
     ) -> list[QkdKey]:
         delay = self.spike if len(self.times) + 1 in self.slow else self.usual
+        now = asyncio.get_running_loop().time() - self.t0
+        for start, end in self.stalls:
+            if start <= now < end:
+                delay = max(delay, end - now + self.usual + 0.02 * len(self.times))
         self.times.append(delay)
         await asyncio.sleep(delay)
         return self.pair.enc_keys(number, size_bits or 256)
@@ -232,11 +245,14 @@ class SpikyKeySource:
         return self.pair.dec_keys(list(key_ids))
 
 
-async def _otp_call_over(source: SpikyKeySource, seconds: float) -> tuple[list[float], list[float]]:
+async def _otp_call_over(
+    source: SpikyKeySource, seconds: float
+) -> tuple[list[float], list[float], KeySupply]:
     """An OTP call at 12 kbit/s with the default pad lookahead, its keys through ``source``
     (the caller's key supply fetches, the answerer's resolves), frames both ways every 20 ms
     for ``seconds``: when each side had a frame it could not send for want of pad (seconds
-    after it started talking; it starts once it holds its first pad, as the send path does)."""
+    after it started talking; it starts once it holds its first pad, as the send path does),
+    and the caller's key supply."""
     opts = CallOptions(mode=Mode.OTP, bitrate=12_000)
     params = opts.call_params()
     ini_result, res_result = handshake(ALICE, BOB, params, source.pair)
@@ -267,7 +283,7 @@ async def _otp_call_over(source: SpikyKeySource, seconds: float) -> tuple[list[f
     started: dict[int, float] = {}
     first = min(1024, params.pad_block_bits // 8)
     payload = bytes(30)  # 12 kbit/s Opus
-    t0 = loop.time()
+    t0 = source.t0 = loop.time()
     tick = 0
     while loop.time() - t0 < seconds + 0.5:
         tick += 1
@@ -295,7 +311,7 @@ async def _otp_call_over(source: SpikyKeySource, seconds: float) -> tuple[list[f
         await supplies[id(s)].aclose()
     assert not failures, failures
     assert len(started) == 2, "a side never held its first pad"
-    return unsent[id(ini)], unsent[id(res)]
+    return unsent[id(ini)], unsent[id(res)], supplies[id(ini)]
 
 
 async def test_a_relay_time_spike_starves_no_frame_at_the_default_lookahead() -> None:
@@ -304,6 +320,18 @@ async def test_a_relay_time_spike_starves_no_frame_at_the_default_lookahead() ->
     0.5 s lookahead, docs/network.md section 6): the late fetch is asked for again, the second
     comes at the usual pace, and no frame of either side goes unsent."""
     source = SpikyKeySource(usual=0.02, spike=1.5, slow={6})
-    ini_unsent, res_unsent = await _otp_call_over(source, seconds=3.5)
+    ini_unsent, res_unsent, supply = await _otp_call_over(source, seconds=3.5)
     assert 1.5 in source.times[:6]  # the spike happened, early in the call
     assert ini_unsent == [] and res_unsent == [], (ini_unsent[:3], res_unsent[:3])
+    assert supply.hedges == 1 and supply.hedges_in_vain == 0
+
+
+async def test_no_more_hedges_once_they_come_after_the_late_fetch() -> None:
+    """When the whole route stalls now and then (every relay that starts in a stall waits till
+    its end), a hedge comes after the fetch it was to bridge and only loads the route: after
+    two such in a row the call hedges no more (one fetch in flight at a time, as before)."""
+    stalls = [(0.5, 1.1), (1.4, 2.0), (2.3, 2.9), (3.2, 3.8)]
+    source = SpikyKeySource(usual=0.02, spike=0.02, slow=set(), stalls=stalls)
+    _, _, supply = await _otp_call_over(source, seconds=4.0)
+    assert sum(d > 0.3 for d in source.times) >= 4, source.times  # a late fetch in each stall
+    assert supply.hedges == supply.hedges_in_vain == 2

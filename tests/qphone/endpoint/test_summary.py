@@ -102,11 +102,12 @@ def test_an_otp_calls_pad_timeline_says_when_pad_ran_short_and_what_key_took() -
         counters.count_unsent(110.0 + k, new_spell=True)
         counters.count_unsent(110.02 + k, new_spell=False)
     log = [(99.2, 0.3, 0.31, 256), (101.5, 0.05, 0.06, 7600)]
-    out = _summary(counters=counters, fetch_log=log).to_json()
+    out = _summary(counters=counters, fetch_log=log, hedges=(3, 1)).to_json()
     timeline = out["pad_timeline"]
     assert timeline["unsent"][:2] == [[2.0, 3], [5.5, 1]]
     assert len(timeline["unsent"]) == MAX_UNSENT_SPELLS and timeline["unsent"][-1][1] == 2
     assert out["frames_unsent_no_key"] == 4 + 2 * (MAX_UNSENT_SPELLS + 5)
     assert timeline["key_fetches"] == [[-0.8, 0.3, 0.31, 256], [1.5, 0.05, 0.06, 7600]]
+    assert timeline["hedges"] == [3, 1]
     assert "pad_timeline" not in _summary(mode=Mode.AES, counters=counters).to_json()
     json.dumps(out)
