@@ -40,6 +40,7 @@ from keyserver.kms.nodestore import NodeStore
 
 _LOG = logging.getLogger("keyserver.kms.node")
 ANNOUNCE_PATH = "/kms/v1/link/announce"
+MAX_DRAW_KEYS = 512  # module keys per draw (one enc_keys request to the module)
 
 
 class LinkManager:
@@ -76,15 +77,17 @@ class LinkManager:
         low = min(self.store.link_keys.stock_bytes(lid, o) for o in (link.spec.a, link.spec.b))
         return low < self.cap_bytes() // 4
 
+    def _refilling(self, link: LocalLink) -> bool:
+        """The link's lower stock is a quarter or more below the cap: draw now, in batches."""
+        lid, cap = link.spec.id, self.cap_bytes()
+        low = min(self.store.link_keys.stock_bytes(lid, o) for o in (link.spec.a, link.spec.b))
+        return low <= cap - cap // 4
+
     def spent(self, link: LocalLink) -> None:
         """A relay spent key on `link`: wake its transmitter side to draw more once the stock
         is a quarter below the cap (then it draws a batch), not after every relay."""
-        if link.transmitter:
-            lid, cap = link.spec.id, self.cap_bytes()
-            if min(
-                self.store.link_keys.stock_bytes(lid, o) for o in (link.spec.a, link.spec.b)
-            ) <= (cap - cap // 4):
-                link.wake.set()
+        if link.transmitter and self._refilling(link):
+            link.wake.set()
         bucket = (8 * self.store.link_keys.stock_bytes(link.spec.id, self.ctx.id)).bit_length()
         if self._spent_bucket.get(link.spec.id) != bucket:  # not every relay: the LSA flood
             self._spent_bucket[link.spec.id] = bucket  # looks at the stock to a factor of two
@@ -124,35 +127,43 @@ class LinkManager:
                     error=link.module_error or None,
                 )
                 self.linkstate.changed(urgent=True)
-            drew = False
+            drew = more = False
             if link.transmitter and link.status is not None:
                 with contextlib.suppress(NodeUnreachable, ModuleUnavailable, ModuleRefused):
-                    drew = await self._draw(link, link.status)
+                    drew, more = await self._draw(link, link.status)
             if drew:
                 self.linkstate.changed()
-                continue  # the module may hold more: draw until it is empty or we are full
+            if more:
+                continue  # the module may hold more than it gave: draw again at once
             t = self.config.timers
             wait = t.hungry_poll if self._hungry(link) else t.module_poll
             if link.misses:  # module down: back off from hungry_poll to module_poll
                 wait = min(t.module_poll, t.hungry_poll * 2 ** min(link.misses - 1, 16))
             await ctx.sleep_or(link.wake, ctx.jittered(wait))
 
-    async def _draw(self, link: LocalLink, st: ModuleStatus) -> bool:
+    async def _draw(self, link: LocalLink, st: ModuleStatus) -> tuple[bool, bool]:
+        """Draw one batch: whether keys were drawn, and whether to draw again at once (the
+        batch was less than the stock lacked: the module held fewer keys, or a batch is at
+        most MAX_DRAW_KEYS). A batch that made up what the stock lacked when it was asked
+        for ends the round even if relays spent more meanwhile: under a steady spend the
+        stock is refilled in batches once it falls a quarter below the cap (:meth:`spent`),
+        not by a module round trip and an announcement for every few keys spent."""
         async with link.announce_lock:
             for seq, blocks in self.store.link_keys.pending(link.spec.id):
                 await self._announce(link, seq, blocks)
             if not link.synced:
-                return False
+                return False, False
             lid = link.spec.id
             stocks = {
                 o: self.store.link_keys.stock_bytes(lid, o) for o in (link.spec.a, link.spec.b)
             }
             cap = self.cap_bytes()
             if min(stocks.values()) >= cap or st.stored_key_count < 1:
-                return False
+                return False, False
             block = st.key_size // 8
-            want = max(1, (cap - min(stocks.values())) // max(block, 1))
-            n = min(st.stored_key_count, st.max_key_per_request, want, 512)
+            # what both streams lack (a batch is shared out to the one that holds less)
+            want = max(1, sum(max(0, cap - v) for v in stocks.values()) // max(block, 1))
+            n = min(st.stored_key_count, st.max_key_per_request, want, MAX_DRAW_KEYS)
             keys = await link.module.enc_keys(n, st.key_size)
             owners = linkstream.assign_owners(len(keys), stocks, block)
             blocks = [
@@ -162,7 +173,7 @@ class LinkManager:
             self.store.link_keys.add_pending(lid, seq, blocks)
             link.bits_drawn += 8 * block * len(blocks)
             await self._announce(link, seq, blocks)
-            return True
+            return True, len(keys) < want
 
     async def _announce(self, link: LocalLink, seq: int, blocks: Sequence[Block]) -> None:
         body = {
