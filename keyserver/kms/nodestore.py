@@ -22,7 +22,12 @@ zero bytes at commit, so key material leaves every file at once; ``temp_store=ME
 temporary file. (TRUNCATE rather than DELETE: the same atomic commit and the same empty
 journal after it, but no file created and unlinked per transaction, which was more than half
 of a write transaction's CPU.) Files are created 0600. The directory is
-locked (flock) so two processes never share a store. ``synchronous`` is ``OFF`` by default
+locked (flock) so two processes never share a store, and the database runs in
+``locking_mode=EXCLUSIVE``: the one connection holds the file's lock and keeps the journal open
+from its first write on (the same commit and truncation; no lock taken and released, no hot
+journal looked for and no journal opened per transaction: a one-hop key pair's two
+transactions cost about a quarter less CPU). Nothing else may open the file while the node
+runs; a test that reads it then opens it ``immutable=1``. ``synchronous`` is ``OFF`` by default
 (safe against a process crash, not against power loss; ``FULL`` is safe against both).
 """
 
@@ -127,6 +132,10 @@ class NodeStore:
         os.chmod(path, 0o600)
         self.path = path
         self._conn = sqlite3.connect(path, isolation_level=None)
+        # this connection is the file's only user (the directory lock above): it keeps the
+        # file locked and the journal open, instead of taking and dropping the lock, checking
+        # for a hot journal and opening the journal in every transaction
+        self._conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         self._conn.execute("PRAGMA journal_mode=TRUNCATE")
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.execute("PRAGMA secure_delete=ON")

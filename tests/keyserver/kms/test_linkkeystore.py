@@ -13,7 +13,7 @@ from tests.keyserver.kms.test_node_core import LINK, pair, share_keys
 
 
 def _unspent(path: Path, owner: str) -> int:
-    db = sqlite3.connect(path)
+    db = sqlite3.connect(f"file:{path}?immutable=1", uri=True)  # the store holds its lock
     try:
         row = db.execute(
             "SELECT COALESCE(SUM(unspent), 0) FROM blocks WHERE link=? AND owner=?", (LINK, owner)

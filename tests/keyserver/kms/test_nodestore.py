@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -59,7 +61,7 @@ def _pre_split_db(path: Path) -> sqlite3.Connection:
 
 
 def _columns(path: Path) -> dict[str, list[tuple[str, str, int, int]]]:
-    db = sqlite3.connect(path)
+    db = sqlite3.connect(f"file:{path}?immutable=1", uri=True)  # read while a store holds it
     try:
         names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         return {
@@ -125,6 +127,55 @@ def test_one_store_per_directory(tmp_path: Path) -> None:
     finally:
         first.close()
     NodeStore(tmp_path / "a", "a").close()  # free again once closed
+
+
+_KILLED_CHILD = """
+import sys, time
+from pathlib import Path
+from keyserver.kms.linkkeystore import Spend
+from keyserver.kms.nodestore import NodeStore
+store = NodeStore(Path(sys.argv[1]), "a")
+[sl] = store.link_keys.spend([Spend(sys.argv[2], "a", 100)])  # committed
+print(sl.start, flush=True)
+with store.transaction():
+    store.link_keys.spend([Spend(sys.argv[2], "a", 100)])
+    print("in a transaction", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_store_killed_in_a_transaction_reopens_with_every_commit(tmp_path: Path) -> None:
+    """The store holds its file's lock for good (locking_mode EXCLUSIVE): nothing else reads it
+    while it is open; SIGKILLed in the middle of a transaction, it leaves a journal that the
+    next open rolls back: the committed spend stays spent, the other never happened."""
+    a, b = pair(tmp_path)
+    share_keys(a, b, 8)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        sqlite3.connect(a.path, timeout=0).execute("SELECT COUNT(*) FROM blocks").fetchone()
+    a.close()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_CHILD, str(tmp_path / "a"), LINK],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        first = int(child.stdout.readline())
+        assert child.stdout.readline() == "in a transaction\n"
+        journal = a.path.with_name(a.path.name + "-journal")
+        assert journal.stat().st_size > 0  # the open transaction's undo pages
+    finally:
+        child.kill()
+        child.wait(10)
+    again = NodeStore(tmp_path / "a", "a")
+    try:
+        [sl] = again.link_keys.spend([Spend(LINK, "a", 100)])
+        assert sl.start == first + 100  # the slice of the rolled-back spend, handed out once
+        assert sl.material == b.link_keys.consume(LINK, "a", sl.start, 100)
+        assert journal.stat().st_size == 0
+    finally:
+        again.close()
+        b.close()
 
 
 def test_delivered_and_voided_keys_leave_the_file(tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ def test_n_keys_cost_one_transaction_at_each_step(tmp_path: Path) -> None:
 
 
 def _sum(store: NodeStore, owner: str) -> int:
-    db = sqlite3.connect(store.path)
+    db = sqlite3.connect(f"file:{store.path}?immutable=1", uri=True)  # the store holds its lock
     try:
         row = db.execute(
             "SELECT COALESCE(SUM(unspent), 0) FROM blocks WHERE link=? AND owner=?", (LINK, owner)
