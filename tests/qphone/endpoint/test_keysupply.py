@@ -28,7 +28,7 @@ from qphone.core.events import (
 from qphone.core.qkd import QkdKey
 from qphone.core.session import CallSession, new_session
 from qphone.demo.inmemorycall import MemoryKmePair, handshake
-from qphone.endpoint.keysupply import KeySupply, take_batch
+from qphone.endpoint.keysupply import HEDGE_GIVE_UP, KeySupply, take_batch
 from qphone.endpoint.options import CallOptions
 from qphone.endpoint.outcome import KeyReused, call_failure
 from qphone.kmeclient import KmeReusedKey
@@ -212,8 +212,7 @@ class SpikyKeySource:
     """A key route behind the key-source protocol whose relay time spikes: every ``enc_keys``
     takes ``usual`` seconds except those whose number is in ``slow`` (1 = the first), which take
     ``spike`` (a loaded route: one relay in many waits behind a busy node), and every request
-    that starts during one of the ``stalls`` (start, end) takes until its end, later ones
-    a little longer (the whole route stalls)."""
+    that starts after ``slow_from`` seconds takes ``spike`` (the whole route slow)."""
 
     url = "memory://spiky-route"
 
@@ -222,10 +221,10 @@ class SpikyKeySource:
         usual: float,
         spike: float,
         slow: set[int],
-        stalls: Sequence[tuple[float, float]] = (),
+        slow_from: float = float("inf"),
     ) -> None:
         self.pair = MemoryKmePair()
-        self.usual, self.spike, self.slow, self.stalls = usual, spike, slow, stalls
+        self.usual, self.spike, self.slow, self.slow_from = usual, spike, slow, slow_from
         self.times: list[float] = []  # each enc_keys request's delay, in order
         self.t0 = 0.0  # the stall's clock starts here (the loop's time)
 
@@ -233,10 +232,8 @@ class SpikyKeySource:
         self, slave_sae_id: str, number: int = 1, size_bits: int | None = None
     ) -> list[QkdKey]:
         delay = self.spike if len(self.times) + 1 in self.slow else self.usual
-        now = asyncio.get_running_loop().time() - self.t0
-        for start, end in self.stalls:
-            if start <= now < end:
-                delay = max(delay, end - now + self.usual + 0.02 * len(self.times))
+        if asyncio.get_running_loop().time() - self.t0 >= self.slow_from:
+            delay = self.spike
         self.times.append(delay)
         await asyncio.sleep(delay)
         return self.pair.enc_keys(number, size_bits or 256)
@@ -326,12 +323,13 @@ async def test_a_relay_time_spike_starves_no_frame_at_the_default_lookahead() ->
     assert supply.hedges == 1 and supply.hedges_in_vain == 0
 
 
-async def test_no_more_hedges_once_they_come_after_the_late_fetch() -> None:
-    """When the whole route stalls now and then (every relay that starts in a stall waits till
-    its end), a hedge comes after the fetch it was to bridge and only loads the route: after
-    two such in a row the call hedges no more (one fetch in flight at a time, as before)."""
-    stalls = [(0.5, 1.1), (1.4, 2.0), (2.3, 2.9), (3.2, 3.8)]
-    source = SpikyKeySource(usual=0.02, spike=0.02, slow=set(), stalls=stalls)
+async def test_no_more_hedges_once_they_are_late_themselves() -> None:
+    """When the whole route turns slow (every relay from 0.5 s on takes 1.2 s instead of 20 ms),
+    the first fetches are late against the usual time and their hedges are as slow: they only
+    load the route, and after two such in a row the call hedges no more (one fetch in flight
+    at a time, as before), though fetches are still late for a while (4 hedges without the
+    rule; a third may open while the second is still out)."""
+    source = SpikyKeySource(usual=0.02, spike=1.2, slow=set(), slow_from=0.5)
     _, _, supply = await _otp_call_over(source, seconds=4.0)
-    assert sum(d > 0.3 for d in source.times) >= 4, source.times  # a late fetch in each stall
-    assert supply.hedges == supply.hedges_in_vain == 2
+    assert supply.hedges_in_vain >= HEDGE_GIVE_UP, (supply.hedges, supply.hedges_in_vain)
+    assert supply.hedges <= HEDGE_GIVE_UP + 1, (supply.hedges, supply.hedges_in_vain)
