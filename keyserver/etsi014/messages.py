@@ -254,6 +254,17 @@ def key_container(keys: Sequence[Key]) -> dict[str, Any]:
     }
 
 
+def key_container_json(keys: Sequence[Key]) -> bytes:
+    """:func:`key_container` as the UTF-8 JSON text ``json.dumps`` makes of it, written
+    directly (a KME's reply to every key request): a key ID (8-4-4-4-12 hex digits) and
+    standard base64 hold no character JSON escapes."""
+    entries = ", ".join(
+        f'{{"key_ID": "{k.key_id}", "key": "{base64.b64encode(k.material).decode("ascii")}"}}'
+        for k in keys
+    )
+    return ('{"keys": [' + entries + "]}").encode("ascii")
+
+
 class KeyContainerError(ValueError):
     """A reply that is not the ETSI 014 key container asked for (what is wrong, in one line)."""
 

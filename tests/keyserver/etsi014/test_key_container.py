@@ -16,7 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyserver.etsi014.key import Key
-from keyserver.etsi014.messages import KeyContainerError, key_container, parse_key_container
+from keyserver.etsi014.messages import (
+    KeyContainerError,
+    key_container,
+    key_container_json,
+    parse_key_container,
+)
 
 KID = "3f1a2b4c-5d6e-4f70-8a9b-0c1d2e3f4a5b"
 KEY32 = base64.b64encode(bytes(range(32))).decode()
@@ -35,6 +40,12 @@ def test_build_then_parse_gives_the_keys_back(sized: tuple[int, list[Key]]) -> N
     assert got == keys
     assert [bytes(k.material) for k in got] == [bytes(k.material) for k in keys]
     assert parse_key_container(body, key_bytes=None, max_keys=16) == keys
+
+
+@given(st.integers(1, 64).flatmap(_keys))
+def test_the_reply_is_the_json_of_the_container(keys: list[Key]) -> None:
+    """What a KME sends (key_container_json) is byte for byte json.dumps of key_container."""
+    assert key_container_json(keys) == json.dumps(key_container(keys)).encode()
 
 
 @given(st.binary(max_size=400))
