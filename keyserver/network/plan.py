@@ -18,7 +18,6 @@ every module and node config file (formats: the module config of the QKD layer's
 from __future__ import annotations
 
 import json
-import secrets
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from keyserver.etsi014.server import HttpLimits
 from keyserver.pki.domains import ADMIN_CN, NetworkPki, ensure_link_auth_key
+from keyserver.ports import free_ports
 from keyserver.qkd.role import Role
 from keyserver.qkd.sealedchannel import new_channel_key
 from keyserver.topology import LinkSpec, Topology, with_fidelity
@@ -57,76 +57,6 @@ BIG_NETWORK_NEIGHBOUR_TIMEOUT_S = 60.0
 BIG_NETWORK_REQUEST_TIMEOUT_S = 10.0  # (3 s by default: core nodes timed out at load 150-250)
 # the module that hosts the simulated fibre's eavesdropper (docs/bb84.md)
 EVE_ROLE = Role.TRANSMITTER
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-LOWEST_PORT = 10_000
-
-
-def ephemeral_ports() -> tuple[int, int]:
-    """The kernel's range for outgoing connections' local ports (Linux; a default elsewhere)."""
-    try:
-        lo, hi = (
-            int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        )
-    except (OSError, ValueError):
-        return 32768, 60999
-    return lo, hi
-
-
-def free_ports(n: int, avoid: set[int], host: str = HOST) -> list[int]:
-    """`n` distinct free ports (all bound at once while choosing, so none repeats), below the
-    kernel's ephemeral range: a listener that binds late (hundreds of processes start at once)
-    must not find its port taken by another process's outgoing connection. The scan starts at
-    a random port, so two networks planned at once rarely probe the same ports."""
-    lo, _ = ephemeral_ports()
-    span = lo - LOWEST_PORT
-    if span < 2 * n:  # no room below the ephemeral range: let the kernel choose
-        return _kernel_ports(n, avoid, host)
-    socks: list[socket.socket] = []
-    out: list[int] = []
-    start = secrets.randbelow(span)
-    try:
-        for i in range(span):
-            if len(out) == n:
-                break
-            port = LOWEST_PORT + (start + i) % span
-            if port in avoid:
-                continue
-            s = socket.socket()
-            try:
-                s.bind((host, port))
-            except OSError:
-                s.close()
-                continue
-            socks.append(s)
-            out.append(port)
-    finally:
-        for s in socks:
-            s.close()
-    return out if len(out) == n else _kernel_ports(n, avoid, host)
-
-
-def _kernel_ports(n: int, avoid: set[int], host: str) -> list[int]:
-    socks: list[socket.socket] = []
-    out: list[int] = []
-    try:
-        while len(out) < n:
-            s = socket.socket()
-            socks.append(s)
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-            if port not in avoid:
-                out.append(port)
-    finally:
-        for s in socks:
-            s.close()
-    return out
 
 
 def port_free(port: int, host: str = HOST) -> bool:

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,17 +27,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from keyserver.ports import free_port
 from keyserver.qkd.finitekey import optimised
 from keyserver.qkd.physics import LinkParams
 from keyserver.qkd.role import Role
 
 CORE_TARGET = 0.1  # target: at most ~0.1 core per 70 km link in real time
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -68,7 +62,7 @@ def _write_pair(
     fd = os.open(authkey, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(os.urandom(1 << 20))
-    qport, cport = _free_port(), _free_port()
+    qport, cport = free_port(), free_port()
     configs: dict[Role, Path] = {}
     for role, mid, local, remote, off in (
         (Role.TRANSMITTER, "QKD-tx", "nodeA", "nodeB", 0),
@@ -85,7 +79,7 @@ data_dir = "data-{role}"
 
 [northbound]
 host = "127.0.0.1"
-port = {_free_port()}
+port = {free_port()}
 ca_cert = "pki/ca.pem"
 cert = "pki/{mid}.pem"
 key = "pki/{mid}.key"

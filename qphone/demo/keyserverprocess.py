@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,8 +27,25 @@ from qphone.endpoint.preflight import wait_for_key
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as s:
+    """A TCP port on 127.0.0.1 that nobody listens on right now, for a listener another process
+    binds seconds later: chosen at random below the kernel's ephemeral range, which outgoing
+    connections draw their local ports from (a port the kernel picks for ``bind(0)`` comes from
+    that range, and any outgoing connection may take it before the listener binds)."""
+    try:
+        lowest_ephemeral = int(
+            Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
+        )
+    except (OSError, ValueError, IndexError):
+        lowest_ephemeral = 32768
+    for _ in range(64):
+        port = 10_000 + secrets.randbelow(max(1, lowest_ephemeral - 10_000))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # nothing free below the range: the kernel's choice
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

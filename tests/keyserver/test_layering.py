@@ -15,7 +15,13 @@ from tests.support.layering import Rules, package_modules, violations
 from tests.support.paths import ROOT
 
 UTIL = frozenset(
-    {"keyserver.jsonlog", "keyserver.coredumps", "keyserver.consolescript", "keyserver.configfile"}
+    {
+        "keyserver.jsonlog",
+        "keyserver.coredumps",
+        "keyserver.consolescript",
+        "keyserver.configfile",
+        "keyserver.ports",
+    }
 )
 BASE = UTIL | {"keyserver.pki", "keyserver.etsi014", "keyserver.topology"}
 RULES = Rules(
@@ -25,6 +31,7 @@ RULES = Rules(
         "keyserver.coredumps": frozenset(),
         "keyserver.consolescript": frozenset(),
         "keyserver.configfile": frozenset(),
+        "keyserver.ports": frozenset(),
         "keyserver.pki": UTIL,
         "keyserver.etsi014": UTIL | {"keyserver.pki"},
         "keyserver.topology": UTIL | {"keyserver.etsi014"},  # SAE ID syntax

@@ -9,7 +9,6 @@ its URL, its stock in keys, the link's counters).
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from keyserver.network.plan import Options, make_plan, write_configs
 from keyserver.pki.certificates import CertificateAuthority, CertPaths
 from keyserver.pki.domains import NetworkPki
 from keyserver.pki.tls import client_context
+from keyserver.ports import free_port
 from keyserver.topology import LinkSpec, NodeSpec, SaeSpec, Topology
 from tests.support.node_fixtures import MemoryLink, wait_for
 
@@ -52,12 +52,6 @@ class DeterministicSource:
     block_bytes: int = 10_000
     abort_every: int = 0
     limit: int | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from keyserver.network.plan import free_ports
+from keyserver.ports import free_ports
 from qphone.config.profile import load_profile
 from qphone.kmeclient import KmeClient
 

@@ -18,14 +18,9 @@ import httpx
 
 from keyserver.pki.certificates import LOCAL_NAMES, CertificateAuthority
 from keyserver.pki.tls import client_context
+from keyserver.ports import free_port
 
 LINK = "alpha-beta"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
