@@ -51,11 +51,12 @@ def _cmd_node(args: argparse.Namespace) -> int:
 
     forbid_core_dumps()  # the process holds keys: none in a core file
     setup_logging(os.environ.get("QKD_LOG_LEVEL", "INFO").upper())
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(_run_node(Path(args.config)))
-    return uvloop.run(_run_node(Path(args.config)))
+    # the standard event loop, not uvloop: under load (connection timeouts to a busy module)
+    # uvloop with aiohttp's connector leaves a socket's descriptor closed under a live transport
+    # (MagicStack/uvloop#653, aio-libs/aiohttp#10506, open upstream); the next connection on
+    # that descriptor raised "File descriptor N is used by transport" and stopped a
+    # china-backbone node (docs/network.md §6)
+    return asyncio.run(_run_node(Path(args.config)))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -318,12 +318,7 @@ async def _serve_bare(tls: ServerTls, ports: Any, stop: Any) -> None:
 
 
 def _bare_main(tls: ServerTls, ports: Any, stop: Any) -> None:
-    try:  # the loop a node runs (`qkd-keyserver node` uses uvloop when it is installed)
-        import uvloop
-    except ImportError:
-        asyncio.run(_serve_bare(tls, ports, stop))
-        return
-    uvloop.run(_serve_bare(tls, ports, stop))
+    asyncio.run(_serve_bare(tls, ports, stop))  # the loop a node runs
 
 
 @contextlib.contextmanager
