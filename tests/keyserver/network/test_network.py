@@ -347,6 +347,9 @@ def test_multipath_one_compromised_node_learns_nothing(tmp_path: Path) -> None:
         tmp_path / "net", topology(DIAMOND), multipath=2, record=True, record_view=True
     ) as net:
         net.wait(lambda: stocked(net), what="link keys on every link")
+        # a's link-state view of the far links' stock comes with b's and d's next announcements
+        # (batched, up to 5 s after the stock moved): until then a finds no two paths with key
+        net.wait(lambda: net.route("alice", "bob") is not None, what="two node-disjoint routes")
         keys = relay(net, 25, number=4, size=256)
         with net.sae("alice") as c:
             ext = c.get("/api/v1/keys/bob/status").json()["status_extension"]
