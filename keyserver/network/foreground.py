@@ -2,8 +2,11 @@
 
 On a terminal the state is redrawn every second (per link: state, key rate, stock, QBER; relays
 per SAE pair) under a short banner; otherwise only JSON event lines are printed (stdout:
-``{"event": "<kind>_ready", ...}``; stderr: ``process_exited``). Ctrl-C / SIGTERM stop every
-process and exit 0; a failure to start exits 1 with one line.
+``{"event": "<kind>_ready", ...}``; stderr: ``process_exited``, then ``process_restarted`` or
+``process_given_up``). A process that stops on its own while the network runs is started
+again (:mod:`keyserver.network.supervision`), unless the caller exits on a child's death (the
+demo). Ctrl-C / SIGTERM stop every process and exit 0; a failure to start exits 1 with one
+line.
 
 Once the processes answer, the network is not yet ready for calls: the links still have to
 produce key. Until a key can be relayed between the two farthest SAEs, a progress line (links
@@ -26,6 +29,7 @@ from typing import Any, TextIO
 from keyserver.network.launcher import Launcher, LaunchError, fit, progress_line, ready_line
 from keyserver.network.status import collect, render, summarise
 from keyserver.network.statussocket import StatusSocket
+from keyserver.network.supervision import RestartPolicy
 
 
 def run_foreground(
@@ -105,27 +109,57 @@ def run_foreground(
         redraw = max(1.0, len(info["nodes"]) / 20)
         drawn = -redraw
         table: list[str] = []
+        policy = RestartPolicy()
+        due: dict[str, float] = {}  # a process that stopped on its own -> when to start it again
+
+        def emit(what: str, **fields: Any) -> None:
+            print(json.dumps({"event": what, **fields}), file=err, flush=True)
+
+        def schedule(name: str, now: float) -> None:
+            c = launcher.children[name]
+            wait = policy.delay(name, now)
+            if wait is None:
+                emit(
+                    "process_given_up",
+                    kind=c.kind,
+                    name=name,
+                    restarts=policy.restarts(name),
+                    log=str(c.log),
+                )
+            else:
+                due[name] = now + wait
+
         while not stop.wait(1.0):
+            now = time.monotonic()
             for c in launcher.exited():
                 if c.name in reported:
                     continue
                 reported.add(c.name)
                 code = c.proc.returncode if c.proc else None
-                print(
-                    json.dumps(
-                        {
-                            "event": "process_exited",
-                            "kind": c.kind,
-                            "name": c.name,
-                            "code": code,
-                            "log": str(c.log),
-                        }
-                    ),
-                    file=err,
-                    flush=True,
-                )
+                emit("process_exited", kind=c.kind, name=c.name, code=code, log=str(c.log))
                 if exit_on_child_death:
                     return 1
+                schedule(c.name, now)
+            for name, at in sorted(due.items()):
+                if now < at:
+                    continue
+                del due[name]
+                c = launcher.children[name]
+                try:
+                    launcher.start(name)
+                except LaunchError as e:
+                    emit("process_restart_failed", kind=c.kind, name=name, error=str(e))
+                    schedule(name, now)
+                    continue
+                reported.discard(name)
+                launcher.write_info()  # network.json names the new pid
+                emit(
+                    "process_restarted",
+                    kind=c.kind,
+                    name=name,
+                    pid=c.proc.pid if c.proc else None,
+                    restarts=policy.restarts(name),
+                )
             extra: list[str] = []
             if waiting_for_calls:
                 r = launcher.readiness()

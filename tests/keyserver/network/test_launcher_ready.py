@@ -3,7 +3,8 @@
 ``qkd-keyserver network`` as a user starts it (a process of its own, stdout not a terminal), on
 a three-site chain of emulated links with short QKD blocks: it announces ``network_ready``
 when the processes answer, then ``ready_for_calls`` once a key can be relayed between the two
-farthest SAEs; that key is really there (the master SAE gets one, the slave the same); SIGTERM
+farthest SAEs; that key is really there (the master SAE gets one, the slave the same); a node
+SIGKILLed while the network runs is started again and the route carries keys again; SIGTERM
 to the launcher stops every process it started (its zygotes and their children included).
 """
 
@@ -102,6 +103,24 @@ def _events(proc: subprocess.Popen[str], want: str, limit: float) -> list[dict[s
     raise AssertionError(f"no {want} event; got {got}")
 
 
+def _stderr_events(proc: subprocess.Popen[str], want: str, limit: float) -> list[dict[str, Any]]:
+    """stderr's JSON events up to and including the first `want` event."""
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + limit
+    assert proc.stderr is not None
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        if not line.startswith("{"):
+            continue
+        ev = json.loads(line)
+        got.append(ev)
+        if ev.get("event") == want:
+            return got
+    raise AssertionError(f"no {want} event on stderr; got {got}")
+
+
 def test_ready_for_calls_line_and_sigterm_leaves_no_process(tmp_path: Path) -> None:
     topo_file = tmp_path / "chain3.toml"
     topo_file.write_text(CHAIN)
@@ -144,6 +163,28 @@ def test_ready_for_calls_line_and_sigterm_leaves_no_process(tmp_path: Path) -> N
 
         with client("alice") as a, client("bob") as b:
             r = a.post("/api/v1/keys/bob/enc_keys", json={"number": 1, "size": 256})
+            assert r.status_code == 200, r.text
+            [key] = r.json()["keys"]
+            r2 = b.post(
+                "/api/v1/keys/alice/dec_keys", json={"key_IDs": [{"key_ID": key["key_ID"]}]}
+            )
+            assert r2.status_code == 200 and r2.json()["keys"] == [key], r2.text
+        # a node that dies on its own is started again, and the route carries keys again
+        os.kill(info["nodes"]["middle"]["pid"], signal.SIGKILL)
+        seen = _stderr_events(proc, "process_restarted", 60)
+        [exited] = [e for e in seen if e["event"] == "process_exited"]
+        assert (exited["name"], exited["code"]) == ("middle", -signal.SIGKILL), seen
+        restarted = seen[-1]
+        assert (restarted["name"], restarted["restarts"]) == ("middle", 1), seen
+        info = json.loads((d / "network.json").read_text())
+        assert info["nodes"]["middle"]["pid"] == restarted["pid"]
+        deadline = time.monotonic() + 60
+        with client("alice") as a, client("bob") as b:
+            while True:  # until the restarted node has synced its links again
+                r = a.post("/api/v1/keys/bob/enc_keys", json={"number": 1, "size": 256})
+                if r.status_code == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
             assert r.status_code == 200, r.text
             [key] = r.json()["keys"]
             r2 = b.post(
