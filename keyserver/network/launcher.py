@@ -31,10 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keyserver.network.plan import HOST, NetworkPlan, big_network, port_free, write_configs
+from keyserver.network.plan import NetworkPlan, big_network, port_free, write_configs
 from keyserver.network.stateclient import KeyStatusClient, StateClient
 from keyserver.network.zygote import ForkedProcess, ForkServer
 from keyserver.pki.domains import NetworkPki
+from keyserver.ports import HOST
 from keyserver.topology import Topology
 
 

@@ -25,12 +25,11 @@ from typing import Any
 
 from keyserver.etsi014.server import HttpLimits
 from keyserver.pki.domains import ADMIN_CN, NetworkPki, ensure_link_auth_key
-from keyserver.ports import free_ports
+from keyserver.ports import HOST, free_ports
 from keyserver.qkd.role import Role
 from keyserver.qkd.sealedchannel import new_channel_key
 from keyserver.topology import LinkSpec, Topology, with_fidelity
 
-HOST = "127.0.0.1"
 MODULE_KEY_BITS = 1024  # the key size the modules serve: the granularity of link keys
 MODULE_MAX_KEYS = 4096
 # In a network of more than BIG_NETWORK_SITES sites a node polls a module that has no key for it

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -87,38 +87,25 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _events(proc: subprocess.Popen[str], want: str, limit: float) -> list[dict[str, Any]]:
-    """stdout's JSON events up to and including the first `want` event."""
+def _events(
+    stream: IO[str] | None, want: str, limit: float, *, other_lines: bool = False
+) -> list[dict[str, Any]]:
+    """The JSON events of `stream` (stdout: nothing else; stderr, `other_lines`: lines that are
+    not JSON skipped) up to and including the first `want` event."""
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + limit
-    assert proc.stdout is not None
+    assert stream is not None
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
+        line = stream.readline()
         if not line:
             break
-        ev = json.loads(line)
-        got.append(ev)
-        if ev.get("event") == want:
-            return got
-    raise AssertionError(f"no {want} event; got {got}")
-
-
-def _stderr_events(proc: subprocess.Popen[str], want: str, limit: float) -> list[dict[str, Any]]:
-    """stderr's JSON events up to and including the first `want` event."""
-    got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + limit
-    assert proc.stderr is not None
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        if not line.startswith("{"):
+        if other_lines and not line.startswith("{"):
             continue
         ev = json.loads(line)
         got.append(ev)
         if ev.get("event") == want:
             return got
-    raise AssertionError(f"no {want} event on stderr; got {got}")
+    raise AssertionError(f"no {want} event; got {got}")
 
 
 def test_ready_for_calls_line_and_sigterm_leaves_no_process(tmp_path: Path) -> None:
@@ -144,8 +131,8 @@ def test_ready_for_calls_line_and_sigterm_leaves_no_process(tmp_path: Path) -> N
         text=True,
     )
     try:
-        first = _events(proc, "network_ready", 60)
-        events = first + _events(proc, "ready_for_calls", 60)
+        first = _events(proc.stdout, "network_ready", 60)
+        events = first + _events(proc.stdout, "ready_for_calls", 60)
         kinds = [e["event"] for e in events]
         assert kinds.index("network_ready") < kinds.index("ready_for_calls"), kinds
         ready = events[-1]
@@ -171,7 +158,7 @@ def test_ready_for_calls_line_and_sigterm_leaves_no_process(tmp_path: Path) -> N
             assert r2.status_code == 200 and r2.json()["keys"] == [key], r2.text
         # a node that dies on its own is started again, and the route carries keys again
         os.kill(info["nodes"]["middle"]["pid"], signal.SIGKILL)
-        seen = _stderr_events(proc, "process_restarted", 60)
+        seen = _events(proc.stderr, "process_restarted", 60, other_lines=True)
         [exited] = [e for e in seen if e["event"] == "process_exited"]
         assert (exited["name"], exited["code"]) == ("middle", -signal.SIGKILL), seen
         restarted = seen[-1]
