@@ -311,7 +311,7 @@ class LinkManager:
             link.synced = True
             link.wake.set()
             log(_LOG, logging.INFO, "link_synced", link=lid)
-            self.linkstate.changed()
+            self.linkstate.neighbour_up(link.neighbour)
 
     def _erase_below(self, lid: str, cursor: int) -> int:
         """Record the neighbour's cursor report; the highest cursor it reported at least
@@ -367,6 +367,7 @@ class LinkManager:
                 if not link.neighbour_ok:
                     link.neighbour_ok = True
                     self.linkstate.changed(urgent=True)
+                    self.linkstate.neighbour_up(link.neighbour)  # it may have missed floods
             except (NodeUnreachable, EtsiError) as e:
                 misses = self._sync_misses.get(link.spec.id, 0) + 1
                 self._sync_misses[link.spec.id] = misses
@@ -404,6 +405,7 @@ class LinkManager:
             link.neighbour_ok = True
             link.poke.set()  # the watcher goes back to timing the neighbour out
             self.linkstate.changed(urgent=True)
+            self.linkstate.neighbour_up(link.neighbour)  # it may have missed floods
         return json_response(200, sync_json(mine))
 
 

@@ -3,7 +3,9 @@
 An LSA (:mod:`keyserver.kms.routing`) says of each of the node's links whether it is up (and
 why not), its alarm, QBER, key rate and the node's stock on it. This agent floods the node's own
 LSA to its neighbours when it changes (at once when a link goes up or down, in batches when only
-a stock moved by a factor of two), passes on what they send (``POST /kms/v1/lsa``), and answers
+a stock below a quarter of the cap moved by a factor of two), passes on what they send
+(``POST /kms/v1/lsa``), hands a neighbour that comes back in sync every LSA it knows (as OSPF's
+database exchange does when an adjacency forms, RFC 2328 section 10), and answers
 "which node-disjoint routes to that node have enough key" from the link-state database
 (:meth:`LinkStateAgent.routes`) with the summaries the SAE status extension shows.
 """
@@ -34,6 +36,7 @@ from keyserver.kms.routing import (
 
 ROUTE_CACHE_S = 0.1  # a route found serves the requests of the next 100 ms (see routes())
 LSA_PATH = "/kms/v1/lsa"
+MAX_LSAS_PER_POST = 256  # what h_lsa accepts in one message; a longer list goes in several
 
 
 class LinkStateAgent:
@@ -47,6 +50,7 @@ class LinkStateAgent:
         self.wake = asyncio.Event()  # something an LSA says may have changed
         self._urgent = False  # ... and it is a link going up or down: flood it at once
         self._queue: dict[str, dict[str, Lsa]] = {}  # neighbour -> origin -> LSA to pass on
+        self._asks: set[str] = set()  # neighbours to ask for their whole database
         self._route_cache: dict[str, tuple[float, int, RouteDecision]] = {}  # dst -> (t, need, r)
 
     @property
@@ -59,6 +63,27 @@ class LinkStateAgent:
             for lid, link in sorted(self.ctx.links.items())
         )
         return Lsa(self.ctx.id, now_ms(), reports)
+
+    def plenty_bits(self) -> int:
+        """A stock of at least this (a quarter of the cap) is enough for any relay: above it,
+        its moves are not flooded (a full link spending and refilling changes no route)."""
+        return self.config.max_key_count * self.config.limits.key_size // 4
+
+    def neighbour_up(self, neighbour: str) -> None:
+        """The link to `neighbour` came into sync (either node started, restarted or came
+        back): each may have missed floods, so send it every fresh LSA this node knows and
+        ask it for its own (``resync``) with the next batch."""
+        self._asks.add(neighbour)
+        self._send_database(neighbour)
+
+    def _send_database(self, neighbour: str) -> None:
+        now = time.monotonic()
+        self.lsdb.update(self.own_lsa(), now)
+        queue = self._queue.setdefault(neighbour, {})
+        for lsa in self.lsdb.lsas():
+            if lsa.origin != neighbour and self.lsdb.fresh(lsa.origin, now):
+                queue.setdefault(lsa.origin, lsa)
+        self.wake.set()
 
     def changed(self, urgent: bool = False) -> None:
         """What this node's LSA says may have changed (urgent: a link went up or down)."""
@@ -79,12 +104,13 @@ class LinkStateAgent:
         sent: Lsa | None = None
         last_flood = -1e9
         refresh_at = 0.0
+        plenty = self.plenty_bits()
         while True:
             now = time.monotonic()
             mine = self.own_lsa()
             self.lsdb.update(mine, now)
-            sig = _signature(mine)
-            own_due = sent is None or sig != _signature(sent) or now >= refresh_at
+            sig = _signature(mine, plenty)
+            own_due = sent is None or sig != _signature(sent, plenty) or now >= refresh_at
             forward = any(self._queue.values())
             if own_due or forward:
                 urgent = self._urgent or sent is None or _flags(sent) != _flags(mine)
@@ -103,11 +129,16 @@ class LinkStateAgent:
                     queued = self._queue.pop(n, {})
                     lsas = [mine] if own_due else []
                     lsas += queued.values()
-                    if lsas:
+                    ask = n in self._asks
+                    self._asks.discard(n)
+                    for i in range(0, len(lsas), MAX_LSAS_PER_POST):
+                        body: dict[str, Any] = {
+                            "lsas": [lsa_to_json(x) for x in lsas[i : i + MAX_LSAS_PER_POST]]
+                        }
+                        if ask and i == 0:
+                            body["resync"] = True  # "send me every LSA you know"
                         ctx.counters["lsa_posts"] += 1
-                        sends.append(
-                            ctx.post_quiet(n, LSA_PATH, {"lsas": [lsa_to_json(x) for x in lsas]})
-                        )
+                        sends.append(ctx.post_quiet(n, LSA_PATH, body))
                 await asyncio.gather(*sends)
                 continue
             await ctx.sleep_or(self.wake, max(0.0, refresh_at - now))
@@ -119,8 +150,16 @@ class LinkStateAgent:
         if caller not in ctx.neighbours():
             raise EtsiError(401, "link-state advertisements come from neighbours only")
         raw = obj.get("lsas")
-        if not isinstance(raw, list) or len(raw) > 256:
-            raise etsi014.bad_request("lsas must be a list")
+        resync = obj.get("resync", False)
+        if (
+            not set(obj) <= {"lsas", "resync"}
+            or not isinstance(raw, list)
+            or len(raw) > MAX_LSAS_PER_POST
+            or not isinstance(resync, bool)
+        ):
+            raise etsi014.bad_request(
+                f"an LSA message is {{lsas: at most {MAX_LSAS_PER_POST}, resync: boolean}}"
+            )
         try:
             lsas = [lsa_from_json(x) for x in raw]
         except LsaFormatError as e:
@@ -135,6 +174,8 @@ class LinkStateAgent:
                     self._queue.setdefault(n, {})[lsa.origin] = lsa
                 # a link went up or down: pass it on at once; anything else goes in a batch
                 self.changed(urgent=old is None or _flags(old) != _flags(lsa))
+        if resync:  # the neighbour came into sync with this node and may have missed floods
+            self._send_database(caller)
         return json_response(200, {"ok": True})
 
     # -- routes ----------------------------------------------------------------------------------
@@ -229,10 +270,13 @@ class LinkStateAgent:
         return [str(g.edges[u, v]["id"]) for u, v in itertools.pairwise(path)]
 
 
-def _signature(lsa: Lsa) -> tuple[tuple[str, bool, bool, int], ...]:
+def _signature(lsa: Lsa, plenty_bits: int) -> tuple[tuple[str, bool, bool, int], ...]:
     """What neighbours need to hear about: up/down, alarm, and the stock to within a
-    factor of two (bucket 0: no key at all, which :func:`_flags` makes urgent)."""
-    return tuple((r.link, r.up, r.alarm, r.stock_bits.bit_length()) for r in lsa.links)
+    factor of two (bucket 0: no key at all, which :func:`_flags` makes urgent) up to
+    `plenty_bits`; any stock above that is one bucket (a route's choice hardly depends on
+    it, and a link filling or refilling near its cap is not news for the whole network)."""
+    top = max(1, plenty_bits).bit_length()
+    return tuple((r.link, r.up, r.alarm, min(r.stock_bits.bit_length(), top)) for r in lsa.links)
 
 
 def _flags(lsa: Lsa) -> list[tuple[str, bool, bool, bool]]:

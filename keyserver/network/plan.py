@@ -54,6 +54,13 @@ BIG_NETWORK_MODULE_MAX_KEYS = 64
 BIG_NETWORK_DEAD_MISSES = 3
 BIG_NETWORK_NEIGHBOUR_TIMEOUT_S = 60.0
 BIG_NETWORK_REQUEST_TIMEOUT_S = 10.0  # (3 s by default: core nodes timed out at load 150-250)
+# ... and re-floods an unchanged LSA every BIG_NETWORK_LSA_REFRESH_S (30 s by default): every
+# refresh crosses every link of the network, so 170 nodes refreshing every 30 s kept about 1,100
+# LSAs a second in flight on an idle china-backbone. Changes are flooded when they happen, so
+# the refresh only ages out what a partitioned network can no longer tell (OSPF refreshes every
+# 30 minutes, RFC 2328 appendix B: LSRefreshTime, MaxAge)
+BIG_NETWORK_LSA_REFRESH_S = 300.0
+BIG_NETWORK_LSA_MAX_AGE_S = 1000.0
 # the module that hosts the simulated fibre's eavesdropper (docs/bb84.md)
 EVE_ROLE = Role.TRANSMITTER
 
@@ -376,6 +383,8 @@ def node_config_text(plan: NetworkPlan, n: NodePlan, pki: NetworkPki) -> str:
     ]
     if big_network(plan):
         lines += [
+            f"lsa_refresh_seconds = {BIG_NETWORK_LSA_REFRESH_S!r}",
+            f"lsa_max_age_seconds = {BIG_NETWORK_LSA_MAX_AGE_S!r}",
             "",
             "[timers]",
             f"hungry_poll_seconds = {BIG_NETWORK_HUNGRY_POLL_S!r}",

@@ -113,6 +113,8 @@ def _wrong_types() -> list[dict[str, Any]]:
         {"lsas": "all"},
         {"lsas": [{"origin": "a", "seq": -1, "links": []}] * 300},
         {"lsas": [{"origin": "a", "seq": 1, "links": [{"link": 5}]}]},
+        {"lsas": [], "resync": "yes"},
+        {"lsas": [], "all": True},
         {
             "keys": [],
             "initiator_sae_id": 1,

@@ -226,6 +226,11 @@ def test_a_big_network_polls_keyless_modules_less_often(tmp_path: Path) -> None:
         3.0,
         planmod.BIG_NETWORK_REQUEST_TIMEOUT_S,
     )
+    assert (small.timers.lsa_refresh, small.lsa_max_age) == (30.0, 100.0)
+    assert (big.timers.lsa_refresh, big.lsa_max_age) == (
+        planmod.BIG_NETWORK_LSA_REFRESH_S,
+        planmod.BIG_NETWORK_LSA_MAX_AGE_S,
+    )
     assert small.max_key_count == Options().max_key_count
     assert big.max_key_count == planmod.BIG_NETWORK_MAX_KEYS < Options().max_key_count
     assert small_module.northbound.max_key_count == Options().module_max_keys
