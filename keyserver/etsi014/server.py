@@ -41,6 +41,7 @@ from keyserver.etsi014 import messages as etsi014
 from keyserver.etsi014.key import Key
 from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits, Status
 from keyserver.etsi014.openapi import API_PREFIX, OPENAPI_PATH, openapi_document
+from keyserver.etsi014.statuswatch import StatusWatch, WatchQueryError, parse_watch_query
 from keyserver.jsonlog import log
 from keyserver.pki.tls import common_name
 
@@ -136,9 +137,15 @@ class Etsi014Api:
     ``counters`` counts requests and refusals by kind (read by status logs and tests).
     """
 
-    def __init__(self, service: KeyService, limits: HttpLimits | None = None) -> None:
+    def __init__(
+        self,
+        service: KeyService,
+        limits: HttpLimits | None = None,
+        watch: StatusWatch | None = None,
+    ) -> None:
         self.service = service
         self.http_limits = limits or HttpLimits()
+        self.watch = watch  # Get status may be watched (keyserver.etsi014.statuswatch)
         self.counters: dict[str, int] = {
             "enc_requests": 0,
             "dec_requests": 0,
@@ -185,10 +192,21 @@ class Etsi014Api:
     async def h_status(self, request: web.Request) -> web.Response:
         master = self._caller(request)
         await self._no_body(request)
-        if request.query:
+        if request.query and self.watch is None:
             raise etsi014.bad_request("Get status takes no query parameters")
+        if request.query and self.watch is not None:
+            try:
+                after, wait = parse_watch_query(_query(request))
+            except WatchQueryError as e:
+                raise etsi014.bad_request(str(e)) from None
+            await self.service.status(master, request.match_info["sae"])  # refused: at once
+            await self.watch.wait_past(after, wait)
         st = await self.service.status(master, request.match_info["sae"])
-        return json_response(200, st.body())
+        body = st.body()
+        if self.watch is not None:
+            ext = body.setdefault("status_extension", {})
+            ext["status_version"] = self.watch.version
+        return json_response(200, body)
 
     async def h_enc_keys(self, request: web.Request) -> web.Response:
         master = self._caller(request)

@@ -13,6 +13,7 @@ times the neighbour out when no sync comes.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import logging
@@ -98,48 +99,79 @@ class LinkManager:
         """Look at the module (its state, alarm, key) and draw key; event-driven when idle.
 
         Keys are drawn as long as the module holds some and the stock is below its cap. Then
-        the loop sleeps until a relay spends key on the link (``link.wake``) or, with nothing
-        happening, ``timers.module_poll`` seconds (``hungry_poll`` while the link is below a
-        quarter of its cap or not in sync, so that the first keys come fast; while the module
-        does not answer, from ``hungry_poll`` doubling up to ``module_poll``).
+        the loop waits until a relay spends key on the link (``link.wake``) or the module's
+        status moves on: a module that can be watched (:mod:`keyserver.etsi014.statuswatch`)
+        holds one Get status until it has news (a block, keys handed out, a state change),
+        at most ``timers.module_watch`` seconds, so an idle link asks nothing on a clock. A
+        KME that cannot be watched is asked every ``timers.module_poll`` seconds
+        (``hungry_poll`` while the link is below a quarter of its cap or not in sync); a
+        module that does not answer, from ``hungry_poll`` doubling up to ``module_poll``.
         """
         ctx = self.ctx
-        while True:
-            was = link.report(0)
-            try:
-                ctx.counters["module_polls"] += 1
-                link.status = await link.module.status()
-                link.module_error, link.misses = "", 0
-            except (ModuleUnavailable, ModuleRefused) as e:
-                link.module_error = str(e)
-                link.misses += 1
-                if link.misses >= self.config.timers.dead_misses:  # else: its last status
-                    link.status = None
-            now = link.report(0)
-            if (was.up, was.reason) != (now.up, now.reason):
-                log(
-                    _LOG,
-                    logging.INFO if now.up else logging.WARNING,
-                    "link_state",
-                    link=link.spec.id,
-                    up=now.up,
-                    reason=now.reason.value if now.reason else None,
-                    error=link.module_error or None,
-                )
-                self.linkstate.changed(urgent=True)
-            drew = more = False
-            if link.transmitter and link.status is not None:
-                with contextlib.suppress(NodeUnreachable, ModuleUnavailable, ModuleRefused):
-                    drew, more = await self._draw(link, link.status)
-            if drew:
-                self.linkstate.changed()
-            if more:
-                continue  # the module may hold more than it gave: draw again at once
-            t = self.config.timers
-            wait = t.hungry_poll if self._hungry(link) else t.module_poll
-            if link.misses:  # module down: back off from hungry_poll to module_poll
-                wait = min(t.module_poll, t.hungry_poll * 2 ** min(link.misses - 1, 16))
-            await ctx.sleep_or(link.wake, ctx.jittered(wait))
+        watch: asyncio.Task[ModuleStatus] | None = None
+        try:
+            while True:
+                was = link.report(0)
+                try:
+                    if watch is not None and watch.done():
+                        done, watch = watch, None
+                        link.status = done.result()  # what the module said when it moved on
+                    else:
+                        ctx.counters["module_polls"] += 1
+                        link.status = await link.module.status()
+                    link.module_error, link.misses = "", 0
+                except (ModuleUnavailable, ModuleRefused) as e:
+                    link.module_error = str(e)
+                    link.misses += 1
+                    if link.misses >= self.config.timers.dead_misses:  # else: its last status
+                        link.status = None
+                now = link.report(0)
+                if (was.up, was.reason) != (now.up, now.reason):
+                    log(
+                        _LOG,
+                        logging.INFO if now.up else logging.WARNING,
+                        "link_state",
+                        link=link.spec.id,
+                        up=now.up,
+                        reason=now.reason.value if now.reason else None,
+                        error=link.module_error or None,
+                    )
+                    self.linkstate.changed(urgent=True)
+                drew = more = False
+                if link.transmitter and link.status is not None:
+                    with contextlib.suppress(NodeUnreachable, ModuleUnavailable, ModuleRefused):
+                        drew, more = await self._draw(link, link.status)
+                if drew:
+                    self.linkstate.changed()
+                if more:
+                    continue  # the module may hold more than it gave: draw again at once
+                t = self.config.timers
+                version = link.status.version if link.status is not None else None
+                if version is not None and t.module_watch > 0 and not link.misses:
+                    if watch is None:
+                        ctx.counters["module_watches"] += 1
+                        watch = asyncio.ensure_future(
+                            link.module.status(after=version, wait=ctx.jittered(t.module_watch))
+                        )
+                    await self._until(link, watch)
+                    continue
+                wait = t.hungry_poll if self._hungry(link) else t.module_poll
+                if link.misses:  # module down: back off from hungry_poll to module_poll
+                    wait = min(t.module_poll, t.hungry_poll * 2 ** min(link.misses - 1, 16))
+                await ctx.sleep_or(link.wake, ctx.jittered(wait))
+        finally:
+            if watch is not None:
+                watch.cancel()
+
+    async def _until(self, link: LocalLink, watch: asyncio.Task[ModuleStatus]) -> None:
+        """Until the watched status answers or a relay wakes the link (which clears)."""
+        woken = asyncio.ensure_future(link.wake.wait())
+        try:
+            await asyncio.wait((watch, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        link.wake.clear()
+        self.ctx.counters["wakeups"] += 1
 
     async def _draw(self, link: LocalLink, st: ModuleStatus) -> tuple[bool, bool]:
         """Draw one batch: whether keys were drawn, and whether to draw again at once (the

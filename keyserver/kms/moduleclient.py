@@ -19,6 +19,7 @@ import aiohttp
 
 from keyserver.etsi014.key import Key
 from keyserver.etsi014.messages import MAX_CONTAINER_BYTES, KeyContainerError, parse_key_container
+from keyserver.etsi014.statuswatch import MAX_VERSION
 from keyserver.kms.nodeconfig import ModuleRef, Tls
 from keyserver.pki.tls import client_context
 
@@ -41,6 +42,9 @@ class ModuleStatus:
     stored_key_count: int
     max_key_per_request: int
     link: dict[str, Any]  # status_extension.qkd_link (may be empty for a vendor KME)
+    # status_extension.status_version of a KME whose Get status can be watched
+    # (keyserver.etsi014.statuswatch); None: it cannot, ask it on a clock
+    version: int | None = None
 
     @property
     def state(self) -> str:
@@ -75,7 +79,10 @@ def _int(obj: dict[str, Any], k: str) -> int:
 class ModuleApi(Protocol):
     """What the node needs from a QKD module (or any ETSI 014 KME) on one of its links."""
 
-    async def status(self) -> ModuleStatus: ...
+    async def status(self, after: int | None = None, wait: float = 0.0) -> ModuleStatus:
+        """Get status; with `after` (a version the KME reported), watched: answered once the
+        version moves on or after `wait` seconds."""
+        ...
 
     async def enc_keys(self, number: int, size_bits: int) -> list[Key]: ...
 
@@ -106,11 +113,20 @@ class ModuleClient:
         if self._session is not None:
             await self._session.close()
 
-    async def _call(self, method: str, path: str, body: Any = None) -> bytes:
-        """The body of the module's 200 reply (at most MAX_CONTAINER_BYTES), else raise."""
+    async def _call(self, method: str, path: str, body: Any = None, wait: float = 0.0) -> bytes:
+        """The body of the module's 200 reply (at most MAX_CONTAINER_BYTES), else raise;
+        `wait`: seconds the module may hold the request before it answers (a watch)."""
         url = f"{self.ref.url}/api/v1/keys/{self._remote}/{path}"
+        timeout = (
+            aiohttp.ClientTimeout(
+                total=wait + self._timeout.total if self._timeout.total else None,
+                connect=self._timeout.connect,
+            )
+            if wait
+            else None
+        )
         try:
-            async with self._s().request(method, url, json=body) as resp:
+            async with self._s().request(method, url, json=body, timeout=timeout) as resp:
                 status = resp.status
                 data = await _read_bounded(resp.content)
         except (TimeoutError, aiohttp.ClientError, ssl.SSLError, OSError) as e:
@@ -128,20 +144,27 @@ class ModuleClient:
             raise ModuleRefused(status, message)
         raise ModuleUnavailable(f"module {self.ref.id} answered {status}: {message}")
 
-    async def status(self) -> ModuleStatus:
+    async def status(self, after: int | None = None, wait: float = 0.0) -> ModuleStatus:
+        path = "status" if after is None else f"status?after={after}&wait={wait:.3f}"
         try:
-            obj = json.loads(await self._call("GET", "status"))
+            obj = json.loads(await self._call("GET", path, wait=wait if after is not None else 0))
         except (ValueError, RecursionError):
             raise ModuleUnavailable("module status is not JSON") from None
         if not isinstance(obj, dict):
             raise ModuleUnavailable("module status is not an object")
         ext = obj.get("status_extension")
         link = ext.get("qkd_link") if isinstance(ext, dict) else None
+        version = ext.get("status_version") if isinstance(ext, dict) else None
         return ModuleStatus(
             _int(obj, "key_size"),
             _int(obj, "stored_key_count"),
             _int(obj, "max_key_per_request"),
             link if isinstance(link, dict) else {},
+            version
+            if isinstance(version, int)
+            and not isinstance(version, bool)
+            and 0 <= version < MAX_VERSION
+            else None,
         )
 
     async def enc_keys(self, number: int, size_bits: int) -> list[Key]:

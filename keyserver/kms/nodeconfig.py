@@ -61,7 +61,10 @@ file, every error names the setting to fix. The format (see also docs/network.md
     lsa_max_age_seconds = 100.0     # an LSA older than this is silence (> 2 x refresh)
 
     [timers]                        # optional: idle behaviour (seconds; defaults shown)
-    module_poll_seconds = 5.0       # module status while the link holds key and nothing happens
+    module_watch_seconds = 30.0     # a module that can be watched holds a status request until
+                                    # something changes, at most this long (0: never watch)
+    module_poll_seconds = 5.0       # module status (one that cannot be watched) while the link
+                                    # holds key and nothing happens
     hungry_poll_seconds = 1.0       # ... while the link is below a quarter of its cap or unsynced
     sync_heartbeat_seconds = 10.0   # transmitter-side sync when nothing else happens
     neighbour_timeout_seconds = 30.0  # receiver side: no sync for this long = neighbour down
@@ -100,6 +103,7 @@ from keyserver.configfile import ConfigError as ConfigError  # the package's one
 from keyserver.configfile import load_toml
 from keyserver.etsi014.messages import Limits, valid_sae_id
 from keyserver.etsi014.server import HttpLimits
+from keyserver.etsi014.statuswatch import MAX_WAIT_S
 from keyserver.topology import LinkSpec, NodeSpec, SaeSpec, Topology
 from keyserver.topology import parse_topology as _parse_topology
 
@@ -137,6 +141,10 @@ class Timers:
 
     module_poll: float = 5.0
     hungry_poll: float = 1.0
+    # a module that can be watched (keyserver.etsi014.statuswatch) holds its node's Get status
+    # until something changes, at most this long; the polls above are for a KME that cannot
+    # (0: never watch)
+    module_watch: float = 30.0
     sync_heartbeat: float = 10.0
     neighbour_timeout: float = 30.0
     # a link goes down when this many module status requests in a row failed (its module),
@@ -216,6 +224,7 @@ _SECTIONS: dict[str, set[str]] = {
     "timers": {
         "module_poll_seconds",
         "hungry_poll_seconds",
+        "module_watch_seconds",
         "sync_heartbeat_seconds",
         "neighbour_timeout_seconds",
         "dead_misses",
@@ -370,6 +379,7 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
     timers = Timers(
         module_poll=float(positive("timers", "module_poll_seconds", num, 5.0)),
         hungry_poll=float(positive("timers", "hungry_poll_seconds", num, 1.0)),
+        module_watch=float(_get(doc, "timers", "module_watch_seconds", num, 30.0)),
         sync_heartbeat=float(positive("timers", "sync_heartbeat_seconds", num, 10.0)),
         neighbour_timeout=float(positive("timers", "neighbour_timeout_seconds", num, 30.0)),
         dead_misses=int(positive("timers", "dead_misses", int, 1)),
@@ -380,6 +390,11 @@ def parse_node_config(doc: dict[str, Any], base: Path) -> NodeConfig:
     )
     if not 0 <= timers.jitter <= 0.5:
         raise ConfigError("[timers] jitter must be within 0..0.5")
+    if not 0 <= timers.module_watch * (1 + timers.jitter) <= MAX_WAIT_S:
+        raise ConfigError(
+            f"[timers] module_watch_seconds x (1 + jitter) must be within 0..{MAX_WAIT_S:g} "
+            "(what a module holds a watched Get status at most; 0: never watch)"
+        )
     if timers.neighbour_timeout < 2 * timers.sync_heartbeat * (1 + timers.jitter):
         raise ConfigError(
             "[timers] neighbour_timeout_seconds must be at least twice "

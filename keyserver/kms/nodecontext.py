@@ -75,6 +75,7 @@ class NodeContext:
             # what the node does on its own (docs/network.md, "Timings"): these grow with
             # change (keys drawn, links up/down, relays), not with time, while a network idles
             "module_polls": 0,
+            "module_watches": 0,  # watched Get status requests (each held until news)
             "syncs_sent": 0,
             "lsa_floods": 0,
             "lsa_posts": 0,

@@ -24,7 +24,9 @@ Protocol on the socket the launcher passes (one JSON object per line):
 
 With ``KEYSERVER_PROFILE_DIR`` set in the zygote's environment, each child runs under
 :mod:`cProfile` (CPU time) and writes ``<kind>-<pid>.prof`` there when it ends (measurement
-only).
+only). With ``KEYSERVER_PROFILE_WINDOW=1`` as well, a child's profiler starts off: SIGUSR1
+turns it on and SIGUSR2 turns it off and writes the file, so that one window of a running
+network (say the 30 s after its first key) is profiled, not its start.
 
 Lifetimes: the zygote gets SIGTERM when the launcher dies (``PR_SET_PDEATHSIG``), and on SIGTERM
 or when the launcher closes the socket it sends its children SIGTERM, gives them
@@ -123,17 +125,30 @@ def _child(
 
         profile_dir = os.environ.get("KEYSERVER_PROFILE_DIR")
         profiler = None
+        profiler_window = False
         if profile_dir:
             import cProfile
 
             profiler = cProfile.Profile(time.process_time)  # CPU, not wall: load-proof
-            profiler.enable()
+            if os.environ.get("KEYSERVER_PROFILE_WINDOW") == "1":
+                out = os.path.join(profile_dir, f"{argv[0]}-{os.getpid()}.prof")
+                prof = profiler
+
+                def window_end(*_: object) -> None:
+                    prof.disable()
+                    prof.dump_stats(out)
+
+                signal.signal(signal.SIGUSR1, lambda *_: prof.enable())
+                signal.signal(signal.SIGUSR2, window_end)
+                profiler_window = True
+            else:
+                profiler.enable()
         try:
             code = cli.main(argv)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
         finally:
-            if profiler is not None and profile_dir:
+            if profiler is not None and profile_dir and not profiler_window:
                 profiler.disable()
                 profiler.dump_stats(os.path.join(profile_dir, f"{argv[0]}-{os.getpid()}.prof"))
     except BaseException:  # the child must end here, whatever happens

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, ClassVar
 
 from keyserver.etsi014.server import HttpLimits, Listener, start_server
+from keyserver.etsi014.statuswatch import StatusWatch
 from keyserver.jsonlog import log
 from keyserver.pki.tls import server_context
 from keyserver.qkd.blocks import BlockStats
@@ -70,7 +71,8 @@ class ModuleProcess:
         self._new_session = session
         self.role = Role(config.role)
         self.failed = asyncio.Event()
-        self.state = ModuleState.CONNECTING
+        self.watch = StatusWatch()  # its node's watched Get status wakes when this moves on
+        self._state = ModuleState.CONNECTING
         self.port = config.northbound.port
         self.quantum_port = config.quantum_port
         self.classical_port = config.classical_port
@@ -139,7 +141,7 @@ class ModuleProcess:
         self._build()
         service = ModuleKeyService(cfg, self.store, self.status_extension, self._on_delivered)
         app, self.api = build_app(
-            service, cfg, self._set_eve if self.role is Role.TRANSMITTER else None
+            service, cfg, self._set_eve if self.role is Role.TRANSMITTER else None, self.watch
         )
         nb = cfg.northbound
         self._listener = await start_server(
@@ -203,6 +205,16 @@ class ModuleProcess:
         self.channel_key[:] = bytes(len(self.channel_key))
 
     # -- status --------------------------------------------------------------------------------
+    @property
+    def state(self) -> ModuleState:
+        return self._state
+
+    @state.setter
+    def state(self, value: ModuleState) -> None:
+        if value is not self._state:
+            self._state = value
+            self.watch.bump()
+
     def status_extension(self) -> dict[str, Any]:
         st = self.status
         recv_pos = self.session.opener.next_position if self.session else 0
@@ -239,9 +251,11 @@ class ModuleProcess:
         seconds = stats.pulses / self.params.clock_hz if stats.pulses else 0.0
         self.status.record(stats, seconds)
         self._save_status()
+        self.watch.bump()
 
     def _on_delivered(self) -> None:
         """The northbound API handed keys out: the receiver tells the transmitter its stock."""
+        self.watch.bump()
         if self.role is Role.RECEIVER and self.session is not None:
             self.session.heartbeat_now.set()
 

@@ -20,6 +20,7 @@ from keyserver.etsi014 import messages as etsi014
 from keyserver.etsi014.key import Key
 from keyserver.etsi014.messages import EtsiError, KeyRequest, Limits, Status
 from keyserver.etsi014.server import Etsi014Api, caller_id, guarded_app, json_response
+from keyserver.etsi014.statuswatch import StatusWatch
 from keyserver.qkd.config import ModuleConfig
 from keyserver.qkd.role import Role
 from keyserver.qkd.store import ModuleStore
@@ -116,9 +117,12 @@ class ModuleKeyService:
 
 
 def build_app(
-    service: ModuleKeyService, config: ModuleConfig, set_eve: Callable[[float], float] | None
+    service: ModuleKeyService,
+    config: ModuleConfig,
+    set_eve: Callable[[float], float] | None,
+    watch: StatusWatch | None = None,
 ) -> tuple[web.Application, Etsi014Api]:
-    api = Etsi014Api(service)
+    api = Etsi014Api(service, watch=watch)
     app = guarded_app(api, client_max_size=etsi014.MAX_BODY_BYTES)
 
     async def h_eve(request: web.Request) -> web.Response:

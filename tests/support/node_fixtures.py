@@ -77,7 +77,7 @@ class MemoryModule:
         if self.link.down:
             raise ModuleUnavailable("memory module: fibre cut")
 
-    async def status(self) -> ModuleStatus:
+    async def status(self, after: int | None = None, wait: float = 0.0) -> ModuleStatus:
         self._check()
         if self.transmitter:
             self.link.produce()

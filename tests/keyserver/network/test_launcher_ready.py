@@ -156,6 +156,15 @@ def test_ready_for_calls_line_and_sigterm_leaves_no_process(tmp_path: Path) -> N
                 "/api/v1/keys/alice/dec_keys", json={"key_IDs": [{"key_ID": key["key_ID"]}]}
             )
             assert r2.status_code == 200 and r2.json()["keys"] == [key], r2.text
+        # the nodes watch their modules' status (held until it moves on), not poll it
+        admin = info["admin"]
+        ctx = client_context(
+            Path(info["node_ca_cert"]), Path(admin["node_cert"]), Path(admin["node_key"])
+        )
+        with httpx.Client(verify=ctx, timeout=20) as c:
+            url = info["nodes"]["middle"]["node_url"] + "/kms/v1/state"
+            counters = c.get(url).json()["counters"]
+        assert counters["module_watches"] >= 2, counters  # one per link at least
         # a node that dies on its own is started again, and the route carries keys again
         os.kill(info["nodes"]["middle"]["pid"], signal.SIGKILL)
         seen = _events(proc.stderr, "process_restarted", 60, other_lines=True)

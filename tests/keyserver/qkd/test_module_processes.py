@@ -70,6 +70,27 @@ def test_pair_delivers_identical_keys_under_identical_ids(pair: Pair) -> None:
     assert rx["role"] == "receiver" and rx["auth_bits_consumed"] > 0
 
 
+def test_status_can_be_watched_by_its_node(pair: Pair) -> None:
+    """The module's Get status carries a version; ``?after=V&wait=S`` is accepted (answered
+    when the version moves on, at most S later), and a bad watch query is one 400."""
+    st = pair.wait_status("transmitter", lambda s: s["stored_key_count"] >= 1, 120)
+    version = st["status_extension"]["status_version"]
+    assert isinstance(version, int) and version >= 1  # the blocks so far moved it
+    url = f"{pair.url('transmitter')}/api/v1/keys/nodeB/status"
+    with pair.client("nodeA") as c:
+        # an old version: answered at once, with a newer one
+        r = c.get(url, params={"after": str(version - 1), "wait": "30"})
+        assert r.status_code == 200, r.text
+        assert r.json()["status_extension"]["status_version"] >= version
+        r = c.get(url, params={"after": "x", "wait": "30"})
+        assert r.status_code == 400 and "after" in r.json()["message"]
+        r = c.get(url, params={"after": "1", "wait": "600"})
+        assert r.status_code == 400 and "wait" in r.json()["message"]
+    with pair.client("intruder") as c:  # refused before any wait
+        r = c.get(url, params={"after": str(version), "wait": "30"})
+        assert r.status_code == 401
+
+
 def test_only_the_local_node_may_call_and_roles_are_enforced(pair: Pair) -> None:
     pair.wait_status("transmitter", lambda s: s["stored_key_count"] >= 1, 120)
     with pair.client("intruder") as c:
