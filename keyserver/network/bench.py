@@ -38,6 +38,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,9 @@ def measure_memory(launcher: Launcher) -> dict[str, Any]:
             for k, v in sorted(by_kind.items())
         },
     }
+
+
+SERIES_WINDOW_S = 10.0  # --settle: the CPU of the network in windows of this length until then
 
 
 def measure_cpu(launcher: Launcher, seconds: float) -> dict[str, Any]:
@@ -373,7 +377,12 @@ def footprint(
     out["idle_cpu"] = measure_cpu(launcher, seconds)
     out["memory"] = measure_memory(launcher)
     if settle > 0:  # the links full: what the network costs when nothing happens
-        time.sleep(settle)
+        series = []  # CPU every 10 s until then: how long the start's load lasts
+        end = time.monotonic() + settle
+        while (left := end - time.monotonic()) > 1.0:
+            c = measure_cpu(launcher, min(SERIES_WINDOW_S, left))
+            series.append([round(time.monotonic() - launcher.started, 1), c["total_cores"]])
+        out["cpu_series"] = series
         out["settled_after_s"] = round(time.monotonic() - launcher.started, 1)
         out["settled_cpu"] = measure_cpu(launcher, seconds)
         out["settled_memory"] = measure_memory(launcher)
@@ -513,6 +522,14 @@ def _print_footprint(fp: dict[str, Any], as_json: bool) -> None:
         lines.append(
             f"    {k:<8} {v['processes']:>4} x {v['mean_pss_mb']:>6.1f} MB "
             f"(max {v['max_pss_mb']:.1f}) = {v['pss_mb'] / 1024:.2f} GB"
+        )
+    if fp.get("cpu_series"):
+        lines += textwrap.wrap(
+            "CPU every 10 s until settled (s after start: cores) "
+            + ", ".join(f"{t:.0f}: {c:.2f}" for t, c in fp["cpu_series"]),
+            width=88,
+            initial_indent="  ",
+            subsequent_indent="    ",
         )
     for title, c in (
         ("after the first key, links filling", cpu),
