@@ -10,8 +10,9 @@ advertises it: the status body carries ``status_extension.status_version``, and
 ``GET .../status?after=V&wait=S`` is answered as soon as the version is no longer ``V``, or
 after ``S`` seconds (at most :data:`MAX_WAIT_S`) with the status unchanged. A KME without the
 extension refuses the query (as the ETSI API refuses any), and the node goes on asking on its
-clock. The version moves on with anything a node acts on: a block recorded (its key, QBER,
-alarm, abort), keys handed out, the module's state.
+clock. The version moves on with anything a node acts on that the node did not do itself: a
+block recorded (its key, QBER, alarm, abort) and the module's state. Keys handed out do not
+move it: the node that took them is the module's only caller and knows.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ class LinkManager:
         Keys are drawn as long as the module holds some and the stock is below its cap. Then
         the loop waits until a relay spends key on the link (``link.wake``) or the module's
         status moves on: a module that can be watched (:mod:`keyserver.etsi014.statuswatch`)
-        holds one Get status until it has news (a block, keys handed out, a state change),
+        holds one Get status until it has news (a block, a state change),
         at most ``timers.module_watch`` seconds, so an idle link asks nothing on a clock. A
         KME that cannot be watched is asked every ``timers.module_poll`` seconds
         (``hungry_poll`` while the link is below a quarter of its cap or not in sync); a

@@ -254,8 +254,8 @@ class ModuleProcess:
         self.watch.bump()
 
     def _on_delivered(self) -> None:
-        """The northbound API handed keys out: the receiver tells the transmitter its stock."""
-        self.watch.bump()
+        """The northbound API handed keys out: the receiver tells the transmitter its stock.
+        (The status version does not move: the only caller is the node that took the keys.)"""
         if self.role is Role.RECEIVER and self.session is not None:
             self.session.heartbeat_now.set()
 
