@@ -3,7 +3,7 @@
 An LSA (:mod:`keyserver.kms.routing`) says of each of the node's links whether it is up (and
 why not), its alarm, QBER, key rate and the node's stock on it. This agent floods the node's own
 LSA to its neighbours when it changes (at once when a link goes up or down, in batches when only
-a stock below a quarter of the cap moved by a factor of two), passes on what they send
+a stock or a key rate moved by a factor of two or 1.4), passes on what they send
 (``POST /kms/v1/lsa``), hands a neighbour that comes back in sync every LSA it knows (as OSPF's
 database exchange does when an adjacency forms, RFC 2328 section 10), and answers
 "which node-disjoint routes to that node have enough key" from the link-state database
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -64,11 +65,6 @@ class LinkStateAgent:
         )
         return Lsa(self.ctx.id, now_ms(), reports)
 
-    def plenty_bits(self) -> int:
-        """A stock of at least this (a quarter of the cap) is enough for any relay: above it,
-        its moves are not flooded (a full link spending and refilling changes no route)."""
-        return self.config.max_key_count * self.config.limits.key_size // 4
-
     def neighbour_up(self, neighbour: str) -> None:
         """The link to `neighbour` came into sync (either node started, restarted or came
         back): each may have missed floods, so send it every fresh LSA this node knows and
@@ -104,13 +100,12 @@ class LinkStateAgent:
         sent: Lsa | None = None
         last_flood = -1e9
         refresh_at = 0.0
-        plenty = self.plenty_bits()
         while True:
             now = time.monotonic()
             mine = self.own_lsa()
             self.lsdb.update(mine, now)
-            sig = _signature(mine, plenty)
-            own_due = sent is None or sig != _signature(sent, plenty) or now >= refresh_at
+            sig = _signature(mine)
+            own_due = sent is None or sig != _signature(sent) or now >= refresh_at
             forward = any(self._queue.values())
             if own_due or forward:
                 urgent = self._urgent or sent is None or _flags(sent) != _flags(mine)
@@ -270,13 +265,16 @@ class LinkStateAgent:
         return [str(g.edges[u, v]["id"]) for u, v in itertools.pairwise(path)]
 
 
-def _signature(lsa: Lsa, plenty_bits: int) -> tuple[tuple[str, bool, bool, int], ...]:
-    """What neighbours need to hear about: up/down, alarm, and the stock to within a
-    factor of two (bucket 0: no key at all, which :func:`_flags` makes urgent) up to
-    `plenty_bits`; any stock above that is one bucket (a route's choice hardly depends on
-    it, and a link filling or refilling near its cap is not news for the whole network)."""
-    top = max(1, plenty_bits).bit_length()
-    return tuple((r.link, r.up, r.alarm, min(r.stock_bits.bit_length(), top)) for r in lsa.links)
+def _signature(lsa: Lsa) -> tuple[tuple[str, bool, bool, int, int], ...]:
+    """What neighbours need to hear about: up/down, alarm, the stock to within a factor of
+    two (bucket 0: no key at all, which :func:`_flags` makes urgent) and the key rate to
+    within a factor of about 1.4: a caller judges an OTP call by the route's stock and its
+    slowest link's rate, and in a big network the refresh that would otherwise carry a rate
+    that moved comes only every few minutes."""
+    return tuple(
+        (r.link, r.up, r.alarm, r.stock_bits.bit_length(), int(2 * math.log2(1 + r.rate_bps)))
+        for r in lsa.links
+    )
 
 
 def _flags(lsa: Lsa) -> list[tuple[str, bool, bool, bool]]:
