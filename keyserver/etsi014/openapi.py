@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from keyserver.etsi014.messages import Limits
+from keyserver.etsi014.statuswatch import MAX_VERSION, MAX_WAIT_S
 
 API_PREFIX = "/api/v1/keys"
 OPENAPI_PATH = "/api/v1/openapi.json"
@@ -40,7 +41,30 @@ def _sae_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def openapi_document(limits: Limits, kme_id: str) -> dict[str, Any]:
+def _watch_params() -> list[dict[str, Any]]:
+    """An extension of this KME (not ETSI's): a status request held until it changes."""
+    return [
+        {
+            "name": "after",
+            "in": "query",
+            "required": False,
+            "description": "extension: answer once status_extension.status_version is not "
+            "this (give wait as well)",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_VERSION - 1},
+        },
+        {
+            "name": "wait",
+            "in": "query",
+            "required": False,
+            "description": "extension: ... or after this many seconds, unchanged",
+            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WAIT_S},
+        },
+    ]
+
+
+def openapi_document(limits: Limits, kme_id: str, watched: bool = False) -> dict[str, Any]:
+    """The API's OpenAPI 3.0 document; `watched`: Get status takes the watch extension's
+    ``after`` and ``wait`` (:mod:`keyserver.etsi014.statuswatch`)."""
     int_field = {"type": "integer"}
     key_req_body = {
         "required": False,
@@ -80,7 +104,10 @@ def openapi_document(limits: Limits, kme_id: str) -> dict[str, Any]:
                 "get": {
                     "summary": "Get status",
                     "operationId": "getStatus",
-                    "parameters": [_sae_param("slave_SAE_ID")],
+                    "parameters": [
+                        _sae_param("slave_SAE_ID"),
+                        *(_watch_params() if watched else []),
+                    ],
                     "responses": _ok("Status"),
                 }
             },

@@ -242,7 +242,8 @@ class Etsi014Api:
 
     async def h_openapi(self, request: web.Request) -> web.Response:
         self._caller(request)
-        return json_response(200, openapi_document(self.service.limits, self.service.kme_id))
+        doc = openapi_document(self.service.limits, self.service.kme_id, self.watch is not None)
+        return json_response(200, doc)
 
     # -- errors ----------------------------------------------------------------------------------
     @web.middleware

@@ -86,6 +86,9 @@ def test_status_can_be_watched_by_its_node(pair: Pair) -> None:
         assert r.status_code == 400 and "after" in r.json()["message"]
         r = c.get(url, params={"after": "1", "wait": "600"})
         assert r.status_code == 400 and "wait" in r.json()["message"]
+        doc = c.get(f"{pair.url('transmitter')}/api/v1/openapi.json").json()
+        params = doc["paths"]["/api/v1/keys/{slave_SAE_ID}/status"]["get"]["parameters"]
+        assert {p["name"] for p in params} == {"slave_SAE_ID", "after", "wait"}
     with pair.client("intruder") as c:  # refused before any wait
         r = c.get(url, params={"after": str(version), "wait": "30"})
         assert r.status_code == 401
