@@ -107,12 +107,15 @@ def running_network(directory: Path, topo: Topology, **options: Any) -> Iterator
 
 def stocked(net: RunningNetwork, bits: int = 60_000) -> bool:
     """Every link holds `bits` in each direction (its transmitter node says; 60,000 is nearly the
-    64 kbit cap of the tests' networks)."""
+    64 kbit cap of the tests' networks), and that node's link-state view has the link up, i.e.
+    the other end's LSA saying so has arrived (a route exists, not only the node's own half)."""
     for lid, spec in net.info["links"].items():
         st = net.try_state(spec["a"])
         if st is None:
             return False
         stock = st["links"][lid]["stock_bits"]
         if min(stock.values()) < bits or not st["links"][lid]["report"]["up"]:
+            return False
+        if not all(v["up"] for v in st["network"] if v["link"] == lid):
             return False
     return True

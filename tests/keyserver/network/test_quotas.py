@@ -108,6 +108,6 @@ def test_a_draining_sae_does_not_starve_another_nor_a_12_kbit_s_call(tmp_path: P
                 assert d["quota"] == "sae_stock_share" and d["sae"] == "dave" and d["saes"] == 2
                 assert d["share_bits"] == 256 * 256 // 2  # 256 keys of 256 bits, halved
             else:
-                assert d["reason"] == "relay_failed" and "not yet collected" in r["message"]
+                assert d["reason"] == "relay_failed" and "not yet collected" in r["message"], r
         # what dave parked at b (uncollected) is within the pair's quota there
         assert 8 * 32 * net.state("b")["held_keys"] <= 256 * 256
