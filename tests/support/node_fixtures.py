@@ -45,6 +45,7 @@ class MemoryLink:
         self.rx: dict[uuid.UUID, bytes] = {}
         self.alarm = False
         self.down = False
+        self.rate_bps = 1e5  # the key rate its status reports
         self.blocks_ok = 0
         self.blocks_aborted = 0
         self.budget: int | None = None  # keys it will still produce (None: no limit)
@@ -89,7 +90,7 @@ class MemoryModule:
             {
                 "state": "aborted" if ln.alarm else "running",
                 "eavesdropper_alarm": ln.alarm,
-                "key_rate_bps": 0.0 if ln.alarm else 1e5,
+                "key_rate_bps": 0.0 if ln.alarm else ln.rate_bps,
                 "qber": 0.25 if ln.alarm else 0.02,
                 "blocks_ok": ln.blocks_ok,
                 "blocks_aborted": ln.blocks_aborted,

@@ -28,3 +28,17 @@ async def test_a_restarted_node_gets_the_database_from_its_neighbours(tmp_path: 
 
         await wait_for(d_sees_everything, timeout=30, what="d to learn every link from b and c")
         assert net.nodes["a"].counters["lsa_floods"] == floods_at_a  # not by a flood from a
+
+
+async def test_a_key_rate_that_fell_reaches_every_node_without_a_refresh(tmp_path: Path) -> None:
+    """a-b's module reports a quarter of its rate. A caller's OTP capacity check reads the
+    route's slowest rate from its node's link-state database, so the change is flooded (in a
+    batch), not left to a refresh that a big network sends every few minutes."""
+    async with running_network(tmp_path, topology(DIAMOND), timers=NO_REFRESH) as net:
+        net.links["a-b"].rate_bps = 2.5e4
+        d = net.nodes["d"]
+        await wait_for(
+            lambda: d.lsdb.view("a-b", time.monotonic()).rate_bps <= 2.5e4,
+            timeout=30,
+            what="d to see a-b's new rate",
+        )
