@@ -192,9 +192,9 @@ class Etsi014Api:
     async def h_status(self, request: web.Request) -> web.Response:
         master = self._caller(request)
         await self._no_body(request)
-        if request.query and self.watch is None:
-            raise etsi014.bad_request("Get status takes no query parameters")
-        if request.query and self.watch is not None:
+        if request.query:
+            if self.watch is None:
+                raise etsi014.bad_request("Get status takes no query parameters")
             try:
                 after, wait = parse_watch_query(_query(request))
             except WatchQueryError as e:

@@ -155,7 +155,7 @@ class LinkManager:
                         watch = asyncio.ensure_future(
                             link.module.status(after=version, wait=ctx.jittered(t.module_watch))
                         )
-                    await self._until(link, watch)
+                    await ctx.sleep_or(link.wake, None, also=watch)
                     continue
                 wait = t.hungry_poll if self._hungry(link) else t.module_poll
                 if link.misses:  # module down: back off from hungry_poll to module_poll
@@ -164,16 +164,6 @@ class LinkManager:
         finally:
             if watch is not None:
                 watch.cancel()
-
-    async def _until(self, link: LocalLink, watch: asyncio.Task[ModuleStatus]) -> None:
-        """Until the watched status answers or a relay wakes the link (which clears)."""
-        woken = asyncio.ensure_future(link.wake.wait())
-        try:
-            await asyncio.wait((watch, woken), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            woken.cancel()
-        link.wake.clear()
-        self.ctx.counters["wakeups"] += 1
 
     async def _draw(self, link: LocalLink, st: ModuleStatus) -> tuple[bool, bool]:
         """Draw one batch: whether keys were drawn, and whether to draw again at once (the

@@ -107,9 +107,23 @@ class NodeContext:
         j = self.config.timers.jitter
         return seconds * self.rng.uniform(1.0 - j, 1.0 + j)
 
-    async def sleep_or(self, event: asyncio.Event, seconds: float | None) -> None:
-        """Until `event` is set or `seconds` pass (None: until the event); clears the event."""
-        if seconds is None:
+    async def sleep_or(
+        self,
+        event: asyncio.Event,
+        seconds: float | None,
+        also: asyncio.Future[Any] | None = None,
+    ) -> None:
+        """Until `event` is set, `seconds` pass (None: no limit) or `also` (a request in
+        flight, say) is done; clears the event."""
+        if also is not None:
+            woken = asyncio.ensure_future(event.wait())
+            try:
+                await asyncio.wait(
+                    (also, woken), timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                woken.cancel()
+        elif seconds is None:
             await event.wait()
         else:
             with contextlib.suppress(TimeoutError):

@@ -129,9 +129,9 @@ def _child(
         if profile_dir:
             import cProfile
 
+            out = os.path.join(profile_dir, f"{argv[0]}-{os.getpid()}.prof")
             profiler = cProfile.Profile(time.process_time)  # CPU, not wall: load-proof
             if os.environ.get("KEYSERVER_PROFILE_WINDOW") == "1":
-                out = os.path.join(profile_dir, f"{argv[0]}-{os.getpid()}.prof")
                 prof = profiler
 
                 def window_end(*_: object) -> None:
@@ -148,9 +148,9 @@ def _child(
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
         finally:
-            if profiler is not None and profile_dir and not profiler_window:
+            if profiler is not None and not profiler_window:
                 profiler.disable()
-                profiler.dump_stats(os.path.join(profile_dir, f"{argv[0]}-{os.getpid()}.prof"))
+                profiler.dump_stats(out)
     except BaseException:  # the child must end here, whatever happens
         import traceback
 

@@ -1,5 +1,5 @@
 """The link-state agent: a node that comes back learns the network at once, not at the next
-refresh; a link's stock moving near its cap is not flooded."""
+refresh; a key rate that moved is flooded, not left to the refresh."""
 
 from __future__ import annotations
 
