@@ -50,7 +50,8 @@ class StatusWatch:
         if self._version != version:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._moved.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._moved.wait()
 
 
 class WatchQueryError(ValueError):

@@ -29,7 +29,6 @@ This module only builds them, starts and stops them, and wires the two listeners
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -63,6 +62,7 @@ from keyserver.kms.saeservice import SaeService
 from keyserver.kms.stockshare import StockShares
 from keyserver.kms.storedb import StoreError
 from keyserver.pki.tls import server_context
+from keyserver.tasks import cancel_all
 
 _LOG = logging.getLogger("keyserver.kms.node")
 STATE_PATH = "/kms/v1/state"
@@ -182,12 +182,9 @@ class KmsNode:
         return self._listeners[0] if self._listeners else None
 
     async def stop(self) -> None:
-        tasks = list(self.ctx.tasks)
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        left = await cancel_all(self.ctx.tasks)
+        if left:
+            log(_LOG, logging.ERROR, "tasks_left_running", node=self.id, tasks=len(left))
         for lst in self._listeners:
             await lst.cleanup()
         for p in self.peers.values():

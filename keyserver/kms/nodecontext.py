@@ -127,7 +127,8 @@ class NodeContext:
             await event.wait()
         else:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), seconds)
+                async with asyncio.timeout(seconds):
+                    await event.wait()
         event.clear()
         self.counters["wakeups"] += 1
 

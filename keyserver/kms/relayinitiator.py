@@ -366,7 +366,8 @@ class RelayInitiator:
             step = m.on_replies(replies, time.monotonic())
             if isinstance(step, AwaitAck):
                 try:
-                    ack = await asyncio.wait_for(fut, step.seconds)
+                    async with asyncio.timeout(step.seconds):
+                        ack = await fut
                 except TimeoutError:
                     step = m.on_timeout()
                 else:

@@ -288,7 +288,8 @@ class _Session(PeerSession[EmulatedModule]):
             mod.record(_stats(outcome, 0, 0 if outcome.aborted else self._key_bits(outcome)))
             return
         try:
-            material = await asyncio.wait_for(self._key_frame(msg.block), KEY_FRAME_TIMEOUT)
+            async with asyncio.timeout(KEY_FRAME_TIMEOUT):
+                material = await self._key_frame(msg.block)
         except TimeoutError:
             raise SessionClosed(f"no key frame for block {msg.block}") from None
         finally:

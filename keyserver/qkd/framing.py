@@ -52,7 +52,8 @@ async def open_sealed_channel(
     mine = os.urandom(NONCE_BYTES)
     writer.write(mine)
     try:
-        theirs = await asyncio.wait_for(reader.readexactly(NONCE_BYTES), timeout)
+        async with asyncio.timeout(timeout):
+            theirs = await reader.readexactly(NONCE_BYTES)
     except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
         raise SessionClosed("no quantum-channel handshake") from e
     tx, rx = (mine, theirs) if transmitter else (theirs, mine)

@@ -240,7 +240,8 @@ class _Session(PeerSession[Module]):
                 # stock full, or post-processing behind the link: the source idles until a
                 # delivery, a finished block or the peer's stock wakes it (or the poll interval)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(mod.wake.wait(), IDLE_POLL_SECONDS)
+                    async with asyncio.timeout(IDLE_POLL_SECONDS):
+                        await mod.wake.wait()
                 deadline = time.monotonic()
             mod._probe = False
             block = int(mod.store.get("next_block", 0))

@@ -43,6 +43,7 @@ from keyserver.qkd.plancache import planned_in_background
 from keyserver.qkd.role import ModuleState, Role
 from keyserver.qkd.sealedchannel import read_channel_key
 from keyserver.qkd.store import ModuleStore
+from keyserver.tasks import cancel_all
 
 RESUME_FRACTION = 0.8  # a paused source resumes below this fraction of the stock cap
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -189,11 +190,9 @@ class ModuleProcess:
 
     async def stop(self) -> None:
         self.state = ModuleState.STOPPED
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        left = await cancel_all(self._tasks)
+        if left:
+            log(self.logger, logging.ERROR, "tasks_left_running", tasks=len(left))
         if self.session is not None:
             self.session.close()
         for s in self._servers:

@@ -116,7 +116,9 @@ class PeerSession(Generic[ModuleT]):
 
     async def _first_hello(self) -> m.Hello:
         while True:
-            got = self._open(await asyncio.wait_for(read_frame(self.cr), HANDSHAKE_TIMEOUT))
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                frame = await read_frame(self.cr)
+            got = self._open(frame)
             if got is None:
                 continue
             opened, msg = got
@@ -174,7 +176,8 @@ class PeerSession(Generic[ModuleT]):
         )
         self.cw.write(self.nonce)
         try:
-            peer_nonce = await asyncio.wait_for(self.cr.readexactly(NONCE_BYTES), HANDSHAKE_TIMEOUT)
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                peer_nonce = await self.cr.readexactly(NONCE_BYTES)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
             raise SessionClosed("no handshake") from e
         store = mod.store
@@ -294,7 +297,8 @@ class PeerSession(Generic[ModuleT]):
                 await self.heartbeat_now.wait()
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.heartbeat_now.wait(), period)
+                    async with asyncio.timeout(period):
+                        await self.heartbeat_now.wait()
             self.heartbeat_now.clear()
             self.send(m.Heartbeat(self.m.store.key_count()))
             await self.cw.drain()

@@ -130,7 +130,8 @@ async def _connect(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> No
     )
     check()
     try:
-        await asyncio.wait_for(connected.wait(), CONNECT_TIMEOUT)
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            await connected.wait()
     except TimeoutError as exc:
         raise StockPathError(
             f"the two peer connections did not connect on 127.0.0.1 within {CONNECT_TIMEOUT} s "
@@ -144,7 +145,8 @@ async def _receive(track: MediaStreamTrack, out: _Received, sent: asyncio.Event)
     last = time.monotonic()
     while True:
         try:
-            frame = await asyncio.wait_for(track.recv(), 0.1)
+            async with asyncio.timeout(0.1):
+                frame = await track.recv()
         except TimeoutError:
             quiet = time.monotonic() - last
             if quiet > (TAIL_S if sent.is_set() else CONNECT_TIMEOUT):
@@ -192,11 +194,13 @@ async def run_stock_path(sample: Path, seconds: float) -> Timelines:
         ]
         transceiver.setCodecPreferences(opus)
         await _connect(sender, receiver)
-        remote_track = await asyncio.wait_for(remote, CONNECT_TIMEOUT)
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            remote_track = await remote
         receiving = asyncio.ensure_future(_receive(remote_track, got, track.finished))
         budget = seconds + CONNECT_TIMEOUT
         try:
-            await asyncio.wait_for(asyncio.shield(receiving), budget)
+            async with asyncio.timeout(budget):
+                await asyncio.shield(receiving)
         except TimeoutError:
             receiving.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -97,7 +97,8 @@ async def _line_with(
         if left <= 0:
             raise CpuMeasureError(f"no {needle!r} from qphone answer in time: {''.join(seen)}")
         try:
-            raw = await asyncio.wait_for(stream.readline(), left)
+            async with asyncio.timeout(left):
+                raw = await stream.readline()
         except TimeoutError:
             continue
         if not raw:
@@ -113,7 +114,8 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(proc.wait(), 10)
+        async with asyncio.timeout(10):
+            await proc.wait()
 
 
 async def measure_answerer_cpu(
@@ -200,8 +202,10 @@ async def _measure(
         await _line_with(answerer.stderr, "call ended", deadline, seen)
         cpu1, t1 = process_cpu_seconds(answerer.pid), time.monotonic()
         rest = max(1.0, deadline - time.monotonic())
-        out, _ = await asyncio.wait_for(answerer.communicate(), rest)
-        await asyncio.wait_for(caller.wait(), rest)
+        async with asyncio.timeout(rest):
+            out, _ = await answerer.communicate()
+        async with asyncio.timeout(rest):
+            await caller.wait()
         summary = _summary(out)
         if "error" in summary:
             raise CpuMeasureError(f"the call failed: {summary['error']}: {''.join(seen)}")

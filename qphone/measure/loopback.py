@@ -163,7 +163,8 @@ async def _progress(total: float, started: asyncio.Event, done: asyncio.Event, o
         out.write("\r\x1b[K" + progress_bar(time.monotonic() - t0, total))
         out.flush()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), 0.25)
+            async with asyncio.timeout(0.25):
+                await done.wait()
     out.write("\r\x1b[K" + progress_bar(total, total) + "\n")
     out.flush()
 

@@ -1,10 +1,10 @@
 """The keyserver's layers (docs/architecture.md, keyserver half), checked on every import.
 
 From the bottom: small utilities (JSON log, core dumps, the console script's path, the config
-files' error and TOML loader), the PKI, the ETSI 014 service, the topology model; the QKD layer
-(modules); the key management layer (KMS nodes), which talks to modules only over ETSI 014 and
-so never imports ``qkd``; the network launcher above both; the command line on top. Nothing in
-keyserver imports qphone.
+files' error and TOML loader, listening ports, stopping tasks), the PKI, the ETSI 014 service,
+the topology model; the QKD layer (modules); the key management layer (KMS nodes), which talks
+to modules only over ETSI 014 and so never imports ``qkd``; the network launcher above both;
+the command line on top. Nothing in keyserver imports qphone.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ UTIL = frozenset(
         "keyserver.consolescript",
         "keyserver.configfile",
         "keyserver.ports",
+        "keyserver.tasks",
     }
 )
 BASE = UTIL | {"keyserver.pki", "keyserver.etsi014", "keyserver.topology"}
@@ -32,6 +33,7 @@ RULES = Rules(
         "keyserver.consolescript": frozenset(),
         "keyserver.configfile": frozenset(),
         "keyserver.ports": frozenset(),
+        "keyserver.tasks": frozenset(),
         "keyserver.pki": UTIL,
         "keyserver.etsi014": UTIL | {"keyserver.pki"},
         "keyserver.topology": UTIL | {"keyserver.etsi014"},  # SAE ID syntax
