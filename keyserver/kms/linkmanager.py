@@ -137,8 +137,8 @@ class LinkManager:
                         error=link.module_error or None,
                     )
                     self.linkstate.changed(urgent=True)
-                elif link.status is not None:  # its rate or QBER may have moved: the agent
-                    self.linkstate.changed()  # floods what moved enough (a batch, not at once)
+                elif link.status is not None:  # its rate may have moved: the agent floods
+                    self.linkstate.status_arrived(link)  # what moved enough (in a batch)
                 drew = more = False
                 if link.transmitter and link.status is not None:
                     with contextlib.suppress(NodeUnreachable, ModuleUnavailable, ModuleRefused):

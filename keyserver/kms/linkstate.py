@@ -24,9 +24,11 @@ from aiohttp import web
 from keyserver.etsi014 import messages as etsi014
 from keyserver.etsi014.messages import EtsiError
 from keyserver.etsi014.server import json_response
+from keyserver.kms.locallink import LocalLink
 from keyserver.kms.nodecontext import NodeContext, now_ms
 from keyserver.kms.nodestore import NodeStore
 from keyserver.kms.routing import (
+    LinkReport,
     LinkStateDb,
     Lsa,
     LsaFormatError,
@@ -53,6 +55,7 @@ class LinkStateAgent:
         self._queue: dict[str, dict[str, Lsa]] = {}  # neighbour -> origin -> LSA to pass on
         self._asks: set[str] = set()  # neighbours to ask for their whole database
         self._route_cache: dict[str, tuple[float, int, RouteDecision]] = {}  # dst -> (t, need, r)
+        self._sent: dict[str, LinkReport] = {}  # link -> what this node last flooded of it
 
     @property
     def store(self) -> NodeStore:
@@ -81,6 +84,15 @@ class LinkStateAgent:
                 queue.setdefault(lsa.origin, lsa)
         self.wake.set()
 
+    def status_arrived(self, link: LocalLink) -> None:
+        """A module status arrived for `link`: wake the agent only if it moved what was last
+        flooded of the link (up, alarm, the key rate by a factor of 1.4). A module that is
+        filling its own store reports a block every few seconds; building the whole LSA for
+        each would cost a hub node more than all else at rest. (The stock moves by draws and
+        spends: :meth:`changed`.)"""
+        if _moved(self._sent.get(link.spec.id), link.report(0), stock=False):
+            self.changed()
+
     def changed(self, urgent: bool = False) -> None:
         """What this node's LSA says may have changed (urgent: a link went up or down)."""
         self._urgent = self._urgent or urgent
@@ -104,8 +116,12 @@ class LinkStateAgent:
             now = time.monotonic()
             mine = self.own_lsa()
             self.lsdb.update(mine, now)
-            sig = _signature(mine)
-            own_due = sent is None or sig != _signature(sent) or now >= refresh_at
+            own_due = (
+                sent is None
+                or now >= refresh_at
+                or len(mine.links) != len(sent.links)
+                or any(_moved(self._sent.get(r.link), r) for r in mine.links)
+            )
             forward = any(self._queue.values())
             if own_due or forward:
                 urgent = self._urgent or sent is None or _flags(sent) != _flags(mine)
@@ -117,6 +133,7 @@ class LinkStateAgent:
                 last_flood = now
                 if own_due:
                     sent = mine
+                    self._sent = {r.link: r for r in mine.links}
                     refresh_at = now + ctx.jittered(t.lsa_refresh)
                     ctx.counters["lsa_floods"] += 1
                 sends = []
@@ -265,16 +282,25 @@ class LinkStateAgent:
         return [str(g.edges[u, v]["id"]) for u, v in itertools.pairwise(path)]
 
 
-def _signature(lsa: Lsa) -> tuple[tuple[str, bool, bool, int, int], ...]:
-    """What neighbours need to hear about: up/down, alarm, the stock to within a factor of
-    two (bucket 0: no key at all, which :func:`_flags` makes urgent) and the key rate to
-    within a factor of about 1.4: a caller judges an OTP call by the route's stock and its
-    slowest link's rate, and in a big network the refresh that would otherwise carry a rate
-    that moved comes only every few minutes."""
-    return tuple(
-        (r.link, r.up, r.alarm, r.stock_bits.bit_length(), int(2 * math.log2(1 + r.rate_bps)))
-        for r in lsa.links
-    )
+RATE_STEP = 0.5  # log2 of the factor (about 1.4) by which a key rate must move to be flooded
+
+
+def _moved(sent: LinkReport | None, now: LinkReport, stock: bool = True) -> bool:
+    """Whether neighbours need to hear about a link again: up/down, alarm, the stock's bucket
+    (a factor of two; bucket 0: no key at all, which :func:`_flags` makes urgent) or a key
+    rate that moved by a factor of about 1.4 from the one flooded last. A caller judges an OTP
+    call by the route's stock and its slowest link's rate, and in a big network the refresh
+    that would otherwise carry a rate that moved comes only every few minutes. The rate is
+    compared with the one *sent*, not put in fixed buckets: a module's rate over its last
+    blocks wobbles by a few percent, and one near a bucket's edge would be flooded over and
+    over."""
+    if sent is None:
+        return True
+    if (sent.up, sent.alarm) != (now.up, now.alarm):
+        return True
+    if stock and sent.stock_bits.bit_length() != now.stock_bits.bit_length():
+        return True
+    return abs(math.log2((1.0 + now.rate_bps) / (1.0 + sent.rate_bps))) >= RATE_STEP
 
 
 def _flags(lsa: Lsa) -> list[tuple[str, bool, bool, bool]]:

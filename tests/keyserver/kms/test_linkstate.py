@@ -3,6 +3,7 @@ refresh; a key rate that moved is flooded, not left to the refresh."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -42,3 +43,38 @@ async def test_a_key_rate_that_fell_reaches_every_node_without_a_refresh(tmp_pat
             timeout=30,
             what="d to see a-b's new rate",
         )
+
+
+async def test_a_key_rate_that_wobbles_is_not_flooded_and_one_that_fell_is(tmp_path: Path) -> None:
+    """A module's rate over its last blocks wobbles by a few percent. Around the edge of a
+    fixed bucket that would flood an LSA at every status; against the rate flooded last it
+    floods nothing until the rate moved by a factor of 1.4."""
+    fast = Timers(lsa_refresh=3600.0, module_poll=0.2, hungry_poll=0.2, lsa_batch=0.2)
+    async with running_network(tmp_path, topology(DIAMOND), timers=fast) as net:
+        a, b = net.nodes["a"], net.nodes["b"]
+
+        def full() -> bool:  # no stock moves any more: a flood now could only be the rate
+            return all(
+                node.store.link_keys.stock_bytes(lid, owner) >= node.linkmanager.cap_bytes() - 128
+                for node in net.nodes.values()
+                for lid, link in node.links.items()
+                for owner in (link.spec.a, link.spec.b)
+            )
+
+        await wait_for(full, timeout=30, what="every stock to fill")
+        await asyncio.sleep(1.0)  # the last batch out
+        floods = (a.counters["lsa_floods"], b.counters["lsa_floods"])
+        polls = a.counters["module_polls"]
+        for rate in (9.5e4, 9.0e4) * 4:  # across 2^16.5 = 92,682: a fixed bucket's edge
+            net.links["a-b"].rate_bps = rate
+            await asyncio.sleep(0.5)
+        assert a.counters["module_polls"] >= polls + 8  # a looked at its modules all along
+        assert (a.counters["lsa_floods"], b.counters["lsa_floods"]) == floods
+        net.links["a-b"].rate_bps = 2.5e4
+        d = net.nodes["d"]
+        await wait_for(
+            lambda: d.lsdb.view("a-b", time.monotonic()).rate_bps <= 2.5e4,
+            timeout=30,
+            what="d to see a-b's new rate",
+        )
+        assert a.counters["lsa_floods"] > floods[0]
