@@ -138,7 +138,7 @@ class LinkManager:
                     )
                     self.linkstate.changed(urgent=True)
                 elif link.status is not None:  # its rate may have moved: the agent floods
-                    self.linkstate.status_arrived(link)  # what moved enough (in a batch)
+                    self.linkstate.status_arrived(now)  # what moved enough (in a batch)
                 drew = more = False
                 if link.transmitter and link.status is not None:
                     with contextlib.suppress(NodeUnreachable, ModuleUnavailable, ModuleRefused):

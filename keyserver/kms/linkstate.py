@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -24,7 +24,6 @@ from aiohttp import web
 from keyserver.etsi014 import messages as etsi014
 from keyserver.etsi014.messages import EtsiError
 from keyserver.etsi014.server import json_response
-from keyserver.kms.locallink import LocalLink
 from keyserver.kms.nodecontext import NodeContext, now_ms
 from keyserver.kms.nodestore import NodeStore
 from keyserver.kms.routing import (
@@ -84,13 +83,14 @@ class LinkStateAgent:
                 queue.setdefault(lsa.origin, lsa)
         self.wake.set()
 
-    def status_arrived(self, link: LocalLink) -> None:
-        """A module status arrived for `link`: wake the agent only if it moved what was last
-        flooded of the link (up, alarm, the key rate by a factor of 1.4). A module that is
+    def status_arrived(self, report: LinkReport) -> None:
+        """A module status arrived for a link (`report`, its stock left out): wake the agent
+        only if it moved what was last flooded of the link (up, alarm, the key rate by a factor
+        of 1.4). A module that is
         filling its own store reports a block every few seconds; building the whole LSA for
         each would cost a hub node more than all else at rest. (The stock moves by draws and
         spends: :meth:`changed`.)"""
-        if _moved(self._sent.get(link.spec.id), link.report(0), stock=False):
+        if _moved(self._sent.get(report.link), report, stock=False):
             self.changed()
 
     def changed(self, urgent: bool = False) -> None:
@@ -109,22 +109,22 @@ class LinkStateAgent:
         """
         ctx = self.ctx
         t = self.config.timers
-        sent: Lsa | None = None
         last_flood = -1e9
         refresh_at = 0.0
         while True:
             now = time.monotonic()
             mine = self.own_lsa()
             self.lsdb.update(mine, now)
-            own_due = (
-                sent is None
-                or now >= refresh_at
-                or len(mine.links) != len(sent.links)
-                or any(_moved(self._sent.get(r.link), r) for r in mine.links)
+            own_due = now >= refresh_at or any(
+                _moved(self._sent.get(r.link), r) for r in mine.links
             )
             forward = any(self._queue.values())
             if own_due or forward:
-                urgent = self._urgent or sent is None or _flags(sent) != _flags(mine)
+                urgent = (
+                    self._urgent
+                    or not self._sent
+                    or _flags(self._sent.values()) != _flags(mine.links)
+                )
                 gap = self.config.lsa_interval if urgent else t.lsa_batch
                 if now - last_flood < gap:
                     await ctx.sleep_or(self.wake, last_flood + gap - now)
@@ -132,7 +132,6 @@ class LinkStateAgent:
                 self._urgent = False
                 last_flood = now
                 if own_due:
-                    sent = mine
                     self._sent = {r.link: r for r in mine.links}
                     refresh_at = now + ctx.jittered(t.lsa_refresh)
                     ctx.counters["lsa_floods"] += 1
@@ -185,7 +184,7 @@ class LinkStateAgent:
                 for n in ctx.neighbours() - {caller, lsa.origin}:
                     self._queue.setdefault(n, {})[lsa.origin] = lsa
                 # a link went up or down: pass it on at once; anything else goes in a batch
-                self.changed(urgent=old is None or _flags(old) != _flags(lsa))
+                self.changed(urgent=old is None or _flags(old.links) != _flags(lsa.links))
         if resync:  # the neighbour came into sync with this node and may have missed floods
             self._send_database(caller)
         return json_response(200, {"ok": True})
@@ -303,6 +302,7 @@ def _moved(sent: LinkReport | None, now: LinkReport, stock: bool = True) -> bool
     return abs(math.log2((1.0 + now.rate_bps) / (1.0 + sent.rate_bps))) >= RATE_STEP
 
 
-def _flags(lsa: Lsa) -> list[tuple[str, bool, bool, bool]]:
-    """What makes an LSA urgent: a link up or down, an alarm, key there or none."""
-    return sorted((r.link, r.up, r.alarm, r.stock_bits > 0) for r in lsa.links)
+def _flags(reports: Iterable[LinkReport]) -> list[tuple[str, bool, bool, bool]]:
+    """What makes an LSA (its link reports) urgent: a link up or down, an alarm, key there or
+    none."""
+    return sorted((r.link, r.up, r.alarm, r.stock_bits > 0) for r in reports)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from keyserver.kms.nodeconfig import Timers
-from tests.support.node_fixtures import DIAMOND, running_network, topology, wait_for
+from tests.support.node_fixtures import DIAMOND, Net, running_network, topology, wait_for
 
 # no LSA is refreshed within the test: what a node knows came from changes and resyncs
 NO_REFRESH = Timers(lsa_refresh=3600.0)
@@ -31,18 +31,23 @@ async def test_a_restarted_node_gets_the_database_from_its_neighbours(tmp_path: 
         assert net.nodes["a"].counters["lsa_floods"] == floods_at_a  # not by a flood from a
 
 
+async def a_b_rate_falls_and_d_sees_it(net: Net) -> None:
+    """a-b's module reports a quarter of its rate; d's link-state view follows."""
+    net.links["a-b"].rate_bps = 2.5e4
+    d = net.nodes["d"]
+    await wait_for(
+        lambda: d.lsdb.view("a-b", time.monotonic()).rate_bps <= 2.5e4,
+        timeout=30,
+        what="d to see a-b's new rate",
+    )
+
+
 async def test_a_key_rate_that_fell_reaches_every_node_without_a_refresh(tmp_path: Path) -> None:
     """a-b's module reports a quarter of its rate. A caller's OTP capacity check reads the
     route's slowest rate from its node's link-state database, so the change is flooded (in a
     batch), not left to a refresh that a big network sends every few minutes."""
     async with running_network(tmp_path, topology(DIAMOND), timers=NO_REFRESH) as net:
-        net.links["a-b"].rate_bps = 2.5e4
-        d = net.nodes["d"]
-        await wait_for(
-            lambda: d.lsdb.view("a-b", time.monotonic()).rate_bps <= 2.5e4,
-            timeout=30,
-            what="d to see a-b's new rate",
-        )
+        await a_b_rate_falls_and_d_sees_it(net)
 
 
 async def test_a_key_rate_that_wobbles_is_not_flooded_and_one_that_fell_is(tmp_path: Path) -> None:
@@ -70,11 +75,5 @@ async def test_a_key_rate_that_wobbles_is_not_flooded_and_one_that_fell_is(tmp_p
             await asyncio.sleep(0.5)
         assert a.counters["module_polls"] >= polls + 8  # a looked at its modules all along
         assert (a.counters["lsa_floods"], b.counters["lsa_floods"]) == floods
-        net.links["a-b"].rate_bps = 2.5e4
-        d = net.nodes["d"]
-        await wait_for(
-            lambda: d.lsdb.view("a-b", time.monotonic()).rate_bps <= 2.5e4,
-            timeout=30,
-            what="d to see a-b's new rate",
-        )
+        await a_b_rate_falls_and_d_sees_it(net)
         assert a.counters["lsa_floods"] > floods[0]
