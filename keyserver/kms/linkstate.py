@@ -258,14 +258,19 @@ class LinkStateAgent:
         ]
 
     def leg_stock_bits(self, legs: Sequence[Sequence[str]]) -> int:
-        """The least stock (bits) along the legs, each leg given by its nodes in order."""
+        """The least stock (bits) along the legs, each leg given by its nodes in order: this
+        node's own stock as it is now, the others' as their LSAs say (this node's LSA in its
+        database is only as new as the last flood or route search)."""
         now = time.monotonic()
         per_leg = []
         for nodes in legs:
             bits = []
             for u, v in itertools.pairwise(nodes):
                 lid = next(x.id for x in self.config.topology.links if {x.a, x.b} == {u, v})
-                bits.append(self.lsdb.view(lid, now).stock_bits.get(u, 0))
+                if u == self.ctx.id:
+                    bits.append(8 * self.store.link_keys.stock_bytes(lid, u))
+                else:
+                    bits.append(self.lsdb.view(lid, now).stock_bits.get(u, 0))
             per_leg.append(min(bits))
         return min(per_leg)
 
